@@ -1,0 +1,11 @@
+"""tensoregg: a deep-learning compiler whose optimizations are rewrite rules."""
+
+from tensoregg import errors
+from tensoregg.api import compile  # noqa: A004
+from tensoregg.errors import (ArtifactError, CompileError, InputError, InvalidModel, ShapeError,
+                              TensoreggError, UnsupportedOperator)
+from tensoregg.runtime import Module
+
+__version__ = "0.1.0"
+__all__ = ["ArtifactError", "CompileError", "InputError", "InvalidModel", "Module", "ShapeError",
+           "TensoreggError", "UnsupportedOperator", "compile", "errors"]

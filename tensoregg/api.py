@@ -1,0 +1,33 @@
+"""``tensoregg.compile``: model in, runnable Module out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any
+
+from tensoregg.errors import CompileError
+from tensoregg.ir import Graph, run_graph
+from tensoregg.runtime import Module
+
+TARGETS = ("ref",)
+
+
+def compile(model: Any, target: str = "ref", *,  # noqa: A001  (the public name users expect)
+            input_shapes: Mapping[str, Sequence[int]] | None = None) -> Module:
+    """Compile a model (ONNX path, bytes, ModelProto, or an ``ir.Graph``) for ``target``.
+
+    ``input_shapes`` fixes symbolic input dimensions (shapes are static). Targets: ``"ref"``
+    runs the reference interpreter.
+    """
+    if target not in TARGETS:
+        raise CompileError(f"unknown target {target!r}; available targets: {', '.join(TARGETS)}")
+    if isinstance(model, Graph):
+        if input_shapes:
+            raise CompileError("input_shapes applies to ONNX models; a Graph's shapes are already fixed")
+        graph = model
+    else:
+        from tensoregg.frontends.onnx import import_onnx
+
+        graph = import_onnx(model, input_shapes=input_shapes)
+    return Module(graph, target, partial(run_graph, graph))

@@ -1,0 +1,116 @@
+"""The ``tensoregg`` command: ``run`` a model (optionally checking it), ``print`` its Graph."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+import tensoregg
+from tensoregg.api import TARGETS
+from tensoregg.errors import TensoreggError
+from tensoregg.ir import TensorType
+from tensoregg.runtime import Module
+
+
+def random_input(t: TensorType, rng: np.random.Generator) -> np.ndarray:
+    """Seeded sample data for one input: standard normal floats, small ints, random bools."""
+    if t.dtype.kind == "f":
+        return rng.standard_normal(t.shape).astype(t.dtype)
+    if t.dtype.kind in "iu":
+        return rng.integers(0, 4, t.shape).astype(t.dtype)
+    if t.dtype == np.bool_:
+        return rng.random(t.shape) < 0.5
+    raise TensoreggError(f"cannot make sample data of dtype {t.dtype}")
+
+
+def parse_shapes(items: Sequence[str]) -> dict[str, list[int]]:
+    shapes = {}
+    for item in items:
+        name, _, dims = item.rpartition("=")
+        if not name:
+            raise SystemExit(f"--input-shape expects NAME=D1,D2,..., got {item!r}")
+        shapes[name] = [int(d) for d in dims.split(",") if d]
+    return shapes
+
+
+def check_against_onnx(model_path: str, module: Module, feeds: dict[str, np.ndarray],
+                       outputs: list[np.ndarray]) -> bool:
+    """Compare with onnx's ReferenceEvaluator, and onnxruntime when installed; print per output."""
+    from onnx.reference import ReferenceEvaluator
+
+    peers = {"onnx.reference": lambda: ReferenceEvaluator(model_path).run(None, feeds)}
+    try:
+        import onnxruntime as ort
+
+        peers["onnxruntime"] = lambda: ort.InferenceSession(
+            model_path, providers=["CPUExecutionProvider"]).run(None, feeds)
+    except ImportError:
+        pass
+    ok = True
+    for peer, run in peers.items():
+        for name, got, want in zip(module.output_names, outputs, run()):
+            err = float(np.max(np.abs(got.astype(np.float64) - want))) if got.size else 0.0
+            good = got.shape == want.shape and np.allclose(got, want, rtol=1e-4, atol=1e-5)
+            ok &= good
+            print(f"  check {name} vs {peer}: max |diff| {err:.3g} {'ok' if good else 'MISMATCH'}")
+    return ok
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    module = tensoregg.compile(args.model, target=args.target, input_shapes=parse_shapes(args.input_shape))
+    t1 = time.perf_counter()
+    print(f"compiled {args.model} for target {args.target} in {(t1 - t0) * 1e3:.1f} ms: {module}")
+    rng = np.random.default_rng(args.seed)
+    feeds = {n: random_input(t, rng) for n, t in module.graph.inputs.items()}
+    outputs = module.run(**feeds)
+    times = []
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        module.run(**feeds)
+        times.append(time.perf_counter() - t)
+    if times:
+        print(f"median latency over {args.repeat} runs: {np.median(times) * 1e3:.3f} ms")
+    for name, out in zip(module.output_names, outputs):
+        print(f"  output {name}: {TensorType.of(out)} mean {out.astype(np.float64).mean():.6g}")
+    if args.check and not check_against_onnx(args.model, module, feeds, outputs):
+        print("check FAILED")
+        return 1
+    return 0
+
+
+def cmd_print(args: argparse.Namespace) -> int:
+    print(tensoregg.compile(args.model, input_shapes=parse_shapes(args.input_shape)).graph)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tensoregg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="compile a model, run it on seeded random inputs")
+    run.add_argument("model")
+    run.add_argument("--target", default="ref", choices=TARGETS)
+    run.add_argument("--check", action="store_true", help="compare outputs with onnx.reference/onnxruntime")
+    run.add_argument("--repeat", type=int, default=0, help="time this many extra runs")
+    run.add_argument("--seed", type=int, default=0)
+    run.set_defaults(fn=cmd_run)
+    show = sub.add_parser("print", help="import a model and print its Graph")
+    show.add_argument("model")
+    show.set_defaults(fn=cmd_print)
+    for p in (run, show):
+        p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
+                       help="fix a symbolic input shape (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except TensoreggError as e:
+        print(f"tensoregg: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The tensoregg exception hierarchy: every failure a user can cause raises one of these."""
+
+from __future__ import annotations
+
+
+class TensoreggError(Exception):
+    """Base class of every error tensoregg raises on purpose."""
+
+
+class InvalidModel(TensoreggError):
+    """The model is malformed: bad bytes, dangling names, cycles, bad attributes, wrong types."""
+
+
+class UnsupportedOperator(TensoreggError, NotImplementedError):
+    """An operator (or a form of it) that tensoregg does not implement.
+
+    Also a ``NotImplementedError`` so that ONNX backend harnesses count it as unsupported.
+    """
+
+    def __init__(self, op: str, *, opset: int | None = None, node: str | None = None,
+                 target: str | None = None, detail: str = "") -> None:
+        self.op, self.opset, self.node, self.target = op, opset, node, target
+        where = [f"op {op!r}"]
+        if opset is not None:
+            where.append(f"opset {opset}")
+        if node:
+            where.append(f"node {node!r}")
+        if target:
+            where.append(f"target {target!r}")
+        msg = "unsupported " + ", ".join(where)
+        super().__init__(msg + (f": {detail}" if detail else ""))
+
+
+class ShapeError(TensoreggError):
+    """Shapes or dtypes do not fit an operator's rule, or a shape is not static."""
+
+
+class InputError(TensoreggError):
+    """Wrong inputs passed to ``Module.run``: unknown name, wrong count, shape or dtype."""
+
+
+class CompileError(TensoreggError):
+    """A compilation stage failed on a model that was otherwise valid."""
+
+
+class ArtifactError(TensoreggError):
+    """A saved artifact is missing, corrupted or from an incompatible version."""

@@ -1,0 +1,1 @@
+"""Frontends translate models into ``tensoregg.ir`` Graphs."""

@@ -1,0 +1,265 @@
+"""ONNX frontend: a ModelProto, a path or serialized bytes -> a typed, static-shape ``ir.Graph``.
+
+Older opset forms are upgraded node by node through each op's ``adapt`` hook; nodes whose inputs
+are all known at import (initializers, Constant, Shape of a typed value...) are folded into
+constants with the reference semantics, so shape-computing subgraphs such as
+Shape->Gather->Concat->Reshape disappear and every shape in the Graph is static.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import helper, numpy_helper
+
+from tensoregg.errors import InvalidModel, ShapeError, UnsupportedOperator
+from tensoregg.ir import Graph, Node, TensorType, Upgrade, get_op, run_node
+from tensoregg.ir.graph import infer_node, toposort
+
+ModelLike = "str | os.PathLike[str] | bytes | onnx.ModelProto"
+
+
+def load_model(model: Any) -> onnx.ModelProto:
+    """Read a model from a path, bytes or a ModelProto (external data is loaded beside a path)."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (bytes, bytearray)):
+        proto = onnx.ModelProto()
+        try:
+            proto.ParseFromString(bytes(model))
+        except (DecodeError, RuntimeError, ValueError) as e:
+            raise InvalidModel(f"cannot parse ONNX model bytes: {e}") from e
+        return proto
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise InvalidModel(f"no such model file: {path}")
+        try:
+            return onnx.load(path)
+        except (DecodeError, RuntimeError, ValueError, OSError) as e:
+            raise InvalidModel(f"cannot read ONNX model {path}: {type(e).__name__}: {e}") from e
+    raise InvalidModel(f"expected a path, bytes or onnx.ModelProto, got {type(model).__name__}")
+
+
+def onnx_dtype(elem_type: int, where: str) -> np.dtype:
+    if elem_type == onnx.TensorProto.STRING:
+        return np.dtype(object)
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, ValueError, TypeError) as e:
+        raise InvalidModel(f"{where}: unknown or undefined element type {elem_type}") from e
+
+
+def value_type(vi: onnx.ValueInfoProto, shape_override: Sequence[int] | None) -> TensorType:
+    """The static type of a graph input; symbolic dims must be given in ``input_shapes``."""
+    where = f"graph input {vi.name!r}"
+    kind = vi.type.WhichOneof("value")
+    if kind != "tensor_type":
+        raise UnsupportedOperator(f"{kind or 'untyped'} value", detail=f"{where} is not a tensor")
+    tt = vi.type.tensor_type
+    dtype = onnx_dtype(tt.elem_type, where)
+    if shape_override is not None:
+        return TensorType(dtype, tuple(shape_override))
+    if not tt.HasField("shape"):
+        raise ShapeError(f"{where} has no shape; pass input_shapes={{{vi.name!r}: [...]}}")
+    dims = []
+    for k, d in enumerate(tt.shape.dim):
+        if d.HasField("dim_value") and d.dim_value >= 0:
+            dims.append(d.dim_value)
+        else:
+            label = d.dim_param or "?"
+            raise ShapeError(f"{where} dim {k} is symbolic ({label!r}); shapes are static: pass "
+                             f"input_shapes={{{vi.name!r}: [...]}}")
+    return TensorType(dtype, tuple(dims))
+
+
+def attribute_value(attr: onnx.AttributeProto, where: str) -> Any:
+    if attr.ref_attr_name:
+        raise UnsupportedOperator("function attribute reference", detail=where)
+    if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+        raise UnsupportedOperator("control flow (graph attribute)", detail=where)
+    if attr.type == onnx.AttributeProto.UNDEFINED:
+        raise InvalidModel(f"{where}: attribute {attr.name!r} has no type")
+    try:
+        value = helper.get_attribute_value(attr)
+    except Exception as e:
+        raise InvalidModel(f"{where}: attribute {attr.name!r} is malformed: {e}") from e
+    if isinstance(value, onnx.TensorProto):
+        return tensor_value(value, where)
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, list):
+        if value and isinstance(value[0], onnx.TensorProto):
+            raise UnsupportedOperator("tensor-list attribute", detail=where)
+        return tuple(v.decode(errors="replace") if isinstance(v, bytes) else v for v in value)
+    if isinstance(value, (onnx.SparseTensorProto, onnx.TypeProto)):
+        raise UnsupportedOperator(f"{type(value).__name__} attribute", detail=where)
+    return value
+
+
+def tensor_value(t: onnx.TensorProto, where: str) -> np.ndarray:
+    try:
+        return np.asarray(numpy_helper.to_array(t))
+    except Exception as e:
+        raise InvalidModel(f"{where}: tensor {t.name!r} cannot be read: {type(e).__name__}: {e}") from e
+
+
+def import_onnx(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                bind: Mapping[str, np.ndarray] | None = None) -> Graph:
+    """Import an ONNX model as a static-shape Graph.
+
+    ``input_shapes`` fixes symbolic input dims; ``bind`` turns graph inputs into constants
+    (for inputs that decide shapes, e.g. a Reshape target fed as an input).
+    """
+    proto = load_model(model)
+    return _Importer(proto, dict(input_shapes or {}), dict(bind or {})).run()
+
+
+class _Importer:
+    def __init__(self, proto: onnx.ModelProto, input_shapes: dict, bind: dict) -> None:
+        self.proto = proto
+        self.input_shapes = input_shapes
+        self.bind = bind
+        self.opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
+        self.consts: dict[str, np.ndarray] = {}
+        self.types: dict[str, TensorType] = {}
+        self.n_fresh = 0
+
+    def fresh_const(self, value: np.ndarray) -> str:
+        self.n_fresh += 1
+        name = f"__const{self.n_fresh}"
+        self.consts[name] = value
+        self.types[name] = TensorType.of(value)
+        return name
+
+    def run(self) -> Graph:
+        if "" not in self.opsets:
+            raise InvalidModel("model has no opset_import for the default ONNX domain")
+        g = self.proto.graph
+        if not g.output:
+            raise InvalidModel("model graph has no outputs")
+        if g.sparse_initializer:
+            raise UnsupportedOperator("sparse initializer", detail=g.sparse_initializer[0].values.name)
+        for t in g.initializer:
+            if not t.name:
+                raise InvalidModel("an initializer has no name")
+            self.consts[t.name] = tensor_value(t, f"initializer {t.name!r}")
+            self.types[t.name] = TensorType.of(self.consts[t.name])
+        unknown = set(self.input_shapes) | set(self.bind)
+        inputs: dict[str, TensorType] = {}
+        for vi in g.input:
+            unknown.discard(vi.name)
+            if vi.name in self.consts:
+                continue  # an initializer also listed as input (IR < 4): a weight
+            if vi.name in inputs:
+                raise InvalidModel(f"graph input {vi.name!r} is listed twice")
+            t = value_type(vi, self.input_shapes.get(vi.name, None if vi.name not in self.bind
+                                                     else np.shape(self.bind[vi.name])))
+            if vi.name in self.bind:
+                value = np.asarray(self.bind[vi.name], dtype=t.dtype)
+                self.consts[vi.name] = value
+                self.types[vi.name] = TensorType.of(value)
+            else:
+                inputs[vi.name] = t
+                self.types[vi.name] = t
+        if unknown:
+            raise InvalidModel(f"input_shapes/bind name unknown graph inputs: {sorted(unknown)}; "
+                               f"inputs are {[vi.name for vi in g.input]}")
+        defined = {n: "graph input" for n in self.types}
+        raw = [self.raw_node(n, i) for i, n in enumerate(g.node)]
+        for node in raw:
+            for out in node.outputs:
+                if out:
+                    if out in defined:
+                        raise InvalidModel(f"value {out!r} is defined twice (again by {node.op} "
+                                           f"node {node.label!r})")
+                    defined[out] = node.op
+        nodes = [n for node in toposort(raw, defined) if (n := self.import_node(node)) is not None]
+        outputs = [o.name for o in g.output]
+        for o in g.output:
+            if o.name not in self.types:
+                raise InvalidModel(f"graph output {o.name!r} is not defined by any node, input or initializer")
+            self.check_declared(o)
+        nodes = _live(nodes, outputs)
+        used = {n for node in nodes for n in node.inputs} | set(outputs)
+        consts = {k: v for k, v in self.consts.items() if k in used and k not in inputs}
+        return Graph(inputs, consts, nodes, outputs, name=g.name or "graph")
+
+    def raw_node(self, n: onnx.NodeProto, index: int) -> Node:
+        label = n.name or (n.output[0] if n.output else f"#{index}")
+        where = f"{n.op_type} node {label!r}"
+        attrs = {}
+        for a in n.attribute:
+            if a.name in attrs:
+                raise InvalidModel(f"{where}: attribute {a.name!r} given twice")
+            attrs[a.name] = attribute_value(a, where)
+        inputs = list(n.input)
+        while inputs and not inputs[-1]:
+            inputs.pop()
+        return Node(n.op_type, tuple(inputs), tuple(n.output), attrs, n.name or label, n.domain)
+
+    def import_node(self, node: Node) -> Node | None:
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        opset = self.opsets.get(domain)
+        if opset is None:
+            raise InvalidModel(f"{node.op} node {node.label!r}: domain {domain!r} is not in the "
+                               f"model's opset_import")
+        opdef = get_op(node.op, domain, opset=opset, node=node.label)
+        if opdef.adapt is not None:
+            up = Upgrade(node.op, opset, node.label, list(node.inputs), dict(node.attrs), self.fresh_const)
+            opdef.adapt(up)
+            if up.op != node.op:
+                opdef = get_op(up.op, domain, opset=opset, node=node.label)
+            node = Node(up.op, tuple(up.inputs), node.outputs, up.attrs, node.name, node.domain)
+        node = Node(node.op, node.inputs, node.outputs, opdef.check_attrs(node.attrs, node.label),
+                    node.name, node.domain)
+        types = infer_node(opdef, node, self.types, self.consts)
+        for out, t in zip(node.outputs, types):
+            if out:
+                self.types[out] = t
+        given = [n for n in node.inputs if n]
+        if opdef.folds_on_types:
+            args = [_placeholder(self.types[n]) if n else None for n in node.inputs]
+        elif opdef.deterministic and all(n in self.consts for n in given):
+            args = [self.consts[n] if n else None for n in node.inputs]
+        else:
+            return node
+        for out, value in zip(node.outputs, run_node(opdef, node, args, types)):
+            if out:
+                self.consts[out] = value
+        return None
+
+    def check_declared(self, vi: onnx.ValueInfoProto) -> None:
+        if vi.type.WhichOneof("value") != "tensor_type":
+            return
+        tt, got = vi.type.tensor_type, self.types[vi.name]
+        if tt.elem_type and onnx_dtype(tt.elem_type, f"graph output {vi.name!r}") != got.dtype:
+            raise InvalidModel(f"graph output {vi.name!r} is declared "
+                               f"{helper.tensor_dtype_to_string(tt.elem_type)} but computes {got}")
+        if tt.HasField("shape"):
+            dims = tt.shape.dim
+            static = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+            if len(static) != got.rank or any(s is not None and s != g for s, g in zip(static, got.shape)):
+                raise ShapeError(f"graph output {vi.name!r} is declared with shape "
+                                 f"{[s if s is not None else '?' for s in static]} but computes {got}")
+
+
+def _placeholder(t: TensorType) -> np.ndarray:
+    """A zero-memory array of type ``t`` for ops whose result depends only on types."""
+    return np.broadcast_to(np.zeros((), dtype=t.dtype), t.shape)
+
+
+def _live(nodes: list[Node], outputs: list[str]) -> list[Node]:
+    """Drop nodes that no output depends on."""
+    needed = set(outputs)
+    keep = []
+    for node in reversed(nodes):
+        if any(o in needed for o in node.outputs if o):
+            keep.append(node)
+            needed.update(n for n in node.inputs if n)
+    return keep[::-1]

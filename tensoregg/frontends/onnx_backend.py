@@ -1,0 +1,129 @@
+"""``onnx.backend.base.Backend`` adapter, so the official ONNX backend tests run against tensoregg.
+
+Module-level ``prepare``, ``run_model``, ``run_node`` and ``supports_device``, like
+``onnxruntime.backend``. Shapes in tensoregg are static, so a prepared model is compiled at its
+first ``run`` for the shapes of the arrays given, and graph inputs whose *values* decide shapes
+(a Reshape target or Slice bounds fed as inputs) are bound as constants; compiled modules are
+cached per input signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+from onnx.backend.base import Backend, BackendRep, Device, DeviceType
+
+from tensoregg.api import compile as compile_model
+from tensoregg.errors import InputError, UnsupportedOperator
+from tensoregg.frontends.onnx import load_model
+from tensoregg.ir import OPS
+from tensoregg.runtime import Module
+
+
+def shape_inputs(model: onnx.ModelProto) -> set[str]:
+    """Graph inputs whose values reach an input slot that must be a compile-time constant."""
+    import tensoregg.ir.ops  # noqa: F401  (fills OPS)
+
+    producer = {o: n for n in model.graph.node for o in n.output if o}
+    needed: set[str] = set()
+    stack = []
+    for n in model.graph.node:
+        opdef = OPS.get(("" if n.domain == "ai.onnx" else n.domain, n.op_type))
+        if opdef is not None:
+            stack += [n.input[i] for i in opdef.static_inputs if i < len(n.input) and n.input[i]]
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        node = producer.get(name)
+        if node is None:
+            continue
+        opdef = OPS.get(("" if node.domain == "ai.onnx" else node.domain, node.op_type))
+        if opdef is None or not opdef.folds_on_types:
+            stack += [i for i in node.input if i]
+    inits = {t.name for t in model.graph.initializer}
+    return {i.name for i in model.graph.input if i.name in needed and i.name not in inits}
+
+
+class TensoreggRep(BackendRep):
+    """A prepared model: compiles per input signature on first use."""
+
+    def __init__(self, model: onnx.ModelProto, target: str) -> None:
+        self.model = model
+        self.target = target
+        inits = {t.name for t in model.graph.initializer}
+        self.input_names = [i.name for i in model.graph.input if i.name not in inits]
+        self.bound = shape_inputs(model)
+        self.cache: dict[tuple, Module] = {}
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
+        if isinstance(inputs, Mapping):
+            feeds = {k: np.asarray(v) for k, v in inputs.items()}
+        else:
+            if isinstance(inputs, np.ndarray):
+                inputs = [inputs]
+            if len(inputs) > len(self.input_names):
+                raise InputError(f"model takes {len(self.input_names)} inputs, got {len(inputs)}")
+            feeds = {n: np.asarray(v) for n, v in zip(self.input_names, inputs)}
+        bind = {n: feeds.pop(n) for n in list(feeds) if n in self.bound}
+        key = (tuple((n, a.shape) for n, a in sorted(feeds.items())),
+               tuple((n, a.dtype.str, a.shape, a.tobytes()) for n, a in sorted(bind.items())))
+        module = self.cache.get(key)
+        if module is None:
+            module = self.compile(feeds, bind)
+            self.cache[key] = module
+        return tuple(module.run(**feeds))
+
+    def compile(self, feeds: dict[str, np.ndarray], bind: dict[str, np.ndarray]) -> Module:
+        from tensoregg.frontends.onnx import import_onnx
+
+        graph = import_onnx(self.model, input_shapes={n: a.shape for n, a in feeds.items()}, bind=bind)
+        return compile_model(graph, target=self.target)
+
+
+def prepare(model: Any, device: str = "CPU", target: str = "ref", **kwargs: Any) -> TensoreggRep:
+    if not supports_device(device):
+        raise UnsupportedOperator("device", detail=f"tensoregg runs on CPU, not {device!r}")
+    return TensoreggRep(load_model(model), target)
+
+
+def run_model(model: Any, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple[np.ndarray, ...]:
+    return prepare(model, device, **kwargs).run(inputs)
+
+
+def run_node(node: onnx.NodeProto, inputs: Sequence[Any], device: str = "CPU",
+             outputs_info: Any = None, **kwargs: Any) -> tuple[np.ndarray, ...]:
+    """Run one NodeProto on arrays, as a one-node model at the current opset."""
+    arrays = [np.asarray(a) for a in inputs]
+    ins = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+           for name, a in zip(node.input, arrays) if name]
+    outs = [helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None) for name in node.output]
+    graph = helper.make_graph([node], "run_node", ins, outs)
+    domain = node.domain or ""
+    opsets = [helper.make_opsetid("", onnx.defs.onnx_opset_version())]
+    if domain not in ("", "ai.onnx"):
+        opsets.append(helper.make_opsetid(domain, 1))
+    model = helper.make_model(graph, opset_imports=opsets)
+    return run_model(model, [a for name, a in zip(node.input, arrays) if name], device, **kwargs)
+
+
+def supports_device(device: str) -> bool:
+    return Device(device).type == DeviceType.CPU
+
+
+def is_compatible(model: Any, device: str = "CPU", **kwargs: Any) -> bool:
+    return supports_device(device)
+
+
+class TensoreggBackend(Backend):
+    """The same entry points as a Backend class, for harnesses that want one."""
+
+    prepare = staticmethod(prepare)  # type: ignore[assignment]
+    run_model = staticmethod(run_model)  # type: ignore[assignment]
+    run_node = staticmethod(run_node)  # type: ignore[assignment]
+    supports_device = staticmethod(supports_device)  # type: ignore[assignment]

@@ -1,0 +1,50 @@
+"""The reference interpreter: runs a Graph on numpy arrays with each op's reference semantics.
+
+It is the oracle of every equivalence test, so it checks as it goes: each output must have
+exactly the dtype and shape the op's shape rule promised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from tensoregg.errors import CompileError, TensoreggError
+from tensoregg.ir.graph import Graph, Node
+from tensoregg.ir.registry import OpDef, get_op
+from tensoregg.ir.types import TensorType
+
+
+def run_node(opdef: OpDef, node: Node, args: list[np.ndarray | None],
+             types: list[TensorType | None] | None = None) -> list[np.ndarray]:
+    """Apply one node's reference semantics; check results against ``types`` when given."""
+    try:
+        result = opdef.reference(node.attrs, *args)
+    except TensoreggError:
+        raise
+    except Exception as e:  # a reference bug or an input the op cannot take
+        raise CompileError(f"{node.op} node {node.label!r} failed in the reference "
+                           f"interpreter: {type(e).__name__}: {e}") from e
+    outs = list(result) if isinstance(result, (tuple, list)) else [result]
+    outs = [np.asarray(o) for o in outs]
+    if types is not None:
+        for k, (out, t) in enumerate(zip(outs, types)):
+            if t is not None and (out.dtype != t.dtype or out.shape != t.shape):
+                raise CompileError(f"{node.op} node {node.label!r} output {k}: reference gave "
+                                   f"{TensorType.of(out)}, shape rule said {t}")
+    return outs
+
+
+def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Run ``graph`` on ``feeds`` (one array per graph input) and return its outputs in order."""
+    env: dict[str, np.ndarray] = dict(graph.initializers)
+    env.update(feeds)
+    for node in graph.nodes:
+        opdef = get_op(node.op, node.domain, node=node.label)
+        args = [env[n] if n else None for n in node.inputs]
+        types = [graph.types.get(n) if n else None for n in node.outputs]
+        for out, value in zip(node.outputs, run_node(opdef, node, args, types)):
+            if out:
+                env[out] = value
+    return [env[name] for name in graph.outputs]

@@ -1,0 +1,5 @@
+"""The runtime: compiled modules and how they execute."""
+
+from tensoregg.runtime.module import Module
+
+__all__ = ["Module"]

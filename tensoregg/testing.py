@@ -1,0 +1,116 @@
+"""Verification helpers: hypothesis strategies for shapes and tensors, and single-op checks.
+
+``check_op`` runs one ONNX operator through tensoregg's importer and reference interpreter and
+compares it with ``onnx.reference.ReferenceEvaluator``; the op tests and users' own checks use it.
+Needs the ``test`` extra (hypothesis, onnx reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from hypothesis import strategies as st
+from onnx import helper
+
+from tensoregg.frontends.onnx import import_onnx
+from tensoregg.ir import run_graph
+
+FLOAT_TOL = {np.dtype(np.float16): (1e-2, 1e-3), np.dtype(np.float32): (1e-5, 1e-6),
+             np.dtype(np.float64): (1e-10, 1e-12)}
+
+
+def tolerance(dtype: np.dtype) -> tuple[float, float]:
+    """(rtol, atol) for comparing results of ``dtype``; exact for integers and bools."""
+    return FLOAT_TOL.get(np.dtype(dtype), (1e-5, 1e-6) if np.dtype(dtype).kind == "f" else (0.0, 0.0))
+
+
+def shapes(min_rank: int = 0, max_rank: int = 4, min_side: int = 1, max_side: int = 5) -> st.SearchStrategy:
+    """Static tensor shapes."""
+    return st.lists(st.integers(min_side, max_side), min_size=min_rank, max_size=max_rank).map(tuple)
+
+
+def arrays(dtype: Any, shape: Sequence[int], *, low: float = -4.0, high: float = 4.0) -> st.SearchStrategy:
+    """Arrays of ``dtype`` and ``shape`` with finite values in [low, high] (ints: rounded)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64))
+    if dtype == np.bool_:
+        elems = st.booleans()
+    elif dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        elems = st.integers(max(int(low), int(info.min)), min(int(high), int(info.max)))
+    else:
+        elems = st.floats(low, high, allow_nan=False, allow_infinity=False, width=32)
+    return st.lists(elems, min_size=n, max_size=n).map(lambda xs: np.array(xs, dtype=dtype).reshape(shape))
+
+
+def broadcastable_shapes(shape: Sequence[int]) -> st.SearchStrategy:
+    """Shapes that broadcast with ``shape``: a suffix of it with some sides set to 1."""
+    rank = len(shape)
+    return st.integers(0, rank).flatmap(lambda k: st.tuples(
+        *[st.sampled_from([d, 1]) for d in shape[rank - k:]]))
+
+
+def single_op_model(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping[str, Any] | None = None,
+                    *, n_outputs: int = 1, constant: Sequence[int] = (), opset: int | None = None,
+                    domain: str = "") -> onnx.ModelProto:
+    """A one-node model: input ``i`` is a graph input, or an initializer if ``i`` is in ``constant``;
+    ``None`` leaves an optional input out."""
+    names, graph_inputs, inits = [], [], []
+    for i, a in enumerate(inputs):
+        if a is None:
+            names.append("")
+            continue
+        name = f"in{i}"
+        names.append(name)
+        if i in constant:
+            inits.append(onnx.numpy_helper.from_array(np.asarray(a), name))
+        else:
+            graph_inputs.append(helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(np.asarray(a).dtype), np.shape(a)))
+    outs = [f"out{k}" for k in range(n_outputs)]
+    node = helper.make_node(op, names, outs, domain=domain or None, **dict(attrs or {}))
+    graph = helper.make_graph([node], op.lower(), graph_inputs,
+                              [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in outs],
+                              inits)
+    opsets = [helper.make_opsetid("", opset or onnx.defs.onnx_opset_version())]
+    if domain:
+        opsets.append(helper.make_opsetid(domain, 1))
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = min(model.ir_version, 10)
+    return model
+
+
+def check_op(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping[str, Any] | None = None, *,
+             n_outputs: int = 1, constant: Sequence[int] = (), opset: int | None = None,
+             domain: str = "", rtol: float | None = None, atol: float | None = None,
+             expected: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Run one operator through tensoregg and compare with ``expected`` or onnx's ReferenceEvaluator.
+
+    Outputs must agree in count, dtype and shape exactly and in value within a dtype-aware
+    tolerance (NaN equals NaN). Returns tensoregg's outputs.
+    """
+    model = single_op_model(op, inputs, attrs, n_outputs=n_outputs, constant=constant, opset=opset,
+                            domain=domain)
+    feeds = {f"in{i}": np.asarray(a) for i, a in enumerate(inputs) if a is not None and i not in constant}
+    graph = import_onnx(model)
+    ours = run_graph(graph, feeds)
+    if expected is None:
+        from onnx.reference import ReferenceEvaluator
+
+        expected = ReferenceEvaluator(model).run(None, feeds)
+    assert len(ours) == len(expected), f"{op}: {len(ours)} outputs, expected {len(expected)}"
+    for k, (got, want) in enumerate(zip(ours, expected)):
+        want = np.asarray(want)
+        assert got.shape == want.shape, f"{op} output {k}: shape {got.shape} != expected {want.shape}"
+        assert got.dtype == want.dtype, f"{op} output {k}: dtype {got.dtype} != expected {want.dtype}"
+        rt, at = tolerance(want.dtype)
+        if want.dtype.kind in "fc":
+            np.testing.assert_allclose(got, want, rtol=rtol if rtol is not None else rt,
+                                       atol=atol if atol is not None else at, equal_nan=True,
+                                       err_msg=f"{op} output {k}")
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=f"{op} output {k}")
+    return ours

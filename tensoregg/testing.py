@@ -114,3 +114,53 @@ def check_op(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping[str, A
         else:
             np.testing.assert_array_equal(got, want, err_msg=f"{op} output {k}")
     return ours
+
+
+LIGHT_MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
+                "squeezenet", "vgg19", "zfnet512")
+
+
+def light_model(name: str, seed: int = 0) -> onnx.ModelProto:
+    """A light zoo architecture shipped in the onnx wheel, with seeded random weights.
+
+    The wheel's copies hold every weight as a ConstantOfShape of 0.02 (and some parameters as graph
+    inputs); both become seeded initializers: He-scaled weights, positive variances, small biases,
+    so activations stay of order one through the whole network. Only the first input remains.
+    """
+    import os
+
+    import onnx.backend.test
+
+    path = os.path.join(os.path.dirname(onnx.backend.test.__file__), "data", "light", f"light_{name}.onnx")
+    model = onnx.load(path)
+    rng = np.random.default_rng(seed)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    weights: dict[str, tuple[int, ...]] = {}
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "ConstantOfShape" and node.input[0] in inits:
+            weights[node.output[0]] = tuple(int(d) for d in inits[node.input[0]])
+        else:
+            keep.append(node)
+    data, *params = [i for i in model.graph.input if i.name not in inits]
+    for p in params:
+        weights[p.name] = tuple(d.dim_value for d in p.type.tensor_type.shape.dim)
+    new_inits = [t for t in model.graph.initializer if any(t.name in n.input for n in keep)]
+    for wname, shape in weights.items():
+        new_inits.append(onnx.numpy_helper.from_array(_random_weight(wname, shape, rng), wname))
+    graph = helper.make_graph(keep, model.graph.name, [data], list(model.graph.output), new_inits)
+    out = helper.make_model(graph, opset_imports=model.opset_import, producer_name="tensoregg.testing")
+    out.ir_version = model.ir_version
+    return out
+
+
+def _random_weight(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    lname = name.lower()
+    if len(shape) >= 2:
+        fan_in = int(np.prod(shape[1:]))
+        return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    if any(k in lname for k in ("var", "riv")):
+        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    if any(k in lname for k in ("_s_", "scale", "gamma")) or lname.endswith("_s"):
+        return rng.uniform(0.2, 0.6, shape).astype(np.float32)  # damps residual growth
+    return (rng.standard_normal(shape) * 0.1).astype(np.float32)

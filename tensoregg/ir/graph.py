@@ -91,16 +91,18 @@ def infer_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
 
     ``types`` must hold every input's type and ``values`` the inputs known at compile time.
     """
+    params = _slots(opdef, max(len(node.inputs), len(opdef.inputs)))
+    for i, param in enumerate(params):
+        given = i < len(node.inputs) and node.inputs[i]
+        if not given and not param.optional and not param.variadic:
+            raise InvalidModel(f"{node.op} node {node.label!r}: required input {i} "
+                               f"({param.name}) is missing")
     n_out_ok = len(node.outputs) <= len(opdef.outputs) or (opdef.outputs and opdef.outputs[-1].variadic)
     if not opdef.arity_ok(len(node.inputs)) or not n_out_ok:
         raise InvalidModel(f"{node.op} node {node.label!r}: {len(node.inputs)} inputs and "
                            f"{len(node.outputs)} outputs do not fit its signature "
                            f"({' '.join(p.name for p in opdef.inputs)} -> "
                            f"{' '.join(p.name for p in opdef.outputs)})")
-    for i, (name, param) in enumerate(zip(node.inputs, _slots(opdef, len(node.inputs)))):
-        if not name and not param.optional:
-            raise InvalidModel(f"{node.op} node {node.label!r}: required input {i} "
-                               f"({param.name}) is missing")
     ctx = InferCtx(node.op, node.label, [types[n] if n else None for n in node.inputs],
                    [values.get(n) if n else None for n in node.inputs], node.attrs, len(node.outputs))
     return opdef.infer_types(ctx)

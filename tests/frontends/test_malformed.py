@@ -1,0 +1,220 @@
+"""Malformed and unsupported models raise the right tensoregg error, never a crash."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import tensoregg
+from tensoregg.errors import InputError, InvalidModel, ShapeError, UnsupportedOperator
+
+F = TensorProto.FLOAT
+
+
+def vi(name, shape=(2, 3), elem=F):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def model(nodes, inputs=None, outputs=None, inits=(), opset=17, **kw):
+    graph = helper.make_graph(nodes, "g", [vi("x")] if inputs is None else inputs,
+                              [vi("y")] if outputs is None else outputs, list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], **kw)
+
+
+def relu_model():
+    return model([helper.make_node("Relu", ["x"], ["y"])])
+
+
+def check(m, error, *words):
+    with pytest.raises(error) as info:
+        tensoregg.compile(m)
+    for w in words:
+        assert w in str(info.value), f"{w!r} not in {info.value}"
+
+
+def test_truncated_bytes():
+    data = relu_model().SerializeToString()
+    check(data[: len(data) // 2], InvalidModel)
+
+
+def test_garbage_bytes():
+    check(b"\xff\xfe not a protobuf \x00\x01" * 8, InvalidModel)
+
+
+def test_missing_file(tmp_path):
+    check(str(tmp_path / "nope.onnx"), InvalidModel, "nope.onnx")
+
+
+def test_corrupted_file(tmp_path):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"\x08\x07\x12" + b"\xff" * 40)
+    check(str(path), InvalidModel)
+
+
+def test_wrong_python_type():
+    check(12345, InvalidModel, "int")
+
+
+def test_no_default_opset():
+    m = relu_model()
+    del m.opset_import[:]
+    check(m, InvalidModel, "opset")
+
+
+def test_no_outputs():
+    check(model([helper.make_node("Relu", ["x"], ["y"])], outputs=[]), InvalidModel, "no outputs")
+
+
+def test_dangling_input_name():
+    check(model([helper.make_node("Relu", ["ghost"], ["y"])]), InvalidModel, "ghost")
+
+
+def test_undefined_output():
+    check(model([helper.make_node("Relu", ["x"], ["t"])]), InvalidModel, "'y'")
+
+
+def test_value_defined_twice():
+    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Relu", ["x"], ["y"])]
+    check(model(nodes), InvalidModel, "twice")
+
+
+def test_node_output_shadows_input():
+    nodes = [helper.make_node("Relu", ["x"], ["x"]), helper.make_node("Relu", ["x"], ["y"])]
+    check(model(nodes), InvalidModel, "'x'")
+
+
+def test_cycle():
+    nodes = [helper.make_node("Relu", ["b"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Add", ["x", "b"], ["y"])]
+    check(model(nodes), InvalidModel, "cycle")
+
+
+def test_unknown_op_names_op_and_opset():
+    check(model([helper.make_node("FrobnicateTensor", ["x"], ["y"], name="n7")]),
+          UnsupportedOperator, "FrobnicateTensor", "opset 17", "n7")
+
+
+def test_unknown_op_is_not_implemented_error():
+    with pytest.raises(NotImplementedError):
+        tensoregg.compile(model([helper.make_node("FrobnicateTensor", ["x"], ["y"])]))
+
+
+def test_domain_not_imported():
+    check(model([helper.make_node("Relu", ["x"], ["y"], domain="com.example")]), InvalidModel, "com.example")
+
+
+def test_unknown_attribute():
+    check(model([helper.make_node("Relu", ["x"], ["y"], alpha=0.5)]), InvalidModel, "alpha")
+
+
+def test_attribute_given_twice():
+    node = helper.make_node("Relu", ["x"], ["y"])
+    node.attribute.extend([helper.make_attribute("a", 1), helper.make_attribute("a", 2)])
+    check(model([node]), InvalidModel, "twice")
+
+
+def test_bad_attribute_kind():
+    check(model([helper.make_node("Concat", ["x", "x"], ["y"], axis="zero")], outputs=[vi("y", (4, 3))]),
+          InvalidModel, "axis")
+
+
+def test_missing_required_attribute():
+    check(model([helper.make_node("Concat", ["x", "x"], ["y"])], outputs=[vi("y", (4, 3))]),
+          InvalidModel, "axis")
+
+
+def test_mixed_dtypes():
+    inputs = [vi("x"), vi("z", elem=TensorProto.INT64)]
+    check(model([helper.make_node("Add", ["x", "z"], ["y"])], inputs=inputs), ShapeError, "Add", "int64")
+
+
+def test_shapes_do_not_broadcast():
+    inputs = [vi("x"), vi("z", (4,))]
+    check(model([helper.make_node("Add", ["x", "z"], ["y"])], inputs=inputs), ShapeError, "[2, 3]", "[4]")
+
+
+def test_missing_required_input():
+    check(model([helper.make_node("Add", ["x", ""], ["y"])]), InvalidModel, "missing")
+
+
+def test_too_many_inputs():
+    check(model([helper.make_node("Relu", ["x", "x"], ["y"])]), InvalidModel, "signature")
+
+
+def test_symbolic_dim_needs_input_shapes():
+    m = model([helper.make_node("Relu", ["x"], ["y"])], inputs=[vi("x", ("batch", 3))],
+              outputs=[vi("y", ("batch", 3))])
+    check(m, ShapeError, "batch", "input_shapes")
+    assert tensoregg.compile(m, input_shapes={"x": [5, 3]}).input_shapes == [(5, 3)]
+
+
+def test_input_shapes_unknown_name():
+    with pytest.raises(InvalidModel, match="nosuch"):
+        tensoregg.compile(relu_model(), input_shapes={"nosuch": [1]})
+
+
+def test_sequence_input_unsupported():
+    seq = helper.make_tensor_sequence_value_info("x", F, [2, 3])
+    check(model([helper.make_node("Identity", ["x"], ["y"])], inputs=[seq]), UnsupportedOperator, "sequence")
+
+
+def test_undefined_elem_type():
+    check(model([helper.make_node("Relu", ["x"], ["y"])], inputs=[vi("x", elem=TensorProto.UNDEFINED)]),
+          InvalidModel, "element type")
+
+
+def test_initializer_with_wrong_byte_count():
+    bad = onnx.TensorProto(name="w", data_type=F, dims=[2, 3], raw_data=b"\x00" * 7)
+    check(model([helper.make_node("Add", ["x", "w"], ["y"])], inits=[bad]), InvalidModel, "'w'")
+
+
+def test_declared_output_dtype_mismatch():
+    check(model([helper.make_node("Relu", ["x"], ["y"])], outputs=[vi("y", elem=TensorProto.INT32)]),
+          InvalidModel, "declared")
+
+
+def test_declared_output_shape_mismatch():
+    check(model([helper.make_node("Relu", ["x"], ["y"])], outputs=[vi("y", (3, 2))]), ShapeError, "declared")
+
+
+def test_control_flow_unsupported():
+    body = helper.make_graph([], "body", [], [vi("x")])
+    node = helper.make_node("If", ["c"], ["y"], then_branch=body, else_branch=body)
+    check(model([node], inputs=[vi("c", (), TensorProto.BOOL)]), UnsupportedOperator, "graph")
+
+
+def test_runtime_shape_input_is_shape_error():
+    inputs = [vi("x"), vi("s", (1,), TensorProto.INT64)]
+    m = model([helper.make_node("Reshape", ["x", "s"], ["y"])], inputs=inputs, outputs=[vi("y", (6,))])
+    check(m, ShapeError, "Reshape", "compile-time constant")
+
+
+class TestRunInputs:
+    @pytest.fixture
+    def module(self):
+        return tensoregg.compile(relu_model())
+
+    def test_wrong_shape(self, module):
+        with pytest.raises(InputError, match=r"\[3, 2\]"):
+            module.run(np.zeros((3, 2), np.float32))
+
+    def test_wrong_dtype(self, module):
+        with pytest.raises(InputError, match="float64"):
+            module.run(np.zeros((2, 3), np.float64))
+
+    def test_unknown_name(self, module):
+        with pytest.raises(InputError, match="nope"):
+            module.run(nope=np.zeros((2, 3), np.float32))
+
+    def test_missing(self, module):
+        with pytest.raises(InputError, match="missing"):
+            module.run()
+
+    def test_too_many(self, module):
+        x = np.zeros((2, 3), np.float32)
+        with pytest.raises(InputError, match="positional"):
+            module.run(x, x)
+
+    def test_not_an_array(self, module):
+        with pytest.raises(InputError, match="dict"):
+            module.run({"x": 1})

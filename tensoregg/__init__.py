@@ -2,8 +2,15 @@
 
 from tensoregg import errors
 from tensoregg.api import compile  # noqa: A004
-from tensoregg.errors import (ArtifactError, CompileError, InputError, InvalidModel, ShapeError,
-                              TensoreggError, UnsupportedOperator)
+from tensoregg.errors import (
+                              ArtifactError,
+                              CompileError,
+                              InputError,
+                              InvalidModel,
+                              ShapeError,
+                              TensoreggError,
+                              UnsupportedOperator,
+)
 from tensoregg.runtime import Module
 
 __version__ = "0.1.0"

@@ -72,9 +72,8 @@ def single_op_model(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping
                 name, helper.np_dtype_to_tensor_dtype(np.asarray(a).dtype), np.shape(a)))
     outs = [f"out{k}" for k in range(n_outputs)]
     node = helper.make_node(op, names, outs, domain=domain or None, **dict(attrs or {}))
-    graph = helper.make_graph([node], op.lower(), graph_inputs,
-                              [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in outs],
-                              inits)
+    out_infos = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in outs]
+    graph = helper.make_graph([node], op.lower(), graph_inputs, out_infos, inits)
     opsets = [helper.make_opsetid("", opset or onnx.defs.onnx_opset_version())]
     if domain:
         opsets.append(helper.make_opsetid(domain, 1))

@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from tensoregg.errors import InvalidModel, ShapeError, UnsupportedOperator
+from tensoregg.frontends.onnx_functions import expand_functions
 from tensoregg.ir import Graph, Node, TensorType, Upgrade, get_op, run_node
 from tensoregg.ir.graph import infer_node, toposort
 
@@ -116,7 +117,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
     ``input_shapes`` fixes symbolic input dims; ``bind`` turns graph inputs into constants
     (for inputs that decide shapes, e.g. a Reshape target fed as an input).
     """
-    proto = load_model(model)
+    proto = expand_functions(load_model(model))
     return _Importer(proto, dict(input_shapes or {}), dict(bind or {})).run()
 
 
@@ -143,6 +144,22 @@ class _Importer:
         g = self.proto.graph
         if not g.output:
             raise InvalidModel("model graph has no outputs")
+        self.read_initializers(g)
+        inputs = self.read_inputs(g)
+        raw = [self.raw_node(n, i) for i, n in enumerate(g.node)]
+        nodes = [n for node in toposort(raw, self.definitions(raw)) if (n := self.import_node(node))]
+        outputs = [o.name for o in g.output]
+        for o in g.output:
+            if o.name not in self.types:
+                raise InvalidModel(f"graph output {o.name!r} is not defined by any node, input or "
+                                   "initializer")
+            self.check_declared(o)
+        nodes = _live(nodes, outputs)
+        used = {n for node in nodes for n in node.inputs} | set(outputs)
+        consts = {k: v for k, v in self.consts.items() if k in used and k not in inputs}
+        return Graph(inputs, consts, nodes, outputs, name=g.name or "graph")
+
+    def read_initializers(self, g: onnx.GraphProto) -> None:
         if g.sparse_initializer:
             raise UnsupportedOperator("sparse initializer", detail=g.sparse_initializer[0].values.name)
         for t in g.initializer:
@@ -150,28 +167,31 @@ class _Importer:
                 raise InvalidModel("an initializer has no name")
             self.consts[t.name] = tensor_value(t, f"initializer {t.name!r}")
             self.types[t.name] = TensorType.of(self.consts[t.name])
-        unknown = set(self.input_shapes) | set(self.bind)
+
+    def read_inputs(self, g: onnx.GraphProto) -> dict[str, TensorType]:
+        """Type the graph inputs; those named in ``bind`` become constants."""
+        unknown = (set(self.input_shapes) | set(self.bind)) - {vi.name for vi in g.input}
+        if unknown:
+            raise InvalidModel(f"input_shapes/bind name unknown graph inputs: {sorted(unknown)}; "
+                               f"inputs are {[vi.name for vi in g.input]}")
         inputs: dict[str, TensorType] = {}
         for vi in g.input:
-            unknown.discard(vi.name)
             if vi.name in self.consts:
                 continue  # an initializer also listed as input (IR < 4): a weight
             if vi.name in inputs:
                 raise InvalidModel(f"graph input {vi.name!r} is listed twice")
-            t = value_type(vi, self.input_shapes.get(vi.name, None if vi.name not in self.bind
-                                                     else np.shape(self.bind[vi.name])))
-            if vi.name in self.bind:
-                value = np.asarray(self.bind[vi.name], dtype=t.dtype)
-                self.consts[vi.name] = value
-                self.types[vi.name] = TensorType.of(value)
+            bound = self.bind.get(vi.name)
+            t = value_type(vi, self.input_shapes.get(vi.name, None if bound is None else np.shape(bound)))
+            if bound is not None:
+                self.consts[vi.name] = np.asarray(bound, dtype=t.dtype)
+                self.types[vi.name] = TensorType.of(self.consts[vi.name])
             else:
-                inputs[vi.name] = t
-                self.types[vi.name] = t
-        if unknown:
-            raise InvalidModel(f"input_shapes/bind name unknown graph inputs: {sorted(unknown)}; "
-                               f"inputs are {[vi.name for vi in g.input]}")
-        defined = {n: "graph input" for n in self.types}
-        raw = [self.raw_node(n, i) for i, n in enumerate(g.node)]
+                inputs[vi.name] = self.types[vi.name] = t
+        return inputs
+
+    def definitions(self, raw: list[Node]) -> dict[str, str]:
+        """What defines each value name, failing on a name defined twice."""
+        defined = {n: "graph input or initializer" for n in self.types}
         for node in raw:
             for out in node.outputs:
                 if out:
@@ -179,16 +199,7 @@ class _Importer:
                         raise InvalidModel(f"value {out!r} is defined twice (again by {node.op} "
                                            f"node {node.label!r})")
                     defined[out] = node.op
-        nodes = [n for node in toposort(raw, defined) if (n := self.import_node(node)) is not None]
-        outputs = [o.name for o in g.output]
-        for o in g.output:
-            if o.name not in self.types:
-                raise InvalidModel(f"graph output {o.name!r} is not defined by any node, input or initializer")
-            self.check_declared(o)
-        nodes = _live(nodes, outputs)
-        used = {n for node in nodes for n in node.inputs} | set(outputs)
-        consts = {k: v for k, v in self.consts.items() if k in used and k not in inputs}
-        return Graph(inputs, consts, nodes, outputs, name=g.name or "graph")
+        return defined
 
     def raw_node(self, n: onnx.NodeProto, index: int) -> Node:
         label = n.name or (n.output[0] if n.output else f"#{index}")

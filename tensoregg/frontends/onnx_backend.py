@@ -26,8 +26,6 @@ from tensoregg.runtime import Module
 
 def shape_inputs(model: onnx.ModelProto) -> set[str]:
     """Graph inputs whose values reach an input slot that must be a compile-time constant."""
-    import tensoregg.ir.ops  # noqa: F401  (fills OPS)
-
     producer = {o: n for n in model.graph.node for o in n.output if o}
     needed: set[str] = set()
     stack = []

@@ -3,6 +3,7 @@
 Import IR names from here, not from the submodules.
 """
 
+from tensoregg.ir import ops  # noqa: F401  (registers every operator in OPS)
 from tensoregg.ir.graph import Graph, Node
 from tensoregg.ir.interpreter import run_graph, run_node
 from tensoregg.ir.printer import format_graph

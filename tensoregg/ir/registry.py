@@ -249,7 +249,8 @@ def op(name: str, inputs: str, outputs: str, *, shape: ShapeRule,
         OPS[key] = OpDef(name=name, inputs=parse_params(inputs), outputs=parse_params(outputs),
                          attrs=dict(attrs or {}), infer=shape, reference=fn,
                          static_inputs=frozenset(static), domain=domain,
-                         deterministic=deterministic, folds_on_types=folds_on_types, adapt=adapt, doc=(fn.__doc__ or "").strip())
+                         deterministic=deterministic, folds_on_types=folds_on_types, adapt=adapt,
+                         doc=(fn.__doc__ or "").strip())
         return fn
 
     return register
@@ -258,8 +259,6 @@ def op(name: str, inputs: str, outputs: str, *, shape: ShapeRule,
 def get_op(name: str, domain: str = "", *, opset: int | None = None,
            node: str | None = None) -> OpDef:
     """Look up an operator, raising UnsupportedOperator (naming op, opset, node) if unknown."""
-    import tensoregg.ir.ops  # noqa: F401  (fills OPS)
-
     found = OPS.get(("" if domain == "ai.onnx" else domain, name))
     if found is None:
         label = f"{domain}::{name}" if domain not in ("", "ai.onnx") else name

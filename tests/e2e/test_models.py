@@ -45,8 +45,9 @@ def test_light_zoo_model(name):
 
 
 def test_cli_run_check():
-    out = subprocess.run([sys.executable, "-m", "tensoregg.cli", "run", str(ROOT / "examples" / "tinycnn.onnx"),
-                          "--check", "--repeat", "2"], capture_output=True, text=True, check=False)
+    example = str(ROOT / "examples" / "tinycnn.onnx")
+    out = subprocess.run([sys.executable, "-m", "tensoregg.cli", "run", example, "--check", "--repeat", "2"],
+                         capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "vs onnxruntime" in out.stdout and "MISMATCH" not in out.stdout
 

@@ -19,7 +19,7 @@ def _has_function(op: str, domain: str, opset: int | None) -> bool:
         schema = onnx.defs.get_schema(op, opset, domain)
     except onnx.defs.SchemaError:
         return False
-    return bool(schema.has_function or schema.has_context_dependent_function)
+    return any(getattr(schema, flag, False) for flag in ("has_function", "has_context_dependent_function"))
 
 
 def expand_functions(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -6,7 +6,7 @@ exactly the dtype and shape the op's shape rule promised.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from tensoregg.ir.types import TensorType
 
 
 def run_node(opdef: OpDef, node: Node, args: list[np.ndarray | None],
-             types: list[TensorType | None] | None = None) -> list[np.ndarray]:
+             types: Sequence[TensorType | None] | None = None) -> list[np.ndarray]:
     """Apply one node's reference semantics; check results against ``types`` when given."""
     try:
         result = opdef.reference(node.attrs, *args)

@@ -111,6 +111,9 @@ def _allowed_keys(attrs: dict, sq: int, skv: int, past: int | None,
     A query's absolute position is ``i + offset``: offset is the past length, else
     ``nonpad_kv_seqlen - sq`` per batch (the result then has shape (batch, 1, sq, skv)), else 0.
     """
+    if not attrs["is_causal"] and attrs["left_window_size"] < 0 and attrs["right_window_size"] < 0 \
+            and nonpad is None:
+        return None
     per_batch = past is None and nonpad is not None
     offset = (nonpad.reshape(-1, 1, 1, 1).astype(np.int64) - sq) if per_batch else (past or 0)
     diff = np.arange(sq)[:, None] + offset - np.arange(skv)[None, :]  # query position - key
@@ -123,8 +126,6 @@ def _allowed_keys(attrs: dict, sq: int, skv: int, past: int | None,
         allowed &= -diff <= attrs["right_window_size"]
     if nonpad is not None:
         allowed = allowed & (np.arange(skv) < nonpad.reshape(-1, 1, 1, 1))
-    if allowed.all() and not attrs["is_causal"] and nonpad is None and allowed.ndim == 2:
-        return None
     return allowed
 
 
@@ -177,18 +178,17 @@ def attention(attrs, q, k, v, mask=None, past_key=None, past_value=None, nonpad=
     k, v = np.repeat(k, reps, axis=1), np.repeat(v, reps, axis=1)
     with np.errstate(all="ignore"):
         qk = _matmul(q * root, np.swapaxes(k, 2, 3) * root)
-        if attrs["softcap"] > 0:
-            qk = np.tanh(qk / attrs["softcap"]) * attrs["softcap"]
-        scores = qk + bias
+        cap = attrs["softcap"]
+        capped = np.tanh(qk / cap) * cap if cap > 0 else qk
+        biased = capped + bias
+        scores = biased
         if attrs["softmax_precision"] is not None:
-            scores = scores.astype(helper.tensor_dtype_to_np_dtype(attrs["softmax_precision"]))
+            scores = biased.astype(helper.tensor_dtype_to_np_dtype(attrs["softmax_precision"]))
         probs = _masked_softmax(scores)
         dead_row = np.isneginf(np.max(bias, axis=-1, keepdims=True))
         probs = np.where(dead_row, np.zeros((), probs.dtype), probs)
         y = _matmul(probs.astype(q.dtype), v)
-    mode = attrs["qk_matmul_output_mode"]
-    shown = {0: qk, 1: qk, 2: qk + bias, 3: probs}[mode]
-    shown = np.broadcast_to(shown, qk.shape).astype(q.dtype)
+    shown = (qk, capped, biased, probs)[attrs["qk_matmul_output_mode"]].astype(q.dtype)
     if rank3:
         y = y.transpose(0, 2, 1, 3).reshape(y.shape[0], sq, -1)
     return y, present_k, present_v, shown

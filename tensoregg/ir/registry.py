@@ -123,6 +123,8 @@ class Upgrade:
     attrs: dict[str, Any]
     const: Callable[[np.ndarray], str]
     """Adds a constant to the graph and returns its value name (for attributes that became inputs)."""
+    types: list[TensorType | None] = field(default_factory=list)
+    """The input types, as far as known at import (``None`` for an omitted input)."""
 
     def move_attr_to_input(self, attr: str, index: int, dtype: Any = np.int64) -> None:
         """Older opsets held some inputs as attributes: turn ``attr`` into input ``index``."""

@@ -8,7 +8,7 @@ warnings (overflow, division by zero, NaN from a domain error) are silenced as O
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import reduce
 from typing import Any
 
@@ -60,9 +60,12 @@ def _legacy(up: Upgrade) -> None:
     if up.opset >= 7:
         return
     up.attrs.pop("consumed_inputs", None)
-    if up.attrs.pop("broadcast", 0) and "axis" in up.attrs:
-        up.unsupported("legacy broadcast with an explicit 'axis' (B aligned at an axis of A)")
-    up.attrs.pop("axis", None)
+    axis = up.attrs.pop("axis", None)
+    if up.attrs.pop("broadcast", 0) and axis is not None:
+        a, b = [*up.types, None, None][:2]
+        if a is None or b is None or axis % max(a.rank, 1) + b.rank != a.rank:
+            up.unsupported(f"legacy broadcast of B at axis {axis} of A (only an end-aligned B "
+                           "is numpy broadcasting)")
 
 
 def _quiet(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -139,7 +142,8 @@ def erf(attrs, x):
     attrs={"detect_negative": Attr("int", 1), "detect_positive": Attr("int", 1)})
 def isinf(attrs, x):
     """Whether x is +inf (if detect_positive) or -inf (if detect_negative)."""
-    return (np.isposinf(x) & bool(attrs["detect_positive"])) | (np.isneginf(x) & bool(attrs["detect_negative"]))
+    positive, negative = bool(attrs["detect_positive"]), bool(attrs["detect_negative"])
+    return (np.isposinf(x) & positive) | (np.isneginf(x) & negative)
 
 
 # ---- binary arithmetic ---------------------------------------------------------------------------
@@ -190,7 +194,7 @@ def _choice(name: str, choices: tuple, allowed: str) -> ShapeRule:
     """An element-wise rule that first checks attribute ``name`` is one of ``choices``."""
     rule = _elementwise(allowed)
 
-    def checked(ctx: InferCtx) -> TensorType:
+    def checked(ctx: InferCtx) -> TensorType | Sequence[TensorType]:
         if ctx.attrs[name] not in choices:
             raise InvalidModel(f"{ctx.op} node {ctx.node!r}: attribute {name!r} must be one of "
                                f"{', '.join(map(repr, choices))}, got {ctx.attrs[name]!r}")
@@ -215,22 +219,20 @@ def bitshift(attrs, x, y):
     shift = np.where(valid, y, 0)
     if attrs["direction"] == "LEFT":
         unsigned = np.dtype(f"u{x.dtype.itemsize}")
-        shifted, fill = np.left_shift(x.view(unsigned), shift.astype(unsigned)).view(x.dtype), np.zeros_like(x)
+        shifted = np.left_shift(x.view(unsigned), shift.astype(unsigned)).view(x.dtype)
+        fill = np.zeros_like(x)
     else:
-        shifted, fill = np.right_shift(x, shift.astype(x.dtype)), -(x < 0).astype(x.dtype)
+        shifted = np.right_shift(x, shift.astype(x.dtype))
+        fill = -(x < 0).astype(x.dtype)
     return np.where(valid, shifted, fill)
 
 
 # ---- variadic ------------------------------------------------------------------------------------
 
-def _mean(*xs: np.ndarray) -> np.ndarray:
-    return reduce(np.add, xs) / len(xs)
-
-
 _variadic("Sum", lambda *xs: reduce(np.add, xs), "Sum of the inputs with broadcasting.", "num")
 _variadic("Max", lambda *xs: reduce(np.maximum, xs), "Element-wise max of the inputs (NaN wins).", "num")
 _variadic("Min", lambda *xs: reduce(np.minimum, xs), "Element-wise min of the inputs (NaN wins).", "num")
-_variadic("Mean", _mean, "Mean of the inputs with broadcasting.", "float")
+_variadic("Mean", lambda *xs: reduce(np.add, xs) / len(xs), "Mean of the inputs with broadcasting.", "float")
 
 
 # ---- selection ----------------------------------------------------------------------------------

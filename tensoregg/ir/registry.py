@@ -179,6 +179,9 @@ class OpDef:
             if name not in self.attrs:
                 raise InvalidModel(f"{self.name} node {node!r}: unknown attribute {name!r} "
                                    f"(known: {', '.join(sorted(self.attrs)) or 'none'})")
+            if value is None and self.attrs[name].default is None:
+                out[name] = None  # an optional attribute left unset (its default is None)
+                continue
             out[name] = _coerce_attr(self.name, node, name, self.attrs[name].kind, value)
         for name, spec in self.attrs.items():
             if name not in out:

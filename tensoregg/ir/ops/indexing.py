@@ -78,7 +78,7 @@ def _gather_nd_shape(ctx: InferCtx) -> TensorType:
     if data[:b] != indices[:b]:
         ctx.fail(f"batch dims of data {list(data)} and indices {list(indices)} differ")
     m = indices[-1]
-    if b + m > len(data):
+    if not 1 <= m <= len(data) - b:
         ctx.fail(f"indices address {m} dims after {b} batch dims, data has rank {len(data)}")
     return TensorType(ctx.dtype(0), indices[:-1] + data[b + m:])
 
@@ -90,8 +90,8 @@ def gather_nd(attrs, data, indices):
     n_batch = int(np.prod(data.shape[:b], dtype=np.int64))
     m = indices.shape[-1]
     tuples = indices.reshape(n_batch, int(np.prod(indices.shape[b:-1], dtype=np.int64)), m)
-    flat = data.reshape((n_batch,) + data.shape[b:])
-    picked = flat[(np.arange(n_batch)[:, None],) + tuple(tuples[..., j] for j in range(m))]
+    flat = data.reshape((n_batch, *data.shape[b:]))
+    picked = flat[(np.arange(n_batch)[:, None], *tuple(tuples[..., j] for j in range(m)))]
     return picked.reshape(indices.shape[:-1] + data.shape[b + m:])
 
 
@@ -183,7 +183,7 @@ def _tensor_scatter_shape(ctx: InferCtx) -> TensorType:
 
 @op("TensorScatter", "past_cache update write_indices?", "present_cache",
     attrs={"axis": Attr("int", -2), "mode": Attr("string", "linear")}, shape=_tensor_scatter_shape)
-def tensor_scatter(attrs, cache, update, write_indices):
+def tensor_scatter(attrs, cache, update, write_indices=None):
     """KV-cache update: ``update`` written into ``past_cache`` along ``axis`` at each batch's write index."""
     axis = attrs["axis"] % cache.ndim
     length, seq = cache.shape[axis], update.shape[axis]
@@ -208,9 +208,10 @@ def _one_hot_shape(ctx: InferCtx) -> TensorType:
         ctx.fail(f"values must be [off_value, on_value], got shape {list(ctx.shape(2))}")
     indices = ctx.shape(0)
     axis = ctx.axis(ctx.attrs["axis"], len(indices) + 1)
-    return TensorType(ctx.dtype(2), indices[:axis] + (int(depth.reshape(-1)[0]),) + indices[axis:])
+    return TensorType(ctx.dtype(2), (*indices[:axis], int(depth.reshape(-1)[0]), *indices[axis:]))
 
 
+# OneHot-9 gave all off_value for negative indices (now counted from the end): accepted as OneHot-11.
 @op("OneHot", "indices depth values", "output", attrs={"axis": Attr("int", -1)}, shape=_one_hot_shape,
     static=(1,))
 def one_hot(attrs, indices, depth, values):
@@ -231,7 +232,7 @@ def _top_k_shape(ctx: InferCtx) -> list[TensorType]:
     k = ctx.ints(1)
     if len(k) != 1 or not 0 <= k[0] <= shape[axis]:
         ctx.fail(f"K={k} must be one number in [0, {shape[axis]}] (the size of axis {axis})")
-    out = shape[:axis] + (k[0],) + shape[axis + 1:]
+    out = (*shape[:axis], k[0], *shape[axis + 1:])
     return [TensorType(ctx.dtype(0), out), TensorType(INT64, out)]
 
 
@@ -243,7 +244,7 @@ def _top_k_from_attr(up: Upgrade) -> None:
 @op("TopK", "X K", "Values Indices", static=(1,), shape=_top_k_shape, adapt=_top_k_from_attr,
     attrs={"axis": Attr("int", -1), "largest": Attr("int", 1), "sorted": Attr("int", 1)})
 def top_k(attrs, x, k):
-    """The K largest (or smallest) entries along ``axis`` and their indices; ties keep the lower index first."""
+    """The K largest (or smallest) entries along ``axis`` and their indices; ties: lower index first."""
     axis, k = attrs["axis"] % x.ndim, int(k.reshape(-1)[0])
     if attrs["largest"]:
         n = x.shape[axis]
@@ -272,8 +273,8 @@ def _arg(name: str, fn, doc: str) -> None:
         return (index if attrs["keepdims"] else np.squeeze(index, axis)).astype(np.int64)
 
     reference.__doc__ = doc
-    op(name, "data", "reduced", shape=_arg_shape,
-       attrs={"axis": Attr("int", 0), "keepdims": Attr("int", 1), "select_last_index": Attr("int", 0)})(reference)
+    attrs = {"axis": Attr("int", 0), "keepdims": Attr("int", 1), "select_last_index": Attr("int", 0)}
+    op(name, "data", "reduced", shape=_arg_shape, attrs=attrs)(reference)
 
 
 _arg("ArgMax", np.argmax, "Index of the largest entry along ``axis`` (first, or last if select_last_index).")
@@ -337,7 +338,7 @@ def _compress_shape(ctx: InferCtx) -> TensorType:
     if cond[n:].any():
         ctx.fail(f"condition selects index {int(np.argmax(cond[n:])) + n}, beyond the {n} entries")
     kept = int(np.count_nonzero(cond[:n]))
-    return TensorType(ctx.dtype(0), (kept,) if axis is None else shape[:axis] + (kept,) + shape[axis + 1:])
+    return TensorType(ctx.dtype(0), (kept,) if axis is None else (*shape[:axis], kept, *shape[axis + 1:]))
 
 
 @op("Compress", "input condition", "output", attrs={"axis": Attr("int", None)}, shape=_compress_shape,

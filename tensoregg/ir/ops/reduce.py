@@ -15,7 +15,10 @@ Kernel = Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
 
 
 def _axes(axes: np.ndarray | None, rank: int, noop_with_empty_axes: int) -> tuple[int, ...]:
-    """The reduced axes: all of them when none are given, unless noop_with_empty_axes."""
+    """The reduced axes: all of them when none are given, unless noop_with_empty_axes.
+
+    Reducing over no axes still applies an op's element-wise steps (ReduceSumSquare squares).
+    """
     given = [] if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
     if not given:
         return () if noop_with_empty_axes else tuple(range(rank))
@@ -46,8 +49,6 @@ def _wide(x: np.ndarray) -> np.ndarray:
 def _reduce(name: str, kernel: Kernel, doc: str, *, axes_input_since: int = 18) -> None:
     def reference(attrs, data, axes=None):
         reduced = _axes(axes, data.ndim, attrs["noop_with_empty_axes"])
-        if not reduced and attrs["noop_with_empty_axes"]:
-            return data
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             out = np.asarray(kernel(_wide(data), reduced))
         if not attrs["keepdims"]:

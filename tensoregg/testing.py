@@ -23,8 +23,32 @@ FLOAT_TOL = {np.dtype(np.float16): (1e-2, 1e-3), np.dtype(np.float32): (1e-5, 1e
 
 
 def tolerance(dtype: np.dtype) -> tuple[float, float]:
-    """(rtol, atol) for comparing results of ``dtype``; exact for integers and bools."""
-    return FLOAT_TOL.get(np.dtype(dtype), (1e-5, 1e-6) if np.dtype(dtype).kind == "f" else (0.0, 0.0))
+    """(rtol, atol) for comparing results of ``dtype``: exact for integers and bools, two units in
+    the last place for the low-precision floats of ml_dtypes (bfloat16, float8...)."""
+    dtype = np.dtype(dtype)
+    if dtype in FLOAT_TOL:
+        return FLOAT_TOL[dtype]
+    if dtype.kind == "V" and dtype.name.startswith(("bfloat", "float")):
+        import ml_dtypes
+
+        return 2 * float(ml_dtypes.finfo(dtype).eps), 0.0
+    return (1e-5, 1e-6) if dtype.kind == "f" else (0.0, 0.0)
+
+
+def assert_same(got: np.ndarray, want: np.ndarray, where: str, rtol: float | None = None,
+                atol: float | None = None) -> None:
+    """Equal dtype and shape, values within ``tolerance`` (NaN equals NaN)."""
+    assert got.shape == want.shape, f"{where}: shape {got.shape} != expected {want.shape}"
+    assert got.dtype == want.dtype, f"{where}: dtype {got.dtype} != expected {want.dtype}"
+    rt, at = tolerance(want.dtype)
+    rt, at = (rt if rtol is None else rtol), (at if atol is None else atol)
+    if want.dtype.kind == "V":  # ml_dtypes: compare as float32 (floats) or int32 (int4/int2)
+        wide = np.float32 if want.dtype.name.startswith(("bfloat", "float")) else np.int32
+        got, want = got.astype(wide), want.astype(wide)
+    if want.dtype.kind in "fc":
+        np.testing.assert_allclose(got, want, rtol=rt, atol=at, equal_nan=True, err_msg=where)
+    else:
+        np.testing.assert_array_equal(got, want, err_msg=where)
 
 
 def shapes(min_rank: int = 0, max_rank: int = 4, min_side: int = 1, max_side: int = 5) -> st.SearchStrategy:
@@ -102,16 +126,7 @@ def check_op(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping[str, A
         expected = ReferenceEvaluator(model).run(None, feeds)
     assert len(ours) == len(expected), f"{op}: {len(ours)} outputs, expected {len(expected)}"
     for k, (got, want) in enumerate(zip(ours, expected)):
-        want = np.asarray(want)
-        assert got.shape == want.shape, f"{op} output {k}: shape {got.shape} != expected {want.shape}"
-        assert got.dtype == want.dtype, f"{op} output {k}: dtype {got.dtype} != expected {want.dtype}"
-        rt, at = tolerance(want.dtype)
-        if want.dtype.kind in "fc":
-            np.testing.assert_allclose(got, want, rtol=rtol if rtol is not None else rt,
-                                       atol=atol if atol is not None else at, equal_nan=True,
-                                       err_msg=f"{op} output {k}")
-        else:
-            np.testing.assert_array_equal(got, want, err_msg=f"{op} output {k}")
+        assert_same(got, np.asarray(want), f"{op} output {k}", rtol, atol)
     return ours
 
 

@@ -19,6 +19,8 @@ from tensoregg.ir.types import TensorType
 def run_node(opdef: OpDef, node: Node, args: list[np.ndarray | None],
              types: Sequence[TensorType | None] | None = None) -> list[np.ndarray]:
     """Apply one node's reference semantics; check results against ``types`` when given."""
+    if not (opdef.inputs and opdef.inputs[-1].variadic):
+        args = list(args) + [None] * (len(opdef.inputs) - len(args))  # omitted trailing optionals
     try:
         result = opdef.reference(node.attrs, *args)
     except TensoreggError:

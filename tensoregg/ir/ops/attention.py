@@ -15,6 +15,8 @@ from tensoregg.ir.registry import Attr, InferCtx, op
 from tensoregg.ir.types import TensorType
 
 _SOFTMAX_PRECISIONS = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+"""Attributes ONNX leaves unset default to 0 here: q/kv_num_heads 0 = take them from 4-D shapes,
+scale 0 = 1/sqrt(head_size), softmax_precision 0 = the scores' own dtype."""
 
 
 def _is_float(dtype: np.dtype) -> bool:
@@ -29,7 +31,7 @@ def _check_attention_attrs(ctx: InferCtx) -> None:
     if a["qk_matmul_output_mode"] not in (0, 1, 2, 3):
         raise InvalidModel(f"Attention node {ctx.node!r}: qk_matmul_output_mode must be 0..3, "
                            f"got {a['qk_matmul_output_mode']}")
-    if a["softmax_precision"] is not None and a["softmax_precision"] not in _SOFTMAX_PRECISIONS:
+    if a["softmax_precision"] and a["softmax_precision"] not in _SOFTMAX_PRECISIONS:
         raise InvalidModel(f"Attention node {ctx.node!r}: softmax_precision must be one of "
                            f"{_SOFTMAX_PRECISIONS}, got {a['softmax_precision']}")
 
@@ -41,10 +43,10 @@ def _heads_4d(ctx: InferCtx) -> tuple[tuple[int, ...], ...]:
         ctx.fail(f"Q, K and V must all be 3-D or all 4-D, got shapes {list(q)}, {list(k)}, {list(v)}")
     hq, hkv = ctx.attrs["q_num_heads"], ctx.attrs["kv_num_heads"]
     if len(q) == 4:
-        if (hq is not None and hq != q[1]) or (hkv is not None and hkv != k[1]):
+        if hq not in (0, q[1]) or hkv not in (0, k[1]):
             ctx.fail("q_num_heads/kv_num_heads disagree with 4-D Q/K shapes")
         return q, k, v
-    if hq is None or hkv is None or hq <= 0 or hkv <= 0:
+    if hq <= 0 or hkv <= 0:
         ctx.fail("3-D Q, K, V need positive q_num_heads and kv_num_heads attributes")
     for name, shape, heads in (("Q", q, hq), ("K", k, hkv), ("V", v, hkv)):
         if shape[2] % heads:
@@ -157,16 +159,18 @@ def _masked_softmax(x: np.ndarray) -> np.ndarray:
 
 @op("Attention", "Q K V attn_mask? past_key? past_value? nonpad_kv_seqlen?",
     "Y present_key? present_value? qk_matmul_output?", shape=_attention_shape,
-    attrs={"is_causal": Attr("int", 0), "kv_num_heads": Attr("int", None), "q_num_heads": Attr("int", None),
-           "qk_matmul_output_mode": Attr("int", 0), "scale": Attr("float", None), "softcap": Attr("float", 0.0),
-           "softmax_precision": Attr("int", None), "left_window_size": Attr("int", -1),
+    attrs={"is_causal": Attr("int", 0), "kv_num_heads": Attr("int", 0), "q_num_heads": Attr("int", 0),
+           "qk_matmul_output_mode": Attr("int", 0), "scale": Attr("float", 0.0),
+           "softcap": Attr("float", 0.0),
+           "softmax_precision": Attr("int", 0), "left_window_size": Attr("int", -1),
            "right_window_size": Attr("int", -1)})
 def attention(attrs, q, k, v, mask=None, past_key=None, past_value=None, nonpad=None):
     """softmax(softcap(Q K^T * scale) + bias) V with GQA head sharing, a KV cache and masks."""
     rank3 = q.ndim == 3
     if rank3:
-        q, k, v = _to_4d(q, attrs["q_num_heads"]), _to_4d(k, attrs["kv_num_heads"]), _to_4d(v, attrs["kv_num_heads"])
-    scale = attrs["scale"] if attrs["scale"] is not None else 1 / np.sqrt(q.shape[3])
+        hkv = attrs["kv_num_heads"]
+        q, k, v = _to_4d(q, attrs["q_num_heads"]), _to_4d(k, hkv), _to_4d(v, hkv)
+    scale = attrs["scale"] or 1 / np.sqrt(q.shape[3])
     root = q.dtype.type(np.sqrt(scale))  # Q and K are each scaled by sqrt(scale)
     past = None if past_key is None else past_key.shape[2]
     if past_key is not None:
@@ -182,7 +186,7 @@ def attention(attrs, q, k, v, mask=None, past_key=None, past_value=None, nonpad=
         capped = np.tanh(qk / cap) * cap if cap > 0 else qk
         biased = capped + bias
         scores = biased
-        if attrs["softmax_precision"] is not None:
+        if attrs["softmax_precision"]:
             scores = biased.astype(helper.tensor_dtype_to_np_dtype(attrs["softmax_precision"]))
         probs = _masked_softmax(scores)
         dead_row = np.isneginf(np.max(bias, axis=-1, keepdims=True))
@@ -218,7 +222,7 @@ def _rotary_shape(ctx: InferCtx) -> TensorType:
 
 
 @op("RotaryEmbedding", "X cos_cache sin_cache position_ids?", "Y", shape=_rotary_shape,
-    attrs={"interleaved": Attr("int", 0), "num_heads": Attr("int", None),
+    attrs={"interleaved": Attr("int", 0), "num_heads": Attr("int", 0),
            "rotary_embedding_dim": Attr("int", 0)})
 def rotary_embedding(attrs, x, cos, sin, position_ids=None):
     """Rotate pairs (halves, or even/odd when interleaved) of each head's first dims by position angles."""

@@ -223,7 +223,7 @@ class _Importer:
         opdef = get_op(node.op, domain, opset=opset, node=node.label)
         if opdef.adapt is not None:
             up = Upgrade(node.op, opset, node.label, list(node.inputs), dict(node.attrs), self.fresh_const,
-                         [self.types.get(n) if n else None for n in node.inputs])
+                         [self.types.get(n) if n else None for n in node.inputs], list(node.outputs))
             opdef.adapt(up)
             if up.op != node.op:
                 opdef = get_op(up.op, domain, opset=opset, node=node.label)

@@ -125,6 +125,8 @@ class Upgrade:
     """Adds a constant to the graph and returns its value name (for attributes that became inputs)."""
     types: list[TensorType | None] = field(default_factory=list)
     """The input types, as far as known at import (``None`` for an omitted input)."""
+    outputs: list[str] = field(default_factory=list)
+    """The node's output names (Split before opset 18 cuts one equal part per output)."""
 
     def move_attr_to_input(self, attr: str, index: int, dtype: Any = np.int64) -> None:
         """Older opsets held some inputs as attributes: turn ``attr`` into input ``index``."""

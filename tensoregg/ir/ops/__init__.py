@@ -1,7 +1,20 @@
 """Operator families. Importing this package registers every operator in ``ir.registry.OPS``."""
 
-from tensoregg.ir.ops import (activations, attention, casts, elementwise, indexing, linalg, loss, misc,
-                              nn, normalization, reduce, resize, shape)
+from tensoregg.ir.ops import (
+    activations,
+    attention,
+    casts,
+    elementwise,
+    indexing,
+    linalg,
+    loss,
+    misc,
+    nn,
+    normalization,
+    reduce,
+    resize,
+    shape,
+)
 
 __all__ = ["activations", "attention", "casts", "elementwise", "indexing", "linalg", "loss", "misc",
            "nn", "normalization", "reduce", "resize", "shape"]

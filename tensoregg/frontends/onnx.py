@@ -139,8 +139,8 @@ class _Importer:
         return name
 
     def run(self) -> Graph:
-        if "" not in self.opsets:
-            raise InvalidModel("model has no opset_import for the default ONNX domain")
+        if not self.opsets:
+            raise InvalidModel("model has no opset_import")
         g = self.proto.graph
         if not g.output:
             raise InvalidModel("model graph has no outputs")

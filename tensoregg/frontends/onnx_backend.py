@@ -56,6 +56,10 @@ class TensoreggRep(BackendRep):
         self.target = target
         inits = {t.name for t in model.graph.initializer}
         self.input_names = [i.name for i in model.graph.input if i.name not in inits]
+        for vi in model.graph.input:
+            kind = vi.type.WhichOneof("value")
+            if vi.name not in inits and kind != "tensor_type":
+                raise UnsupportedOperator(f"{kind or 'untyped'} value", detail=f"graph input {vi.name!r}")
         self.bound = shape_inputs(model)
         self.cache: dict[tuple, Module] = {}
 

@@ -61,6 +61,14 @@ def test_no_default_opset():
     check(m, InvalidModel, "opset")
 
 
+def test_other_domain_only_is_unsupported_not_invalid():
+    m = relu_model()
+    del m.opset_import[:]
+    m.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
+    m.graph.node[0].domain = "ai.onnx.ml"
+    check(m, UnsupportedOperator, "ai.onnx.ml::Relu")
+
+
 def test_no_outputs():
     check(model([helper.make_node("Relu", ["x"], ["y"])], outputs=[]), InvalidModel, "no outputs")
 

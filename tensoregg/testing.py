@@ -60,6 +60,7 @@ def arrays(dtype: Any, shape: Sequence[int], *, low: float = -4.0, high: float =
     """Arrays of ``dtype`` and ``shape`` with finite values in [low, high] (ints: rounded)."""
     dtype = np.dtype(dtype)
     n = int(np.prod(shape, dtype=np.int64))
+    elems: st.SearchStrategy[Any]
     if dtype == np.bool_:
         elems = st.booleans()
     elif dtype.kind in "iu":
@@ -123,7 +124,7 @@ def check_op(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping[str, A
     if expected is None:
         from onnx.reference import ReferenceEvaluator
 
-        expected = ReferenceEvaluator(model).run(None, feeds)
+        expected = [np.asarray(v) for v in ReferenceEvaluator(model).run(None, feeds)]
     assert len(ours) == len(expected), f"{op}: {len(ours)} outputs, expected {len(expected)}"
     for k, (got, want) in enumerate(zip(ours, expected)):
         assert_same(got, np.asarray(want), f"{op} output {k}", rtol, atol)

@@ -116,8 +116,9 @@ def _allowed_keys(attrs: dict, sq: int, skv: int, past: int | None,
     if not attrs["is_causal"] and attrs["left_window_size"] < 0 and attrs["right_window_size"] < 0 \
             and nonpad is None:
         return None
-    per_batch = past is None and nonpad is not None
-    offset = (nonpad.reshape(-1, 1, 1, 1).astype(np.int64) - sq) if per_batch else (past or 0)
+    offset: np.ndarray | int = past or 0
+    if past is None and nonpad is not None:  # per-batch key lengths
+        offset = nonpad.reshape(-1, 1, 1, 1).astype(np.int64) - sq
     diff = np.arange(sq)[:, None] + offset - np.arange(skv)[None, :]  # query position - key
     allowed = np.ones(diff.shape, np.bool_)
     if attrs["is_causal"]:

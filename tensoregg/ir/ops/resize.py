@@ -41,6 +41,7 @@ def _resize_plan(attrs: dict, shape: tuple[int, ...], axes: list[int], scales: n
         for a in axes:
             out[a] = math.floor(scale[a] * shape[a])
         return out, scale
+    assert sizes is not None  # the shape rule requires exactly one of scales and sizes
     scale = {a: int(n) / shape[a] for a, n in zip(axes, sizes)}
     policy = attrs["keep_aspect_ratio_policy"]
     if policy == "stretch":
@@ -67,6 +68,7 @@ def _resize_shape(ctx: InferCtx) -> TensorType:
     if (scales is None) == (sizes is None):
         ctx.fail("exactly one of scales and sizes must be given")
     given = scales if scales is not None else sizes
+    assert given is not None
     if given.shape != (len(axes),):
         ctx.fail(f"scales/sizes must hold {len(axes)} values (one per resized axis), got {given.shape}")
     if scales is not None and not np.all(scales > 0):
@@ -107,10 +109,12 @@ def _source_coords(attrs: dict, n_out: int, n_in: int, scale: float,
 
 
 def _nearest_index(attrs: dict, x: np.ndarray) -> np.ndarray:
-    rounding = {"round_prefer_floor": lambda v: np.ceil(v - 0.5),
-                "round_prefer_ceil": lambda v: np.floor(v + 0.5),
-                "floor": np.floor, "ceil": np.ceil}[attrs["nearest_mode"]]
-    return rounding(x).astype(np.int64)
+    mode = attrs["nearest_mode"]
+    if mode == "round_prefer_floor":
+        return np.ceil(x - 0.5).astype(np.int64)
+    if mode == "round_prefer_ceil":
+        return np.floor(x + 0.5).astype(np.int64)
+    return (np.floor(x) if mode == "floor" else np.ceil(x)).astype(np.int64)
 
 
 def _keys_cubic(d: np.ndarray, a: float) -> np.ndarray:

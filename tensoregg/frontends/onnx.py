@@ -9,7 +9,7 @@ Shape->Gather->Concat->Reshape disappear and every shape in the Graph is static.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -130,6 +130,7 @@ class _Importer:
         self.consts: dict[str, np.ndarray] = {}
         self.types: dict[str, TensorType] = {}
         self.n_fresh = 0
+        self.nodes: list[Node] = []
 
     def fresh_const(self, value: np.ndarray) -> str:
         self.n_fresh += 1
@@ -147,7 +148,9 @@ class _Importer:
         self.read_initializers(g)
         inputs = self.read_inputs(g)
         raw = [self.raw_node(n, i) for i, n in enumerate(g.node)]
-        nodes = [n for node in toposort(raw, self.definitions(raw)) if (n := self.import_node(node))]
+        for node in toposort(raw, self.definitions(raw)):
+            self.import_node(node)
+        nodes = self.nodes
         outputs = [o.name for o in g.output]
         for o in g.output:
             if o.name not in self.types:
@@ -214,7 +217,20 @@ class _Importer:
             inputs.pop()
         return Node(n.op_type, tuple(inputs), tuple(n.output), attrs, n.name or label, n.domain)
 
-    def import_node(self, node: Node) -> Node | None:
+    def emitter(self, like: Node) -> Callable[[str, list[str], dict[str, Any]], str]:
+        """Lets an op's ``adapt`` add helper nodes ahead of ``like`` (``Upgrade.add``)."""
+
+        def emit(op: str, inputs: list[str], attrs: dict[str, Any]) -> str:
+            self.n_fresh += 1
+            out = f"__t{self.n_fresh}"
+            self.import_node(Node(op, tuple(inputs), (out,), attrs, f"{like.label}/{op}{self.n_fresh}",
+                                  like.domain))
+            return out
+
+        return emit
+
+    def import_node(self, node: Node) -> None:
+        """Upgrade, type and fold one node; nodes that stay are appended to ``self.nodes``."""
         domain = "" if node.domain == "ai.onnx" else node.domain
         opset = self.opsets.get(domain)
         if opset is None:
@@ -223,7 +239,8 @@ class _Importer:
         opdef = get_op(node.op, domain, opset=opset, node=node.label)
         if opdef.adapt is not None:
             up = Upgrade(node.op, opset, node.label, list(node.inputs), dict(node.attrs), self.fresh_const,
-                         [self.types.get(n) if n else None for n in node.inputs], list(node.outputs))
+                         [self.types.get(n) if n else None for n in node.inputs], list(node.outputs),
+                         self.emitter(node))
             opdef.adapt(up)
             if up.op != node.op:
                 opdef = get_op(up.op, domain, opset=opset, node=node.label)
@@ -240,11 +257,11 @@ class _Importer:
         elif opdef.deterministic and all(n in self.consts for n in given):
             args = [self.consts[n] if n else None for n in node.inputs]
         else:
-            return node
+            self.nodes.append(node)
+            return
         for out, value in zip(node.outputs, run_node(opdef, node, args, types)):
             if out:
                 self.consts[out] = value
-        return None
 
     def check_declared(self, vi: onnx.ValueInfoProto) -> None:
         if vi.type.WhichOneof("value") != "tensor_type":

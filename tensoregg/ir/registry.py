@@ -127,6 +127,18 @@ class Upgrade:
     """The input types, as far as known at import (``None`` for an omitted input)."""
     outputs: list[str] = field(default_factory=list)
     """The node's output names (Split before opset 18 cuts one equal part per output)."""
+    emit: Callable[[str, list[str], dict[str, Any]], str] | None = None
+    """Imports a helper node ahead of this one and returns its output (see ``add``)."""
+
+    def add(self, op: str, inputs: list[str], **attrs: Any) -> str:
+        """Add a one-output node computed before this one and return its output name.
+
+        The node is imported like any other (at this model's opset, so it is upgraded too):
+        older forms whose meaning the current op cannot state become a few current ops.
+        """
+        if self.emit is None:
+            raise RuntimeError("this Upgrade cannot add nodes")
+        return self.emit(op, inputs, attrs)
 
     def move_attr_to_input(self, attr: str, index: int, dtype: Any = np.int64) -> None:
         """Older opsets held some inputs as attributes: turn ``attr`` into input ``index``."""

@@ -2,14 +2,10 @@
 
 Everything is computed in the input's dtype, as ONNX's reference does (float16 stays float16).
 
-Two internal attributes keep the semantics of older opsets that ``adapt`` cannot express otherwise:
-
-* ``coerce_2d`` on Softmax, LogSoftmax and Hardmax (set for opset < 13 only): the input is
-  coerced to 2-D at ``axis`` (``[prod(shape[:axis]), prod(shape[axis:])]``) and normalized over
-  the second dimension, i.e. jointly over every axis from ``axis`` on. Opset < 13 also defaults
-  ``axis`` to 1; the flag is only set where this differs from the current form (``axis`` not last).
-* ``slope_axis`` on PRelu (set for opset < 7 only): a 1-D slope applies along this axis of X
-  (Caffe2's per-channel PRelu), instead of broadcasting against X's trailing axes.
+Older forms whose meaning differs are rewritten at import into current ops: Softmax, LogSoftmax
+and Hardmax before opset 13 (input coerced to 2-D at ``axis``, default 1) become
+Flatten -> op -> Reshape; PRelu before opset 7 with a per-channel 1-D slope gets the slope
+unsqueezed to broadcast along axis 1.
 """
 
 from __future__ import annotations
@@ -89,12 +85,7 @@ def _prelu_shape(ctx: InferCtx) -> TensorType:
     slope = ctx.type(1)
     if slope.dtype != x.dtype:
         ctx.fail(f"slope is {dtype_name(slope.dtype)}, X is {dtype_name(x.dtype)}")
-    axis = ctx.attrs["slope_axis"]
-    if axis is not None:
-        axis = ctx.axis(axis, x.rank)
-        if slope.shape not in ((1,), (x.shape[axis],)):
-            ctx.fail(f"slope {list(slope.shape)} does not run along axis {axis} of X {list(x.shape)}")
-    elif broadcast_shapes(ctx, [x.shape, slope.shape]) != x.shape:
+    if broadcast_shapes(ctx, [x.shape, slope.shape]) != x.shape:
         ctx.fail(f"slope {list(slope.shape)} does not broadcast to X {list(x.shape)}")
     return x
 
@@ -106,18 +97,14 @@ def _prelu_adapt(up: Upgrade) -> None:
     if up.opset >= 7 or x is None or slope is None:
         return
     channels = x.shape[1] if x.rank > 2 else 1
-    if channels > 1 and slope.shape == (channels,):
-        up.attrs["slope_axis"] = 1
+    if channels > 1 and slope.shape == (channels,):  # Caffe2's per-channel slope: along axis 1
+        axes = up.const(np.arange(1, x.rank - 1, dtype=np.int64))
+        up.inputs[1] = up.add("Unsqueeze", [up.inputs[1], axes])
 
 
-@op("PRelu", "X slope", "Y", shape=_prelu_shape, attrs={"slope_axis": Attr("int", None)},
-    adapt=_prelu_adapt)
+@op("PRelu", "X slope", "Y", shape=_prelu_shape, adapt=_prelu_adapt)
 def prelu(attrs, x, slope):
-    """x if x > 0, else slope * x; slope broadcasts to X (or runs along ``slope_axis``, see above)."""
-    axis = attrs["slope_axis"]
-    if axis is not None:
-        axis %= x.ndim
-        slope = slope.reshape((-1,) + (1,) * (x.ndim - 1 - axis))
+    """x if x > 0, else slope * x; slope broadcasts unidirectionally to X."""
     return np.where(x > 0, x, x * slope).astype(x.dtype, copy=False)
 
 
@@ -303,28 +290,22 @@ def swiglu(attrs, a, b):
 def _softmax_shape(ctx: InferCtx) -> TensorType:
     x = _check_dtype(ctx, 0, "float")
     ctx.axis(ctx.attrs["axis"], x.rank)
-    if ctx.attrs["coerce_2d"] not in (0, 1):
-        raise InvalidModel(f"{ctx.op} node {ctx.node!r}: coerce_2d must be 0 or 1")
     return x
 
 
 def _softmax_adapt(up: Upgrade) -> None:
-    """Opset < 13: coerce the input to 2-D at ``axis`` (default 1); see the module docstring."""
+    """Opset < 13 coerced the input to 2-D at ``axis`` (default 1) and normalized over the second
+    dimension: Flatten -> op over axis 1 -> Reshape back, unless ``axis`` is already the last."""
     if up.opset >= 13:
         return
     axis = up.attrs.setdefault("axis", 1)
-    x = up.types[0] if up.types else None
-    if x is None or (x.rank > 0 and axis % x.rank != x.rank - 1):
-        up.attrs["coerce_2d"] = 1
-
-
-def _along(fn: Callable[[np.ndarray, int], np.ndarray], attrs: dict, x: np.ndarray) -> np.ndarray:
-    """``fn(x, axis)`` along ``axis``, or with ``coerce_2d`` over every axis from ``axis`` on."""
-    axis = attrs["axis"] % x.ndim
-    if not attrs["coerce_2d"]:
-        return fn(x, axis)
-    flat = x.reshape((*x.shape[:axis], math.prod(x.shape[axis:])))
-    return fn(flat, axis).reshape(x.shape)
+    x = up.types[0]
+    if x is None or x.rank == 0 or axis % x.rank == x.rank - 1:
+        return
+    flat = up.add("Flatten", [up.inputs[0]], axis=axis)
+    normalized = up.add(up.op, [flat], axis=1)  # 2-D with axis 1 last: the current form
+    up.op, up.attrs = "Reshape", {"allowzero": 1}
+    up.inputs = [normalized, up.const(np.array(x.shape, dtype=np.int64))]
 
 
 def _shifted(x: np.ndarray, axis: int) -> np.ndarray:
@@ -349,24 +330,24 @@ def _hardmax(x: np.ndarray, axis: int) -> np.ndarray:
     return y
 
 
-_SOFTMAX_ATTRS = {"axis": Attr("int", -1), "coerce_2d": Attr("int", 0)}
+_SOFTMAX_ATTRS = {"axis": Attr("int", -1)}
 
 
 @op("Softmax", "input", "output", shape=_softmax_shape, attrs=_SOFTMAX_ATTRS, adapt=_softmax_adapt)
 @_quiet
 def softmax(attrs, x):
     """exp(x) / sum(exp(x)) along ``axis``, computed as exp(x - max) for stability."""
-    return _along(_softmax, attrs, x)
+    return _softmax(x, attrs["axis"] % x.ndim)
 
 
 @op("LogSoftmax", "input", "output", shape=_softmax_shape, attrs=_SOFTMAX_ATTRS, adapt=_softmax_adapt)
 @_quiet
 def log_softmax(attrs, x):
     """log(softmax(x)) along ``axis``, computed as (x - max) - log(sum(exp(x - max)))."""
-    return _along(_log_softmax, attrs, x)
+    return _log_softmax(x, attrs["axis"] % x.ndim)
 
 
 @op("Hardmax", "input", "output", shape=_softmax_shape, attrs=_SOFTMAX_ATTRS, adapt=_softmax_adapt)
 def hardmax(attrs, x):
     """1 at the first maximum along ``axis``, 0 elsewhere."""
-    return _along(_hardmax, attrs, x)
+    return _hardmax(x, attrs["axis"] % x.ndim)

@@ -161,9 +161,15 @@ def _groupnorm_shape(ctx: InferCtx) -> TensorType:
 
 
 def _groupnorm_adapt(up: Upgrade) -> None:
-    if up.opset < 21:
-        up.unsupported("GroupNormalization-18 takes scale and bias per group, not per channel "
-                       "(the form opset 21 fixed); re-export at opset 21")
+    """Opset < 21 took scale and bias per group: repeat each over its group's channels."""
+    x, groups = up.types[0], up.attrs.get("num_groups")
+    if up.opset >= 21 or x is None or x.rank < 2 or not groups or x.shape[1] % groups:
+        return
+    channels = x.shape[1]
+    for i in (1, 2):
+        column = up.add("Reshape", [up.inputs[i], up.const(np.array([groups, 1], np.int64))])
+        wide = up.add("Expand", [column, up.const(np.array([groups, channels // groups], np.int64))])
+        up.inputs[i] = up.add("Reshape", [wide, up.const(np.array([channels], np.int64))])
 
 
 @op("GroupNormalization", "X scale bias", "Y", shape=_groupnorm_shape, adapt=_groupnorm_adapt,

@@ -82,12 +82,20 @@ def test_groupnorm_by_hand():
     check_op("GroupNormalization", [x, scale, bias], {"num_groups": 2}, expected=[want])
 
 
-def test_groupnorm_rejects_bad_groups_and_opset_18():
+def test_groupnorm_rejects_bad_groups():
     x, p = np.zeros((1, 4, 2), F32), np.ones(4, F32)
     with pytest.raises(ShapeError, match="num_groups 3"):
         check_op("GroupNormalization", [x, p, p], {"num_groups": 3})
-    with pytest.raises(UnsupportedOperator, match="per group"):
-        check_op("GroupNormalization", [x, p[:2], p[:2]], {"num_groups": 2}, opset=18)
+
+
+@pytest.mark.parametrize("constant", [(), (1, 2)], ids=["runtime-params", "constant-params"])
+def test_groupnorm_18_takes_params_per_group(constant):
+    """Opset 18's per-group scale/bias equal opset 21's with each repeated over its channels."""
+    x = np.arange(16, dtype=F32).reshape(1, 4, 4) ** 1.5
+    scale, bias = np.array([2.0, -1.0], F32), np.array([0.5, 3.0], F32)
+    want = check_op("GroupNormalization", [x, np.repeat(scale, 2), np.repeat(bias, 2)], {"num_groups": 2})
+    check_op("GroupNormalization", [x, scale, bias], {"num_groups": 2}, opset=18, constant=constant,
+             expected=want)
 
 
 @given(st.integers(1, 3), st.sampled_from([1, 2, 4]), st.integers(1, 3), shapes(0, 2, max_side=3), st.data())

@@ -1,0 +1,301 @@
+"""The egglog term language, generated from the operator registry: one constructor per op.
+
+Sorts: ``Tensor`` (a value) and ``Outputs`` (a node with several outputs; ``Outputs.get(k)`` is a
+Tensor). Leaves are ``Tensor.input(name)``, ``Tensor.const(name)`` (a constant held in a side
+table) and ``Tensor.none()`` (an omitted optional input). An op's constructor is named like the op
+and takes its inputs in order (a variadic slot as one ``Vec[Tensor]``), then its attributes in
+sorted name order: int -> i64, float -> f64, string -> String, ints/floats/strings -> Vec, tensor ->
+String (a constant's name). An attribute whose default is ``None`` is wrapped in a Vec of length 0
+(unset) or 1. Ops with more than one output slot return ``Outputs``.
+
+``encode`` puts a Graph into an e-graph; ``decode`` turns one chosen node per e-class of the
+serialized e-graph (see ``serialize``) back into a Graph. Importing this module imports egglog.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from egglog import EGraph, Expr, String, StringLike, Vec, f64, function, i64, i64Like
+
+from tensoregg.errors import CompileError
+from tensoregg.ir.graph import Graph, Node
+from tensoregg.ir.registry import OPS, OpDef
+from tensoregg.ir.types import TensorType
+
+
+class Tensor(Expr):
+    """A tensor value in the e-graph."""
+
+    @classmethod
+    def input(cls, name: StringLike) -> Tensor: ...
+
+    @classmethod
+    def const(cls, name: StringLike) -> Tensor: ...
+
+    @classmethod
+    def none(cls) -> Tensor: ...
+
+
+class Outputs(Expr):
+    """The outputs of a node with several output slots."""
+
+    def get(self, index: i64Like) -> Tensor: ...
+
+
+SORTS: dict[str, Any] = {"int": i64, "float": f64, "string": String, "ints": Vec[i64],
+                         "floats": Vec[f64], "strings": Vec[String], "tensor": String}
+
+
+def _vec_of(sort: Any) -> Any:
+    """``Vec[sort]`` for a sort chosen at run time."""
+    return Vec[sort]  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True)
+class Constructor:
+    """An op's egglog constructor and how its arguments are laid out."""
+
+    opdef: OpDef
+    fn: Callable[..., Any]
+    attrs: tuple[str, ...]
+    multi: bool
+
+    @property
+    def variadic(self) -> bool:
+        return bool(self.opdef.inputs) and self.opdef.inputs[-1].variadic
+
+    def optional_attr(self, name: str) -> bool:
+        return self.opdef.attrs[name].default is None
+
+
+def _constructor(opdef: OpDef) -> Constructor:
+    attrs = tuple(sorted(opdef.attrs))
+    multi = len(opdef.outputs) > 1 or (bool(opdef.outputs) and opdef.outputs[-1].variadic)
+    params = [f"in{i}" for i in range(len(opdef.inputs))] + [f"attr_{a}" for a in attrs]
+    namespace: dict[str, Any] = {}
+    exec(f"def {opdef.name}({', '.join(params)}): ...", namespace)
+    fn = namespace[opdef.name]
+    annotations: dict[str, Any] = {}
+    for i, param in enumerate(opdef.inputs):
+        annotations[f"in{i}"] = Vec[Tensor] if param.variadic else Tensor
+    for a in attrs:
+        sort = SORTS[opdef.attrs[a].kind]
+        annotations[f"attr_{a}"] = _vec_of(sort) if opdef.attrs[a].default is None else sort
+    annotations["return"] = Outputs if multi else Tensor
+    fn.__annotations__ = annotations
+    fn.__doc__ = opdef.doc
+    return Constructor(opdef, function(fn), attrs, multi)
+
+
+CONSTRUCTORS: dict[str, Constructor] = {d.name: _constructor(d) for (dom, _), d in OPS.items() if not dom}
+"""Every default-domain op's constructor, by op name."""
+
+
+def _literal(kind: str, value: Any, consts: dict[str, np.ndarray]) -> Any:
+    if kind == "int":
+        return i64(int(value))
+    if kind == "float":
+        return f64(float(value))
+    if kind == "string":
+        return String(value)
+    if kind == "tensor":
+        name = f"__attr{len(consts)}"
+        consts[name] = value
+        return String(name)
+    item = {"ints": "int", "floats": "float", "strings": "string"}[kind]
+    return SORTS[kind](*[_literal(item, v, consts) for v in value])
+
+
+@dataclass
+class Encoding:
+    """A Graph in an e-graph: the root of each output and the constants behind ``Tensor.const``."""
+
+    egraph: EGraph
+    roots: list[Tensor]
+    consts: dict[str, np.ndarray]
+    inputs: dict[str, TensorType]
+    output_names: list[str]
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+def encode(graph: Graph, egraph: EGraph | None = None) -> Encoding:
+    """Add ``graph`` to an e-graph; output ``i`` is bound to the let-name ``out{i}``."""
+    egraph = egraph or EGraph()
+    consts = dict(graph.initializers)
+    terms: dict[str, Tensor] = {n: Tensor.input(n) for n in graph.inputs}
+    terms.update({n: Tensor.const(n) for n in graph.initializers})
+    for node in graph.nodes:
+        ctor = CONSTRUCTORS.get(node.op)
+        if ctor is None or node.domain not in ("", "ai.onnx"):
+            raise CompileError(f"{node.op} node {node.label!r}: no term constructor (domain {node.domain!r})")
+        ins = [terms[n] if n else Tensor.none() for n in node.inputs]
+        n_fixed = len(ctor.opdef.inputs) - 1 if ctor.variadic else len(ctor.opdef.inputs)
+        args: list[Any] = ins[:n_fixed] + [Tensor.none()] * (n_fixed - len(ins[:n_fixed]))
+        if ctor.variadic:
+            args.append(Vec[Tensor](*ins[n_fixed:]))
+        for a in ctor.attrs:
+            kind, value = ctor.opdef.attrs[a].kind, node.attrs[a]
+            if ctor.optional_attr(a):
+                args.append(_vec_of(SORTS[kind])(*([] if value is None else [_literal(kind, value, consts)])))
+            else:
+                args.append(_literal(kind, value, consts))
+        term = ctor.fn(*args)
+        if ctor.multi:
+            for k, out in enumerate(node.outputs):
+                if out:
+                    terms[out] = term.get(k)
+        else:
+            terms[node.outputs[0]] = term
+    roots = [egraph.let(f"out{i}", terms[name]) for i, name in enumerate(graph.outputs)]
+    return Encoding(egraph, roots, consts, dict(graph.inputs), list(graph.outputs), terms)
+
+
+def serialize(egraph: EGraph) -> dict[str, Any]:
+    """The e-graph as JSON (nodes, classes, let-bound roots); the one place that calls egglog's
+    private ``_serialize``."""
+    return json.loads(egraph._serialize(split_primitive_outputs=False).to_json())
+
+
+def root_classes(js: Mapping[str, Any], n_outputs: int) -> list[str]:
+    """The e-class of each ``out{i}`` let-binding (a class bound to several lists them, comma-separated)."""
+    lets = {name.strip(): cid for cid, data in js["class_data"].items()
+            for name in (data.get("let") or "").split(",") if name.strip()}
+    missing = [i for i in range(n_outputs) if f"$out{i}" not in lets]
+    if missing:
+        raise CompileError(f"serialized e-graph lacks roots for outputs {missing}")
+    return [lets[f"$out{i}"] for i in range(n_outputs)]
+
+
+class _Decoder:
+    """Rebuilds a Graph from one chosen e-node per e-class."""
+
+    def __init__(self, js: Mapping[str, Any], choice: Mapping[str, str], enc: Encoding) -> None:
+        self.nodes_js = js["nodes"]
+        self.choice = choice
+        self.enc = enc
+        self.values: dict[str, str] = {}  # Tensor e-class -> value name
+        self.multi: dict[str, list[str]] = {}  # Outputs e-class -> output names
+        self.nodes: list[Node] = []
+        self.consts: dict[str, np.ndarray] = {}
+        self.active: set[str] = set()
+        self.n_values = 0
+
+    def fresh(self) -> str:
+        self.n_values += 1
+        return f"__v{self.n_values}"
+
+    def node(self, cid: str) -> dict[str, Any]:
+        node_id = self.choice.get(cid)
+        if node_id is None:
+            raise CompileError(f"extraction chose no node for e-class {cid}")
+        return self.nodes_js[node_id]
+
+    def literal(self, node_id: str) -> Any:
+        node = self.nodes_js[node_id]
+        op = node["op"]
+        if op == "Vec":
+            return tuple(self.literal(c) for c in node["children"])
+        if op.startswith('"'):
+            return json.loads(op)
+        try:
+            return int(op)
+        except ValueError:
+            return float(op) if op.lower() not in ("nan", "-nan") else math.nan
+
+    def value(self, cid: str) -> str:
+        """The value name of a Tensor e-class, building its producer first."""
+        if cid in self.values:
+            return self.values[cid]
+        if cid in self.active:
+            raise CompileError(f"extracted program is cyclic at e-class {cid}")
+        self.active.add(cid)
+        node = self.node(cid)
+        op, kids = node["op"], node["children"]
+        if op == "Tensor.input":
+            name = self.literal(kids[0])
+        elif op == "Tensor.const":
+            name = self.literal(kids[0])
+            self.consts[name] = self.enc.consts[name]
+        elif op == "Tensor.none":
+            name = ""
+        elif op == "·.get":
+            outs = self.outputs(self.nodes_js[kids[0]]["eclass"])
+            name = outs[self.literal(kids[1])]
+        else:
+            name = self.fresh()
+            self.emit(op, kids, [name])
+        self.active.discard(cid)
+        self.values[cid] = name
+        return name
+
+    def outputs(self, cid: str) -> list[str]:
+        if cid not in self.multi:
+            node = self.node(cid)
+            ctor = CONSTRUCTORS[node["op"]]
+            used = sorted({self.literal(n["children"][1]) for n in self.nodes_js.values()
+                           if n["op"] == "·.get" and self.nodes_js[n["children"][0]]["eclass"] == cid})
+            base = self.fresh()
+            names = [f"{base}_{k}" if k in used else "" for k in range(max(used) + 1)]
+            self.multi[cid] = names
+            self.emit(ctor.opdef.name, node["children"], names)
+        return self.multi[cid]
+
+    def emit(self, op: str, kids: list[str], outputs: list[str]) -> None:
+        ctor = CONSTRUCTORS.get(op)
+        if ctor is None:
+            raise CompileError(f"e-node {op!r} is not an operator")
+        n_in = len(ctor.opdef.inputs)
+        inputs: list[str] = []
+        for i, kid in enumerate(kids[:n_in]):
+            if ctor.variadic and i == n_in - 1:
+                inputs += [self.value(self.nodes_js[k]["eclass"]) for k in self.nodes_js[kid]["children"]]
+            else:
+                inputs.append(self.value(self.nodes_js[kid]["eclass"]))
+        attrs = {}
+        for a, kid in zip(ctor.attrs, kids[n_in:]):
+            raw = self.literal(kid)
+            if ctor.optional_attr(a):
+                raw = raw[0] if raw else None
+            attrs[a] = self.enc.consts[raw] if ctor.opdef.attrs[a].kind == "tensor" and raw else raw
+        while inputs and not inputs[-1]:
+            inputs.pop()
+        self.nodes.append(Node(op, tuple(inputs), tuple(outputs), attrs, outputs[0] or op))
+
+
+def first_choice(js: Mapping[str, Any]) -> dict[str, str]:
+    """The first e-node of every e-class: the program as encoded, before any rewrite."""
+    choice: dict[str, str] = {}
+    for node_id, node in js["nodes"].items():
+        choice.setdefault(node["eclass"], node_id)
+    return choice
+
+
+def decode(js: Mapping[str, Any], choice: Mapping[str, str], enc: Encoding) -> Graph:
+    """Rebuild a Graph from ``choice`` (e-class id -> chosen e-node id) over serialized ``js``."""
+    dec = _Decoder(js, choice, enc)
+    outputs: list[str] = []
+    for name, cid in zip(enc.output_names, root_classes(js, len(enc.output_names))):
+        value = dec.value(cid)
+        if value != name and name not in outputs:  # a repeated output name is already produced
+            if value in enc.inputs or value in dec.consts or value in outputs:
+                dec.nodes.append(Node("Identity", (value,), (name,), {}, name))
+            else:
+                _rename(dec.nodes, value, name)
+                dec.values = {c: (name if v == value else v) for c, v in dec.values.items()}
+        outputs.append(name)
+    return Graph(enc.inputs, dec.consts, dec.nodes, outputs)
+
+
+def _rename(nodes: list[Node], old: str, new: str) -> None:
+    """Give the producer of ``old`` the graph output name ``new`` (and its users)."""
+    for k, node in enumerate(nodes):
+        if old in node.inputs or old in node.outputs:
+            nodes[k] = Node(node.op, tuple(new if n == old else n for n in node.inputs),
+                            tuple(new if n == old else n for n in node.outputs), node.attrs,
+                            new if node.name == old else node.name, node.domain)

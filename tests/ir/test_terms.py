@@ -1,0 +1,102 @@
+"""Graph -> egglog term -> Graph round trips (tensoregg.ir.terms)."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tensoregg
+from tensoregg.ir import OPS, Graph, Node, TensorType, run_graph, terms
+from tensoregg.testing import arrays, light_model
+
+F32 = np.dtype(np.float32)
+
+
+def round_trip(graph: Graph) -> Graph:
+    enc = terms.encode(graph)
+    js = terms.serialize(enc.egraph)
+    return terms.decode(js, terms.first_choice(js), enc)
+
+
+def assert_same_program(a: Graph, b: Graph, feeds) -> None:
+    assert Counter(n.op for n in a.nodes) == Counter(n.op for n in b.nodes)
+    assert b.outputs == a.outputs
+    assert [b.types[o] for o in b.outputs] == [a.types[o] for o in a.outputs]
+    for x, y in zip(run_graph(a, feeds), run_graph(b, feeds)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_every_op_has_a_constructor():
+    assert sorted(terms.CONSTRUCTORS) == sorted(name for dom, name in OPS if not dom)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "shufflenet", "inception_v2"])
+def test_zoo_model_round_trips(name):
+    graph = tensoregg.compile(light_model(name)).graph
+    (x_name, x_type), = graph.inputs.items()
+    x = np.random.default_rng(0).standard_normal(x_type.shape).astype(np.float32)
+    assert_same_program(graph, round_trip(graph), {x_name: x})
+
+
+def graph_of(nodes, inits=None, outputs=("y",), shape=(2, 3, 4, 4)):
+    return Graph({"x": TensorType(F32, shape)}, inits or {}, nodes, list(outputs))
+
+
+def test_awkward_arguments_round_trip():
+    """Several outputs, variadic inputs, omitted optionals, unset/set optional attributes, floats,
+    strings, a tensor attribute, and outputs that are an input or repeat another output."""
+    w = np.random.default_rng(1).standard_normal((3, 3, 1, 1)).astype(np.float32)
+    inits = {"w": w, "mx": np.array(0.5, np.float32), "shape": np.array([2, 3, 4, 4], np.int64),
+             "k": np.array([2], np.int64)}
+    nodes = [
+        Node("Conv", ("x", "w"), ("c",)),                                   # no bias, pads unset
+        Node("Conv", ("x", "w"), ("c2",), {"pads": (0, 0, 0, 0), "auto_pad": "NOTSET"}),
+        Node("Clip", ("c", "", "mx"), ("clip",)),                           # omitted middle input
+        Node("LeakyRelu", ("c2",), ("lr",), {"alpha": 0.1}),
+        Node("Sum", ("clip", "lr", "x"), ("s",)),                           # variadic
+        Node("Split", ("s",), ("p0", "p1"), {"axis": 2, "num_outputs": 2}),  # several outputs
+        Node("TopK", ("p1", "k"), ("", "idx"), {"axis": -1}),               # only output 1 used
+        Node("ConstantOfShape", ("shape",), ("fill",), {"value": np.array([1.5], np.float32)}),
+        Node("Add", ("p0", "p0"), ("y",)),
+        Node("Mul", ("fill", "x"), ("z",)),
+    ]
+    graph = graph_of(nodes, inits, outputs=("y", "idx", "z", "x", "y"))
+    x = np.random.default_rng(2).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    back = round_trip(graph)
+    assert {n.op: dict(n.attrs) for n in back.nodes}["LeakyRelu"]["alpha"] == pytest.approx(0.1)
+    conv_pads = sorted(str(n.attrs["pads"]) for n in back.nodes if n.op == "Conv")
+    assert conv_pads == ["(0, 0, 0, 0)", "None"]
+    for a, b in zip(run_graph(graph, {"x": x}), run_graph(back, {"x": x})):
+        np.testing.assert_array_equal(a, b)
+
+
+UNARY = ["Relu", "Sigmoid", "Tanh", "Neg", "Abs", "Exp", "Softsign"]
+BINARY = ["Add", "Sub", "Mul", "Max", "Min"]
+
+
+@st.composite
+def random_graphs(draw):
+    """Well-typed random DAGs of element-wise ops over one (2, 3) input and a constant."""
+    nodes, values = [], ["x", "c"]
+    for i in range(draw(st.integers(1, 12))):
+        if draw(st.booleans()):
+            op, ins = draw(st.sampled_from(UNARY)), (draw(st.sampled_from(values)),)
+        else:
+            op = draw(st.sampled_from(BINARY))
+            ins = (draw(st.sampled_from(values)), draw(st.sampled_from(values)))
+        nodes.append(Node(op, ins, (f"v{i}",)))
+        values.append(f"v{i}")
+    outputs = draw(st.lists(st.sampled_from(values[2:]), min_size=1, max_size=3))
+    const = draw(arrays(np.float32, (3,)))
+    return Graph({"x": TensorType(F32, (2, 3))}, {"c": const}, nodes, outputs)
+
+
+@given(random_graphs(), st.data())
+def test_random_graphs_round_trip(graph, data):
+    x = data.draw(arrays(np.float32, (2, 3)))
+    back = round_trip(graph)
+    assert len(back.outputs) == len(graph.outputs)
+    for a, b in zip(run_graph(graph, {"x": x}), run_graph(back, {"x": x})):
+        np.testing.assert_array_equal(a, b)

@@ -179,3 +179,71 @@ def _random_weight(name: str, shape: tuple[int, ...], rng: np.random.Generator) 
     if any(k in lname for k in ("_s_", "scale", "gamma")) or lname.endswith("_s"):
         return rng.uniform(0.2, 0.6, shape).astype(np.float32)  # damps residual growth
     return (rng.standard_normal(shape) * 0.1).astype(np.float32)
+
+
+def _canonical(graph: Any) -> str:
+    """The program's text with value names replaced by their order of appearance."""
+    names: dict[str, str] = {n: f"in{i}" for i, n in enumerate(graph.inputs)}
+    for i, n in enumerate(graph.initializers):
+        names[n] = f"c{i}"
+    lines = []
+    for node in graph.nodes:
+        for out in node.outputs:
+            if out:
+                names.setdefault(out, f"v{len(names)}")
+        args = ",".join(names.get(i, "_") for i in node.inputs)
+        outs = ",".join(names.get(o, "_") for o in node.outputs)
+        lines.append(f"{outs}={node.op}({args}){sorted((k, str(v)) for k, v in node.attrs.items())}")
+    return "\n".join([*lines, "->" + ",".join(names[o] for o in graph.outputs)])
+
+
+def programs(js: Mapping[str, Any], enc: Any, limit: int = 64) -> list[Any]:
+    """Decoded acyclic programs held by a serialized e-graph: every combination of e-node choices
+    over the e-classes that hold several (up to ``limit`` combinations)."""
+    import itertools
+
+    from tensoregg.errors import CompileError
+    from tensoregg.ir.terms import decode, first_choice
+
+    base = first_choice(js)
+    by_class: dict[str, list[str]] = {}
+    for node_id, node in js["nodes"].items():
+        by_class.setdefault(node["eclass"], []).append(node_id)
+    open_classes = [(c, ids) for c, ids in by_class.items() if len(ids) > 1]
+    found = []
+    for picks in itertools.islice(itertools.product(*[ids for _, ids in open_classes]), limit):
+        choice = dict(base)
+        choice.update({c: pick for (c, _), pick in zip(open_classes, picks)})
+        try:
+            found.append(decode(js, choice, enc))
+        except CompileError:  # a cyclic choice
+            continue
+    return found
+
+
+def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit: int = 64) -> int:
+    """Prove ``rule`` on one concrete graph: it must fire, add at least one new program, and every
+    program the e-graph then holds must compute what ``graph`` computes (dtype-aware tolerance).
+
+    Returns how many programs were compared. Use with the rule's ``example`` strategy::
+
+        @given(rule.example())
+        def test(case):
+            check_rule(rule, *case)
+    """
+    from tensoregg.ir import run_graph
+    from tensoregg.ir.terms import encode, serialize
+    from tensoregg.rules import ruleset_of
+
+    enc = encode(graph)
+    report = enc.egraph.run(ruleset_of([rule], name=f"check-{rule.name}"))
+    fired = sum(report.num_matches_per_rule.values())
+    assert fired, f"rule {rule.name} did not fire on its example:\n{graph}"
+    found = programs(serialize(enc.egraph), enc, limit)
+    original = _canonical(graph)
+    assert any(_canonical(g) != original for g in found), f"rule {rule.name} added no new program"
+    want = run_graph(graph, feeds)
+    for g in found:
+        for k, (got, ref) in enumerate(zip(run_graph(g, feeds), want)):
+            assert_same(got, ref, f"rule {rule.name}, output {k} of\n{g}")
+    return len(found)

@@ -1,0 +1,15 @@
+"""Rewrite rules, one module per family; ``RULESETS`` maps family names to their rules.
+
+Importing this package imports egglog.
+"""
+
+from tensoregg.rules import algebra
+from tensoregg.rules.registry import Family, Rule, ruleset_of
+from tensoregg.rules.schedule import Phase, PhaseReport, saturate
+
+RULESETS: dict[str, Family] = {f.name: f for f in (algebra.algebra,)}
+"""Every rule family by name."""
+
+ALL_RULES: list[Rule] = [r for family in RULESETS.values() for r in family.rules]
+
+__all__ = ["ALL_RULES", "RULESETS", "Family", "Phase", "PhaseReport", "Rule", "ruleset_of", "saturate"]

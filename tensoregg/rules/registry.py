@@ -1,0 +1,56 @@
+"""Rule authoring: named rules, grouped in one ruleset per family, each with a law and a witness.
+
+A rule has a stable kebab-case name, a one-line law (why it is sound), the egglog rule itself and
+an ``example``: a hypothesis strategy of small Graphs on which the rule applies. ``check_rule``
+(tensoregg.testing) uses the example to prove the rule on random inputs; a rule without one fails
+the generic test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from egglog import Ruleset, rule, ruleset, union
+
+Example = Callable[[], Any]
+"""A zero-argument function returning a hypothesis strategy of (Graph, feeds) pairs."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    law: str
+    family: str
+    command: Any
+    example: Example | None
+
+
+@dataclass
+class Family:
+    """The rules of one family (one module in ``rules/``), run as one egglog ruleset."""
+
+    name: str
+    doc: str
+    rules: list[Rule] = field(default_factory=list)
+
+    def rewrite(self, name: str, law: str, lhs: Any, rhs: Any, *when: Any,
+                example: Example | None = None) -> Rule:
+        """Register ``lhs -> rhs`` (unioned, so both stay) under ``name``, guarded by ``when`` facts."""
+        if any(r.name == name for r in self.rules):
+            raise ValueError(f"rule {name!r} registered twice in family {self.name!r}")
+        command = rule(lhs, *when, name=name).then(union(lhs).with_(rhs))
+        registered = Rule(name, law, self.name, command, example)
+        self.rules.append(registered)
+        return registered
+
+    @property
+    def ruleset(self) -> Ruleset:
+        return ruleset(*[r.command for r in self.rules], name=self.name)
+
+
+def ruleset_of(rules: list[Rule], name: str = "selected") -> Ruleset:
+    """An egglog ruleset holding just ``rules`` (e.g. one rule under test)."""
+    return ruleset(*[r.command for r in rules], name=name)
+

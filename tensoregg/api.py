@@ -14,11 +14,13 @@ TARGETS = ("ref",)
 
 
 def compile(model: Any, target: str = "ref", *,  # noqa: A001  (the public name users expect)
-            input_shapes: Mapping[str, Sequence[int]] | None = None) -> Module:
+            input_shapes: Mapping[str, Sequence[int]] | None = None, optimize: bool = True,
+            rule_families: tuple[str, ...] | None = None) -> Module:
     """Compile a model (ONNX path, bytes, ModelProto, or an ``ir.Graph``) for ``target``.
 
-    ``input_shapes`` fixes symbolic input dimensions (shapes are static). Targets: ``"ref"``
-    runs the reference interpreter.
+    ``input_shapes`` fixes symbolic input dimensions (shapes are static). ``optimize`` runs the
+    e-graph optimization with the target's rule families, or ``rule_families`` when given; the
+    Module's ``report`` says what it did. Targets: ``"ref"`` runs the reference interpreter.
     """
     if target not in TARGETS:
         raise CompileError(f"unknown target {target!r}; available targets: {', '.join(TARGETS)}")
@@ -30,4 +32,12 @@ def compile(model: Any, target: str = "ref", *,  # noqa: A001  (the public name 
         from tensoregg.frontends.onnx import import_onnx
 
         graph = import_onnx(model, input_shapes=input_shapes)
-    return Module(graph, target, partial(run_graph, graph))
+    report = None
+    if optimize:
+        from tensoregg.optimize import optimize as run_optimize
+        from tensoregg.targets import TARGETS as DESCRIPTIONS
+
+        graph, report = run_optimize(graph, DESCRIPTIONS[target], rule_families)
+    module = Module(graph, target, partial(run_graph, graph))
+    module.report = report
+    return module

@@ -172,14 +172,88 @@ def root_classes(js: Mapping[str, Any], n_outputs: int) -> list[str]:
     return [lets[f"$out{i}"] for i in range(n_outputs)]
 
 
+LEAVES = ("Tensor.input", "Tensor.const", "Tensor.none")
+GET = "·.get"
+"""The serialized op names of the leaves and of ``Outputs.get``."""
+
+
+@dataclass
+class ENode:
+    """One e-node of a tensor or Outputs e-class, with its arguments decoded."""
+
+    id: str
+    op: str
+    eclass: str
+    inputs: list[str]
+    """E-classes of the tensor inputs (a variadic slot flattened; ``""`` for an omitted one)."""
+    attrs: dict[str, Any] = field(default_factory=dict)
+    """Operator attributes (a tensor attribute as its constant's name); ``name`` for a leaf."""
+    index: int = 0
+    """For ``Outputs.get``: which output."""
+
+
+def read_literal(js: Mapping[str, Any], node_id: str) -> Any:
+    """A primitive (i64, f64, String) or Vec node of the serialized e-graph as a Python value."""
+    node = js["nodes"][node_id]
+    op = node["op"]
+    if op == "Vec":
+        return tuple(read_literal(js, c) for c in node["children"])
+    if op.startswith('"'):
+        return json.loads(op)
+    try:
+        return int(op)
+    except ValueError:
+        return float(op) if op.lower() not in ("nan", "-nan") else math.nan
+
+
+def _parse_node(js: Mapping[str, Any], node_id: str) -> ENode:
+    node = js["nodes"][node_id]
+    op, kids = node["op"], node["children"]
+
+    def eclass(kid: str) -> str:
+        return "" if js["nodes"][kid]["op"] == "Tensor.none" else js["nodes"][kid]["eclass"]
+
+    if op in LEAVES:
+        return ENode(node_id, op, node["eclass"], [], {"name": read_literal(js, kids[0])} if kids else {})
+    if op == GET:
+        return ENode(node_id, op, node["eclass"], [eclass(kids[0])], index=read_literal(js, kids[1]))
+    ctor = CONSTRUCTORS[op]
+    n_in = len(ctor.opdef.inputs)
+    inputs: list[str] = []
+    for i, kid in enumerate(kids[:n_in]):
+        if ctor.variadic and i == n_in - 1:
+            inputs += [eclass(k) for k in js["nodes"][kid]["children"]]
+        else:
+            inputs.append(eclass(kid))
+    attrs = {}
+    for a, kid in zip(ctor.attrs, kids[n_in:]):
+        raw = read_literal(js, kid)
+        attrs[a] = (raw[0] if raw else None) if ctor.optional_attr(a) else raw
+    return ENode(node_id, op, node["eclass"], inputs, attrs)
+
+
+def parse(js: Mapping[str, Any]) -> dict[str, list[ENode]]:
+    """The candidate e-nodes of every tensor and Outputs e-class (primitives and Vecs left out)."""
+    classes: dict[str, list[ENode]] = {}
+    for node_id, node in js["nodes"].items():
+        op = node["op"]
+        if op in LEAVES or op == GET or op in CONSTRUCTORS:
+            classes.setdefault(node["eclass"], []).append(_parse_node(js, node_id))
+    return classes
+
+
 class _Decoder:
     """Rebuilds a Graph from one chosen e-node per e-class."""
 
-    def __init__(self, js: Mapping[str, Any], choice: Mapping[str, str], enc: Encoding) -> None:
-        self.nodes_js = js["nodes"]
+    def __init__(self, classes: Mapping[str, list[ENode]], choice: Mapping[str, str], enc: Encoding) -> None:
+        self.by_id = {n.id: n for ns in classes.values() for n in ns}
         self.choice = choice
         self.enc = enc
-        self.values: dict[str, str] = {}  # Tensor e-class -> value name
+        self.n_outputs: dict[str, int] = {}  # Outputs e-class -> outputs referenced by any get
+        for n in self.by_id.values():
+            if n.op == GET:
+                self.n_outputs[n.inputs[0]] = max(self.n_outputs.get(n.inputs[0], 0), n.index + 1)
+        self.values: dict[str, str] = {}  # tensor e-class -> value name
         self.multi: dict[str, list[str]] = {}  # Outputs e-class -> output names
         self.nodes: list[Node] = []
         self.consts: dict[str, np.ndarray] = {}
@@ -190,82 +264,57 @@ class _Decoder:
         self.n_values += 1
         return f"__v{self.n_values}"
 
-    def node(self, cid: str) -> dict[str, Any]:
+    def node(self, cid: str) -> ENode:
         node_id = self.choice.get(cid)
         if node_id is None:
             raise CompileError(f"extraction chose no node for e-class {cid}")
-        return self.nodes_js[node_id]
-
-    def literal(self, node_id: str) -> Any:
-        node = self.nodes_js[node_id]
-        op = node["op"]
-        if op == "Vec":
-            return tuple(self.literal(c) for c in node["children"])
-        if op.startswith('"'):
-            return json.loads(op)
-        try:
-            return int(op)
-        except ValueError:
-            return float(op) if op.lower() not in ("nan", "-nan") else math.nan
+        return self.by_id[node_id]
 
     def value(self, cid: str) -> str:
-        """The value name of a Tensor e-class, building its producer first."""
+        """The value name of a tensor e-class, building its producer first."""
+        if not cid:
+            return ""
         if cid in self.values:
             return self.values[cid]
         if cid in self.active:
             raise CompileError(f"extracted program is cyclic at e-class {cid}")
         self.active.add(cid)
         node = self.node(cid)
-        op, kids = node["op"], node["children"]
-        if op == "Tensor.input":
-            name = self.literal(kids[0])
-        elif op == "Tensor.const":
-            name = self.literal(kids[0])
+        if node.op == "Tensor.input":
+            name = node.attrs["name"]
+        elif node.op == "Tensor.const":
+            name = node.attrs["name"]
             self.consts[name] = self.enc.consts[name]
-        elif op == "Tensor.none":
+        elif node.op == "Tensor.none":
             name = ""
-        elif op == "·.get":
-            outs = self.outputs(self.nodes_js[kids[0]]["eclass"])
-            name = outs[self.literal(kids[1])]
+        elif node.op == GET:
+            name = self.outputs(node.inputs[0])[node.index]
         else:
             name = self.fresh()
-            self.emit(op, kids, [name])
+            self.emit(node, [name])
         self.active.discard(cid)
         self.values[cid] = name
         return name
 
     def outputs(self, cid: str) -> list[str]:
         if cid not in self.multi:
-            node = self.node(cid)
-            ctor = CONSTRUCTORS[node["op"]]
-            used = sorted({self.literal(n["children"][1]) for n in self.nodes_js.values()
-                           if n["op"] == "·.get" and self.nodes_js[n["children"][0]]["eclass"] == cid})
+            if cid in self.active:
+                raise CompileError(f"extracted program is cyclic at e-class {cid}")
+            self.active.add(cid)
             base = self.fresh()
-            names = [f"{base}_{k}" if k in used else "" for k in range(max(used) + 1)]
-            self.multi[cid] = names
-            self.emit(ctor.opdef.name, node["children"], names)
+            self.multi[cid] = [f"{base}_{k}" for k in range(self.n_outputs.get(cid, 1))]
+            self.emit(self.node(cid), self.multi[cid])
+            self.active.discard(cid)
         return self.multi[cid]
 
-    def emit(self, op: str, kids: list[str], outputs: list[str]) -> None:
-        ctor = CONSTRUCTORS.get(op)
-        if ctor is None:
-            raise CompileError(f"e-node {op!r} is not an operator")
-        n_in = len(ctor.opdef.inputs)
-        inputs: list[str] = []
-        for i, kid in enumerate(kids[:n_in]):
-            if ctor.variadic and i == n_in - 1:
-                inputs += [self.value(self.nodes_js[k]["eclass"]) for k in self.nodes_js[kid]["children"]]
-            else:
-                inputs.append(self.value(self.nodes_js[kid]["eclass"]))
-        attrs = {}
-        for a, kid in zip(ctor.attrs, kids[n_in:]):
-            raw = self.literal(kid)
-            if ctor.optional_attr(a):
-                raw = raw[0] if raw else None
-            attrs[a] = self.enc.consts[raw] if ctor.opdef.attrs[a].kind == "tensor" and raw else raw
+    def emit(self, node: ENode, outputs: list[str]) -> None:
+        ctor = CONSTRUCTORS[node.op]
+        inputs = [self.value(c) for c in node.inputs]
         while inputs and not inputs[-1]:
             inputs.pop()
-        self.nodes.append(Node(op, tuple(inputs), tuple(outputs), attrs, outputs[0] or op))
+        attrs = {a: (self.enc.consts[v] if ctor.opdef.attrs[a].kind == "tensor" and v else v)
+                 for a, v in node.attrs.items()}
+        self.nodes.append(Node(node.op, tuple(inputs), tuple(outputs), attrs, outputs[0]))
 
 
 def first_choice(js: Mapping[str, Any]) -> dict[str, str]:
@@ -276,9 +325,11 @@ def first_choice(js: Mapping[str, Any]) -> dict[str, str]:
     return choice
 
 
-def decode(js: Mapping[str, Any], choice: Mapping[str, str], enc: Encoding) -> Graph:
-    """Rebuild a Graph from ``choice`` (e-class id -> chosen e-node id) over serialized ``js``."""
-    dec = _Decoder(js, choice, enc)
+def decode(js: Mapping[str, Any], choice: Mapping[str, str], enc: Encoding,
+           classes: Mapping[str, list[ENode]] | None = None) -> Graph:
+    """Rebuild a Graph from ``choice`` (e-class id -> chosen e-node id) over serialized ``js``;
+    ``classes`` is ``parse(js)`` when the caller already has it."""
+    dec = _Decoder(parse(js) if classes is None else classes, choice, enc)
     outputs: list[str] = []
     for name, cid in zip(enc.output_names, root_classes(js, len(enc.output_names))):
         value = dec.value(cid)

@@ -20,6 +20,8 @@ class Module:
         self.graph = graph
         self.target = target
         self._execute = executor
+        self.report: Any = None
+        """The optimization report (``tensoregg.optimize.OptimizeReport``), when it ran."""
 
     @property
     def input_names(self) -> list[str]:

@@ -1,0 +1,52 @@
+"""Cost models: the cost of one e-node given its input and output types and the target.
+
+A cost model must be non-negative, so a term costs at least as much as its subterms. Leaves and
+``Outputs.get`` are free; so is a node whose inputs are all compile-time constants, because it is
+folded into a constant before anything runs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+from tensoregg.ir.terms import ENode
+from tensoregg.ir.types import TensorType
+from tensoregg.targets import Target
+
+
+class CostModel(Protocol):
+    def __call__(self, node: ENode, inputs: list[TensorType | None], outputs: list[TensorType],
+                 target: Target) -> float:
+        """Seconds (or any additive unit) that ``node`` costs on ``target``."""
+        ...
+
+
+def _bytes(t: TensorType | None) -> int:
+    return 0 if t is None else t.size * t.dtype.itemsize
+
+
+def flops(node: ENode, inputs: list[TensorType | None], outputs: list[TensorType]) -> float:
+    """Arithmetic work of a node: 2 per multiply-accumulate for the linear ops, else one operation
+    per output element."""
+    out = outputs[0] if outputs else None
+    if out is None:
+        return 0.0
+    a, b = [*inputs, None, None][:2]
+    if node.op in ("MatMul", "Gemm") and a is not None and a.rank >= 1:
+        k = a.shape[-2] if node.op == "Gemm" and node.attrs.get("transA") else a.shape[-1]
+        return 2.0 * out.size * k
+    if node.op in ("Conv", "ConvTranspose") and a is not None and b is not None:
+        window = math.prod(b.shape[2:])
+        if node.op == "Conv":
+            return 2.0 * out.size * b.shape[1] * window
+        return 2.0 * a.size * b.shape[1] * window
+    return float(out.size)
+
+
+def analytic_cost(node: ENode, inputs: list[TensorType | None], outputs: list[TensorType],
+                  target: Target) -> float:
+    """max(compute time, memory time) + one kernel launch: the roofline of a single kernel."""
+    moved = sum(_bytes(t) for t in inputs) + sum(_bytes(t) for t in outputs)
+    return max(flops(node, inputs, outputs) / target.peak_flops,
+               moved / target.mem_bandwidth) + target.kernel_overhead_s

@@ -1,0 +1,89 @@
+"""The optimization step of ``compile``: encode -> saturate in phases -> extract -> decode."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from tensoregg.errors import CompileError
+from tensoregg.ir.graph import Graph
+from tensoregg.targets import Target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OptimizeReport:
+    """What one optimization did: per-phase reports, e-graph size, estimated cost, timings."""
+
+    phases: list = field(default_factory=list)
+    eclasses: int = 0
+    enodes: int = 0
+    cost_before: float = 0.0
+    cost_after: float = 0.0
+    kept_original: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = [str(p) for p in self.phases]
+        lines.append(f"e-graph: {self.eclasses} e-classes, {self.enodes} e-nodes; estimated cost "
+                     f"{self.cost_before * 1e3:.3f} ms -> {self.cost_after * 1e3:.3f} ms"
+                     + (" (kept the original program)" if self.kept_original else ""))
+        lines.append("time: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in self.seconds.items()))
+        return "\n".join(lines)
+
+
+def optimize(graph: Graph, target: Target,
+             families: tuple[str, ...] | None = None) -> tuple[Graph, OptimizeReport]:
+    """Saturate ``graph`` with the target's rule families and extract the cheapest program.
+
+    The result is never estimated costlier than the input: if extraction finds nothing better, the
+    input comes back unchanged. An extracted program whose outputs are typed differently from the
+    input's means an unsound rule and raises CompileError.
+    """
+    from tensoregg.extraction.cost import analytic_cost
+    from tensoregg.extraction.greedy import dag_cost, extract_greedy, node_costs
+    from tensoregg.extraction.view import build_view
+    from tensoregg.ir.terms import decode, encode, first_choice, serialize
+    from tensoregg.rules import RULESETS, Phase, saturate
+
+    report = OptimizeReport()
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        report.seconds[name] = now - clock
+        clock = now
+
+    enc = encode(graph)
+    js0 = serialize(enc.egraph)
+    view0 = build_view(js0, enc)
+    report.cost_before = dag_cost(view0, first_choice(js0), node_costs(view0, analytic_cost, target))
+    lap("encode")
+    names = families if families is not None else target.rule_families
+    unknown = [f for f in names if f not in RULESETS]
+    if unknown:
+        raise CompileError(f"unknown rule families {unknown}; known: {sorted(RULESETS)}")
+    report.phases = saturate(enc.egraph, [Phase(f, RULESETS[f].ruleset) for f in names])
+    lap("saturate")
+    js = serialize(enc.egraph)
+    view = build_view(js, enc)
+    costs = node_costs(view, analytic_cost, target)
+    choice = extract_greedy(view, costs)
+    report.eclasses, report.enodes = len(view.classes), sum(len(v) for v in view.classes.values())
+    report.cost_after = dag_cost(view, choice, costs)
+    if report.cost_after >= report.cost_before:
+        report.kept_original, report.cost_after = True, report.cost_before
+        lap("extract")
+        return graph, report
+    result = decode(js, choice, enc, view.classes)
+    lap("extract")
+    before = [graph.types[o] for o in graph.outputs]
+    after = [result.types[o] for o in result.outputs]
+    if before != after:
+        raise CompileError(f"optimized program's outputs are {after}, the input's {before}: "
+                           "a rule is unsound")
+    log.info("%s", report)
+    return result, report

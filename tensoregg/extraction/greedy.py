@@ -19,11 +19,14 @@ def constant_classes(view: EGraphView) -> set[str]:
     while changed:
         changed = False
         for cid, nodes in view.classes.items():
-            folds = (n.op not in LEAVES and n.inputs and all(c in const for c in n.inputs if c) for n in nodes)
-            if cid not in const and any(folds):
+            if cid not in const and any(_over_constants(n, const) for n in nodes):
                 const.add(cid)
                 changed = True
     return const
+
+
+def _over_constants(node: ENode, const: set[str]) -> bool:
+    return node.op not in LEAVES and bool(node.inputs) and all(c in const for c in node.inputs if c)
 
 
 def node_costs(view: EGraphView, model: CostModel, target: Target) -> dict[str, float]:

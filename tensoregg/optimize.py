@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from tensoregg.errors import CompileError
+from tensoregg.ir.fold import fold_constants
 from tensoregg.ir.graph import Graph
 from tensoregg.targets import Target
 
@@ -78,7 +79,7 @@ def optimize(graph: Graph, target: Target,
         report.kept_original, report.cost_after = True, report.cost_before
         lap("extract")
         return graph, report
-    result = decode(js, choice, enc, view.classes)
+    result = fold_constants(decode(js, choice, enc, view.classes))
     lap("extract")
     before = [graph.types[o] for o in graph.outputs]
     after = [result.types[o] for o in result.outputs]

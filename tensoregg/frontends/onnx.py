@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 from tensoregg.errors import InvalidModel, ShapeError, UnsupportedOperator
 from tensoregg.frontends.onnx_functions import expand_functions
 from tensoregg.ir import Graph, Node, TensorType, Upgrade, get_op, run_node
+from tensoregg.ir.fold import fold_args, live_nodes
 from tensoregg.ir.graph import infer_node, toposort
 
 ModelLike = "str | os.PathLike[str] | bytes | onnx.ModelProto"
@@ -157,7 +158,7 @@ class _Importer:
                 raise InvalidModel(f"graph output {o.name!r} is not defined by any node, input or "
                                    "initializer")
             self.check_declared(o)
-        nodes = _live(nodes, outputs)
+        nodes = live_nodes(nodes, outputs)
         used = {n for node in nodes for n in node.inputs} | set(outputs)
         consts = {k: v for k, v in self.consts.items() if k in used and k not in inputs}
         return Graph(inputs, consts, nodes, outputs, name=g.name or "graph")
@@ -251,12 +252,8 @@ class _Importer:
         for out, t in zip(node.outputs, types):
             if out:
                 self.types[out] = t
-        given = [n for n in node.inputs if n]
-        if opdef.folds_on_types:
-            args = [_placeholder(self.types[n]) if n else None for n in node.inputs]
-        elif opdef.deterministic and all(n in self.consts for n in given):
-            args = [self.consts[n] if n else None for n in node.inputs]
-        else:
+        args = fold_args(opdef, node, self.types, self.consts)
+        if args is None:
             self.nodes.append(node)
             return
         for out, value in zip(node.outputs, run_node(opdef, node, args, types)):
@@ -276,19 +273,3 @@ class _Importer:
             if len(static) != got.rank or any(s is not None and s != g for s, g in zip(static, got.shape)):
                 raise ShapeError(f"graph output {vi.name!r} is declared with shape "
                                  f"{[s if s is not None else '?' for s in static]} but computes {got}")
-
-
-def _placeholder(t: TensorType) -> np.ndarray:
-    """A zero-memory array of type ``t`` for ops whose result depends only on types."""
-    return np.broadcast_to(np.zeros((), dtype=t.dtype), t.shape)
-
-
-def _live(nodes: list[Node], outputs: list[str]) -> list[Node]:
-    """Drop nodes that no output depends on."""
-    needed = set(outputs)
-    keep = []
-    for node in reversed(nodes):
-        if any(o in needed for o in node.outputs if o):
-            keep.append(node)
-            needed.update(n for n in node.inputs if n)
-    return keep[::-1]

@@ -7,13 +7,13 @@ F32 = np.dtype(np.float32)
 
 
 def test_nodes_over_constants_and_shapes_fold():
-    w = np.arange(6, dtype=np.float32).reshape(2, 3)
-    s = np.full(3, 2.0, np.float32)
+    w = np.arange(6, dtype=np.float32).reshape(3, 2)
+    s = np.full(2, 2.0, np.float32)
     nodes = [Node("Mul", ("w", "s"), ("ws",)),             # constant x constant: folds
-             Node("Shape", ("x",), ("shape",)),            # depends on the type only: folds
-             Node("Reshape", ("ws", "shape"), ("w2",)),    # now over constants: folds
+             Node("Transpose", ("ws",), ("w2",)),          # over a folded constant: folds
+             Node("Shape", ("x",), ("shape",)),            # depends on x's type only: folds
              Node("Add", ("x", "w2"), ("y",)),             # needs x: stays
-             Node("Neg", ("w",), ("dead",))]               # feeds no output: dropped
+             Node("Neg", ("shape",), ("dead",))]           # feeds no output: dropped
     g = Graph({"x": TensorType(F32, (2, 3))}, {"w": w, "s": s}, nodes, ["y"])
     folded = fold_constants(g)
     assert [n.op for n in folded.nodes] == ["Add"]

@@ -203,13 +203,10 @@ def programs(js: Mapping[str, Any], enc: Any, limit: int = 64) -> list[Any]:
     import itertools
 
     from tensoregg.errors import CompileError
-    from tensoregg.ir.terms import decode, first_choice
+    from tensoregg.ir.terms import decode, first_choice, parse
 
     base = first_choice(js)
-    by_class: dict[str, list[str]] = {}
-    for node_id, node in js["nodes"].items():
-        by_class.setdefault(node["eclass"], []).append(node_id)
-    open_classes = [(c, ids) for c, ids in by_class.items() if len(ids) > 1]
+    open_classes = [(c, [n.id for n in nodes]) for c, nodes in parse(js).items() if len(nodes) > 1]
     found = []
     for picks in itertools.islice(itertools.product(*[ids for _, ids in open_classes]), limit):
         choice = dict(base)

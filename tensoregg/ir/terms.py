@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from egglog import EGraph, Expr, String, StringLike, Vec, f64, function, i64, i64Like
+from egglog import EGraph, Expr, String, StringLike, Vec, f64, function, i64, i64Like, set_, union
 
 from tensoregg.errors import CompileError
 from tensoregg.ir.graph import Graph, Node
@@ -46,6 +46,26 @@ class Outputs(Expr):
     """The outputs of a node with several output slots."""
 
     def get(self, index: i64Like) -> Tensor: ...
+
+
+@function
+def value(k: i64Like) -> Tensor:
+    """Handle of the ``k``-th value ``encode`` added: later terms refer to it (see ``encode``)."""
+
+
+@function
+def output(i: i64Like) -> Tensor:
+    """Handle of graph output ``i``: names the root e-classes in the serialized e-graph."""
+
+
+@function(merge=lambda old, new: old)
+def shape_of(t: Tensor) -> Vec[i64]:
+    """The static shape of a tensor e-class: a fact rule premises can test."""
+
+
+@function(merge=lambda old, new: old)
+def dtype_of(t: Tensor) -> String:
+    """The dtype name (numpy's: ``float32``...) of a tensor e-class."""
 
 
 SORTS: dict[str, Any] = {"int": i64, "float": f64, "string": String, "ints": Vec[i64],
@@ -125,10 +145,25 @@ class Encoding:
 
 
 def encode(graph: Graph, egraph: EGraph | None = None) -> Encoding:
-    """Add ``graph`` to an e-graph; output ``i`` is bound to the let-name ``out{i}``."""
+    """Add ``graph`` to an e-graph; output ``i``'s class holds the handle ``output(i)``.
+
+    Each node's term is unioned with a handle ``value(k)`` and later terms refer to that handle,
+    so each action egglog receives is one constructor over handles: encoding is linear in the
+    graph. Global ``let`` bindings are avoided on purpose: egglog 13.2 resolves some of them to
+    another binding's value (a chain of 40 lets ``v1..v39`` read ``$v33`` as ``$v3``), which
+    egglog-python's own sharing lets can also hit. Each value also gets its ``shape_of`` and
+    ``dtype_of`` facts.
+    """
     egraph = egraph or EGraph()
     consts = dict(graph.initializers)
-    terms: dict[str, Tensor] = {n: Tensor.input(n) for n in graph.inputs}
+    actions: list[Any] = []
+
+    def handle(term: Any) -> Any:
+        ref = value(len(actions))
+        actions.append(union(ref).with_(term))
+        return ref
+
+    terms: dict[str, Any] = {n: Tensor.input(n) for n in graph.inputs}
     terms.update({n: Tensor.const(n) for n in graph.initializers})
     for node in graph.nodes:
         ctor = CONSTRUCTORS.get(node.op)
@@ -140,20 +175,30 @@ def encode(graph: Graph, egraph: EGraph | None = None) -> Encoding:
         if ctor.variadic:
             args.append(Vec[Tensor](*ins[n_fixed:]))
         for a in ctor.attrs:
-            kind, value = ctor.opdef.attrs[a].kind, node.attrs[a]
+            kind, given = ctor.opdef.attrs[a].kind, node.attrs[a]
             if ctor.optional_attr(a):
-                args.append(_vec_of(SORTS[kind])(*([] if value is None else [_literal(kind, value, consts)])))
+                args.append(_vec_of(SORTS[kind])(*([] if given is None else [_literal(kind, given, consts)])))
             else:
-                args.append(_literal(kind, value, consts))
+                args.append(_literal(kind, given, consts))
         term = ctor.fn(*args)
         if ctor.multi:
             for k, out in enumerate(node.outputs):
                 if out:
-                    terms[out] = term.get(k)
+                    terms[out] = handle(term.get(k))
         else:
-            terms[node.outputs[0]] = term
-    roots = [egraph.let(f"out{i}", terms[name]) for i, name in enumerate(graph.outputs)]
+            terms[node.outputs[0]] = handle(term)
+    actions += [fact for name, term in terms.items() for fact in type_facts(term, graph.types[name])]
+    roots = [terms[name] for name in graph.outputs]
+    actions += [union(output(i)).with_(root) for i, root in enumerate(roots)]
+    egraph.register(*actions)
     return Encoding(egraph, roots, consts, dict(graph.inputs), list(graph.outputs), terms)
+
+
+def type_facts(term: Tensor, t: TensorType) -> list[Any]:
+    """The ``shape_of``/``dtype_of`` facts of a term of type ``t``; rules that build new
+    intermediate terms add these for them (the root of a right-hand side shares its class's)."""
+    return [set_(shape_of(term)).to(Vec[i64](*[i64(d) for d in t.shape])),
+            set_(dtype_of(term)).to(String(t.dtype.name))]
 
 
 def serialize(egraph: EGraph) -> dict[str, Any]:
@@ -163,13 +208,13 @@ def serialize(egraph: EGraph) -> dict[str, Any]:
 
 
 def root_classes(js: Mapping[str, Any], n_outputs: int) -> list[str]:
-    """The e-class of each ``out{i}`` let-binding (a class bound to several lists them, comma-separated)."""
-    lets = {name.strip(): cid for cid, data in js["class_data"].items()
-            for name in (data.get("let") or "").split(",") if name.strip()}
-    missing = [i for i in range(n_outputs) if f"$out{i}" not in lets]
+    """The e-class of each graph output (the class holding ``output(i)``)."""
+    roots = {read_literal(js, node["children"][0]): node["eclass"]
+             for node in js["nodes"].values() if node["op"] == "output"}
+    missing = [i for i in range(n_outputs) if i not in roots]
     if missing:
         raise CompileError(f"serialized e-graph lacks roots for outputs {missing}")
-    return [lets[f"$out{i}"] for i in range(n_outputs)]
+    return [roots[i] for i in range(n_outputs)]
 
 
 LEAVES = ("Tensor.input", "Tensor.const", "Tensor.none")
@@ -318,11 +363,8 @@ class _Decoder:
 
 
 def first_choice(js: Mapping[str, Any]) -> dict[str, str]:
-    """The first e-node of every e-class: the program as encoded, before any rewrite."""
-    choice: dict[str, str] = {}
-    for node_id, node in js["nodes"].items():
-        choice.setdefault(node["eclass"], node_id)
-    return choice
+    """The first e-node of every tensor e-class: the program as encoded, before any rewrite."""
+    return {cid: nodes[0].id for cid, nodes in parse(js).items()}
 
 
 def decode(js: Mapping[str, Any], choice: Mapping[str, str], enc: Encoding,

@@ -100,3 +100,22 @@ def test_random_graphs_round_trip(graph, data):
     assert len(back.outputs) == len(graph.outputs)
     for a, b in zip(run_graph(graph, {"x": x}), run_graph(back, {"x": x})):
         np.testing.assert_array_equal(a, b)
+
+
+def test_long_chain_round_trips():
+    """A 300-node chain: egglog 13.2's global lets mis-resolve in chains this long (``$v33`` read
+    as ``$v3``), so an encoding that leaned on them would drop ``x`` from the sum here."""
+    nodes = [Node("Add", ("x" if k == 0 else f"a{k - 1}", "w"), ("y" if k == 299 else f"a{k}",))
+             for k in range(300)]
+    graph = Graph({"x": TensorType(F32, (4,))}, {"w": np.full(4, 0.25, np.float32)}, nodes, ["y"])
+    x = np.arange(4, dtype=np.float32)
+    np.testing.assert_array_equal(run_graph(round_trip(graph), {"x": x})[0], x + 75.0)
+
+
+def test_every_value_carries_its_shape_and_dtype():
+    nodes = [Node("Transpose", ("x",), ("t",), {"perm": (1, 0)}), Node("Cast", ("t",), ("y",), {"to": 7})]
+    graph = Graph({"x": TensorType(F32, (2, 3))}, {}, nodes, ["y"])
+    enc = terms.encode(graph)
+    facts = {name: (tuple(d.value for d in enc.egraph.extract(terms.shape_of(t)).value),
+                    enc.egraph.extract(terms.dtype_of(t)).value) for name, t in enc.terms.items()}
+    assert facts == {"x": ((2, 3), "float32"), "t": ((3, 2), "float32"), "y": ((3, 2), "int64")}

@@ -11,8 +11,9 @@ from tensoregg.errors import (
                               TensoreggError,
                               UnsupportedOperator,
 )
+from tensoregg.explain import Explanation, explain
 from tensoregg.runtime import Module
 
 __version__ = "0.1.0"
-__all__ = ["ArtifactError", "CompileError", "InputError", "InvalidModel", "Module", "ShapeError",
-           "TensoreggError", "UnsupportedOperator", "compile", "errors"]
+__all__ = ["ArtifactError", "CompileError", "Explanation", "InputError", "InvalidModel", "Module",
+           "ShapeError", "TensoreggError", "UnsupportedOperator", "compile", "errors", "explain"]

@@ -1,8 +1,10 @@
-"""The ``tensoregg`` command: ``run`` a model (optionally checking it), ``print`` its Graph."""
+"""The ``tensoregg`` command: ``run`` a model (optionally checking it), ``print`` its Graph,
+``explain`` what the optimizer did to it."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -88,6 +90,14 @@ def cmd_print(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    families = [f for f in args.families.split(",") if f] if args.families is not None else None
+    explanation = tensoregg.explain(args.model, args.target, input_shapes=parse_shapes(args.input_shape),
+                                    rule_families=families)
+    print(json.dumps(explanation.to_dict(), indent=1) if args.json else explanation)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tensoregg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,7 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     show = sub.add_parser("print", help="import a model and print its Graph")
     show.add_argument("model")
     show.set_defaults(fn=cmd_print)
-    for p in (run, show):
+    why = sub.add_parser("explain", help="optimize a model and show phases, limits hit, e-graph sizes, "
+                                          "rules fired, cost before/after and the extracted graph")
+    why.add_argument("model")
+    why.add_argument("--target", default="ref", choices=TARGETS)
+    why.add_argument("--families", metavar="A,B,...", help="rule families to run (default: the target's)")
+    why.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    why.set_defaults(fn=cmd_explain)
+    for p in (run, show, why):
         p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
                        help="fix a symbolic input shape (repeatable)")
     args = parser.parse_args(argv)

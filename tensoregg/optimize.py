@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from tensoregg.errors import CompileError
 from tensoregg.ir.fold import fold_constants
 from tensoregg.ir.graph import Graph
 from tensoregg.targets import Target
+
+if TYPE_CHECKING:
+    from tensoregg.rules import Family
 
 log = logging.getLogger(__name__)
 
@@ -24,20 +30,37 @@ class OptimizeReport:
     cost_before: float = 0.0
     cost_after: float = 0.0
     kept_original: bool = False
+    extractor: str = "greedy"
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for ``tensoregg explain --json``)."""
+        return {**dataclasses.asdict(self), "phases": [dataclasses.asdict(p) for p in self.phases]}
 
     def __str__(self) -> str:
         lines = [str(p) for p in self.phases]
-        lines.append(f"e-graph: {self.eclasses} e-classes, {self.enodes} e-nodes; estimated cost "
-                     f"{self.cost_before * 1e3:.3f} ms -> {self.cost_after * 1e3:.3f} ms"
+        lines.append(f"e-graph: {self.eclasses} e-classes, {self.enodes} e-nodes; {self.extractor} "
+                     f"extraction, estimated cost {self.cost_before * 1e3:.3f} ms -> "
+                     f"{self.cost_after * 1e3:.3f} ms"
                      + (" (kept the original program)" if self.kept_original else ""))
         lines.append("time: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in self.seconds.items()))
         return "\n".join(lines)
 
 
+def resolve_families(families: Sequence[str | Family]) -> list[Family]:
+    """Rule families by name (``tensoregg.rules.RULESETS``) or given directly (a user's own Family)."""
+    from tensoregg.rules import RULESETS, Family
+
+    unknown = [f for f in families if not isinstance(f, Family) and f not in RULESETS]
+    if unknown:
+        raise CompileError(f"unknown rule families {unknown}; known: {sorted(RULESETS)}")
+    return [f if isinstance(f, Family) else RULESETS[f] for f in families]
+
+
 def optimize(graph: Graph, target: Target,
-             families: tuple[str, ...] | None = None) -> tuple[Graph, OptimizeReport]:
-    """Saturate ``graph`` with the target's rule families and extract the cheapest program.
+             families: Sequence[str | Family] | None = None) -> tuple[Graph, OptimizeReport]:
+    """Saturate ``graph`` with the target's rule families (or ``families``: names or Family objects)
+    and extract the cheapest program.
 
     The result is never estimated costlier than the input: if extraction finds nothing better, the
     input comes back unchanged. An extracted program whose outputs are typed differently from the
@@ -47,7 +70,7 @@ def optimize(graph: Graph, target: Target,
     from tensoregg.extraction.greedy import dag_cost, extract_greedy, node_costs
     from tensoregg.extraction.view import build_view
     from tensoregg.ir.terms import decode, encode, first_choice, serialize
-    from tensoregg.rules import RULESETS, Phase, saturate
+    from tensoregg.rules import Phase, saturate
 
     report = OptimizeReport()
     clock = time.perf_counter()
@@ -63,11 +86,8 @@ def optimize(graph: Graph, target: Target,
     view0 = build_view(js0, enc)
     report.cost_before = dag_cost(view0, first_choice(js0), node_costs(view0, analytic_cost, target))
     lap("encode")
-    names = families if families is not None else target.rule_families
-    unknown = [f for f in names if f not in RULESETS]
-    if unknown:
-        raise CompileError(f"unknown rule families {unknown}; known: {sorted(RULESETS)}")
-    report.phases = saturate(enc.egraph, [Phase(f, RULESETS[f].ruleset) for f in names])
+    chosen = resolve_families(families if families is not None else target.rule_families)
+    report.phases = saturate(enc.egraph, [Phase(f.name, f.ruleset) for f in chosen])
     lap("saturate")
     js = serialize(enc.egraph)
     view = build_view(js, enc)

@@ -39,11 +39,16 @@ class PhaseReport:
     nodes_after: int = 0
     seconds: float = 0.0
     fired: dict[str, int] = field(default_factory=dict)
+    """Matches per rule name, summed over iterations."""
+    limits: dict[str, float] = field(default_factory=dict)
+    """The phase's ``iterations``, ``nodes`` and ``seconds`` limits."""
 
     def __str__(self) -> str:
-        top = ", ".join(f"{k} x{v}" for k, v in sorted(self.fired.items(), key=lambda kv: -kv[1])[:8])
-        return (f"phase {self.name}: {self.iterations} iterations, stopped by {self.stopped_by}, "
-                f"e-nodes {self.nodes_before} -> {self.nodes_after}, {self.seconds * 1e3:.1f} ms"
+        top = ", ".join(f"{k} x{v}" for k, v in sorted(self.fired.items(), key=lambda kv: -kv[1])[:8] if v)
+        limits = "/".join(f"{v:g} {k}" for k, v in self.limits.items())
+        return (f"phase {self.name}: {self.iterations} iterations, stopped by {self.stopped_by}"
+                + (f" (limits {limits})" if limits else "") + ", "
+                f"table rows {self.nodes_before} -> {self.nodes_after}, {self.seconds * 1e3:.1f} ms"
                 + (f"; fired {top}" if top else ""))
 
 
@@ -54,7 +59,9 @@ def node_count(egraph: EGraph) -> int:
 
 def run_phase(egraph: EGraph, phase: Phase) -> PhaseReport:
     nodes = node_count(egraph)
-    report = PhaseReport(phase.name, "iterations", nodes_before=nodes, nodes_after=nodes)
+    report = PhaseReport(phase.name, "iterations", nodes_before=nodes, nodes_after=nodes,
+                         limits={"iterations": phase.max_iterations, "nodes": phase.max_nodes,
+                                 "seconds": phase.max_seconds})
     start = time.perf_counter()
     growth, last_seconds = 1.0, 0.0
     while report.iterations < phase.max_iterations:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
+from tensoregg.ir.ops.fused import FUSED
 from tensoregg.ir.terms import ENode
 from tensoregg.ir.types import TensorType
 from tensoregg.targets import Target
@@ -28,17 +29,26 @@ def _bytes(t: TensorType | None) -> int:
 
 def flops(node: ENode, inputs: list[TensorType | None], outputs: list[TensorType]) -> float:
     """Arithmetic work of a node: 2 per multiply-accumulate for the linear ops, else one operation
-    per output element."""
+    per output element; a fused op counts as its base op plus one operation per output element for
+    each epilogue step (residual add, activation)."""
     out = outputs[0] if outputs else None
     if out is None:
         return 0.0
+    fused = FUSED.get(node.op)
+    if fused is None:
+        return _base_flops(node.op, node, inputs, out)
+    return _base_flops(fused.base, node, inputs, out) + out.size * fused.epilogue_steps(node.attrs, inputs)
+
+
+def _base_flops(op: str, node: ENode, inputs: list[TensorType | None], out: TensorType) -> float:
+    """``flops`` of ``node`` computed as ``op`` (a fused op's base op)."""
     a, b = [*inputs, None, None][:2]
-    if node.op in ("MatMul", "Gemm") and a is not None and a.rank >= 1:
-        k = a.shape[-2] if node.op == "Gemm" and node.attrs.get("transA") else a.shape[-1]
+    if op in ("MatMul", "Gemm") and a is not None and a.rank >= 1:
+        k = a.shape[-2] if op == "Gemm" and node.attrs.get("transA") else a.shape[-1]
         return 2.0 * out.size * k
-    if node.op in ("Conv", "ConvTranspose") and a is not None and b is not None:
+    if op in ("Conv", "ConvTranspose") and a is not None and b is not None:
         window = math.prod(b.shape[2:])
-        if node.op == "Conv":
+        if op == "Conv":
             return 2.0 * out.size * b.shape[1] * window
         return 2.0 * a.size * b.shape[1] * window
     return float(out.size)

@@ -1,4 +1,5 @@
-"""The egglog term language, generated from the operator registry: one constructor per op.
+"""The egglog term language, generated from the operator registry: one constructor per op (ONNX's
+and tensoregg's own fused ops).
 
 Sorts: ``Tensor`` (a value) and ``Outputs`` (a node with several outputs; ``Outputs.get(k)`` is a
 Tensor). Leaves are ``Tensor.input(name)``, ``Tensor.const(name)`` (a constant held in a side
@@ -25,6 +26,7 @@ from egglog import EGraph, Expr, String, StringLike, Vec, f64, function, i64, i6
 
 from tensoregg.errors import CompileError
 from tensoregg.ir.graph import Graph, Node
+from tensoregg.ir.ops.fused import DOMAIN
 from tensoregg.ir.registry import OPS, OpDef
 from tensoregg.ir.types import TensorType
 
@@ -113,8 +115,23 @@ def _constructor(opdef: OpDef) -> Constructor:
     return Constructor(opdef, function(fn), attrs, multi)
 
 
-CONSTRUCTORS: dict[str, Constructor] = {d.name: _constructor(d) for (dom, _), d in OPS.items() if not dom}
-"""Every default-domain op's constructor, by op name."""
+TERM_DOMAINS = ("", DOMAIN)
+"""The domains whose ops have constructors: ONNX's default one and tensoregg's internal ops."""
+
+
+def _constructors() -> dict[str, Constructor]:
+    """One constructor per op of ``TERM_DOMAINS``, named like the op (so op names must not clash)."""
+    ctors: dict[str, Constructor] = {}
+    for (dom, name), opdef in OPS.items():
+        if dom in TERM_DOMAINS:
+            if name in ctors:
+                raise ValueError(f"op {name!r} is registered in two term domains")
+            ctors[name] = _constructor(opdef)
+    return ctors
+
+
+CONSTRUCTORS: dict[str, Constructor] = _constructors()
+"""The constructor of every op in ``TERM_DOMAINS``, by op name."""
 
 
 def _literal(kind: str, value: Any, consts: dict[str, np.ndarray]) -> Any:
@@ -167,7 +184,7 @@ def encode(graph: Graph, egraph: EGraph | None = None) -> Encoding:
     terms.update({n: Tensor.const(n) for n in graph.initializers})
     for node in graph.nodes:
         ctor = CONSTRUCTORS.get(node.op)
-        if ctor is None or node.domain not in ("", "ai.onnx"):
+        if ctor is None or ctor.opdef.domain != ("" if node.domain == "ai.onnx" else node.domain):
             raise CompileError(f"{node.op} node {node.label!r}: no term constructor (domain {node.domain!r})")
         ins = [terms[n] if n else Tensor.none() for n in node.inputs]
         n_fixed = len(ctor.opdef.inputs) - 1 if ctor.variadic else len(ctor.opdef.inputs)
@@ -306,8 +323,13 @@ class _Decoder:
         self.n_values = 0
 
     def fresh(self) -> str:
-        self.n_values += 1
-        return f"__v{self.n_values}"
+        """A new value name, clear of the graph's input and constant names (which may be ``__v``
+        names of an earlier optimization)."""
+        while True:
+            self.n_values += 1
+            name = f"__v{self.n_values}"
+            if name not in self.enc.consts and name not in self.enc.inputs:
+                return name
 
     def node(self, cid: str) -> ENode:
         node_id = self.choice.get(cid)
@@ -359,7 +381,7 @@ class _Decoder:
             inputs.pop()
         attrs = {a: (self.enc.consts[v] if ctor.opdef.attrs[a].kind == "tensor" and v else v)
                  for a, v in node.attrs.items()}
-        self.nodes.append(Node(node.op, tuple(inputs), tuple(outputs), attrs, outputs[0]))
+        self.nodes.append(Node(node.op, tuple(inputs), tuple(outputs), attrs, outputs[0], ctor.opdef.domain))
 
 
 def first_choice(js: Mapping[str, Any]) -> dict[str, str]:

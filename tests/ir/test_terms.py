@@ -29,7 +29,10 @@ def assert_same_program(a: Graph, b: Graph, feeds) -> None:
 
 
 def test_every_op_has_a_constructor():
-    assert sorted(terms.CONSTRUCTORS) == sorted(name for dom, name in OPS if not dom)
+    """ONNX's default-domain ops and tensoregg's own (FusedConv...), one constructor each."""
+    assert terms.TERM_DOMAINS == ("", "tensoregg")
+    assert sorted(terms.CONSTRUCTORS) == sorted(name for dom, name in OPS if dom in terms.TERM_DOMAINS)
+    assert {c.opdef.domain for c in terms.CONSTRUCTORS.values()} == set(terms.TERM_DOMAINS)
 
 
 @pytest.mark.parametrize("name", ["resnet50", "shufflenet", "inception_v2"])

@@ -5,6 +5,7 @@ from tensoregg.ir.ops import (
     attention,
     casts,
     elementwise,
+    fused,
     indexing,
     linalg,
     loss,
@@ -16,5 +17,5 @@ from tensoregg.ir.ops import (
     shape,
 )
 
-__all__ = ["activations", "attention", "casts", "elementwise", "indexing", "linalg", "loss", "misc",
+__all__ = ["activations", "attention", "casts", "elementwise", "fused", "indexing", "linalg", "loss", "misc",
            "nn", "normalization", "reduce", "resize", "shape"]

@@ -1,8 +1,261 @@
 """Linear algebra: fold BatchNormalization into Conv/Gemm weights, MatMul+Add -> Gemm, and move
-scalar multiplications through linear ops."""
+scalar multiplications through linear ops.
+
+New weights are written as ordinary ops over the ``Tensor.const`` leaves, so the extractor sees them
+as free and ``ir/fold.py`` folds them into constants. No new constant is needed: with
+k = scale / sqrt(var + eps) per channel, BatchNormalization over the constants themselves computes
+``W * k`` (zero mean and shift, the channel axis moved to axis 1) and ``(B - mean) * k + shift``;
+zeros are ``mean - mean``; Einsum moves axes and drops the unit axis that Flatten added.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+from egglog import String, Vec, eq, f64, i64, ne, var
+
+from tensoregg.ir.graph import Graph, Node
+from tensoregg.ir.terms import CONSTRUCTORS, Tensor, dtype_of, shape_of
+from tensoregg.ir.types import TensorType
 from tensoregg.rules.registry import Family
 
 linalg = Family("linalg", __doc__ or "")
+
+Conv, BatchNorm, Gemm, MatMul = (CONSTRUCTORS[n].fn for n in ("Conv", "BatchNormalization", "Gemm", "MatMul"))
+Add, Sub, Mul, Div = (CONSTRUCTORS[n].fn for n in ("Add", "Sub", "Mul", "Div"))
+Einsum, Flatten = CONSTRUCTORS["Einsum"].fn, CONSTRUCTORS["Flatten"].fn
+
+x, a, b, c, s, w, bias = (var(n, Tensor) for n in ("x", "a", "b", "c", "s", "w", "bias"))
+scale, shift, mean, variance = (var(n, Tensor) for n in ("scale", "shift", "mean", "variance"))
+eps, momentum, alpha, beta = (var(n, f64) for n in ("eps", "momentum", "alpha", "beta"))
+trans_a, group = var("trans_a", i64), var("group", i64)
+auto_pad = var("auto_pad", String)
+dilations, kernel_shape, pads, strides = (var(n, Vec[Vec[i64]]) for n in ("dilations", "kernel_shape", "pads",
+                                                                          "strides"))
+sa, sb, sc, sy = (var(n, Vec[i64]) for n in ("sa", "sb", "sc", "sy"))
+dt = var("dt", String)
+F32 = String("float32")
+
+
+def is_const(*tensors: Any) -> list[Any]:
+    """Facts: each of ``tensors`` is a constant leaf (an initializer)."""
+    return [eq(t).to(Tensor.const(var(f"{t}_name", String))) for t in tensors]
+
+
+def rank_is(t: Any, shape_var: Any, rank: int) -> list[Any]:
+    """Facts: ``t`` has static shape ``shape_var`` of length ``rank``."""
+    return [eq(shape_of(t)).to(shape_var), eq(shape_var.length()).to(i64(rank))]
+
+
+# ---- BatchNormalization folding -----------------------------------------------------------------
+
+def _bn(t: Any, bn_bias: Any, bn_mean: Any) -> Any:
+    """Inference-mode BatchNormalization of ``t`` with the matched scale, variance and epsilon."""
+    return BatchNorm(t, scale, bn_bias, bn_mean, variance, eps, momentum, i64(0)).get(0)
+
+
+def _einsum(t: Any, equation: str) -> Any:
+    return Einsum(Vec[Tensor](t), String(equation))
+
+
+def _zero() -> Any:
+    """A per-channel zero vector: mean - mean."""
+    return Sub(mean, mean)
+
+
+def _scaled_columns(t: Any) -> Any:
+    """``t * k`` with channels on axis 1 (zero mean and shift leave only the scaling)."""
+    return _bn(t, _zero(), _zero())
+
+
+def _scaled_rows(t: Any) -> Any:
+    """``t * k`` with channels on axis 0: axes 0 and 1 swapped around ``_scaled_columns``."""
+    return _einsum(_scaled_columns(_einsum(t, "oi...->io...")), "io...->oi...")
+
+
+def _shifted(t: Any) -> Any:
+    """``(t - mean) * k + shift`` for a per-channel (1-D or (r, C)) ``t``, shaped (1 or r, C)."""
+    return _bn(Flatten(t, i64(-1)), shift, mean)
+
+
+BN_CONSTS = is_const(scale, shift, mean, variance)
+ZERO_FITS_W = [eq(dtype_of(w)).to(dt), eq(dtype_of(mean)).to(dt)]
+"""Where B or C is absent the zero bias is ``mean - mean``, of mean's dtype: it must be W's."""
+
+
+def _conv(weight: Any, conv_bias: Any) -> Any:
+    return Conv(x, weight, conv_bias, auto_pad, dilations, group, kernel_shape, pads, strides)
+
+
+def _conv_bn_rule(with_bias: bool) -> None:
+    conv_bias, premises = (bias, is_const(bias)) if with_bias else (Tensor.none(), ZERO_FITS_W)
+    # BN(conv(x, W) + B) = conv(x, W * k) + (B - mean) * k + shift, k per output channel (axis 0 of W)
+    linalg.rewrite("conv-bn-fold" + ("" if with_bias else "-no-bias"),
+                   "bn(conv(x, W, B)) = conv(x, W*k, (B-mean)*k+shift), k = scale/sqrt(var+eps)",
+                   _bn(_conv(w, conv_bias), shift, mean),
+                   _conv(_scaled_rows(w), _einsum(_shifted(bias if with_bias else _zero()), "ij->j")),
+                   *is_const(w), *BN_CONSTS, *premises, example=lambda: _conv_bn_example(with_bias))
+
+
+_conv_bn_rule(True)
+_conv_bn_rule(False)
+
+
+def _gemm_bn_rule(trans_b: int, with_c: bool) -> None:
+    # B' = B * k per column of op(B) (rows of B if transB=1), the result kept with transB's layout
+    weight = _scaled_rows(w) if trans_b else _scaled_columns(w)
+    name = "gemm-bn-fold" + ("-trans-b" if trans_b else "") + ("" if with_c else "-no-c")
+    lhs = _bn(Gemm(a, w, c if with_c else Tensor.none(), alpha, beta, trans_a, i64(trans_b)), shift, mean)
+    rhs = Gemm(a, weight, _shifted(c if with_c else _zero()), alpha, f64(1.0), trans_a, i64(trans_b))
+    # C (beta = 1) broadcasts to (M, N); Flatten(C, -1) is (1 or M, N) when C's last dim is N
+    premises = ([*is_const(c), eq(beta).to(f64(1.0)), eq(shape_of(c)).to(sc), ne(sc.length()).to(i64(0)),
+                 eq(shape_of(lhs)).to(sy), eq(sc[sc.length() - 1]).to(sy[1])] if with_c
+                else ZERO_FITS_W)
+    linalg.rewrite(name, "bn(alpha*A'B' + C) = alpha*A'(B'*k) + (C-mean)*k+shift, k = scale/sqrt(var+eps)",
+                   lhs, rhs, *is_const(w), *BN_CONSTS, *premises,
+                   example=lambda: _gemm_bn_example(trans_b, with_c))
+
+
+for _trans_b in (0, 1):
+    for _with_c in (True, False):
+        _gemm_bn_rule(_trans_b, _with_c)
+
+
+# ---- MatMul + Add -> Gemm -------------------------------------------------------------------------
+
+def _matmul_add_rule(name: str, commuted: bool) -> None:
+    # C broadcasts unidirectionally to (M, N) exactly when the Add keeps MatMul's shape
+    lhs = Add(c, MatMul(a, b)) if commuted else Add(MatMul(a, b), c)
+    linalg.rewrite(name, "a @ b + c = gemm(a, b, c) for 2-D a, b and c broadcasting to a @ b",
+                   lhs, Gemm(a, b, c, f64(1.0), f64(1.0), i64(0), i64(0)),
+                   *rank_is(a, sa, 2), *rank_is(b, sb, 2), eq(shape_of(MatMul(a, b))).to(sy),
+                   eq(shape_of(lhs)).to(sy), eq(dtype_of(lhs)).to(F32),
+                   example=lambda: _matmul_add_example(commuted))
+
+
+_matmul_add_rule("matmul-add-to-gemm", False)
+_matmul_add_rule("matmul-add-to-gemm-commuted", True)
+
+
+# ---- scalars through MatMul -----------------------------------------------------------------------
+
+def _scalar_rule(name: str, op: str, scalar_first: bool = False) -> None:
+    # s has shape () or (1,): with the result's shape kept, scaling commutes with the matmul
+    fn = Mul if op == "Mul" else Div
+    lhs, rhs = (fn(s, MatMul(a, b)) if scalar_first else fn(MatMul(a, b), s)), MatMul(a, fn(b, s))
+    linalg.rewrite(name, f"{op}(a @ b, s) = a @ {op}(b, s) for a one-element s and constant b, s",
+                   lhs, rhs, *is_const(b, s), eq(shape_of(s)).to(sc), sc.length() < i64(2),
+                   eq(sc.push(i64(1))[0]).to(i64(1)),  # () or (1,): the first of sc + (1,) is 1
+                   eq(shape_of(MatMul(a, b))).to(sy), eq(shape_of(lhs)).to(sy),
+                   example=lambda: _scalar_example(op, scalar_first))
+
+
+_scalar_rule("matmul-scalar-reassoc", "Mul")
+_scalar_rule("matmul-scalar-reassoc-commuted", "Mul", scalar_first=True)
+_scalar_rule("matmul-scalar-div-reassoc", "Div")
+
+
+# ---- witnesses --------------------------------------------------------------------------------------
+
+def _case(nodes: list[Node], feeds: dict[str, np.ndarray],
+          consts: dict[str, np.ndarray]) -> tuple[Graph, dict[str, np.ndarray]]:
+    """A (Graph, feeds) example with output ``y``."""
+    inputs = {k: TensorType.of(v) for k, v in feeds.items()}
+    return Graph(inputs, consts, nodes, ["y"]), feeds
+
+
+def _f32(draw: Any, shape: tuple[int, ...], low: float = -1.0, high: float = 1.0) -> np.ndarray:
+    from tensoregg.testing import arrays
+
+    return draw(arrays(np.float32, shape, low=low, high=high))
+
+
+def _bn_consts(draw: Any, channels: int) -> dict[str, np.ndarray]:
+    """scale, shift, mean, var of modest size (var in [0.5, 2]: near 0 BN is ill-conditioned)."""
+    return {"scale": _f32(draw, (channels,), 0.5, 2.0), "shift": _f32(draw, (channels,)),
+            "mean": _f32(draw, (channels,)), "var": _f32(draw, (channels,), 0.5, 2.0)}
+
+
+def _bn_node(draw: Any, t: str) -> Node:
+    from hypothesis import strategies as st
+
+    eps = draw(st.sampled_from([1e-5, 1e-3]))
+    return Node("BatchNormalization", (t, "scale", "shift", "mean", "var"), ("y",), {"epsilon": eps})
+
+
+def _conv_bn_example(with_bias: bool) -> Any:
+    """x -> Conv(W, B?) -> BatchNormalization, 1 or 2 spatial dims, random groups/strides/pads."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        spatial = draw(st.integers(1, 2))
+        group = draw(st.sampled_from([1, 2]))
+        cin, cout = group * draw(st.integers(1, 2)), group * draw(st.integers(1, 2))
+        kernel = tuple(draw(st.integers(1, 2)) for _ in range(spatial))
+        size = tuple(draw(st.integers(k, 4)) for k in kernel)
+        attrs = {"group": group, "strides": [draw(st.integers(1, 2)) for _ in kernel],
+                 "pads": [draw(st.integers(0, 1)) for _ in range(2 * spatial)]}
+        consts = {"w": _f32(draw, (cout, cin // group, *kernel)), **_bn_consts(draw, cout)}
+        if with_bias:
+            consts["b"] = _f32(draw, (cout,))
+        conv = Node("Conv", ("x", "w", "b" if with_bias else ""), ("t",), attrs)
+        return _case([conv, _bn_node(draw, "t")], {"x": _f32(draw, (1, cin, *size))}, consts)
+
+    return build()
+
+
+def _gemm_bn_example(trans_b: int, with_c: bool) -> Any:
+    """a -> Gemm(B, C?; alpha, transA, transB) -> BatchNormalization over the N columns."""
+    from hypothesis import strategies as st
+
+    from tensoregg.testing import broadcastable_shapes
+
+    @st.composite
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
+        trans_a = draw(st.integers(0, 1))
+        attrs = {"alpha": draw(st.sampled_from([1.0, 0.5])), "transA": trans_a, "transB": trans_b}
+        consts = {"w": _f32(draw, (n, k) if trans_b else (k, n)), **_bn_consts(draw, n)}
+        if with_c:
+            c_shape = draw(broadcastable_shapes((m, n)).filter(lambda sh: len(sh) >= 1 and sh[-1] == n))
+            consts["c"] = _f32(draw, c_shape)
+        gemm = Node("Gemm", ("a", "w", "c" if with_c else ""), ("t",), attrs)
+        return _case([gemm, _bn_node(draw, "t")], {"a": _f32(draw, (k, m) if trans_a else (m, k))}, consts)
+
+    return build()
+
+
+def _matmul_add_example(commuted: bool) -> Any:
+    """MatMul of 2-D inputs a, b plus c of a shape broadcasting to (M, N)."""
+    from hypothesis import strategies as st
+
+    from tensoregg.testing import broadcastable_shapes
+
+    @st.composite
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
+        c_shape = draw(broadcastable_shapes((m, n)))
+        feeds = {"a": _f32(draw, (m, k)), "b": _f32(draw, (k, n)), "c": _f32(draw, c_shape)}
+        add = Node("Add", ("c", "t") if commuted else ("t", "c"), ("y",))
+        return _case([Node("MatMul", ("a", "b"), ("t",)), add], feeds, {})
+
+    return build()
+
+
+def _scalar_example(op: str, scalar_first: bool) -> Any:
+    """a (rank 1-3) @ constant 2-D b, then Mul/Div by a constant of shape () or (1,)."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        k, n = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+        sign = draw(st.sampled_from([1.0, -1.0]))  # |s| in [0.5, 2]: away from 0 for Div
+        scalar = _f32(draw, draw(st.sampled_from([(), (1,)])), 0.5, 2.0)
+        consts = {"b": _f32(draw, (k, n)), "s": np.asarray(sign * scalar, np.float32)}
+        scaled = Node(op, ("s", "t") if scalar_first else ("t", "s"), ("y",))
+        return _case([Node("MatMul", ("a", "b"), ("t",)), scaled], {"a": _f32(draw, (*batch, k))}, consts)
+
+    return build()

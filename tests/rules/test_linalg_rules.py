@@ -1,0 +1,125 @@
+"""The linalg family end to end: BatchNormalization folded away by optimize, MatMul+Add extracted as
+Gemm, and the premises that keep the rules from firing where they would be wrong."""
+
+import numpy as np
+import pytest
+
+from tensoregg.ir import Graph, Node, TensorType, run_graph
+from tensoregg.ir.terms import encode
+from tensoregg.optimize import optimize
+from tensoregg.rules import RULESETS, Phase, saturate
+from tensoregg.targets import REF
+
+RNG = np.random.default_rng(0)
+
+
+def rand(*shape, low=-1.0, high=1.0):
+    return np.asarray(RNG.uniform(low, high, shape), np.float32)
+
+
+def bn_params(channels, prefix=""):
+    return {f"{prefix}scale": rand(channels, low=0.5, high=2.0), f"{prefix}shift": rand(channels),
+            f"{prefix}mean": rand(channels), f"{prefix}var": rand(channels, low=0.5, high=2.0)}
+
+
+def bn(x, out, prefix="", **attrs):
+    names = tuple(f"{prefix}{p}" for p in ("scale", "shift", "mean", "var"))
+    return Node("BatchNormalization", (x, *names), (out,), attrs)
+
+
+def fired(graph):
+    """Matches per linalg rule when the family is saturated over ``graph``."""
+    (report,) = saturate(encode(graph).egraph, [Phase("linalg", RULESETS["linalg"].ruleset)])
+    return {name: n for name, n in report.fired.items() if n}
+
+
+def optimized(graph, feeds):
+    """``graph`` optimized with linalg alone, checked against the reference interpreter."""
+    result, _ = optimize(graph, REF, families=("linalg",))
+    for got, want in zip(run_graph(result, feeds), run_graph(graph, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    return result
+
+
+def ops(graph):
+    return [n.op for n in graph.nodes]
+
+
+def conv_bn_relu(spatial, with_bias, channels=4):
+    consts = {"w": rand(channels, 3, *(3,) * spatial), **bn_params(channels)}
+    if with_bias:
+        consts["b"] = rand(channels)
+    nodes = [Node("Conv", ("x", "w", "b" if with_bias else ""), ("t",), {"pads": [1] * 2 * spatial}),
+             bn("t", "u", epsilon=1e-3), Node("Relu", ("u",), ("y",))]
+    x = rand(2, 3, *(5,) * spatial)
+    return Graph({"x": TensorType.of(x)}, consts, nodes, ["y"]), {"x": x}
+
+
+@pytest.mark.parametrize("spatial", [1, 2, 3])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_conv_bn_relu_folds_to_conv_relu(spatial, with_bias):
+    graph, feeds = conv_bn_relu(spatial, with_bias)
+    result = optimized(graph, feeds)
+    assert ops(result) == ["Conv", "Relu"]
+    conv = result.nodes[0]
+    assert conv.inputs[1] in result.initializers and conv.inputs[2] in result.initializers
+
+
+def test_gemm_bn_folds_to_gemm():
+    consts = {"w": rand(6, 5), "c": rand(5), **bn_params(5)}
+    nodes = [Node("Gemm", ("a", "w", "c"), ("t",), {"transB": 0, "alpha": 0.5}), bn("t", "y")]
+    a = rand(3, 6)
+    result = optimized(Graph({"a": TensorType.of(a)}, consts, nodes, ["y"]), {"a": a})
+    assert ops(result) == ["Gemm"]
+
+
+def test_matmul_add_becomes_gemm():
+    a, b, c = rand(3, 4), rand(4, 5), rand(5)
+    graph = Graph({"a": TensorType.of(a), "b": TensorType.of(b), "c": TensorType.of(c)}, {},
+                  [Node("MatMul", ("a", "b"), ("t",)), Node("Add", ("c", "t"), ("y",))], ["y"])
+    assert ops(optimized(graph, {"a": a, "b": b, "c": c})) == ["Gemm"]
+
+
+def test_scalar_moves_onto_the_weight():
+    a = rand(2, 3, 4)
+    graph = Graph({"a": TensorType.of(a)}, {"b": rand(4, 5), "s": np.full((1,), 0.5, np.float32)},
+                  [Node("MatMul", ("a", "b"), ("t",)), Node("Div", ("t", "s"), ("y",))], ["y"])
+    assert ops(optimized(graph, {"a": a})) == ["MatMul"]
+
+
+def test_bn_fold_needs_constant_weights_and_inference_mode():
+    graph, _ = conv_bn_relu(2, True)
+    as_input = Graph({**graph.inputs, "w": graph.types["w"]},
+                     {k: v for k, v in graph.initializers.items() if k != "w"}, graph.nodes, ["y"])
+    assert not fired(as_input)
+    training = [bn("t", "u", training_mode=1) if n.op == "BatchNormalization" else n for n in graph.nodes]
+    assert not fired(Graph(graph.inputs, graph.initializers, training, ["y"]))
+
+
+def test_gemm_bn_fold_needs_beta_one():
+    consts = {"w": rand(6, 5), "c": rand(5), **bn_params(5)}
+    a = rand(3, 6)
+    nodes = [Node("Gemm", ("a", "w", "c"), ("t",), {"beta": 2.0}), bn("t", "y")]
+    assert not fired(Graph({"a": TensorType.of(a)}, consts, nodes, ["y"]))
+
+
+def test_no_gemm_for_batched_matmul_or_growing_add():
+    def matmul_add(a_shape, c_shape):
+        types = {"a": TensorType(np.float32, a_shape), "b": TensorType(np.float32, (4, 5)),
+                 "c": TensorType(np.float32, c_shape)}
+        return Graph(types, {}, [Node("MatMul", ("a", "b"), ("t",)), Node("Add", ("t", "c"), ("y",))], ["y"])
+
+    assert "matmul-add-to-gemm" in fired(matmul_add((3, 4), (3, 1)))
+    assert not fired(matmul_add((2, 3, 4), (5,)))  # Gemm is 2-D only
+    assert not fired(matmul_add((3, 4), (2, 3, 5)))  # the Add broadcasts the product up
+
+
+def test_scalar_reassoc_needs_a_one_element_constant():
+    def scaled(s):
+        types = {"a": TensorType(np.float32, (3, 4))}
+        return Graph(types, {"b": rand(4, 5), "s": s},
+                     [Node("MatMul", ("a", "b"), ("t",)), Node("Mul", ("t", "s"), ("y",))], ["y"])
+
+    assert "matmul-scalar-reassoc" in fired(scaled(rand()))
+    assert not fired(scaled(rand(5)))  # a per-column scale: sound, but not this rule's premise
+    assert not fired(scaled(rand(3, 1)))  # a per-row scale cannot move onto b

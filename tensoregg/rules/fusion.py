@@ -1,8 +1,214 @@
-"""Fusion: epilogues (bias, residual add, activation) folded into the producing Conv/Gemm/MatMul as
-one fused-kernel op that lowering turns into one loop nest."""
+"""Fusion: epilogues (residual add, activation) folded into the producing Conv/Gemm/MatMul as one
+fused-kernel op (``tensoregg.ir.ops.fused``) that lowering turns into one loop nest.
+
+A Conv's bias is already part of Conv. Add(Conv, z) becomes FusedConv with residual z, and an
+activation of a Conv, or of such a FusedConv, becomes FusedConv's activation, so ResNet's
+Relu(Add(Conv, shortcut)) ends as one op. MatMul takes a residual (broadcasting to the product) and
+an activation the same way; Gemm only an activation (its C is the residual).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, cast
+
+import numpy as np
+from egglog import String, Vec, eq, f64, i64, var, vars_
+
+from tensoregg.ir.graph import Graph, Node
+from tensoregg.ir.ops.fused import ACTIVATIONS, DOMAIN, FUSED
+from tensoregg.ir.terms import CONSTRUCTORS, SORTS, Tensor, shape_of
+from tensoregg.ir.types import TensorType
 from tensoregg.rules.registry import Family
 
 fusion = Family("fusion", __doc__ or "")
+
+FUSED_ACTIVATIONS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid")
+"""The activations the rules fuse: those whose parameters are attributes (Clip's are tensors)."""
+EXAMPLE_ATTRS: dict[str, dict[str, float]] = {"LeakyRelu": {"alpha": 0.2},
+                                              "HardSigmoid": {"alpha": 0.25, "beta": 0.4}}
+
+x, w, b, z = vars_("x w b z", Tensor)
+operands = var("operands", Vec[Tensor])
+s = var("s", SORTS["ints"])
+none = Tensor.none()
+
+
+def _attr_vars(op: str) -> dict[str, Any]:
+    """One pattern variable per attribute of ``op``, of its constructor argument's sort."""
+    attrs, vec = CONSTRUCTORS[op].opdef.attrs, cast(Any, Vec)
+    sorts: dict[str, Any] = {a: SORTS[attrs[a].kind] for a in CONSTRUCTORS[op].attrs}
+    return {a: var(f"{op}_{a}", vec[sort] if attrs[a].default is None else sort) for a, sort in sorts.items()}
+
+
+def _call(op: str, *inputs: Any, **attrs: Any) -> Any:
+    """``op``'s constructor over ``inputs`` and its attributes given by name."""
+    return CONSTRUCTORS[op].fn(*inputs, *[attrs[a] for a in CONSTRUCTORS[op].attrs])
+
+
+def _epilogue(act: str = "", params: Sequence[Any] = ()) -> dict[str, Any]:
+    """A fused op's epilogue attributes (no activation by default)."""
+    return {"activation": String(act), "activation_params": Vec[f64](*params)}
+
+
+conv, gemm = _attr_vars("Conv"), _attr_vars("Gemm")
+Conv, Gemm, MatMul = _call("Conv", x, w, b, **conv), _call("Gemm", x, w, b, **gemm), _call("MatMul", x, w)
+
+
+def _fused_conv(residual: Any, **epilogue: Any) -> Any:
+    return _call("FusedConv", x, w, b, residual, **conv, **(epilogue or _epilogue()))
+
+
+def _fused_matmul(residual: Any, **epilogue: Any) -> Any:
+    return _call("FusedMatMul", x, w, residual, **(epilogue or _epilogue()))
+
+
+def _fuse_activation(act: str) -> None:
+    """The rules that make ``act`` the epilogue's activation of a Conv, Gemm or MatMul."""
+    params = _attr_vars(act)
+    fused = _epilogue(act, [params[p] for p in ACTIVATIONS[act]])
+    name = act.lower()
+
+    def of(y: Any) -> Any:
+        return _call(act, y, **params)
+
+    # act(conv(x, w, b)) = fused_conv(x, w, b; act)
+    fusion.rewrite(f"conv-{name}-fuse", f"{act}(conv(x, w, b)) = fused_conv(x, w, b; {act})",
+                   of(Conv), _fused_conv(none, **fused), example=lambda: _example("Conv", [act]))
+    # act(fused_conv(x, w, b, z)) = fused_conv(x, w, b, z; act): the activation joins a residual add
+    fusion.rewrite(f"fused-conv-{name}", f"{act}(fused_conv(x, w, b, z)) = fused_conv(x, w, b, z; {act})",
+                   of(_fused_conv(z)), _fused_conv(z, **fused), example=lambda: _example("FusedConv", [act]))
+    # act(gemm(a, b, c)) = fused_gemm(a, b, c; act)
+    fusion.rewrite(f"gemm-{name}-fuse", f"{act}(gemm(a, b, c)) = fused_gemm(a, b, c; {act})",
+                   of(Gemm), _call("FusedGemm", x, w, b, **gemm, **fused),
+                   example=lambda: _example("Gemm", [act]))
+    # act(a @ b) = fused_matmul(a, b; act)
+    fusion.rewrite(f"matmul-{name}-fuse", f"{act}(a @ b) = fused_matmul(a, b; {act})",
+                   of(MatMul), _fused_matmul(none, **fused), example=lambda: _example("MatMul", [act]))
+    # act(fused_matmul(a, b, z)) = fused_matmul(a, b, z; act)
+    fusion.rewrite(f"fused-matmul-{name}", f"{act}(fused_matmul(a, b, z)) = fused_matmul(a, b, z; {act})",
+                   of(_fused_matmul(z)), _fused_matmul(z, **fused),
+                   example=lambda: _example("FusedMatMul", [act]))
+
+
+def _fuse_residual(base: str, term: Any, fused: Any, when: Any) -> None:
+    """``base(..) + z`` as Add or two-input Sum, either operand order, becomes ``fused``, guarded by
+    ``when(sum)``."""
+    name, total = base.lower(), _call("Sum", operands)
+    forms: list[tuple[str, Any, tuple[Any, ...], str]] = [
+        (f"{name}-add-fuse", _call("Add", term, z), (), "Add-right"),
+        (f"add-{name}-fuse", _call("Add", z, term), (), "Add-left")]
+    for first, second, side in ((term, z, "right"), (z, term, "left")):
+        pair = (eq(operands.length()).to(i64(2)), eq(operands[0]).to(first), eq(operands[1]).to(second))
+        forms.append((f"{name}-sum-fuse" if side == "right" else f"sum-{name}-fuse", total, pair,
+                      f"Sum-{side}"))
+    for rule_name, lhs, pair, step in forms:
+        fusion.rewrite(rule_name, f"{base}(..) + z = z + {base}(..) = Fused{base}(.., z)", lhs, fused,
+                       *pair, *when(lhs), example=partial(_example, base, [step]))
+
+
+# ---- witnesses ----------------------------------------------------------------------------------
+
+Shape = tuple[int, ...]
+
+
+def _draw_conv(draw: Any) -> tuple[dict[str, Any], Shape, Shape, Shape]:
+    """Conv attributes and the shapes of X, W and B (1 or 2 spatial axes, groups, strides, pads)."""
+    from hypothesis import strategies as st
+
+    axes, group = draw(st.integers(1, 2)), draw(st.sampled_from([1, 2]))
+    cin, m = group * draw(st.integers(1, 2)), group * draw(st.integers(1, 2))
+    kernel = tuple(draw(st.integers(1, 3)) for _ in range(axes))
+    dilations = tuple(draw(st.integers(1, 2)) for _ in range(axes))
+    spatial = tuple((k - 1) * d + 1 + draw(st.integers(0, 3)) for k, d in zip(kernel, dilations))
+    attrs = {"group": group, "dilations": dilations,
+             "strides": tuple(draw(st.integers(1, 2)) for _ in range(axes)),
+             "pads": tuple(draw(st.integers(0, 1)) for _ in range(2 * axes))}
+    return attrs, (draw(st.integers(1, 2)), cin, *spatial), (m, cin // group, *kernel), (m,)
+
+
+def _draw_gemm(draw: Any) -> tuple[dict[str, Any], Shape, Shape, Shape]:
+    """Gemm attributes and the shapes of A, B and C (C broadcasting to the product)."""
+    from hypothesis import strategies as st
+
+    from tensoregg.testing import broadcastable_shapes
+
+    m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
+    attrs = {"transA": draw(st.integers(0, 1)), "transB": draw(st.integers(0, 1)),
+             "alpha": draw(st.sampled_from([1.0, 0.5])), "beta": draw(st.sampled_from([1.0, 0.5]))}
+    a, bt = ((k, m) if attrs["transA"] else (m, k)), ((n, k) if attrs["transB"] else (k, n))
+    return attrs, a, bt, draw(broadcastable_shapes((m, n)))
+
+
+def _draw_matmul(draw: Any) -> tuple[dict[str, Any], Shape, Shape, None]:
+    """The shapes of A (optionally batched) and B."""
+    from hypothesis import strategies as st
+
+    batch = tuple(draw(st.integers(1, 3)) for _ in range(draw(st.integers(0, 1))))
+    m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
+    return {}, (*batch, m, k), (k, n), None
+
+
+_DRAWS = {"Conv": _draw_conv, "Gemm": _draw_gemm, "MatMul": _draw_matmul}
+
+
+def _example(base: str, epilogue: Sequence[str]) -> Any:
+    """Strategy of (Graph, feeds): a random ``base`` node (a fused one: with no activation, with or
+    without its residual), then ``epilogue`` steps: an activation, or ``Add``/``Sum`` with a residual
+    input (of the value's shape; for MatMul broadcasting to it) on the ``-right`` or ``-left``."""
+    from hypothesis import strategies as st
+
+    from tensoregg.testing import arrays, broadcastable_shapes
+
+    unfused = FUSED[base].base if base in FUSED else base
+    z_at = FUSED[base].residual if base in FUSED else None
+
+    @st.composite
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        attrs, x_shape, w_shape, bias = _DRAWS[unfused](draw)
+        feeds = {"x": draw(arrays(np.float32, x_shape))}
+        inits = {"w": draw(arrays(np.float32, w_shape))}
+        inputs = ["x", "w"]
+        if bias is not None and draw(st.booleans()):
+            inits["b"] = draw(arrays(np.float32, bias))
+            inputs.append("b")
+        out = _output_shape(unfused, inputs, attrs, feeds, inits)
+
+        def residual() -> np.ndarray:
+            shape = draw(broadcastable_shapes(out)) if unfused == "MatMul" else out
+            return draw(arrays(np.float32, shape))
+
+        if z_at is not None and draw(st.booleans()):
+            feeds["z"] = residual()
+            inputs += [""] * (z_at - len(inputs)) + ["z"]
+        nodes = [Node(base, tuple(inputs), ("v0",), attrs, domain=DOMAIN if base in FUSED else "")]
+        for k, step in enumerate(epilogue, 1):
+            if step.startswith(("Add", "Sum")):
+                feeds[f"r{k}"] = residual()
+                args = (f"v{k - 1}", f"r{k}") if step.endswith("right") else (f"r{k}", f"v{k - 1}")
+                nodes.append(Node(step[:3], args, (f"v{k}",)))
+            else:
+                nodes.append(Node(step, (f"v{k - 1}",), (f"v{k}",), EXAMPLE_ATTRS.get(step, {})))
+        types = {n: TensorType.of(a) for n, a in feeds.items()}
+        return Graph(types, inits, nodes, [f"v{len(epilogue)}"]), feeds
+
+    return build()
+
+
+def _output_shape(op: str, inputs: Sequence[str], attrs: dict[str, Any], feeds: dict[str, np.ndarray],
+                  inits: dict[str, np.ndarray]) -> Shape:
+    """The output shape of one ``op`` node over ``inputs`` (named in ``feeds`` and ``inits``)."""
+    types = {n: TensorType.of(a) for n, a in feeds.items()}
+    return Graph(types, inits, [Node(op, tuple(inputs), ("y",), attrs)], ["y"]).types["y"].shape
+
+
+# ---- the rules (after the witnesses they name) --------------------------------------------------
+
+# z + conv(x, w, b) = fused_conv(x, w, b, z) where z has the conv's shape (no broadcasting)
+_fuse_residual("Conv", Conv, _fused_conv(z), lambda add: (eq(shape_of(z)).to(s), eq(shape_of(Conv)).to(s)))
+# z + a @ b = fused_matmul(a, b, z) where z broadcasts to the product (the sum has its shape)
+_fuse_residual("MatMul", MatMul, _fused_matmul(z),
+               lambda add: (eq(shape_of(add)).to(s), eq(shape_of(MatMul)).to(s)))
+for _act in FUSED_ACTIVATIONS:
+    _fuse_activation(_act)

@@ -8,7 +8,7 @@ the generic test.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,10 +38,15 @@ class Family:
     def rewrite(self, name: str, law: str, lhs: Any, rhs: Any, *when: Any,
                 example: Example | None = None) -> Rule:
         """Register ``lhs -> rhs`` (unioned, so both stay) under ``name``, guarded by ``when`` facts."""
+        return self.rule(name, law, [lhs, *when], [union(lhs).with_(rhs)], example=example)
+
+    def rule(self, name: str, law: str, facts: Sequence[Any], actions: Sequence[Any], *,
+             example: Example | None = None) -> Rule:
+        """Register the general rule ``facts => actions`` (several patterns, several unions, facts
+        set for new terms) under ``name``."""
         if any(r.name == name for r in self.rules):
             raise ValueError(f"rule {name!r} registered twice in family {self.name!r}")
-        command = rule(lhs, *when, name=name).then(union(lhs).with_(rhs))
-        registered = Rule(name, law, self.name, command, example)
+        registered = Rule(name, law, self.name, rule(*facts, name=name).then(*actions), example)
         self.rules.append(registered)
         return registered
 

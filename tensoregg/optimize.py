@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+ILP_MAX_ENODES = 20_000
+"""Above this many e-nodes extraction is greedy only (the ILP grows with the e-graph)."""
+ILP_SECONDS = 3.0
+"""HiGHS's time limit; at the limit its best solution (or greedy's, if cheaper) is used."""
+
 
 @dataclass
 class OptimizeReport:
@@ -31,6 +36,7 @@ class OptimizeReport:
     cost_after: float = 0.0
     kept_original: bool = False
     extractor: str = "greedy"
+    """``greedy``, or ``ilp <status>`` (see ``tensoregg.extraction.ilp.ILPReport``)."""
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,6 +74,7 @@ def optimize(graph: Graph, target: Target,
     """
     from tensoregg.extraction.cost import analytic_cost
     from tensoregg.extraction.greedy import dag_cost, extract_greedy, node_costs
+    from tensoregg.extraction.ilp import extract_ilp
     from tensoregg.extraction.view import build_view
     from tensoregg.ir.terms import decode, encode, first_choice, serialize
     from tensoregg.rules import Phase, saturate
@@ -94,8 +101,11 @@ def optimize(graph: Graph, target: Target,
     costs = node_costs(view, analytic_cost, target)
     choice = extract_greedy(view, costs)
     report.eclasses, report.enodes = len(view.classes), sum(len(v) for v in view.classes.values())
+    if report.enodes <= ILP_MAX_ENODES:
+        choice, ilp = extract_ilp(view, costs, time_limit=ILP_SECONDS, warm_start=choice)
+        report.extractor = f"ilp {ilp.status}"
     report.cost_after = dag_cost(view, choice, costs)
-    if report.cost_after >= report.cost_before:
+    if report.cost_after >= report.cost_before * (1 - 1e-9):  # equal up to summation order
         report.kept_original, report.cost_after = True, report.cost_before
         lap("extract")
         return graph, report

@@ -19,8 +19,9 @@ class Target:
     """Bytes per second of main-memory traffic (read + write)."""
     kernel_overhead_s: float
     """Fixed cost of launching one kernel."""
-    rule_families: tuple[str, ...] = ("algebra",)
-    """The rule families (``tensoregg.rules.RULESETS`` keys) saturated for this target, in order."""
+    rule_families: tuple[str, ...] = ("algebra", "linalg", "parallel", "fusion")
+    """The rule families (``tensoregg.rules.RULESETS`` keys) saturated for this target, in order:
+    parallel before fusion, so that merged MatMuls still get their epilogues fused."""
 
 
 REF = Target("ref", peak_flops=102.7e9, mem_bandwidth=21e9, kernel_overhead_s=2e-6)

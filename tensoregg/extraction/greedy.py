@@ -13,15 +13,16 @@ from tensoregg.targets import Target
 
 
 def constant_classes(view: EGraphView) -> set[str]:
-    """E-classes computable at compile time: constants, and nodes over constants only."""
+    """E-classes computable at compile time: constants, and nodes over constants only (a worklist:
+    a class is looked at again only when one of its users' inputs became constant)."""
+    users = _users(view)
     const = set(view.consts)
-    changed = True
-    while changed:
-        changed = False
-        for cid, nodes in view.classes.items():
-            if cid not in const and any(_over_constants(n, const) for n in nodes):
-                const.add(cid)
-                changed = True
+    work = deque(const)
+    while work:
+        for n in users.get(work.popleft(), ()):
+            if n.eclass not in const and _over_constants(n, const):
+                const.add(n.eclass)
+                work.append(n.eclass)
     return const
 
 
@@ -29,14 +30,28 @@ def _over_constants(node: ENode, const: set[str]) -> bool:
     return node.op not in LEAVES and bool(node.inputs) and all(c in const for c in node.inputs if c)
 
 
+def _users(view: EGraphView) -> dict[str, list[ENode]]:
+    """E-class -> the e-nodes that take it as an input."""
+    users: dict[str, list[ENode]] = {}
+    for nodes in view.classes.values():
+        for n in nodes:
+            for c in n.inputs:
+                if c:
+                    users.setdefault(c, []).append(n)
+    return users
+
+
 def node_costs(view: EGraphView, model: CostModel, target: Target) -> dict[str, float]:
-    """The cost of every e-node: leaves, gets and constant-folded nodes are free."""
+    """The cost of every e-node: leaves, gets and nodes over constants only (folded at compile
+    time) are free; a node of a type-less e-class can't be built."""
     const = constant_classes(view)
     costs: dict[str, float] = {}
     for cid, nodes in view.classes.items():
         for n in nodes:
-            if n.op in LEAVES or n.op == GET or cid in const or cid not in view.types:
-                costs[n.id] = 0.0 if cid in view.types else float("inf")
+            if cid not in view.types:
+                costs[n.id] = float("inf")
+            elif n.op in LEAVES or n.op == GET or _over_constants(n, const):
+                costs[n.id] = 0.0
             else:
                 inputs = [view.types[c][0] if c else None for c in n.inputs]
                 costs[n.id] = model(n, inputs, view.types[cid], target)
@@ -45,12 +60,7 @@ def node_costs(view: EGraphView, model: CostModel, target: Target) -> dict[str, 
 
 def extract_greedy(view: EGraphView, costs: dict[str, float]) -> dict[str, str]:
     """Choose one e-node per reachable e-class; returns e-class -> e-node id."""
-    users: dict[str, list[ENode]] = {}
-    for nodes in view.classes.values():
-        for n in nodes:
-            for c in n.inputs:
-                if c:
-                    users.setdefault(c, []).append(n)
+    users = _users(view)
     best: dict[str, tuple[float, dict[str, float], str]] = {}
     queue = deque(cid for cid, nodes in view.classes.items() if any(not n.inputs for n in nodes))
     queued = set(queue)

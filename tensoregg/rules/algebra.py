@@ -1,22 +1,59 @@
-"""Algebra: identities and involutions that remove work without changing values."""
+"""Algebra: identities and involutions that remove work without changing values: idempotent and
+involutive ops, signs moved into Add/Sub/Mul, casts that change nothing, and chains of shape ops
+(views: Reshape, Flatten, Squeeze, Unsqueeze, Expand) that give back their input's shape.
+
+Every rule is exact on all inputs of its premises' types, NaN, infinities and -0 included (NaN
+payloads aside); where an identity fails for some dtype a ``dtype_of`` premise leaves it out.
+"""
 
 from __future__ import annotations
 
-from egglog import Vec, eq, i64, var
+import itertools
+from functools import partial
+from typing import Any
 
-from tensoregg.ir.terms import CONSTRUCTORS, Tensor
+import ml_dtypes
+import numpy as np
+from egglog import String, Vec, eq, i64, join, var
+
+from tensoregg.ir.terms import CONSTRUCTORS, SORTS, Tensor, dtype_of, shape_of
 from tensoregg.rules.registry import Family
-from tensoregg.rules.witness import chain, permutations
+from tensoregg.rules.witness import binary_case, cast_chain, chain, np_dtype, permutations, view_chain
 
 algebra = Family("algebra", __doc__ or "")
 
 Relu, Abs, Neg, Identity = (CONSTRUCTORS[n].fn for n in ("Relu", "Abs", "Neg", "Identity"))
 Transpose, Dropout = CONSTRUCTORS["Transpose"].fn, CONSTRUCTORS["Dropout"].fn
+Add, Sub, Mul = (CONSTRUCTORS[n].fn for n in ("Add", "Sub", "Mul"))
 MAX_RANK = 6
-x = var("x", Tensor)
+x, a, b = var("x", Tensor), var("a", Tensor), var("b", Tensor)
 seed = var("seed", i64)
+dt, mid = var("dt", String), var("mid", String)
+sx = var("sx", Vec[i64])
 # optional attributes are 0/1-length Vecs (see ir/terms.py); patterns bind the Vec and index it
 p, q = var("p", Vec[Vec[i64]]), var("q", Vec[Vec[i64]])
+
+INTEGERS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+FLOATS = ("float16", "bfloat16", "float32", "float64")
+SIGNED = FLOATS + INTEGERS[:4]
+ALL = FLOATS + INTEGERS
+VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand")
+
+
+def _names(names: tuple[str, ...]) -> Vec[String]:
+    """``names`` as an egglog Vec, for ``contains``/``not_contains`` premises."""
+    return Vec[String](*[String(n) for n in names])
+
+
+def _pattern(op: str, first: Any, tag: str) -> Any:
+    """``op`` applied to ``first``, its other inputs and attributes pattern variables named by ``tag``."""
+    ctor = CONSTRUCTORS[op]
+    rest = [var(f"{tag}_in{k}", Tensor) for k in range(1, len(ctor.opdef.inputs))]
+    sorts = {n: SORTS[ctor.opdef.attrs[n].kind] for n in ctor.attrs}
+    attrs = [var(f"{tag}_{n}", Vec[sorts[n]] if ctor.optional_attr(n) else sorts[n])  # type: ignore[valid-type]
+             for n in ctor.attrs]
+    return ctor.fn(first, *rest, *attrs)
+
 
 # relu(relu(x)) = relu(x): max(max(x, 0), 0) = max(x, 0)
 algebra.rewrite("relu-idempotent", "relu(relu(x)) = relu(x)", Relu(Relu(x)), Relu(x),
@@ -64,3 +101,82 @@ def _transpose_rules(rank: int) -> None:
 
 for _rank in range(1, MAX_RANK + 1):
     _transpose_rules(_rank)
+
+# ---- signs: IEEE defines a - c as a + (-c), negation is exact and a product's sign is the xor of
+# its factors' signs, so these hold bit for bit in floats (and mod 2^n in integers). Neg keeps its
+# input's shape, so both sides broadcast alike.
+
+# a - (-b) = a + b
+algebra.rewrite("sub-of-neg", "a - (-b) = a + b", Sub(a, Neg(b)), Add(a, b),
+                example=lambda: binary_case([("Neg", "b"), ("Sub", "a", "v0")], ALL))
+# a + (-b) = a - b
+algebra.rewrite("add-of-neg", "a + (-b) = a - b", Add(a, Neg(b)), Sub(a, b),
+                example=lambda: binary_case([("Neg", "b"), ("Add", "a", "v0")], ALL))
+# (-a) + b = b - a
+algebra.rewrite("neg-plus", "(-a) + b = b - a", Add(Neg(a), b), Sub(b, a),
+                example=lambda: binary_case([("Neg", "a"), ("Add", "v0", "b")], ALL))
+# (-a) * (-b) = a * b
+algebra.rewrite("mul-of-negs", "(-a) * (-b) = a * b", Mul(Neg(a), Neg(b)), Mul(a, b),
+                example=lambda: binary_case([("Neg", "a"), ("Neg", "b"), ("Mul", "v0", "v1")], ALL))
+# -(a - b) = b - a in integers only: for floats a = b gives -(+0) = -0 but b - a = +0
+algebra.rewrite("neg-of-sub", "-(a - b) = b - a for integer a, b (floats: -0 vs +0 when a = b)",
+                Neg(Sub(a, b)), Sub(b, a), eq(dtype_of(a)).to(dt), _names(INTEGERS).contains(dt),
+                example=lambda: binary_case([("Sub", "a", "b"), ("Neg", "v0")], dtypes=INTEGERS))
+# |-x| = |x| for signed types (unsigned: -x wraps to 2^n - x and |.| keeps it)
+algebra.rewrite("abs-of-neg", "|-x| = |x| for float and signed integer x",
+                Abs(Neg(x)), Abs(x), eq(dtype_of(x)).to(dt), _names(SIGNED).contains(dt),
+                example=lambda: binary_case([("Neg", "a"), ("Abs", "v0")], dtypes=SIGNED))
+
+# ---- casts: a cast to x's own dtype changes nothing, except float8e5m2 (saturate maps +-inf to
+# +-max) and float8e8m0 (the reference rounds the subnormal 2^-127 up to 2^-126).
+SELF_CAST_CHANGES = ("float8_e5m2", "float8_e8m0fnu")
+SELF_CASTS = [(t, t) for t in ("bool", *INTEGERS, *FLOATS, "float8_e4m3fn")]
+
+
+def _holds_all_of(src: np.dtype, dst: np.dtype) -> bool:
+    """Whether ``dst`` represents every value of ``src`` exactly: numpy's safe cast, except integers
+    wider than a float's significand (numpy calls int64 -> float64 safe; 2^53 + 1 is not a float64)."""
+    if not np.can_cast(src, dst, "safe"):
+        return False
+    if src.kind in "iu" and dst.kind not in "iub":
+        return src.itemsize * 8 - (src.kind == "i") <= ml_dtypes.finfo(dst).nmant + 1
+    return True
+
+
+EXACT_CASTS = [(s, m) for s, m in itertools.permutations(("bool", *INTEGERS, *FLOATS), 2)
+               if _holds_all_of(np_dtype(s), np_dtype(m))]
+"""(src, mid) where Cast(Cast(x: src, mid), src) = x."""
+
+for _op in ("Cast", "CastLike"):
+    _cast = _pattern(_op, x, "c")
+    # cast(x, dtype of x) = x
+    algebra.rewrite(f"{_op.lower()}-same-type-elim", f"{_op}(x) to x's own dtype = x (not float8e5m2/e8m0)",
+                    _cast, x, eq(dtype_of(x)).to(dt), eq(dtype_of(_cast)).to(dt),
+                    _names(SELF_CAST_CHANGES).not_contains(dt),
+                    example=partial(cast_chain, _op, SELF_CASTS))
+_inner_cast = _pattern("Cast", x, "c0")
+_round_trip = _pattern("Cast", _inner_cast, "c1")
+# cast(cast(x, mid), dtype of x) = x where mid holds every value of x's dtype
+algebra.rewrite("cast-round-trip", "cast(cast(x, mid), src) = x where mid holds every src value exactly",
+                _round_trip, x, eq(dtype_of(x)).to(dt), eq(dtype_of(_round_trip)).to(dt),
+                eq(dtype_of(_inner_cast)).to(mid),
+                _names(tuple(f"{s}>{m}" for s, m in EXACT_CASTS)).contains(join(dt, ">", mid)),
+                example=lambda: cast_chain("Cast", [(s, m, s) for s, m in EXACT_CASTS]))
+
+# ---- views: Reshape, Flatten, Squeeze, Unsqueeze and (count-keeping) Expand keep the elements in
+# row-major order, so a chain of them that ends in x's shape is x. (An Expand that keeps the element
+# count only adds leading 1s; a chain ending in x's shape keeps the count at every step.)
+
+for _op in VIEWS:
+    _view = _pattern(_op, x, "v")
+    # view(x) = x when it keeps x's shape
+    algebra.rewrite(f"{_op.lower()}-same-shape-elim", f"{_op}(x) = x when the result has x's shape",
+                    _view, x, eq(shape_of(x)).to(sx), eq(shape_of(_view)).to(sx),
+                    example=partial(view_chain, (_op,)))
+for _inner, _outer in itertools.product(VIEWS, VIEWS):
+    _chain = _pattern(_outer, _pattern(_inner, x, "v0"), "v1")
+    # outer(inner(x)) = x when the result has x's shape
+    algebra.rewrite(f"{_inner.lower()}-{_outer.lower()}-round-trip",
+                    f"{_outer}({_inner}(x)) = x when the result has x's shape",
+                    _chain, x, eq(shape_of(x)).to(sx), eq(shape_of(_chain)).to(sx),
+                    example=partial(view_chain, (_inner, _outer)))

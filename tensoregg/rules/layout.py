@@ -1,7 +1,218 @@
-"""Layout: Transposes moved through element-wise ops so that they meet and cancel."""
+"""Layout: Transposes sunk through element-wise ops toward the outputs, so that a Transpose meets
+its inverse and both cancel, as TVM's and onnxruntime's transpose optimizers do.
+
+Every rule reads ``f(Transpose(x, p)) = Transpose(f(x), p)`` in that one direction: a Transpose only
+moves toward the outputs, past one op per match, so saturation ends (the e-graph keeps both forms,
+extraction picks). Attributes pass through unchanged, as do the inputs that are not element-wise
+data (Clip's bounds, CastLike's target). An op with several data operands moves a Transpose when
+each operand is transposed by the same explicit perm, which gives all of them its rank
+(broadcasting aligns trailing axes, which a Transpose of a lower-rank operand would misplace), or
+has shape () or (1,), which broadcasts alike along any axes.
+
+Transposes meet through algebra's ``transpose-*`` rules (compose, identity). Phases run one after
+another, so this family's ruleset runs those rules too: the Transposes it moves cancel within its
+own phase. The terms the rules create get no shape facts; no rule here needs them.
+
+Not here: blocked layouts (NCHW <-> NCHWc), which belong to targets that ask for them (ref does not).
+"""
 
 from __future__ import annotations
 
-from tensoregg.rules.registry import Family
+import re
+from functools import partial
+from itertools import product
+from typing import Any, cast
 
-layout = Family("layout", __doc__ or "")
+import numpy as np
+from egglog import Ruleset, Vec, eq, i64, var
+from onnx import TensorProto
+
+from tensoregg.ir.graph import Graph, Node
+from tensoregg.ir.terms import CONSTRUCTORS, SORTS, Tensor, shape_of
+from tensoregg.ir.types import TensorType
+from tensoregg.rules.algebra import algebra
+from tensoregg.rules.registry import Family, ruleset_of
+from tensoregg.rules.witness import chain, permutations
+
+
+class LayoutFamily(Family):
+    """A family whose ruleset also runs algebra's transpose rules (see the module docstring)."""
+
+    @property
+    def ruleset(self) -> Ruleset:
+        meet = [r for r in algebra.rules if r.name.startswith("transpose-")]
+        return ruleset_of(self.rules + meet, self.name)
+
+
+layout = LayoutFamily("layout", __doc__ or "")
+
+UNARY = ("Abs", "Neg", "Sign", "Sqrt", "Exp", "Log", "Reciprocal", "Floor", "Ceil", "Round", "Sin", "Cos",
+         "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Not", "BitwiseNot",
+         "IsNaN", "IsInf", "Erf", "Relu", "LeakyRelu", "ThresholdedRelu", "Clip", "Shrink", "Elu", "Selu",
+         "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softplus", "Softsign", "Mish", "Gelu",
+         "Swish", "Cast", "CastLike")
+"""Ops computing each output element from the same element of input 0 (other inputs pass through)."""
+BINARY = ("Add", "Sub", "Mul", "Div", "Pow", "Mod", "BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor",
+          "And", "Or", "Xor", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "PRelu",
+          "SwiGLU", "Where")
+"""Broadcasting element-wise ops over all their inputs."""
+VARIADIC = ("Sum", "Max", "Min", "Mean")
+"""Broadcasting element-wise ops over a variadic input; the rules match two operands."""
+AXIS_OPS = ("Softmax", "LogSoftmax", "Hardmax")
+"""Ops along one ``axis``: past a Transpose, the axis becomes the input axis it was."""
+FORMS = {"PRelu": ("tt", "ts"), "SwiGLU": ("tt",)}
+"""Operand forms (``t`` transposed, ``s`` scalar-shaped) other than all those with a ``t``: PRelu's
+slope broadcasts to X, never the reverse; SwiGLU does not broadcast."""
+
+EXAMPLE_ATTRS: dict[str, dict[str, Any]] = {
+    "LeakyRelu": {"alpha": 0.2}, "ThresholdedRelu": {"alpha": 0.5}, "Shrink": {"bias": 0.3, "lambd": 0.7},
+    "Elu": {"alpha": 0.5}, "Selu": {"alpha": 1.5, "gamma": 1.2}, "Celu": {"alpha": 0.7},
+    "HardSigmoid": {"alpha": 0.25, "beta": 0.4}, "Gelu": {"approximate": "tanh"}, "Swish": {"alpha": 0.5},
+    "IsInf": {"detect_negative": 0}, "Cast": {"to": TensorProto.FLOAT16}, "CastLike": {"saturate": 0},
+    "Mod": {"fmod": 1}, "BitShift": {"direction": "RIGHT"}, "SwiGLU": {"alpha": 0.5}}
+"""Attributes other than the defaults, so the examples show them passed through."""
+EXAMPLE_DTYPES: dict[str, tuple[str, ...]] = {
+    **{op: ("bool",) * 2 for op in ("Not", "And", "Or", "Xor")},
+    **{op: ("int32",) * 2 for op in ("BitwiseNot", "BitwiseAnd", "BitwiseOr", "BitwiseXor")},
+    "BitShift": ("uint8",) * 2, "Where": ("bool", "float32", "float32")}
+"""Dtypes of the data operands in the examples (float32 by default)."""
+
+Transpose = CONSTRUCTORS["Transpose"].fn
+p = var("p", Vec[Vec[i64]])
+
+
+def _kebab(op: str) -> str:
+    """``LeakyRelu`` -> ``leaky-relu``, ``IsNaN`` -> ``is-nan``."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "-", op).lower()
+
+
+def _attr_vars(op: str) -> list[Any]:
+    """One pattern variable per attribute of ``op``, in constructor order and of its sort."""
+    ctor, vec = CONSTRUCTORS[op], cast(Any, Vec)
+    sorts = [(a, SORTS[ctor.opdef.attrs[a].kind]) for a in ctor.attrs]
+    return [var(f"{op}_{a}", vec[s] if ctor.optional_attr(a) else s) for a, s in sorts]
+
+
+def _scalar_shaped(t: Any) -> list[Any]:
+    """Facts: ``t`` has shape () or (1,), so it broadcasts against any tensor of rank >= 1 without
+    changing its shape, along whichever axes."""
+    shape = var(f"{t}_shape", Vec[i64])
+    return [eq(shape_of(t)).to(shape), shape.length() < i64(2), eq(shape.push(i64(1))[0]).to(i64(1))]
+
+
+def _law(op: str, form: str, unary: bool) -> str:
+    names = ["x"] if unary else ["a", "b", "c"][:len(form)]
+    lhs = ", ".join(f"T({n}, p)" if k == "t" else n for n, k in zip(names, form))
+    scalars = [n for n, k in zip(names, form) if k == "s"]
+    where = f" for {' and '.join(scalars)} of shape () or (1,)" if scalars else ""
+    return f"{op}({lhs}) = T({op}({', '.join(names)}), p){where}"
+
+
+def _sink(op: str, form: str) -> None:
+    """``op`` of operands in ``form`` (per data operand: ``t`` transposed by p, ``s`` scalar-shaped)
+    = Transpose(op of the untransposed operands, p)."""
+    ctor, attrs = CONSTRUCTORS[op], _attr_vars(op)
+    data = [var(f"in{i}", Tensor) for i in range(len(form))]
+    outer = [Transpose(v, p) if k == "t" else v for v, k in zip(data, form)]
+    facts = [fact for v, k in zip(data, form) if k == "s" for fact in _scalar_shaped(v)]
+    if form.count("t") > 1:
+        facts.append(eq(p.length()).to(i64(1)))  # an explicit perm: every transposed operand has its rank
+    if ctor.variadic:
+        operands = var("operands", Vec[Tensor])
+        lhs, inner = ctor.fn(operands, *attrs), ctor.fn(Vec[Tensor](*data), *attrs)
+        facts += [eq(operands.length()).to(i64(len(form)))]
+        facts += [eq(operands[i]).to(t) for i, t in enumerate(outer)]
+    else:
+        rest = [var(f"arg{i}", Tensor) for i in range(len(form), len(ctor.opdef.inputs))]
+        lhs, inner = ctor.fn(*outer, *rest, *attrs), ctor.fn(*data, *rest, *attrs)
+    unary = op in UNARY
+    suffix = "" if set(form) == {"t"} else "-" + form
+    layout.rewrite(f"{_kebab(op)}-transpose-sink{suffix}", _law(op, form, unary), lhs, Transpose(inner, p),
+                   *facts, example=partial(_example, op, form))
+
+
+def _sink_axis(op: str) -> None:
+    """op(T(x, p), axis) = T(op(x, p[axis]), p): output axis i of T(x, p) is axis p[i] of x."""
+    fn, x, axis = CONSTRUCTORS[op].fn, var("x", Tensor), var("axis", i64)
+    rank = p[0].length()
+    layout.rewrite(f"{_kebab(op)}-transpose-sink", f"{op}(T(x, p), axis) = T({op}(x, p[axis]), p)",
+                   fn(Transpose(x, p), axis), Transpose(fn(x, p[0][(axis + rank) % rank]), p),
+                   eq(p.length()).to(i64(1)), example=partial(_axis_example, op))
+
+
+def forms(op: str) -> tuple[str, ...]:
+    """The operand forms ``op`` gets a rule for."""
+    if op in UNARY:
+        return ("t",)
+    n = 2 if op in VARIADIC else len(CONSTRUCTORS[op].opdef.inputs)
+    return FORMS.get(op) or tuple("".join(f) for f in product("ts", repeat=n) if "t" in f)
+
+
+# ---- witnesses ----------------------------------------------------------------------------------
+
+def _extra_inputs(op: str, draw: Any, consts: dict[str, np.ndarray]) -> list[str]:
+    """The non-data inputs of ``op``'s example: Clip's bounds (each maybe omitted), CastLike's target."""
+    from hypothesis import strategies as st
+
+    if op == "CastLike":
+        consts["target"] = np.zeros((1,), np.float16)
+        return ["target"]
+    if op != "Clip":
+        return []
+    names = []
+    for name, bound, shape in (("low", -1.0, ()), ("high", 1.5, (1,))):
+        if draw(st.booleans()):
+            consts[name] = np.full(shape, bound, np.float32)
+        names.append(name if name in consts else "")
+    return names
+
+
+def _example(op: str, form: str) -> Any:
+    """Strategy of (Graph, feeds): ``op`` over operands of ``form``: each ``t`` operand a graph input
+    of one rank (after the first, some sides 1) transposed by one random perm, each ``s`` operand a
+    constant of shape () or (1,)."""
+    from hypothesis import strategies as st
+
+    from tensoregg.testing import arrays, shapes
+
+    dtypes = EXAMPLE_DTYPES.get(op, ("float32",) * 3)
+
+    @st.composite
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        base = draw(shapes(1, 4))
+        perm = draw(permutations(len(base)))
+        feeds: dict[str, np.ndarray] = {}
+        consts: dict[str, np.ndarray] = {}
+        nodes, operands = [], []
+        for i, (kind, dtype) in enumerate(zip(form, dtypes)):
+            if kind == "t":
+                full = i == 0 or op == "SwiGLU"  # PRelu's slope broadcasts to X; SwiGLU does not broadcast
+                shape = base if full else tuple(draw(st.sampled_from([d, 1])) for d in base)
+                feeds[f"a{i}"] = draw(arrays(dtype, shape))
+                nodes.append(Node("Transpose", (f"a{i}",), (f"t{i}",), {"perm": perm}))
+                operands.append(f"t{i}")
+            else:
+                consts[f"c{i}"] = draw(arrays(dtype, draw(st.sampled_from([(), (1,)]))))
+                operands.append(f"c{i}")
+        operands += _extra_inputs(op, draw, consts)
+        nodes.append(Node(op, tuple(operands), ("y",), EXAMPLE_ATTRS.get(op, {})))
+        inputs = {k: TensorType.of(v) for k, v in feeds.items()}
+        return Graph(inputs, consts, nodes, ["y"]), feeds
+
+    return build()
+
+
+def _axis_example(op: str) -> Any:
+    """Strategy of (Graph, feeds): x -> Transpose(random perm) -> ``op`` along a random axis."""
+    from hypothesis import strategies as st
+
+    steps = st.integers(1, 4).flatmap(lambda rank: st.tuples(st.just(rank), permutations(rank),
+                                                            st.integers(-rank, rank - 1)))
+    return steps.flatmap(lambda s: chain([("Transpose", {"perm": s[1]}), (op, {"axis": s[2]})], rank=s[0]))
+
+
+for _op in UNARY + BINARY + VARIADIC:
+    for _form in forms(_op):
+        _sink(_op, _form)
+for _op in AXIS_OPS:
+    _sink_axis(_op)

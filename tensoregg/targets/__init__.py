@@ -19,11 +19,12 @@ class Target:
     """Bytes per second of main-memory traffic (read + write)."""
     kernel_overhead_s: float
     """Fixed cost of launching one kernel."""
-    rule_families: tuple[str, ...] = ("algebra", "linalg", "parallel", "fusion")
+    rule_families: tuple[str, ...] = ("algebra", "layout", "linalg", "parallel", "fusion")
     """The rule families (``tensoregg.rules.RULESETS`` keys) saturated for this target, in order:
     parallel before fusion, so that merged MatMuls still get their epilogues fused."""
 
 
 REF = Target("ref", peak_flops=102.7e9, mem_bandwidth=21e9, kernel_overhead_s=2e-6)
+LLVM = Target("llvm", peak_flops=102.7e9, mem_bandwidth=21e9, kernel_overhead_s=2e-7)
 
-TARGETS: dict[str, Target] = {t.name: t for t in (REF,)}
+TARGETS: dict[str, Target] = {t.name: t for t in (REF, LLVM)}

@@ -26,6 +26,10 @@ class TensorType:
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
     @classmethod
     def of(cls, array: np.ndarray) -> TensorType:
         return cls(array.dtype, array.shape)

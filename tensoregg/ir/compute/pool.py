@@ -1,0 +1,159 @@
+"""Compute definitions of pools: MaxPool (and its Indices), AveragePool, LpPool and the global pools.
+
+Windows follow the reference's geometry (``tensoregg.ir.ops.nn._window``): output position ``o``
+reads input coordinate ``o * stride - begin + k * dilation`` for each tap ``k``. A tap outside X is
+never read: along an axis where some window leaves X, the load's coordinate is clamped into range and
+a select puts the combiner's neutral value (-inf for max, 0 for sums) in place of the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from tensoregg.ir.compute.expr import (
+    Buffer,
+    ComputeCtx,
+    Expr,
+    call,
+    cast,
+    const,
+    define,
+    reduce,
+    select,
+)
+from tensoregg.ir.compute.linalg import idx, wide
+from tensoregg.ir.compute.reductions import F64, all_of, by_rows, clamp, count, in_range, power
+from tensoregg.ir.ops.nn import _lowest, _Window, _window
+
+
+def geometry(ctx: ComputeCtx) -> _Window:
+    x = ctx.input(0)
+    return _window(dict(ctx.attrs), x.shape[2:], tuple(ctx.attrs["kernel_shape"]))
+
+
+def coords(win: _Window, out: Sequence[Expr], taps: Sequence[Expr]) -> list[Expr]:
+    """The input coordinates that output position ``out`` reads at kernel ``taps``."""
+    return [o * idx(s) - idx(b) + t * idx(d)
+            for o, t, s, b, d in zip(out, taps, win.strides, win.begin, win.dilations)]
+
+
+def leaves(win: _Window, low: Sequence[int], high: Sequence[int]) -> list[bool]:
+    """Per spatial axis: whether some window reads a coordinate outside [low, high)."""
+    return [-b < lo or (o - 1) * s - b + sp > hi
+            for b, o, s, sp, lo, hi in zip(win.begin, win.out, win.strides, win.span, low, high)]
+
+
+def inside(win: _Window, at: Sequence[Expr], low: Sequence[int], high: Sequence[int]) -> Expr | None:
+    """Whether coordinates ``at`` lie in [low, high) (None: always, for every window)."""
+    checks = leaves(win, low, high)
+    return all_of([in_range(a, lo, hi) for a, lo, hi, check in zip(at, low, high, checks) if check])
+
+
+def window_value(x: Buffer, win: _Window, index: Sequence[Expr], combiner: str,
+                 term: Callable[[Expr], Expr], neutral: float) -> Expr:
+    """``combiner`` of ``term(x)`` over the taps of the window at output ``index`` (N, C, *out), taps
+    outside x counting as ``neutral``."""
+    n, c, *out = index
+    spatial = x.shape[2:]
+
+    def body(*taps: Expr) -> Expr:
+        at = coords(win, out, taps)
+        ok = inside(win, at, [0] * len(spatial), spatial)
+        value = term(x[(n, c, *(clamp(a, size) for a, size in zip(at, spatial)))])
+        return value if ok is None else select(ok, value, const(neutral, value.dtype))
+    return reduce(combiner, win.kernel, body, neutral)
+
+
+@define("MaxPool")
+def _max_pool(ctx: ComputeCtx) -> Sequence[Expr]:
+    x, win = ctx.input(0), geometry(ctx)
+
+    def peak_at(*o: Expr) -> Expr:
+        return window_value(x, win, o, "max", lambda v: v, _lowest(x.dtype))
+    if len(ctx.outputs) == 1:
+        return [peak_at(*ctx.index())]
+    peak = ctx.stage("max", ctx.outputs[0].shape, peak_at)
+    return [peak[ctx.index(0)], _argmax(ctx, x, win, peak)]
+
+
+def _argmax(ctx: ComputeCtx, x: Buffer, win: _Window, peak: Buffer) -> Expr:
+    """MaxPool's Indices: the flat index into X of the first tap (row-major over the kernel) that
+    reads X and holds the window's max (or NaN, if the max is); no such tap: tap 0, its coordinates
+    clipped into X. Spatial axes column-major if storage_order is 1."""
+    n, c, *out = ctx.index(1)
+    spatial, kernel = x.shape[2:], win.kernel
+    taps = int(np.prod(kernel, dtype=np.int64))
+    kstride = [int(np.prod(kernel[a + 1:], dtype=np.int64)) for a in range(len(kernel))]
+
+    def term(*t: Expr) -> Expr:
+        at = coords(win, out, t)
+        v, m = x[(n, c, *(clamp(a, size) for a, size in zip(at, spatial)))], peak[(n, c, *out)]
+        hit = call("eq", v, m)
+        if x.dtype.kind == "f":
+            hit = call("or", hit, call("and", call("isnan", v), call("isnan", m)))
+        ok = inside(win, at, [0] * len(spatial), spatial)
+        number = sum((k * idx(s) for k, s in zip(t, kstride)), idx(0))
+        return select(hit if ok is None else call("and", ok, hit), number, idx(taps))
+    first = reduce("min", kernel, term, taps)
+    first = select(call("eq", first, idx(taps)), idx(0), first)
+    tap = [call("rem", call("div", first, idx(s)), idx(k)) for s, k in zip(kstride, kernel)]
+    at = [clamp(a, size) for a, size in zip(coords(win, out, tap), spatial)]
+    fastest_first = range(len(spatial)) if ctx.attrs["storage_order"] else reversed(range(len(spatial)))
+    flat, stride = idx(0), 1
+    for a in fastest_first:
+        flat, stride = flat + at[a] * idx(stride), stride * spatial[a]
+    return (n * idx(x.shape[1]) + c) * idx(stride) + flat
+
+
+@define("AveragePool")
+def _average_pool(ctx: ComputeCtx) -> Sequence[Expr]:
+    """The window's sum (in the accumulation dtype) over the number of taps inside X (or inside the
+    padded X, with count_include_pad), divided in float64 as numpy's sum / int64 count is."""
+    x, win = ctx.input(0), geometry(ctx)
+    spatial = x.shape[2:]
+    total = window_value(x, win, ctx.index(), "add", lambda v: cast(v, wide(x.dtype)), 0)
+    low, high = [0] * len(spatial), list(spatial)
+    if ctx.attrs["count_include_pad"]:
+        low, high = [-b for b in win.begin], [s + e for s, e in zip(spatial, win.end)]
+    if any(leaves(win, low, high)):
+        def taps_in(*o: Expr) -> Expr:
+            return reduce("add", win.kernel, lambda *t: select(inside(win, coords(win, o, t), low, high),
+                                                              idx(1), idx(0)), 0)
+        counted = ctx.stage("count", win.out, taps_in)
+        divisor = cast(counted[tuple(ctx.index()[2:])], F64)
+    else:
+        divisor = const(np.prod(win.kernel), F64)
+    return [cast(cast(total, F64) / divisor, x.dtype)]
+
+
+def _p(ctx: ComputeCtx) -> int:
+    p = int(ctx.attrs["p"])
+    if p < 1:
+        raise ctx.unsupported(f"p={p} (< 1)")
+    return p
+
+
+@define("LpPool")
+def _lp_pool(ctx: ComputeCtx) -> Sequence[Expr]:
+    x, win, p = ctx.input(0), geometry(ctx), _p(ctx)
+    total = window_value(x, win, ctx.index(), "add", lambda v: power(call("abs", cast(v, wide(x.dtype))), p),
+                         0)
+    return [cast(power(total, 1.0 / p), x.dtype)]
+
+
+@define("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+def _global_pool(ctx: ComputeCtx) -> Sequence[Expr]:
+    x = ctx.input(0)
+    axes, acc = tuple(range(2, len(x.shape))), wide(x.dtype)
+
+    def total(combiner: str, term: Callable[[Expr], Expr]) -> Expr:
+        return by_rows(ctx, "rows", combiner, x.shape, axes, ctx.index(), True, lambda at: term(x[at]))
+    if ctx.op == "GlobalMaxPool":
+        return [total("max", lambda v: v)]
+    if ctx.op == "GlobalAveragePool":
+        return [cast(total("add", lambda v: cast(v, acc)) / const(count(x.shape, axes), acc), x.dtype)]
+    p = _p(ctx)
+    return [cast(power(total("add", lambda v: power(call("abs", cast(v, acc)), p)), 1.0 / p), x.dtype)]
+

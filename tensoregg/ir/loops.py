@@ -1,0 +1,115 @@
+"""Loop IR: kernels as loop nests of loads and stores over buffers.
+
+A :class:`Kernel` takes buffers (inputs, outputs, intermediate stages; all dense row-major) and runs
+statements: :class:`For` loops over ``[start, stop)`` of i64 index variables, :class:`Store` of a
+scalar :class:`~tensoregg.ir.compute.Expr` into a buffer element, and :class:`Local` stack buffers
+(accumulators) that live for their body. Expressions are those of compute definitions, without
+:class:`~tensoregg.ir.compute.Reduce` (lowering turns reductions into loops).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from tensoregg.ir.compute import Buffer, Expr, Var
+
+
+class Stmt:
+    """A loop IR statement."""
+
+
+@dataclass(eq=False)
+class For(Stmt):
+    var: Var
+    start: Expr
+    stop: Expr
+    body: list[Stmt]
+    kind: str = "serial"
+    """``serial``, or ``parallel`` (iterations independent: the target may split them over threads)."""
+    unpack: tuple[tuple[Var, int], ...] = ()
+    """When set, ``var`` is a fused index over these (variable, extent) axes, outermost first: each
+    variable is ``var`` read in that mixed radix (``stop`` is the product of the extents)."""
+
+
+@dataclass(eq=False)
+class Store(Stmt):
+    buffer: Buffer
+    index: tuple[Expr, ...]
+    value: Expr
+    contract: bool = False
+    """Float multiplies and adds in ``value`` may fuse into FMAs (one rounding instead of two): set on
+    a reduction's accumulate, where it is what BLAS does; elsewhere values round as numpy's do."""
+
+
+@dataclass(eq=False)
+class Local(Stmt):
+    """``buffer`` allocated on the stack for the duration of ``body``."""
+
+    buffer: Buffer
+    body: list[Stmt]
+
+
+@dataclass(eq=False)
+class Kernel:
+    name: str
+    params: list[Buffer]
+    """Every buffer the kernel reads or writes, in argument order."""
+    body: list[Stmt]
+    outputs: list[Buffer] = field(default_factory=list)
+    """The params it writes (outputs and stages)."""
+
+
+def statements(body: list[Stmt]) -> Iterator[Stmt]:
+    """Every statement in ``body``, loops' and locals' bodies included, in program order."""
+    for s in body:
+        yield s
+        if isinstance(s, (For, Local)):
+            yield from statements(s.body)
+
+
+def work(body: list[Stmt]) -> int:
+    """How many stores ``body`` executes (loops with bounds known at compile time; a bound that is
+    an expression counts as its constant part's upper limit, or 1)."""
+    from tensoregg.ir.compute import Call, Const
+
+    def extent(s: For) -> int:
+        if isinstance(s.stop, Const) and isinstance(s.start, Const):
+            return max(0, int(s.stop.value) - int(s.start.value))
+        consts = [a.value for a in (s.stop.args if isinstance(s.stop, Call) else ()) if isinstance(a, Const)]
+        return int(min(consts)) if consts else 1
+
+    total = 0
+    for s in body:
+        if isinstance(s, For):
+            total += extent(s) * work(s.body)
+        elif isinstance(s, Local):
+            total += work(s.body)
+        elif isinstance(s, Store):
+            total += 1
+    return total
+
+
+def format_kernel(kernel: Kernel) -> str:
+    """The kernel as indented text, one statement per line."""
+    params = ", ".join(f"{b.name}: {b.dtype}{list(b.shape)}" for b in kernel.params)
+    lines = [f"kernel {kernel.name}({params}) {{"]
+
+    def emit(body: list[Stmt], depth: int) -> None:
+        pad = "  " * depth
+        for s in body:
+            if isinstance(s, For):
+                tag = "" if s.kind == "serial" else f" {s.kind}"
+                fused = f" = ({', '.join(f'{v!r}<{n}' for v, n in s.unpack)})" if s.unpack else ""
+                lines.append(f"{pad}for{tag} {s.var!r}{fused} in [{s.start!r}, {s.stop!r}):")
+                emit(s.body, depth + 1)
+            elif isinstance(s, Local):
+                lines.append(f"{pad}local {s.buffer.name}: {s.buffer.dtype}{list(s.buffer.shape)}")
+                emit(s.body, depth + 1)
+            elif isinstance(s, Store):
+                index = ", ".join(map(repr, s.index))
+                op = "+=" if s.contract else "="
+                lines.append(f"{pad}{s.buffer.name}[{index}] {op} {s.value!r}")
+    emit(kernel.body, 1)
+    lines.append("}")
+    return "\n".join(lines)

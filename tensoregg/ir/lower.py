@@ -1,0 +1,200 @@
+"""Default lowering: a node's compute definition -> a loop IR kernel.
+
+Each output (and each stage first) becomes a loop nest over its axes that stores the defining
+expression. A reduction becomes an accumulator: in the plain form, one scalar per output element
+(initialised, combined over the reduction loops in order, then read by the rest of the expression).
+The ``row`` form, used when the output's last axis is longer than 1, keeps a row of accumulators
+along that axis (in chunks) and runs the reduction loops outside the row loop, so the innermost loop
+walks the output's contiguous axis (i-k-j for MatMul) and vectorizes; every element still combines
+its terms in the same order, so both forms compute identical values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tensoregg.errors import UnsupportedOperator
+from tensoregg.ir.compute import (
+    INDEX,
+    Buffer,
+    ComputeCtx,
+    Expr,
+    Load,
+    Reduce,
+    Var,
+    call,
+    compute_of,
+    const,
+    fresh,
+    substitute,
+    walk,
+)
+from tensoregg.ir.graph import Node, infer_node
+from tensoregg.ir.loops import For, Kernel, Local, Stmt, Store, statements
+from tensoregg.ir.registry import OpDef
+from tensoregg.ir.types import TensorType
+
+ROW_CHUNK = 64
+"""Accumulators per row chunk in the row form (a 256-byte fp32 row: stays in L1)."""
+
+
+@dataclass
+class LoweredNode:
+    """A node's kernel and what its params are: ``kernel.params`` is ``inputs`` (graph values, one
+    param per distinct value the kernel reads), then ``outputs`` (graph values), then ``scratch``
+    (stage buffers), then ``constants`` (buffers the compute definition derived from constant
+    inputs, with their values)."""
+
+    kernel: Kernel
+    inputs: list[str]
+    outputs: list[str]
+    scratch: list[Buffer]
+    constants: list[tuple[Buffer, np.ndarray]] = field(default_factory=list)
+
+
+def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
+               values: Mapping[str, np.ndarray], *, target: str = "llvm", name: str = "k",
+               row: bool = True) -> LoweredNode:
+    """Lower ``node`` (its input types in ``types``, constant inputs in ``values``).
+
+    Unused outputs (named ``""``) are computed too, into buffers the caller provides as scratch.
+    """
+    fn = compute_of(opdef)
+    if fn is None:
+        raise UnsupportedOperator(node.op, node=node.label, target=target, detail="no compute definition")
+    distinct = list(dict.fromkeys(n for n in node.inputs if n))
+    by_value = {n: Buffer(f"in{k}", types[n].dtype, types[n].shape) for k, n in enumerate(distinct)}
+    inputs: list[Buffer | None] = [by_value[n] if n else None for n in node.inputs]
+    out_types = infer_node(opdef, node, types, values)[:len(node.outputs)]
+    outs = [Buffer(f"out{k}", t.dtype, t.shape) for k, t in enumerate(out_types)]
+    ctx = ComputeCtx(node.op, node.label, inputs, out_types, node.attrs,
+                     [values.get(n) if n else None for n in node.inputs])
+    exprs = fn(ctx)
+    if len(exprs) != len(outs):
+        raise ValueError(f"{node.op}: compute definition gave {len(exprs)} outputs, node has {len(outs)}")
+    body: list[Stmt] = []
+    for stage in ctx.stages:
+        body += assign(stage.buffer, stage.index, stage.value, row=row)
+    for k, (buf, e) in enumerate(zip(outs, exprs)):
+        if e.dtype != buf.dtype:
+            raise TypeError(f"{node.op} output {k}: compute gives {e.dtype}, type says {buf.dtype}")
+        body += assign(buf, ctx.index(k), e, row=row)
+    scratch = [s.buffer for s in ctx.stages]
+    read = _loaded(body)
+    kept = [n for n in distinct if id(by_value[n]) in read]  # e.g. weights the definition re-laid out
+    params = [*(by_value[n] for n in kept), *outs, *scratch, *(b for b, _ in ctx.constants)]
+    kernel = Kernel(name, params, body, [*outs, *scratch])
+    return LoweredNode(kernel, kept, list(node.outputs), scratch, ctx.constants)
+
+
+def _loaded(body: list[Stmt]) -> set[int]:
+    """The ids of the buffers that ``body`` loads from."""
+    found: set[int] = set()
+    for s in statements(body):
+        exprs = [*s.index, s.value] if isinstance(s, Store) else [s.start, s.stop] if isinstance(s, For) \
+            else []
+        found.update(id(e.buffer) for x in exprs for e in walk(x) if isinstance(e, Load))
+    return found
+
+
+def _top_reduces(e: Expr) -> list[Reduce]:
+    """The Reduce nodes of ``e`` not inside another Reduce, each once, in a fixed order."""
+    found: list[Reduce] = []
+    seen: set[int] = set()
+
+    def go(x: Expr) -> None:
+        if id(x) in seen:
+            return
+        seen.add(id(x))
+        if isinstance(x, Reduce):
+            found.append(x)
+            return
+        for c in (x.index if isinstance(x, Load) else getattr(x, "args", ())):
+            go(c)
+    go(e)
+    return found
+
+
+def _has_reduce(e: Expr) -> bool:
+    return any(isinstance(x, Reduce) for x in walk(e))
+
+
+def _loops(axes: Sequence[Var], extents: Sequence[int], body: list[Stmt]) -> list[Stmt]:
+    for v, n in reversed(list(zip(axes, extents))):
+        body = [For(v, const(0, INDEX), const(n, INDEX), body)]
+    return body
+
+
+def _parallel(axes: Sequence[Var], extents: Sequence[int], body: list[Stmt]) -> list[Stmt]:
+    """One parallel loop over the fused ``axes`` (none: ``body`` as it is)."""
+    if not axes:
+        return body
+    total = int(np.prod(extents, dtype=np.int64))
+    return [For(fresh("p"), const(0, INDEX), const(total, INDEX), body, "parallel",
+                tuple((v, int(n)) for v, n in zip(axes, extents)))]
+
+
+def scalar_value(e: Expr, tail: Callable[[Expr], list[Stmt]]) -> list[Stmt]:
+    """Statements computing ``e`` with one scalar accumulator per reduction, then ``tail(value)``."""
+    reduces = _top_reduces(e)
+    if not reduces:
+        return tail(e)
+    accs = [Buffer(f"acc{fresh('').name}", r.dtype, (1,)) for r in reduces]
+    zero = (const(0, INDEX),)
+    stmts: list[Stmt] = []
+    for r, a in zip(reduces, accs):
+        stmts += scalar_value(r.init, _store_to(a, zero))
+        stmts += _loops(r.axes, r.extents, scalar_value(r.body, _combine_into(r, a, zero)))
+    stmts += tail(substitute(e, {id(r): Load(a, zero) for r, a in zip(reduces, accs)}))
+    for a in reversed(accs):
+        stmts = [Local(a, stmts)]
+    return stmts
+
+
+def _store_to(buf: Buffer, index: tuple[Expr, ...]) -> Callable[[Expr], list[Stmt]]:
+    return lambda value: [Store(buf, index, value)]
+
+
+def _combine_into(r: Reduce, acc: Buffer, index: tuple[Expr, ...]) -> Callable[[Expr], list[Stmt]]:
+    return lambda term: [Store(acc, index, call(r.combiner, Load(acc, index), term), contract=True)]
+
+
+def assign(buf: Buffer, index: Sequence[Var], e: Expr, *, row: bool = True) -> list[Stmt]:
+    """Loops storing ``e`` (a function of ``index``) into every element of ``buf``."""
+    shape = buf.shape
+    if 0 in shape:
+        return []
+    reduces = _top_reduces(e)
+    nested = any(_has_reduce(r.body) or _has_reduce(r.init) for r in reduces)
+    if not row or not reduces or nested or not shape or shape[-1] == 1:
+        inner = scalar_value(e, _store_to(buf, tuple(index)))
+        return _parallel(index[:-1], shape[:-1], _loops(index[-1:], shape[-1:], inner))
+    return _row(buf, index, e, reduces)
+
+
+def _row(buf: Buffer, index: Sequence[Var], e: Expr, reduces: list[Reduce]) -> list[Stmt]:
+    """The row form over the last axis: chunks of ROW_CHUNK accumulators per reduction, the
+    chunks and the other output axes one parallel loop."""
+    n = buf.shape[-1]
+    chunk = min(n, ROW_CHUNK)
+    jo, jj = fresh("jo"), fresh("jj")
+    j = jo * const(chunk, INDEX) + jj
+    stop: Expr = const(chunk, INDEX)
+    if n % chunk:
+        stop = call("min", const(chunk, INDEX), const(n, INDEX) - jo * const(chunk, INDEX))
+    at_j = {id(index[-1]): j}
+    accs = [Buffer(f"acc{fresh('').name}", r.dtype, (chunk,)) for r in reduces]
+    slot: tuple[Expr, ...] = (jj,)
+    stmts: list[Stmt] = []
+    for r, a in zip(reduces, accs):
+        stmts.append(For(jj, const(0, INDEX), stop, _store_to(a, slot)(substitute(r.init, at_j))))
+        update = _combine_into(r, a, slot)(substitute(r.body, at_j))
+        stmts += _loops(r.axes, r.extents, [For(jj, const(0, INDEX), stop, update)])
+    value = substitute(substitute(e, {id(r): Load(a, slot) for r, a in zip(reduces, accs)}), at_j)
+    stmts.append(For(jj, const(0, INDEX), stop, [Store(buf, (*index[:-1], j), value)]))
+    for a in reversed(accs):
+        stmts = [Local(a, stmts)]
+    return _parallel((*index[:-1], jo), (*buf.shape[:-1], -(-n // chunk)), stmts)

@@ -45,3 +45,7 @@ class CompileError(TensoreggError):
 
 class ArtifactError(TensoreggError):
     """A saved artifact is missing, corrupted or from an incompatible version."""
+
+
+class GuardViolation(TensoreggError):
+    """Generated code wrote outside its buffers (found by the guard-region test mode)."""

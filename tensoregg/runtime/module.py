@@ -16,12 +16,27 @@ Executor = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 class Module:
     """A compiled model. ``run`` takes inputs positionally or by name and returns a list of outputs."""
 
-    def __init__(self, graph: Graph, target: str, executor: Executor) -> None:
+    def __init__(self, graph: Graph, target: str, executor: Executor, native: Any = None) -> None:
         self.graph = graph
         self.target = target
         self._execute = executor
+        self.native = native
+        """The compiled native code (``tensoregg.targets.llvm.NativeModel``) on native targets."""
         self.report: Any = None
         """The optimization report (``tensoregg.optimize.OptimizeReport``), when it ran."""
+
+    @property
+    def num_threads(self) -> int:
+        """Threads a run uses: settable on native targets (default: every CPU available)."""
+        return self.native.num_threads if self.native is not None else 1
+
+    @num_threads.setter
+    def num_threads(self, n: int) -> None:
+        if self.native is None:
+            if n != 1:
+                raise ValueError(f"target {self.target!r} runs on one thread")
+            return
+        self.native.num_threads = n
 
     @property
     def input_names(self) -> list[str]:

@@ -2,12 +2,13 @@
 
 Cost models and lowerings read only the Target. The figures of ``REF`` are this machine kind's
 measured anchors (one AMD EPYC core: 102.7 GFLOP/s fp32 FMA peak, ~21 GB/s copy bandwidth, see
-../shared/notes/anchors.md); the LLVM target will measure its host once and cache the result.
+../shared/notes/anchors.md); the ``llvm`` target is the host, measured once and cached
+(``tensoregg.targets.llvm.host``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,34 @@ class Target:
     """Bytes per second of main-memory traffic (read + write)."""
     kernel_overhead_s: float
     """Fixed cost of launching one kernel."""
+    cpu: str = ""
+    """LLVM's name of the CPU (``znver3``), for native targets."""
+    features: str = ""
+    """LLVM's CPU feature string (``+avx2,+fma,...``)."""
+    vector_bits: int = 128
+    """Width of the widest float vector register."""
+    cores: int = 1
+    """CPUs the target's code may run on."""
+    caches: tuple[tuple[str, int], ...] = field(default=())
+    """(level, bytes) of the data caches, e.g. (("L1", 32768), ("L2", 524288), ...)."""
     rule_families: tuple[str, ...] = ("algebra", "layout", "linalg", "parallel", "fusion")
     """The rule families (``tensoregg.rules.RULESETS`` keys) saturated for this target, in order:
     parallel before fusion, so that merged MatMuls still get their epilogues fused."""
 
 
 REF = Target("ref", peak_flops=102.7e9, mem_bandwidth=21e9, kernel_overhead_s=2e-6)
-LLVM = Target("llvm", peak_flops=102.7e9, mem_bandwidth=21e9, kernel_overhead_s=2e-7)
 
-TARGETS: dict[str, Target] = {t.name: t for t in (REF, LLVM)}
+TARGETS = ("ref", "llvm")
+
+
+def get_target(name: str) -> Target:
+    """The description of target ``name`` (``llvm``: this host, measured on first use)."""
+    if name == "ref":
+        return REF
+    if name == "llvm":
+        from tensoregg.targets.llvm.host import host_target
+
+        return host_target()
+    from tensoregg.errors import CompileError
+
+    raise CompileError(f"unknown target {name!r}; available targets: {', '.join(TARGETS)}")

@@ -1,0 +1,352 @@
+"""Loop IR -> LLVM IR (llvmlite): one function per kernel.
+
+A kernel becomes ``void name(ptr noalias %b0, ..., i64 %tid, i64 %nthreads, ptr %barrier)`` taking
+its buffers in ``params`` order, run by ``nthreads`` threads at once (thread ``tid``). Each top-level
+statement is a region: a parallel loop's iterations are split evenly over the threads, any other
+statement runs on thread 0, and all threads meet at ``barrier`` after each region. Loops
+are counted i64 loops (``nsw`` increments, ``inbounds`` GEPs), locals are entry-block allocas that
+LLVM promotes to registers. Floating-point multiplies and adds carry ``contract`` (FMA formation)
+only in a reduction's accumulate (``Store.contract``), never reassociation, so results do not depend
+on vectorization or threads. Within one store, a sub-expression used twice is computed once.
+Integer division and remainder are guarded so that x / 0 = 0 and MIN / -1 = MIN as in numpy, never
+a trap; shifts by the width or more give 0.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LLVMLITE_ENABLE_IR_LAYER_TYPED_POINTERS", "0")
+
+from collections.abc import Sequence
+
+import llvmlite.ir as ir
+import numpy as np
+
+from tensoregg.errors import UnsupportedOperator
+from tensoregg.ir.compute import BOOL, Buffer, Call, Const, Expr, Load, Reduce, Var
+from tensoregg.ir.loops import For, Kernel, Local, Stmt, Store
+
+I1, I8, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(64)
+PTR = ir.PointerType()
+FLOATS: dict[str, ir.Type] = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}
+INTRINSIC = {"exp": "exp", "log": "log", "sqrt": "sqrt", "sin": "sin", "cos": "cos", "floor": "floor",
+             "ceil": "ceil", "round": "roundeven", "abs": "fabs", "max": "maximum", "min": "minimum",
+             "pow": "pow", "tanh": "tanh"}
+"""Calls that are LLVM intrinsics on floats (``llvm.<name>.<type>``)."""
+LIBM = {"erf", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "expm1", "log1p"}
+"""Calls made to the C math library (``erff``/``erf``); half precision goes through float."""
+SUFFIX = {"half": "f16", "float": "f32", "double": "f64"}
+FCMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "=="}
+FAST = ("contract",)
+
+
+def declare(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type]) -> ir.Function:
+    """The function ``name`` of ``module``, declared on first use."""
+    found = module.globals.get(name)
+    return found if found is not None else ir.Function(module, ir.FunctionType(ret, list(args)), name)
+
+
+def llvm_type(dtype: np.dtype, *, storage: bool = False) -> ir.Type:
+    """The LLVM type of a value of ``dtype`` (bool is i1 in registers, i8 in memory)."""
+    if dtype == BOOL:
+        return I8 if storage else I1
+    if dtype.kind in "iu":
+        return ir.IntType(dtype.itemsize * 8)
+    if dtype.name in FLOATS:
+        return FLOATS[dtype.name]
+    raise UnsupportedOperator(f"dtype {dtype}", target="llvm", detail="no LLVM type for this dtype")
+
+
+class KernelEmitter:
+    """Emits one kernel into ``module``."""
+
+    def __init__(self, module: ir.Module, kernel: Kernel) -> None:
+        self.module, self.kernel = module, kernel
+        fnty = ir.FunctionType(ir.VoidType(), [PTR] * len(kernel.params) + [I64, I64, PTR])
+        self.fn = ir.Function(module, fnty, kernel.name)
+        self.fn.attributes.add("nounwind")
+        self.fn.attributes.add("noinline")
+        for arg in self.fn.args[:len(kernel.params)]:
+            arg.add_attribute("noalias")
+        self.tid, self.nthreads, self.barrier = self.fn.args[len(kernel.params):]
+        self.entry = self.fn.append_basic_block("entry")
+        self.b = ir.IRBuilder(self.entry)
+        self.ptrs: dict[int, ir.Value] = {id(buf): arg for buf, arg in zip(kernel.params, self.fn.args)}
+        self.vars: dict[int, ir.Value] = {}
+        self.values: dict[int, ir.Value] = {}
+        """Values emitted for the current store's expression (one basic block), by expression id."""
+        self.fast: tuple[str, ...] = ()
+
+    def emit(self) -> ir.Function:
+        wait = barrier_function(self.module)
+        for region in self.kernel.body:
+            if isinstance(region, For) and region.kind == "parallel":
+                self.loop(region, split=True)
+            else:
+                with self.b.if_then(self.b.icmp_signed("==", self.tid, ir.Constant(I64, 0))):
+                    self.block([region])
+            self.b.call(wait, [self.barrier, self.nthreads])
+        self.b.ret_void()
+        return self.fn
+
+    # ---- statements -------------------------------------------------------------------------------
+
+    def block(self, body: Sequence[Stmt]) -> None:
+        for s in body:
+            if isinstance(s, For):
+                self.loop(s)
+            elif isinstance(s, Store):
+                self.store(s)
+            elif isinstance(s, Local):
+                self.local(s)
+            else:
+                raise TypeError(f"unknown statement {s!r}")
+
+    def loop(self, s: For, split: bool = False) -> None:
+        self.values = {}  # values cached for a store need not dominate this loop's preheader
+        start, stop = self.expr(s.start), self.expr(s.stop)
+        if split:  # this thread's share: [start + n * tid / nthreads, start + n * (tid + 1) / nthreads)
+            n = self.b.sub(stop, start)
+            at = [self.b.add(start, self.b.sdiv(self.b.mul(n, t), self.nthreads))
+                  for t in (self.tid, self.b.add(self.tid, ir.Constant(I64, 1)))]
+            start, stop = at
+        pre = self.b.block
+        header = self.fn.append_basic_block(f"{s.var.name}.head")
+        body = self.fn.append_basic_block(f"{s.var.name}.body")
+        done = self.fn.append_basic_block(f"{s.var.name}.done")
+        self.b.branch(header)
+        self.b.position_at_end(header)
+        i = self.b.phi(I64, s.var.name)
+        i.add_incoming(start, pre)
+        self.b.cbranch(self.b.icmp_signed("<", i, stop), body, done)
+        self.b.position_at_end(body)
+        self.vars[id(s.var)] = i
+        rest: ir.Value = i
+        for v, n in reversed(s.unpack):  # mixed radix, innermost last
+            self.vars[id(v)] = self.b.srem(rest, ir.Constant(I64, n)) if v is not s.unpack[0][0] else rest
+            rest = self.b.sdiv(rest, ir.Constant(I64, n))
+        self.block(s.body)
+        i.add_incoming(self.b.add(i, ir.Constant(I64, 1), flags=["nsw"]), self.b.block)
+        self.b.branch(header)
+        self.b.position_at_end(done)
+
+    def local(self, s: Local) -> None:
+        with self.b.goto_entry_block():
+            slot = self.b.alloca(ir.ArrayType(llvm_type(s.buffer.dtype, storage=True), s.buffer.size))
+        slot.type = PTR  # llvmlite's alloca keeps a typed pointer even with opaque pointers on
+        self.ptrs[id(s.buffer)] = slot
+        self.block(s.body)
+
+    def address(self, buf: Buffer, index: Sequence[Expr]) -> ir.Value:
+        flat: ir.Value | None = None
+        stride = 1
+        for d, i in reversed(list(zip(buf.shape, index))):
+            if not (isinstance(i, Const) and i.value == 0):
+                term = self.expr(i)
+                if stride != 1:
+                    term = self.b.mul(term, ir.Constant(I64, stride), flags=["nsw"])
+                flat = term if flat is None else self.b.add(flat, term, flags=["nsw"])
+            stride *= d
+        if id(buf) not in self.ptrs:
+            raise ValueError(f"kernel {self.kernel.name}: buffer {buf.name} is not a param or local")
+        offset = flat if flat is not None else ir.Constant(I64, 0)
+        return self.b.gep(self.ptrs[id(buf)], [offset], inbounds=True,
+                          source_etype=llvm_type(buf.dtype, storage=True))
+
+    def store(self, s: Store) -> None:
+        self.values, self.fast = {}, FAST if s.contract else ()
+        value = self.expr(s.value)
+        if s.buffer.dtype == BOOL:
+            value = self.b.zext(value, I8)
+        self.b.store(value, self.address(s.buffer, s.index))
+
+    # ---- expressions ------------------------------------------------------------------------------
+
+    def expr(self, e: Expr) -> ir.Value:
+        if isinstance(e, (Load, Call)):
+            if id(e) not in self.values:
+                self.values[id(e)] = self.emit_expr(e)
+            return self.values[id(e)]
+        return self.emit_expr(e)
+
+    def emit_expr(self, e: Expr) -> ir.Value:
+        if isinstance(e, Const):
+            return self.constant(e.value, e.dtype)
+        if isinstance(e, Var):
+            if id(e) not in self.vars:
+                raise ValueError(f"kernel {self.kernel.name}: index {e.name} used outside its loop")
+            return self.vars[id(e)]
+        if isinstance(e, Load):
+            value = self.b.load(self.address(e.buffer, e.index), typ=llvm_type(e.dtype, storage=True))
+            return self.b.trunc(value, I1) if e.dtype == BOOL else value
+        if isinstance(e, Call):
+            return self.call(e)
+        if isinstance(e, Reduce):
+            raise ValueError("a Reduce reached code generation; lower it first")
+        raise TypeError(f"unknown expression {e!r}")
+
+    def constant(self, value: object, dtype: np.dtype) -> ir.Value:
+        ty = llvm_type(dtype)
+        if dtype == BOOL:
+            return ir.Constant(I1, int(bool(value)))
+        if dtype.kind in "iu":
+            return ir.Constant(ty, int(value) & ((1 << (dtype.itemsize * 8)) - 1))  # type: ignore[call-overload]
+        return ir.Constant(ty, float(value))  # type: ignore[arg-type]
+
+    def intrinsic(self, name: str, ty: ir.Type, args: list[ir.Value]) -> ir.Value:
+        return self.b.call(declare(self.module, f"llvm.{name}.{SUFFIX[str(ty)]}", ty, [ty] * len(args)), args)
+
+    def libm(self, name: str, ty: ir.Type, x: ir.Value) -> ir.Value:
+        wide = ir.FloatType() if str(ty) == "half" else ty
+        full = name + ("f" if str(wide) == "float" else "")
+        arg = self.b.fpext(x, wide) if wide is not ty else x
+        out = self.b.call(declare(self.module, full, wide, [wide]), [arg])
+        return self.b.fptrunc(out, ty) if wide is not ty else out
+
+    def call(self, e: Call) -> ir.Value:
+        b, fn = self.b, e.fn
+        if fn == "cast":
+            return self.cast(self.expr(e.args[0]), e.args[0].dtype, e.dtype)
+        args = [self.expr(a) for a in e.args]
+        if fn == "select":
+            return b.select(*args)
+        dtype = e.args[0].dtype
+        if dtype.kind == "f":
+            return self.float_call(fn, dtype, args)
+        return self.int_call(fn, dtype, args)
+
+    def float_call(self, fn: str, dtype: np.dtype, args: list[ir.Value]) -> ir.Value:
+        b, ty = self.b, llvm_type(dtype)
+        if fn in ("add", "sub", "mul", "div", "rem"):
+            op = {"add": b.fadd, "sub": b.fsub, "mul": b.fmul, "div": b.fdiv, "rem": b.frem}[fn]
+            return op(*args, flags=self.fast if fn in ("add", "sub", "mul") else ())
+        if fn in FCMP:
+            return b.fcmp_ordered(FCMP[fn], *args)
+        if fn == "ne":
+            return b.fcmp_unordered("!=", *args)
+        if fn == "neg":
+            return b.fneg(args[0])
+        if fn in INTRINSIC:
+            return self.intrinsic(INTRINSIC[fn], ty, args)
+        if fn in LIBM:
+            return self.libm(fn, ty, args[0])
+        if fn == "isnan":
+            return b.fcmp_unordered("uno", args[0], args[0])
+        if fn == "isinf":
+            return b.fcmp_ordered("==", self.intrinsic("fabs", ty, args), ir.Constant(ty, float("inf")))
+        if fn == "signbit":
+            bits = b.bitcast(args[0], ir.IntType(dtype.itemsize * 8))
+            return b.icmp_signed("<", bits, ir.Constant(bits.type, 0))
+        raise UnsupportedOperator(f"call {fn}", target="llvm", detail=f"not defined on {dtype}")
+
+    def int_call(self, fn: str, dtype: np.dtype, args: list[ir.Value]) -> ir.Value:
+        b = self.b
+        signed = dtype.kind == "i"
+        ty = args[0].type
+        if fn in ("add", "sub", "mul", "and", "or", "xor"):
+            op = {"add": b.add, "sub": b.sub, "mul": b.mul, "and": b.and_, "or": b.or_, "xor": b.xor}[fn]
+            return op(*args)
+        if fn in ("div", "rem"):
+            return self.divide(fn, signed, *args)
+        if fn in ("max", "min"):
+            pick = b.icmp_signed if signed else b.icmp_unsigned
+            return b.select(pick(">" if fn == "max" else "<", *args), *args)
+        if fn in ("shl", "shr"):
+            shifted = b.shl(*args) if fn == "shl" else b.lshr(*args)
+            too_far = b.icmp_unsigned(">=", args[1], ir.Constant(ty, dtype.itemsize * 8))
+            return b.select(too_far, ir.Constant(ty, 0), shifted)
+        if fn in FCMP or fn == "ne":
+            pick = b.icmp_signed if signed else b.icmp_unsigned
+            return pick({**FCMP, "ne": "!="}[fn], *args)
+        if fn == "neg":
+            return b.sub(ir.Constant(ty, 0), args[0])
+        if fn == "abs":
+            if not signed:
+                return args[0]
+            return b.select(b.icmp_signed("<", args[0], ir.Constant(ty, 0)), b.neg(args[0]), args[0])
+        if fn == "not":
+            return b.not_(args[0])
+        raise UnsupportedOperator(f"call {fn}", target="llvm", detail=f"not defined on {dtype}")
+
+    def divide(self, fn: str, signed: bool, a: ir.Value, d: ir.Value) -> ir.Value:
+        """a / d or a % d (C: truncating, the dividend's sign) with 0 for d == 0 and no MIN / -1 trap."""
+        b, ty = self.b, a.type
+        zero, one = ir.Constant(ty, 0), ir.Constant(ty, 1)
+        by_zero = b.icmp_unsigned("==", d, zero)
+        unsafe = by_zero
+        if signed:
+            unsafe = b.or_(by_zero, b.icmp_signed("==", d, ir.Constant(ty, -1)))
+        safe_d = b.select(unsafe, one, d)
+        if fn == "div":
+            q = b.sdiv(a, safe_d) if signed else b.udiv(a, safe_d)
+            minus = b.sub(zero, a) if signed else q
+            return b.select(by_zero, zero, b.select(unsafe, minus, q) if signed else q)
+        r = b.srem(a, safe_d) if signed else b.urem(a, safe_d)
+        return b.select(unsafe, zero, r)
+
+    def cast(self, x: ir.Value, src: np.dtype, dst: np.dtype) -> ir.Value:
+        b = self.b
+        ty = llvm_type(dst)
+        if src == dst:
+            return x
+        if dst == BOOL:
+            if src.kind == "f":
+                return b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0))
+            return b.icmp_unsigned("!=", x, ir.Constant(x.type, 0))
+        if src == BOOL:
+            return b.uitofp(x, ty) if dst.kind == "f" else b.zext(x, ty)
+        if src.kind == "f" and dst.kind == "f":
+            return b.fpext(x, ty) if dst.itemsize > src.itemsize else b.fptrunc(x, ty)
+        if src.kind == "f":  # saturating: NaN -> 0, out of range -> the nearest bound
+            sign = "s" if dst.kind == "i" else "u"
+            name = f"llvm.fpto{sign}i.sat.i{dst.itemsize * 8}.{SUFFIX[str(x.type)]}"
+            return b.call(declare(self.module, name, ty, [x.type]), [x])
+        if dst.kind == "f":
+            return b.sitofp(x, ty) if src.kind == "i" else b.uitofp(x, ty)
+        if dst.itemsize < src.itemsize:
+            return b.trunc(x, ty)
+        if dst.itemsize > src.itemsize:
+            return b.sext(x, ty) if src.kind == "i" else b.zext(x, ty)
+        return x
+
+
+def emit_kernel(module: ir.Module, kernel: Kernel) -> ir.Function:
+    return KernelEmitter(module, kernel).emit()
+
+
+BARRIER = "tensoregg_barrier"
+
+
+def barrier_function(module: ir.Module) -> ir.Function:
+    """``void tensoregg_barrier(ptr b, i64 nthreads)``: returns once ``nthreads`` threads have called
+    it (a sense-reversing spin barrier over ``{i64 count, i64 generation}`` at ``b``; waiters yield
+    the CPU between spins). With one thread it returns at once."""
+    if BARRIER in module.globals:
+        return module.globals[BARRIER]
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, I64]), BARRIER)
+    fn.attributes.add("nounwind")
+    fn.attributes.add("noinline")
+    bar, n = fn.args
+    entry, sync, last, wait, spin, done = (fn.append_basic_block(x) for x in
+                                           ("entry", "sync", "last", "wait", "spin", "done"))
+    b = ir.IRBuilder(entry)
+    b.cbranch(b.icmp_signed("<=", n, ir.Constant(I64, 1)), done, sync)
+    b.position_at_end(sync)
+    gen_ptr = b.gep(bar, [ir.Constant(I64, 1)], inbounds=True, source_etype=I64)
+    gen = b.load_atomic(gen_ptr, "acquire", 8, typ=I64)
+    arrived = b.atomic_rmw("add", bar, ir.Constant(I64, 1), "acq_rel")
+    b.cbranch(b.icmp_signed("==", arrived, b.sub(n, ir.Constant(I64, 1))), last, wait)
+    b.position_at_end(last)
+    b.atomic_rmw("xchg", bar, ir.Constant(I64, 0), "monotonic")  # (store_atomic wants typed pointers)
+    b.atomic_rmw("add", gen_ptr, ir.Constant(I64, 1), "release")
+    b.branch(done)
+    b.position_at_end(wait)
+    now = b.load_atomic(gen_ptr, "acquire", 8, typ=I64)
+    b.cbranch(b.icmp_signed("!=", now, gen), done, spin)
+    b.position_at_end(spin)
+    b.call(declare(module, "sched_yield", ir.IntType(32), []), [])
+    b.branch(wait)
+    b.position_at_end(done)
+    b.ret_void()
+    return fn

@@ -1,0 +1,141 @@
+"""The host machine as a Target: CPU name and features from LLVM, caches from sysfs, and the fp32
+FMA peak and memory bandwidth measured once (about half a second) and cached on disk.
+
+The cache file (``$XDG_CACHE_HOME/tensoregg/host-<key>.json``, key = CPU name, features and CPU count)
+holds plain JSON; a corrupted or foreign file is measured again, never trusted.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import llvmlite.ir as ir
+import numpy as np
+
+from tensoregg.runtime.threads import available_cpus
+from tensoregg.targets import Target
+from tensoregg.targets.llvm.jit import JitModule, host_cpu
+
+CACHE_VERSION = 1
+
+
+def vector_bits(features: str) -> int:
+    """The widest float vector register the features offer."""
+    on = {f[1:] for f in features.split(",") if f.startswith("+")}
+    return 512 if "avx512f" in on else 256 if "avx" in on else 128
+
+
+def cache_sizes() -> dict[str, int]:
+    """Data/unified cache sizes per level (``L1``, ``L2``, ``L3``) from sysfs, where it exists."""
+    sizes: dict[str, int] = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            kind = (index / "type").read_text().strip()
+            level = (index / "level").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        if kind == "Instruction":
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+        sizes[f"L{level}"] = int(size.rstrip("KMG")) * scale
+    return sizes
+
+
+def _peak_kernel(lanes: int) -> JitModule:
+    """``float peak(i64 n)``: n steps of 12 independent FMA chains on <lanes x float>."""
+    f32, i64 = ir.FloatType(), ir.IntType(64)
+    vec = ir.VectorType(f32, lanes)
+    module = ir.Module("peak")
+    fn = ir.Function(module, ir.FunctionType(f32, [i64]), "peak")
+    fma = ir.Function(module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{lanes}f32")
+    entry, loop, done = (fn.append_basic_block(x) for x in ("entry", "loop", "done"))
+    b = ir.IRBuilder(entry)
+    b.branch(loop)
+    b.position_at_end(loop)
+    i = b.phi(i64)
+    i.add_incoming(ir.Constant(i64, 0), entry)
+    accs = [b.phi(vec) for _ in range(12)]
+    mul, add = ir.Constant(vec, [1.0000001] * lanes), ir.Constant(vec, [1e-7] * lanes)
+    nexts = [b.call(fma, [acc, mul, add]) for acc in accs]
+    for k, (acc, nxt) in enumerate(zip(accs, nexts)):
+        acc.add_incoming(ir.Constant(vec, [float(k)] * lanes), entry)
+        acc.add_incoming(nxt, loop)
+    step = b.add(i, ir.Constant(i64, 1))
+    i.add_incoming(step, loop)
+    b.cbranch(b.icmp_signed("<", step, fn.args[0]), loop, done)
+    b.position_at_end(done)
+    total = nexts[0]
+    for v in nexts[1:]:
+        total = b.fadd(total, v)
+    b.ret(b.extract_element(total, ir.Constant(ir.IntType(32), 0)))
+    return JitModule(module)
+
+
+def measure_peak_flops(lanes: int) -> float:
+    """fp32 FLOP/s of one core running independent vector FMA chains (best of 5)."""
+    jit = _peak_kernel(lanes)
+    peak = ctypes.CFUNCTYPE(ctypes.c_float, ctypes.c_int64)(jit.address("peak"))
+    steps, best = 2_000_000, float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        peak(steps)
+        best = min(best, time.perf_counter() - t)
+    return steps * 12 * lanes * 2 / best
+
+
+def measure_bandwidth(nbytes: int = 64 << 20) -> float:
+    """Bytes per second read plus written by a large copy on one thread (best of 5)."""
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t)
+    return 2 * nbytes / best
+
+
+def _cache_file(key: str) -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "tensoregg" / f"host-{key}.json"
+
+
+def _load(path: Path, key: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = (isinstance(data, dict) and data.get("version") == CACHE_VERSION and data.get("key") == key
+          and all(isinstance(data.get(f), (int, float)) and data[f] > 0
+                  for f in ("core_flops", "bandwidth")))
+    return data if ok else None
+
+
+@functools.cache
+def host_target() -> Target:
+    """This machine as the ``llvm`` Target (peak and bandwidth measured on first use, then cached)."""
+    cpu, features = host_cpu()
+    cores = len(available_cpus())
+    lanes = vector_bits(features) // 32
+    key = hashlib.sha256(f"{cpu}|{features}|{cores}".encode()).hexdigest()[:16]
+    path = _cache_file(key)
+    data = _load(path, key)
+    if data is None:
+        data = {"version": CACHE_VERSION, "key": key, "cpu": cpu,
+                "core_flops": measure_peak_flops(lanes), "bandwidth": measure_bandwidth()}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(data))
+        except OSError:
+            pass  # a read-only home: measure again next time
+    return Target("llvm", peak_flops=data["core_flops"] * cores, mem_bandwidth=data["bandwidth"],
+                  kernel_overhead_s=2e-7, cpu=cpu, features=features, vector_bits=vector_bits(features),
+                  cores=cores, caches=tuple(sorted(cache_sizes().items())))

@@ -1,0 +1,86 @@
+"""LLVM setup for the host: target machine, the O3 pipeline, MCJIT and object files.
+
+Follows ../shared/notes/llvmlite.md: opaque pointers in the IR layer, the host's CPU name and
+features on every target machine (else generic SSE2 code), a fresh pass manager per module (running
+one twice aborts the process), one MCJIT engine (with its own target machine) per compiled model.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LLVMLITE_ENABLE_IR_LAYER_TYPED_POINTERS", "0")
+
+import ctypes
+import ctypes.util
+import functools
+
+import llvmlite.binding as llvm
+import llvmlite.ir as ir
+
+from tensoregg.errors import CompileError
+
+
+@functools.cache
+def _initialized() -> bool:
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    libm = ctypes.util.find_library("m")
+    if libm:  # math functions (erff, tanf, ...) resolved by the JIT from the C library
+        llvm.load_library_permanently(libm)
+    return True
+
+
+def host_cpu() -> tuple[str, str]:
+    """(LLVM CPU name, feature string) of this machine."""
+    _initialized()
+    return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+
+
+def target_machine(*, jit: bool = True) -> llvm.TargetMachine:
+    """A target machine for the host CPU at O3 (position-independent when not for the JIT)."""
+    cpu, features = host_cpu()
+    target = llvm.Target.from_default_triple()
+    return target.create_target_machine(cpu=cpu, features=features, opt=3,
+                                        reloc="default" if jit else "pic",
+                                        codemodel="jitdefault" if jit else "default", jit=jit)
+
+
+def optimize(module: ir.Module, tm: llvm.TargetMachine) -> llvm.ModuleRef:
+    """Parse, verify and run the O3 pipeline on ``module``; raise CompileError if LLVM rejects it."""
+    module.triple = tm.triple
+    module.data_layout = str(tm.target_data)
+    try:
+        parsed = llvm.parse_assembly(str(module))
+        parsed.verify()
+    except RuntimeError as exc:
+        raise CompileError(f"LLVM rejected the generated module {module.name!r}: {exc}") from exc
+    tuning = llvm.create_pipeline_tuning_options(speed_level=3)
+    tuning.loop_vectorization = tuning.slp_vectorization = tuning.loop_unrolling = True
+    passes = llvm.create_pass_builder(tm, tuning)
+    passes.getModulePassManager().run(parsed, passes)
+    return parsed
+
+
+class JitModule:
+    """Machine code of an optimized module, alive as long as this object is."""
+
+    def __init__(self, module: ir.Module) -> None:
+        _initialized()
+        tm = target_machine()
+        self.llvm_module = optimize(module, tm)
+        self.engine = llvm.create_mcjit_compiler(self.llvm_module, tm)
+        self.engine.finalize_object()
+
+    def address(self, name: str) -> int:
+        addr = self.engine.get_function_address(name)
+        if not addr:
+            raise CompileError(f"function {name!r} not found in the compiled module")
+        return int(addr)
+
+
+def emit_object(module: ir.Module) -> bytes:
+    """``module`` optimized and compiled to a position-independent object file."""
+    _initialized()
+    tm = target_machine(jit=False)
+    return bytes(tm.emit_object(optimize(module, tm)))

@@ -1,0 +1,247 @@
+"""Whole-model native code: one LLVM module per Graph, a kernel per node and one entry point.
+
+``void model(ptr inputs, ptr outputs, ptr weights, ptr workspace, i64 tid, i64 nthreads, ptr barrier)``
+runs the nodes in order, on ``nthreads`` threads that all call it (see ``codegen``):
+``inputs``/``outputs`` are arrays of pointers to the graph's input and output arrays, ``weights`` is
+the packed buffer of every constant and ``workspace`` holds every intermediate value, at the offsets
+of the static memory plan (``tensoregg.runtime.memory``). Graph outputs are written straight into
+the caller's arrays.
+
+In guard mode (``run_guarded``) every buffer is surrounded by poisoned bytes (0xFF: NaN for floats)
+that are checked after each kernel; kernels then run one by one, so a violation names the node at
+fault. Writes outside a buffer are caught; reads outside one see the poison (NaN in float results).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import llvmlite.ir as ir
+import numpy as np
+
+from tensoregg.errors import CompileError, GuardViolation
+from tensoregg.ir.graph import Graph
+from tensoregg.ir.loops import For, Kernel, Local, format_kernel, statements, work
+from tensoregg.ir.lower import LoweredNode, lower_node
+from tensoregg.ir.registry import get_op
+from tensoregg.runtime.memory import ALIGN, POISON, MemoryPlan, Place, align, aligned_empty
+from tensoregg.runtime.threads import ThreadTeam, available_cpus
+from tensoregg.targets.llvm.codegen import PTR, emit_kernel
+from tensoregg.targets.llvm.jit import JitModule, emit_object
+
+PARALLEL_MIN_WORK = 1 << 22
+"""Models that execute fewer stores than this run on one thread: handing a run to the thread team
+costs more than it saves."""
+
+
+class NativeModel:
+    """A Graph compiled to native code (see the module docstring). With ``guard``, ``run`` runs in
+    guard mode with that many guard bytes."""
+
+    def __init__(self, graph: Graph, *, guard: int = 0, row: bool = True) -> None:
+        self.graph, self.guard = graph, guard
+        self.lowered: list[LoweredNode] = []
+        for k, node in enumerate(graph.nodes):
+            opdef = get_op(node.op, node.domain)
+            low = lower_node(opdef, node, graph.types, graph.initializers, name=f"k{k}", row=row)
+            self.lowered.append(low)
+        self.plan = MemoryPlan(graph, self.lowered)
+        self.work = sum(work(low.kernel.body) for low in self.lowered)
+        self.module = self._build()
+        self.jit = JitModule(self.module)
+        self._kernels = [self._cfunc(name, len(low.kernel.params))
+                         for name, low in zip(self.kernel_names, self.lowered)]
+        self._entry = self._cfunc("model", 4)
+        self._barrier = np.zeros(2, np.int64)
+        self._team = ThreadTeam(1)
+        self.num_threads = len(available_cpus())
+
+    def _cfunc(self, name: str, n: int) -> Callable[..., None]:
+        signature = [ctypes.c_void_p] * n + [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+        return ctypes.CFUNCTYPE(None, *signature)(self.jit.address(name))
+
+    @property
+    def num_threads(self) -> int:
+        """Threads each run uses (default: every CPU this process may use)."""
+        return self._team.size
+
+    @num_threads.setter
+    def num_threads(self, n: int) -> None:
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"num_threads must be a positive int, got {n!r}")
+        if n != self._team.size:
+            self._team.close()
+            self._team = ThreadTeam(n)
+
+    # ---- code -------------------------------------------------------------------------------------
+
+    def _build(self) -> ir.Module:
+        module = ir.Module(name=self.graph.name)
+        kernels, by_text = [], {}
+        for low in self.lowered:  # identical kernels (same op, attributes, shapes) share one function
+            key = canonical_text(low.kernel)
+            if key not in by_text:
+                by_text[key] = emit_kernel(module, low.kernel)
+            kernels.append(by_text[key])
+        self.kernel_names = [fn.name for fn in kernels]
+        i8, i64 = ir.IntType(8), ir.IntType(64)
+        entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * 4 + [i64, i64, PTR]), "model")
+        entry.attributes.add("nounwind")
+        b = ir.IRBuilder(entry.append_basic_block("entry"))
+        ins, outs, weights, work, *team = entry.args
+
+        def pointer(place: Place) -> ir.Value:
+            if place.kind in ("input", "output"):
+                table = ins if place.kind == "input" else outs
+                slot = b.gep(table, [ir.Constant(i64, place.at)], inbounds=True, source_etype=PTR)
+                return b.load(slot, typ=PTR)
+            base = weights if place.kind == "weights" else work
+            return b.gep(base, [ir.Constant(i64, place.at)], inbounds=True, source_etype=i8)
+
+        for fn, low in zip(kernels, self.lowered):
+            b.call(fn, [pointer(p) for p in self.plan.param_places(low)] + team)
+        b.ret_void()
+        return module
+
+    # ---- artifacts --------------------------------------------------------------------------------
+
+    def write_shared_library(self, path: str | os.PathLike[str]) -> Path:
+        """The model's code as a shared library at ``path`` (position-independent object linked with
+        ``cc -shared``): it exports ``model`` and the kernels (``kernel_names``, one per node) with
+        the signatures above and needs only libc and libm. Weights and the workspace size are not in it."""
+        path = Path(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            obj = Path(tmp) / "model.o"
+            obj.write_bytes(emit_object(self.module))
+            cc = os.environ.get("CC", "cc")
+            done = subprocess.run([cc, "-shared", "-o", str(path), str(obj), "-lm"],
+                                  capture_output=True, text=True)
+        if done.returncode:
+            raise CompileError(f"linking {path} with {cc} failed: {done.stderr.strip()}")
+        return path
+
+    # ---- running ----------------------------------------------------------------------------------
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run on ``feeds`` (already checked against the graph's input types)."""
+        if self.guard:
+            return self.run_guarded(feeds, self.guard)
+        g, plan = self.graph, self.plan
+        inputs = [np.ascontiguousarray(feeds[n]) for n in g.inputs]
+        produced = {n: np.empty(g.types[n].shape, g.types[n].dtype) for n, p in plan.places.items()
+                    if p.kind == "output"}
+        work = aligned_empty(plan.work_size)
+        in_table = (ctypes.c_void_p * max(len(inputs), 1))(*[a.ctypes.data for a in inputs])
+        outs = [produced.get(n) for n in g.outputs]
+        out_table = (ctypes.c_void_p * max(len(outs), 1))(*[0 if a is None else a.ctypes.data for a in outs])
+        args = (in_table, out_table, plan.weights_address, work.ctypes.data)
+        barrier = self._barrier.ctypes.data
+        if self.work < PARALLEL_MIN_WORK:
+            self._entry(*args, 0, 1, barrier)
+        else:
+            n = self._team.size
+            self._team.run(lambda tid: self._entry(*args, tid, n, barrier))
+        return self._collect(produced, feeds)
+
+    def _collect(self, produced: Mapping[str, np.ndarray],
+                 feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The graph's outputs: computed ones, inputs and constants passed through (copied)."""
+        result = []
+        seen: set[str] = set()
+        for n in self.graph.outputs:
+            if n in produced and n not in seen:
+                result.append(produced[n])
+            elif n in produced:
+                result.append(produced[n].copy())
+            else:
+                source = feeds[n] if n in feeds else self.graph.initializers[n]
+                result.append(np.array(source, copy=True))
+            seen.add(n)
+        return result
+
+    def run_guarded(self, feeds: Mapping[str, np.ndarray], guard: int = 64) -> list[np.ndarray]:
+        """Run kernel by kernel, every buffer between ``guard`` poisoned bytes (rounded up to 64),
+        checking after each kernel that no guard byte and no weight changed; raise GuardViolation
+        naming the node otherwise. The same machine code as ``run``, on its own memory plan."""
+        g = self.graph
+        plan = MemoryPlan(g, self.lowered, guard)
+        pad = plan.guard
+        arenas: dict[str, tuple[np.ndarray, int, int]] = {}  # graph input/output -> (bytes, start, nbytes)
+
+        def guarded(nbytes: int) -> tuple[np.ndarray, int]:
+            raw = np.full(align(nbytes) + 2 * pad + 2 * ALIGN, POISON, np.uint8)
+            return raw, (-raw.ctypes.data) % ALIGN + pad
+
+        for n in g.inputs:
+            data = np.ascontiguousarray(feeds[n]).view(np.uint8).reshape(-1)
+            raw, start = guarded(data.size)
+            raw[start:start + data.size] = data
+            arenas[n] = (raw, start, data.size)
+        for n, p in plan.places.items():
+            if p.kind == "output":
+                arenas[n] = (*guarded(p.nbytes), p.nbytes)
+        work_raw, work_start = guarded(plan.work_size)
+        work = work_raw[work_start:]
+        weights_before = plan.weights_blob.copy()
+
+        def address(place: Place) -> int:
+            if place.kind in ("input", "output"):
+                raw, start, _ = arenas[(list(g.inputs) if place.kind == "input" else g.outputs)[place.at]]
+                return int(raw.ctypes.data) + start
+            if place.kind == "weights":
+                return plan.weights_address + place.at
+            return int(work.ctypes.data) + place.at
+
+        for node, low, kernel in zip(g.nodes, self.lowered, self._kernels):
+            places = plan.param_places(low)
+            for p in places:  # guards may hold an earlier value that shared these bytes: poison again
+                if p.kind == "work":
+                    work[p.at - pad:p.at] = POISON
+                    work[p.at + p.nbytes:p.at + p.nbytes + pad] = POISON
+            kernel(*[address(p) for p in places], 0, 1, self._barrier.ctypes.data)
+            if not np.array_equal(plan.weights_blob, weights_before):
+                raise GuardViolation(f"{node.op} node {node.label!r} wrote into the weights")
+            _check_guards(f"{node.op} node {node.label!r}", arenas, work, pad,
+                          [(p, b.name) for p, b in zip(places, low.kernel.params) if p.kind == "work"])
+        produced = {}
+        for n, p in plan.places.items():
+            if p.kind == "output":
+                raw, start, nbytes = arenas[n]
+                t = g.types[n]
+                produced[n] = raw[start:start + nbytes].view(t.dtype).reshape(t.shape).copy()
+        return self._collect(produced, feeds)
+
+
+def _check_guards(where: str, arenas: Mapping[str, tuple[np.ndarray, int, int]], work: np.ndarray, pad: int,
+                  in_work: Sequence[tuple[Place, str]]) -> None:
+    """Raise GuardViolation if a guard byte of a graph input/output or of a workspace buffer changed."""
+    for name, (raw, start, nbytes) in arenas.items():
+        if (raw[:start] != POISON).any() or (raw[start + nbytes:] != POISON).any():
+            raise GuardViolation(f"{where} wrote outside buffer {name!r}")
+    for p, name in in_work:
+        end = p.at + p.nbytes
+        if (work[p.at - pad:p.at] != POISON).any() or (work[end:end + pad] != POISON).any():
+            raise GuardViolation(f"{where} wrote outside its buffer {name}")
+
+
+def canonical_text(kernel: Kernel) -> str:
+    """The kernel's text without its name, its own names (loop variables, locals, params) renamed in
+    order of appearance: equal exactly for kernels that compute the same thing on buffers of the same
+    dtypes and shapes."""
+    names = {b.name for b in kernel.params}
+    for s in statements(kernel.body):
+        if isinstance(s, For):
+            names |= {s.var.name, *(v.name for v, _ in s.unpack)}
+        elif isinstance(s, Local):
+            names.add(s.buffer.name)
+    text = format_kernel(kernel).split("(", 1)[1]
+    renamed: dict[str, str] = {}
+    pattern = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.sub(rf"(?<![\w.])(?:{pattern})(?![\w.])",
+                  lambda m: renamed.setdefault(m.group(0), f"#{len(renamed)}"), text) if names else text

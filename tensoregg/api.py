@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -9,14 +10,20 @@ from typing import TYPE_CHECKING, Any
 from tensoregg.errors import CompileError
 from tensoregg.ir import Graph, run_graph
 from tensoregg.runtime import Module
+from tensoregg.targets import get_target
 
 if TYPE_CHECKING:
     from tensoregg.rules import Family
 
-TARGETS = ("ref",)
+DEFAULT_TARGET = "ref"
+"""The target when none is named; the environment variable ``TENSOREGG_TARGET`` overrides it."""
 
 
-def compile(model: Any, target: str = "ref", *,  # noqa: A001  (the public name users expect)
+def default_target() -> str:
+    return os.environ.get("TENSOREGG_TARGET") or DEFAULT_TARGET
+
+
+def compile(model: Any, target: str | None = None, *,  # noqa: A001  (the public name users expect)
             input_shapes: Mapping[str, Sequence[int]] | None = None, optimize: bool = True,
             rule_families: Sequence[str | Family] | None = None) -> Module:
     """Compile a model (ONNX path, bytes, ModelProto, or an ``ir.Graph``) for ``target``.
@@ -24,24 +31,34 @@ def compile(model: Any, target: str = "ref", *,  # noqa: A001  (the public name 
     ``input_shapes`` fixes symbolic input dimensions (shapes are static). ``optimize`` runs the
     e-graph optimization with the target's rule families, or ``rule_families`` when given (names
     from ``tensoregg.rules.RULESETS`` or your own ``tensoregg.rules.Family`` objects); the Module's
-    ``report`` says what it did. Targets: ``"ref"`` runs the reference interpreter.
+    ``report`` says what it did. Targets: ``"ref"`` runs the reference interpreter, ``"llvm"``
+    native code for this machine (see ``tensoregg.targets.llvm``); the default is
+    ``default_target()``.
     """
-    if target not in TARGETS:
-        raise CompileError(f"unknown target {target!r}; available targets: {', '.join(TARGETS)}")
-    if isinstance(model, Graph):
-        if input_shapes:
-            raise CompileError("input_shapes applies to ONNX models; a Graph's shapes are already fixed")
-        graph = model
-    else:
-        from tensoregg.frontends.onnx import import_onnx
-
-        graph = import_onnx(model, input_shapes=input_shapes)
+    target = target or default_target()
+    description = get_target(target)
+    graph = to_graph(model, input_shapes)
     report = None
     if optimize:
         from tensoregg.optimize import optimize as run_optimize
-        from tensoregg.targets import TARGETS as DESCRIPTIONS
+        graph, report = run_optimize(graph, description, rule_families)
+    if target == "llvm":
+        from tensoregg.targets.llvm import NativeModel
 
-        graph, report = run_optimize(graph, DESCRIPTIONS[target], rule_families)
-    module = Module(graph, target, partial(run_graph, graph))
+        native = NativeModel(graph)
+        module = Module(graph, target, native.run, native)
+    else:
+        module = Module(graph, target, partial(run_graph, graph))
     module.report = report
     return module
+
+
+def to_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
+    """A model as ``compile`` accepts it (ONNX path, bytes, ModelProto, or an ``ir.Graph``) -> Graph."""
+    if isinstance(model, Graph):
+        if input_shapes:
+            raise CompileError("input_shapes applies to ONNX models; a Graph's shapes are already fixed")
+        return model
+    from tensoregg.frontends.onnx import import_onnx
+
+    return import_onnx(model, input_shapes=input_shapes)

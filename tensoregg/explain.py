@@ -43,12 +43,15 @@ class Explanation:
                           "extracted program:", str(self.after)])
 
 
-def explain(model: Any, target: str = "ref", *, input_shapes: Mapping[str, Sequence[int]] | None = None,
+def explain(model: Any, target: str | None = None, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
             rule_families: Sequence[str | Family] | None = None) -> Explanation:
     """Import ``model`` (as ``compile`` does), optimize it for ``target`` and explain the result."""
-    import tensoregg
+    from tensoregg.api import default_target, to_graph
+    from tensoregg.optimize import optimize
+    from tensoregg.targets import get_target
 
-    before = tensoregg.compile(model, target, input_shapes=input_shapes, optimize=False).graph
-    after = tensoregg.compile(before, target, optimize=True, rule_families=rule_families)
-    assert after.report is not None
-    return Explanation(target, after.report, before, after.graph)
+    target = target or default_target()
+    description = get_target(target)
+    before = to_graph(model, input_shapes)
+    after, report = optimize(before, description, rule_families)
+    return Explanation(target, report, before, after)

@@ -110,17 +110,21 @@ def single_op_model(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping
 def check_op(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping[str, Any] | None = None, *,
              n_outputs: int = 1, constant: Sequence[int] = (), opset: int | None = None,
              domain: str = "", rtol: float | None = None, atol: float | None = None,
-             expected: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+             expected: Sequence[np.ndarray] | None = None, native: bool = True) -> list[np.ndarray]:
     """Run one operator through tensoregg and compare with ``expected`` or onnx's ReferenceEvaluator.
 
     Outputs must agree in count, dtype and shape exactly and in value within a dtype-aware
-    tolerance (NaN equals NaN). Returns tensoregg's outputs.
+    tolerance (NaN equals NaN). With ``native``, the llvm target's code (with guard regions) must
+    also agree with the reference interpreter, where every node has a lowering (see
+    ``check_native``). Returns the reference interpreter's outputs.
     """
     model = single_op_model(op, inputs, attrs, n_outputs=n_outputs, constant=constant, opset=opset,
                             domain=domain)
     feeds = {f"in{i}": np.asarray(a) for i, a in enumerate(inputs) if a is not None and i not in constant}
     graph = import_onnx(model)
     ours = run_graph(graph, feeds)
+    if native:
+        check_native(graph, feeds, ours, rtol=rtol, atol=atol)
     if expected is None:
         from onnx.reference import ReferenceEvaluator
 
@@ -129,6 +133,114 @@ def check_op(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping[str, A
     for k, (got, want) in enumerate(zip(ours, expected)):
         assert_same(got, np.asarray(want), f"{op} output {k}", rtol, atol)
     return ours
+
+
+def check_native(graph: Any, feeds: Mapping[str, np.ndarray], expected: Sequence[np.ndarray] | None = None,
+                 *, rtol: float | None = None, atol: float | None = None, require: bool = False) -> bool:
+    """Compile ``graph`` for the llvm target in guard mode (every buffer between poisoned guard
+    regions, checked after each kernel), run it on ``feeds`` and compare with ``expected`` (default:
+    the reference interpreter's outputs) within the dtype's tolerance. A graph with an op or dtype
+    that has no lowering is skipped (returns False) unless ``require``."""
+    from tensoregg.errors import UnsupportedOperator
+    from tensoregg.targets.llvm import NativeModel
+
+    try:
+        model = NativeModel(graph, guard=GUARD_BYTES)
+    except UnsupportedOperator:
+        if require:
+            raise
+        return False
+    want = run_graph(graph, dict(feeds)) if expected is None else expected
+    got = model.run(feeds)
+    assert len(got) == len(want), f"native: {len(got)} outputs, expected {len(want)}"
+    for k, (g, w) in enumerate(zip(got, want)):
+        rt, at = tolerance(np.asarray(w).dtype)
+        assert_same(g, np.asarray(w), f"native output {k}", max(rt, rtol or 0) * NATIVE_SLACK,
+                    max(at, atol or 0) * NATIVE_SLACK)
+    return True
+
+
+GUARD_BYTES = 64
+NATIVE_SLACK = 4
+"""Native code may round differently from numpy (sums in another order, libm vs numpy's math):
+its tolerance is this many times the dtype's."""
+
+
+UNARY_OPS = ("Relu", "Neg", "Abs", "Sigmoid", "Tanh", "Exp", "LeakyRelu", "HardSigmoid", "Erf")
+BINARY_OPS = ("Add", "Sub", "Mul", "Max", "Min")
+REDUCE_OPS = ("ReduceSum", "ReduceMean", "ReduceMax")
+
+
+@st.composite
+def graphs(draw: Any, max_nodes: int = 6) -> tuple[Any, dict[str, np.ndarray]]:
+    """Random well-typed float32 graphs with their inputs: element-wise chains with broadcasting,
+    MatMul/Gemm/Conv followed by epilogue-like bias adds and activations (what fusion rewrites),
+    reductions, Softmax, and shape ops (Transpose, Flatten, Reshape). Values stay small."""
+    from tensoregg.ir import Graph, Node, TensorType
+
+    f32 = np.dtype(np.float32)
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    shape = draw(shapes(2, 4, max_side=6))
+    feeds = {"x": draw(arrays(np.float32, shape, low=-2, high=2))}
+    values: dict[str, tuple[int, ...]] = {"x": shape}
+    consts: dict[str, np.ndarray] = {}
+    nodes: list[Node] = []
+
+    def const(s: tuple[int, ...]) -> str:
+        name = f"c{len(consts)}"
+        fan_in = max(1, int(np.prod(s[1:] or (1,))))
+        consts[name] = (rng.standard_normal(s) / fan_in ** 0.5).astype(np.float32)
+        return name
+
+    def add(op: str, inputs: Sequence[str], out_shape: tuple[int, ...], **attrs: Any) -> None:
+        name = f"v{len(nodes)}"
+        nodes.append(Node(op, tuple(inputs), (name,), attrs))
+        values[name] = out_shape
+
+    for _ in range(draw(st.integers(1, max_nodes))):
+        src = draw(st.sampled_from(sorted(values)))
+        s = values[src]
+        kinds = ["unary", "binary", "linear", "reduce", "shape", "softmax"] if s else ["unary", "binary"]
+        kind = draw(st.sampled_from(kinds))
+        if kind == "unary":
+            add(draw(st.sampled_from(UNARY_OPS)), [src], s)
+        elif kind == "binary":
+            others = [v for v, t in values.items() if t == s and v != src]
+            other = draw(st.sampled_from(others)) if others and draw(st.booleans()) else \
+                const(draw(broadcastable_shapes(s)))
+            add(draw(st.sampled_from(BINARY_OPS)), [src, other], s)
+        elif kind == "linear" and len(s) == 4 and min(s[2:]) >= 3:
+            k, m = draw(st.sampled_from([1, 3])), draw(st.integers(1, 6))
+            pad = draw(st.integers(0, k // 2))
+            out: tuple[int, ...] = (s[0], m, s[2] - k + 1 + 2 * pad, s[3] - k + 1 + 2 * pad)
+            add("Conv", [src, const((m, s[1], k, k)), const((m,))], out, pads=(pad,) * 4)
+        elif kind == "linear":
+            n = draw(st.integers(1, 7))
+            add("MatMul", [src, const((s[-1], n))], (*s[:-1], n))
+            if draw(st.booleans()):
+                add("Add", [f"v{len(nodes) - 1}", const((n,))], (*s[:-1], n))
+        elif kind == "reduce":
+            axes = sorted(draw(st.sets(st.integers(0, len(s) - 1), min_size=1, max_size=len(s))))
+            keep = draw(st.sampled_from([0, 1]))
+            out = tuple(1 if a in axes else d for a, d in enumerate(s) if keep or a not in axes)
+            consts[f"axes{len(nodes)}"] = np.array(axes, np.int64)
+            add(draw(st.sampled_from(REDUCE_OPS)), [src, f"axes{len(nodes)}"], out, keepdims=keep)
+        elif kind == "shape":
+            perm = tuple(draw(st.permutations(list(range(len(s))))))
+            choice = draw(st.sampled_from(["Transpose", "Flatten", "Reshape"]))
+            if choice == "Transpose":
+                add("Transpose", [src], tuple(s[p] for p in perm), perm=perm)
+            elif choice == "Flatten":
+                axis = draw(st.integers(0, len(s)))
+                add("Flatten", [src], (int(np.prod(s[:axis])), int(np.prod(s[axis:]))), axis=axis)
+            else:
+                consts[f"shape{len(nodes)}"] = np.array([-1, s[-1]], np.int64)
+                add("Reshape", [src, f"shape{len(nodes)}"], (int(np.prod(s[:-1])), s[-1]))
+        else:
+            add("Softmax", [src], s, axis=draw(st.integers(-len(s), len(s) - 1)))
+    outputs = [f"v{len(nodes) - 1}"] if nodes else ["x"]
+    graph = Graph({"x": TensorType(f32, shape)}, consts, nodes, outputs)
+    return graph, feeds
 
 
 LIGHT_MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",

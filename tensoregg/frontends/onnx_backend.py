@@ -51,7 +51,7 @@ def shape_inputs(model: onnx.ModelProto) -> set[str]:
 class TensoreggRep(BackendRep):
     """A prepared model: compiles per input signature on first use."""
 
-    def __init__(self, model: onnx.ModelProto, target: str) -> None:
+    def __init__(self, model: onnx.ModelProto, target: str | None) -> None:
         self.model = model
         self.target = target
         inits = {t.name for t in model.graph.initializer}
@@ -88,7 +88,7 @@ class TensoreggRep(BackendRep):
         return compile_model(graph, target=self.target)
 
 
-def prepare(model: Any, device: str = "CPU", target: str = "ref", **kwargs: Any) -> TensoreggRep:
+def prepare(model: Any, device: str = "CPU", target: str | None = None, **kwargs: Any) -> TensoreggRep:
     if not supports_device(device):
         raise UnsupportedOperator("device", detail=f"tensoregg runs on CPU, not {device!r}")
     return TensoreggRep(load_model(model), target)

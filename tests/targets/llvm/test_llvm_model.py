@@ -1,0 +1,212 @@
+"""The llvm target end to end: lowering forms, threads, the memory plan, guard regions, the Module API."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tensoregg
+from tensoregg.errors import GuardViolation, UnsupportedOperator
+from tensoregg.ir import OPS, Graph, Node, TensorType, run_graph
+from tensoregg.ir.compute import Buffer
+from tensoregg.ir.loops import Store, format_kernel, statements
+from tensoregg.ir.lower import lower_node
+from tensoregg.runtime.memory import plan_workspace
+from tensoregg.targets.llvm import NativeModel
+from tensoregg.testing import arrays, assert_same, check_native
+
+F32 = np.dtype(np.float32)
+
+
+def conv_graph(n, c, m, hw, k, stride, pad, group):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((m, c // group, k, k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    z = {"pads": (pad,) * 4, "strides": (stride, stride), "group": group}
+    nodes = [Node("Conv", ("x", "w", "b"), ("y",), z), Node("Relu", ("y",), ("r",))]
+    return Graph({"x": TensorType(F32, (n, c, hw, hw))}, {"w": w, "b": b}, nodes, ["r"])
+
+
+@settings(max_examples=10)
+@given(st.data())
+def test_row_and_scalar_forms_match_the_reference(data):
+    """Both lowerings of a reduction (row of accumulators, one scalar per element) compute the
+    reference's values, on one thread and on two."""
+    group = data.draw(st.sampled_from([1, 2]))
+    k = data.draw(st.integers(1, 3))
+    graph = conv_graph(data.draw(st.integers(1, 2)), 2 * group, 2 * group, data.draw(st.integers(k, 9)), k,
+                       data.draw(st.integers(1, 2)), data.draw(st.integers(0, 1)), group)
+    x = data.draw(arrays(np.float32, graph.inputs["x"].shape))
+    want = run_graph(graph, {"x": x})[0]
+    for row in (True, False):
+        model = NativeModel(graph, row=row)
+        for threads in (1, 2):
+            model.num_threads = threads
+            got = model.run({"x": x})[0]
+            assert_same(got, want, f"row={row} threads={threads}", rtol=1e-4, atol=1e-5)
+
+
+def test_matmul_uses_the_row_form_with_a_parallel_loop():
+    graph = Graph({"a": TensorType(F32, (3, 70)), "b": TensorType(F32, (70, 130))}, {},
+                  [Node("MatMul", ("a", "b"), ("y",))], ["y"])
+    low = lower_node(OPS[("", "MatMul")], graph.nodes[0], graph.types, {})
+    text = format_kernel(low.kernel)
+    assert "for parallel" in text and "local acc" in text, text
+    rng = np.random.default_rng(1)
+    assert check_native(graph, {"a": rng.standard_normal((3, 70)).astype(np.float32),
+                                "b": rng.standard_normal((70, 130)).astype(np.float32)}, require=True)
+
+
+@given(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 5), st.integers(0, 300)), max_size=12),
+       st.sampled_from([0, 16]))
+def test_workspace_plan_never_overlaps_live_values(intervals, guard):
+    lifetimes = [(first, first + span, size) for first, span, size in intervals]
+    offsets, total = plan_workspace(lifetimes, guard)
+    for i, (f1, l1, s1) in enumerate(lifetimes):
+        assert offsets[i] % 64 == 0 and offsets[i] >= guard and offsets[i] + s1 + guard <= total
+        for j, (f2, l2, s2) in enumerate(lifetimes[:i]):
+            if not (l1 < f2 or l2 < f1):  # both live at some step
+                lo1, hi1 = offsets[i] - guard, offsets[i] + s1 + guard
+                lo2, hi2 = offsets[j] - guard, offsets[j] + s2 + guard
+                assert hi1 <= lo2 or hi2 <= lo1, (lifetimes, offsets)
+
+
+def test_workspace_is_reused_across_a_chain():
+    """In a chain of element-wise nodes only two intermediates are ever live."""
+    nodes = [Node("Relu" if k % 2 else "Neg", (f"v{k}",), (f"v{k + 1}",)) for k in range(8)]
+    graph = Graph({"v0": TensorType(F32, (1000,))}, {}, nodes, ["v8"])
+    model = NativeModel(graph)
+    assert model.plan.work_size <= 2 * 4096
+    x = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    assert_same(model.run({"v0": x})[0], run_graph(graph, {"v0": x})[0], "chain")
+
+
+def test_outputs_that_are_inputs_duplicated_or_read_later():
+    nodes = [Node("Relu", ("x",), ("r",)), Node("Neg", ("r",), ("n",))]
+    outputs = ["r", "n", "r", "x", "c"]
+    graph = Graph({"x": TensorType(F32, (4, 5))}, {"c": np.ones(3, np.float32)}, nodes, outputs)
+    x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    got = tensoregg.compile(graph, "llvm", optimize=False).run(x)
+    want = run_graph(graph, {"x": x})
+    for g, w in zip(got, want):
+        assert_same(g, w, "outputs")
+    assert got[0] is not got[2] and not np.shares_memory(got[3], x)
+
+
+def test_guard_regions_catch_a_kernel_writing_past_its_buffer(monkeypatch):
+    """A kernel that stores one element past its output is caught and named."""
+    import tensoregg.ir.lower as lower
+
+    assign = lower.assign
+
+    def off_by_one(buf, index, e, row=True):
+        stmts = assign(buf, index, e, row=row)
+        for s in statements(stmts):
+            if isinstance(s, Store) and s.buffer.name.startswith("out"):
+                s.index = (*s.index[:-1], s.index[-1] + 1)
+        return stmts
+    monkeypatch.setattr(lower, "assign", off_by_one)
+    nodes = [Node("Relu", ("x",), ("y",)), Node("Neg", ("y",), ("z",))]
+    graph = Graph({"x": TensorType(F32, (3, 4))}, {}, nodes, ["z"])
+    with pytest.raises(GuardViolation, match="Relu node 'y'"):
+        NativeModel(graph, guard=64).run({"x": np.ones((3, 4), np.float32)})
+
+
+def test_guard_poison_exposes_a_kernel_reading_past_its_buffer(monkeypatch):
+    """Reads past a buffer see the poison (NaN), so results differ from the reference."""
+    from tensoregg.ir.compute.elementwise import SCALAR
+
+    def bad(ctx):
+        x = ctx.input(0)
+        i, j = ctx.index()
+        return [SCALAR["Relu"]({}, x[i, j + 1])]
+    monkeypatch.setitem(OPS[("", "Relu")].extra, "compute", bad)
+    graph = Graph({"x": TensorType(F32, (3, 4))}, {}, [Node("Relu", ("x",), ("y",))], ["y"])
+    got = NativeModel(graph, guard=64).run({"x": np.ones((3, 4), np.float32)})[0]
+    assert np.isnan(got[-1, -1])
+
+
+def test_op_without_lowering_names_op_and_target(monkeypatch):
+    monkeypatch.delitem(OPS[("", "Relu")].extra, "compute")
+    graph = Graph({"x": TensorType(F32, (3,))}, {}, [Node("Relu", ("x",), ("y",), name="act")], ["y"])
+    with pytest.raises(UnsupportedOperator, match=r"'Relu'.*node 'act'.*target 'llvm'"):
+        tensoregg.compile(graph, "llvm")
+
+
+def test_module_threads_setting():
+    graph = conv_graph(1, 4, 8, 12, 3, 1, 1, 1)
+    module = tensoregg.compile(graph, "llvm")
+    assert module.num_threads >= 1
+    x = np.random.default_rng(0).standard_normal((1, 4, 12, 12)).astype(np.float32)
+    module.num_threads = 1
+    one = module.run(x)[0]
+    module.num_threads = 2
+    assert_same(module.run(x)[0], one, "2 threads", rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="positive"):
+        module.num_threads = 0
+    with pytest.raises(ValueError, match="one thread"):
+        tensoregg.compile(graph, "ref").num_threads = 2
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint16])
+def test_integer_division_never_traps(dtype):
+    info = np.iinfo(dtype)
+    a = np.array([7, -7, info.min, info.max, 5, 0], dtype=np.int64).clip(info.min, info.max).astype(dtype)
+    b = np.array([2, 2, -1 if info.min < 0 else 1, 0, 0, 3], dtype=np.int64).astype(dtype)
+    graph = Graph({"a": TensorType(np.dtype(dtype), (6,)), "b": TensorType(np.dtype(dtype), (6,))}, {},
+                  [Node("Div", ("a", "b"), ("y",))], ["y"])
+    assert check_native(graph, {"a": a, "b": b}, require=True)
+
+
+def test_buffers_are_what_kernels_take():
+    graph = conv_graph(1, 2, 2, 5, 3, 1, 1, 1)
+    low = lower_node(OPS[("", "Conv")], graph.nodes[0], graph.types, graph.initializers)
+    assert [b.name for b in low.kernel.params] == ["in0", "in1", "in2", "out0", "y.pad"]
+    assert all(isinstance(b, Buffer) for b in low.scratch) and low.scratch[0].shape == (1, 2, 7, 7)
+
+
+def test_shared_library_runs_without_llvmlite(tmp_path):
+    """The exported library, loaded by ctypes in a process that never imports llvmlite, computes what
+    the JIT computes."""
+    import subprocess
+    import sys
+
+    graph = conv_graph(1, 2, 4, 6, 3, 1, 1, 1)
+    model = NativeModel(graph)
+    lib = model.write_shared_library(tmp_path / "model.so")
+    x = np.random.default_rng(0).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "weights.npy", model.plan.weights_blob[model.plan.weights_base:])
+    script = f"""
+import ctypes, sys, numpy as np
+lib = ctypes.CDLL({str(lib)!r})
+x = np.load({str(tmp_path / 'x.npy')!r}); w = np.load({str(tmp_path / 'weights.npy')!r})
+raw = np.zeros({model.plan.weights_blob.size} + 64, np.uint8); at = (-raw.ctypes.data) % 64
+raw[at:at + w.size] = w
+y = np.empty({graph.types['r'].shape}, np.float32); work = np.zeros({model.plan.work_size} + 64, np.uint8)
+bar = np.zeros(2, np.int64)
+p = ctypes.c_void_p
+lib.model.argtypes = [p, p, p, p, ctypes.c_int64, ctypes.c_int64, p]
+lib.model((p * 1)(x.ctypes.data), (p * 1)(y.ctypes.data), raw.ctypes.data + at,
+          work.ctypes.data + (-work.ctypes.data) % 64, 0, 1, bar.ctypes.data)
+assert "llvmlite" not in sys.modules
+np.save({str(tmp_path / 'y.npy')!r}, y)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True)
+    assert_same(np.load(tmp_path / "y.npy"), model.run({"x": x})[0], "shared library", rtol=1e-6, atol=1e-6)
+
+
+def test_identical_kernels_share_code_but_not_across_dtypes():
+    """Kernels that differ only in dtypes (Cast f16 -> f32 and f32 -> f16) must not share a function
+    (they once did, and the f16 output was written as f32: past its end)."""
+    from onnx import TensorProto
+
+    f16 = np.dtype(np.float16)
+    nodes = [Node("Cast", ("x",), ("y",), {"to": TensorProto.FLOAT}),
+             Node("Cast", ("y",), ("z",), {"to": TensorProto.FLOAT16}),
+             Node("Relu", ("z",), ("r1",)), Node("Relu", ("r1",), ("r2",))]
+    graph = Graph({"x": TensorType(f16, (2, 4, 8))}, {}, nodes, ["r2"])
+    model = NativeModel(graph)
+    assert len(set(model.kernel_names)) == 3 and model.kernel_names[2] == model.kernel_names[3]
+    x = np.random.default_rng(0).standard_normal((2, 4, 8)).astype(f16)
+    assert check_native(graph, {"x": x}, require=True)

@@ -1,0 +1,278 @@
+"""Whole-model latency: tensoregg's llvm target against onnxruntime, in one process, same thread count.
+
+    python bench/models.py [MODEL ...] [--threads 1,2] [--runs N] [--seconds S] [--json out.json]
+
+MODEL is a light zoo name (tensoregg.testing.LIGHT_MODELS, seeded random weights), ``mlp``
+(784-512-512-10, batch 64), ``encoder`` (the transformer encoder layer) or ``resnet_small`` (a
+ResNet-18-style network at 1x3x224x224), the last three from tensoregg.testing_models; default all.
+
+What is measured: the wall time of one inference call, ``module.run(**feeds)`` against
+``InferenceSession.run(None, feeds)``, on the same seeded random input already in numpy arrays, so
+both include their per-call overhead. For each model and each thread count T, tensoregg's module
+(compiled once per model by ``tensoregg.compile(model, "llvm")``, whose seconds are reported) runs
+with ``num_threads = T``, onnxruntime with ``intra_op_num_threads = T``, ``inter_op_num_threads = 1``,
+its default graph optimizations (ORT_ENABLE_ALL) and other defaults, on the CPU provider. Outputs must
+agree: the error reported is max |got - want| / (|want| + 1e-3 max|want|) over all outputs, want
+being onnxruntime's; above 1e-3 the row is flagged MISMATCH. After 2 warm-up calls each, the two
+alternate in blocks of about 0.1 s of calls (tensoregg, then as many onnxruntime calls), so that both
+share the machine's noise; the figures are medians over N calls each (default: enough for about
+``--seconds`` per side, at least 5; the quartiles go to --json). ratio is tensoregg / onnxruntime
+(below 1: tensoregg is faster); the last lines give the geometric mean of the ratios per thread count
+over the models that ran.
+
+Why blocks and not call-by-call alternation: onnxruntime's idle intra-op workers spin (its default
+``session.intra_op.allow_spinning``) for tens of milliseconds after a call, and a tensoregg call in
+that window competes with them for the cores (measured: the encoder at 2 threads on 2 cores, 0.14 ms
+alone, took 40 ms right after an onnxruntime call). So with T > 1 each tensoregg block starts after a
+``--settle`` pause (0.1 s, not timed); onnxruntime keeps its spinning, which helps its back-to-back
+calls as in a serving loop. tensoregg's own workers block between calls, so they cost onnxruntime
+nothing.
+
+Both runtimes share one process; each model gets a fresh (spawned) process, so that one model's
+memory does not pile onto the next, with OPENBLAS_NUM_THREADS=1 (numpy's BLAS must not start threads
+of its own). A model tensoregg cannot compile yet is reported as ``unsupported: <message>``. The
+header gives the machine (LLVM's CPU name, the cores the llvm target uses) and the load average at
+the start and the end: on a shared machine, figures taken under a load above the core count are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+EXTRA_MODELS = ("mlp", "encoder", "resnet_small")
+RTOL = 1e-3
+BLOCK_S = 0.1
+
+
+def load(name: str) -> Any:
+    from tensoregg import testing_models
+
+    builders: dict[str, Callable[[], Any]] = {
+        "mlp": testing_models.mlp,
+        # the size of ../shared/notes/anchors.md's encoder row (0.218 GFLOPs): d=256, 4 heads, seq 128
+        "encoder": partial(testing_models.encoder_layer, seq=128, d_model=256, heads=4, ffn=1024),
+        "resnet_small": testing_models.small_resnet}
+    if name in builders:
+        return builders[name]()
+    from tensoregg.testing import light_model
+
+    return light_model(name)
+
+
+def max_rel_err(got: list[Any], want: list[Any]) -> float:
+    """max |g - w| / (|w| + 1e-3 max|w|) over all outputs: below RTOL means allclose(g, w, RTOL, atol)
+    with atol = RTOL * 1e-3 * max|w| (scaled to the output's size). inf on a shape mismatch."""
+    import numpy as np
+
+    err = 0.0
+    for g, w in zip(got, want, strict=True):
+        if g.shape != w.shape:
+            return math.inf
+        if w.size:
+            w64, g64 = w.astype(np.float64), g.astype(np.float64)
+            floor = 1e-3 * float(np.max(np.abs(w64))) or 1e-30
+            err = max(err, float(np.max(np.abs(g64 - w64) / (np.abs(w64) + floor))))
+    return err
+
+
+@dataclass(frozen=True)
+class Settings:
+    threads: tuple[int, ...]
+    runs: int | None
+    """Timed calls per side; None: enough for about ``seconds`` per side."""
+    seconds: float
+    settle: float
+    """Pause before each block of tensoregg calls when several threads run."""
+
+
+def time_pair(ours: Any, theirs: Any, runs: int | None, seconds: float,
+              settle: float) -> tuple[list[float], list[float]]:
+    """Per-call seconds of ``ours()`` and ``theirs()``, ``runs`` calls each or enough for about
+    ``seconds`` of each side: 2 warm-up calls each, then rounds of a ``settle`` pause (not timed), a
+    block of ``ours`` calls and a block of as many ``theirs`` calls (about BLOCK_S each)."""
+    clock = time.perf_counter
+
+    def block(fn: Any, n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            start = clock()
+            fn()
+            out.append(clock() - start)
+        return out
+
+    warm = [block(ours, 2), block(theirs, 2)]
+    per_call = (warm[0][-1] + warm[1][-1]) / 2
+    if runs is None:
+        runs = min(max(5, math.ceil(seconds / max(per_call, 1e-6))), 20000)
+    size = max(1, min(runs, round(BLOCK_S / max(per_call, 1e-6))))
+    times: list[list[float]] = [[], []]
+    while len(times[0]) < runs:
+        time.sleep(settle)
+        n = min(size, runs - len(times[0]))
+        times[0] += block(ours, n)
+        times[1] += block(theirs, n)
+    return times[0], times[1]
+
+
+def measure(name: str, settings: Settings, out: Any) -> None:
+    """Compile ``name`` once, then put one row per thread count on ``out``."""
+    import numpy as np
+    import onnxruntime as ort
+
+    import tensoregg
+    from tensoregg.errors import UnsupportedOperator
+
+    model = load(name)
+    start = time.perf_counter()
+    try:
+        module = tensoregg.compile(model, "llvm")
+    except UnsupportedOperator as e:
+        out.put({"model": name, "status": f"unsupported: {e}"})
+        return
+    compile_s = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    feeds = {n: (rng.standard_normal(s) if np.dtype(d).kind == "f" else rng.integers(0, 10, s)).astype(d)
+             for n, s, d in zip(module.input_names, module.input_shapes, module.input_dtypes, strict=True)}
+    data = model.SerializeToString()
+    del model
+    for t in settings.threads:
+        module.num_threads = t
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = t
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        want = session.run(None, feeds)
+        got = module.run(**feeds)
+        err = max_rel_err(got, want)
+        ours, theirs = time_pair(partial(module.run, **feeds), partial(session.run, None, feeds),
+                                 settings.runs, settings.seconds, settings.settle if t > 1 else 0.0)
+        te_ms, ort_ms = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
+        out.put({"model": name, "threads": t, "compile_s": compile_s, "tensoregg_ms": te_ms, "ort_ms": ort_ms,
+                 "ratio": te_ms / ort_ms, "max_rel_err": err, "runs": len(ours),
+                 "tensoregg_quartiles_ms": quartiles(ours), "ort_quartiles_ms": quartiles(theirs),
+                 "status": "ok" if err <= RTOL else "MISMATCH"})
+
+
+def quartiles(seconds: list[float]) -> list[float]:
+    return [q * 1e3 for q in statistics.quantiles(seconds, n=4)] if len(seconds) > 1 else seconds * 3
+
+
+def _child(name: str, settings: Settings, out: Any) -> None:
+    try:
+        measure(name, settings, out)
+    except Exception as e:  # reported, not raised: one model's failure must not hide the others
+        out.put({"model": name, "status": f"error: {type(e).__name__}: {e}"})
+    out.put(None)
+
+
+def run_model(ctx: Any, name: str, settings: Settings, timeout: float) -> list[dict[str, Any]]:
+    """Rows for ``name`` from its own process, printed as they come; a crash or a timeout is a row."""
+    out = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(name, settings, out))
+    proc.start()
+    rows: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            row = out.get(timeout=1.0)
+        except queue_mod.Empty:
+            if time.monotonic() > deadline:
+                proc.kill()
+                row = {"model": name, "status": f"error: timed out after {timeout:.0f} s"}
+            elif not proc.is_alive():
+                row = {"model": name, "status": f"error: process died (exit code {proc.exitcode})"}
+            else:
+                continue
+        if row is None:
+            break
+        rows.append(row)
+        print_row(row)
+        if row["status"].startswith(("error", "unsupported")):
+            break
+    proc.join()
+    return rows
+
+
+HEADER = (f"{'model':14s} {'thr':>3s} {'compile s':>9s} {'tensoregg ms':>12s} {'ort ms':>9s} {'ratio':>7s} "
+          f"{'max rel err':>11s}  status")
+
+
+def print_row(row: dict[str, Any]) -> None:
+    if "threads" not in row:
+        print(f"{row['model']:14s} {'':>3s} {row['status']}", flush=True)
+        return
+    print(f"{row['model']:14s} {row['threads']:3d} {row['compile_s']:9.2f} {row['tensoregg_ms']:12.3f} "
+          f"{row['ort_ms']:9.3f} {row['ratio']:7.2f} {row['max_rel_err']:11.1e}  {row['status']}", flush=True)
+
+
+def machine() -> dict[str, Any]:
+    import onnxruntime as ort
+
+    from tensoregg.runtime.threads import available_cpus
+    from tensoregg.targets import get_target
+
+    target = get_target("llvm")
+    model_name = ""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = (line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            model_name = next(names, "")
+    return {"cpu": target.cpu, "cpu_model": model_name, "cores": target.cores,
+            "cpus_available": len(available_cpus()), "onnxruntime": ort.__version__,
+            "load_average": os.getloadavg()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before numpy loads, here and in the spawned processes
+    from tensoregg.testing import LIGHT_MODELS
+
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="*", default=[*LIGHT_MODELS, *EXTRA_MODELS])
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    parser.add_argument("--runs", type=int, help="timed calls per side (default: about --seconds each)")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="time per side per model and thread count when --runs is not given")
+    parser.add_argument("--settle", type=float, default=0.1,
+                        help="seconds of pause before each block of tensoregg calls (threads > 1)")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per model process")
+    parser.add_argument("--json", help="also write the machine and the rows to this file")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.models if m not in LIGHT_MODELS and m not in EXTRA_MODELS]
+    if unknown:
+        parser.error(f"unknown models {unknown}; known: {', '.join([*LIGHT_MODELS, *EXTRA_MODELS])}")
+    settings = Settings(tuple(int(t) for t in args.threads.split(",")), args.runs, args.seconds, args.settle)
+    info = machine()
+    print(f"machine: {info['cpu']} ({info['cpu_model']}), {info['cores']} cores for llvm, onnxruntime "
+          f"{info['onnxruntime']}, load average {' '.join(f'{x:.2f}' for x in info['load_average'])}")
+    print(HEADER, flush=True)
+    ctx = mp.get_context("spawn")
+    rows = [row for name in args.models for row in run_model(ctx, name, settings, args.timeout)]
+    info["load_average_end"] = os.getloadavg()
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in info['load_average_end'])}")
+    for t in settings.threads:
+        ratios = [r["ratio"] for r in rows if r.get("threads") == t]
+        if ratios:
+            geomean = math.exp(statistics.fmean(math.log(x) for x in ratios))
+            print(f"geometric mean of ratios, {t} thread{'s' if t > 1 else ''}: {geomean:.2f} "
+                  f"over {len(ratios)} models")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "rows": rows}, f, indent=1)
+    return 1 if any(r["status"].startswith(("MISMATCH", "error")) for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,7 +15,7 @@ from tensoregg.targets import get_target
 if TYPE_CHECKING:
     from tensoregg.rules import Family
 
-DEFAULT_TARGET = "ref"
+DEFAULT_TARGET = "llvm"
 """The target when none is named; the environment variable ``TENSOREGG_TARGET`` overrides it."""
 
 

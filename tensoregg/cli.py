@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="compile a model, run it on seeded random inputs")
     run.add_argument("model")
-    run.add_argument("--target", default=None, choices=TARGETS, help="default: $TENSOREGG_TARGET or ref")
+    run.add_argument("--target", default=None, choices=TARGETS, help="default: $TENSOREGG_TARGET or llvm")
     run.add_argument("--check", action="store_true", help="compare outputs with onnx.reference/onnxruntime")
     run.add_argument("--repeat", type=int, default=0, help="time this many extra runs")
     run.add_argument("--seed", type=int, default=0)
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     why = sub.add_parser("explain", help="optimize a model and show phases, limits hit, e-graph sizes, "
                                           "rules fired, cost before/after and the extracted graph")
     why.add_argument("model")
-    why.add_argument("--target", default=None, choices=TARGETS, help="default: $TENSOREGG_TARGET or ref")
+    why.add_argument("--target", default=None, choices=TARGETS, help="default: $TENSOREGG_TARGET or llvm")
     why.add_argument("--families", metavar="A,B,...", help="rule families to run (default: the target's)")
     why.add_argument("--json", action="store_true", help="print the explanation as JSON")
     why.set_defaults(fn=cmd_explain)

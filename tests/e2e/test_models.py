@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tensoregg
+from tensoregg import testing_models
 from tensoregg.testing import LIGHT_MODELS, light_model
 
 ort = pytest.importorskip("onnxruntime")
@@ -15,15 +16,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def against_onnxruntime(model, rtol=1e-4):
+    """Compile for llvm (the default target) and compare with onnxruntime, then run the same machine
+    code in guard mode (every buffer between poisoned guard regions, checked after each kernel)."""
     module = tensoregg.compile(model)
+    assert module.target == "llvm"
     rng = np.random.default_rng(0)
     feeds = {n: rng.standard_normal(s).astype(d) for n, s, d in
              zip(module.input_names, module.input_shapes, module.input_dtypes)}
     data = model if isinstance(model, (str, Path)) else model.SerializeToString()
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    for got, want in zip(module.run(**feeds), session.run(None, feeds)):
-        assert got.shape == want.shape and got.dtype == want.dtype
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * float(np.abs(want).max()))
+    want = session.run(None, feeds)
+    for run in (module.run(**feeds), module.native.run_guarded(feeds)):
+        for got, w in zip(run, want):
+            assert got.shape == w.shape and got.dtype == w.dtype
+            np.testing.assert_allclose(got, w, rtol=rtol, atol=rtol * float(np.abs(w).max()))
 
 
 def test_example_model():
@@ -42,6 +48,13 @@ def test_example_model_is_what_its_script_builds():
 @pytest.mark.parametrize("name", LIGHT_MODELS)
 def test_light_zoo_model(name):
     against_onnxruntime(light_model(name))
+
+
+@pytest.mark.parametrize("build", [testing_models.mlp, testing_models.encoder_layer,
+                                   testing_models.small_resnet])
+def test_bench_model(build):
+    """The rest of bench/models.py's model set."""
+    against_onnxruntime(build())
 
 
 def test_cli_run_check():

@@ -12,7 +12,7 @@ from .test_models import against_onnxruntime
 
 
 def test_resnet50_folds_every_batchnorm_and_fuses_every_conv_epilogue():
-    graph = tensoregg.compile(light_model("resnet50")).graph
+    graph = tensoregg.compile(light_model("resnet50"), "ref").graph
     ops = Counter(n.op for n in graph.nodes)
     assert ops["BatchNormalization"] == 0 and ops["Relu"] == 0 and ops["Sum"] == 0
     fused = [n for n in graph.nodes if n.op == "FusedConv"]
@@ -26,7 +26,7 @@ def test_resnet50_folds_every_batchnorm_and_fuses_every_conv_epilogue():
 
 def test_encoder_layer_merges_q_k_v_into_one_matmul():
     model = encoder_layer()
-    graph = tensoregg.compile(model).graph
+    graph = tensoregg.compile(model, "ref").graph
     (x,) = graph.inputs
     on_x = [n for n in graph.nodes if x in n.inputs[:1] and n.op in ("MatMul", "FusedMatMul", "Gemm")]
     assert len(on_x) == 1, [str(n) for n in on_x]

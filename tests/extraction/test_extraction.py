@@ -52,7 +52,7 @@ def test_shared_subterm_is_paid_once():
 
 
 def test_costs_are_non_negative_on_a_zoo_model():
-    g = tensoregg.compile(light_model("squeezenet"), optimize=False).graph
+    g = tensoregg.compile(light_model("squeezenet"), "ref", optimize=False).graph
     _, js, view = saturated(g)
     costs = node_costs(view, analytic_cost, REF)
     assert all(c >= 0 for c in costs.values())

@@ -103,7 +103,7 @@ def test_ilp_choice_is_a_valid_program_no_costlier_than_greedy(name):
 
 
 def test_ilp_on_a_zoo_model_matches_greedy_or_beats_it():
-    g = tensoregg.compile(light_model("squeezenet"), optimize=False).graph
+    g = tensoregg.compile(light_model("squeezenet"), "ref", optimize=False).graph
     feeds = {name: np.random.default_rng(0).standard_normal(t.shape).astype(t.dtype)
              for name, t in g.inputs.items()}
     _, report, _, _ = check_extraction(g, feeds, analytic, RULESETS["algebra"], commutative)
@@ -144,7 +144,7 @@ def test_ilp_breaks_the_cycle_of_an_involution():
 
 @pytest.fixture(scope="module")
 def resnet():
-    g = tensoregg.compile(light_model("resnet50"), optimize=False).graph
+    g = tensoregg.compile(light_model("resnet50"), "ref", optimize=False).graph
     enc, js, view = saturated(g, RULESETS["algebra"], commutative)
     return enc, js, view, analytic(view)
 

@@ -188,7 +188,10 @@ class NativeModel:
                 arenas[n] = (*guarded(p.nbytes), p.nbytes)
         work_raw, work_start = guarded(plan.work_size)
         work = work_raw[work_start:]
-        weights_before = plan.weights_blob.copy()
+        weights = plan.weights_blob[plan.weights_base:]
+        weights_before = weights.copy()
+        every = [*plan.places.values(), *plan.constant_places.values()]
+        constants = [p for p in every if p.kind == "weights"]
 
         def address(place: Place) -> int:
             if place.kind in ("input", "output"):
@@ -205,10 +208,12 @@ class NativeModel:
                     work[p.at - pad:p.at] = POISON
                     work[p.at + p.nbytes:p.at + p.nbytes + pad] = POISON
             kernel(*[address(p) for p in places], 0, 1, self._barrier.ctypes.data)
-            if not np.array_equal(plan.weights_blob, weights_before):
-                raise GuardViolation(f"{node.op} node {node.label!r} wrote into the weights")
-            _check_guards(f"{node.op} node {node.label!r}", arenas, work, pad,
+            where = f"{node.op} node {node.label!r}"
+            _check_guards(where, arenas, work, pad,
                           [(p, b.name) for p, b in zip(places, low.kernel.params) if p.kind == "work"])
+            _check_guards(where, {}, weights, pad, [(p, "of the weights") for p in constants])
+        if not np.array_equal(weights, weights_before):  # inside a constant: too costly after each kernel
+            raise GuardViolation("a kernel wrote into the weights")
         produced = {}
         for n, p in plan.places.items():
             if p.kind == "output":

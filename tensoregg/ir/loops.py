@@ -108,8 +108,8 @@ def format_kernel(kernel: Kernel) -> str:
                 emit(s.body, depth + 1)
             elif isinstance(s, Store):
                 index = ", ".join(map(repr, s.index))
-                op = "+=" if s.contract else "="
-                lines.append(f"{pad}{s.buffer.name}[{index}] {op} {s.value!r}")
+                note = "  # contract" if s.contract else ""
+                lines.append(f"{pad}{s.buffer.name}[{index}] = {s.value!r}{note}")
     emit(kernel.body, 1)
     lines.append("}")
     return "\n".join(lines)

@@ -3,13 +3,15 @@
 Graph inputs and outputs live in the caller's arrays; constants (initializers, and constants that
 compute definitions derived from them) are packed at 64-byte aligned offsets into one weights blob;
 intermediate values and per-node scratch live in one workspace at offsets chosen by
-:func:`plan_workspace`, so that values whose lifetimes do not overlap share bytes. With ``guard``,
-every buffer is surrounded by that many free bytes (for the guard-region test mode).
+:func:`plan_workspace`, so that values whose lifetimes do not overlap share bytes. A value may also
+be declared an alias of another (an in-place element-wise result, a reshaped view): it then lives
+where that one does, which stays allocated until the last of them is read. With ``guard``, every
+buffer is surrounded by that many free bytes (for the guard-region test mode).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,8 +60,11 @@ def plan_workspace(lifetimes: Sequence[tuple[int, int, int]], guard: int = 0) ->
 class MemoryPlan:
     """The places of ``lowered``'s params for ``graph`` (see the module docstring)."""
 
-    def __init__(self, graph: Graph, lowered: Sequence[LoweredNode], guard: int = 0) -> None:
+    def __init__(self, graph: Graph, lowered: Sequence[LoweredNode], guard: int = 0,
+                 aliases: Mapping[str, str] | None = None) -> None:
         self.graph, self.lowered, self.guard = graph, list(lowered), align(guard)
+        self.aliases = dict(aliases or {})
+        """value -> the value whose memory it reuses (both in the workspace)."""
         places: dict[str, Place] = {}
         for k, name in enumerate(graph.inputs):
             places[name] = Place("input", k, graph.types[name].nbytes)
@@ -102,17 +107,22 @@ class MemoryPlan:
     def _plan_work(self) -> None:
         """Workspace offsets of intermediate values (live from their node to their last reader) and of
         each node's scratch (stages, unused outputs: live during the node)."""
+        def root(n: str) -> str:
+            while n in self.aliases:
+                n = self.aliases[n]
+            return n
+
         last_use: dict[str, int] = {}
         for k, low in enumerate(self.lowered):
             for n in low.inputs:
-                last_use[n] = k
+                last_use[root(n)] = k
         temps: list[tuple[object, tuple[int, int, int]]] = []
         for k, low in enumerate(self.lowered):
             for n, buf in zip(low.outputs, low.kernel.params[len(low.inputs):]):
                 if not n:
                     temps.append((buf, (k, k, buf.nbytes)))
-                elif n not in self.places:
-                    temps.append((n, (k, last_use.get(n, k), buf.nbytes)))
+                elif n not in self.places and n not in self.aliases:
+                    temps.append((n, (k, max(k, last_use.get(n, k)), buf.nbytes)))
             temps += [(buf, (k, k, buf.nbytes)) for buf in low.scratch]
         offsets, self.work_size = plan_workspace([t for _, t in temps], self.guard)
         self.scratch_places: dict[int, Place] = {}
@@ -121,6 +131,8 @@ class MemoryPlan:
                 self.places[key] = Place("work", off, size)
             else:
                 self.scratch_places[id(key)] = Place("work", off, size)
+        for n in self.aliases:
+            self.places[n] = self.places[root(n)]
 
     def param_places(self, low: LoweredNode) -> list[Place]:
         """Where each of ``low``'s kernel params lives."""

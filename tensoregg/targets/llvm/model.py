@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -26,8 +27,9 @@ import llvmlite.ir as ir
 import numpy as np
 
 from tensoregg.errors import CompileError, GuardViolation
+from tensoregg.ir.compute import Buffer, Const, Expr, Load, walk
 from tensoregg.ir.graph import Graph
-from tensoregg.ir.loops import For, Kernel, Local, format_kernel, statements, work
+from tensoregg.ir.loops import For, Kernel, Local, Store, format_kernel, statements, work
 from tensoregg.ir.lower import LoweredNode, lower_node
 from tensoregg.ir.registry import get_op
 from tensoregg.runtime.memory import ALIGN, POISON, MemoryPlan, Place, align, aligned_empty
@@ -51,7 +53,8 @@ class NativeModel:
             opdef = get_op(node.op, node.domain)
             low = lower_node(opdef, node, graph.types, graph.initializers, name=f"k{k}", row=row)
             self.lowered.append(low)
-        self.plan = MemoryPlan(graph, self.lowered)
+        self.aliases, self.views = reuse_memory(graph, self.lowered)
+        self.plan = MemoryPlan(graph, self.lowered, aliases=self.aliases)
         self.work = sum(work(low.kernel.body) for low in self.lowered)
         self.module = self._build()
         self.jit = JitModule(self.module)
@@ -104,8 +107,9 @@ class NativeModel:
             base = weights if place.kind == "weights" else work
             return b.gep(base, [ir.Constant(i64, place.at)], inbounds=True, source_etype=i8)
 
-        for fn, low in zip(kernels, self.lowered):
-            b.call(fn, [pointer(p) for p in self.plan.param_places(low)] + team)
+        for k, (fn, low) in enumerate(zip(kernels, self.lowered)):
+            if k not in self.views:
+                b.call(fn, [pointer(p) for p in self.plan.param_places(low)] + team)
         b.ret_void()
         return module
 
@@ -149,6 +153,35 @@ class NativeModel:
             self._team.run(lambda tid: self._entry(*args, tid, n, barrier))
         return self._collect(produced, feeds)
 
+    def profile(self, feeds: Mapping[str, np.ndarray], repeat: int = 5) -> list[tuple[str, float]]:
+        """(``op node-label``, median seconds) per node, running kernels one by one on one thread."""
+        g, plan = self.graph, self.plan
+        inputs = {n: np.ascontiguousarray(feeds[n]) for n in g.inputs}
+        outputs = {n: np.empty(g.types[n].shape, g.types[n].dtype) for n, p in plan.places.items()
+                   if p.kind == "output"}
+        work = aligned_empty(plan.work_size)
+
+        def address(place: Place) -> int:
+            if place.kind in ("input", "output"):
+                name = (list(g.inputs) if place.kind == "input" else g.outputs)[place.at]
+                return int((inputs if place.kind == "input" else outputs)[name].ctypes.data)
+            base = plan.weights_address if place.kind == "weights" else int(work.ctypes.data)
+            return base + place.at
+
+        times: list[list[float]] = [[] for _ in self.lowered]
+        calls = [(kernel, [address(p) for p in plan.param_places(low)])
+                 for low, kernel in zip(self.lowered, self._kernels)]
+        barrier = self._barrier.ctypes.data
+        for _ in range(repeat):
+            for k, (kernel, args) in enumerate(calls):
+                if k in self.views:
+                    times[k].append(0.0)
+                    continue
+                start = time.perf_counter()
+                kernel(*args, 0, 1, barrier)
+                times[k].append(time.perf_counter() - start)
+        return [(f"{n.op} {n.label}", float(np.median(t))) for n, t in zip(g.nodes, times)]
+
     def _collect(self, produced: Mapping[str, np.ndarray],
                  feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The graph's outputs: computed ones, inputs and constants passed through (copied)."""
@@ -170,7 +203,7 @@ class NativeModel:
         checking after each kernel that no guard byte and no weight changed; raise GuardViolation
         naming the node otherwise. The same machine code as ``run``, on its own memory plan."""
         g = self.graph
-        plan = MemoryPlan(g, self.lowered, guard)
+        plan = MemoryPlan(g, self.lowered, guard, self.aliases)
         pad = plan.guard
         arenas: dict[str, tuple[np.ndarray, int, int]] = {}  # graph input/output -> (bytes, start, nbytes)
 
@@ -201,12 +234,13 @@ class NativeModel:
                 return plan.weights_address + place.at
             return int(work.ctypes.data) + place.at
 
-        for node, low, kernel in zip(g.nodes, self.lowered, self._kernels):
+        for k, (node, low, kernel) in enumerate(zip(g.nodes, self.lowered, self._kernels)):
+            if k in self.views:
+                continue
             places = plan.param_places(low)
-            for p in places:  # guards may hold an earlier value that shared these bytes: poison again
-                if p.kind == "work":
-                    work[p.at - pad:p.at] = POISON
-                    work[p.at + p.nbytes:p.at + p.nbytes + pad] = POISON
+            for p in (p for p in places if p.kind == "work"):  # guards may hold an earlier value
+                work[p.at - pad:p.at] = POISON                     # that shared these bytes
+                work[p.at + p.nbytes:p.at + p.nbytes + pad] = POISON
             kernel(*[address(p) for p in places], 0, 1, self._barrier.ctypes.data)
             where = f"{node.op} node {node.label!r}"
             _check_guards(where, arenas, work, pad,
@@ -221,6 +255,81 @@ class NativeModel:
                 t = g.types[n]
                 produced[n] = raw[start:start + nbytes].view(t.dtype).reshape(t.shape).copy()
         return self._collect(produced, feeds)
+
+
+VIEWS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+"""Ops whose output is their first input's bytes as they are (row-major order kept)."""
+
+
+def reuse_memory(graph: Graph, lowered: Sequence[LoweredNode]) -> tuple[dict[str, str], set[int]]:
+    """Values that can live in the memory of an input that dies at their node: (aliases for the
+    memory plan, indices of the nodes that then need no kernel call). A view op's output is its input;
+    an element-wise kernel that reads an input only at the index it writes (same shape and dtype)
+    writes over that input (its stores are redirected to it). Only workspace values take part: graph
+    inputs, outputs and constants are never overwritten."""
+    last_use: dict[str, int] = {}
+    for k, node in enumerate(graph.nodes):
+        for n in node.inputs:
+            last_use[n] = k
+    fixed = {*graph.inputs, *graph.outputs, *graph.initializers}
+    aliases: dict[str, str] = {}
+    views: set[int] = set()
+
+    def root(n: str) -> str:
+        while n in aliases:
+            n = aliases[n]
+        return n
+
+    def dies_here(n: str, k: int) -> bool:  # n and every value sharing its memory
+        r = root(n)
+        return r not in fixed and all(last_use.get(v, -1) <= k for v in [r, *aliases] if root(v) == r)
+
+    for k, (node, low) in enumerate(zip(graph.nodes, lowered)):
+        outs = [o for o in low.outputs if o]
+        if len(low.outputs) != 1 or not outs or outs[0] in fixed:
+            continue
+        out_buf = low.kernel.params[len(low.inputs)]
+        for name, buf in zip(low.inputs, low.kernel.params):
+            if not dies_here(name, k) or buf.nbytes != out_buf.nbytes:
+                continue
+            if node.op in VIEWS and node.domain == "" and name == node.inputs[0]:
+                aliases[outs[0]] = name
+                views.add(k)
+                break
+            if writes_in_place(low, buf, out_buf):
+                aliases[outs[0]] = name
+                break
+    return aliases, views
+
+
+def writes_in_place(low: LoweredNode, source: Buffer, out: Buffer) -> bool:
+    """Whether ``low``'s kernel may store into ``source`` instead of ``out`` (and if so, redirect its
+    stores): no stages or locals, same dtype and shape, every store into ``out`` and every load of
+    ``source`` at the very index being stored."""
+    if low.scratch or source.dtype != out.dtype or source.shape != out.shape:
+        return False
+    stores = [s for s in statements(low.kernel.body) if isinstance(s, Store)]
+    if any(isinstance(s, Local) for s in statements(low.kernel.body)):
+        return False
+    if any(s.buffer is not out for s in stores):
+        return False
+    for s in statements(low.kernel.body):
+        bounds = [s.start, s.stop] if isinstance(s, For) else []
+        if any(isinstance(e, Load) and e.buffer is source for x in bounds for e in walk(x)):
+            return False
+    for s in stores:
+        for e in [e for x in [*s.index, s.value] for e in walk(x)]:
+            if isinstance(e, Load) and e.buffer is source and not _same_index(e.index, s.index):
+                return False
+    for s in stores:
+        s.buffer = source
+    return True
+
+
+def _same_index(a: Sequence[Expr], b: Sequence[Expr]) -> bool:
+    def same(x: Expr, y: Expr) -> bool:
+        return x is y or (isinstance(x, Const) and isinstance(y, Const) and x.value == y.value)
+    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
 
 
 def _check_guards(where: str, arenas: Mapping[str, tuple[np.ndarray, int, int]], work: np.ndarray, pad: int,

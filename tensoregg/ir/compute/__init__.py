@@ -37,13 +37,18 @@ __all__ = ["BOOL", "INDEX", "Buffer", "Call", "ComputeCtx", "Const", "Expr", "Lo
 # last: the family modules import the names above
 from tensoregg.ir.compute import (  # noqa: F401
     activations,
+    attention,
     casts,
+    conv,
     einsum,
     elementwise,
     indexing,
     linalg,
+    loss,
+    misc,
     normalization,
     pool,
     reductions,
+    sampling,
     shape,
 )

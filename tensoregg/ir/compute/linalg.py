@@ -7,11 +7,12 @@ bounds tests (and its innermost loop, along the output's last axis, reads contig
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from tensoregg.ir.compute.casts import _saturate as saturate
 from tensoregg.ir.compute.elementwise import SCALAR, clip
 from tensoregg.ir.compute.expr import (
     INDEX,
@@ -38,6 +39,11 @@ def idx(value: int) -> Expr:
     return const(value, INDEX)
 
 
+def first(buf: Buffer) -> Expr:
+    """The first element of ``buf`` (a scalar given as a tensor of one element)."""
+    return buf[(idx(0),) * len(buf.shape)]
+
+
 def _batch(buf: Buffer, batch: Sequence[Expr], core: int) -> tuple[Expr, ...]:
     """The batch part of an index into ``buf`` (whose last ``core`` axes are the matrix) at the
     output's ``batch`` index, under broadcasting."""
@@ -46,19 +52,27 @@ def _batch(buf: Buffer, batch: Sequence[Expr], core: int) -> tuple[Expr, ...]:
     return tuple(idx(0) if d == 1 else batch[lead + a] for a, d in enumerate(dims))
 
 
-def matmul_sum(ctx: ComputeCtx, a: Buffer, b: Buffer, acc: np.dtype) -> Expr:
-    """numpy.matmul(A, B) at the output index, summed in ``acc``."""
+Shift = Callable[[Sequence[Expr], Expr | None], Expr]
+"""A zero point to subtract from an operand, as a function of the output's batch index and the
+operand's row (of A) or column (of B), None for a vector operand."""
+
+
+def matmul_sum(ctx: ComputeCtx, a: Buffer, b: Buffer, acc: np.dtype, a_zero: Shift | None = None,
+               b_zero: Shift | None = None) -> Expr:
+    """numpy.matmul(A - a_zero, B - b_zero) at the output index, summed in ``acc``."""
     out = ctx.index()
     a1, b1 = len(a.shape) == 1, len(b.shape) == 1
     k = a.shape[-1]
     batch = out[:len(out) - (not a1) - (not b1)]
     row = None if a1 else out[len(batch)]
     col = None if b1 else out[-1]
+    za = None if a_zero is None else a_zero(batch, row)
+    zb = None if b_zero is None else b_zero(batch, col)
 
     def term(r: Expr) -> Expr:
-        x = a[r] if a1 else a[(*_batch(a, batch, 2), row, r)]
-        y = b[r] if b1 else b[(*_batch(b, batch, 2), r, col)]
-        return cast(x, acc) * cast(y, acc)
+        x = cast(a[r] if a1 else a[(*_batch(a, batch, 2), row, r)], acc)
+        y = cast(b[r] if b1 else b[(*_batch(b, batch, 2), r, col)], acc)
+        return (x if za is None else x - za) * (y if zb is None else y - zb)
     return reduce("add", [k], term, 0)
 
 
@@ -68,6 +82,60 @@ def _matmul(ctx: ComputeCtx) -> Sequence[Expr]:
     if a.dtype.kind not in "f":
         raise ctx.unsupported(f"integer MatMul ({a.dtype}) is not lowered")
     return [cast(matmul_sum(ctx, a, b, wide(a.dtype)), a.dtype)]
+
+
+# ---- MatMulInteger and QLinearMatMul -------------------------------------------------------------
+
+I32, F64 = np.dtype(np.int32), np.dtype(np.float64)
+
+
+def line_param(p: Buffer, batch: Sequence[Expr], line: Expr | None, per_row: bool) -> Expr:
+    """A quantization parameter of a matmul operand at the output's ``batch`` index and the operand's
+    row (``per_row``, of A) or column (of B): one element, a vector along the rows / columns, or the
+    operand's shape with the contracted axis of size 1."""
+    if p.size == 1 or line is None:
+        return first(p)
+    if len(p.shape) == 1:
+        return p[line]
+    return p[(*_batch(p, batch, 2), *((line, idx(0)) if per_row else (idx(0), line)))]
+
+
+def _zero_point(ctx: ComputeCtx, i: int, per_row: bool) -> Shift | None:
+    """Input ``i`` as a zero point to subtract in int32 (None if absent)."""
+    if not ctx.has(i):
+        return None
+    p = ctx.input(i)
+    return lambda batch, line: cast(line_param(p, batch, line, per_row), I32)
+
+
+def requantized(acc: Expr, scale: Expr, zero_point: Buffer) -> Expr:
+    """saturate(round_half_even(acc * scale) + zero_point) in float64 (numpy's int32 * float), to the
+    zero point's dtype."""
+    y = call("round", cast(acc, F64) * cast(scale, F64))
+    return saturate(y + cast(first(zero_point), F64), zero_point.dtype)
+
+
+@define("MatMulInteger")
+def _matmul_integer(ctx: ComputeCtx) -> Sequence[Expr]:
+    """(A - a_zero_point) @ (B - b_zero_point) summed in int32."""
+    a_zero, b_zero = _zero_point(ctx, 2, True), _zero_point(ctx, 3, False)
+    return [matmul_sum(ctx, ctx.input(0), ctx.input(1), I32, a_zero, b_zero)]
+
+
+@define("QLinearMatMul")
+def _qlinear_matmul(ctx: ComputeCtx) -> Sequence[Expr]:
+    """The int32 (a - a_zp) @ (b - b_zp), times a_scale * b_scale / y_scale (in the scales' dtype),
+    requantized to y_zero_point."""
+    a, b = ctx.input(0), ctx.input(3)
+    product = matmul_sum(ctx, a, b, I32, _zero_point(ctx, 2, True), _zero_point(ctx, 5, False))
+    out = ctx.index()
+    rows, cols = len(a.shape) > 1, len(b.shape) > 1
+    batch = out[:len(out) - rows - cols]
+    row = out[len(batch)] if rows else None
+    col = out[-1] if cols else None
+    scale = (line_param(ctx.input(1), batch, row, True) * line_param(ctx.input(4), batch, col, False)
+             / first(ctx.input(6)))
+    return [requantized(product, scale, ctx.input(7))]
 
 
 def gemm_value(ctx: ComputeCtx) -> Expr:
@@ -102,12 +170,25 @@ def conv_value(ctx: ComputeCtx) -> Expr:
     """Conv's value (bias included) at the output index, in the accumulation dtype."""
     x, w = ctx.input(0), ctx.input(1)
     acc = wide(x.dtype)
+    y = conv_sum(ctx, x, w, acc)
+    if ctx.has(2):
+        y = y + cast(ctx.input(2)[ctx.index()[1]], acc)
+    return y
+
+
+def conv_sum(ctx: ComputeCtx, x: Buffer, w: Buffer, acc: np.dtype,
+             x_value: Callable[[Expr], Expr] | None = None,
+             w_value: Callable[[Expr, Expr], Expr] | None = None) -> Expr:
+    """The sum of Conv's products at the output index (N, M, *out) in ``acc``, the attributes' window
+    and groups: of ``x_value(x)`` (a loaded element of X, e.g. less its zero point; padding is 0
+    after it) and ``w_value(w, m)`` (an element of W for output channel m); by default both cast."""
     spatial, kernel = x.shape[2:], w.shape[2:]
     win = _window(dict(ctx.attrs), spatial, kernel)
     need = [(o - 1) * s + sp for o, s, sp in zip(win.out, win.strides, win.span)]
-    source, shift = x, win.begin
+    read_x, source, shift = x_value, x, win.begin
     if any(b > 0 for b in win.begin) or any(n > s + b for n, s, b in zip(need, spatial, win.begin)):
-        source, shift = _padded(ctx, x, win.begin, need), (0,) * len(spatial)
+        source, shift = _padded(ctx, x, win.begin, need, x_value), (0,) * len(spatial)
+        read_x = None  # the stage holds x_value already
     n, m, *out = ctx.index()
     cg, per_group = w.shape[1], w.shape[0] // ctx.attrs["group"]
     group = call("div", m, idx(per_group)) if ctx.attrs["group"] > 1 else idx(0)
@@ -116,20 +197,21 @@ def conv_value(ctx: ComputeCtx) -> Expr:
         at = [o * idx(s) + t * idx(d) - idx(sh)
               for o, t, s, d, sh in zip(out, taps, win.strides, win.dilations, shift)]
         channel = group * idx(cg) + c if ctx.attrs["group"] > 1 else c
-        return cast(source[(n, channel, *at)], acc) * cast(w[(m, c, *taps)], acc)
-    y = reduce("add", [cg, *kernel], term, 0)
-    if ctx.has(2):
-        y = y + cast(ctx.input(2)[m], acc)
-    return y
+        v: Expr = source[(n, channel, *at)]
+        k: Expr = w[(m, c, *taps)]
+        v, k = v if read_x is None else read_x(v), k if w_value is None else w_value(k, m)
+        return cast(v, acc) * cast(k, acc)
+    return reduce("add", [cg, *kernel], term, 0)
 
 
-def _padded(ctx: ComputeCtx, x: Buffer, begin: Sequence[int], need: Sequence[int]) -> Buffer:
-    """A stage: ``x`` with zeros ``begin`` before and enough after each spatial axis to hold ``need``
-    positions from the start of the padding (negative begins crop)."""
+def _padded(ctx: ComputeCtx, x: Buffer, begin: Sequence[int], need: Sequence[int],
+            value: Callable[[Expr], Expr] | None = None) -> Buffer:
+    """A stage: ``value`` of ``x`` with zeros ``begin`` before and enough after each spatial axis to
+    hold ``need`` positions from the start of the padding (negative begins crop)."""
     spatial = x.shape[2:]
     shape = (*x.shape[:2], *[max(nd, 1) for nd in need])
 
-    def value(n: Expr, c: Expr, *p: Expr) -> Expr:
+    def element(n: Expr, c: Expr, *p: Expr) -> Expr:
         at = [q - idx(b) for q, b in zip(p, begin)]
         inside = None
         for a, size in zip(at, spatial):
@@ -137,8 +219,10 @@ def _padded(ctx: ComputeCtx, x: Buffer, begin: Sequence[int], need: Sequence[int
             inside = ok if inside is None else call("and", inside, ok)
         clamped = [call("min", call("max", a, idx(0)), idx(size - 1)) for a, size in zip(at, spatial)]
         assert inside is not None
-        return select(inside, x[(n, c, *clamped)], const(0, x.dtype))
-    return ctx.stage("pad", shape, value)
+        v: Expr = x[(n, c, *clamped)]
+        v = v if value is None else value(v)
+        return select(inside, v, const(0, v.dtype))
+    return ctx.stage("pad", shape, element)
 
 
 @define("Conv")

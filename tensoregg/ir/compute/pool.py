@@ -23,9 +23,11 @@ from tensoregg.ir.compute.expr import (
     reduce,
     select,
 )
+from tensoregg.ir.compute.indexing import SCATTER_BUDGET
 from tensoregg.ir.compute.linalg import idx, wide
 from tensoregg.ir.compute.reductions import F64, all_of, by_rows, clamp, count, in_range, power
-from tensoregg.ir.ops.nn import _lowest, _Window, _window
+from tensoregg.ir.compute.shape import ravel, unravel
+from tensoregg.ir.ops.nn import _lowest, _unpooled, _Window, _window
 
 
 def geometry(ctx: ComputeCtx) -> _Window:
@@ -157,3 +159,30 @@ def _global_pool(ctx: ComputeCtx) -> Sequence[Expr]:
     p = _p(ctx)
     return [cast(power(total("add", lambda v: power(call("abs", cast(v, acc)), p)), 1.0 / p), x.dtype)]
 
+
+
+@define("MaxUnpool")
+def _max_unpool(ctx: ComputeCtx) -> Sequence[Expr]:
+    """The reference's scatter (X's element q to the flat position I[q], negative counting from the
+    end, the last of duplicates winning) as a gather: each output element inside the unpooled shape
+    takes the last q whose index names it, or 0. That compares every pair of output and input
+    elements, so large unpools are left unsupported."""
+    x, indices = ctx.input(0), ctx.input(1)
+    out = ctx.outputs[0].shape
+    if ctx.outputs[0].size * x.size > SCATTER_BUDGET:
+        raise ctx.unsupported(f"an unpool of {x.size} values into {ctx.outputs[0].size} elements (stated "
+                              "as a gather, it compares every pair; too many)")
+    unpooled = _unpooled(dict(ctx.attrs), x.shape)
+    total = int(np.prod(unpooled, dtype=np.int64))
+    index = ctx.index()
+    flat = ravel(index, unpooled)
+
+    def hit(*q: Expr) -> Expr:
+        i: Expr = indices[q]
+        i = select(call("lt", i, idx(0)), i + idx(total), i)
+        return select(call("eq", i, flat), ravel(q, x.shape), idx(-1))
+    last = reduce("max", x.shape, hit, -1)
+    value = select(call("ge", last, idx(0)), x[tuple(unravel(call("max", last, idx(0)), x.shape))],
+                   const(0, x.dtype))
+    inside = all_of([in_range(i, 0, n) for i, n, m in zip(index, unpooled, out) if m > n])
+    return [value if inside is None else select(inside, value, const(0, x.dtype))]

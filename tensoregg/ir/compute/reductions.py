@@ -1,5 +1,5 @@
 """Compute definitions of reductions (ReduceSum ... ReduceLogSumExp), ArgMax and ArgMin, the softmax
-family (Softmax, LogSoftmax, Hardmax) and CumSum.
+family (Softmax, LogSoftmax, Hardmax), CumSum and CumProd.
 
 A reduced value is a Reduce over the reduced axes of the input, read at the output index. A value
 that later element-wise steps need once per reduced row (a softmax's max and sum) is computed first
@@ -257,45 +257,48 @@ def _hardmax(ctx: ComputeCtx) -> Sequence[Expr]:
     return [select(call("eq", i[axis], first[kept(i, (axis,))]), const(1, x.dtype), const(0, x.dtype))]
 
 
-# ---- CumSum -----------------------------------------------------------------------------------------
+# ---- CumSum and CumProd -----------------------------------------------------------------------------
 
 CUMSUM_DIRECT = 64
-"""CumSum along an axis up to this long sums each entry's prefix directly (n^2 / 2 adds in all, in
-the reference's order); a longer one in blocks of about sqrt(n) entries (2 sqrt(n) adds per entry;
-the block a power of 2, as integer division by other constants does not vectorize)."""
+"""CumSum (CumProd) along an axis up to this long combines each entry's prefix directly (n^2 / 2
+steps in all, in the reference's order); a longer one in blocks of about sqrt(n) entries (2 sqrt(n)
+steps per entry; the block a power of 2, as integer division by other constants does not vectorize)."""
 
 
-@define("CumSum")
-def _cumsum(ctx: ComputeCtx) -> Sequence[Expr]:
-    """The running sum along the axis in x's dtype, over scan positions q (the axis index, or counted
-    from the end if ``reverse``) before the entry's, and the entry's own unless ``exclusive``.
-    Direct: a masked sum over the axis. Blocked: a stage of each block's sum, a stage of the sum of
-    the blocks before each block, then that plus a masked sum over the entry's own block."""
+@define("CumSum", "CumProd")
+def _cumulative(ctx: ComputeCtx) -> Sequence[Expr]:
+    """The running sum (product) along the axis in x's dtype, over scan positions q (the axis index,
+    or counted from the end if ``reverse``) before the entry's, and the entry's own unless
+    ``exclusive``. Direct: a masked reduction over the axis. Blocked: a stage of each block's total,
+    a stage of the total of the blocks before each block, then that combined with a masked
+    reduction over the entry's own block."""
     x, axis_value = ctx.input(0), ctx.value(1)
     if not x.shape or axis_value is None or x.dtype == BOOL:
-        raise ctx.unsupported("CumSum of a scalar or of bools, or along a runtime axis")
+        raise ctx.unsupported(f"{ctx.op} of a scalar or of bools, or along a runtime axis")
     axis = int(np.asarray(axis_value).reshape(-1)[0]) % len(x.shape)
     n, i = x.shape[axis], ctx.index()
-    reverse, zero = bool(ctx.attrs["reverse"]), const(0, x.dtype)
+    combiner = "add" if ctx.op == "CumSum" else "mul"
+    reverse, neutral = bool(ctx.attrs["reverse"]), const(identity_of(combiner, x.dtype), x.dtype)
 
     def along(index: Index, position: Expr) -> tuple[Expr, ...]:
         return (*index[:axis], position, *index[axis + 1:])
 
     def masked(index: Index, start: Expr, stop: Expr, extent: int) -> Expr:
-        """The sum of x at scan positions start + t (t < extent) below ``stop``."""
+        """The total of x at scan positions start + t (t < extent) below ``stop``."""
         def term(t: Expr) -> Expr:
             q = clamp(start + t, n)
             value = x[along(index, idx(n - 1) - q if reverse else q)]
-            return select(call("lt", start + t, stop), value, zero)
-        return reduce("add", [extent], term, 0)
+            return select(call("lt", start + t, stop), value, neutral)
+        return reduce(combiner, [extent], term, neutral)
     q = idx(n - 1) - i[axis] if reverse else i[axis]
     stop = q if ctx.attrs["exclusive"] else q + idx(1)
     if n <= CUMSUM_DIRECT:
         return [masked(i, idx(0), stop, n)]
     block = 1 << math.isqrt(n - 1).bit_length()  # a power of 2 >= sqrt(n): divisions are shifts
     blocks = (*x.shape[:axis], -(-n // block), *x.shape[axis + 1:])
-    sums = ctx.stage("blocks", blocks, lambda *k: masked(k, k[axis] * idx(block), idx(n), block))
+    totals = ctx.stage("blocks", blocks, lambda *k: masked(k, k[axis] * idx(block), idx(n), block))
     before = ctx.stage("before", blocks, lambda *k: reduce(
-        "add", [blocks[axis]], lambda b: select(call("lt", b, k[axis]), sums[along(k, b)], zero), 0))
+        combiner, [blocks[axis]], lambda b: select(call("lt", b, k[axis]), totals[along(k, b)], neutral),
+        neutral))
     own = call("div", q, idx(block))
-    return [before[along(i, own)] + masked(i, own * idx(block), stop, block)]
+    return [call(combiner, before[along(i, own)], masked(i, own * idx(block), stop, block))]

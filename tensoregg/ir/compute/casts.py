@@ -1,41 +1,89 @@
-"""Compute definitions of casts ops (see tensoregg.ir.compute.expr): Cast, CastLike and linear
-(de)quantization.
+"""Compute definitions of casts ops (see tensoregg.ir.compute.expr): Cast, CastLike, BitCast and
+linear (de)quantization.
 
-Cast and CastLike convert among the dtypes code generation represents: bool, the 8- to 64-bit
-integers and float16/32/64. Strings, bfloat16, the float8/6/4 types and int4/int2 have no native
-representation and are unsupported. A float out of an integer type's range (undefined in ONNX,
-platform-dependent in numpy) saturates to the nearest bound, NaN to 0. (De)quantization covers
-the 8- and 16-bit integer types with float16/32 scales; BitCast is not expressible (no bit
-reinterpretation in the expression language).
+Cast and CastLike convert among every numeric dtype: bool, the integers, float16/32/64 and
+ml_dtypes' bfloat16, float8/6/4 and int4/uint4/int2/uint2 (rounded or wrapped as ml_dtypes does);
+strings are unsupported. With ``saturate``, float8 targets clip to the type's range first (NaN stays
+NaN); float8e8m0 is computed from the float32 bits per ``round_mode``. A float out of an integer
+type's range (undefined in ONNX, platform-dependent in numpy) saturates to the nearest bound, NaN to
+0. BitCast reinterprets each element's bits. (De)quantization covers every type of the references.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import ml_dtypes
 import numpy as np
 
-from tensoregg.ir.compute.expr import INDEX, ComputeCtx, Expr, call, cast, const, define, reduce, select
-from tensoregg.ir.ops.casts import QUANT_INTS, _division_dtype
+from tensoregg.ir.compute.expr import (
+    INDEX,
+    ComputeCtx,
+    Expr,
+    bitcast,
+    call,
+    cast,
+    const,
+    define,
+    reduce,
+    select,
+)
+from tensoregg.ir.ops.casts import E8M0, FLOAT8, QUANT_INTS, STRING, division_dtype
 
-NATIVE = frozenset(np.dtype(t) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
-                                           np.uint32, np.uint64, np.float16, np.float32, np.float64))
-"""The dtypes compute definitions (and code generation) hold values in."""
-FLOATS = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+U8, U32 = np.dtype(np.uint8), np.dtype(np.uint32)
 
 
-def _native(ctx: ComputeCtx, what: str, dtype: np.dtype, allowed: frozenset[np.dtype] = NATIVE) -> None:
-    if dtype not in allowed:
+def _numeric(ctx: ComputeCtx, what: str, dtype: np.dtype) -> None:
+    if dtype == STRING or dtype.kind == "c":
         raise ctx.unsupported(f"{what} type {dtype.name} has no native representation")
+
+
+def convert(x: Expr, dtype: np.dtype, saturate: bool = True, round_mode: str = "up") -> Expr:
+    """``x`` converted to ``dtype`` as ONNX Cast does (``tensoregg.ir.ops.casts.cast_array``)."""
+    if dtype == E8M0:
+        return _to_e8m0(x, saturate, round_mode)
+    if dtype in FLOAT8 and saturate:  # +-inf and beyond the range -> +-max; NaN stays NaN
+        limit = float(ml_dtypes.finfo(dtype).max)
+        return cast(_clip(cast(x, F64), -limit, limit), dtype)
+    return cast(x, dtype)
+
+
+def _to_e8m0(x: Expr, saturate: bool, round_mode: str) -> Expr:
+    """float8e8m0 (a power of two): the float32 exponent, rounded up per ``round_mode`` on its
+    mantissa (not past 2**127 with ``saturate``); inf and NaN -> NaN."""
+    bits = bitcast(cast(x, F32), U32)
+    exponent = call("and", call("shr", bits, const(23, U32)), const(0xFF, U32))
+    mantissa = call("and", bits, const(0x7FFFFF, U32))
+
+    def nonzero(mask: int) -> Expr:
+        return call("ne", call("and", mantissa, const(mask, U32)), const(0, U32))
+
+    up: Expr = const(False, np.bool_)
+    if round_mode == "up":
+        up = nonzero(0x7FFFFF)
+    elif round_mode == "nearest":  # the half bit set, and above half or a normal number (ties go up)
+        normal = call("gt", exponent, const(0, U32))
+        up = call("and", nonzero(0x400000), call("or", nonzero(0x3FFFFF), normal))
+    if saturate:
+        up = call("and", up, call("ne", exponent, const(0xFE, U32)))
+    special = call("eq", exponent, const(0xFF, U32))
+    out = select(special, const(0xFF, U32), exponent + cast(up, U32))
+    return bitcast(cast(out, U8), E8M0)
 
 
 @define("Cast", "CastLike")
 def _cast(ctx: ComputeCtx) -> Sequence[Expr]:
     src, dst = ctx.input(0).dtype, ctx.outputs[0].dtype
-    _native(ctx, "input", src)
-    _native(ctx, "target", dst)
-    return [cast(ctx.broadcast(0), dst)]
+    _numeric(ctx, "input", src)
+    _numeric(ctx, "target", dst)
+    return [convert(ctx.broadcast(0), dst, bool(ctx.attrs["saturate"]), ctx.attrs["round_mode"])]
+
+
+@define("BitCast")
+def _bitcast(ctx: ComputeCtx) -> Sequence[Expr]:
+    """Each element's bits (little endian, as numpy stores them) read as the target type."""
+    return [bitcast(ctx.broadcast(0), ctx.outputs[0].dtype)]
 
 
 # ---- linear quantization --------------------------------------------------------------------------
@@ -51,35 +99,33 @@ def _param(ctx: ComputeCtx, i: int, index: Sequence[Expr]) -> Expr:
     return param[tuple(call("div", j, const(block, INDEX)) if a == axis else j for a, j in enumerate(index))]
 
 
-def _saturate(q: Expr, dtype: np.dtype) -> Expr:
-    """``q`` (a float) clipped to the integer ``dtype``'s range and converted."""
-    info = np.iinfo(dtype)
-    return cast(call("min", call("max", q, const(info.min, q.dtype)), const(info.max, q.dtype)), dtype)
-
-
 @define("QuantizeLinear")
 def _quantize(ctx: ComputeCtx) -> Sequence[Expr]:
-    """saturate(round_half_even(x / y_scale) + y_zero_point) to an 8- or 16-bit integer type."""
+    """saturate(round_half_even(x / y_scale) + y_zero_point) for integer types; x / y_scale +
+    y_zero_point converted as Cast does (``saturate``) for float types."""
     x, scale, out = ctx.input(0), ctx.input(1), ctx.outputs[0].dtype
-    _native(ctx, "input", x.dtype)
-    _native(ctx, "output", out, frozenset(QUANT_INTS & NATIVE))
-    div = _division_dtype(ctx.attrs["precision"], scale.dtype)
-    _native(ctx, "division", div, FLOATS)
+    div = division_dtype(ctx.attrs["precision"], scale.dtype)
     index = ctx.index()
     q = cast(cast(x[index], div) / cast(_param(ctx, 1, index), div), F64)
-    q = call("round", q)
-    if ctx.has(2):
-        q = q + cast(_param(ctx, 2, index), F64)
-    return [_saturate(q, out)]
+    zero_point = cast(_param(ctx, 2, index), F64) if ctx.has(2) else const(0.0, F64)
+    if out in QUANT_INTS:
+        return [saturate(call("round", q) + zero_point, out)]
+    return [convert(q + zero_point, out, bool(ctx.attrs["saturate"]))]
+
+
+def saturate(q: Expr, dtype: np.dtype) -> Expr:
+    """``q`` (a float) clipped to the integer ``dtype``'s range and converted."""
+    info = ml_dtypes.iinfo(dtype)
+    return cast(_clip(q, info.min, info.max), dtype)
+
+
+_saturate = saturate  # the name linalg.py imports
 
 
 @define("DequantizeLinear")
 def _dequantize(ctx: ComputeCtx) -> Sequence[Expr]:
     """(x - x_zero_point) * x_scale computed in float64, then rounded to the output type."""
-    x, scale, out = ctx.input(0), ctx.input(1), ctx.outputs[0].dtype
-    _native(ctx, "input", x.dtype)
-    _native(ctx, "scale", scale.dtype, FLOATS)
-    _native(ctx, "output", out, FLOATS)
+    x, out = ctx.input(0), ctx.outputs[0].dtype
     index = ctx.index()
     dx = cast(x[index], F64)
     if ctx.has(2):
@@ -97,9 +143,9 @@ def _dynamic_quantize(ctx: ComputeCtx) -> Sequence[Expr]:
     scale = select(call("eq", hi, lo), const(1, F32), hi - lo) / const(255, F32)
     zero_point = call("round", _clip(-lo / scale, 0, 255))
     y = _clip(call("round", x[ctx.index()] / scale) + zero_point, 0, 255)
-    u8 = np.dtype(np.uint8)
-    return [cast(y, u8), scale, cast(zero_point, u8)]
+    return [cast(y, U8), scale, cast(zero_point, U8)]
 
 
 def _clip(x: Expr, low: float, high: float) -> Expr:
+    """``x`` clipped to [low, high] (NaN stays NaN)."""
     return call("min", call("max", x, const(low, x.dtype)), const(high, x.dtype))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tensoregg.ir.compute.expr import INDEX, Buffer, ComputeCtx, Expr, cast, const, define, reduce
+from tensoregg.ir.compute.expr import INDEX, Buffer, ComputeCtx, Expr, cast, const, define, is_float, reduce
 from tensoregg.ir.compute.linalg import wide
 
 
@@ -23,7 +23,7 @@ def _term(term: str, rank: int) -> tuple[str, str, int]:
 def _einsum(ctx: ComputeCtx) -> Sequence[Expr]:
     xs: list[Buffer] = [b for b in ctx.inputs if b is not None]
     dtype = xs[0].dtype
-    if dtype.kind not in "iuf":
+    if dtype.kind not in "iu" and not is_float(dtype):
         raise ctx.unsupported(f"Einsum on {dtype}")
     inputs, arrow, output = ctx.attrs["equation"].replace(" ", "").partition("->")
     terms = [_term(t, len(x.shape)) for t, x in zip(inputs.split(","), xs)]

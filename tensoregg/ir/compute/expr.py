@@ -3,7 +3,7 @@
 An op's compute definition (``OpDef.extra["compute"]``, attached with :func:`define`) is a function
 of a :class:`ComputeCtx` that returns, per output, an :class:`Expr` giving the output element at the
 index variables ``ctx.index(k)``. Expressions read buffers (``Buffer[...]``), combine values with
-:class:`Call` (arithmetic, comparisons, math functions, ``select``, ``cast``) and reduce with
+:class:`Call` (arithmetic, comparisons, math functions, ``select``, ``cast``, ``bitcast``) and reduce with
 :class:`Reduce` (an identity and a combiner over extra index variables). A definition may compute
 intermediate tensors first (``ctx.stage``), e.g. a padded copy of a convolution's input.
 
@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from tensoregg.errors import UnsupportedOperator
@@ -139,8 +140,8 @@ class Call(Expr):
     dtype: np.dtype
 
     def __repr__(self) -> str:
-        if self.fn == "cast":
-            return f"cast<{self.dtype}>({self.args[0]!r})"
+        if self.fn in ("cast", "bitcast"):
+            return f"{self.fn}<{self.dtype}>({self.args[0]!r})"
         return f"{self.fn}({', '.join(map(repr, self.args))})"
 
 
@@ -189,6 +190,10 @@ def call(fn: str, *args: Any, dtype: Any = None) -> Expr:
     exprs = tuple(as_expr(a, known) for a in args)
     if fn == "cast":
         return exprs[0] if exprs[0].dtype == np.dtype(dtype) else Call(fn, exprs, np.dtype(dtype))
+    if fn == "bitcast":
+        if exprs[0].dtype.itemsize != np.dtype(dtype).itemsize:
+            raise TypeError(f"bitcast: {exprs[0].dtype} and {np.dtype(dtype)} differ in size")
+        return exprs[0] if exprs[0].dtype == np.dtype(dtype) else Call(fn, exprs, np.dtype(dtype))
     if fn in ARITH:
         _same(fn, exprs)
         return _index_identity(fn, exprs) or Call(fn, exprs, exprs[0].dtype)
@@ -227,7 +232,13 @@ def select(cond: Any, a: Any, b: Any) -> Expr:
 
 
 def cast(x: Expr, dtype: Any) -> Expr:
+    """``x`` converted to ``dtype`` (rounded as numpy/ml_dtypes' ``astype``)."""
     return call("cast", x, dtype=dtype)
+
+
+def bitcast(x: Expr, dtype: Any) -> Expr:
+    """``x``'s bits (as numpy stores them) read as a value of ``dtype``, of the same size."""
+    return call("bitcast", x, dtype=dtype)
 
 
 _names = itertools.count()
@@ -247,15 +258,23 @@ def reduce(combiner: str, extents: Sequence[int], body: Callable[..., Expr], ini
 IDENTITY = {"add": 0, "mul": 1}
 
 
+def is_float(dtype: np.dtype) -> bool:
+    """Whether ``dtype`` is a float type: numpy's or ml_dtypes' (bfloat16, float8...)."""
+    return dtype.kind == "f" or (dtype.kind == "V" and dtype.name.startswith(("bfloat", "float")))
+
+
 def identity_of(combiner: str, dtype: np.dtype) -> Any:
     """The identity of ``combiner`` on ``dtype`` (max/min: the lowest/highest value or -/+inf)."""
     if combiner in IDENTITY:
         return IDENTITY[combiner]
     if dtype == BOOL:
         return combiner == "min"
-    if dtype.kind == "f":
-        return -np.inf if combiner == "max" else np.inf
-    info = np.iinfo(dtype)
+    if is_float(dtype):
+        if np.isinf(np.asarray(np.inf).astype(dtype).astype(np.float64)):
+            return -np.inf if combiner == "max" else np.inf
+        finfo = ml_dtypes.finfo(dtype)  # no infinity (float8 fn/fnuz/e8m0, the MX types)
+        return float(finfo.min if combiner == "max" else finfo.max)
+    info = ml_dtypes.iinfo(dtype)
     return info.min if combiner == "max" else info.max
 
 

@@ -23,6 +23,7 @@ from tensoregg.ir.compute.expr import (
     cast,
     const,
     define,
+    is_float,
     reduce,
     select,
 )
@@ -32,7 +33,7 @@ from tensoregg.ir.ops.nn import _window
 
 def wide(dtype: np.dtype) -> np.dtype:
     """The accumulation dtype of ``dtype`` (float16 sums run in float32)."""
-    return np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize < 4 else dtype
+    return np.dtype(np.float32) if is_float(dtype) and dtype.itemsize < 4 else dtype
 
 
 def idx(value: int) -> Expr:
@@ -79,7 +80,7 @@ def matmul_sum(ctx: ComputeCtx, a: Buffer, b: Buffer, acc: np.dtype, a_zero: Shi
 @define("MatMul")
 def _matmul(ctx: ComputeCtx) -> Sequence[Expr]:
     a, b = ctx.input(0), ctx.input(1)
-    if a.dtype.kind not in "f":
+    if not is_float(a.dtype):
         raise ctx.unsupported(f"integer MatMul ({a.dtype}) is not lowered")
     return [cast(matmul_sum(ctx, a, b, wide(a.dtype)), a.dtype)]
 
@@ -161,7 +162,7 @@ def gemm_value(ctx: ComputeCtx) -> Expr:
 
 @define("Gemm")
 def _gemm(ctx: ComputeCtx) -> Sequence[Expr]:
-    if ctx.input(0).dtype.kind != "f":
+    if not is_float(ctx.input(0).dtype):
         raise ctx.unsupported(f"integer Gemm ({ctx.input(0).dtype}) is not lowered")
     return [cast(gemm_value(ctx), ctx.input(0).dtype)]
 
@@ -250,7 +251,7 @@ _BASE_VALUE: Mapping[str, Any] = {
 
 for _name, _fused in FUSED.items():
     def _fused_compute(ctx: ComputeCtx, fused: Any = _fused) -> Sequence[Expr]:
-        if ctx.input(0).dtype.kind != "f":
+        if not is_float(ctx.input(0).dtype):
             raise ctx.unsupported(f"integer {fused.base} ({ctx.input(0).dtype}) is not lowered")
         return [epilogue(ctx, _BASE_VALUE[fused.base](ctx), fused.residual)]
     define(_name, domain=DOMAIN)(_fused_compute)

@@ -242,7 +242,7 @@ def _quantize_dtype(ctx: InferCtx) -> np.dtype:
     return dtype
 
 
-def _division_dtype(precision: int, scale_dtype: np.dtype) -> np.dtype:
+def division_dtype(precision: int, scale_dtype: np.dtype) -> np.dtype:
     """The type x / y_scale is computed in: ``precision`` if set, else the scale's (if a wide float)."""
     if precision:
         return dtype_of(precision)
@@ -270,7 +270,7 @@ def quantize_linear(attrs, x, scale, zero_point=None):
     axis, block = attrs["axis"], attrs["block_size"]
     dtype = _quantized_type(attrs["output_dtype"], None if zero_point is None else zero_point.dtype)
     scale = _expand(scale, x.shape, axis, block)
-    div = _division_dtype(attrs["precision"], scale.dtype)
+    div = division_dtype(attrs["precision"], scale.dtype)
     q = (x.astype(div) / scale.astype(div)).astype(np.float64)
     zp = 0.0 if zero_point is None else _expand(zero_point, x.shape, axis, block).astype(np.float64)
     if dtype in QUANT_INTS:

@@ -9,7 +9,9 @@ LLVM promotes to registers. Floating-point multiplies and adds carry ``contract`
 only in a reduction's accumulate (``Store.contract``), never reassociation, so results do not depend
 on vectorization or threads. Within one store, a sub-expression used twice is computed once.
 Integer division and remainder are guarded so that x / 0 = 0 and MIN / -1 = MIN as in numpy, never
-a trap; shifts by the width or more give 0.
+a trap; shifts by the width or more give 0. The dtypes of ml_dtypes (bfloat16, float8, int4...) are
+held as ``formats`` says: float32 or i8 values, rounded (wrapped) to the dtype after every operation,
+as numpy computes them.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ import numpy as np
 
 from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir.compute import BOOL, Buffer, Call, Const, Expr, Load, Reduce, Var
+from tensoregg.ir.compute.expr import is_float
 from tensoregg.ir.loops import For, Kernel, Local, Stmt, Store
+from tensoregg.targets.llvm.formats import SmallFloat, SmallInt, decode, encode, format_of, wrap
 
-I1, I8, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(64)
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+F32 = ir.FloatType()
 PTR = ir.PointerType()
 FLOATS: dict[str, ir.Type] = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}
 INTRINSIC = {"exp": "exp", "log": "log", "sqrt": "sqrt", "sin": "sin", "cos": "cos", "floor": "floor",
@@ -39,6 +44,9 @@ LIBM = {"erf", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", 
 SUFFIX = {"half": "f16", "float": "f32", "double": "f64"}
 FCMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "=="}
 FAST = ("contract",)
+EXACT = {"max", "min", "abs", "floor", "ceil", "round"}
+"""Float calls whose result is a value of the operands' dtype (no rounding to do for ml_dtypes' floats)."""
+FLOAT_BITS = {"half": 16, "float": 32, "double": 64}
 
 
 def declare(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type]) -> ir.Function:
@@ -48,14 +56,24 @@ def declare(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type])
 
 
 def llvm_type(dtype: np.dtype, *, storage: bool = False) -> ir.Type:
-    """The LLVM type of a value of ``dtype`` (bool is i1 in registers, i8 in memory)."""
+    """The LLVM type of a value of ``dtype`` (bool is i1 in registers, i8 in memory; see ``formats``
+    for ml_dtypes' types)."""
     if dtype == BOOL:
         return I8 if storage else I1
+    fmt = format_of(dtype)
+    if fmt is not None:
+        return fmt.storage if storage else fmt.value
     if dtype.kind in "iu":
         return ir.IntType(dtype.itemsize * 8)
     if dtype.name in FLOATS:
         return FLOATS[dtype.name]
     raise UnsupportedOperator(f"dtype {dtype}", target="llvm", detail="no LLVM type for this dtype")
+
+
+def is_signed(dtype: np.dtype) -> bool:
+    """Whether an integer ``dtype`` is signed."""
+    fmt = format_of(dtype)
+    return fmt.signed if isinstance(fmt, SmallInt) else dtype.kind == "i"
 
 
 class KernelEmitter:
@@ -156,10 +174,57 @@ class KernelEmitter:
 
     def store(self, s: Store) -> None:
         self.values, self.fast = {}, FAST if s.contract else ()
-        value = self.expr(s.value)
-        if s.buffer.dtype == BOOL:
-            value = self.b.zext(value, I8)
+        if isinstance(s.value, Call) and s.value.fn == "bitcast":  # the bits as they are (NaN payloads too)
+            value = self.bits(s.value.args[0])
+        else:
+            value = self.to_storage(self.expr(s.value), s.buffer.dtype)
         self.b.store(value, self.address(s.buffer, s.index))
+
+    # ---- storage ----------------------------------------------------------------------------------
+
+    def to_storage(self, value: ir.Value, dtype: np.dtype) -> ir.Value:
+        """A value of ``dtype`` as it is stored (bool: a byte; ml_dtypes' types: their bits)."""
+        fmt = format_of(dtype)
+        if dtype == BOOL:
+            return self.b.zext(value, I8)
+        if isinstance(fmt, SmallFloat):
+            return self.b.call(encode(self.module, dtype.name, fmt), [value])
+        if isinstance(fmt, SmallInt):
+            return self.b.and_(value, ir.Constant(I8, (1 << fmt.bits) - 1))
+        return value
+
+    def from_storage(self, stored: ir.Value, dtype: np.dtype) -> ir.Value:
+        """The value of ``dtype`` whose storage is ``stored`` (bool: any nonzero byte is true)."""
+        fmt = format_of(dtype)
+        if dtype == BOOL:
+            return self.b.icmp_unsigned("!=", stored, ir.Constant(I8, 0))
+        if isinstance(fmt, SmallFloat):
+            return self.b.call(decode(self.module, dtype.name, fmt), [stored])
+        if isinstance(fmt, SmallInt):
+            return wrap(self.b, fmt, stored)
+        return stored
+
+    def bits(self, e: Expr) -> ir.Value:
+        """The stored bits of ``e``'s value as an integer (a load's read as they are in memory)."""
+        ty = ir.IntType(e.dtype.itemsize * 8)
+        if isinstance(e, Load):
+            return self.b.load(self.address(e.buffer, e.index), typ=ty)
+        value = self.to_storage(self.expr(e), e.dtype)
+        return self.b.bitcast(value, ty) if value.type != ty else value
+
+    def from_bits(self, bits: ir.Value, dtype: np.dtype) -> ir.Value:
+        """The value of ``dtype`` stored as the integer ``bits`` (``bits`` reinterpreted)."""
+        stored = llvm_type(dtype, storage=True)
+        return self.from_storage(self.b.bitcast(bits, stored) if stored != bits.type else bits, dtype)
+
+    def narrow(self, value: ir.Value, dtype: np.dtype) -> ir.Value:
+        """``value`` (of ``dtype``'s value type) rounded or wrapped to a value of ``dtype``."""
+        fmt = format_of(dtype)
+        if isinstance(fmt, SmallFloat):
+            return self.from_storage(self.to_storage(value, dtype), dtype)
+        if isinstance(fmt, SmallInt):
+            return wrap(self.b, fmt, value)
+        return value
 
     # ---- expressions ------------------------------------------------------------------------------
 
@@ -179,7 +244,7 @@ class KernelEmitter:
             return self.vars[id(e)]
         if isinstance(e, Load):
             value = self.b.load(self.address(e.buffer, e.index), typ=llvm_type(e.dtype, storage=True))
-            return self.b.trunc(value, I1) if e.dtype == BOOL else value
+            return self.from_storage(value, e.dtype)
         if isinstance(e, Call):
             return self.call(e)
         if isinstance(e, Reduce):
@@ -190,9 +255,9 @@ class KernelEmitter:
         ty = llvm_type(dtype)
         if dtype == BOOL:
             return ir.Constant(I1, int(bool(value)))
-        if dtype.kind in "iu":
-            return ir.Constant(ty, int(value) & ((1 << (dtype.itemsize * 8)) - 1))  # type: ignore[call-overload]
-        return ir.Constant(ty, float(value))  # type: ignore[arg-type]
+        if is_float(dtype):
+            return ir.Constant(ty, float(value))  # type: ignore[arg-type]
+        return ir.Constant(ty, int(value) & ((1 << ty.width) - 1))  # type: ignore[call-overload, attr-defined]
 
     def intrinsic(self, name: str, ty: ir.Type, args: list[ir.Value]) -> ir.Value:
         return self.b.call(declare(self.module, f"llvm.{name}.{SUFFIX[str(ty)]}", ty, [ty] * len(args)), args)
@@ -208,13 +273,17 @@ class KernelEmitter:
         b, fn = self.b, e.fn
         if fn == "cast":
             return self.cast(self.expr(e.args[0]), e.args[0].dtype, e.dtype)
+        if fn == "bitcast":
+            return self.from_bits(self.bits(e.args[0]), e.dtype)
         args = [self.expr(a) for a in e.args]
         if fn == "select":
             return b.select(*args)
         dtype = e.args[0].dtype
-        if dtype.kind == "f":
-            return self.float_call(fn, dtype, args)
-        return self.int_call(fn, dtype, args)
+        if is_float(dtype):
+            out = self.float_call(fn, dtype, args)
+            return self.narrow(out, dtype) if e.dtype == dtype and fn not in EXACT else out
+        out = self.int_call(fn, dtype, args)
+        return self.narrow(out, dtype) if e.dtype == dtype and fn not in ("max", "min") else out
 
     def float_call(self, fn: str, dtype: np.dtype, args: list[ir.Value]) -> ir.Value:
         b, ty = self.b, llvm_type(dtype)
@@ -236,13 +305,13 @@ class KernelEmitter:
         if fn == "isinf":
             return b.fcmp_ordered("==", self.intrinsic("fabs", ty, args), ir.Constant(ty, float("inf")))
         if fn == "signbit":
-            bits = b.bitcast(args[0], ir.IntType(dtype.itemsize * 8))
+            bits = b.bitcast(args[0], ir.IntType(FLOAT_BITS[str(ty)]))
             return b.icmp_signed("<", bits, ir.Constant(bits.type, 0))
         raise UnsupportedOperator(f"call {fn}", target="llvm", detail=f"not defined on {dtype}")
 
     def int_call(self, fn: str, dtype: np.dtype, args: list[ir.Value]) -> ir.Value:
         b = self.b
-        signed = dtype.kind == "i"
+        signed = is_signed(dtype)
         ty = args[0].type
         if fn in ("add", "sub", "mul", "and", "or", "xor"):
             op = {"add": b.add, "sub": b.sub, "mul": b.mul, "and": b.and_, "or": b.or_, "xor": b.xor}[fn]
@@ -254,7 +323,7 @@ class KernelEmitter:
             return b.select(pick(">" if fn == "max" else "<", *args), *args)
         if fn in ("shl", "shr"):
             shifted = b.shl(*args) if fn == "shl" else b.lshr(*args)
-            too_far = b.icmp_unsigned(">=", args[1], ir.Constant(ty, dtype.itemsize * 8))
+            too_far = b.icmp_unsigned(">=", args[1], ir.Constant(ty, ty.width))
             return b.select(too_far, ir.Constant(ty, 0), shifted)
         if fn in FCMP or fn == "ne":
             pick = b.icmp_signed if signed else b.icmp_unsigned
@@ -290,6 +359,8 @@ class KernelEmitter:
         ty = llvm_type(dst)
         if src == dst:
             return x
+        if format_of(src) is not None or format_of(dst) is not None:
+            return self.format_cast(x, src, dst)
         if dst == BOOL:
             if src.kind == "f":
                 return b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0))
@@ -309,6 +380,32 @@ class KernelEmitter:
         if dst.itemsize > src.itemsize:
             return b.sext(x, ty) if src.kind == "i" else b.zext(x, ty)
         return x
+
+    def format_cast(self, x: ir.Value, src: np.dtype, dst: np.dtype) -> ir.Value:
+        """A cast from or to one of ml_dtypes' types, as ml_dtypes converts: to a float format through
+        float32 (64-bit integers and float64 rounded to it first), to a small integer through int32
+        (truncated; out of its range or NaN: 0), its low bits kept."""
+        b = self.b
+        sf, df = format_of(src), format_of(dst)
+        if isinstance(sf, SmallFloat):  # the value is a float32 holding it exactly
+            src = np.dtype(np.float32)
+        elif isinstance(sf, SmallInt):  # an int8 holding it (zero-extended if unsigned: a uint8)
+            src = np.dtype(np.int8 if sf.signed else np.uint8)
+        if df is None:
+            return self.cast(x, src, dst)
+        if isinstance(df, SmallFloat):
+            if src.itemsize == 8 and not is_float(src):
+                x, src = self.cast(x, src, np.dtype(np.float64)), np.dtype(np.float64)
+            return self.narrow(self.cast(x, src, np.dtype(np.float32)), dst)
+        if src == BOOL:
+            return b.zext(x, I8)
+        if is_float(src):
+            x = b.fpext(x, F32) if src.itemsize == 2 else x
+            sat = declare(self.module, f"llvm.fptosi.sat.i32.{SUFFIX[str(x.type)]}", I32, [x.type])
+            too_big = b.fcmp_ordered(">=", x, ir.Constant(x.type, 2.0 ** 31))
+            x = b.select(too_big, ir.Constant(I32, 0), b.call(sat, [x]))
+        x = b.trunc(x, I8) if x.type.width > 8 else x
+        return wrap(b, df, x)
 
 
 def emit_kernel(module: ir.Module, kernel: Kernel) -> ir.Function:

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from onnx import helper
+from onnx import TensorProto, helper
 
 from tensoregg.errors import UnsupportedOperator
 from tensoregg.frontends.onnx import import_onnx
@@ -185,11 +185,8 @@ def test_dropout_mask():
 
 
 def test_unrepresentable_casts_are_unsupported():
-    import ml_dtypes
-
-    model = single_op_model("Cast", [np.zeros(3, F32)], {"to": helper.np_dtype_to_tensor_dtype(
-        np.dtype(ml_dtypes.bfloat16))})
-    with pytest.raises(UnsupportedOperator, match="bfloat16"):
+    model = single_op_model("Cast", [np.zeros(3, F32)], {"to": TensorProto.STRING})
+    with pytest.raises(UnsupportedOperator, match="target type object"):
         check_native(import_onnx(model), {"in0": np.zeros(3, F32)}, require=True)
 
 

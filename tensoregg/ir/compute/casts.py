@@ -4,9 +4,10 @@ linear (de)quantization.
 Cast and CastLike convert among every numeric dtype: bool, the integers, float16/32/64 and
 ml_dtypes' bfloat16, float8/6/4 and int4/uint4/int2/uint2 (rounded or wrapped as ml_dtypes does);
 strings are unsupported. With ``saturate``, float8 targets clip to the type's range first (NaN stays
-NaN); float8e8m0 is computed from the float32 bits per ``round_mode``. A float out of an integer
-type's range (undefined in ONNX, platform-dependent in numpy) saturates to the nearest bound, NaN to
-0. BitCast reinterprets each element's bits. (De)quantization covers every type of the references.
+NaN); float8e8m0 is computed from the float32 bits per ``round_mode``. A float to an integer
+truncates to int64 and wraps to the target's width, as numpy does on x86 (-1.0 -> uint16 is 65535);
+beyond int64's range (undefined in ONNX, the CPU's choice in numpy) it saturates, NaN to 0. BitCast
+reinterprets each element's bits. (De)quantization covers every type of the references.
 """
 
 from __future__ import annotations

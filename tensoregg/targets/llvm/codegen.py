@@ -369,10 +369,8 @@ class KernelEmitter:
             return b.uitofp(x, ty) if dst.kind == "f" else b.zext(x, ty)
         if src.kind == "f" and dst.kind == "f":
             return b.fpext(x, ty) if dst.itemsize > src.itemsize else b.fptrunc(x, ty)
-        if src.kind == "f":  # saturating: NaN -> 0, out of range -> the nearest bound
-            sign = "s" if dst.kind == "i" else "u"
-            name = f"llvm.fpto{sign}i.sat.i{dst.itemsize * 8}.{SUFFIX[str(x.type)]}"
-            return b.call(declare(self.module, name, ty, [x.type]), [x])
+        if src.kind == "f":
+            return self.float_to_int(x, dst)
         if dst.kind == "f":
             return b.sitofp(x, ty) if src.kind == "i" else b.uitofp(x, ty)
         if dst.itemsize < src.itemsize:
@@ -380,6 +378,19 @@ class KernelEmitter:
         if dst.itemsize > src.itemsize:
             return b.sext(x, ty) if src.kind == "i" else b.zext(x, ty)
         return x
+
+    def float_to_int(self, x: ir.Value, dst: np.dtype) -> ir.Value:
+        """A float to an integer as numpy does on x86 for values in int64's range: truncated toward
+        zero to int64, then wrapped to the target's width (-1.0 -> uint16 is 65535); uint64 takes
+        values >= 2^63 unsigned. Beyond that (and NaN), where numpy's result is the CPU's, it saturates
+        (NaN -> 0): ONNX leaves those casts undefined."""
+        b = self.b
+        suffix = SUFFIX[str(x.type)]
+        wide = b.call(declare(self.module, f"llvm.fptosi.sat.i64.{suffix}", I64, [x.type]), [x])
+        if dst.kind == "u" and dst.itemsize == 8 and suffix != "f16":  # (no finite half reaches 2^63)
+            unsigned = b.call(declare(self.module, f"llvm.fptoui.sat.i64.{suffix}", I64, [x.type]), [x])
+            return b.select(b.fcmp_ordered(">=", x, ir.Constant(x.type, 2.0 ** 63)), unsigned, wide)
+        return wide if dst.itemsize == 8 else b.trunc(wide, llvm_type(dst))
 
     def format_cast(self, x: ir.Value, src: np.dtype, dst: np.dtype) -> ir.Value:
         """A cast from or to one of ml_dtypes' types, as ml_dtypes converts: to a float format through

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from tensoregg.ir.compute import Buffer, Expr, Var
+from tensoregg.ir.compute import Buffer, Call, Const, Expr, Var
 
 
 class Stmt:
@@ -71,8 +71,6 @@ def statements(body: list[Stmt]) -> Iterator[Stmt]:
 def work(body: list[Stmt]) -> int:
     """How many stores ``body`` executes (loops with bounds known at compile time; a bound that is
     an expression counts as its constant part's upper limit, or 1)."""
-    from tensoregg.ir.compute import Call, Const
-
     def extent(s: For) -> int:
         if isinstance(s.stop, Const) and isinstance(s.start, Const):
             return max(0, int(s.stop.value) - int(s.start.value))

@@ -134,6 +134,14 @@ class MemoryPlan:
         for n in self.aliases:
             self.places[n] = self.places[root(n)]
 
+    def address(self, place: Place, io: Mapping[str, int], work: int) -> int:
+        """The address of ``place``, given those of the graph's inputs and outputs (by name) and of
+        the workspace."""
+        if place.kind in ("input", "output"):
+            names = list(self.graph.inputs) if place.kind == "input" else self.graph.outputs
+            return io[names[place.at]]
+        return (self.weights_address if place.kind == "weights" else work) + place.at
+
     def param_places(self, low: LoweredNode) -> list[Place]:
         """Where each of ``low``'s kernel params lives."""
         n_in = len(low.inputs)

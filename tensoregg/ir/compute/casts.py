@@ -120,7 +120,6 @@ def saturate(q: Expr, dtype: np.dtype) -> Expr:
     return cast(_clip(q, info.min, info.max), dtype)
 
 
-_saturate = saturate  # the name linalg.py imports
 
 
 @define("DequantizeLinear")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tensoregg.ir.compute.casts import _saturate as saturate
+from tensoregg.ir.compute.casts import saturate
 from tensoregg.ir.compute.elementwise import SCALAR, clip
 from tensoregg.ir.compute.expr import (
     INDEX,

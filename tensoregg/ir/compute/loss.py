@@ -25,7 +25,7 @@ from tensoregg.ir.compute.expr import (
     select,
 )
 from tensoregg.ir.compute.linalg import idx, wide
-from tensoregg.ir.compute.reductions import _peak, clamp, kept, stat
+from tensoregg.ir.compute.reductions import clamp, kept, peak_stage, stat
 
 
 def _sample(ctx: ComputeCtx, log_prob: Buffer, at: Sequence[Expr]) -> tuple[Expr, Expr]:
@@ -70,7 +70,7 @@ def _nll(ctx: ComputeCtx) -> Sequence[Expr]:
 def log_softmax_stage(ctx: ComputeCtx, x: Buffer, axis: int) -> Buffer:
     """A stage: (x - max) - log(sum(exp(x - max))) along ``axis``, the sum in the accumulation dtype
     and rounded to x's dtype (as the LogSoftmax reference computes it)."""
-    peak = _peak(ctx, x, axis)
+    peak = peak_stage(ctx, x, axis)
 
     def shifted(at: Sequence[Expr]) -> Expr:
         return x[tuple(at)] - peak[kept(at, (axis,))]

@@ -198,7 +198,7 @@ def _reduce(ctx: ComputeCtx) -> Sequence[Expr]:
 
 # ---- ArgMax, ArgMin and the softmax family ----------------------------------------------------------
 
-def _peak(ctx: ComputeCtx, x: Buffer, axis: int, combiner: str = "max") -> Buffer:
+def peak_stage(ctx: ComputeCtx, x: Buffer, axis: int, combiner: str = "max") -> Buffer:
     """A stage: x's max (or min) along ``axis`` (NaN if the row holds one), the axis kept."""
     return stat(ctx, combiner, x.shape, (axis,), combiner, lambda at: x[at])
 
@@ -225,7 +225,7 @@ def _arg(ctx: ComputeCtx) -> Sequence[Expr]:
     if x.shape[axis] == 0:
         raise ctx.unsupported("ArgMax/ArgMin along an empty axis")
     last = bool(ctx.attrs["select_last_index"])
-    peak = _peak(ctx, x, axis, "max" if ctx.op == "ArgMax" else "min")
+    peak = peak_stage(ctx, x, axis, "max" if ctx.op == "ArgMax" else "min")
     return [over("max" if last else "min", x.shape, (axis,), ctx.index(), bool(ctx.attrs["keepdims"]),
                  _hit_term(x, axis, peak, last))]
 
@@ -236,7 +236,7 @@ def _softmax(ctx: ComputeCtx) -> Sequence[Expr]:
     accumulation dtype and rounded to x's dtype as numpy's is."""
     x = ctx.input(0)
     axis, i = ctx.attrs["axis"] % len(x.shape), ctx.index()
-    peak = _peak(ctx, x, axis)
+    peak = peak_stage(ctx, x, axis)
 
     def shifted(at: tuple[Expr, ...]) -> Expr:
         return x[at] - peak[kept(at, (axis,))]
@@ -253,7 +253,7 @@ def _hardmax(ctx: ComputeCtx) -> Sequence[Expr]:
     """1 at the first max along the axis (the first NaN if any), 0 elsewhere."""
     x = ctx.input(0)
     axis, i = ctx.attrs["axis"] % len(x.shape), ctx.index()
-    first = stat(ctx, "first", x.shape, (axis,), "min", _hit_term(x, axis, _peak(ctx, x, axis), False))
+    first = stat(ctx, "first", x.shape, (axis,), "min", _hit_term(x, axis, peak_stage(ctx, x, axis), False))
     return [select(call("eq", i[axis], first[kept(i, (axis,))]), const(1, x.dtype), const(0, x.dtype))]
 
 

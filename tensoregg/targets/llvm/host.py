@@ -124,7 +124,8 @@ def host_target() -> Target:
     """This machine as the ``llvm`` Target (peak and bandwidth measured on first use, then cached)."""
     cpu, features = host_cpu()
     cores = len(available_cpus())
-    lanes = vector_bits(features) // 32
+    bits = vector_bits(features)
+    lanes = bits // 32
     key = hashlib.sha256(f"{cpu}|{features}|{cores}".encode()).hexdigest()[:16]
     path = _cache_file(key)
     data = _load(path, key)
@@ -137,5 +138,5 @@ def host_target() -> Target:
         except OSError:
             pass  # a read-only home: measure again next time
     return Target("llvm", peak_flops=data["core_flops"] * cores, mem_bandwidth=data["bandwidth"],
-                  kernel_overhead_s=2e-7, cpu=cpu, features=features, vector_bits=vector_bits(features),
+                  kernel_overhead_s=2e-7, cpu=cpu, features=features, vector_bits=bits,
                   cores=cores, caches=tuple(sorted(cache_sizes().items())))

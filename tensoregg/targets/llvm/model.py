@@ -161,15 +161,9 @@ class NativeModel:
                    if p.kind == "output"}
         work = aligned_empty(plan.work_size)
 
-        def address(place: Place) -> int:
-            if place.kind in ("input", "output"):
-                name = (list(g.inputs) if place.kind == "input" else g.outputs)[place.at]
-                return int((inputs if place.kind == "input" else outputs)[name].ctypes.data)
-            base = plan.weights_address if place.kind == "weights" else int(work.ctypes.data)
-            return base + place.at
-
+        io = {n: int(a.ctypes.data) for n, a in [*inputs.items(), *outputs.items()]}
         times: list[list[float]] = [[] for _ in self.lowered]
-        calls = [(kernel, [address(p) for p in plan.param_places(low)])
+        calls = [(kernel, [plan.address(p, io, int(work.ctypes.data)) for p in plan.param_places(low)])
                  for low, kernel in zip(self.lowered, self._kernels)]
         barrier = self._barrier.ctypes.data
         for _ in range(repeat):
@@ -226,13 +220,8 @@ class NativeModel:
         every = [*plan.places.values(), *plan.constant_places.values()]
         constants = [p for p in every if p.kind == "weights"]
 
-        def address(place: Place) -> int:
-            if place.kind in ("input", "output"):
-                raw, start, _ = arenas[(list(g.inputs) if place.kind == "input" else g.outputs)[place.at]]
-                return int(raw.ctypes.data) + start
-            if place.kind == "weights":
-                return plan.weights_address + place.at
-            return int(work.ctypes.data) + place.at
+        io = {n: int(raw.ctypes.data) + start for n, (raw, start, _) in arenas.items()}
+        work_at = int(work.ctypes.data)
 
         for k, (node, low, kernel) in enumerate(zip(g.nodes, self.lowered, self._kernels)):
             if k in self.views:
@@ -241,7 +230,7 @@ class NativeModel:
             for p in (p for p in places if p.kind == "work"):  # guards may hold an earlier value
                 work[p.at - pad:p.at] = POISON                     # that shared these bytes
                 work[p.at + p.nbytes:p.at + p.nbytes + pad] = POISON
-            kernel(*[address(p) for p in places], 0, 1, self._barrier.ctypes.data)
+            kernel(*[plan.address(p, io, work_at) for p in places], 0, 1, self._barrier.ctypes.data)
             where = f"{node.op} node {node.label!r}"
             _check_guards(where, arenas, work, pad,
                           [(p, b.name) for p, b in zip(places, low.kernel.params) if p.kind == "work"])

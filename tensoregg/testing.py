@@ -68,7 +68,22 @@ def arrays(dtype: Any, shape: Sequence[int], *, low: float = -4.0, high: float =
         elems = st.integers(max(int(low), int(info.min)), min(int(high), int(info.max)))
     else:
         elems = st.floats(low, high, allow_nan=False, allow_infinity=False, width=32)
+    if n > LIST_LIMIT:  # beyond what hypothesis draws element by element: values from a drawn seed
+        def seeded(seed: int) -> np.ndarray:
+            rng = np.random.default_rng(seed)
+            values: np.ndarray
+            if dtype.kind in "iu":
+                info = np.iinfo(dtype)
+                values = rng.integers(max(int(low), int(info.min)), min(int(high), int(info.max)) + 1, n)
+            else:
+                values = rng.uniform(low, high, n) if dtype != np.bool_ else rng.uniform(size=n) > 0.5
+            return values.astype(dtype).reshape(shape)
+        return st.integers(0, 2**32 - 1).map(seeded)
     return st.lists(elems, min_size=n, max_size=n).map(lambda xs: np.array(xs, dtype=dtype).reshape(shape))
+
+
+LIST_LIMIT = 4096
+"""Arrays with more elements than this are drawn as a seed for numpy's generator."""
 
 
 def broadcastable_shapes(shape: Sequence[int]) -> st.SearchStrategy:

@@ -2,17 +2,21 @@
 
 A :class:`Kernel` takes buffers (inputs, outputs, intermediate stages; all dense row-major) and runs
 statements: :class:`For` loops over ``[start, stop)`` of i64 index variables, :class:`Store` of a
-scalar :class:`~tensoregg.ir.compute.Expr` into a buffer element, and :class:`Local` stack buffers
-(accumulators) that live for their body. Expressions are those of compute definitions, without
-:class:`~tensoregg.ir.compute.Reduce` (lowering turns reductions into loops).
+scalar :class:`~tensoregg.ir.compute.Expr` into a buffer element, :class:`Local` stack buffers
+(accumulators, packed tiles) that live for their body, and :class:`Invoke` of a target intrinsic (a
+GEMM micro-kernel: an inner tile tensorized). Expressions are those of compute definitions, without
+:class:`~tensoregg.ir.compute.Reduce` (lowering turns reductions into loops). An index may also
+address a buffer as flat memory: zeros on every axis but the last, which holds the flat offset
+(:func:`flat`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from tensoregg.ir.compute import Buffer, Call, Const, Expr, Var
+from tensoregg.ir.compute import INDEX, Buffer, Call, Const, Expr, Var, const
 
 
 class Stmt:
@@ -51,6 +55,37 @@ class Local(Stmt):
 
 
 @dataclass(eq=False)
+class Ref:
+    """The address of element ``offset`` (flat, row-major) of ``buffer``."""
+
+    buffer: Buffer
+    offset: Expr
+
+    def __repr__(self) -> str:
+        return f"&{self.buffer.name}[{self.offset!r}]"
+
+
+@dataclass(eq=False)
+class Invoke(Stmt):
+    """A call of the target intrinsic ``intrinsic`` (e.g. a ``MicroKernel``) on addresses and i64
+    values. It reads and writes only what its definition says, within the addressed buffers."""
+
+    intrinsic: Any
+    args: tuple[Ref | Expr, ...]
+    work: int = 1
+    """The stores it stands for (multiply-adds for a micro-kernel), for :func:`work`."""
+
+    @property
+    def refs(self) -> list[Ref]:
+        return [a for a in self.args if isinstance(a, Ref)]
+
+
+def flat(buf: Buffer, offset: Expr) -> tuple[Expr, ...]:
+    """An index addressing element ``offset`` of ``buf`` as flat memory (see the module docstring)."""
+    return (*(const(0, INDEX) for _ in buf.shape[:-1]), offset)
+
+
+@dataclass(eq=False)
 class Kernel:
     name: str
     params: list[Buffer]
@@ -85,6 +120,8 @@ def work(body: list[Stmt]) -> int:
             total += work(s.body)
         elif isinstance(s, Store):
             total += 1
+        elif isinstance(s, Invoke):
+            total += s.work
     return total
 
 
@@ -108,6 +145,9 @@ def format_kernel(kernel: Kernel) -> str:
                 index = ", ".join(map(repr, s.index))
                 note = "  # contract" if s.contract else ""
                 lines.append(f"{pad}{s.buffer.name}[{index}] = {s.value!r}{note}")
+            elif isinstance(s, Invoke):
+                name = getattr(s.intrinsic, "name", s.intrinsic)
+                lines.append(f"{pad}invoke {name}({', '.join(map(repr, s.args))})")
     emit(kernel.body, 1)
     lines.append("}")
     return "\n".join(lines)

@@ -32,9 +32,12 @@ from tensoregg.ir.compute import (
     substitute,
     walk,
 )
+from tensoregg.ir.contraction import find_contraction
 from tensoregg.ir.graph import Node, infer_node
-from tensoregg.ir.loops import For, Kernel, Local, Stmt, Store, statements
+from tensoregg.ir.loops import For, Invoke, Kernel, Local, Stmt, Store, statements
 from tensoregg.ir.registry import OpDef
+from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Schedule
+from tensoregg.ir.tiling import constant_factor, lower_gemm
 from tensoregg.ir.types import TensorType
 
 ROW_CHUNK = 64
@@ -57,8 +60,10 @@ class LoweredNode:
 
 def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
                values: Mapping[str, np.ndarray], *, target: str = "llvm", name: str = "k",
-               row: bool = True) -> LoweredNode:
-    """Lower ``node`` (its input types in ``types``, constant inputs in ``values``).
+               row: bool = True, choose: Chooser | None = None) -> LoweredNode:
+    """Lower ``node`` (its input types in ``types``, constant inputs in ``values``). An output that
+    is a contraction (``tensoregg.ir.contraction``) is scheduled by ``choose`` when given: tiled as
+    the schedule it returns says, or by the default lowering for ``Untiled``.
 
     Unused outputs (named ``""``) are computed too, into buffers the caller provides as scratch.
     """
@@ -78,22 +83,49 @@ def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
     body: list[Stmt] = []
     for stage in ctx.stages:
         body += assign(stage.buffer, stage.index, stage.value, row=row)
+    known = {id(by_value[n]): np.asarray(values[n]) for n in distinct if values.get(n) is not None}
+    known.update((id(b), v) for b, v in ctx.constants)
+    constants = list(ctx.constants)
     for k, (buf, e) in enumerate(zip(outs, exprs)):
         if e.dtype != buf.dtype:
             raise TypeError(f"{node.op} output {k}: compute gives {e.dtype}, type says {buf.dtype}")
-        body += assign(buf, ctx.index(k), e, row=row)
+        tiled = None if choose is None else scheduled(buf, ctx.index(k), e, choose, known)
+        if tiled is None:
+            body += assign(buf, ctx.index(k), e, row=row)
+        else:
+            body += tiled[0]
+            constants += tiled[1]
     scratch = [s.buffer for s in ctx.stages]
     read = _loaded(body)
     kept = [n for n in distinct if id(by_value[n]) in read]  # e.g. weights the definition re-laid out
-    params = [*(by_value[n] for n in kept), *outs, *scratch, *(b for b, _ in ctx.constants)]
+    constants = [(b, v) for b, v in constants if id(b) in read]
+    params = [*(by_value[n] for n in kept), *outs, *scratch, *(b for b, _ in constants)]
     kernel = Kernel(name, params, body, [*outs, *scratch])
-    return LoweredNode(kernel, kept, list(node.outputs), scratch, ctx.constants)
+    return LoweredNode(kernel, kept, list(node.outputs), scratch, constants)
+
+
+Chooser = Callable[[GemmProblem], Schedule]
+"""Picks the schedule of a contraction's GEMM problem."""
+
+
+def scheduled(buf: Buffer, index: Sequence[Var], e: Expr, choose: Chooser, known: Mapping[int, np.ndarray],
+              ) -> tuple[list[Stmt], list[tuple[Buffer, np.ndarray]]] | None:
+    """``e`` stored into ``buf`` as the schedule ``choose`` picks, if it is a contraction and the
+    schedule is tiled (loop IR and the constants it packed); else None."""
+    c = find_contraction(buf, index, e)
+    if c is None:
+        return None
+    problem = c.problem(constant_factor(c, "a", known), constant_factor(c, "b", known))
+    schedule = choose(problem)
+    return lower_gemm(c, schedule, known) if isinstance(schedule, GemmSchedule) else None
 
 
 def _loaded(body: list[Stmt]) -> set[int]:
-    """The ids of the buffers that ``body`` loads from."""
+    """The ids of the buffers that ``body`` loads from (or passes to an intrinsic)."""
     found: set[int] = set()
     for s in statements(body):
+        if isinstance(s, Invoke):
+            found.update(id(r.buffer) for r in s.refs)
         exprs = [*s.index, s.value] if isinstance(s, Store) else [s.start, s.stop] if isinstance(s, For) \
             else []
         found.update(id(e.buffer) for x in exprs for e in walk(x) if isinstance(e, Load))

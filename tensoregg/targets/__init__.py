@@ -12,6 +12,18 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class MicroKernel:
+    """A register-blocked GEMM micro-kernel the target offers: an ``mr`` x ``nr`` tile of C updated by
+    ``kc`` outer products of a packed A panel (``mr`` rows) and a packed B panel (``nr`` columns),
+    held in vector registers (``nr`` is a multiple of the vector lanes). Tensorize rules match it."""
+
+    name: str
+    mr: int
+    nr: int
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     peak_flops: float
@@ -30,9 +42,28 @@ class Target:
     """CPUs the target's code may run on."""
     caches: tuple[tuple[str, int], ...] = field(default=())
     """(level, bytes) of the data caches, e.g. (("L1", 32768), ("L2", 524288), ...)."""
+    vector_registers: int = 16
+    """Architectural float vector registers (16 ymm with AVX2, 32 zmm with AVX-512)."""
+    microkernels: tuple[MicroKernel, ...] = ()
+    """GEMM micro-kernels the target's code generator emits (tensorize candidates)."""
     rule_families: tuple[str, ...] = ("algebra", "layout", "linalg", "parallel", "fusion")
     """The rule families (``tensoregg.rules.RULESETS`` keys) saturated for this target, in order:
     parallel before fusion, so that merged MatMuls still get their epilogues fused."""
+
+
+    @property
+    def core_flops(self) -> float:
+        """Peak floating-point operations per second of one core."""
+        return self.peak_flops / max(self.cores, 1)
+
+    @property
+    def lanes(self) -> int:
+        """fp32 lanes of the widest vector register."""
+        return self.vector_bits // 32
+
+    def cache(self, level: str, default: int) -> int:
+        """Bytes of cache ``level`` (``L1``, ``L2``, ``L3``), ``default`` where unknown."""
+        return dict(self.caches).get(level, default)
 
 
 REF = Target("ref", peak_flops=102.7e9, mem_bandwidth=21e9, kernel_overhead_s=2e-6)

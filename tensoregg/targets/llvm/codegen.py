@@ -28,7 +28,8 @@ import numpy as np
 from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir.compute import BOOL, Buffer, Call, Const, Expr, Load, Reduce, Var
 from tensoregg.ir.compute.expr import is_float
-from tensoregg.ir.loops import For, Kernel, Local, Stmt, Store
+from tensoregg.ir.loops import For, Invoke, Kernel, Local, Ref, Stmt, Store
+from tensoregg.targets import MicroKernel
 from tensoregg.targets.llvm.formats import SmallFloat, SmallInt, decode, encode, format_of, wrap
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -118,6 +119,8 @@ class KernelEmitter:
                 self.store(s)
             elif isinstance(s, Local):
                 self.local(s)
+            elif isinstance(s, Invoke):
+                self.invoke(s)
             else:
                 raise TypeError(f"unknown statement {s!r}")
 
@@ -152,9 +155,29 @@ class KernelEmitter:
     def local(self, s: Local) -> None:
         with self.b.goto_entry_block():
             slot = self.b.alloca(ir.ArrayType(llvm_type(s.buffer.dtype, storage=True), s.buffer.size))
+        slot.align = 64  # packed tiles are read a cache line at a time
         slot.type = PTR  # llvmlite's alloca keeps a typed pointer even with opaque pointers on
         self.ptrs[id(s.buffer)] = slot
         self.block(s.body)
+
+    def invoke(self, s: Invoke) -> None:
+        self.values = {}
+        if not isinstance(s.intrinsic, MicroKernel):
+            raise UnsupportedOperator(f"intrinsic {s.intrinsic!r}", target="llvm", detail="not offered")
+        from tensoregg.targets.llvm.host import vector_bits
+        from tensoregg.targets.llvm.jit import host_cpu
+        from tensoregg.targets.llvm.ukernels import emit_microkernel
+
+        fn = emit_microkernel(self.module, s.intrinsic, vector_bits(host_cpu()[1]) // 32)
+        args = [self.b.gep(self.pointer(a.buffer), [self.expr(a.offset)], inbounds=True,
+                           source_etype=llvm_type(a.buffer.dtype, storage=True))
+                if isinstance(a, Ref) else self.expr(a) for a in s.args]
+        self.b.call(fn, args)
+
+    def pointer(self, buf: Buffer) -> ir.Value:
+        if id(buf) not in self.ptrs:
+            raise ValueError(f"kernel {self.kernel.name}: buffer {buf.name} is not a param or local")
+        return self.ptrs[id(buf)]
 
     def address(self, buf: Buffer, index: Sequence[Expr]) -> ir.Value:
         flat: ir.Value | None = None
@@ -166,10 +189,8 @@ class KernelEmitter:
                     term = self.b.mul(term, ir.Constant(I64, stride), flags=["nsw"])
                 flat = term if flat is None else self.b.add(flat, term, flags=["nsw"])
             stride *= d
-        if id(buf) not in self.ptrs:
-            raise ValueError(f"kernel {self.kernel.name}: buffer {buf.name} is not a param or local")
         offset = flat if flat is not None else ir.Constant(I64, 0)
-        return self.b.gep(self.ptrs[id(buf)], [offset], inbounds=True,
+        return self.b.gep(self.pointer(buf), [offset], inbounds=True,
                           source_etype=llvm_type(buf.dtype, storage=True))
 
     def store(self, s: Store) -> None:

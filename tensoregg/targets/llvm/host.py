@@ -22,6 +22,7 @@ import numpy as np
 from tensoregg.runtime.threads import available_cpus
 from tensoregg.targets import Target
 from tensoregg.targets.llvm.jit import JitModule, host_cpu
+from tensoregg.targets.llvm.ukernels import microkernels_for
 
 CACHE_VERSION = 1
 
@@ -137,6 +138,8 @@ def host_target() -> Target:
             path.write_text(json.dumps(data))
         except OSError:
             pass  # a read-only home: measure again next time
+    registers = 32 if bits == 512 else 16
     return Target("llvm", peak_flops=data["core_flops"] * cores, mem_bandwidth=data["bandwidth"],
                   kernel_overhead_s=2e-7, cpu=cpu, features=features, vector_bits=bits,
-                  cores=cores, caches=tuple(sorted(cache_sizes().items())))
+                  cores=cores, caches=tuple(sorted(cache_sizes().items())), vector_registers=registers,
+                  microkernels=microkernels_for(bits, registers))

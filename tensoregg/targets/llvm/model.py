@@ -29,12 +29,15 @@ import numpy as np
 from tensoregg.errors import CompileError, GuardViolation
 from tensoregg.ir.compute import Buffer, Const, Expr, Load, walk
 from tensoregg.ir.graph import Graph
-from tensoregg.ir.loops import For, Kernel, Local, Store, format_kernel, statements, work
-from tensoregg.ir.lower import LoweredNode, lower_node
+from tensoregg.ir.loops import For, Invoke, Kernel, Local, Store, format_kernel, statements, work
+from tensoregg.ir.lower import Chooser, LoweredNode, lower_node
 from tensoregg.ir.registry import get_op
+from tensoregg.rules.schedules import choose_gemm_schedule
 from tensoregg.runtime.memory import ALIGN, POISON, MemoryPlan, Place, align, aligned_empty
 from tensoregg.runtime.threads import ThreadTeam, available_cpus
+from tensoregg.targets import Target
 from tensoregg.targets.llvm.codegen import PTR, emit_kernel
+from tensoregg.targets.llvm.host import host_target
 from tensoregg.targets.llvm.jit import JitModule, emit_object
 
 PARALLEL_MIN_WORK = 1 << 22
@@ -46,12 +49,18 @@ class NativeModel:
     """A Graph compiled to native code (see the module docstring). With ``guard``, ``run`` runs in
     guard mode with that many guard bytes."""
 
-    def __init__(self, graph: Graph, *, guard: int = 0, row: bool = True) -> None:
+    def __init__(self, graph: Graph, *, guard: int = 0, row: bool = True, target: Target | None = None,
+                 choose: Chooser | None = None, schedule: bool = True) -> None:
         self.graph, self.guard = graph, guard
+        self.target = target if target is not None else host_target()
+        if choose is None and schedule:
+            description = self.target
+            choose = lambda problem: choose_gemm_schedule(problem, description)  # noqa: E731
         self.lowered: list[LoweredNode] = []
         for k, node in enumerate(graph.nodes):
             opdef = get_op(node.op, node.domain)
-            low = lower_node(opdef, node, graph.types, graph.initializers, name=f"k{k}", row=row)
+            low = lower_node(opdef, node, graph.types, graph.initializers, name=f"k{k}", row=row,
+                             choose=choose if schedule else None)
             self.lowered.append(low)
         self.aliases, self.views = reuse_memory(graph, self.lowered)
         self.plan = MemoryPlan(graph, self.lowered, aliases=self.aliases)
@@ -298,7 +307,7 @@ def writes_in_place(low: LoweredNode, source: Buffer, out: Buffer) -> bool:
     if low.scratch or source.dtype != out.dtype or source.shape != out.shape:
         return False
     stores = [s for s in statements(low.kernel.body) if isinstance(s, Store)]
-    if any(isinstance(s, Local) for s in statements(low.kernel.body)):
+    if any(isinstance(s, (Local, Invoke)) for s in statements(low.kernel.body)):
         return False
     if any(s.buffer is not out for s in stores):
         return False

@@ -1,0 +1,73 @@
+"""Schedule templates: how a kernel's loops are tiled, as terms with literal parameters.
+
+A contraction kernel (MatMul, Gemm, Conv as an implicit GEMM, their fused forms) is ``batch``
+independent products C[M, N] = A[M, K] @ B[K, N] (:class:`GemmProblem`). Its schedules form one
+template, :class:`GemmSchedule`: the BLIS loop nest with its decisions filled in. Per task of one
+parallel loop over ``batch x split_n x split_m`` tasks (each an N range and an M range)::
+
+    for jc in N range, step nc:                 # B block (kc x nc) lives in L2/L3
+      for pc in 0..K, step kc:
+        pack B[pc:pc+kc, jc:jc+nc] into nr-wide panels     (unless B is constant: packed at compile time)
+        for ic in M range, step mc:             # A block (mc x kc) lives in L2
+          pack A[ic:ic+mc, pc:pc+kc] into mr-high panels    (unless A is constant)
+          for jr in 0..nc, step nr:
+            for ir in 0..mc, step mr:
+              micro-kernel: C[ir.., jr..] += A panel @ B panel (mr x nr in registers)
+          (last pc: the kernel's epilogue on each finished tile)
+
+:class:`Untiled` is the default lowering (``tensoregg.ir.lower``), which always exists. The schedules
+of a problem are enumerated by rules (``tensoregg.rules.schedules``) and costed by the target's cost
+model (``tensoregg.extraction.kernel_cost``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tensoregg.targets import MicroKernel
+
+
+@dataclass(frozen=True)
+class GemmProblem:
+    """``batch`` products of an M x K by a K x N matrix. ``pack_a`` / ``pack_b``: the operand is
+    computed at run time and packed per block; False: it is a constant, packed once at compile time."""
+
+    batch: int
+    m: int
+    n: int
+    k: int
+    pack_a: bool = True
+    pack_b: bool = True
+    dtype: str = "float32"
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.batch * self.m * self.n * self.k
+
+
+@dataclass(frozen=True)
+class GemmSchedule:
+    """The BLIS nest above: block sizes ``mc`` (a multiple of the micro-kernel's ``mr``), ``nc`` (a
+    multiple of its ``nr``) and ``kc``; M and N split into ``split_m`` x ``split_n`` parallel tasks."""
+
+    ukernel: MicroKernel
+    mc: int
+    nc: int
+    kc: int
+    split_m: int = 1
+    split_n: int = 1
+
+    def __post_init__(self) -> None:
+        mr, nr = self.ukernel.mr, self.ukernel.nr
+        if min(self.mc, self.nc, self.kc, self.split_m, self.split_n, mr, nr) < 1:
+            raise ValueError(f"{self}: every size must be positive")
+        if self.mc % mr or self.nc % nr:
+            raise ValueError(f"{self}: mc must be a multiple of mr ({mr}) and nc of nr ({nr})")
+
+
+@dataclass(frozen=True)
+class Untiled:
+    """The default lowering: loops over the output, the row form where it applies."""
+
+
+Schedule = GemmSchedule | Untiled

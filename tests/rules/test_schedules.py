@@ -1,0 +1,127 @@
+"""GEMM schedules: the tensorize rule enumerates exactly the candidates that pass the premises, the
+space stays small, and the cost model picks sensibly and moves the obvious ways."""
+
+import dataclasses
+import time
+
+import pytest
+from egglog import EGraph
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tensoregg.extraction.kernel_cost import gemm_cost, untiled_cost
+from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Untiled
+from tensoregg.rules.schedule import Phase, run_phase
+from tensoregg.rules.schedules import (
+    TENSORIZE,
+    candidates,
+    choose_gemm_schedule,
+    facts,
+    gemm_schedules,
+    premises_hold,
+)
+from tensoregg.targets import REF, MicroKernel, Target
+
+AVX2 = Target("avx2-like", peak_flops=2 * 102.7e9, mem_bandwidth=30e9, kernel_overhead_s=2e-6,
+              vector_bits=256, cores=2, vector_registers=16,
+              caches=(("L1", 32 << 10), ("L2", 512 << 10), ("L3", 32 << 20)),
+              microkernels=(MicroKernel("gemm_f32_6x16", 6, 16), MicroKernel("gemm_f32_4x24", 4, 24),
+                            MicroKernel("gemm_f32_1x16", 1, 16)))
+AVX512 = Target("avx512-like", peak_flops=8 * 192e9, mem_bandwidth=100e9, kernel_overhead_s=2e-6,
+                vector_bits=512, cores=8, vector_registers=32,
+                caches=(("L1", 48 << 10), ("L2", 2 << 20), ("L3", 32 << 20)),
+                microkernels=(MicroKernel("gemm_f32_12x32", 12, 32), MicroKernel("gemm_f32_8x48", 8, 48),
+                              MicroKernel("gemm_f32_1x16", 1, 16)))
+TARGETS = (AVX2, AVX512)
+MAX_SCHEDULES = 5000
+
+problems = st.builds(GemmProblem, batch=st.integers(1, 4), m=st.integers(1, 3000), n=st.integers(1, 3000),
+                     k=st.integers(1, 3000), pack_a=st.booleans(), pack_b=st.booleans())
+
+
+def tiled(schedules):
+    return [s for s in schedules if isinstance(s, GemmSchedule)]
+
+
+@settings(max_examples=20)
+@given(problems, st.sampled_from(TARGETS))
+def test_rule_enumerates_exactly_the_candidates_that_pass_the_premises(problem, target):
+    schedules = gemm_schedules(problem, target)
+    assert Untiled() in schedules
+    assert len(schedules) <= MAX_SCHEDULES
+    assert all(premises_hold(problem, s, target) for s in schedules)
+    expected = {s for s in candidates(problem, target).combinations() if premises_hold(problem, s, target)}
+    assert set(tiled(schedules)) == expected
+    assert len(tiled(schedules)) == len(expected)
+
+
+@pytest.mark.parametrize(("schedule", "why"), [
+    (GemmSchedule(MicroKernel("t", 8, 32), 96, 256, 128), "8 x 4 accumulators + 4 + 1 > 16 registers"),
+    (GemmSchedule(MicroKernel("t", 4, 20), 96, 240, 128), "nr is not whole vectors"),
+    (GemmSchedule(MicroKernel("t", 6, 16), 96, 256, 512), "(6 + 16) x 512 x 4 bytes > L1"),
+    (GemmSchedule(MicroKernel("t", 6, 16), 1032, 256, 256), "mc x kc x 4 > L2, and mc > M"),
+    (GemmSchedule(MicroKernel("t", 6, 16), 96, 1024, 320), "the packed B block > 1 MiB"),
+    (GemmSchedule(MicroKernel("t", 6, 16), 96, 256, 256, split_m=200), "tasks without rows"),
+])
+def test_premises_reject(schedule, why):
+    problem = GemmProblem(1, 1024, 1024, 1024)
+    assert not premises_hold(problem, schedule, AVX2), why
+    assert premises_hold(problem, GemmSchedule(MicroKernel("t", 6, 16), 96, 256, 256), AVX2)
+
+
+def test_rule_saturates_in_one_iteration():
+    egraph = EGraph()
+    egraph.register(*facts(GemmProblem(1, 256, 256, 256), AVX2))
+    report = run_phase(egraph, Phase("schedules", TENSORIZE, max_iterations=5))
+    assert report.stopped_by == "saturated" and report.iterations == 2  # the second finds nothing new
+
+
+def test_no_microkernels_leaves_untiled_only():
+    assert gemm_schedules(GemmProblem(1, 512, 512, 512), REF) == [Untiled()]
+    assert gemm_schedules(GemmProblem(1, 512, 512, 512, dtype="float64"), AVX2) == [Untiled()]
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.name)
+def test_choice_follows_the_size(target):
+    assert isinstance(choose_gemm_schedule(GemmProblem(1, 1024, 1024, 1024), target), GemmSchedule)
+    assert choose_gemm_schedule(GemmProblem(1, 2, 2, 2), target) == Untiled()
+
+
+def test_choice_is_memoized_and_fast():
+    problem = GemmProblem(1, 1021, 1019, 1013)
+    start = time.perf_counter()
+    first = choose_gemm_schedule(problem, AVX512)
+    assert time.perf_counter() - start < 1.0  # about 0.05 s; generous for a loaded machine
+    hits = choose_gemm_schedule.cache_info().hits
+    assert choose_gemm_schedule(problem, AVX512) is first
+    assert choose_gemm_schedule.cache_info().hits == hits + 1
+
+
+def best_cost(problem, target):
+    return min(gemm_cost(problem, tiled(gemm_schedules(problem, target)), target).min(),
+               untiled_cost(problem, target))
+
+
+@settings(max_examples=20)
+@given(problems, st.sampled_from(TARGETS), st.sampled_from(("m", "n", "k")), st.integers(1, 500))
+def test_more_work_takes_longer(problem, target, axis, extra):
+    """Growing M, N or K never helps (the largest task may stay the same); doubling K or the batch
+    always costs more."""
+    schedules = tiled(gemm_schedules(problem, target))[:200]
+
+    def costs(p):
+        fits = [s for s in schedules if premises_hold(p, s, target)]
+        return untiled_cost(p, target), gemm_cost(p, fits, target), gemm_cost(problem, fits, target)
+
+    untiled, grown, base = costs(dataclasses.replace(problem, **{axis: getattr(problem, axis) + extra}))
+    assert untiled >= untiled_cost(problem, target) and (grown >= base).all()
+    untiled, grown, base = costs(dataclasses.replace(problem, k=2 * problem.k))
+    assert untiled > untiled_cost(problem, target) and (grown > base).all()
+    more = dataclasses.replace(problem, batch=2 * problem.batch)
+    assert best_cost(more, target) > best_cost(problem, target)
+
+
+def test_two_cores_beat_one():
+    problem = GemmProblem(1, 1024, 1024, 1024)
+    one = dataclasses.replace(AVX2, cores=1, peak_flops=AVX2.core_flops)
+    assert best_cost(problem, AVX2) < 0.7 * best_cost(problem, one)

@@ -1,0 +1,119 @@
+"""Tiled GEMM schedules (tensoregg.ir.tiling): every legal schedule of a contraction computes what the
+unscheduled kernel computes, in guard mode, on one and two threads; contractions are recognized by
+their index structure.
+
+Both sum the same products in the same order; the tiled kernel rounds once per product (FMA), the
+default lowering does too where LLVM contracts its multiply-add, which it does not always do, so the
+two agree to a few ulps, not bit for bit."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tensoregg.ir import Graph, Node, TensorType, run_graph
+from tensoregg.ir.compute import Buffer, call, fresh, reduce
+from tensoregg.ir.contraction import find_contraction
+from tensoregg.ir.loops import Invoke, statements
+from tensoregg.ir.schedules import GemmSchedule
+from tensoregg.targets.llvm import NativeModel
+from tensoregg.targets.llvm.host import host_target
+from tensoregg.testing import arrays, assert_same
+
+F32 = np.dtype(np.float32)
+TILES = host_target().microkernels
+
+
+@st.composite
+def schedules(draw, m: int, n: int, k: int) -> GemmSchedule:
+    """A random legal schedule: a micro-kernel of the host, blocks that are multiples of its tile."""
+    uk = draw(st.sampled_from(TILES))
+    mc = uk.mr * draw(st.integers(1, max(1, -(-m // uk.mr))))
+    nc = uk.nr * draw(st.integers(1, max(1, -(-n // uk.nr))))
+    kc, split_m, split_n = draw(st.integers(1, k + 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return GemmSchedule(uk, mc, nc, kc, split_m, split_n)
+
+
+def check_schedule(graph: Graph, feeds: dict, schedule: GemmSchedule) -> None:
+    """The scheduled model matches the unscheduled one (a few ulps) and the reference; its runs on
+    one and two threads and in guard mode are identical."""
+    want = NativeModel(graph, schedule=False).run(feeds)[0]
+    guarded = NativeModel(graph, guard=64, choose=lambda problem: schedule)
+    invokes = [s for low in guarded.lowered for s in statements(low.kernel.body) if isinstance(s, Invoke)]
+    assert invokes, "the contraction was not tiled"
+    got = guarded.run(feeds)[0]
+    assert_same(got, want, f"{schedule} vs untiled", rtol=1e-5, atol=1e-5)
+    model = NativeModel(graph, choose=lambda problem: schedule)
+    for threads in (1, 2):
+        model.num_threads = threads
+        assert np.array_equal(model.run(feeds)[0], got), (schedule, threads)
+    assert_same(want, run_graph(graph, feeds)[0], "reference", rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=15)
+@given(st.data())
+def test_matmul_schedules_equal_the_untiled_kernel(data):
+    m, n, k = data.draw(st.integers(1, 70)), data.draw(st.integers(2, 70)), data.draw(st.integers(1, 70))
+    batch = data.draw(st.sampled_from([(), (2,), (2, 1)]))
+    constant_b = data.draw(st.booleans()) and not batch
+    a_shape, b_shape = (*batch, m, k), (k, n)
+    inputs = {"a": TensorType(F32, a_shape)}
+    weights = {}
+    if constant_b:
+        weights["b"] = np.random.default_rng(0).standard_normal(b_shape).astype(np.float32)
+    else:
+        inputs["b"] = TensorType(F32, b_shape)
+    graph = Graph(inputs, weights, [Node("MatMul", ("a", "b"), ("y",))], ["y"])
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    feeds = {name: rng.uniform(-4, 4, t.shape).astype(np.float32) for name, t in inputs.items()}
+    check_schedule(graph, feeds, data.draw(schedules(m, n, k)))
+
+
+@settings(max_examples=10)
+@given(st.data())
+def test_conv_schedules_equal_the_untiled_kernel(data):
+    """A Conv with bias and a ReLU epilogue as an implicit GEMM (im2col while packing B)."""
+    c, m = data.draw(st.integers(1, 9)), data.draw(st.integers(1, 40))
+    kernel, stride = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 2))
+    pad = data.draw(st.integers(0, 1))
+    hw = data.draw(st.integers(kernel, 12))
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((m, c, kernel, kernel)).astype(np.float32)
+    bias = rng.standard_normal(m).astype(np.float32)
+    attrs = {"pads": (pad,) * 4, "strides": (stride, stride), "activation": "Relu"}
+    node = Node("FusedConv", ("x", "w", "b"), ("y",), attrs, domain="tensoregg")
+    graph = Graph({"x": TensorType(F32, (1, c, hw, hw))}, {"w": w, "b": bias}, [node], ["y"])
+    x = data.draw(arrays(np.float32, (1, c, hw, hw)))
+    out = graph.types["y"].shape
+    check_schedule(graph, {"x": x}, data.draw(schedules(m, out[2] * out[3], c * kernel * kernel)))
+
+
+def test_contractions_are_found_by_index_structure():
+    a, b = Buffer("a", F32, (2, 5, 7)), Buffer("b", F32, (7, 3))
+    out = Buffer("y", F32, (2, 5, 3))
+    i, j, h = fresh("i"), fresh("j"), fresh("h")
+    value = call("max", reduce("add", [7], lambda r: a[h, i, r] * b[r, j], 0), 0.0)
+    found = find_contraction(out, (h, i, j), value)
+    assert found is not None  # h is read by A only: rows of one 10 x 3 product
+    assert (found.batch, found.m, found.n, found.k) == (1, 10, 3, 7)
+    batched = Buffer("b", F32, (2, 7, 3))
+    found = find_contraction(out, (h, i, j), reduce("add", [7], lambda r: a[h, i, r] * batched[h, r, j], 0))
+    assert (found.batch, found.m, found.n, found.k) == (2, 5, 3, 7)
+    swapped = reduce("add", [7], lambda r: b[r, j] * a[h, i, r], 0)
+    assert find_contraction(out, (h, i, j), swapped).m == 10
+    wide = Buffer("w", F32, (2, 5, 7, 3))
+    both = reduce("add", [7], lambda r: wide[h, i, r, j] * b[r, j], 0)  # j read by both factors
+    assert find_contraction(out, (h, i, j), both) is None
+    maximum = reduce("max", [7], lambda r: a[h, i, r] * b[r, j], -np.inf)
+    assert find_contraction(out, (h, i, j), maximum) is None
+
+
+@pytest.mark.parametrize("split", [(1, 1), (2, 1), (1, 3)])
+def test_tasks_beyond_the_edge_do_nothing(split):
+    """More tasks than tiles: the extra tasks' ranges are empty."""
+    graph = Graph({"a": TensorType(F32, (3, 5)), "b": TensorType(F32, (5, 2))}, {},
+                  [Node("MatMul", ("a", "b"), ("y",))], ["y"])
+    uk = TILES[0]
+    rng = np.random.default_rng(2)
+    feeds = {name: rng.standard_normal(t.shape).astype(np.float32) for name, t in graph.inputs.items()}
+    check_schedule(graph, feeds, GemmSchedule(uk, uk.mr, uk.nr, 2, *split))

@@ -6,7 +6,8 @@ over the cores in waves (ceil division: the imbalance). One task, the largest (i
 up to whole register tiles):
 
 - compute: the micro-kernel's vector FMAs over the padded tiles, at the core's peak times the tile's
-  efficiency (enough independent accumulators to hide the FMA latency, enough FMAs per load), plus a
+  efficiency (measured on the host, ``MicroKernel.efficiency``; where unknown, estimated from enough
+  independent accumulators to hide the FMA latency and enough FMAs per load), plus a
   fixed cost per micro-kernel call (its C tile loaded and stored once per kc block) and the packing
   copies;
 - memory: A, B and C from main memory once; A again per jc block, the packed B block again per ic
@@ -102,8 +103,9 @@ def gemm_cost(problem: GemmProblem, schedules: Sequence[GemmSchedule], target: T
     k_blocks, n_blocks, m_blocks = np.ceil(p.k / kc), np.ceil(n_task / nc), np.ceil(m_task / mc)
 
     nv = nr / lanes
-    efficiency = UKERNEL_EFFICIENCY * np.minimum(1.0, np.minimum(mr * nv / FMA_CHAINS,
-                                                                 mr * nv / (nv + 1) / FMA_PER_LOAD))
+    measured = np.array([s.ukernel.efficiency for s in schedules])
+    efficiency = np.where(measured > 0, measured, UKERNEL_EFFICIENCY * np.minimum(
+        1.0, np.minimum(mr * nv / FMA_CHAINS, mr * nv / (nv + 1) / FMA_PER_LOAD)))
     calls = tiles_m * tiles_n * k_blocks
     slots = (tiles_m * tiles_n * p.k * mr * nv / efficiency
              + calls * (CALL_SLOTS + C_SLOTS_PER_VECTOR * mr * nv)

@@ -67,11 +67,17 @@ class Contraction:
                 at[id(self.index[d])] = e
         return at
 
+    def at(self, e: Expr, side: str, bi: Expr, line: Expr, k: Expr) -> Expr:
+        """``e`` (an expression of factor ``side``'s axes) at a flat batch index, row of A (``side``
+        ``a``) or column of B (``b``) and k."""
+        axes = self.m_axes if side == "a" else self.n_axes
+        return substitute(e, {**self._at(bi, axes, line), **self._k(k)})
+
     def a(self, bi: Expr, i: Expr, k: Expr) -> Expr:
-        return substitute(self.a_expr, {**self._at(bi, self.m_axes, i), **self._k(k)})
+        return self.at(self.a_expr, "a", bi, i, k)
 
     def b(self, bi: Expr, k: Expr, j: Expr) -> Expr:
-        return substitute(self.b_expr, {**self._at(bi, self.n_axes, j), **self._k(k)})
+        return self.at(self.b_expr, "b", bi, j, k)
 
     def _k(self, k: Expr) -> dict[int, Expr]:
         return {id(v): e for v, e in zip(self.reduce.axes, unflatten(k, self.reduce.extents))}

@@ -13,11 +13,24 @@ values as the default lowering's accumulate (also contracted), whatever the bloc
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from tensoregg.ir.compute import INDEX, Buffer, Expr, Load, Var, call, const, fresh, walk
+from tensoregg.ir.compute import (
+    INDEX,
+    Buffer,
+    Call,
+    Const,
+    Expr,
+    Load,
+    Var,
+    call,
+    const,
+    fresh,
+    substitute,
+    walk,
+)
 from tensoregg.ir.contraction import Contraction, evaluate
 from tensoregg.ir.loops import For, Invoke, Local, Ref, Stmt, Store, flat
 from tensoregg.ir.schedules import GemmSchedule
@@ -51,10 +64,12 @@ def constant_factor(c: Contraction, side: str, known: Mapping[int, np.ndarray]) 
     return c.reads(factor) <= set(known) and not any(id(x) in batch_vars for x in walk(factor))
 
 
-def prepacked(c: Contraction, side: str, width: int, known: Mapping[int, np.ndarray]) -> np.ndarray | None:
+def prepacked(c: Contraction, side: str, width: int, kc: int,
+              known: Mapping[int, np.ndarray]) -> np.ndarray | None:
     """The whole constant factor ``side`` (``a``: panels of ``width`` rows, ``b``: of ``width``
-    columns) packed at compile time as [panel][k][lane], rows/columns past the edge repeating the
-    last one; None if it is not a ``constant_factor`` or not one ``evaluate`` computes."""
+    columns) packed at compile time as [k block of kc][panel][k][lane], rows/columns past the edge
+    repeating the last one (each K block's panels are contiguous: the mc/nc loops stream them); None
+    if it is not a ``constant_factor`` or not one ``evaluate`` computes."""
     if not constant_factor(c, side, known):
         return None
     lines = c.m if side == "a" else c.n
@@ -67,7 +82,61 @@ def prepacked(c: Contraction, side: str, width: int, known: Mapping[int, np.ndar
     if values is None:
         return None
     grid = np.broadcast_to(np.asarray(values, np.float32), (panels * width, c.k))
-    return np.ascontiguousarray(grid.reshape(panels, width, c.k).transpose(0, 2, 1)).reshape(-1)
+    blocks = [grid[:, at:at + kc].reshape(panels, width, -1).transpose(0, 2, 1).reshape(-1)
+              for at in range(0, c.k, kc)]
+    return np.concatenate(blocks)
+
+
+def _affine(e: Expr) -> bool:
+    """Whether ``e`` is a sum of index variables times constants."""
+    if isinstance(e, (Const, Var)):
+        return True
+    if isinstance(e, Call) and e.fn in ("add", "sub"):
+        return all(_affine(a) for a in e.args)
+    if isinstance(e, Call) and e.fn == "mul":
+        return all(_affine(a) for a in e.args) and any(not any(isinstance(x, Var) for x in walk(a))
+                                                      for a in e.args)
+    return False
+
+
+Gather = Callable[[Expr, Expr, Expr], Expr]
+"""A factor's value at (flat batch index, line, k)."""
+
+
+def gathered(c: Contraction, side: str, width: int) -> tuple[Gather, list[tuple[Buffer, np.ndarray]]] | None:
+    """Factor ``side`` read through offset tables, if it is one load (or a cast of one) at an index
+    affine in the axes: the element it reads is then line_table[line] + k_table[k] + a batch offset
+    (the address is linear, so it separates), with both tables computed at compile time, so packing
+    does no index arithmetic (a Conv's im2col divides by the output's row length otherwise)."""
+    factor = c.a_expr if side == "a" else c.b_expr
+    load = factor.args[0] if isinstance(factor, Call) and factor.fn == "cast" else factor
+    if not isinstance(load, Load) or not all(_affine(i) for i in load.index):
+        return None
+    src = load.buffer
+    strides = np.cumprod((1, *src.shape[:0:-1]))[::-1]
+    address = load.index[-1]
+    for i, stride in zip(load.index[:-1], strides[:-1]):
+        address = address + i * idx(int(stride))
+    lines = c.m if side == "a" else c.n
+    bi, line, k = fresh("b"), fresh("line"), fresh("k")
+    zero = idx(0)
+    env = {id(line): np.minimum(np.arange(-(-lines // width) * width), lines - 1), id(k): np.arange(c.k)}
+    line_offsets = evaluate(c.at(address, side, zero, line, zero), env, {})
+    k_offsets = evaluate(c.at(address, side, zero, zero, k), env, {})
+    origin = evaluate(c.at(address, side, zero, zero, zero), {}, {})
+    if line_offsets is None or k_offsets is None or origin is None:
+        return None
+    base = int(origin)
+    count = env[id(line)].size
+    tables = [(Buffer(f"{side}lines", INDEX, (count,)), np.broadcast_to(line_offsets, (count,))),
+              (Buffer(f"{side}ks", INDEX, (c.k,)), np.broadcast_to(k_offsets - base, (c.k,)))]
+    batch_offset = c.at(address, side, bi, zero, zero) - idx(base)
+
+    def value(b: Expr, at_line: Expr, at_k: Expr) -> Expr:
+        offset = tables[0][0][at_line] + tables[1][0][at_k] + substitute(batch_offset, {id(bi): b})
+        read = Load(src, flat(src, offset))
+        return read if factor is load else Call("cast", (read,), factor.dtype)
+    return value, [(buf, np.ascontiguousarray(v, np.int64)) for buf, v in tables]
 
 
 def lower_gemm(c: Contraction, s: GemmSchedule,
@@ -82,11 +151,17 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
     mc, nc, kc = min(s.mc, mt), min(s.nc, nt), min(s.kc, k)
     constants: list[tuple[Buffer, np.ndarray]] = []
     pre: dict[str, Buffer] = {}
+    gather: dict[str, Gather] = {}
     for side, width in (("a", mr), ("b", nr)):
-        value = prepacked(c, side, width, known)
+        value = prepacked(c, side, width, kc, known)
         if value is not None:
             pre[side] = Buffer(f"{side}packed", np.dtype(np.float32), (value.size,))
             constants.append((pre[side], value))
+            continue
+        found = gathered(c, side, width)
+        if found is not None:
+            gather[side] = found[0]
+            constants += found[1]
     ap = Buffer("apack", np.dtype(np.float32), (mc * kc,))
     bp = Buffer("bpack", np.dtype(np.float32), (nc * kc,))
 
@@ -103,9 +178,9 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
 
     def block(pc: Expr, kcur: Expr, accumulate: Expr, last: bool) -> list[Stmt]:
         """One K block of the jc block: pack B, then per mc block pack A and run the tiles."""
-        a_ref = (Ref(pre["a"], (call("div", i, idx(mr)) * idx(k) + pc) * idx(mr)) if "a" in pre
+        a_ref = (Ref(pre["a"], pc * idx(-(-m // mr) * mr) + i * kcur) if "a" in pre
                  else Ref(ap, p * idx(kc * mr)))
-        b_ref = (Ref(pre["b"], (call("div", j, idx(nr)) * idx(k) + pc) * idx(nr)) if "b" in pre
+        b_ref = (Ref(pre["b"], pc * idx(-(-n // nr) * nr) + j * kcur) if "b" in pre
                  else Ref(bp, q * idx(kc * nr)))
         c_ref = Ref(c.out, at + i * idx(n) + j)
         tile: list[Stmt] = [Invoke(uk, (kcur, a_ref, b_ref, c_ref, idx(n), rows, cols, accumulate),
@@ -118,12 +193,14 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
         inner: list[Stmt] = [_loop(q, nq, nc // nr, [_loop(p, np_, mc // mr, tile)])]
         if "a" not in pre:
             r, kk = fresh("r"), fresh("kk")
-            value = c.a(bi, call("min", ic + p * idx(mr) + r, idx(m - 1)), pc + kk)
+            value = (gather["a"](bi, ic + p * idx(mr) + r, pc + kk) if "a" in gather
+                     else c.a(bi, call("min", ic + p * idx(mr) + r, idx(m - 1)), pc + kk))
             inner.insert(0, _pack(ap, p, np_, mc // mr, kc, kcur, mr, value, r, kk))
         body: list[Stmt] = [_loop(ib, _ceil_div(m1 - m0, mc), -(-mt // mc), inner)]
         if "b" not in pre:
             lane, kk = fresh("c"), fresh("kk")
-            value = c.b(bi, pc + kk, call("min", jc + q * idx(nr) + lane, idx(n - 1)))
+            value = (gather["b"](bi, jc + q * idx(nr) + lane, pc + kk) if "b" in gather
+                     else c.b(bi, pc + kk, call("min", jc + q * idx(nr) + lane, idx(n - 1))))
             body.insert(0, _pack(bp, q, nq, nc // nr, kc, kcur, nr, value, lane, kk))
         return body
 

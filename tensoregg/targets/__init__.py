@@ -21,6 +21,8 @@ class MicroKernel:
     mr: int
     nr: int
     dtype: str = "float32"
+    efficiency: float = 0.0
+    """Fraction of the core's FMA peak it reaches on panels in L1, measured on the host (0: unknown)."""
 
 
 @dataclass(frozen=True)

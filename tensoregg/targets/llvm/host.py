@@ -1,5 +1,6 @@
 """The host machine as a Target: CPU name and features from LLVM, caches from sysfs, and the fp32
-FMA peak and memory bandwidth measured once (about half a second) and cached on disk.
+FMA peak, memory bandwidth and each GEMM micro-kernel's share of the peak measured once (about a
+second) and cached on disk.
 
 The cache file (``$XDG_CACHE_HOME/tensoregg/host-<key>.json``, key = CPU name, features and CPU count)
 holds plain JSON; a corrupted or foreign file is measured again, never trusted.
@@ -8,6 +9,7 @@ holds plain JSON; a corrupted or foreign file is measured again, never trusted.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import hashlib
 import json
@@ -22,9 +24,9 @@ import numpy as np
 from tensoregg.runtime.threads import available_cpus
 from tensoregg.targets import Target
 from tensoregg.targets.llvm.jit import JitModule, host_cpu
-from tensoregg.targets.llvm.ukernels import microkernels_for
+from tensoregg.targets.llvm.ukernels import measure_efficiency, microkernels_for
 
-CACHE_VERSION = 1
+CACHE_VERSION = 3
 
 
 def vector_bits(features: str) -> int:
@@ -116,7 +118,9 @@ def _load(path: Path, key: str) -> dict[str, Any] | None:
         return None
     ok = (isinstance(data, dict) and data.get("version") == CACHE_VERSION and data.get("key") == key
           and all(isinstance(data.get(f), (int, float)) and data[f] > 0
-                  for f in ("core_flops", "bandwidth")))
+                  for f in ("core_flops", "bandwidth"))
+          and isinstance(data.get("ukernels"), dict)
+          and all(isinstance(v, (int, float)) and 0 < v <= 1 for v in data["ukernels"].values()))
     return data if ok else None
 
 
@@ -130,16 +134,20 @@ def host_target() -> Target:
     key = hashlib.sha256(f"{cpu}|{features}|{cores}".encode()).hexdigest()[:16]
     path = _cache_file(key)
     data = _load(path, key)
-    if data is None:
-        data = {"version": CACHE_VERSION, "key": key, "cpu": cpu,
-                "core_flops": measure_peak_flops(lanes), "bandwidth": measure_bandwidth()}
+    registers = 32 if bits == 512 else 16
+    tiles = microkernels_for(bits, registers)
+    if data is None or set(data["ukernels"]) != {u.name for u in tiles}:
+        peak = measure_peak_flops(lanes)
+        rates = measure_efficiency(tiles, lanes, peak)
+        data = {"version": CACHE_VERSION, "key": key, "cpu": cpu, "core_flops": peak,
+                "bandwidth": measure_bandwidth(), "ukernels": {u.name: u.efficiency for u in rates}}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(data))
         except OSError:
             pass  # a read-only home: measure again next time
-    registers = 32 if bits == 512 else 16
+    tiles = tuple(dataclasses.replace(u, efficiency=float(data["ukernels"][u.name])) for u in tiles)
     return Target("llvm", peak_flops=data["core_flops"] * cores, mem_bandwidth=data["bandwidth"],
                   kernel_overhead_s=2e-7, cpu=cpu, features=features, vector_bits=bits,
                   cores=cores, caches=tuple(sorted(cache_sizes().items())), vector_registers=registers,
-                  microkernels=microkernels_for(bits, registers))
+                  microkernels=tiles)

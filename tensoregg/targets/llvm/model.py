@@ -34,11 +34,12 @@ from tensoregg.ir.lower import Chooser, LoweredNode, lower_node
 from tensoregg.ir.registry import get_op
 from tensoregg.rules.schedules import choose_gemm_schedule
 from tensoregg.runtime.memory import ALIGN, POISON, MemoryPlan, Place, align, aligned_empty
-from tensoregg.runtime.threads import ThreadTeam, available_cpus
+from tensoregg.runtime.threads import available_cpus
 from tensoregg.targets import Target
 from tensoregg.targets.llvm.codegen import PTR, emit_kernel
 from tensoregg.targets.llvm.host import host_target
 from tensoregg.targets.llvm.jit import JitModule, emit_object
+from tensoregg.targets.llvm.team import NativeTeam
 
 PARALLEL_MIN_WORK = 1 << 22
 """Models that execute fewer stores than this run on one thread: handing a run to the thread team
@@ -71,7 +72,7 @@ class NativeModel:
                          for name, low in zip(self.kernel_names, self.lowered)]
         self._entry = self._cfunc("model", 4)
         self._barrier = np.zeros(2, np.int64)
-        self._team = ThreadTeam(1)
+        self._team = NativeTeam(1)
         self.num_threads = len(available_cpus())
 
     def _cfunc(self, name: str, n: int) -> Callable[..., None]:
@@ -89,7 +90,7 @@ class NativeModel:
             raise ValueError(f"num_threads must be a positive int, got {n!r}")
         if n != self._team.size:
             self._team.close()
-            self._team = ThreadTeam(n)
+            self._team = NativeTeam(n)
 
     # ---- code -------------------------------------------------------------------------------------
 
@@ -155,11 +156,11 @@ class NativeModel:
         out_table = (ctypes.c_void_p * max(len(outs), 1))(*[0 if a is None else a.ctypes.data for a in outs])
         args = (in_table, out_table, plan.weights_address, work.ctypes.data)
         barrier = self._barrier.ctypes.data
-        if self.work < PARALLEL_MIN_WORK:
+        if self.work < PARALLEL_MIN_WORK or self._team.size == 1:
             self._entry(*args, 0, 1, barrier)
         else:
-            n = self._team.size
-            self._team.run(lambda tid: self._entry(*args, tid, n, barrier))
+            tables = [ctypes.addressof(in_table), ctypes.addressof(out_table)]
+            self._team.run(self.jit.address("model"), [*tables, *args[2:]], barrier)
         return self._collect(produced, feeds)
 
     def profile(self, feeds: Mapping[str, np.ndarray], repeat: int = 5) -> list[tuple[str, float]]:

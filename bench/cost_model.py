@@ -21,7 +21,7 @@ schedules), the geometric mean of predicted / measured (the bias), and the regre
 of the schedule the model ranks first among those measured over the best measured, minus 1.
 
 Then a fit: a coordinate-wise grid search over the named constants of kernel_cost (FITTED; each is
-set as a module attribute, every other one left as it is; grids of 1/16 to 16 times the current value
+set as a module attribute, every other one left as it is; grids of 1/32 to 32 times the current value
 in steps of sqrt(2), fractions for MEMORY_EXPOSED) minimizing mean |log ratio| + log(1 + mean regret)
 + PRIOR per grid step away from the current value (so that a constant the data do not pin down stays
 put), a few passes until nothing moves. A constant that ends at the end of its grid is flagged. The
@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gemm import describe
 from models import RTOL, max_rel_err
 
 if TYPE_CHECKING:
@@ -74,8 +75,8 @@ QUICK = ("square256", "conv256x2304x196", "conv2048x512x49")
 FITTED = ("CALL_SLOTS", "C_SLOTS_PER_VECTOR", "PACK_SLOTS_PER_VECTOR", "L2_BANDWIDTH_FACTOR",
           "L3_BANDWIDTH_FACTOR", "MEMORY_EXPOSED", "TILED_SETUP_S")
 """The constants the fit varies."""
-FACTORS = tuple(2.0 ** (i / 2) for i in range(-8, 9))
-"""Grid of each constant, as multiples of its current value (1/16 .. 16)."""
+FACTORS = tuple(2.0 ** (i / 2) for i in range(-10, 11))
+"""Grid of each constant, as multiples of its current value (1/32 .. 32)."""
 ABSOLUTE_GRIDS = {"MEMORY_EXPOSED": (0.0, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0)}
 """Constants whose grid is given outright (a fraction)."""
 PRIOR = 1e-3
@@ -184,6 +185,7 @@ def compile_runs(graph: Any, problem: GemmProblem, schedules: Sequence[GemmSched
 
 
 def measure(name: str, target: Target, count: int, seconds: float, seed: int) -> Measured:
+    """Problem ``name``'s schedules (``pick_schedules``), compiled, checked and timed at 1 thread."""
     import numpy as np
 
     graph, problem, feeds, want = build(name)
@@ -314,10 +316,6 @@ def validate(measured: Sequence[Measured], target: Target, seconds: float) -> li
                      "best": describe(best), "best_ms": best_s * 1e3, "regret": pick_s / best_s - 1,
                      "max_rel_err": max(errors)})
     return rows
-
-
-def describe(s: GemmSchedule) -> str:
-    return f"{s.ukernel.mr}x{s.ukernel.nr} mc={s.mc} nc={s.nc} kc={s.kc} split={s.split_m}x{s.split_n}"
 
 
 def print_problem(m: Measured, target: Target, detail: bool) -> dict[str, Any]:

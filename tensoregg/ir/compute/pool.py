@@ -3,7 +3,8 @@
 Windows follow the reference's geometry (``tensoregg.ir.ops.nn._window``): output position ``o``
 reads input coordinate ``o * stride - begin + k * dilation`` for each tap ``k``. A tap outside X is
 never read: along an axis where some window leaves X, the load's coordinate is clamped into range and
-a select puts the combiner's neutral value (-inf for max, 0 for sums) in place of the value.
+a select puts the combiner's neutral value (-inf for max, 0 for sums) in place of the value (axes
+where every window stays inside X load as they are, which keeps the loops vectorizable).
 """
 
 from __future__ import annotations
@@ -60,10 +61,12 @@ def window_value(x: Buffer, win: _Window, index: Sequence[Expr], combiner: str,
     n, c, *out = index
     spatial = x.shape[2:]
 
+    edges = leaves(win, [0] * len(spatial), spatial)
+
     def body(*taps: Expr) -> Expr:
         at = coords(win, out, taps)
         ok = inside(win, at, [0] * len(spatial), spatial)
-        value = term(x[(n, c, *(clamp(a, size) for a, size in zip(at, spatial)))])
+        value = term(x[(n, c, *(clamp(a, size) if edge else a for a, size, edge in zip(at, spatial, edges)))])
         return value if ok is None else select(ok, value, const(neutral, value.dtype))
     return reduce(combiner, win.kernel, body, neutral)
 

@@ -4,7 +4,9 @@ An output ``out[batch..., M..., N...] = epilogue(sum over K of a * b)`` is a con
 sum's term is a product whose factor ``a`` reads the M axes and ``b`` the N axes and not each
 other's: MatMul, Gemm, Conv (an implicit GEMM: M = output channels, N = output pixels, K = input
 channels x window) and their fused forms. The axes are read off the expressions, not the op's name,
-so every definition of that shape qualifies. Output axes of extent 1 are dropped first.
+so every definition of that shape qualifies. Output axes of extent 1 are dropped first. An output
+axis that one factor reads only as ``axis // G`` (a grouped Conv's output channel, read by X as its
+group) is split into (group, channel within the group): the group becomes a batch axis.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Contraction:
     ``a(bi, i, k)`` and ``b(bi, k, j)`` give the factors at a flat batch index, row, column and k."""
 
     out: Buffer
+    shape: tuple[int, ...]
+    """The output's shape as the index sees it (``out.shape`` with grouped axes split)."""
     index: tuple[Var, ...]
     value: Expr
     reduce: Reduce
@@ -60,9 +64,9 @@ class Contraction:
     def _at(self, bi: Expr, axes: Sequence[int], flat_index: Expr) -> dict[int, Expr]:
         """The output index variables of ``axes`` and the batch axes at flat positions (the axes of
         extent 1 at 0)."""
-        at: dict[int, Expr] = {id(v): const(0, INDEX) for v, n in zip(self.index, self.out.shape) if n == 1}
+        at: dict[int, Expr] = {id(v): const(0, INDEX) for v, n in zip(self.index, self.shape) if n == 1}
         for group, where in ((self.batch_axes, bi), (tuple(axes), flat_index)):
-            extents = [self.out.shape[d] for d in group]
+            extents = [self.shape[d] for d in group]
             for d, e in zip(group, unflatten(where, extents)):
                 at[id(self.index[d])] = e
         return at
@@ -110,10 +114,41 @@ def _vars(e: Expr) -> set[int]:
     return {id(x) for x in walk(e) if isinstance(x, Var)}
 
 
+def _split_groups(shape: tuple[int, ...], index: tuple[Var, ...], value: Expr, factors: Sequence[Expr],
+                  ) -> tuple[tuple[int, ...], tuple[Var, ...], Expr]:
+    """Each output axis that a factor reads only as ``axis // G`` (G > 1 dividing its extent) split
+    into (axis // G, axis % G) with the quotient substituted for those divisions."""
+    for d, v in enumerate(index):
+        for factor in factors:
+            divs = [e for e in walk(factor) if isinstance(e, Call) and e.fn == "div" and e.args[0] is v
+                    and isinstance(e.args[1], Const)]
+            sizes = {int(e.args[1].value) for e in divs}  # type: ignore[attr-defined]
+            if len(sizes) != 1 or min(sizes) < 2 or shape[d] % min(sizes):
+                continue
+            direct = _vars(substitute(factor, {id(e): const(0, INDEX) for e in divs}))
+            if id(v) in direct:
+                continue
+            g, within, size = Var(f"{v.name}g"), Var(f"{v.name}w"), min(sizes)
+            mapping: dict[int, Expr] = {id(e): g for e in divs}
+            mapping[id(v)] = g * const(size, INDEX) + within
+            return _split_groups((*shape[:d], shape[d] // size, size, *shape[d + 1:]),
+                                 (*index[:d], g, within, *index[d + 1:]), substitute(value, mapping),
+                                 [substitute(f, mapping) for f in factors])
+    return shape, index, value
+
+
 def find_contraction(out: Buffer, index: Sequence[Var], value: Expr) -> Contraction | None:
     """``value`` (stored at ``out[index]``) as a float32 contraction, or None."""
     if out.dtype != F32:
         return None
+    bodies = [x.body for x in walk(value) if isinstance(x, Reduce)]
+    if len(bodies) != 1 or not isinstance(bodies[0], Call):
+        return None
+    return _recognize(out, *_split_groups(tuple(out.shape), tuple(index), value, bodies[0].args))
+
+
+def _recognize(out: Buffer, shape: tuple[int, ...], index: tuple[Var, ...],
+               value: Expr) -> Contraction | None:
     reduces = [x for x in walk(value) if isinstance(x, Reduce)]
     if len(reduces) != 1:
         return None
@@ -126,7 +161,7 @@ def find_contraction(out: Buffer, index: Sequence[Var], value: Expr) -> Contract
         return None
     x, y = body.args
     vx, vy = _vars(x), _vars(y)
-    live = [d for d, n in enumerate(out.shape) if n > 1]
+    live = [d for d, n in enumerate(shape) if n > 1]
     owner = {d: ("x" if id(index[d]) in vx else "") + ("y" if id(index[d]) in vy else "") for d in live}
     if live and owner[live[-1]] not in ("x", "y"):
         return None
@@ -140,8 +175,8 @@ def find_contraction(out: Buffer, index: Sequence[Var], value: Expr) -> Contract
         start -= 1
     batch_axes, m_axes, n_axes = tuple(live[:start]), tuple(live[start:cut]), tuple(live[cut:])
     a_expr, b_expr = (x, y) if m_side == "x" else (y, x)
-    size = lambda axes: math.prod(out.shape[d] for d in axes)  # noqa: E731
-    return Contraction(out, tuple(index), value, r, size(batch_axes), size(m_axes), size(n_axes),
+    size = lambda axes: math.prod(shape[d] for d in axes)  # noqa: E731
+    return Contraction(out, shape, tuple(index), value, r, size(batch_axes), size(m_axes), size(n_axes),
                        math.prod(r.extents), a_expr, b_expr, batch_axes, m_axes, n_axes)
 
 

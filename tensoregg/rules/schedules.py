@@ -108,7 +108,7 @@ def _premises(div: Callable[[Any, Any], Any], m: Any, n: Any, k: Any, mr: Any, n
         (nr % lanes, 0),                                      # whole vectors across the tile
         (mr * nv + nv + 1, hw_["registers"]),                 # accumulators, B vectors, the A broadcast
         ((mr + nr) * kc * F32, hw_["L1"]),                    # A and B micro-panels in L1
-        (mc * kc * F32, hw_["L2"]),                           # the packed A block in L2
+        (mc * kc * F32 * 2, hw_["L2"]),                       # the packed A block in half of L2
         (kc * nc * F32, hw_["b_block"]),                      # the packed B block in its buffer
         (mc % mr, 0),
         (nc % nr, 0),

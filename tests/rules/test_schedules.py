@@ -59,7 +59,7 @@ def test_rule_enumerates_exactly_the_candidates_that_pass_the_premises(problem, 
     (GemmSchedule(MicroKernel("t", 8, 32), 96, 256, 128), "8 x 4 accumulators + 4 + 1 > 16 registers"),
     (GemmSchedule(MicroKernel("t", 4, 20), 96, 240, 128), "nr is not whole vectors"),
     (GemmSchedule(MicroKernel("t", 6, 16), 96, 256, 512), "(6 + 16) x 512 x 4 bytes > L1"),
-    (GemmSchedule(MicroKernel("t", 6, 16), 1032, 256, 256), "mc x kc x 4 > L2, and mc > M"),
+    (GemmSchedule(MicroKernel("t", 6, 16), 1032, 256, 256), "mc x kc x 4 > L2 / 2, and mc > M"),
     (GemmSchedule(MicroKernel("t", 6, 16), 96, 1024, 320), "the packed B block > 1 MiB"),
     (GemmSchedule(MicroKernel("t", 6, 16), 96, 256, 256, split_m=200), "tasks without rows"),
 ])

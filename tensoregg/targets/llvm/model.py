@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from tensoregg.ir.loops import For, Invoke, Kernel, Local, Store, format_kernel,
 from tensoregg.ir.lower import Chooser, LoweredNode, lower_node
 from tensoregg.ir.registry import get_op
 from tensoregg.rules.schedules import choose_gemm_schedule
-from tensoregg.runtime.memory import ALIGN, POISON, MemoryPlan, Place, align, aligned_empty
+from tensoregg.runtime.memory import ALIGN, POISON, MemoryPlan, Place, align, aligned_empty, huge_zeros
 from tensoregg.runtime.threads import available_cpus
 from tensoregg.targets import Target
 from tensoregg.targets.llvm.codegen import PTR, emit_kernel
@@ -72,6 +73,8 @@ class NativeModel:
                          for name, low in zip(self.kernel_names, self.lowered)]
         self._entry = self._cfunc("model", 4)
         self._barrier = np.zeros(2, np.int64)
+        self._work = huge_zeros(self.plan.work_size)
+        self._work_lock = threading.Lock()
         self._team = NativeTeam(1)
         self.num_threads = len(available_cpus())
 
@@ -150,17 +153,22 @@ class NativeModel:
         inputs = [np.ascontiguousarray(feeds[n]) for n in g.inputs]
         produced = {n: np.empty(g.types[n].shape, g.types[n].dtype) for n, p in plan.places.items()
                     if p.kind == "output"}
-        work = aligned_empty(plan.work_size)
+        own = self._work_lock.acquire(blocking=False)  # the model's own workspace (pages stay mapped),
+        work = self._work if own else aligned_empty(plan.work_size)  # unless another thread's run has it
         in_table = (ctypes.c_void_p * max(len(inputs), 1))(*[a.ctypes.data for a in inputs])
         outs = [produced.get(n) for n in g.outputs]
         out_table = (ctypes.c_void_p * max(len(outs), 1))(*[0 if a is None else a.ctypes.data for a in outs])
         args = (in_table, out_table, plan.weights_address, work.ctypes.data)
         barrier = self._barrier.ctypes.data
-        if self.work < PARALLEL_MIN_WORK or self._team.size == 1:
-            self._entry(*args, 0, 1, barrier)
-        else:
-            tables = [ctypes.addressof(in_table), ctypes.addressof(out_table)]
-            self._team.run(self.jit.address("model"), [*tables, *args[2:]], barrier)
+        try:
+            if self.work < PARALLEL_MIN_WORK or self._team.size == 1:
+                self._entry(*args, 0, 1, barrier)
+            else:
+                tables = [ctypes.addressof(in_table), ctypes.addressof(out_table)]
+                self._team.run(self.jit.address("model"), [*tables, *args[2:]], barrier)
+        finally:
+            if own:
+                self._work_lock.release()
         return self._collect(produced, feeds)
 
     def profile(self, feeds: Mapping[str, np.ndarray], repeat: int = 5) -> list[tuple[str, float]]:

@@ -73,9 +73,9 @@ def microkernels_for(vector_bits: int, registers: int) -> tuple[MicroKernel, ...
     return tuple(microkernel(mr, vectors * lanes) for mr, vectors in ordered)
 
 
-PREFETCH_A_BYTES = 2048
-"""How far ahead of the k step the A panel is prefetched: a constant A (weights packed at compile
-time) streams from memory once per run, faster than the hardware prefetcher brings it."""
+PREFETCH_BYTES = 2048
+"""How far ahead of the k step the A and B panels are prefetched: a constant operand (weights packed
+at compile time) streams from memory once per run, faster than the hardware prefetcher brings it."""
 MEASURE_KC = 128
 """k steps per call when measuring: the A and B panels of every tile fit a 48 KiB L1."""
 
@@ -264,9 +264,10 @@ class _TileEmitter:
                     source_etype=F32)
         b_row = [b.load(b.gep(b_k, [ir.Constant(I64, j * self.lanes)], inbounds=True, source_etype=F32),
                         typ=self.vec, align=4) for j in range(self.vectors)]
-        ahead = b.gep(a_k, [ir.Constant(I64, PREFETCH_A_BYTES // 4)], source_etype=F32)  # may be past A:
-        prefetch = self.intrinsic("prefetch.p0", VOID, [PTR, I32, I32, I32])       # prefetches never fault
-        b.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+        prefetch = self.intrinsic("prefetch.p0", VOID, [PTR, I32, I32, I32])
+        for panel in (a_k, b_k):  # the address may be past the panel: prefetches never fault
+            ahead = b.gep(panel, [ir.Constant(I64, PREFETCH_BYTES // 4)], source_etype=F32)
+            b.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
         updated = []
         for r in range(uk.mr):
             a_rk = b.gep(a_k, [ir.Constant(I64, r)], inbounds=True, source_etype=F32)

@@ -72,20 +72,22 @@ def test_matmul_schedules_equal_the_untiled_kernel(data):
 @settings(max_examples=10)
 @given(st.data())
 def test_conv_schedules_equal_the_untiled_kernel(data):
-    """A Conv with bias and a ReLU epilogue as an implicit GEMM (im2col while packing B)."""
-    c, m = data.draw(st.integers(1, 9)), data.draw(st.integers(1, 40))
+    """A Conv with bias and a ReLU epilogue as an implicit GEMM (im2col while packing B); grouped
+    Convs as a batch of them, one per group."""
+    group = data.draw(st.sampled_from([1, 1, 2, 3]))
+    c, m = group * data.draw(st.integers(1, 5)), group * data.draw(st.integers(1 if group == 1 else 2, 20))
     kernel, stride = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 2))
     pad = data.draw(st.integers(0, 1))
     hw = data.draw(st.integers(kernel, 12))
     rng = np.random.default_rng(1)
-    w = rng.standard_normal((m, c, kernel, kernel)).astype(np.float32)
+    w = rng.standard_normal((m, c // group, kernel, kernel)).astype(np.float32)
     bias = rng.standard_normal(m).astype(np.float32)
-    attrs = {"pads": (pad,) * 4, "strides": (stride, stride), "activation": "Relu"}
+    attrs = {"pads": (pad,) * 4, "strides": (stride, stride), "activation": "Relu", "group": group}
     node = Node("FusedConv", ("x", "w", "b"), ("y",), attrs, domain="tensoregg")
     graph = Graph({"x": TensorType(F32, (1, c, hw, hw))}, {"w": w, "b": bias}, [node], ["y"])
     x = data.draw(arrays(np.float32, (1, c, hw, hw)))
     out = graph.types["y"].shape
-    check_schedule(graph, {"x": x}, data.draw(schedules(m, out[2] * out[3], c * kernel * kernel)))
+    check_schedule(graph, {"x": x}, data.draw(schedules(m // group, out[2] * out[3], c // group * kernel**2)))
 
 
 def test_contractions_are_found_by_index_structure():

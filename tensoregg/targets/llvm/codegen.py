@@ -31,10 +31,12 @@ from tensoregg.ir.compute.expr import is_float
 from tensoregg.ir.loops import For, Invoke, Kernel, Local, Ref, Stmt, Store
 from tensoregg.targets import MicroKernel
 from tensoregg.targets.llvm.formats import SmallFloat, SmallInt, decode, encode, format_of, wrap
+from tensoregg.targets.llvm.host import vector_bits
+from tensoregg.targets.llvm.irtypes import F32, I1, I8, I32, I64, PTR, declare
+from tensoregg.targets.llvm.jit import host_cpu
+from tensoregg.targets.llvm.mathfns import expf
+from tensoregg.targets.llvm.ukernels import emit_microkernel
 
-I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
-F32 = ir.FloatType()
-PTR = ir.PointerType()
 FLOATS: dict[str, ir.Type] = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}
 INTRINSIC = {"exp": "exp", "log": "log", "sqrt": "sqrt", "sin": "sin", "cos": "cos", "floor": "floor",
              "ceil": "ceil", "round": "roundeven", "abs": "fabs", "pow": "pow", "tanh": "tanh"}
@@ -47,12 +49,6 @@ FAST = ("contract",)
 EXACT = {"max", "min", "abs", "floor", "ceil", "round"}
 """Float calls whose result is a value of the operands' dtype (no rounding to do for ml_dtypes' floats)."""
 FLOAT_BITS = {"half": 16, "float": 32, "double": 64}
-
-
-def declare(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type]) -> ir.Function:
-    """The function ``name`` of ``module``, declared on first use."""
-    found = module.globals.get(name)
-    return found if found is not None else ir.Function(module, ir.FunctionType(ret, list(args)), name)
 
 
 def llvm_type(dtype: np.dtype, *, storage: bool = False) -> ir.Type:
@@ -163,10 +159,6 @@ class KernelEmitter:
         self.values = {}
         if not isinstance(s.intrinsic, MicroKernel):
             raise UnsupportedOperator(f"intrinsic {s.intrinsic!r}", target="llvm", detail="not offered")
-        from tensoregg.targets.llvm.host import vector_bits
-        from tensoregg.targets.llvm.jit import host_cpu
-        from tensoregg.targets.llvm.ukernels import emit_microkernel
-
         fn = emit_microkernel(self.module, s.intrinsic, vector_bits(host_cpu()[1]) // 32)
         args = [self.b.gep(self.pointer(a.buffer), [self.expr(a.offset)], inbounds=True,
                            source_etype=llvm_type(a.buffer.dtype, storage=True))
@@ -316,6 +308,8 @@ class KernelEmitter:
             return b.fcmp_unordered("!=", *args)
         if fn == "neg":
             return b.fneg(args[0])
+        if fn == "exp" and ty == F32:
+            return expf(b, self.module, args[0])
         if fn in ("max", "min"):  # NaN if either is (numpy's maximum); llvm.maximum is ~10x slower on x86
             picked = self.intrinsic(f"{fn}num", ty, args)
             return b.select(b.fcmp_unordered("uno", *args), b.fadd(*args), picked)
@@ -341,6 +335,8 @@ class KernelEmitter:
             return op(*args)
         if fn in ("div", "rem"):
             return self.divide(fn, signed, *args)
+        if fn == "exp" and ty == F32:
+            return expf(b, self.module, args[0])
         if fn in ("max", "min"):
             pick = b.icmp_signed if signed else b.icmp_unsigned
             return b.select(pick(">" if fn == "max" else "<", *args), *args)

@@ -26,7 +26,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from tensoregg.runtime.threads import available_cpus, pin
-from tensoregg.targets.llvm.codegen import I32, I64, PTR, declare
+from tensoregg.targets.llvm.irtypes import I32, I64, PTR, VOID, declare
 from tensoregg.targets.llvm.jit import JitModule
 
 GENERATION, DONE, STOP, ENTRY, ARGS, THREADS, BARRIER = 0, 1, 2, 3, 4, 8, 9
@@ -35,7 +35,7 @@ SPIN = 200_000
 """Polls (``pause`` each, ~50 ns) a worker spins before it starts sleeping between polls."""
 IDLE_US = 200
 """Microseconds a worker sleeps between polls once it has spun ``SPIN`` times."""
-VOID = ir.VoidType()
+
 ENTRY_TYPE = ir.FunctionType(VOID, [PTR] * 4 + [I64, I64, PTR])
 """The model entry point: inputs, outputs, weights, workspace, tid, nthreads, barrier."""
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from tensoregg.errors import CompileError
 from tensoregg.targets import MicroKernel
-from tensoregg.targets.llvm.codegen import F32, I32, I64, PTR, declare
+from tensoregg.targets.llvm.irtypes import F32, I1, I32, I64, PTR, VOID, declare
 from tensoregg.targets.llvm.jit import JitModule
 
 MAX_MR = 16
@@ -36,7 +36,7 @@ ROLLED_FMAS = 12
 """A k step of at least this many vector FMAs (two FMA units of latency 4 to keep busy, with margin)
 keeps its loop rolled: unrolling it gains nothing and adds register pressure (with ``-mcpu=znver3``,
 LLVM unrolls 14x8 by 2 and spills accumulators). Smaller tiles are unrolled as O3 likes."""
-VOID, I1 = ir.VoidType(), ir.IntType(1)
+
 
 
 def fits(mr: int, vectors: int, registers: int) -> bool:

@@ -104,12 +104,16 @@ Gather = Callable[[Expr, Expr, Expr], Expr]
 
 
 def gathered(c: Contraction, side: str, width: int) -> tuple[Gather, list[tuple[Buffer, np.ndarray]]] | None:
-    """Factor ``side`` read through offset tables, if it is one load (or a cast of one) at an index
-    affine in the axes: the element it reads is then line_table[line] + k_table[k] + a batch offset
-    (the address is linear, so it separates), with both tables computed at compile time, so packing
-    does no index arithmetic (a Conv's im2col divides by the output's row length otherwise)."""
+    """Factor ``side`` read through offset tables, if its lines span several axes (a Conv's output
+    pixels: the line's coordinates would take a division per element) and it is one load (or a cast
+    of one) at an index affine in the axes: the element it reads is then line_table[line] +
+    k_table[k] + a batch offset (the address is linear, so it separates), with both tables computed
+    at compile time, so packing does no index arithmetic."""
     factor = c.a_expr if side == "a" else c.b_expr
     load = factor.args[0] if isinstance(factor, Call) and factor.fn == "cast" else factor
+    axes = c.m_axes if side == "a" else c.n_axes
+    if sum(c.shape[d] > 1 for d in axes) < 2:  # one axis: its index is the line itself, no division
+        return None
     if not isinstance(load, Load) or not all(_affine(i) for i in load.index):
         return None
     src = load.buffer

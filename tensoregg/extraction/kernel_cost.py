@@ -60,7 +60,10 @@ THREAD_HANDOFF_S = 0.5e-6
 TILED_SETUP_S = 1e-6
 """Entering the blocked nest: packing buffers, edge tiles through a scratch tile."""
 UNTILED_EFFICIENCY = 0.15
-"""Fraction of a core's peak the default lowering (output rows vectorized) reaches."""
+"""Fraction of a core's peak the default lowering's row form (output rows vectorized) reaches."""
+UNTILED_SCALAR_EFFICIENCY = 0.006
+"""The same for its scalar form (an output whose last axis is 1: a serial FMA chain per element, e.g.
+a 1x1 Conv on a 1x1 map, DenseNet's classifier: measured 1.5 GFLOP/s)."""
 DEFAULT_CACHES = {"L1": 32 << 10, "L2": 256 << 10, "L3_per_core": 1 << 20}
 """Cache sizes assumed where the target does not say."""
 
@@ -133,7 +136,8 @@ def untiled_cost(problem: GemmProblem, target: Target) -> float:
     p, cores = problem, max(target.cores, 1)
     threads = max(1, min(cores, p.batch * p.m))
     rows = -(-p.batch * p.m // threads)
-    compute = np.array(2.0 * rows * p.n * p.k / (UNTILED_EFFICIENCY * target.core_flops))
+    efficiency = UNTILED_EFFICIENCY if p.row_form else UNTILED_SCALAR_EFFICIENCY
+    compute = np.array(2.0 * rows * p.n * p.k / (efficiency * target.core_flops))
     mem = _Memory(target, np.array(float(threads)))
     b_bytes = np.array(float(p.k * p.n * F32))
     memory = (rows * (p.k + p.n) * F32 + b_bytes) / mem.dram + mem.seconds(b_bytes * (rows - 1), b_bytes)

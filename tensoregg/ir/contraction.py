@@ -59,7 +59,8 @@ class Contraction:
     n_axes: tuple[int, ...]
 
     def problem(self, a_constant: bool, b_constant: bool) -> GemmProblem:
-        return GemmProblem(self.batch, self.m, self.n, self.k, not a_constant, not b_constant)
+        return GemmProblem(self.batch, self.m, self.n, self.k, not a_constant, not b_constant,
+                           row_form=self.out.shape[-1] > 1 if self.out.shape else False)
 
     def _at(self, bi: Expr, axes: Sequence[int], flat_index: Expr) -> dict[int, Expr]:
         """The output index variables of ``axes`` and the batch axes at flat positions (the axes of

@@ -30,7 +30,8 @@ from tensoregg.targets import MicroKernel
 @dataclass(frozen=True)
 class GemmProblem:
     """``batch`` products of an M x K by a K x N matrix. ``pack_a`` / ``pack_b``: the operand is
-    computed at run time and packed per block; False: it is a constant, packed once at compile time."""
+    computed at run time and packed per block; False: it is a constant, packed once at compile time.
+    ``row_form`` describes the alternative to tiling, for the cost model."""
 
     batch: int
     m: int
@@ -39,6 +40,9 @@ class GemmProblem:
     pack_a: bool = True
     pack_b: bool = True
     dtype: str = "float32"
+    row_form: bool = True
+    """Whether the default lowering (``Untiled``) vectorizes output rows (else: one serial chain per
+    element, for an output whose last axis is 1)."""
 
     @property
     def flops(self) -> int:

@@ -11,6 +11,7 @@ its terms in the same order, so both forms compute identical values.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -45,6 +46,17 @@ ROW_CHUNK = 64
 
 
 @dataclass
+class Inlined:
+    """A node's single output as an expression, for a consumer to compute in place of loading it:
+    its value at ``index`` (the output's index variables), loading ``inputs`` (graph value -> the
+    buffer its loads read)."""
+
+    index: tuple[Var, ...]
+    value: Expr
+    inputs: dict[str, Buffer]
+
+
+@dataclass
 class LoweredNode:
     """A node's kernel and what its params are: ``kernel.params`` is ``inputs`` (graph values, one
     param per distinct value the kernel reads), then ``outputs`` (graph values), then ``scratch``
@@ -56,14 +68,22 @@ class LoweredNode:
     outputs: list[str]
     scratch: list[Buffer]
     constants: list[tuple[Buffer, np.ndarray]] = field(default_factory=list)
+    inline: Inlined | None = None
+    """The node as an expression, when it is element-wise in the wide sense (one output, no
+    reduction, no stages or constants): a consumer may compute it instead of loading its output."""
+    fused: list[str] = field(default_factory=list)
+    """The inputs this kernel computes from their producers' ``inline`` instead of loading."""
 
 
 def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
                values: Mapping[str, np.ndarray], *, target: str = "llvm", name: str = "k",
-               row: bool = True, choose: Chooser | None = None) -> LoweredNode:
+               row: bool = True, choose: Chooser | None = None,
+               producers: Mapping[str, Inlined] | None = None) -> LoweredNode:
     """Lower ``node`` (its input types in ``types``, constant inputs in ``values``). An output that
     is a contraction (``tensoregg.ir.contraction``) is scheduled by ``choose`` when given: tiled as
-    the schedule it returns says, or by the default lowering for ``Untiled``.
+    the schedule it returns says, or by the default lowering for ``Untiled``. If the node itself is
+    element-wise in the wide sense (see ``LoweredNode.inline``), its inputs found in ``producers``
+    are computed from their producers' expressions rather than loaded (the kernel fuses them).
 
     Unused outputs (named ``""``) are computed too, into buffers the caller provides as scratch.
     """
@@ -80,6 +100,12 @@ def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
     exprs = fn(ctx)
     if len(exprs) != len(outs):
         raise ValueError(f"{node.op}: compute definition gave {len(exprs)} outputs, node has {len(outs)}")
+    pure = not ctx.stages and not ctx.constants and len(exprs) == 1 and not _has_reduce(exprs[0])
+    fused = [n for n in distinct if pure and producers and n in producers]
+    for n in fused:
+        assert producers is not None
+        exprs = [_inline(exprs[0], by_value.pop(n), producers[n], by_value)]
+    distinct = [n for n in distinct if n not in fused] + [n for n in by_value if n not in distinct]
     body: list[Stmt] = []
     for stage in ctx.stages:
         body += assign(stage.buffer, stage.index, stage.value, row=row)
@@ -101,7 +127,26 @@ def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
     constants = [(b, v) for b, v in constants if id(b) in read]
     params = [*(by_value[n] for n in kept), *outs, *scratch, *(b for b, _ in constants)]
     kernel = Kernel(name, params, body, [*outs, *scratch])
-    return LoweredNode(kernel, kept, list(node.outputs), scratch, constants)
+    inline = Inlined(ctx.index(0), exprs[0], {n: by_value[n] for n in distinct}) if pure else None
+    return LoweredNode(kernel, kept, list(node.outputs), scratch, constants, inline, fused)
+
+
+def _inline(e: Expr, buf: Buffer, producer: Inlined, by_value: dict[str, Buffer]) -> Expr:
+    """``e`` with each load of ``buf`` replaced by ``producer``'s value at that index, the producer's
+    inputs read through ``by_value`` (the consumer's buffers, extended with those it lacks)."""
+    rebind: dict[int, Expr] = {}
+    for n, theirs in producer.inputs.items():
+        if n not in by_value:  # a new param of the consumer's kernel, named apart from its others
+            taken = {b.name for b in by_value.values()}
+            by_value[n] = Buffer(next(f"in{k}" for k in itertools.count() if f"in{k}" not in taken),
+                                 theirs.dtype, theirs.shape)
+        ours = by_value[n]
+        rebind.update((id(x), Load(ours, x.index)) for x in walk(producer.value)
+                      if isinstance(x, Load) and x.buffer is theirs)
+    value = substitute(producer.value, rebind)
+    at = {id(x): substitute(value, dict(zip(map(id, producer.index), x.index)))
+          for x in walk(e) if isinstance(x, Load) and x.buffer is buf}
+    return substitute(e, at)
 
 
 Chooser = Callable[[GemmProblem], Schedule]

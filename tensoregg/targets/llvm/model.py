@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from tensoregg.errors import CompileError, GuardViolation
 from tensoregg.ir.compute import Buffer, Const, Expr, Load, walk
 from tensoregg.ir.graph import Graph
 from tensoregg.ir.loops import For, Invoke, Kernel, Local, Store, format_kernel, statements, work
-from tensoregg.ir.lower import Chooser, LoweredNode, lower_node
+from tensoregg.ir.lower import Chooser, Inlined, LoweredNode, lower_node
 from tensoregg.ir.registry import get_op
 from tensoregg.rules.schedules import choose_gemm_schedule
 from tensoregg.runtime.memory import ALIGN, POISON, MemoryPlan, Place, align, aligned_empty, huge_zeros
@@ -49,22 +50,35 @@ costs more than it saves."""
 
 class NativeModel:
     """A Graph compiled to native code (see the module docstring). With ``guard``, ``run`` runs in
-    guard mode with that many guard bytes."""
+    guard mode with that many guard bytes. Contractions are scheduled by ``choose`` (default: the
+    target's cost model over the schedules the rules enumerate; ``schedule=False``: all untiled).
+    With ``fuse``, a node that is element-wise in the wide sense and whose output only one node
+    reads is computed inside that node's kernel when it is element-wise too (BatchNorm + Relu, a
+    Mul/Add/Relu chain: one pass over memory instead of one per op)."""
 
     def __init__(self, graph: Graph, *, guard: int = 0, row: bool = True, target: Target | None = None,
-                 choose: Chooser | None = None, schedule: bool = True) -> None:
+                 choose: Chooser | None = None, schedule: bool = True, fuse: bool = True) -> None:
         self.graph, self.guard = graph, guard
         self.target = target if target is not None else host_target()
         if choose is None and schedule:
             description = self.target
             choose = lambda problem: choose_gemm_schedule(problem, description)  # noqa: E731
         self.lowered: list[LoweredNode] = []
+        uses = Counter(n for node in graph.nodes for n in node.inputs)
+        uses.update(graph.outputs)
+        inlinable: dict[str, tuple[int, Inlined]] = {}  # value -> (its node, the node as an expression)
+        fused: set[int] = set()
         for k, node in enumerate(graph.nodes):
             opdef = get_op(node.op, node.domain)
+            producers = {n: inlinable[n][1] for n in node.inputs if n in inlinable}
             low = lower_node(opdef, node, graph.types, graph.initializers, name=f"k{k}", row=row,
-                             choose=choose if schedule else None)
+                             choose=choose if schedule else None, producers=producers)
             self.lowered.append(low)
+            fused.update(inlinable[n][0] for n in low.fused)
+            if low.inline is not None and fuse and uses[node.outputs[0]] == 1:
+                inlinable[node.outputs[0]] = (k, low.inline)
         self.aliases, self.views = reuse_memory(graph, self.lowered)
+        self.views |= fused
         self.plan = MemoryPlan(graph, self.lowered, aliases=self.aliases)
         self.work = sum(work(low.kernel.body) for low in self.lowered)
         self.module = self._build()
@@ -275,8 +289,8 @@ def reuse_memory(graph: Graph, lowered: Sequence[LoweredNode]) -> tuple[dict[str
     writes over that input (its stores are redirected to it). Only workspace values take part: graph
     inputs, outputs and constants are never overwritten."""
     last_use: dict[str, int] = {}
-    for k, node in enumerate(graph.nodes):
-        for n in node.inputs:
+    for k, low in enumerate(lowered):  # what kernels read (a fused kernel reads its producers' inputs)
+        for n in low.inputs:
             last_use[n] = k
     fixed = {*graph.inputs, *graph.outputs, *graph.initializers}
     aliases: dict[str, str] = {}

@@ -109,7 +109,7 @@ def test_guard_regions_catch_a_kernel_writing_past_its_buffer(monkeypatch):
     nodes = [Node("Relu", ("x",), ("y",)), Node("Neg", ("y",), ("z",))]
     graph = Graph({"x": TensorType(F32, (3, 4))}, {}, nodes, ["z"])
     with pytest.raises(GuardViolation, match="Relu node 'y'"):
-        NativeModel(graph, guard=64).run({"x": np.ones((3, 4), np.float32)})
+        NativeModel(graph, guard=64, fuse=False).run({"x": np.ones((3, 4), np.float32)})
 
 
 def test_guard_poison_exposes_a_kernel_reading_past_its_buffer(monkeypatch):
@@ -206,7 +206,7 @@ def test_identical_kernels_share_code_but_not_across_dtypes():
              Node("Cast", ("y",), ("z",), {"to": TensorProto.FLOAT16}),
              Node("Relu", ("z",), ("r1",)), Node("Relu", ("r1",), ("r2",)), Node("Neg", ("r2",), ("out",))]
     graph = Graph({"x": TensorType(f16, (2, 4, 8))}, {}, nodes, ["out"])
-    model = NativeModel(graph)
+    model = NativeModel(graph, fuse=False)
     assert len(set(model.kernel_names)) == 4 and model.kernel_names[2] == model.kernel_names[3]
     x = np.random.default_rng(0).standard_normal((2, 4, 8)).astype(f16)
     assert check_native(graph, {"x": x}, require=True)
@@ -224,7 +224,22 @@ def test_in_place_element_wise_and_views_share_memory():
              Node("Sigmoid", ("g",), ("y",))]
     consts = {"shape": np.array([6, 4], np.int64), "bias": rng.standard_normal(4).astype(np.float32)}
     graph = Graph({"x": TensorType(F32, (2, 3, 4))}, consts, nodes, ["y"])
-    model = NativeModel(graph)
+    model = NativeModel(graph, fuse=False)  # (fused, Relu and Neg would be one kernel)
     assert model.aliases == {"b": "a", "c": "b", "d": "c", "g": "f"}
     assert model.views == {2}
     assert check_native(graph, {"x": rng.standard_normal((2, 3, 4)).astype(np.float32)}, require=True)
+
+
+def test_element_wise_chains_fuse_into_one_kernel():
+    """Mul -> Add -> Relu (per-channel constants) runs as one kernel, in guard mode too; a value read
+    twice, or a graph output, is stored by its own kernel."""
+    rng = np.random.default_rng(3)
+    s, t = (rng.standard_normal((1, 8, 1, 1)).astype(np.float32) for _ in range(2))
+    nodes = [Node("Mul", ("x", "s"), ("a",)), Node("Add", ("a", "t"), ("b",)), Node("Relu", ("b",), ("c",)),
+             Node("Neg", ("c",), ("d",)), Node("Add", ("d", "d"), ("e",)), Node("Exp", ("e",), ("f",))]
+    graph = Graph({"x": TensorType(F32, (1, 8, 5, 5))}, {"s": s, "t": t}, nodes, ["f", "e"])
+    model = NativeModel(graph)
+    assert model.views == {0, 1, 2} and [low.fused for low in model.lowered][1:4] == [["a"], ["b"], ["c"]]
+    x = rng.standard_normal((1, 8, 5, 5)).astype(np.float32)
+    assert check_native(graph, {"x": x}, require=True)
+    assert NativeModel(graph, fuse=False).views == set()

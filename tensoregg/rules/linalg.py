@@ -1,11 +1,13 @@
-"""Linear algebra: fold BatchNormalization into Conv/Gemm weights, MatMul+Add -> Gemm, and move
-scalar multiplications through linear ops.
+"""Linear algebra: fold BatchNormalization, and a per-channel Mul/Add (BatchNormalization written
+out), into Conv/Gemm weights, MatMul+Add -> Gemm, and move scalar multiplications through linear ops.
 
 New weights are written as ordinary ops over the ``Tensor.const`` leaves, so the extractor sees them
 as free and ``ir/fold.py`` folds them into constants. No new constant is needed: with
 k = scale / sqrt(var + eps) per channel, BatchNormalization over the constants themselves computes
 ``W * k`` (zero mean and shift, the channel axis moved to axis 1) and ``(B - mean) * k + shift``;
-zeros are ``mean - mean``; Einsum moves axes and drops the unit axis that Flatten added.
+zeros are ``mean - mean``; Einsum moves axes and drops the unit axis that Flatten added. A
+per-channel constant s of a Mul/Add after a Conv becomes the vector ``Einsum(Flatten(s, 0), "ij->j")``
+(length C, or 1 for a one-element s), which scales W's rows and B, or adds to B.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from egglog import String, Vec, eq, f64, i64, ne, var
+from egglog import String, Vec, eq, f64, i64, ne, set_, union, var
 
 from tensoregg.ir.graph import Graph, Node
 from tensoregg.ir.terms import CONSTRUCTORS, Tensor, dtype_of, shape_of
@@ -33,9 +35,11 @@ trans_a, group = var("trans_a", i64), var("group", i64)
 auto_pad = var("auto_pad", String)
 dilations, kernel_shape, pads, strides = (var(n, Vec[Vec[i64]]) for n in ("dilations", "kernel_shape", "pads",
                                                                           "strides"))
-sa, sb, sc, sy = (var(n, Vec[i64]) for n in ("sa", "sb", "sc", "sy"))
+sa, sb, sc, ss, sy = (var(n, Vec[i64]) for n in ("sa", "sb", "sc", "ss", "sy"))
 dt = var("dt", String)
 F32 = String("float32")
+FOLD_DTYPES = Vec[String](F32, String("float16"))
+"""The dtypes whose weights the per-channel folds rewrite."""
 
 
 def is_const(*tensors: Any) -> list[Any]:
@@ -82,20 +86,35 @@ def _shifted(t: Any) -> Any:
 BN_CONSTS = is_const(scale, shift, mean, variance)
 ZERO_FITS_W = [eq(dtype_of(w)).to(dt), eq(dtype_of(mean)).to(dt)]
 """Where B or C is absent the zero bias is ``mean - mean``, of mean's dtype: it must be W's."""
+HAS_BIAS = [eq(dtype_of(bias)).to(dt)]
+"""Conv's bias is present: an absent one (``none``) has no dtype (a ``ne`` against ``Tensor.none()``
+would need a ``none`` somewhere in the e-graph to match)."""
 
 
 def _conv(weight: Any, conv_bias: Any) -> Any:
     return Conv(x, weight, conv_bias, auto_pad, dilations, group, kernel_shape, pads, strides)
 
 
+def _conv_fold(name: str, law: str, lhs: Any, weight: Any, new_bias: Any | None, facts: list[Any],
+               example: Any) -> None:
+    """Register ``lhs = conv(x, weight, new_bias)`` (``None``: no bias) where ``lhs`` has shape sy
+    and dtype dt. A new bias gets its type facts, shape (C,) = (sy[1],) and dtype dt, so that a
+    later fold over the new Conv sees it as present (``HAS_BIAS``)."""
+    rhs = _conv(weight, Tensor.none() if new_bias is None else new_bias)
+    typed = ([] if new_bias is None else
+             [set_(shape_of(new_bias)).to(Vec[i64](sy[1])), set_(dtype_of(new_bias)).to(dt)])
+    linalg.rule(name, law, [lhs, *facts, eq(shape_of(lhs)).to(sy), eq(dtype_of(lhs)).to(dt)],
+                [union(lhs).with_(rhs), *typed], example=example)
+
+
 def _conv_bn_rule(with_bias: bool) -> None:
     conv_bias, premises = (bias, is_const(bias)) if with_bias else (Tensor.none(), ZERO_FITS_W)
     # BN(conv(x, W) + B) = conv(x, W * k) + (B - mean) * k + shift, k per output channel (axis 0 of W)
-    linalg.rewrite("conv-bn-fold" + ("" if with_bias else "-no-bias"),
-                   "bn(conv(x, W, B)) = conv(x, W*k, (B-mean)*k+shift), k = scale/sqrt(var+eps)",
-                   _bn(_conv(w, conv_bias), shift, mean),
-                   _conv(_scaled_rows(w), _einsum(_shifted(bias if with_bias else _zero()), "ij->j")),
-                   *is_const(w), *BN_CONSTS, *premises, example=lambda: _conv_bn_example(with_bias))
+    _conv_fold("conv-bn-fold" + ("" if with_bias else "-no-bias"),
+               "bn(conv(x, W, B)) = conv(x, W*k, (B-mean)*k+shift), k = scale/sqrt(var+eps)",
+               _bn(_conv(w, conv_bias), shift, mean), _scaled_rows(w),
+               _einsum(_shifted(bias if with_bias else _zero()), "ij->j"),
+               [*is_const(w), *BN_CONSTS, *premises], lambda: _conv_bn_example(with_bias))
 
 
 _conv_bn_rule(True)
@@ -120,6 +139,56 @@ def _gemm_bn_rule(trans_b: int, with_c: bool) -> None:
 for _trans_b in (0, 1):
     for _with_c in (True, False):
         _gemm_bn_rule(_trans_b, _with_c)
+
+
+# ---- per-channel Mul/Add after Conv ------------------------------------------------------------
+
+MAX_CONV_RANK = 5
+"""The per-channel premise checks the axes of Conv outputs up to this rank (3 spatial axes)."""
+
+
+def _per_channel(conv: Any, full: bool) -> list[Any]:
+    """Facts: s is a constant of ``conv``'s dtype dt (float32 or float16) and ``conv`` has shape sy
+    of rank <= 5; s is 1 on every axis of sy but the channel axis 1 (``_conv_fold`` checks that it
+    keeps sy when broadcast, so s's channel side is C or 1); ``full``: it is C.
+
+    s's shape right-aligned to sy (numpy broadcasting) lies in ones(5) + shape(s) + ones(5) at
+    ``offset`` = len(s) + 5 - rank(sy): axis i of sy is ``padded[offset + i]``, a one where s has
+    no axis."""
+    ones = Vec[i64](*[i64(1)] * MAX_CONV_RANK)
+    padded, offset = ones.append(ss, ones), ss.length() + i64(MAX_CONV_RANK) - sy.length()
+    channel = [eq(padded[offset + 1]).to(sy[1])] if full else []
+    return [*is_const(s), eq(dtype_of(s)).to(dt), eq(dtype_of(conv)).to(dt), FOLD_DTYPES.contains(dt),
+            eq(shape_of(s)).to(ss), eq(shape_of(conv)).to(sy), sy.length() < i64(MAX_CONV_RANK + 1),
+            *[eq(padded[offset + i]).to(i64(1)) for i in range(MAX_CONV_RANK) if i != 1], *channel]
+
+
+def _conv_affine_rule(op: str, commuted: bool, with_bias: bool) -> None:
+    """``op`` (Mul or Add) of a Conv and a per-channel constant s folded into the Conv's W and B.
+
+    W and B need not be initializers: after conv-bn-fold or another of these folds they are terms
+    over constants, which the extractor folds all the same."""
+    conv = _conv(w, bias if with_bias else Tensor.none())
+    lhs = (Mul if op == "Mul" else Add)(*((s, conv) if commuted else (conv, s)))
+    row = _einsum(Flatten(s, i64(0)), "ij->j")  # s as a vector s_o: C per-channel values, or one
+    if op == "Mul":  # conv(x, W, B) * s = conv(x, W * s_o, B * s_o), s_o scaling W's rows
+        weight = Einsum(Vec[Tensor](w, row), String("o...,o->o..."))
+        new_bias = Mul(bias, row) if with_bias else None
+        law = "Mul(conv(x, W, B), s) = conv(x, W*s_o, B*s_o)"
+    else:  # conv(x, W, B) + s = conv(x, W, B + s_o); without B, s_o must be C long
+        weight, new_bias = w, (Add(bias, row) if with_bias else row)
+        law = "Add(conv(x, W, B), s) = conv(x, W, B+s_o)"
+    name = f"conv-{op.lower()}-fold" + ("" if with_bias else "-no-bias") + ("-commuted" if commuted else "")
+    _conv_fold(name, law + " for a constant s varying only along the output channels (or one-element s)",
+               lhs, weight, new_bias,
+               [*_per_channel(conv, op == "Add" and not with_bias), *(HAS_BIAS if with_bias else [])],
+               lambda: _conv_affine_example(op, commuted, with_bias))
+
+
+for _op in ("Mul", "Add"):
+    for _with_bias in (True, False):
+        for _commuted in (False, True):
+            _conv_affine_rule(_op, _commuted, _with_bias)
 
 
 # ---- MatMul + Add -> Gemm -------------------------------------------------------------------------
@@ -184,24 +253,52 @@ def _bn_node(draw: Any, t: str) -> Node:
     return Node("BatchNormalization", (t, "scale", "shift", "mean", "var"), ("y",), {"epsilon": eps})
 
 
+def _draw_conv(draw: Any, with_bias: bool) -> tuple[Node, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Conv x -> t (W, B?) with 1 or 2 spatial dims, random groups/strides/pads: (node, consts, feeds)."""
+    from hypothesis import strategies as st
+
+    spatial = draw(st.integers(1, 2))
+    group = draw(st.sampled_from([1, 2]))
+    cin, cout = group * draw(st.integers(1, 2)), group * draw(st.integers(1, 2))
+    kernel = tuple(draw(st.integers(1, 2)) for _ in range(spatial))
+    size = tuple(draw(st.integers(k, 4)) for k in kernel)
+    attrs = {"group": group, "strides": [draw(st.integers(1, 2)) for _ in kernel],
+             "pads": [draw(st.integers(0, 1)) for _ in range(2 * spatial)]}
+    consts = {"w": _f32(draw, (cout, cin // group, *kernel))}
+    if with_bias:
+        consts["b"] = _f32(draw, (cout,))
+    conv = Node("Conv", ("x", "w", "b" if with_bias else ""), ("t",), attrs)
+    return conv, consts, {"x": _f32(draw, (1, cin, *size))}
+
+
 def _conv_bn_example(with_bias: bool) -> Any:
-    """x -> Conv(W, B?) -> BatchNormalization, 1 or 2 spatial dims, random groups/strides/pads."""
+    """x -> Conv(W, B?) -> BatchNormalization (see ``_draw_conv``)."""
     from hypothesis import strategies as st
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        spatial = draw(st.integers(1, 2))
-        group = draw(st.sampled_from([1, 2]))
-        cin, cout = group * draw(st.integers(1, 2)), group * draw(st.integers(1, 2))
-        kernel = tuple(draw(st.integers(1, 2)) for _ in range(spatial))
-        size = tuple(draw(st.integers(k, 4)) for k in kernel)
-        attrs = {"group": group, "strides": [draw(st.integers(1, 2)) for _ in kernel],
-                 "pads": [draw(st.integers(0, 1)) for _ in range(2 * spatial)]}
-        consts = {"w": _f32(draw, (cout, cin // group, *kernel)), **_bn_consts(draw, cout)}
-        if with_bias:
-            consts["b"] = _f32(draw, (cout,))
-        conv = Node("Conv", ("x", "w", "b" if with_bias else ""), ("t",), attrs)
-        return _case([conv, _bn_node(draw, "t")], {"x": _f32(draw, (1, cin, *size))}, consts)
+        conv, consts, feeds = _draw_conv(draw, with_bias)
+        channels = consts["w"].shape[0]
+        return _case([conv, _bn_node(draw, "t")], feeds, {**consts, **_bn_consts(draw, channels)})
+
+    return build()
+
+
+def _conv_affine_example(op: str, commuted: bool, with_bias: bool) -> Any:
+    """x -> Conv(W, B?) (see ``_draw_conv``) -> Mul/Add with a constant s of shape (1, C, 1, ...) or
+    (C, 1, ...), or (when B is present or op is Mul) () or (1,)."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        conv, consts, feeds = _draw_conv(draw, with_bias)
+        channels, ones = consts["w"].shape[0], (1,) * (consts["w"].ndim - 2)
+        shapes = [(1, channels, *ones), (channels, *ones)]
+        if op == "Mul" or with_bias:
+            shapes += [(), (1,)]
+        consts["s"] = _f32(draw, draw(st.sampled_from(shapes)), -2.0, 2.0)
+        affine = Node(op, ("s", "t") if commuted else ("t", "s"), ("y",))
+        return _case([conv, affine], feeds, consts)
 
     return build()
 

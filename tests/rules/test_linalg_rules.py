@@ -123,3 +123,60 @@ def test_scalar_reassoc_needs_a_one_element_constant():
     assert "matmul-scalar-reassoc" in fired(scaled(rand()))
     assert not fired(scaled(rand(5)))  # a per-column scale: sound, but not this rule's premise
     assert not fired(scaled(rand(3, 1)))  # a per-row scale cannot move onto b
+
+
+def conv_affine(s_shape, op="Mul", with_bias=False, dtype=np.float32, s_input=False):
+    """x (1, 3, 6, 6) -> Conv(W (4, 3, 3, 3), B?) -> (1, 4, 4, 4) -> ``op`` with s of ``s_shape``
+    (a constant or an input): 4 channels, and 4 along each spatial axis too."""
+    x, s = rand(1, 3, 6, 6).astype(dtype), rand(*s_shape, low=0.5, high=2.0).astype(dtype)
+    consts = {"w": rand(4, 3, 3, 3).astype(dtype), "b": rand(4).astype(dtype)}
+    types = {"x": TensorType.of(x), **({"s": TensorType.of(s)} if s_input else {})}
+    nodes = [Node("Conv", ("x", "w", "b" if with_bias else ""), ("t",)), Node(op, ("t", "s"), ("y",))]
+    return Graph(types, {**consts, **({} if s_input else {"s": s})}, nodes, ["y"])
+
+
+@pytest.mark.parametrize("s_shape", [(1, 4, 1, 1), (4, 1, 1), (), (1,)])
+def test_per_channel_mul_folds_for_channel_and_one_element_constants(s_shape):
+    assert set(fired(conv_affine(s_shape))) == {"conv-mul-fold-no-bias"}
+
+
+@pytest.mark.parametrize("s_shape", [(4,), (1, 1, 1, 4), (4, 1), (1, 4, 4, 1), (2, 1, 4, 1, 1)])
+def test_per_channel_folds_need_a_constant_varying_only_along_channels(s_shape):
+    # (4,) and (1, 1, 1, 4) run along the width axis, (4, 1) along the height axis, (1, 4, 4, 1)
+    # along channels and height, (2, 1, 4, 1, 1) broadcasts the output up to rank 5
+    for op in ("Mul", "Add"):
+        for with_bias in (True, False):
+            assert not fired(conv_affine(s_shape, op, with_bias)), (s_shape, op, with_bias)
+
+
+def test_per_channel_folds_need_a_float32_or_float16_constant():
+    assert not fired(conv_affine((4, 1, 1), s_input=True))
+    assert not fired(conv_affine((4, 1, 1), dtype=np.float64))
+    assert fired(conv_affine((4, 1, 1), dtype=np.float16)) == {"conv-mul-fold-no-bias": 1}
+
+
+def test_biasless_add_fold_needs_a_full_channel_vector():
+    assert fired(conv_affine((4, 1, 1), "Add")) == {"conv-add-fold-no-bias": 1}
+    assert not fired(conv_affine((1,), "Add"))  # no C-long bias to add a scalar to
+    assert fired(conv_affine((1,), "Add", with_bias=True)) == {"conv-add-fold": 1}
+
+
+@pytest.mark.parametrize("spatial", [1, 2, 3])
+@pytest.mark.parametrize("with_bn", [True, False])
+def test_conv_mul_add_relu_folds_to_one_fused_conv(spatial, with_bn):
+    """inception_v2's Conv -> BatchNormalization -> Mul -> Add -> Relu (scale and shift of shapes
+    (C, 1, ...) and (1, C, 1, ...), the Mul commuted) ends as one FusedConv over constants."""
+    x = rand(2, 3, *(5,) * spatial)
+    consts = {"w": rand(4, 3, *(3,) * spatial), "s": rand(4, *(1,) * spatial),
+              "t": rand(1, 4, *(1,) * spatial), **bn_params(4)}
+    nodes = [Node("Conv", ("x", "w"), ("c",)), bn("c", "u"), Node("Mul", ("s", "u"), ("v",)),
+             Node("Add", ("v", "t"), ("z",)), Node("Relu", ("z",), ("y",))]
+    if not with_bn:
+        nodes = [Node("Conv", ("x", "w"), ("u",)), *nodes[2:]]
+    graph, feeds = Graph({"x": TensorType.of(x)}, consts, nodes, ["y"]), {"x": x}
+    result, _ = optimize(graph, REF, families=("linalg", "fusion"))
+    for got, want in zip(run_graph(result, feeds), run_graph(graph, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    (fused,) = result.nodes
+    assert fused.op == "FusedConv" and fused.attrs["activation"] == "Relu"
+    assert all(name in result.initializers for name in fused.inputs[1:3])

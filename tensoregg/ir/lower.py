@@ -21,6 +21,7 @@ from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir.compute import (
     INDEX,
     Buffer,
+    Call,
     ComputeCtx,
     Expr,
     Load,
@@ -134,19 +135,35 @@ def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
 def _inline(e: Expr, buf: Buffer, producer: Inlined, by_value: dict[str, Buffer]) -> Expr:
     """``e`` with each load of ``buf`` replaced by ``producer``'s value at that index, the producer's
     inputs read through ``by_value`` (the consumer's buffers, extended with those it lacks)."""
-    rebind: dict[int, Expr] = {}
+    ours: dict[int, Buffer] = {}
     for n, theirs in producer.inputs.items():
         if n not in by_value:  # a new param of the consumer's kernel, named apart from its others
             taken = {b.name for b in by_value.values()}
             by_value[n] = Buffer(next(f"in{k}" for k in itertools.count() if f"in{k}" not in taken),
                                  theirs.dtype, theirs.shape)
-        ours = by_value[n]
-        rebind.update((id(x), Load(ours, x.index)) for x in walk(producer.value)
-                      if isinstance(x, Load) and x.buffer is theirs)
-    value = substitute(producer.value, rebind)
-    at = {id(x): substitute(value, dict(zip(map(id, producer.index), x.index)))
-          for x in walk(e) if isinstance(x, Load) and x.buffer is buf}
-    return substitute(e, at)
+        ours[id(theirs)] = by_value[n]
+    value = _map_loads(producer.value, lambda x: Load(ours[id(x.buffer)], x.index)
+                       if id(x.buffer) in ours else x)
+    return _map_loads(e, lambda x: substitute(value, dict(zip(map(id, producer.index), x.index)))
+                      if x.buffer is buf else x)
+
+
+def _map_loads(e: Expr, fn: Callable[[Load], Expr]) -> Expr:
+    """``e`` with every load (inner ones first: indices may load too) replaced by ``fn`` of it."""
+    memo: dict[int, Expr] = {}
+
+    def go(x: Expr) -> Expr:
+        if id(x) not in memo:
+            if isinstance(x, Load):
+                memo[id(x)] = fn(Load(x.buffer, tuple(go(i) for i in x.index)))
+            elif isinstance(x, Call):
+                memo[id(x)] = Call(x.fn, tuple(go(a) for a in x.args), x.dtype)
+            elif isinstance(x, Reduce):
+                memo[id(x)] = Reduce(x.combiner, x.axes, x.extents, go(x.body), go(x.init))
+            else:
+                memo[id(x)] = x
+        return memo[id(x)]
+    return go(e)
 
 
 Chooser = Callable[[GemmProblem], Schedule]

@@ -102,7 +102,8 @@ def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
     if len(exprs) != len(outs):
         raise ValueError(f"{node.op}: compute definition gave {len(exprs)} outputs, node has {len(outs)}")
     pure = not ctx.stages and not ctx.constants and len(exprs) == 1 and not _has_reduce(exprs[0])
-    fused = [n for n in distinct if pure and producers and n in producers]
+    fused = [n for n in distinct if pure and producers and n in producers
+             and _reads(exprs[0], by_value[n]) == 1 and _size(producers[n].value) <= INLINE_MAX_NODES]
     for n in fused:
         assert producers is not None
         exprs = [_inline(exprs[0], by_value.pop(n), producers[n], by_value)]
@@ -130,6 +131,20 @@ def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
     kernel = Kernel(name, params, body, [*outs, *scratch])
     inline = Inlined(ctx.index(0), exprs[0], {n: by_value[n] for n in distinct}) if pure else None
     return LoweredNode(kernel, kept, list(node.outputs), scratch, constants, inline, fused)
+
+
+INLINE_MAX_NODES = 64
+"""The largest producer expression a consumer computes in place of loading it (fusing a chain of
+producers that each read their input several times would grow the expression exponentially)."""
+
+
+def _reads(e: Expr, buf: Buffer) -> int:
+    """How many distinct loads of ``buf`` ``e`` makes (an element-wise consumer: one)."""
+    return sum(1 for x in walk(e) if isinstance(x, Load) and x.buffer is buf)
+
+
+def _size(e: Expr) -> int:
+    return sum(1 for _ in walk(e))
 
 
 def _inline(e: Expr, buf: Buffer, producer: Inlined, by_value: dict[str, Buffer]) -> Expr:

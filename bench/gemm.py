@@ -36,7 +36,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import queue as queue_mod
 import statistics
 import sys
 import time
@@ -44,7 +43,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from models import RTOL, max_rel_err, quartiles, time_pair
+from models import RTOL, child_rows, max_rel_err, quartiles, time_pair
 
 DEFAULT_SHAPES = "256,512,1024,2048,128x768x3072"
 VARIANTS = ("B input", "B const")
@@ -154,30 +153,7 @@ def run_threads(ctx: Any, threads: int, settings: Settings, timeout: float) -> l
     """Rows at ``threads`` threads from their own process (OPENBLAS_NUM_THREADS set before it starts),
     printed as they come; a crash or a timeout is a row."""
     os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
-    out = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(threads, settings, out))
-    proc.start()
-    rows: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            row = out.get(timeout=1.0)
-        except queue_mod.Empty:
-            if time.monotonic() > deadline:
-                proc.kill()
-                row = {"threads": threads, "status": f"error: timed out after {timeout:.0f} s"}
-            elif not proc.is_alive():
-                row = {"threads": threads, "status": f"error: process died (exit code {proc.exitcode})"}
-            else:
-                continue
-        if row is None:
-            break
-        rows.append(row)
-        print_row(row)
-        if row["status"].startswith("error"):
-            break
-    proc.join()
-    return rows
+    return child_rows(ctx, _child, (threads, settings), {"threads": threads}, timeout, print_row)
 
 
 HEADER = (f"{'shape MxKxN':15s} {'variant':8s} {'thr':>3s} {'compile s':>9s} {'te GFLOP/s':>10s} "

@@ -179,8 +179,18 @@ def _child(name: str, settings: Settings, out: Any) -> None:
 
 def run_model(ctx: Any, name: str, settings: Settings, timeout: float) -> list[dict[str, Any]]:
     """Rows for ``name`` from its own process, printed as they come; a crash or a timeout is a row."""
+    return child_rows(ctx, _child, (name, settings), {"model": name}, timeout, print_row,
+                      ("error", "unsupported"))
+
+
+def child_rows(ctx: Any, target: Callable[..., None], args: tuple[Any, ...], label: dict[str, Any],
+               timeout: float, show: Callable[[dict[str, Any]], None],
+               stop: tuple[str, ...] = ("error",)) -> list[dict[str, Any]]:
+    """The rows ``target(*args, queue)`` puts on its queue from its own process (None ends them),
+    each shown as it comes; a crash or a timeout is a row (``label`` plus an error status), and a
+    row whose status starts with one of ``stop`` is the last."""
     out = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(name, settings, out))
+    proc = ctx.Process(target=target, args=(*args, out))
     proc.start()
     rows: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
@@ -190,16 +200,16 @@ def run_model(ctx: Any, name: str, settings: Settings, timeout: float) -> list[d
         except queue_mod.Empty:
             if time.monotonic() > deadline:
                 proc.kill()
-                row = {"model": name, "status": f"error: timed out after {timeout:.0f} s"}
+                row = {**label, "status": f"error: timed out after {timeout:.0f} s"}
             elif not proc.is_alive():
-                row = {"model": name, "status": f"error: process died (exit code {proc.exitcode})"}
+                row = {**label, "status": f"error: process died (exit code {proc.exitcode})"}
             else:
                 continue
         if row is None:
             break
         rows.append(row)
-        print_row(row)
-        if row["status"].startswith(("error", "unsupported")):
+        show(row)
+        if row["status"].startswith(stop):
             break
     proc.join()
     return rows

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not HARNESS.exists(), reason="needs ../shared/to
 @pytest.mark.parametrize(("target", "suite"), [(t, s) for t in FLOORS for s in sorted(FLOORS[t])])
 def test_conformance_floor(target, suite, tmp_path):
     out = tmp_path / "result.json"
-    jobs = os.environ.get("CONFORMANCE_JOBS", "1")
+    jobs = os.environ.get("CONFORMANCE_JOBS", "2")  # the llvm node suite is the suite's long tail
     env = {**os.environ, "TENSOREGG_TARGET": target}
     proc = subprocess.run([sys.executable, str(HARNESS), "--backend", "tensoregg.frontends.onnx_backend",
                            "--suite", suite, "--json", str(out), "-j", jobs, "--show-failures", "30"],

@@ -111,7 +111,8 @@ def unflatten(flat_index: Expr, extents: Sequence[int]) -> list[Expr]:
     return out
 
 
-def _vars(e: Expr) -> set[int]:
+def variables(e: Expr) -> set[int]:
+    """The ids of the index variables ``e`` reads."""
     return {id(x) for x in walk(e) if isinstance(x, Var)}
 
 
@@ -126,7 +127,7 @@ def _split_groups(shape: tuple[int, ...], index: tuple[Var, ...], value: Expr, f
             sizes = {int(e.args[1].value) for e in divs}  # type: ignore[attr-defined]
             if len(sizes) != 1 or min(sizes) < 2 or shape[d] % min(sizes):
                 continue
-            direct = _vars(substitute(factor, {id(e): const(0, INDEX) for e in divs}))
+            direct = variables(substitute(factor, {id(e): const(0, INDEX) for e in divs}))
             if id(v) in direct:
                 continue
             g, within, size = Var(f"{v.name}g"), Var(f"{v.name}w"), min(sizes)
@@ -161,7 +162,7 @@ def _recognize(out: Buffer, shape: tuple[int, ...], index: tuple[Var, ...],
     if not (isinstance(body, Call) and body.fn == "mul" and len(body.args) == 2):
         return None
     x, y = body.args
-    vx, vy = _vars(x), _vars(y)
+    vx, vy = variables(x), variables(y)
     live = [d for d, n in enumerate(shape) if n > 1]
     owner = {d: ("x" if id(index[d]) in vx else "") + ("y" if id(index[d]) in vy else "") for d in live}
     if live and owner[live[-1]] not in ("x", "y"):

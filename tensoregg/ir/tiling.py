@@ -26,18 +26,14 @@ from tensoregg.ir.compute import (
     Load,
     Var,
     call,
-    const,
     fresh,
     substitute,
     walk,
 )
-from tensoregg.ir.contraction import Contraction, evaluate
+from tensoregg.ir.compute.linalg import idx
+from tensoregg.ir.contraction import Contraction, evaluate, variables
 from tensoregg.ir.loops import For, Invoke, Local, Ref, Stmt, Store, flat
 from tensoregg.ir.schedules import GemmSchedule
-
-
-def idx(value: int) -> Expr:
-    return const(value, INDEX)
 
 
 def _ceil_div(e: Expr, d: int) -> Expr:
@@ -94,8 +90,7 @@ def _affine(e: Expr) -> bool:
     if isinstance(e, Call) and e.fn in ("add", "sub"):
         return all(_affine(a) for a in e.args)
     if isinstance(e, Call) and e.fn == "mul":
-        return all(_affine(a) for a in e.args) and any(not any(isinstance(x, Var) for x in walk(a))
-                                                      for a in e.args)
+        return all(_affine(a) for a in e.args) and any(not variables(a) for a in e.args)
     return False
 
 

@@ -14,7 +14,6 @@ import functools
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from tensoregg.runtime.threads import available_cpus
 from tensoregg.targets import Target
-from tensoregg.targets.llvm.jit import JitModule, host_cpu
+from tensoregg.targets.llvm.jit import JitModule, fastest, host_cpu
 from tensoregg.targets.llvm.ukernels import measure_efficiency, microkernels_for
 
 CACHE_VERSION = 3
@@ -86,24 +85,15 @@ def measure_peak_flops(lanes: int) -> float:
     """fp32 FLOP/s of one core running independent vector FMA chains (best of 5)."""
     jit = _peak_kernel(lanes)
     peak = ctypes.CFUNCTYPE(ctypes.c_float, ctypes.c_int64)(jit.address("peak"))
-    steps, best = 2_000_000, float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        peak(steps)
-        best = min(best, time.perf_counter() - t)
-    return steps * 12 * lanes * 2 / best
+    steps = 2_000_000
+    return steps * 12 * lanes * 2 / fastest(lambda: peak(steps))
 
 
 def measure_bandwidth(nbytes: int = 64 << 20) -> float:
     """Bytes per second read plus written by a large copy on one thread (best of 5)."""
     src = np.ones(nbytes // 4, np.float32)
     dst = np.empty_like(src)
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - t)
-    return 2 * nbytes / best
+    return 2 * nbytes / fastest(lambda: np.copyto(dst, src))
 
 
 def _cache_file(key: str) -> Path:

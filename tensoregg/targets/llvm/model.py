@@ -85,6 +85,7 @@ class NativeModel:
         self.jit = JitModule(self.module)
         self._kernels = [self._cfunc(name, len(low.kernel.params))
                          for name, low in zip(self.kernel_names, self.lowered)]
+        self._entry_address = self.jit.address("model")
         self._entry = self._cfunc("model", 4)
         self._barrier = np.zeros(2, np.int64)
         self._work = huge_zeros(self.plan.work_size)
@@ -179,7 +180,7 @@ class NativeModel:
                 self._entry(*args, 0, 1, barrier)
             else:
                 tables = [ctypes.addressof(in_table), ctypes.addressof(out_table)]
-                self._team.run(self.jit.address("model"), [*tables, *args[2:]], barrier)
+                self._team.run(self._entry_address, [*tables, *args[2:]], barrier)
         finally:
             if own:
                 self._work_lock.release()

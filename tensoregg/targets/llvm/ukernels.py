@@ -16,7 +16,6 @@ os.environ.setdefault("LLVMLITE_ENABLE_IR_LAYER_TYPED_POINTERS", "0")
 
 import ctypes
 import dataclasses
-import time
 
 import llvmlite.ir as ir
 import numpy as np
@@ -24,7 +23,7 @@ import numpy as np
 from tensoregg.errors import CompileError
 from tensoregg.targets import MicroKernel
 from tensoregg.targets.llvm.irtypes import F32, I1, I32, I64, PTR, VOID, declare
-from tensoregg.targets.llvm.jit import JitModule
+from tensoregg.targets.llvm.jit import JitModule, fastest
 
 MAX_MR = 16
 """The most rows of a tile."""
@@ -113,11 +112,7 @@ def measure_efficiency(kernels: tuple[MicroKernel, ...], lanes: int, core_flops:
         c = np.zeros(uk.mr * 1024, np.float32)
         flops = 2 * uk.mr * uk.nr * MEASURE_KC
         reps = max(1, int(seconds * core_flops / flops))
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            bench(reps, a.ctypes.data, b.ctypes.data, c.ctypes.data)
-            best = min(best, time.perf_counter() - start)
+        best = fastest(lambda: bench(reps, a.ctypes.data, b.ctypes.data, c.ctypes.data))
         share = min(1.0, reps * flops / best / core_flops)
         measured.append(dataclasses.replace(uk, efficiency=round(share, 3)))
     return tuple(measured)

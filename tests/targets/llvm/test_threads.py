@@ -15,8 +15,8 @@ from tensoregg.targets.llvm.team import ENTRY_TYPE, NativeTeam
 
 @pytest.fixture(scope="module")
 def count_entry():
-    """An entry point that adds 1 to counts[tid] (counts: its first pointer argument) and
-    nthreads to counts[-1]... of its own slot: counts[tid + 8]."""
+    """An entry point that adds 1 to counts[tid] and nthreads to counts[tid + 8] (counts: its
+    first pointer argument)."""
     module = ir.Module("count")
     fn = ir.Function(module, ENTRY_TYPE, "count")
     counts, _, _, _, tid, n, _ = fn.args

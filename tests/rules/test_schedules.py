@@ -87,6 +87,14 @@ def test_choice_follows_the_size(target):
     assert choose_gemm_schedule(GemmProblem(1, 2, 2, 2), target) == Untiled()
 
 
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.name)
+def test_a_gemv_over_constant_weights_from_memory_streams_packed_panels(target):
+    """A classifier layer (one row times 150 MB of weights) is memory-bound: the row form walks B
+    in column strips at half the streaming bandwidth, so the tiled panels win."""
+    gemv = GemmProblem(1, 1, 4096, 9216, pack_a=True, pack_b=False)
+    assert isinstance(choose_gemm_schedule(gemv, target), GemmSchedule)
+
+
 def test_choice_is_memoized_and_fast():
     problem = GemmProblem(1, 1021, 1019, 1013)
     start = time.perf_counter()

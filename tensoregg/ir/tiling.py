@@ -54,33 +54,42 @@ def _pack(dest: Buffer, outer: Var, count: Expr, upper: int, kc: int, kcur: Expr
 
 
 def constant_factor(c: Contraction, side: str, known: Mapping[int, np.ndarray]) -> bool:
-    """Whether factor ``side`` (``a`` or ``b``) reads only constants and is the same in every batch."""
-    factor = c.a_expr if side == "a" else c.b_expr
+    """Whether factor ``side`` (``a`` or ``b``) reads only constants."""
+    return c.reads(c.a_expr if side == "a" else c.b_expr) <= set(known)
+
+
+def _per_batch(c: Contraction, side: str) -> bool:
+    """Whether factor ``side`` differs between batches (it reads a batch axis)."""
     batch_vars = {id(c.index[d]) for d in c.batch_axes}
-    return c.reads(factor) <= set(known) and not any(id(x) in batch_vars for x in walk(factor))
+    return any(id(x) in batch_vars for x in walk(c.a_expr if side == "a" else c.b_expr))
 
 
 def prepacked(c: Contraction, side: str, width: int, kc: int,
               known: Mapping[int, np.ndarray]) -> np.ndarray | None:
     """The whole constant factor ``side`` (``a``: panels of ``width`` rows, ``b``: of ``width``
-    columns) packed at compile time as [k block of kc][panel][k][lane], rows/columns past the edge
-    repeating the last one (each K block's panels are contiguous: the mc/nc loops stream them); None
-    if it is not a ``constant_factor`` or not one ``evaluate`` computes."""
+    columns) packed at compile time, shaped (batches, packed size): per batch (one if the factor is
+    the same in every batch) [k block of kc][panel][k][lane], rows/columns past the edge repeating
+    the last one (each K block's panels are contiguous: the mc/nc loops stream them); None if it is
+    not a ``constant_factor`` or not one ``evaluate`` computes."""
     if not constant_factor(c, side, known):
         return None
     lines = c.m if side == "a" else c.n
     panels = -(-lines // width)
-    line, k = fresh("line"), fresh("k")
-    expr = c.a(idx(0), line, k) if side == "a" else c.b(idx(0), k, line)
+    batches = c.batch if _per_batch(c, side) else 1
+    bi, line, k = fresh("b"), fresh("line"), fresh("k")
+    expr = c.a(bi, line, k) if side == "a" else c.b(bi, k, line)
     at = np.minimum(np.arange(panels * width), lines - 1)
-    env = {id(line): at[:, None], id(k): np.arange(c.k)[None, :]}
+    env = {id(bi): np.arange(batches)[:, None, None], id(line): at[None, :, None],
+           id(k): np.arange(c.k)[None, None, :]}
     values = evaluate(expr, env, known)
     if values is None:
         return None
-    grid = np.broadcast_to(np.asarray(values, np.float32), (panels * width, c.k))
-    blocks = [grid[:, at:at + kc].reshape(panels, width, -1).transpose(0, 2, 1).reshape(-1)
-              for at in range(0, c.k, kc)]
-    return np.concatenate(blocks)
+    grid = np.broadcast_to(np.asarray(values, np.float32), (batches, panels * width, c.k))
+
+    def packed(g: np.ndarray) -> np.ndarray:
+        return np.concatenate([g[:, at:at + kc].reshape(panels, width, -1).transpose(0, 2, 1).reshape(-1)
+                               for at in range(0, c.k, kc)])
+    return np.stack([packed(g) for g in grid])
 
 
 def _affine(e: Expr) -> bool:
@@ -149,13 +158,14 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
     nt = math.ceil(math.ceil(n / s.split_n) / nr) * nr
     mc, nc, kc = min(s.mc, mt), min(s.nc, nt), min(s.kc, k)
     constants: list[tuple[Buffer, np.ndarray]] = []
-    pre: dict[str, Buffer] = {}
+    pre: dict[str, tuple[Buffer, int]] = {}  # side -> (packed constant, elements per batch or 0)
     gather: dict[str, Gather] = {}
     for side, width in (("a", mr), ("b", nr)):
         value = prepacked(c, side, width, kc, known)
         if value is not None:
-            pre[side] = Buffer(f"{side}packed", np.dtype(np.float32), (value.size,))
-            constants.append((pre[side], value))
+            buf = Buffer(f"{side}packed", np.dtype(np.float32), (value.size,))
+            pre[side] = (buf, value.shape[1] if value.shape[0] > 1 else 0)
+            constants.append((buf, value.reshape(-1)))
             continue
         found = gathered(c, side, width)
         if found is not None:
@@ -177,9 +187,9 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
 
     def block(pc: Expr, kcur: Expr, accumulate: Expr, last: bool) -> list[Stmt]:
         """One K block of the jc block: pack B, then per mc block pack A and run the tiles."""
-        a_ref = (Ref(pre["a"], pc * idx(-(-m // mr) * mr) + i * kcur) if "a" in pre
+        a_ref = (Ref(pre["a"][0], bi * idx(pre["a"][1]) + pc * idx(-(-m // mr) * mr) + i * kcur) if "a" in pre
                  else Ref(ap, p * idx(kc * mr)))
-        b_ref = (Ref(pre["b"], pc * idx(-(-n // nr) * nr) + j * kcur) if "b" in pre
+        b_ref = (Ref(pre["b"][0], bi * idx(pre["b"][1]) + pc * idx(-(-n // nr) * nr) + j * kcur) if "b" in pre
                  else Ref(bp, q * idx(kc * nr)))
         c_ref = Ref(c.out, at + i * idx(n) + j)
         tile: list[Stmt] = [Invoke(uk, (kcur, a_ref, b_ref, c_ref, idx(n), rows, cols, accumulate),

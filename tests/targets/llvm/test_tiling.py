@@ -53,20 +53,32 @@ def check_schedule(graph: Graph, feeds: dict, schedule: GemmSchedule) -> None:
 @settings(max_examples=15)
 @given(st.data())
 def test_matmul_schedules_equal_the_untiled_kernel(data):
+    """Either operand may be a constant (packed at compile time), per batch or shared by all."""
     m, n, k = data.draw(st.integers(1, 70)), data.draw(st.integers(2, 70)), data.draw(st.integers(1, 70))
     batch = data.draw(st.sampled_from([(), (2,), (2, 1)]))
-    constant_b = data.draw(st.booleans()) and not batch
-    a_shape, b_shape = (*batch, m, k), (k, n)
-    inputs = {"a": TensorType(F32, a_shape)}
-    weights = {}
-    if constant_b:
-        weights["b"] = np.random.default_rng(0).standard_normal(b_shape).astype(np.float32)
-    else:
-        inputs["b"] = TensorType(F32, b_shape)
+    constant = data.draw(st.sampled_from(["", "a", "b"]))
+    shapes = {"a": (*batch, m, k), "b": (*batch, k, n) if data.draw(st.booleans()) else (k, n)}
+    inputs = {name: TensorType(F32, shape) for name, shape in shapes.items() if name != constant}
+    weights = {name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+               for name, shape in shapes.items() if name == constant}
     graph = Graph(inputs, weights, [Node("MatMul", ("a", "b"), ("y",))], ["y"])
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     feeds = {name: rng.uniform(-4, 4, t.shape).astype(np.float32) for name, t in inputs.items()}
     check_schedule(graph, feeds, data.draw(schedules(m, n, k)))
+
+
+@pytest.mark.parametrize("constant", ["a", "b"])
+def test_a_constant_that_differs_per_batch_is_packed_per_batch(constant):
+    """Both operands batched (a Winograd product's shape): the constant one is packed once per batch,
+    and each batch's tiles read their own."""
+    shapes = {"a": (3, 20, 30), "b": (3, 30, 40)}
+    inputs = {name: TensorType(F32, shape) for name, shape in shapes.items() if name != constant}
+    weights = {constant: np.random.default_rng(1).standard_normal(shapes[constant]).astype(np.float32)}
+    graph = Graph(inputs, weights, [Node("MatMul", ("a", "b"), ("y",))], ["y"])
+    rng = np.random.default_rng(2)
+    feeds = {name: rng.uniform(-4, 4, t.shape).astype(np.float32) for name, t in inputs.items()}
+    uk = TILES[0]
+    check_schedule(graph, feeds, GemmSchedule(uk, uk.mr, uk.nr, 16, 1, 2))
 
 
 @settings(max_examples=10)

@@ -188,7 +188,7 @@ def conv_sum(ctx: ComputeCtx, x: Buffer, w: Buffer, acc: np.dtype,
     need = [(o - 1) * s + sp for o, s, sp in zip(win.out, win.strides, win.span)]
     read_x, source, shift = x_value, x, win.begin
     if any(b > 0 for b in win.begin) or any(n > s + b for n, s, b in zip(need, spatial, win.begin)):
-        source, shift = _padded(ctx, x, win.begin, need, x_value), (0,) * len(spatial)
+        source, shift = padded(ctx, x, win.begin, need, x_value), (0,) * len(spatial)
         read_x = None  # the stage holds x_value already
     n, m, *out = ctx.index()
     cg, per_group = w.shape[1], w.shape[0] // ctx.attrs["group"]
@@ -205,10 +205,10 @@ def conv_sum(ctx: ComputeCtx, x: Buffer, w: Buffer, acc: np.dtype,
     return reduce("add", [cg, *kernel], term, 0)
 
 
-def _padded(ctx: ComputeCtx, x: Buffer, begin: Sequence[int], need: Sequence[int],
-            value: Callable[[Expr], Expr] | None = None) -> Buffer:
-    """A stage: ``value`` of ``x`` with zeros ``begin`` before and enough after each spatial axis to
-    hold ``need`` positions from the start of the padding (negative begins crop)."""
+def padded(ctx: ComputeCtx, x: Buffer, begin: Sequence[int], need: Sequence[int],
+           value: Callable[[Expr], Expr] | None = None, fill: float = 0) -> Buffer:
+    """A stage: ``value`` of ``x`` with ``fill`` ``begin`` before and enough after each spatial axis
+    to hold ``need`` positions from the start of the padding (negative begins crop)."""
     spatial = x.shape[2:]
     shape = (*x.shape[:2], *[max(nd, 1) for nd in need])
 
@@ -222,7 +222,7 @@ def _padded(ctx: ComputeCtx, x: Buffer, begin: Sequence[int], need: Sequence[int
         assert inside is not None
         v: Expr = x[(n, c, *clamped)]
         v = v if value is None else value(v)
-        return select(inside, v, const(0, v.dtype))
+        return select(inside, v, const(fill, v.dtype))
     return ctx.stage("pad", shape, element)
 
 

@@ -10,6 +10,7 @@ where every window stays inside X load as they are, which keeps the loops vector
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -25,8 +26,8 @@ from tensoregg.ir.compute.expr import (
     select,
 )
 from tensoregg.ir.compute.indexing import SCATTER_BUDGET
-from tensoregg.ir.compute.linalg import idx, wide
-from tensoregg.ir.compute.reductions import F64, all_of, by_rows, clamp, count, in_range, power
+from tensoregg.ir.compute.linalg import idx, padded, wide
+from tensoregg.ir.compute.reductions import all_of, by_rows, clamp, count, in_range, power
 from tensoregg.ir.compute.shape import ravel, unravel
 from tensoregg.ir.ops.nn import _lowest, _unpooled, _Window, _window
 
@@ -54,13 +55,21 @@ def inside(win: _Window, at: Sequence[Expr], low: Sequence[int], high: Sequence[
     return all_of([in_range(a, lo, hi) for a, lo, hi, check in zip(at, low, high, checks) if check])
 
 
-def window_value(x: Buffer, win: _Window, index: Sequence[Expr], combiner: str,
+def window_value(ctx: ComputeCtx, x: Buffer, win: _Window, index: Sequence[Expr], combiner: str,
                  term: Callable[[Expr], Expr], neutral: float) -> Expr:
     """``combiner`` of ``term(x)`` over the taps of the window at output ``index`` (N, C, *out), taps
-    outside x counting as ``neutral``."""
+    outside x counting as ``neutral`` (with ``term(neutral) == neutral``).
+
+    Where some window leaves x and windows move by 1 along the last axis, the taps read a copy of x
+    padded with ``neutral``: loads that need no clamping stay contiguous along the output row, so
+    they vectorize (a 3x3 AveragePool: 3.5x faster). At larger strides the loads are strided either
+    way, and the copy costs more than it saves (a 3x3 MaxPool at stride 2: 0.43 -> 0.59 ms)."""
     n, c, *out = index
     spatial = x.shape[2:]
-
+    if win.strides[-1] == 1 and any(leaves(win, [0] * len(spatial), spatial)):
+        need = [(o - 1) * s + sp for o, s, sp in zip(win.out, win.strides, win.span)]
+        x, win = padded(ctx, x, win.begin, need, fill=neutral), replace(win, begin=(0,) * len(spatial))
+        spatial = x.shape[2:]
     edges = leaves(win, [0] * len(spatial), spatial)
 
     def body(*taps: Expr) -> Expr:
@@ -76,7 +85,7 @@ def _max_pool(ctx: ComputeCtx) -> Sequence[Expr]:
     x, win = ctx.input(0), geometry(ctx)
 
     def peak_at(*o: Expr) -> Expr:
-        return window_value(x, win, o, "max", lambda v: v, _lowest(x.dtype))
+        return window_value(ctx, x, win, o, "max", lambda v: v, _lowest(x.dtype))
     if len(ctx.outputs) == 1:
         return [peak_at(*ctx.index())]
     peak = ctx.stage("max", ctx.outputs[0].shape, peak_at)
@@ -115,10 +124,14 @@ def _argmax(ctx: ComputeCtx, x: Buffer, win: _Window, peak: Buffer) -> Expr:
 @define("AveragePool")
 def _average_pool(ctx: ComputeCtx) -> Sequence[Expr]:
     """The window's sum (in the accumulation dtype) over the number of taps inside X (or inside the
-    padded X, with count_include_pad), divided in float64 as numpy's sum / int64 count is."""
+    padded X, with count_include_pad). The reference divides in float64 (numpy's sum / int64 count);
+    a float32 sum divided by its count in float32 rounds to the same value (the count is exact, and
+    float64 carries more than 2 x 24 + 2 bits, so rounding twice changes nothing) at a quarter of
+    the cost (float32 division is 16 lanes wide)."""
     x, win = ctx.input(0), geometry(ctx)
     spatial = x.shape[2:]
-    total = window_value(x, win, ctx.index(), "add", lambda v: cast(v, wide(x.dtype)), 0)
+    total = window_value(ctx, x, win, ctx.index(), "add", lambda v: cast(v, wide(x.dtype)), 0)
+    exact = np.result_type(total.dtype, np.float32)
     low, high = [0] * len(spatial), list(spatial)
     if ctx.attrs["count_include_pad"]:
         low, high = [-b for b in win.begin], [s + e for s, e in zip(spatial, win.end)]
@@ -127,10 +140,10 @@ def _average_pool(ctx: ComputeCtx) -> Sequence[Expr]:
             return reduce("add", win.kernel, lambda *t: select(inside(win, coords(win, o, t), low, high),
                                                               idx(1), idx(0)), 0)
         counted = ctx.stage("count", win.out, taps_in)
-        divisor = cast(counted[tuple(ctx.index()[2:])], F64)
+        divisor = cast(counted[tuple(ctx.index()[2:])], exact)
     else:
-        divisor = const(np.prod(win.kernel), F64)
-    return [cast(cast(total, F64) / divisor, x.dtype)]
+        divisor = const(np.prod(win.kernel), exact)
+    return [cast(cast(total, exact) / divisor, x.dtype)]
 
 
 def _p(ctx: ComputeCtx) -> int:
@@ -143,8 +156,8 @@ def _p(ctx: ComputeCtx) -> int:
 @define("LpPool")
 def _lp_pool(ctx: ComputeCtx) -> Sequence[Expr]:
     x, win, p = ctx.input(0), geometry(ctx), _p(ctx)
-    total = window_value(x, win, ctx.index(), "add", lambda v: power(call("abs", cast(v, wide(x.dtype))), p),
-                         0)
+    total = window_value(ctx, x, win, ctx.index(), "add",
+                         lambda v: power(call("abs", cast(v, wide(x.dtype))), p), 0)
     return [cast(power(total, 1.0 / p), x.dtype)]
 
 

@@ -27,10 +27,17 @@ def _bytes(t: TensorType | None) -> int:
     return 0 if t is None else t.size * t.dtype.itemsize
 
 
+PER_ELEMENT = {"WinogradInput": 4, "WinogradOutput": 9, "WinogradWeights": 27}
+"""Operations per output element of the ops that do more than one: the Winograd transforms' signed
+sums (4 loads per input tile entry, 9 per output with its bias; the filter's 9 terms of two products
+and an add, unless folded)."""
+
+
 def flops(node: ENode, inputs: list[TensorType | None], outputs: list[TensorType]) -> float:
-    """Arithmetic work of a node: 2 per multiply-accumulate for the linear ops, else one operation
-    per output element; a fused op counts as its base op plus one operation per output element for
-    each epilogue step (residual add, activation)."""
+    """Arithmetic work of a node: 2 per multiply-accumulate for the linear ops, ``PER_ELEMENT`` per
+    output element for the ops there, else one operation per output element; a fused op counts as
+    its base op plus one operation per output element for each epilogue step (residual add,
+    activation)."""
     out = outputs[0] if outputs else None
     if out is None:
         return 0.0
@@ -51,7 +58,7 @@ def _base_flops(op: str, node: ENode, inputs: list[TensorType | None], out: Tens
         if op == "Conv":
             return 2.0 * out.size * b.shape[1] * window
         return 2.0 * a.size * b.shape[1] * window
-    return float(out.size)
+    return float(out.size * PER_ELEMENT.get(op, 1))
 
 
 def analytic_cost(node: ENode, inputs: list[TensorType | None], outputs: list[TensorType],

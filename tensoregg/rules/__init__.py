@@ -3,12 +3,12 @@
 Importing this package imports egglog.
 """
 
-from tensoregg.rules import algebra, fusion, layout, linalg, parallel
+from tensoregg.rules import algebra, fusion, layout, linalg, parallel, winograd
 from tensoregg.rules.registry import Family, Rule, ruleset_of
 from tensoregg.rules.schedule import Phase, PhaseReport, saturate
 
 RULESETS: dict[str, Family] = {f.name: f for f in (algebra.algebra, layout.layout, linalg.linalg,
-                                                   parallel.parallel, fusion.fusion)}
+                                                   winograd.winograd, parallel.parallel, fusion.fusion)}
 """Every rule family by name."""
 
 ALL_RULES: list[Rule] = [r for family in RULESETS.values() for r in family.rules]

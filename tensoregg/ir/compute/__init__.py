@@ -51,4 +51,5 @@ from tensoregg.ir.compute import (  # noqa: F401
     reductions,
     sampling,
     shape,
+    winograd,
 )

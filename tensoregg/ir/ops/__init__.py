@@ -15,7 +15,8 @@ from tensoregg.ir.ops import (
     reduce,
     resize,
     shape,
+    winograd,
 )
 
 __all__ = ["activations", "attention", "casts", "elementwise", "fused", "indexing", "linalg", "loss", "misc",
-           "nn", "normalization", "reduce", "resize", "shape"]
+           "nn", "normalization", "reduce", "resize", "shape", "winograd"]

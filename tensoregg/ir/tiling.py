@@ -45,12 +45,26 @@ def _loop(var: Var, stop: Expr, upper: int, body: list[Stmt]) -> For:
     return For(var, idx(0), call("min", idx(upper), stop), body)
 
 
-def _pack(dest: Buffer, outer: Var, count: Expr, upper: int, kc: int, kcur: Expr, width: int,
-          value: Expr, lane: Var, kk: Var) -> For:
-    """``dest[(outer * kc + kk) * width + lane] = value`` for the ``count`` panels of a block."""
-    at = (outer * idx(kc) + kk) * idx(width) + lane
-    inner: Stmt = For(lane, idx(0), idx(width), [Store(dest, (at,), value)])
-    return _loop(outer, count, upper, [For(kk, idx(0), kcur, [inner])])
+Factor = Callable[[Expr, Expr], Expr]
+"""A factor's value at (line, k) of the current batch: a row of A or a column of B."""
+
+
+def _pack(dest: Buffer, count: Expr, upper: int, kc: int, kcur: Expr, width: int, first: Expr, lines: int,
+          value: Factor, k0: Expr) -> list[Stmt]:
+    """``dest[(panel * kc + kk) * width + lane] = value(first + panel * width + lane, k0 + kk)`` for
+    the ``count`` panels of a block. The panels that lie wholly inside the operand's ``lines`` read
+    their lines as they are, so that lines contiguous in memory load as vectors; the edge panel
+    reads its lines past the last as the last (the micro-kernel ignores those lanes)."""
+    whole = call("min", count, call("div", idx(lines) - first, idx(width)))
+    loops: list[Stmt] = []
+    for start, stop, clamped in ((idx(0), whole, False), (whole, count, True)):
+        panel, kk, lane = fresh("panel"), fresh("kk"), fresh("lane")
+        line = first + panel * idx(width) + lane
+        at = (panel * idx(kc) + kk) * idx(width) + lane
+        v = value(call("min", line, idx(lines - 1)) if clamped else line, k0 + kk)
+        inner: Stmt = For(lane, idx(0), idx(width), [Store(dest, (at,), v)])
+        loops.append(For(panel, start, call("min", idx(upper), stop), [For(kk, idx(0), kcur, [inner])]))
+    return loops
 
 
 def constant_factor(c: Contraction, side: str, known: Mapping[int, np.ndarray]) -> bool:
@@ -112,7 +126,9 @@ def gathered(c: Contraction, side: str, width: int) -> tuple[Gather, list[tuple[
     pixels: the line's coordinates would take a division per element) and it is one load (or a cast
     of one) at an index affine in the axes: the element it reads is then line_table[line] +
     k_table[k] + a batch offset (the address is linear, so it separates), with both tables computed
-    at compile time, so packing does no index arithmetic."""
+    at compile time, so packing does no index arithmetic. Where consecutive lines are consecutive in
+    memory (a 1x1 Conv's pixels) the line table is the line itself plus a start, and is left out:
+    packing a whole panel then loads vectors instead of gathering."""
     factor = c.a_expr if side == "a" else c.b_expr
     load = factor.args[0] if isinstance(factor, Call) and factor.fn == "cast" else factor
     axes = c.m_axes if side == "a" else c.n_axes
@@ -136,12 +152,16 @@ def gathered(c: Contraction, side: str, width: int) -> tuple[Gather, list[tuple[
         return None
     base = int(origin)
     count = env[id(line)].size
-    tables = [(Buffer(f"{side}lines", INDEX, (count,)), np.broadcast_to(line_offsets, (count,))),
-              (Buffer(f"{side}ks", INDEX, (c.k,)), np.broadcast_to(k_offsets - base, (c.k,)))]
+    line_offsets = np.broadcast_to(line_offsets, (count,))
+    start = int(line_offsets[0])
+    contiguous = bool(np.array_equal(line_offsets[:lines] - start, np.arange(lines)))
+    tables = [] if contiguous else [(Buffer(f"{side}lines", INDEX, (count,)), line_offsets)]
+    tables.append((Buffer(f"{side}ks", INDEX, (c.k,)), np.broadcast_to(k_offsets - base, (c.k,))))
     batch_offset = c.at(address, side, bi, zero, zero) - idx(base)
 
     def value(b: Expr, at_line: Expr, at_k: Expr) -> Expr:
-        offset = tables[0][0][at_line] + tables[1][0][at_k] + substitute(batch_offset, {id(bi): b})
+        at = at_line + idx(start) if contiguous else tables[0][0][at_line]
+        offset = at + tables[-1][0][at_k] + substitute(batch_offset, {id(bi): b})
         read = Load(src, flat(src, offset))
         return read if factor is load else Call("cast", (read,), factor.dtype)
     return value, [(buf, np.ascontiguousarray(v, np.int64)) for buf, v in tables]
@@ -201,16 +221,14 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
             tile.append(_loop(rr, rows, mr, [_loop(cc, cols, nr, [Store(c.out, where, value)])]))
         inner: list[Stmt] = [_loop(q, nq, nc // nr, [_loop(p, np_, mc // mr, tile)])]
         if "a" not in pre:
-            r, kk = fresh("r"), fresh("kk")
-            value = (gather["a"](bi, ic + p * idx(mr) + r, pc + kk) if "a" in gather
-                     else c.a(bi, call("min", ic + p * idx(mr) + r, idx(m - 1)), pc + kk))
-            inner.insert(0, _pack(ap, p, np_, mc // mr, kc, kcur, mr, value, r, kk))
+            a_value: Factor = ((lambda line, kk: gather["a"](bi, line, kk)) if "a" in gather
+                               else (lambda line, kk: c.a(bi, line, kk)))
+            inner[:0] = _pack(ap, np_, mc // mr, kc, kcur, mr, ic, m, a_value, pc)
         body: list[Stmt] = [_loop(ib, _ceil_div(m1 - m0, mc), -(-mt // mc), inner)]
         if "b" not in pre:
-            lane, kk = fresh("c"), fresh("kk")
-            value = (gather["b"](bi, jc + q * idx(nr) + lane, pc + kk) if "b" in gather
-                     else c.b(bi, pc + kk, call("min", jc + q * idx(nr) + lane, idx(n - 1))))
-            body.insert(0, _pack(bp, q, nq, nc // nr, kc, kcur, nr, value, lane, kk))
+            b_value: Factor = ((lambda line, kk: gather["b"](bi, line, kk)) if "b" in gather
+                               else (lambda line, kk: c.b(bi, kk, line)))
+            body[:0] = _pack(bp, nq, nc // nr, kc, kcur, nr, jc, n, b_value, pc)
         return body
 
     blocks = math.ceil(k / kc)

@@ -1,9 +1,10 @@
 """Winograd: a 3x3 stride-1 Conv as Winograd F(2x2, 3x3) (``tensoregg.ir.ops.winograd``): the filter
-and input transforms, one batched MatMul [16, K, C] x [16, C, tiles] that the GEMM scheduler tiles,
-and the output transform, which adds the bias. The MatMul does 16 products per 2x2 output tile and
-channel pair where the direct Conv does 36, and the filter transform of constant weights is folded
-at compile time; the transforms cost a pass over the input and the output each, so the rule asks for
-enough channels and outputs to pay for them. Both forms stay in the e-graph: the cost model picks.
+and input transforms, one batched product [16, K, C] x [16, C, N, TH, TW] (an Einsum) that the GEMM
+scheduler tiles, and the output transform, which adds the bias. The product does 16 products per 2x2
+output tile and channel pair where the direct Conv does 36, and the filter transform of constant
+weights is folded at compile time; the transforms cost a pass over the input and the output each, so
+the rule asks for enough channels and outputs to pay for them. Both forms stay in the e-graph: the
+cost model picks.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from tensoregg.rules.registry import Family
 
 winograd = Family("winograd", __doc__ or "")
 
-Conv, MatMul = CONSTRUCTORS["Conv"].fn, CONSTRUCTORS["MatMul"].fn
+Conv, Einsum = CONSTRUCTORS["Conv"].fn, CONSTRUCTORS["Einsum"].fn
 Weights, Input, Output = (CONSTRUCTORS[n].fn for n in ("WinogradWeights", "WinogradInput", "WinogradOutput"))
 
+PRODUCT = "ekc,ecnyx->eknyx"
+"""The transformed filters times the transformed tiles, summed over the channels c, per element e."""
 MIN_CHANNELS = 16
 """Input and output channels at least: fewer leave the MatMul too small to repay the transforms."""
 MIN_OUTPUTS = 64
@@ -46,19 +49,19 @@ def _conv_winograd() -> None:
     # conv(x, W, B) = output(weights(W) @ input(x), B) for 3x3 stride 1, B given or not (none)
     conv = Conv(x, w, bias, String("NOTSET"), dilations, i64(1), kernel_shape, pads, strides)
     weights, tiles = Weights(w), Input(x, pads)
-    product = MatMul(weights, tiles)
+    product = Einsum(Vec[Tensor](weights, tiles), String(PRODUCT))
     # shapes: X [N, C, H, W], Y [N, K, Ho, Wo]; W is read off them (after BatchNormalization folding
     # it is an expression with no type facts): stride 1, no dilation, so kh - 1 = H + top + bottom - Ho
     k, c, p = sy[1], sx[1], _or_default(pads, NO_PADS)
-    count = sy[0] * ((sy[2] + i64(1)) / i64(2)) * ((sy[3] + i64(1)) / i64(2))
+    grid = (sy[0], (sy[2] + i64(1)) / i64(2), (sy[3] + i64(1)) / i64(2))  # N x TH x TW tiles
     premises = [conv, eq(_or_default(strides, UNIT)).to(UNIT), eq(_or_default(dilations, UNIT)).to(UNIT),
                 eq(dtype_of(conv)).to(F32), eq(shape_of(conv)).to(sy), eq(shape_of(x)).to(sx),
                 eq(sy.length()).to(i64(4)), eq(sx[2] + p[0] + p[2] - sy[2]).to(i64(2)),
                 eq(sx[3] + p[1] + p[3] - sy[3]).to(i64(2)), k >= i64(MIN_CHANNELS), c >= i64(MIN_CHANNELS),
                 sy[2] * sy[3] >= i64(MIN_OUTPUTS)]
-    shapes = ((weights, (k, c)), (tiles, (c, count)), (product, (k, count)))
-    facts = [fact for term, (rows, cols) in shapes for fact in
-             (set_(shape_of(term)).to(Vec[i64](i64(16), rows, cols)), set_(dtype_of(term)).to(F32))]
+    shapes = ((weights, (k, c)), (tiles, (c, *grid)), (product, (k, *grid)))
+    facts = [fact for term, dims in shapes for fact in
+             (set_(shape_of(term)).to(Vec[i64](i64(16), *dims)), set_(dtype_of(term)).to(F32))]
     winograd.rule("conv-winograd", "conv(x, W, B) = A^T [sum over C of (G W G^T) * (B^T d B) per 4x4 tile d] "
                   "A + B for a 3x3 stride-1 Conv (Winograd F(2x2, 3x3), Lavin & Gray)", premises,
                   [union(conv).with_(Output(product, bias, sy)), *facts], example=lambda: _example())

@@ -15,6 +15,7 @@ from tensoregg.ir.registry import get_op
 from tensoregg.ir.terms import CONSTRUCTORS, encode
 from tensoregg.optimize import optimize
 from tensoregg.rules import RULESETS, Phase, saturate
+from tensoregg.rules.winograd import PRODUCT
 from tensoregg.targets import REF
 from tensoregg.testing import check_native, check_rule, single_op_model
 
@@ -36,10 +37,10 @@ def reference(op, attrs, *inputs):
 
 
 def winograd(x, w, b, pads):
-    """Conv(x, w, b; pads) by the three ops' references and a MatMul."""
+    """Conv(x, w, b; pads) by the three ops' references and their product."""
     n, _, h, wd = x.shape
     shape = (n, w.shape[0], h + pads[0] + pads[2] - 2, wd + pads[1] + pads[3] - 2)
-    m = np.matmul(reference("WinogradWeights", {}, w), reference("WinogradInput", {"pads": pads}, x))
+    m = np.einsum(PRODUCT, reference("WinogradWeights", {}, w), reference("WinogradInput", {"pads": pads}, x))
     return reference("WinogradOutput", {"output_shape": shape}, m, b)
 
 
@@ -70,9 +71,9 @@ def test_op_layouts_by_hand():
     x = np.arange(16, dtype=F32).reshape(1, 1, 4, 4)  # one tile, no padding: d = x
     v = reference("WinogradInput", {}, x)
     bt = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], F32)
-    np.testing.assert_array_equal(v[:, 0, 0], (bt @ x[0, 0] @ bt.T).reshape(16))
-    m = np.zeros((16, 1, 1), F32)
-    m[5, 0, 0] = 1  # xi = nu = 1: AT's column 1 is (1, 1)
+    np.testing.assert_array_equal(v[:, 0, 0, 0, 0], (bt @ x[0, 0] @ bt.T).reshape(16))
+    m = np.zeros((16, 1, 1, 1, 1), F32)
+    m[5] = 1  # xi = nu = 1: AT's column 1 is (1, 1)
     np.testing.assert_array_equal(reference("WinogradOutput", {"output_shape": (1, 1, 2, 2)}, m)[0, 0],
                                   np.ones((2, 2), F32))
 
@@ -82,8 +83,10 @@ def test_op_layouts_by_hand():
     ("WinogradWeights", [np.zeros((4, 2, 3, 3), np.float64)], {}, "must be float32"),
     ("WinogradInput", [np.zeros((1, 2, 2, 2), F32)], {}, "does not fit"),
     ("WinogradInput", [np.zeros((1, 2, 5, 5), F32)], {"pads": (1, 1)}, "4 values >= 0"),
-    ("WinogradOutput", [np.zeros((16, 4, 6), F32)], {"output_shape": (1, 4, 4, 4)}, "must be [16, 4, 4]"),
-    ("WinogradOutput", [np.zeros((16, 4, 4), F32), np.zeros(3, F32)], {"output_shape": (1, 4, 4, 4)},
+    ("WinogradOutput", [np.zeros((16, 4, 1, 2, 3), F32)], {"output_shape": (1, 4, 4, 4)},
+     "must be [16, 4, 1, 2, 2]"),
+    ("WinogradOutput", [np.zeros((16, 4, 4), F32)], {"output_shape": (1, 4, 4, 4)}, "rank 5"),
+    ("WinogradOutput", [np.zeros((16, 4, 1, 2, 2), F32), np.zeros(3, F32)], {"output_shape": (1, 4, 4, 4)},
      "B of shape [3]"),
 ])
 def test_shape_rules_name_the_problem(op, inputs, attrs, message):
@@ -127,7 +130,7 @@ def test_weights_compute():
 @pytest.mark.parametrize("bias", [True, False])
 def test_output_compute(output_shape, bias):
     n, k, ho, wo = output_shape
-    m = rand(16, k, n * -(-ho // 2) * -(-wo // 2), low=-1, high=3)
+    m = rand(16, k, n, -(-ho // 2), -(-wo // 2), low=-1, high=3)
     inputs = [m, rand(k, low=-1, high=3) if bias else None]
     assert check_native(*one_op("WinogradOutput", inputs, {"output_shape": output_shape}), require=True)
     assert check_native(*one_op("WinogradOutput", inputs, {"output_shape": output_shape}, then="Relu"),
@@ -137,7 +140,7 @@ def test_output_compute(output_shape, bias):
 def test_output_is_inlined_into_its_consumer():
     from tensoregg.targets.llvm import NativeModel
 
-    graph, _ = one_op("WinogradOutput", [rand(16, 4, 20), rand(4)], {"output_shape": (1, 4, 8, 9)},
+    graph, _ = one_op("WinogradOutput", [rand(16, 4, 1, 4, 5), rand(4)], {"output_shape": (1, 4, 8, 9)},
                       then="Relu")
     native = NativeModel(graph)
     assert [low.fused for low in native.lowered] == [[], ["t"]]
@@ -211,8 +214,8 @@ def test_rule_fires_on_folded_and_non_constant_weights():
 def test_extraction_picks_winograd_where_the_target_says_it_pays():
     graph = conv_graph((1, 32, 28, 28), (32, 32, 3, 3), **bn_relu(32), pads=[1, 1, 1, 1])
     result, _ = optimize(graph, REF, families=("linalg", "winograd"))
-    # REF's roofline: the direct Conv is compute-bound; the MatMul does 4/9 of its multiplies
-    assert [n.op for n in result.nodes] == ["WinogradInput", "MatMul", "WinogradOutput", "Relu"]
+    # REF's roofline: the direct Conv is compute-bound; the product does 4/9 of its multiplies
+    assert [n.op for n in result.nodes] == ["WinogradInput", "Einsum", "WinogradOutput", "Relu"]
     assert not any(n in result.initializers for n in ("scale", "w"))  # W folded into U
     x = {"x": rand(1, 32, 28, 28)}
     want = run_graph(graph, x)[0]

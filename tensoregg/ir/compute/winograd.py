@@ -58,11 +58,9 @@ def _winograd_input(ctx: ComputeCtx) -> Sequence[Expr]:
     source = x
     if top or left or need[0] > h or need[1] > w:
         source = padded(ctx, x, (top, left), need)
-    e, c, t = ctx.index()
+    e, c, n, ty, tx = ctx.index()
     rows, cols = _taps(call("div", e, idx(4))), _taps(call("rem", e, idx(4)))
-    tile = call("div", t, idx(tw))
-    n, y0 = call("div", tile, idx(th)), call("rem", tile, idx(th)) * idx(2)
-    x0 = call("rem", t, idx(tw)) * idx(2)
+    y0, x0 = ty * idx(2), tx * idx(2)
 
     def row(r: Expr) -> Expr:
         return source[n, c, y0 + r, x0 + cols[0]] + cols[2] * source[n, c, y0 + r, x0 + cols[1]]
@@ -74,19 +72,17 @@ def _winograd_output(ctx: ComputeCtx) -> Sequence[Expr]:
     """Y[n, k, 2 ty + i, 2 tx + j] = (AT m AT^T)[i, j] + B[k]: nine signed loads of M, AT's row i
     taking xi = p + i for p < 3, negated where i = 1 and p > 0 (likewise j along the columns)."""
     m = ctx.input(0)
-    _, _, ho, wo = ctx.attrs["output_shape"]
-    th, tw = tiles(ho, wo)
     n, k, y, x = ctx.index()
     offsets = {v: idx(v) for v in (0, 1, 2, 4, 5, 6, 8, 9, 10)}  # each constant once
     two = offsets[2]
     i, j = call("rem", y, two), call("rem", x, two)
-    t = (n * idx(th) + call("div", y, two)) * idx(tw) + call("div", x, two)
+    ty, tx = call("div", y, two), call("div", x, two)
     at = i * offsets[4] + j
     si, sj = _sign(call("ne", i, offsets[0])), _sign(call("ne", j, offsets[0]))
 
     def row(p: int) -> Expr:
         def load(q: int) -> Expr:
-            return m[at + offsets[4 * p + q], k, t]
+            return m[at + offsets[4 * p + q], k, n, ty, tx]
         return load(0) + sj * (load(1) + load(2))
     value = row(0) + si * (row(1) + row(2))
     return [value + ctx.input(1)[k] if ctx.has(1) else value]

@@ -2,11 +2,12 @@
 stride-1 Conv as three transforms around one batched MatMul, which does 2.25x fewer multiplications
 than the direct sum (16 products per 2x2 output tile and channel pair, against 36).
 
-    Conv(X, W, B) = WinogradOutput(MatMul(WinogradWeights(W), WinogradInput(X)), B)
+    Conv(X, W, B) = WinogradOutput(Einsum(WinogradWeights(W), WinogradInput(X), "ekc,ecnyx->eknyx"), B)
 
 Each 4x4 input tile d (tiles overlap by 2) becomes BT d BT^T, each 3x3 filter g becomes G g G^T; the
-16 element positions of a tile are the MatMul's batch, so the products sum over the channels as one
-[16, K, C] x [16, C, tiles] GEMM; each 4x4 product tile m gives the 2x2 outputs AT m AT^T. The
+16 element positions of a tile are the product's batch, so the products sum over the channels as one
+batched GEMM, [16, K, C] x [16, C, N, TH, TW] (the tiles kept as N x TH x TW, so that the transforms
+index them without divisions); each 4x4 product tile m gives the 2x2 outputs AT m AT^T. The
 ``winograd`` rules create these ops; no ONNX model can name them.
 """
 
@@ -81,15 +82,15 @@ def _input_shape(ctx: InferCtx) -> TensorType:
         ctx.fail(f"a 3x3 filter does not fit X's spatial shape {[h, w]} with pads "
                  f"{[top, left, bottom, right]}")
     th, tw = tiles(ho, wo)
-    return TensorType(F32, (16, c, n * th * tw))
+    return TensorType(F32, (16, c, n, th, tw))
 
 
 @op("WinogradInput", "X", "V", shape=_input_shape, attrs={"pads": Attr("ints", None)}, domain=DOMAIN,
     adapt=_internal)
 def winograd_input(attrs, x):
-    """V[4 xi + nu, c, t] = (BT d BT^T)[xi, nu], d the 4x4 tile of zero-padded X (``pads``: top, left,
-    bottom, right, as Conv's) at row 2 ty, column 2 tx, for tile t = (n TH + ty) TW + tx of the
-    TH x TW tiles covering the 3x3 Conv's output; [16, C, N TH TW]."""
+    """V[4 xi + nu, c, n, ty, tx] = (BT d BT^T)[xi, nu], d the 4x4 tile of zero-padded X (``pads``:
+    top, left, bottom, right, as Conv's) at row 2 ty, column 2 tx, of the TH x TW tiles covering the
+    3x3 Conv's output; [16, C, N, TH, TW]."""
     top, left, bottom, right = input_pads(attrs)
     n, c, h, w = x.shape
     th, tw = tiles(h + top + bottom - 2, w + left + right - 2)
@@ -99,19 +100,19 @@ def winograd_input(attrs, x):
     cols = 2 * np.arange(tw)[:, None] + np.arange(4)
     d = padded[:, :, rows[:, :, None, None], cols[None, None, :, :]]  # (N, C, TH, 4, TW, 4)
     v = np.einsum("xa,ncsatb,yb->xycnst", BT, d, BT)
-    return v.reshape(16, c, n * th * tw).astype(F32)
+    return v.reshape(16, c, n, th, tw).astype(F32)
 
 
 def _output_shape(ctx: InferCtx) -> TensorType:
     _float32(ctx, 0, "M")
-    sixteen, k, t = _rank(ctx, 0, "M", 3, "16 x K x tiles")
+    sixteen, k, *tiled = _rank(ctx, 0, "M", 5, "16 x K x N x TH x TW")
     shape = tuple(ctx.attrs["output_shape"])
     if len(shape) != 4 or min(shape) < 1:
         ctx.fail(f"output_shape {list(shape)} must be 4 values >= 1 (N, K, Ho, Wo)")
     th, tw = tiles(shape[2], shape[3])
-    if (sixteen, k, t) != (16, shape[1], shape[0] * th * tw):
-        ctx.fail(f"M of shape {list(ctx.shape(0))} must be [16, {shape[1]}, {shape[0] * th * tw}] "
-                 f"for output_shape {list(shape)} (16 x K x N*ceil(Ho/2)*ceil(Wo/2))")
+    if (sixteen, k, *tiled) != (16, shape[1], shape[0], th, tw):
+        ctx.fail(f"M of shape {list(ctx.shape(0))} must be [16, {shape[1]}, {shape[0]}, {th}, {tw}] "
+                 f"for output_shape {list(shape)} (16 x K x N x ceil(Ho/2) x ceil(Wo/2))")
     if ctx.has(1):
         _float32(ctx, 1, "B")
         if ctx.shape(1) != (k,):
@@ -122,8 +123,8 @@ def _output_shape(ctx: InferCtx) -> TensorType:
 @op("WinogradOutput", "M B?", "Y", shape=_output_shape, attrs={"output_shape": Attr("ints")}, domain=DOMAIN,
     adapt=_internal)
 def winograd_output(attrs, m, b=None):
-    """Y[n, k, 2 ty + i, 2 tx + j] = (AT m AT^T)[i, j] + B[k], m = M[:, k, t] as 4x4 for tile
-    t = (n TH + ty) TW + tx, cropped to ``output_shape`` (N, K, Ho, Wo)."""
+    """Y[n, k, 2 ty + i, 2 tx + j] = (AT m AT^T)[i, j] + B[k], m = M[:, k, n, ty, tx] as 4x4, cropped
+    to ``output_shape`` (N, K, Ho, Wo)."""
     n, k, ho, wo = attrs["output_shape"]
     th, tw = tiles(ho, wo)
     y = np.einsum("ix,xyknst,jy->nksitj", AT, m.reshape(4, 4, k, n, th, tw), AT)

@@ -59,6 +59,7 @@ def optimize(module: ir.Module, tm: llvm.TargetMachine) -> llvm.ModuleRef:
         raise CompileError(f"LLVM rejected the generated module {module.name!r}: {exc}") from exc
     tuning = llvm.create_pipeline_tuning_options(speed_level=3)
     tuning.loop_vectorization = tuning.slp_vectorization = tuning.loop_unrolling = True
+    tuning.loop_interleaving = False
     passes = llvm.create_pass_builder(tm, tuning)
     passes.getModulePassManager().run(parsed, passes)
     return parsed

@@ -58,7 +58,25 @@ def _base_flops(op: str, node: ENode, inputs: list[TensorType | None], out: Tens
         if op == "Conv":
             return 2.0 * out.size * b.shape[1] * window
         return 2.0 * a.size * b.shape[1] * window
+    if op == "Einsum":
+        return 2.0 * out.size * _summed(str(node.attrs.get("equation", "")), inputs)
     return float(out.size * PER_ELEMENT.get(op, 1))
+
+
+def _summed(equation: str, inputs: list[TensorType | None]) -> int:
+    """The number of products an Einsum sums per output element: the extents of the labels its
+    output lacks (implicit output: the labels that occur once)."""
+    terms, arrow, output = equation.replace(" ", "").partition("->")
+    extents: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for term, t in zip(terms.split(","), inputs):
+        before, _, after = term.partition("...")
+        dims = [] if t is None else list(t.shape)
+        for label, dim in [*zip(before, dims), *zip(after, dims[len(dims) - len(after):] if after else [])]:
+            extents[label] = max(extents.get(label, 1), dim)
+            counts[label] = counts.get(label, 0) + 1
+    kept = set(output) if arrow else {label for label, n in counts.items() if n == 1}
+    return math.prod(d for label, d in extents.items() if label not in kept)
 
 
 def analytic_cost(node: ENode, inputs: list[TensorType | None], outputs: list[TensorType],

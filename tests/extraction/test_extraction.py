@@ -89,3 +89,22 @@ def test_compile_reports_and_can_skip_optimization():
 def test_unknown_rule_family_is_a_compile_error():
     with pytest.raises(tensoregg.CompileError, match="nosuch"):
         tensoregg.compile(graph([Node("Relu", ("x",), ("y",))]), rule_families=("nosuch",))
+
+
+@pytest.mark.parametrize("equation, shapes, products", [
+    ("ij,jk->ik", [(3, 4), (4, 5)], 4),
+    ("ij,jk", [(3, 4), (4, 5)], 4),  # implicit output: the labels that occur once
+    ("...ij,...jk->...ik", [(2, 3, 4), (2, 4, 5)], 4),
+    ("ekc,ecnyx->eknyx", [(16, 8, 6), (16, 6, 1, 2, 3)], 6),  # Winograd's product: sums over c
+    ("ii->i", [(3, 3)], 1),
+])
+def test_an_einsum_costs_two_flops_per_product(equation, shapes, products):
+    """flops counts an Einsum's multiply-adds like a MatMul's: the extraction compares a Winograd
+    product with the Conv it replaces by them."""
+    from tensoregg.extraction.cost import flops
+    from tensoregg.ir.terms import ENode
+
+    out = np.einsum(equation, *[np.zeros(s, np.float32) for s in shapes]).shape
+    node = ENode("n", "Einsum", "c", [], {"equation": equation})
+    got = flops(node, [TensorType(F32, s) for s in shapes], [TensorType(F32, out)])
+    assert got == 2 * np.prod(out) * products

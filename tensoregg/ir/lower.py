@@ -36,7 +36,7 @@ from tensoregg.ir.compute import (
 )
 from tensoregg.ir.contraction import find_contraction
 from tensoregg.ir.graph import Node, infer_node
-from tensoregg.ir.loops import For, Invoke, Kernel, Local, Stmt, Store, statements
+from tensoregg.ir.loops import For, Invoke, Kernel, Local, Stmt, Store, flat, statements
 from tensoregg.ir.registry import OpDef
 from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Schedule
 from tensoregg.ir.tiling import constant_factor, lower_gemm
@@ -279,9 +279,91 @@ def assign(buf: Buffer, index: Sequence[Var], e: Expr, *, row: bool = True) -> l
     reduces = _top_reduces(e)
     nested = any(_has_reduce(r.body) or _has_reduce(r.init) for r in reduces)
     if not row or not reduces or nested or not shape or shape[-1] == 1:
+        merged = None if reduces else _coalesced(buf, index, e)
+        if merged is not None:
+            return merged
         inner = scalar_value(e, _store_to(buf, tuple(index)))
         return _parallel(index[:-1], shape[:-1], _loops(index[-1:], shape[-1:], inner))
     return _row(buf, index, e, reduces)
+
+
+MIN_ROW = 64
+"""An element-wise kernel whose rows are shorter merges its trailing axes into longer rows."""
+
+
+def _coalesced(buf: Buffer, index: Sequence[Var], e: Expr) -> list[Stmt] | None:
+    """Loops storing the element-wise ``e`` into ``buf`` with its last k axes as one (rows of at least
+    ``MIN_ROW`` elements where the shape allows, at least one outer axis left to run in parallel), if
+    ``e`` reads them only as the last k indices of buffers whose last k dims are the output's: each
+    such load then reads element t of a contiguous row, as the store writes it. Short rows (a 7x7 or
+    14x14 map) otherwise run mostly in the vectorizer's scalar remainder. None where no merge helps."""
+    shape, rank = buf.shape, len(buf.shape)
+    k = 1
+    while k + 1 < rank and np.prod(shape[-k:]) < MIN_ROW and np.prod(shape[:-(k + 1)]) > 1:
+        k += 1
+    for width in range(k, 1, -1):
+        inner, outer = index[-width:], index[:-width]
+        t = fresh("t")
+        at = flat(buf, _flat_offset(buf, outer) + t)
+        rebuilt = _flat_rows(e, inner, shape[-width:], t, (buf.shape, outer, at))
+        if rebuilt is None:
+            continue
+        row = int(np.prod(shape[-width:]))
+        store = Store(buf, at, rebuilt)
+        return _parallel(outer, shape[:-width], [For(t, const(0, INDEX), const(row, INDEX), [store])])
+    return None
+
+
+def _flat_offset(buf: Buffer, outer: Sequence[Expr]) -> Expr:
+    """Where the row at leading index ``outer`` starts in ``buf`` (row-major)."""
+    strides = np.cumprod((1, *buf.shape[:0:-1]))[::-1]
+    offset: Expr = const(0, INDEX)
+    for i, stride in zip(outer, strides):
+        offset = offset + i * const(int(stride), INDEX)
+    return offset
+
+
+def _flat_rows(e: Expr, inner: Sequence[Var], extents: Sequence[int], t: Var,
+               stored: tuple[tuple[int, ...], Sequence[Var], tuple[Expr, ...]]) -> Expr | None:
+    """``e`` with each load whose last indices are exactly ``inner`` (over a buffer ending in
+    ``extents``) reading element ``t`` of that row; None if ``inner`` occurs anywhere else. A load at
+    the stored element (``stored``: the output's shape, leading index and flat index) reuses the
+    store's index, so that in-place detection sees the same index."""
+    width, ids = len(inner), {id(v) for v in inner}
+
+    def row_load(x: Load) -> bool:
+        return (len(x.index) >= width and tuple(x.buffer.shape[-width:]) == tuple(extents)
+                and all(a is b for a, b in zip(x.index[-width:], inner)))
+
+    memo: dict[int, Expr | None] = {}
+
+    def each(xs: Sequence[Expr]) -> list[Expr] | None:
+        out = [go(x) for x in xs]
+        return None if any(x is None for x in out) else [x for x in out if x is not None]
+
+    def visit(x: Expr) -> Expr | None:
+        if isinstance(x, Load):
+            lead = each(x.index[:-width] if row_load(x) else x.index)
+            if lead is None:
+                return None
+            if row_load(x):
+                shape, outer, at = stored
+                if x.buffer.shape == shape and all(a is b for a, b in zip(lead, outer)):
+                    return Load(x.buffer, at)
+                return Load(x.buffer, flat(x.buffer, _flat_offset(x.buffer, lead) + t))
+            return Load(x.buffer, tuple(lead))
+        if isinstance(x, Call):
+            args = each(x.args)
+            return None if args is None else Call(x.fn, tuple(args), x.dtype)
+        if isinstance(x, Var):
+            return None if id(x) in ids else x
+        return None if isinstance(x, Reduce) else x
+
+    def go(x: Expr) -> Expr | None:
+        if id(x) not in memo:
+            memo[id(x)] = visit(x)
+        return memo[id(x)]
+    return go(e)
 
 
 def _row(buf: Buffer, index: Sequence[Var], e: Expr, reduces: list[Reduce]) -> list[Stmt]:

@@ -243,3 +243,25 @@ def test_element_wise_chains_fuse_into_one_kernel():
     x = rng.standard_normal((1, 8, 5, 5)).astype(np.float32)
     assert check_native(graph, {"x": x}, require=True)
     assert NativeModel(graph, fuse=False).views == set()
+
+
+@pytest.mark.parametrize("spatial, row", [((7, 7), 49), ((3, 5), 15), ((9, 70), 70)])
+def test_short_rows_of_element_wise_kernels_merge(spatial, row):
+    """A per-channel Add, a Relu and a Concat on small maps run as rows of the merged trailing axes
+    (each load reads element t of its row), stopping where a row reaches MIN_ROW elements or only
+    one outer axis would remain; a broadcast along the map keeps its axes apart."""
+    from tensoregg.ir.loops import For
+
+    x = TensorType(F32, (1, 6, *spatial))
+    bias = np.arange(6, dtype=np.float32).reshape(6, 1, 1)
+    g = Graph({"x": x, "z": x}, {"b": bias},
+              [Node("Add", ("x", "b"), ("s",)), Node("Relu", ("s",), ("r",)),
+               Node("Concat", ("r", "z"), ("y",), {"axis": 1})], ["y"])
+    model = NativeModel(g, fuse=False)
+    rows = {int(s.stop.value) for low in model.lowered for s in statements(low.kernel.body)
+            if isinstance(s, For) and s.kind == "serial" and hasattr(s.stop, "value")}
+    assert row in rows, rows
+    rng = np.random.default_rng(0)
+    feeds = {name: rng.standard_normal(x.shape).astype(np.float32) for name in ("x", "z")}
+    assert check_native(g, feeds, require=True)
+    assert_same(model.run(feeds)[0], run_graph(g, feeds)[0], "merged rows")

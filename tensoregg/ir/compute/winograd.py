@@ -48,8 +48,8 @@ def _taps(xi: Expr) -> tuple[Expr, Expr, Expr]:
 
 @define("WinogradInput", domain=DOMAIN)
 def _winograd_input(ctx: ComputeCtx) -> Sequence[Expr]:
-    """V[e, c, t] = (BT d BT^T)[xi, nu]: four signed loads of the tile d (BT's rows xi and nu have
-    two nonzeros each)."""
+    """V[e, c, n, ty, tx] = (BT d BT^T)[xi, nu]: four signed loads of the tile d (BT's rows xi and nu
+    have two nonzeros each), at stride 2 along the tiles of a row."""
     x = ctx.input(0)
     top, left, bottom, right = input_pads(ctx.attrs)
     h, w = x.shape[2:]

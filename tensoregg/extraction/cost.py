@@ -11,7 +11,7 @@ import math
 from typing import Protocol
 
 from tensoregg.ir.ops.fused import FUSED
-from tensoregg.ir.terms import ENode
+from tensoregg.ir.terms import CONSTRUCTORS, ENode
 from tensoregg.ir.types import TensorType
 from tensoregg.targets import Target
 
@@ -27,17 +27,11 @@ def _bytes(t: TensorType | None) -> int:
     return 0 if t is None else t.size * t.dtype.itemsize
 
 
-PER_ELEMENT = {"WinogradInput": 4, "WinogradOutput": 9, "WinogradWeights": 27}
-"""Operations per output element of the ops that do more than one: the Winograd transforms' signed
-sums (4 loads per input tile entry, 9 per output with its bias; the filter's 9 terms of two products
-and an add, unless folded)."""
-
-
 def flops(node: ENode, inputs: list[TensorType | None], outputs: list[TensorType]) -> float:
-    """Arithmetic work of a node: 2 per multiply-accumulate for the linear ops, ``PER_ELEMENT`` per
-    output element for the ops there, else one operation per output element; a fused op counts as
-    its base op plus one operation per output element for each epilogue step (residual add,
-    activation)."""
+    """Arithmetic work of a node: 2 per multiply-accumulate for the linear ops, else per output
+    element the operations its op's registry entry states (``extra["ops_per_element"]``, default 1);
+    a fused op counts as its base op plus one operation per output element for each epilogue step
+    (residual add, activation)."""
     out = outputs[0] if outputs else None
     if out is None:
         return 0.0
@@ -60,7 +54,8 @@ def _base_flops(op: str, node: ENode, inputs: list[TensorType | None], out: Tens
         return 2.0 * a.size * b.shape[1] * window
     if op == "Einsum":
         return 2.0 * out.size * _summed(str(node.attrs.get("equation", "")), inputs)
-    return float(out.size * PER_ELEMENT.get(op, 1))
+    ctor = CONSTRUCTORS.get(op)
+    return float(out.size * (ctor.opdef.extra.get("ops_per_element", 1) if ctor is not None else 1))
 
 
 def _summed(equation: str, inputs: list[TensorType | None]) -> int:

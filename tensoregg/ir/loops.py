@@ -12,7 +12,7 @@ address a buffer as flat memory: zeros on every axis but the last, which holds t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +83,18 @@ class Invoke(Stmt):
 def flat(buf: Buffer, offset: Expr) -> tuple[Expr, ...]:
     """An index addressing element ``offset`` of ``buf`` as flat memory (see the module docstring)."""
     return (*(const(0, INDEX) for _ in buf.shape[:-1]), offset)
+
+
+def offset(buf: Buffer, index: Sequence[Expr]) -> Expr:
+    """The flat (row-major) offset of ``buf``'s element at ``index``; an index of its leading axes
+    only gives where that block of ``buf`` starts."""
+    strides: list[int] = []
+    stride = 1
+    for d in reversed(buf.shape):
+        strides.insert(0, stride)
+        stride *= d
+    terms = [i if s == 1 else i * const(s, INDEX) for i, s in zip(index, strides)]
+    return sum(terms[1:], terms[0]) if terms else const(0, INDEX)
 
 
 @dataclass(eq=False)

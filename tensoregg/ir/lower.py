@@ -36,7 +36,7 @@ from tensoregg.ir.compute import (
 )
 from tensoregg.ir.contraction import find_contraction
 from tensoregg.ir.graph import Node, infer_node
-from tensoregg.ir.loops import For, Invoke, Kernel, Local, Stmt, Store, flat, statements
+from tensoregg.ir.loops import For, Invoke, Kernel, Local, Stmt, Store, flat, offset, statements
 from tensoregg.ir.registry import OpDef
 from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Schedule
 from tensoregg.ir.tiling import constant_factor, lower_gemm
@@ -304,7 +304,7 @@ def _coalesced(buf: Buffer, index: Sequence[Var], e: Expr) -> list[Stmt] | None:
     for width in range(k, 1, -1):
         inner, outer = index[-width:], index[:-width]
         t = fresh("t")
-        at = flat(buf, _flat_offset(buf, outer) + t)
+        at = flat(buf, offset(buf, outer) + t)
         rebuilt = _flat_rows(e, inner, shape[-width:], t, (buf.shape, outer, at))
         if rebuilt is None:
             continue
@@ -314,15 +314,6 @@ def _coalesced(buf: Buffer, index: Sequence[Var], e: Expr) -> list[Stmt] | None:
     return None
 
 
-def _flat_offset(buf: Buffer, outer: Sequence[Expr]) -> Expr:
-    """Where the row at leading index ``outer`` starts in ``buf`` (row-major)."""
-    strides = np.cumprod((1, *buf.shape[:0:-1]))[::-1]
-    offset: Expr = const(0, INDEX)
-    for i, stride in zip(outer, strides):
-        offset = offset + i * const(int(stride), INDEX)
-    return offset
-
-
 def _flat_rows(e: Expr, inner: Sequence[Var], extents: Sequence[int], t: Var,
                stored: tuple[tuple[int, ...], Sequence[Var], tuple[Expr, ...]]) -> Expr | None:
     """``e`` with each load whose last indices are exactly ``inner`` (over a buffer ending in
@@ -330,40 +321,20 @@ def _flat_rows(e: Expr, inner: Sequence[Var], extents: Sequence[int], t: Var,
     the stored element (``stored``: the output's shape, leading index and flat index) reuses the
     store's index, so that in-place detection sees the same index."""
     width, ids = len(inner), {id(v) for v in inner}
+    shape, outer, at = stored
 
-    def row_load(x: Load) -> bool:
-        return (len(x.index) >= width and tuple(x.buffer.shape[-width:]) == tuple(extents)
-                and all(a is b for a, b in zip(x.index[-width:], inner)))
-
-    memo: dict[int, Expr | None] = {}
-
-    def each(xs: Sequence[Expr]) -> list[Expr] | None:
-        out = [go(x) for x in xs]
-        return None if any(x is None for x in out) else [x for x in out if x is not None]
-
-    def visit(x: Expr) -> Expr | None:
-        if isinstance(x, Load):
-            lead = each(x.index[:-width] if row_load(x) else x.index)
-            if lead is None:
-                return None
-            if row_load(x):
-                shape, outer, at = stored
-                if x.buffer.shape == shape and all(a is b for a, b in zip(lead, outer)):
-                    return Load(x.buffer, at)
-                return Load(x.buffer, flat(x.buffer, _flat_offset(x.buffer, lead) + t))
-            return Load(x.buffer, tuple(lead))
-        if isinstance(x, Call):
-            args = each(x.args)
-            return None if args is None else Call(x.fn, tuple(args), x.dtype)
-        if isinstance(x, Var):
-            return None if id(x) in ids else x
-        return None if isinstance(x, Reduce) else x
-
-    def go(x: Expr) -> Expr | None:
-        if id(x) not in memo:
-            memo[id(x)] = visit(x)
-        return memo[id(x)]
-    return go(e)
+    def row(x: Load) -> Expr:
+        lead = x.index[:-width]
+        if (len(x.index) < width or tuple(x.buffer.shape[-width:]) != tuple(extents)
+                or not all(a is b for a, b in zip(x.index[-width:], inner))):
+            return x
+        if x.buffer.shape == shape and all(a is b for a, b in zip(lead, outer)):
+            return Load(x.buffer, at)
+        return Load(x.buffer, flat(x.buffer, offset(x.buffer, lead) + t))
+    rebuilt = _map_loads(e, row)
+    if any(isinstance(x, Reduce) or (isinstance(x, Var) and id(x) in ids) for x in walk(rebuilt)):
+        return None
+    return rebuilt
 
 
 def _row(buf: Buffer, index: Sequence[Var], e: Expr, reduces: list[Reduce]) -> list[Stmt]:

@@ -32,7 +32,7 @@ from tensoregg.ir.compute import (
 )
 from tensoregg.ir.compute.linalg import idx
 from tensoregg.ir.contraction import Contraction, evaluate, variables
-from tensoregg.ir.loops import For, Invoke, Local, Ref, Stmt, Store, flat
+from tensoregg.ir.loops import For, Invoke, Local, Ref, Stmt, Store, flat, offset
 from tensoregg.ir.schedules import GemmSchedule
 
 
@@ -137,10 +137,7 @@ def gathered(c: Contraction, side: str, width: int) -> tuple[Gather, list[tuple[
     if not isinstance(load, Load) or not all(_affine(i) for i in load.index):
         return None
     src = load.buffer
-    strides = np.cumprod((1, *src.shape[:0:-1]))[::-1]
-    address = load.index[-1]
-    for i, stride in zip(load.index[:-1], strides[:-1]):
-        address = address + i * idx(int(stride))
+    address = offset(src, load.index)
     lines = c.m if side == "a" else c.n
     bi, line, k = fresh("b"), fresh("line"), fresh("k")
     zero = idx(0)
@@ -205,6 +202,12 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
     rows, cols = call("min", idx(mr), idx(m) - i), call("min", idx(nr), idx(n) - j)
     at = bi * idx(m * n)
 
+    def read(side: str) -> Factor:
+        """Factor ``side`` of batch ``bi`` at (line, k): through its offset tables where it has them."""
+        if side in gather:
+            return lambda line, kk: gather[side](bi, line, kk)
+        return (lambda line, kk: c.a(bi, line, kk)) if side == "a" else (lambda line, kk: c.b(bi, kk, line))
+
     def block(pc: Expr, kcur: Expr, accumulate: Expr, last: bool) -> list[Stmt]:
         """One K block of the jc block: pack B, then per mc block pack A and run the tiles."""
         a_ref = (Ref(pre["a"][0], bi * idx(pre["a"][1]) + pc * idx(-(-m // mr) * mr) + i * kcur) if "a" in pre
@@ -221,14 +224,10 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
             tile.append(_loop(rr, rows, mr, [_loop(cc, cols, nr, [Store(c.out, where, value)])]))
         inner: list[Stmt] = [_loop(q, nq, nc // nr, [_loop(p, np_, mc // mr, tile)])]
         if "a" not in pre:
-            a_value: Factor = ((lambda line, kk: gather["a"](bi, line, kk)) if "a" in gather
-                               else (lambda line, kk: c.a(bi, line, kk)))
-            inner[:0] = _pack(ap, np_, mc // mr, kc, kcur, mr, ic, m, a_value, pc)
+            inner[:0] = _pack(ap, np_, mc // mr, kc, kcur, mr, ic, m, read("a"), pc)
         body: list[Stmt] = [_loop(ib, _ceil_div(m1 - m0, mc), -(-mt // mc), inner)]
         if "b" not in pre:
-            b_value: Factor = ((lambda line, kk: gather["b"](bi, line, kk)) if "b" in gather
-                               else (lambda line, kk: c.b(bi, kk, line)))
-            body[:0] = _pack(bp, nq, nc // nr, kc, kcur, nr, jc, n, b_value, pc)
+            body[:0] = _pack(bp, nq, nc // nr, kc, kcur, nr, jc, n, read("b"), pc)
         return body
 
     blocks = math.ceil(k / kc)

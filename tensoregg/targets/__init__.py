@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+RULE_FAMILIES = ("algebra", "layout", "linalg", "parallel", "fusion")
+"""The rule families a target saturates unless it says otherwise, in order: parallel before fusion,
+so that merged MatMuls still get their epilogues fused."""
+
 
 @dataclass(frozen=True)
 class MicroKernel:
@@ -48,9 +52,8 @@ class Target:
     """Architectural float vector registers (16 ymm with AVX2, 32 zmm with AVX-512)."""
     microkernels: tuple[MicroKernel, ...] = ()
     """GEMM micro-kernels the target's code generator emits (tensorize candidates)."""
-    rule_families: tuple[str, ...] = ("algebra", "layout", "linalg", "parallel", "fusion")
-    """The rule families (``tensoregg.rules.RULESETS`` keys) saturated for this target, in order:
-    parallel before fusion, so that merged MatMuls still get their epilogues fused."""
+    rule_families: tuple[str, ...] = RULE_FAMILIES
+    """The rule families (``tensoregg.rules.RULESETS`` keys) saturated for this target, in order."""
 
 
     @property

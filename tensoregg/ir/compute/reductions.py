@@ -113,11 +113,11 @@ def _in_partials(ctx: ComputeCtx, name: str, combiner: str, shape: Sequence[int]
     whole = n // PARTIALS
     outer = input_index(rank, [rank - 1], index, [idx(0)], keepdims)[:-1]
 
+    neutral = identity_of(combiner, term((*outer, idx(0))).dtype)
+
     def partial(*k: Expr) -> Expr:
-        return reduce(combiner, [whole], lambda j: term((*k[:-1], j * idx(PARTIALS) + k[-1])),
-                      identity_of(combiner, term((*k[:-1], idx(0))).dtype))
+        return reduce(combiner, [whole], lambda j: term((*k[:-1], j * idx(PARTIALS) + k[-1])), neutral)
     parts = ctx.stage(f"{name}_partials", (*shape[:-1], PARTIALS), partial)
-    neutral = identity_of(combiner, parts.dtype)
     total = reduce(combiner, [PARTIALS], lambda lane: parts[(*outer, lane)], neutral)
     if n % PARTIALS:
         rest = reduce(combiner, [n % PARTIALS], lambda t: term((*outer, idx(whole * PARTIALS) + t)), neutral)

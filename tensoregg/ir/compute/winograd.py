@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from tensoregg.ir.compute.expr import ComputeCtx, Expr, call, const, define, reduce, select
 from tensoregg.ir.compute.linalg import idx, padded
-from tensoregg.ir.ops.winograd import DOMAIN, F32, G, input_pads, tiles
+from tensoregg.ir.ops.winograd import BT, DOMAIN, F32, G, input_pads, tiles
 
 PLUS, MINUS = const(1.0, F32), const(-1.0, F32)
 """Shared sign constants (a consumer inlines WinogradOutput only while its expression is small)."""
@@ -36,14 +38,23 @@ def _winograd_weights(ctx: ComputeCtx) -> Sequence[Expr]:
     return [reduce("add", [3, 3], lambda a, b: g[xi, a] * w[k, c, a, b] * g[nu, b], 0)]
 
 
+def _pick(at: Expr, values: Sequence[Expr]) -> Expr:
+    """``values[at]`` for a small loop-invariant index ``at``, as a chain of selects."""
+    out = values[-1]
+    for v in reversed(range(len(values) - 1)):
+        out = select(call("eq", at, idx(v)), values[v], out)
+    return out
+
+
 def _taps(xi: Expr) -> tuple[Expr, Expr, Expr]:
-    """BT's row ``xi`` as (first tap, second tap, sign of the second): d0 - d2, d1 + d2, d2 - d1,
-    d1 - d3."""
-    def eq(v: int) -> Expr:
-        return call("eq", xi, idx(v))
-    first = select(eq(0), idx(0), select(eq(2), idx(2), idx(1)))
-    second = select(eq(2), idx(1), select(eq(3), idx(3), idx(2)))
-    return first, second, _sign(call("ne", xi, idx(1)))
+    """BT's row ``xi`` (two nonzeros) as (the tap taken with +1, the other tap, that one's sign)."""
+    rows = []
+    for row in BT:
+        plus = int(np.flatnonzero(row == 1)[0])
+        other = int(next(t for t in np.flatnonzero(row) if t != plus))
+        rows.append((idx(plus), idx(other), MINUS if row[other] < 0 else PLUS))
+    first, second, sign = zip(*rows)
+    return _pick(xi, first), _pick(xi, second), _pick(xi, sign)
 
 
 @define("WinogradInput", domain=DOMAIN)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tensoregg.ir.ops.fused import DOMAIN, _internal
-from tensoregg.ir.registry import Attr, InferCtx, op
+from tensoregg.ir.registry import Attr, InferCtx, get_op, op
 from tensoregg.ir.types import TensorType
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
@@ -132,3 +132,11 @@ def winograd_output(attrs, m, b=None):
     if b is not None:
         y = y + b.reshape(k, 1, 1)
     return np.ascontiguousarray(y, F32)
+
+
+OPS_PER_ELEMENT = {"WinogradWeights": 27, "WinogradInput": 4, "WinogradOutput": 9}
+"""Arithmetic per output element, for the cost model (``OpDef.extra["ops_per_element"]``): the
+filter's 9 terms of two products and an add (unless folded), an input tile entry's 4 signed loads,
+an output's 9 signed loads with its bias."""
+for _name, _ops in OPS_PER_ELEMENT.items():
+    get_op(_name, DOMAIN).extra["ops_per_element"] = _ops

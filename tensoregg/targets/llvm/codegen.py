@@ -335,8 +335,6 @@ class KernelEmitter:
             return op(*args)
         if fn in ("div", "rem"):
             return self.divide(fn, signed, *args)
-        if fn == "exp" and ty == F32:
-            return expf(b, self.module, args[0])
         if fn in ("max", "min"):
             pick = b.icmp_signed if signed else b.icmp_unsigned
             return b.select(pick(">" if fn == "max" else "<", *args), *args)

@@ -21,13 +21,15 @@ import llvmlite.ir as ir
 import numpy as np
 
 from tensoregg.runtime.threads import available_cpus
+from tensoregg.targets import RULE_FAMILIES as DEFAULT_FAMILIES
 from tensoregg.targets import Target
 from tensoregg.targets.llvm.jit import JitModule, fastest, host_cpu
 from tensoregg.targets.llvm.ukernels import measure_efficiency, microkernels_for
 
 CACHE_VERSION = 3
 
-RULE_FAMILIES = ("algebra", "layout", "linalg", "parallel", "winograd", "fusion")
+RULE_FAMILIES = (*DEFAULT_FAMILIES[:DEFAULT_FAMILIES.index("fusion")], "winograd",
+                 *DEFAULT_FAMILIES[DEFAULT_FAMILIES.index("fusion"):])
 """The default families plus ``winograd`` (its batched MatMul is what this target's GEMM schedules
 tile), after linalg and parallel (folded and merged Convs get a Winograd form too) and before fusion
 (which then fuses an activation into the Conv, the Winograd form staying the alternative). The

@@ -34,6 +34,7 @@ from tensoregg.ir.compute.linalg import idx
 from tensoregg.ir.contraction import Contraction, evaluate, variables
 from tensoregg.ir.loops import For, Invoke, Local, Ref, Stmt, Store, flat, offset
 from tensoregg.ir.schedules import GemmSchedule
+from tensoregg.targets import PanelTranspose
 
 
 def _ceil_div(e: Expr, d: int) -> Expr:
@@ -47,6 +48,9 @@ def _loop(var: Var, stop: Expr, upper: int, body: list[Stmt]) -> For:
 
 Factor = Callable[[Expr, Expr], Expr]
 """A factor's value at (line, k) of the current batch: a row of A or a column of B."""
+
+Rows = tuple[Buffer, Expr, int]
+"""A factor as rows of memory in the current batch: (buffer, offset of line 0 at k 0, line stride)."""
 
 
 def _pack(dest: Buffer, count: Expr, upper: int, kc: int, kcur: Expr, width: int, first: Expr, lines: int,
@@ -65,6 +69,19 @@ def _pack(dest: Buffer, count: Expr, upper: int, kc: int, kcur: Expr, width: int
         inner: Stmt = For(lane, idx(0), idx(width), [Store(dest, (at,), v)])
         loops.append(For(panel, start, call("min", idx(upper), stop), [For(kk, idx(0), kcur, [inner])]))
     return loops
+
+
+def _transpose(dest: Buffer, count: Expr, upper: int, kc: int, kcur: Expr, width: int, first: Expr,
+               lines: int, rows: Rows, k0: Expr) -> list[Stmt]:
+    """What ``_pack`` stores, for a factor whose lines are rows of memory with k contiguous: one
+    ``PanelTranspose`` per panel (the edge panel repeats its last row as ``_pack`` does)."""
+    panel = fresh("panel")
+    line = first + panel * idx(width)
+    src, start, ld = rows
+    args = (kcur, Ref(src, start + line * idx(ld) + k0), idx(ld), call("min", idx(width), idx(lines) - line),
+            Ref(dest, panel * idx(kc * width)))
+    return [For(panel, idx(0), call("min", idx(upper), count),
+                [Invoke(PanelTranspose(width), args, work=width * kc)])]
 
 
 def constant_factor(c: Contraction, side: str, known: Mapping[int, np.ndarray]) -> bool:
@@ -117,6 +134,33 @@ def _affine(e: Expr) -> bool:
     return False
 
 
+def in_rows(c: Contraction, side: str) -> Callable[[Expr], Rows] | None:
+    """Factor ``side`` as rows of a float32 buffer, k contiguous within a row and the rows ``ld``
+    apart (A of a MatMul, or B given transposed), as a function of the flat batch index; None if it
+    is not one load at an index affine in the axes that addresses memory so."""
+    load = c.a_expr if side == "a" else c.b_expr
+    if not (isinstance(load, Load) and load.buffer.dtype == np.float32 and all(map(_affine, load.index))):
+        return None
+    src, lines = load.buffer, (c.m if side == "a" else c.n)
+    address = offset(src, load.index)
+    bi, line, k = fresh("b"), fresh("line"), fresh("k")
+    zero = idx(0)
+    env = {id(line): np.arange(lines), id(k): np.arange(c.k)}
+    line_offsets = evaluate(c.at(address, side, zero, line, zero), env, {})
+    k_offsets = evaluate(c.at(address, side, zero, zero, k), env, {})
+    if line_offsets is None or k_offsets is None:
+        return None
+    line_offsets = np.broadcast_to(line_offsets, (lines,)).astype(np.int64)
+    k_offsets = np.broadcast_to(k_offsets, (c.k,)).astype(np.int64)
+    base = int(k_offsets[0])
+    ld = int(line_offsets[1] - base) if lines > 1 else c.k
+    if not (np.array_equal(k_offsets - base, np.arange(c.k))
+            and np.array_equal(line_offsets - base, ld * np.arange(lines))):
+        return None
+    start = c.at(address, side, bi, zero, zero)
+    return lambda b: (src, substitute(start, {id(bi): b}), ld)
+
+
 Gather = Callable[[Expr, Expr, Expr], Expr]
 """A factor's value at (flat batch index, line, k)."""
 
@@ -164,6 +208,34 @@ def gathered(c: Contraction, side: str, width: int) -> tuple[Gather, list[tuple[
     return value, [(buf, np.ascontiguousarray(v, np.int64)) for buf, v in tables]
 
 
+def _sources(c: Contraction, mr: int, nr: int, kc: int, known: Mapping[int, np.ndarray]) -> tuple[
+        dict[str, tuple[Buffer, int]], dict[str, Callable[[Expr], Rows]], dict[str, Gather],
+        list[tuple[Buffer, np.ndarray]]]:
+    """How each factor is packed, first that applies: prepacked at compile time (side -> (packed
+    constant, elements per batch or 0)), transposed from rows of memory, gathered through offset
+    tables, or (neither) by a loop over its expression; and the constants that takes."""
+    constants: list[tuple[Buffer, np.ndarray]] = []
+    pre: dict[str, tuple[Buffer, int]] = {}  # side -> (packed constant, elements per batch or 0)
+    gather: dict[str, Gather] = {}
+    as_rows: dict[str, Callable[[Expr], Rows]] = {}
+    for side, width in (("a", mr), ("b", nr)):
+        value = prepacked(c, side, width, kc, known)
+        if value is not None:
+            buf = Buffer(f"{side}packed", np.dtype(np.float32), (value.size,))
+            pre[side] = (buf, value.shape[1] if value.shape[0] > 1 else 0)
+            constants.append((buf, value.reshape(-1)))
+            continue
+        found_rows = in_rows(c, side)
+        if found_rows is not None:
+            as_rows[side] = found_rows
+            continue
+        found = gathered(c, side, width)
+        if found is not None:
+            gather[side] = found[0]
+            constants += found[1]
+    return pre, as_rows, gather, constants
+
+
 def lower_gemm(c: Contraction, s: GemmSchedule,
                known: Mapping[int, np.ndarray]) -> tuple[list[Stmt], list[tuple[Buffer, np.ndarray]]]:
     """Loop IR computing ``c.out`` with schedule ``s``, and the constants it packed (buffer, value).
@@ -174,20 +246,7 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
     mt = math.ceil(math.ceil(m / s.split_m) / mr) * mr  # rows per task, a multiple of mr
     nt = math.ceil(math.ceil(n / s.split_n) / nr) * nr
     mc, nc, kc = min(s.mc, mt), min(s.nc, nt), min(s.kc, k)
-    constants: list[tuple[Buffer, np.ndarray]] = []
-    pre: dict[str, tuple[Buffer, int]] = {}  # side -> (packed constant, elements per batch or 0)
-    gather: dict[str, Gather] = {}
-    for side, width in (("a", mr), ("b", nr)):
-        value = prepacked(c, side, width, kc, known)
-        if value is not None:
-            buf = Buffer(f"{side}packed", np.dtype(np.float32), (value.size,))
-            pre[side] = (buf, value.shape[1] if value.shape[0] > 1 else 0)
-            constants.append((buf, value.reshape(-1)))
-            continue
-        found = gathered(c, side, width)
-        if found is not None:
-            gather[side] = found[0]
-            constants += found[1]
+    pre, as_rows, gather, constants = _sources(c, mr, nr, kc, known)
     ap = Buffer("apack", np.dtype(np.float32), (mc * kc,))
     bp = Buffer("bpack", np.dtype(np.float32), (nc * kc,))
 
@@ -208,6 +267,13 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
             return lambda line, kk: gather[side](bi, line, kk)
         return (lambda line, kk: c.a(bi, line, kk)) if side == "a" else (lambda line, kk: c.b(bi, kk, line))
 
+    def pack(side: str, count: Expr, upper: int, kcur: Expr, first: Expr, k0: Expr) -> list[Stmt]:
+        """Pack ``count`` panels of factor ``side`` from line ``first`` and k ``k0``."""
+        dest, width, lines = (ap, mr, m) if side == "a" else (bp, nr, n)
+        if side in as_rows:
+            return _transpose(dest, count, upper, kc, kcur, width, first, lines, as_rows[side](bi), k0)
+        return _pack(dest, count, upper, kc, kcur, width, first, lines, read(side), k0)
+
     def block(pc: Expr, kcur: Expr, accumulate: Expr, last: bool) -> list[Stmt]:
         """One K block of the jc block: pack B, then per mc block pack A and run the tiles."""
         a_ref = (Ref(pre["a"][0], bi * idx(pre["a"][1]) + pc * idx(-(-m // mr) * mr) + i * kcur) if "a" in pre
@@ -224,10 +290,10 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
             tile.append(_loop(rr, rows, mr, [_loop(cc, cols, nr, [Store(c.out, where, value)])]))
         inner: list[Stmt] = [_loop(q, nq, nc // nr, [_loop(p, np_, mc // mr, tile)])]
         if "a" not in pre:
-            inner[:0] = _pack(ap, np_, mc // mr, kc, kcur, mr, ic, m, read("a"), pc)
+            inner[:0] = pack("a", np_, mc // mr, kcur, ic, pc)
         body: list[Stmt] = [_loop(ib, _ceil_div(m1 - m0, mc), -(-mt // mc), inner)]
         if "b" not in pre:
-            body[:0] = _pack(bp, nq, nc // nr, kc, kcur, nr, jc, n, read("b"), pc)
+            body[:0] = pack("b", nq, nc // nr, kcur, jc, pc)
         return body
 
     blocks = math.ceil(k / kc)

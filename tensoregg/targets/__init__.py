@@ -30,6 +30,20 @@ class MicroKernel:
 
 
 @dataclass(frozen=True)
+class PanelTranspose:
+    """Packs ``width`` rows of a row-major float32 matrix (k contiguous, rows ``ld`` apart) into a
+    micro-kernel panel, k-major: ``P[k * width + r] = X[min(r, rows - 1) * ld + k]``. A transpose,
+    which vectorized loops do with scatters or gathers (about a cycle an element); the target does it
+    with vector shuffles."""
+
+    width: int
+
+    @property
+    def name(self) -> str:
+        return f"pack_rows_f32_{self.width}"
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     peak_flops: float

@@ -12,10 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tensoregg.ir import Graph, Node, TensorType, run_graph
-from tensoregg.ir.compute import Buffer, call, fresh, reduce
-from tensoregg.ir.contraction import find_contraction
+from tensoregg.ir.compute import Buffer, call, cast, fresh, reduce
+from tensoregg.ir.contraction import evaluate, find_contraction
 from tensoregg.ir.loops import Invoke, statements
 from tensoregg.ir.schedules import GemmSchedule
+from tensoregg.ir.tiling import in_rows
+from tensoregg.targets import PanelTranspose
 from tensoregg.targets.llvm import NativeModel
 from tensoregg.targets.llvm.host import host_target
 from tensoregg.testing import arrays, assert_same
@@ -131,3 +133,38 @@ def test_tasks_beyond_the_edge_do_nothing(split):
     rng = np.random.default_rng(2)
     feeds = {name: rng.standard_normal(t.shape).astype(np.float32) for name, t in graph.inputs.items()}
     check_schedule(graph, feeds, GemmSchedule(uk, uk.mr, uk.nr, 2, *split))
+
+
+def transposes(model: NativeModel) -> list[int]:
+    """The widths of the panel transposes a model's kernels invoke."""
+    return sorted({s.intrinsic.width for low in model.lowered for s in statements(low.kernel.body)
+                   if isinstance(s, Invoke) and isinstance(s.intrinsic, PanelTranspose)})
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_operands_in_rows_are_packed_by_transposes(trans_b):
+    """A (k contiguous) is packed by the target's transpose; so is B given transposed (Gemm transB),
+    while B as K x N rows (n contiguous) is packed by the copy loop."""
+    m, k, n = 30, 21, 40
+    graph = Graph({"a": TensorType(F32, (m, k)), "b": TensorType(F32, (n, k) if trans_b else (k, n))}, {},
+                  [Node("Gemm", ("a", "b"), ("y",), {"transB": trans_b})], ["y"])
+    uk = TILES[0]
+    schedule = GemmSchedule(uk, uk.mr, uk.nr, 8, 1, 2)
+    assert transposes(NativeModel(graph, choose=lambda problem: schedule)) == sorted({uk.mr, uk.nr} if trans_b
+                                                                                    else {uk.mr})
+    rng = np.random.default_rng(3)
+    feeds = {name: rng.standard_normal(t.shape).astype(np.float32) for name, t in graph.inputs.items()}
+    check_schedule(graph, feeds, schedule)
+
+
+def test_factors_that_are_not_rows_of_memory_are_packed_by_loops():
+    """A transposed (m contiguous), a cast, and a factor computed from two loads are not rows."""
+    a, a16 = Buffer("a", F32, (9, 7)), Buffer("h", np.dtype(np.float16), (5, 7))
+    b, out = Buffer("b", F32, (7, 3)), Buffer("y", F32, (5, 3))
+    i, j = fresh("i"), fresh("j")
+    for factor in (lambda r: a[r, i], lambda r: cast(a16[i, r], F32), lambda r: a[i, r] + a[i + 1, r]):
+        c = find_contraction(out, (i, j), reduce("add", [7], lambda r: factor(r) * b[r, j], 0))
+        assert c is not None and in_rows(c, "a") is None
+    c = find_contraction(out, (i, j), reduce("add", [7], lambda r: a[i + 2, r] * b[r, j], 0))
+    src, start, ld = in_rows(c, "a")(fresh("b"))
+    assert src is a and ld == 7 and evaluate(start, {}, {}) == 14

@@ -10,9 +10,9 @@ up to whole register tiles):
   independent accumulators to hide the FMA latency and enough FMAs per load), plus a
   fixed cost per micro-kernel call (its C tile loaded and stored once per kc block) and the packing
   copies;
-- memory: A, B and C from main memory once; A again per jc block, the packed B block again per ic
-  block, A micro-panels per micro-kernel call and the C tile per kc block, each from the level where
-  its working set fits (L2, the task's share of L3, else main memory);
+- memory: A, B and C from main memory once; A again per jc block, a B micro-panel per micro-kernel
+  call (the packed B block is streamed once per A micro-panel) and the C tile per kc block, each
+  from the level where its working set fits (L2, the task's share of L3, else main memory);
 - time = max(compute, memory) + ``MEMORY_EXPOSED`` x memory.
 
 The default lowering (``Untiled``) vectorizes the output row only: a fraction of the core's peak, on
@@ -111,7 +111,7 @@ def gemm_cost(problem: GemmProblem, schedules: Sequence[GemmSchedule], target: T
     tiles_m, tiles_n = np.ceil(np.ceil(p.m / mr) / sm), np.ceil(np.ceil(p.n / nr) / sn)  # largest task
     m_task, n_task = tiles_m * mr, tiles_n * nr
     rows, cols = np.minimum(m_task, p.m), np.minimum(n_task, p.n)
-    k_blocks, n_blocks, m_blocks = np.ceil(p.k / kc), np.ceil(n_task / nc), np.ceil(m_task / mc)
+    k_blocks, n_blocks = np.ceil(p.k / kc), np.ceil(n_task / nc)
 
     nv = nr / lanes
     measured = np.array([s.ukernel.efficiency for s in schedules])
@@ -128,8 +128,7 @@ def gemm_cost(problem: GemmProblem, schedules: Sequence[GemmSchedule], target: T
     a_bytes, b_bytes, c_bytes = rows * p.k * F32, p.k * cols * F32, rows * cols * F32
     memory = ((a_bytes + b_bytes + c_bytes) / mem.dram
               + mem.seconds(a_bytes * (n_blocks - 1), a_bytes)                             # A per jc block
-              + mem.seconds(p.k * n_task * F32 * (m_blocks - 1), (mc + nc) * kc * F32)     # B block per ic
-              + mem.seconds(tiles_m * tiles_n * p.k * mr * F32, mc * kc * F32)             # A micro-panels
+              + mem.seconds(tiles_m * tiles_n * p.k * nr * F32, nc * kc * F32)             # B micro-panels
               + mem.seconds(2 * c_bytes * (k_blocks - 1), m_task * nc * F32))              # C per kc block
     fixed = np.where(tasks > 1, THREAD_HANDOFF_S, 0.0) + TILED_SETUP_S + target.kernel_overhead_s
     return np.ceil(tasks / cores) * _time(compute, memory) + fixed

@@ -5,15 +5,21 @@ independent products C[M, N] = A[M, K] @ B[K, N] (:class:`GemmProblem`). Its sch
 template, :class:`GemmSchedule`: the BLIS loop nest with its decisions filled in. Per task of one
 parallel loop over ``batch x split_n x split_m`` tasks (each an N range and an M range)::
 
-    for jc in N range, step nc:                 # B block (kc x nc) lives in L2/L3
+    for jc in N range, step nc:
       for pc in 0..K, step kc:
         pack B[pc:pc+kc, jc:jc+nc] into nr-wide panels     (unless B is constant: packed at compile time)
-        for ic in M range, step mc:             # A block (mc x kc) lives in L2
+        for ic in M range, step mc:             # A block (mc x kc), read once per jc
           pack A[ic:ic+mc, pc:pc+kc] into mr-high panels    (unless A is constant)
-          for jr in 0..nc, step nr:
-            for ir in 0..mc, step mr:
+          for ir in 0..mc, step mr:             # A micro-panel (mr x kc) lives in L1
+            for jr in 0..nc, step nr:           # B block (kc x nc) lives in L2, streamed per ir
               micro-kernel: C[ir.., jr..] += A panel @ B panel (mr x nr in registers)
           (last pc: the kernel's epilogue on each finished tile)
+
+The tiles of one A micro-panel run along C's rows (jr inner, unlike BLIS's ir inner), so the C tiles
+(and an epilogue's residual) are written and read as ``mr`` streams moving forward through memory,
+which the hardware prefetchers follow; BLIS's order jumps ``mr`` rows down C per tile (measured: a
+1x1 Conv with K = 64 and a residual, 0.83 -> 0.70 ms in ResNet-50; 2048^3 GEMM 0.92 -> 1.01 of
+OpenBLAS at one thread).
 
 :class:`Untiled` is the default lowering (``tensoregg.ir.lower``), which always exists. The schedules
 of a problem are enumerated by rules (``tensoregg.rules.schedules``) and costed by the target's cost

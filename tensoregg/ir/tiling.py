@@ -1,6 +1,6 @@
 """A chosen :class:`~tensoregg.ir.schedules.GemmSchedule` of a contraction, expanded into loop IR.
 
-The trace is the BLIS nest of ``tensoregg.ir.schedules``: split M and N into parallel tasks, split N by
+The trace is the loop nest of ``tensoregg.ir.schedules``: split M and N into parallel tasks, split N by
 ``nc``, K by ``kc``, M by ``mc``, pack the blocks of the operands computed at run time into stack
 tiles (the factor expressions are evaluated while packing, so a Conv's im2col is its B packing),
 tensorize the ``mr`` x ``nr`` tile with the target's micro-kernel and run the epilogue on each tile
@@ -288,7 +288,7 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
             where = flat(c.out, at + (i + rr) * idx(n) + j + cc)
             value = c.epilogue(bi, i + rr, j + cc, Load(c.out, where))
             tile.append(_loop(rr, rows, mr, [_loop(cc, cols, nr, [Store(c.out, where, value)])]))
-        inner: list[Stmt] = [_loop(q, nq, nc // nr, [_loop(p, np_, mc // mr, tile)])]
+        inner: list[Stmt] = [_loop(p, np_, mc // mr, [_loop(q, nq, nc // nr, tile)])]
         if "a" not in pre:
             inner[:0] = pack("a", np_, mc // mr, kcur, ic, pc)
         body: list[Stmt] = [_loop(ib, _ceil_div(m1 - m0, mc), -(-mt // mc), inner)]

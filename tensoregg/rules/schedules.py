@@ -56,8 +56,8 @@ NC_BAND = tuple(1 << e for e in range(5, 12))
 """nc candidates: the multiple of nr nearest each (32..2048)."""
 KC_BAND = tuple(1 << e for e in range(5, 10))
 """kc candidates (32..512), with K itself when K <= 512, else K split evenly into blocks <= 512."""
-B_BLOCK_MAX = 1 << 20
-"""The packed B block lives on the stack: at most this many bytes, and at most L3 per core."""
+BLOCK_MAX = 1 << 20
+"""The packed blocks live on the stack: each at most this many bytes, and at most L3 per core."""
 MAX_NODES = 50_000
 """Node limit of the enumeration phase (one problem's space is a few thousand rows)."""
 
@@ -82,7 +82,7 @@ class Sched(Expr):
 
 @function
 def hw(name: StringLike) -> i64:
-    """A hardware size: ``lanes``, ``registers``, ``L1``, ``L2``, ``b_block`` (bytes)."""
+    """A hardware size: ``lanes``, ``registers``, ``L1``, ``L2``, ``block`` (bytes)."""
 
 
 ukern = relation("ukern", String, i64, i64)
@@ -108,8 +108,9 @@ def _premises(div: Callable[[Any, Any], Any], m: Any, n: Any, k: Any, mr: Any, n
         (nr % lanes, 0),                                      # whole vectors across the tile
         (mr * nv + nv + 1, hw_["registers"]),                 # accumulators, B vectors, the A broadcast
         ((mr + nr) * kc * F32, hw_["L1"]),                    # A and B micro-panels in L1
-        (mc * kc * F32 * 2, hw_["L2"]),                       # the packed A block in half of L2
-        (kc * nc * F32, hw_["b_block"]),                      # the packed B block in its buffer
+        (kc * nc * F32 * 2, hw_["L2"]),                       # the packed B block in half of L2
+        (mc * kc * F32, hw_["block"]),                        # the packed blocks on the stack
+        (kc * nc * F32, hw_["block"]),
         (mc % mr, 0),
         (nc % nr, 0),
         (mc, div(mt + sm - 1, sm) * mr),                      # no degenerate levels: mc <= a task's M,
@@ -122,10 +123,10 @@ def _premises(div: Callable[[Any, Any], Any], m: Any, n: Any, k: Any, mr: Any, n
 
 
 def hardware(target: Target) -> dict[str, int]:
-    """The sizes the premises read: lanes, registers, L1, L2 and the packed B block budget."""
+    """The sizes the premises read: lanes, registers, L1, L2 and the packed block budget."""
     l3_per_core = cache_bytes(target, "L3") // max(target.cores, 1)
     return {"lanes": target.lanes, "registers": target.vector_registers, "L1": cache_bytes(target, "L1"),
-            "L2": cache_bytes(target, "L2"), "b_block": min(l3_per_core, B_BLOCK_MAX)}
+            "L2": cache_bytes(target, "L2"), "block": min(l3_per_core, BLOCK_MAX)}
 
 
 def premises_hold(problem: GemmProblem, schedule: Schedule, target: Target) -> bool:
@@ -194,7 +195,7 @@ def _tensorize_rule() -> Any:
     batch, m, n, k, mr, nr, mc, nc, kc, sm, sn = (var(v, i64) for v in
                                                   "batch m n k mr nr mc nc kc sm sn".split())
     pack_a, pack_b, name = var("pack_a", Bool), var("pack_b", Bool), var("name", String)
-    sizes = {key: var(f"hw_{key}", i64) for key in ("lanes", "registers", "L1", "L2", "b_block")}
+    sizes = {key: var(f"hw_{key}", i64) for key in ("lanes", "registers", "L1", "L2", "block")}
     facts: list[Any] = [eq(s).to(Sched.untiled(kern)),
                         eq(kern).to(GemmKernel(batch, m, n, k, pack_a, pack_b)),
                         ukern(name, mr, nr), tile_m(kern, mr, mc), tile_n(kern, nr, nc), tile_k(kern, kc),

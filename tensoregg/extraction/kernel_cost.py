@@ -106,8 +106,8 @@ def gemm_cost(problem: GemmProblem, schedules: Sequence[GemmSchedule], target: T
     p, cores, lanes = problem, max(target.cores, 1), target.lanes
     if not schedules:
         return np.zeros(0)
-    mr, nr, mc, nc, kc, sm, sn = np.array([(s.ukernel.mr, s.ukernel.nr, s.mc, s.nc, s.kc, s.split_m,
-                                            s.split_n) for s in schedules], dtype=np.float64).T
+    mr, nr, nc, kc, sm, sn = np.array([(s.ukernel.mr, s.ukernel.nr, s.nc, s.kc, s.split_m, s.split_n)
+                                        for s in schedules], dtype=np.float64).T
     tiles_m, tiles_n = np.ceil(np.ceil(p.m / mr) / sm), np.ceil(np.ceil(p.n / nr) / sn)  # largest task
     m_task, n_task = tiles_m * mr, tiles_n * nr
     rows, cols = np.minimum(m_task, p.m), np.minimum(n_task, p.n)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,7 +35,7 @@ from tensoregg.ir.compute.linalg import idx
 from tensoregg.ir.contraction import Contraction, evaluate, variables
 from tensoregg.ir.loops import For, Invoke, Local, Ref, Stmt, Store, flat, offset
 from tensoregg.ir.schedules import GemmSchedule
-from tensoregg.targets import PanelTranspose
+from tensoregg.targets import PanelRuns, PanelTranspose
 
 
 def _ceil_div(e: Expr, d: int) -> Expr:
@@ -54,14 +55,17 @@ Rows = tuple[Buffer, Expr, int]
 
 
 def _pack(dest: Buffer, count: Expr, upper: int, kc: int, kcur: Expr, width: int, first: Expr, lines: int,
-          value: Factor, k0: Expr) -> list[Stmt]:
+          value: Factor, k0: Expr, runs: tuple[Runs, Expr] | None = None) -> list[Stmt]:
     """``dest[(panel * kc + kk) * width + lane] = value(first + panel * width + lane, k0 + kk)`` for
     the ``count`` panels of a block. The panels that lie wholly inside the operand's ``lines`` read
     their lines as they are, so that lines contiguous in memory load as vectors; the edge panel
-    reads its lines past the last as the last (the micro-kernel ignores those lanes)."""
+    reads its lines past the last as the last (the micro-kernel ignores those lanes). With ``runs``
+    (and the current batch's offset) the whole panels are copied run by run instead (``PanelRuns``)."""
     whole = call("min", count, call("div", idx(lines) - first, idx(width)))
     loops: list[Stmt] = []
-    for start, stop, clamped in ((idx(0), whole, False), (whole, count, True)):
+    if runs is not None:
+        loops.append(_copy_runs(dest, whole, upper, kc, kcur, width, first, *runs, k0))
+    for start, stop, clamped in ((idx(0), whole, False), (whole, count, True))[runs is not None:]:
         panel, kk, lane = fresh("panel"), fresh("kk"), fresh("lane")
         line = first + panel * idx(width) + lane
         at = (panel * idx(kc) + kk) * idx(width) + lane
@@ -69,6 +73,16 @@ def _pack(dest: Buffer, count: Expr, upper: int, kc: int, kcur: Expr, width: int
         inner: Stmt = For(lane, idx(0), idx(width), [Store(dest, (at,), v)])
         loops.append(For(panel, start, call("min", idx(upper), stop), [For(kk, idx(0), kcur, [inner])]))
     return loops
+
+
+def _copy_runs(dest: Buffer, whole: Expr, upper: int, kc: int, kcur: Expr, width: int, first: Expr,
+               runs: Runs, batch_offset: Expr, k0: Expr) -> For:
+    """``_pack``'s whole panels, one ``PanelRuns`` each (``first`` is a multiple of ``width``)."""
+    panel = fresh("panel")
+    at = (call("div", first, idx(width)) + panel) * idx(runs.pack.runs * 3)
+    args = (kcur, Ref(runs.src, batch_offset), Ref(runs.ks, k0), Ref(runs.table, at),
+            Ref(dest, panel * idx(kc * width)))
+    return For(panel, idx(0), call("min", idx(upper), whole), [Invoke(runs.pack, args, work=width * kc)])
 
 
 def _transpose(dest: Buffer, count: Expr, upper: int, kc: int, kcur: Expr, width: int, first: Expr,
@@ -165,14 +179,55 @@ Gather = Callable[[Expr, Expr, Expr], Expr]
 """A factor's value at (flat batch index, line, k)."""
 
 
-def gathered(c: Contraction, side: str, width: int) -> tuple[Gather, list[tuple[Buffer, np.ndarray]]] | None:
+@dataclass(frozen=True)
+class Runs:
+    """The whole panels of a gathered factor as runs of consecutive elements (``PanelRuns``)."""
+
+    pack: PanelRuns
+    table: Buffer
+    """Per whole panel (from the factor's first line), ``pack.runs`` triples (start, end, base)."""
+    ks: Buffer
+    """The factor's k table (offsets from a line's element at k = 0)."""
+    src: Buffer
+    batch_offset: Callable[[Expr], Expr]
+    """How far batch ``bi``'s elements lie from batch 0's in ``src`` (flat elements)."""
+
+
+MIN_RUN = 4
+"""Panels whose runs are shorter than this on average (lines of a map narrower than about 4) gather."""
+
+
+def _runs(line_offsets: np.ndarray, lines: int, width: int) -> np.ndarray | None:
+    """Per whole panel of ``width`` lines, its runs of consecutive offsets as (start, end, base)
+    (lane ``start <= lane < end`` at offset ``base + lane``), padded with empty runs to the most any
+    panel has; None without a whole panel or with a panel of more than ``width // MIN_RUN`` runs."""
+    whole = lines // width
+    if whole == 0:
+        return None
+    offsets = line_offsets[:whole * width].reshape(whole, width)
+    breaks = np.diff(offsets, axis=1) != 1
+    most = 1 + int(breaks.sum(axis=1).max())
+    if most > width // MIN_RUN:
+        return None
+    table = np.zeros((whole, most, 3), np.int64)
+    for p, row in enumerate(breaks):
+        starts = [0, *(np.flatnonzero(row) + 1)]
+        for r, (start, end) in enumerate(zip(starts, [*starts[1:], width])):
+            table[p, r] = (start, end, offsets[p, start] - start)
+    return table
+
+
+def gathered(c: Contraction, side: str, width: int) -> tuple[Gather, list[tuple[Buffer, np.ndarray]],
+                                                            Runs | None] | None:
     """Factor ``side`` read through offset tables, if its lines span several axes (a Conv's output
     pixels: the line's coordinates would take a division per element) and it is one load (or a cast
     of one) at an index affine in the axes: the element it reads is then line_table[line] +
     k_table[k] + a batch offset (the address is linear, so it separates), with both tables computed
     at compile time, so packing does no index arithmetic. Where consecutive lines are consecutive in
     memory (a 1x1 Conv's pixels) the line table is the line itself plus a start, and is left out:
-    packing a whole panel then loads vectors instead of gathering."""
+    packing a whole panel then loads vectors instead of gathering. Where they are runs of consecutive
+    elements (a stride-1 Conv's output rows), the whole panels of B (float32, not cast) are packed
+    run by run (``Runs``)."""
     factor = c.a_expr if side == "a" else c.b_expr
     load = factor.args[0] if isinstance(factor, Call) and factor.fn == "cast" else factor
     axes = c.m_axes if side == "a" else c.n_axes
@@ -197,43 +252,59 @@ def gathered(c: Contraction, side: str, width: int) -> tuple[Gather, list[tuple[
     start = int(line_offsets[0])
     contiguous = bool(np.array_equal(line_offsets[:lines] - start, np.arange(lines)))
     tables = [] if contiguous else [(Buffer(f"{side}lines", INDEX, (count,)), line_offsets)]
-    tables.append((Buffer(f"{side}ks", INDEX, (c.k,)), np.broadcast_to(k_offsets - base, (c.k,))))
+    ks = Buffer(f"{side}ks", INDEX, (c.k,))
+    tables.append((ks, np.broadcast_to(k_offsets - base, (c.k,))))
     batch_offset = c.at(address, side, bi, zero, zero) - idx(base)
 
     def value(b: Expr, at_line: Expr, at_k: Expr) -> Expr:
         at = at_line + idx(start) if contiguous else tables[0][0][at_line]
-        offset = at + tables[-1][0][at_k] + substitute(batch_offset, {id(bi): b})
+        offset = at + ks[at_k] + substitute(batch_offset, {id(bi): b})
         read = Load(src, flat(src, offset))
         return read if factor is load else Call("cast", (read,), factor.dtype)
-    return value, [(buf, np.ascontiguousarray(v, np.int64)) for buf, v in tables]
+    runs = None
+    table = None if contiguous or side != "b" or factor is not load or src.dtype != np.float32 \
+        else _runs(line_offsets, lines, width)
+    if table is not None:
+        tables.append((Buffer(f"{side}runs", INDEX, (table.size,)), table.reshape(-1)))
+        runs = Runs(PanelRuns(width, table.shape[1]), tables[-1][0], ks, src,
+                    lambda b: substitute(batch_offset, {id(bi): b}))
+    return value, [(buf, np.ascontiguousarray(v, np.int64)) for buf, v in tables], runs
 
 
-def _sources(c: Contraction, mr: int, nr: int, kc: int, known: Mapping[int, np.ndarray]) -> tuple[
-        dict[str, tuple[Buffer, int]], dict[str, Callable[[Expr], Rows]], dict[str, Gather],
-        list[tuple[Buffer, np.ndarray]]]:
-    """How each factor is packed, first that applies: prepacked at compile time (side -> (packed
-    constant, elements per batch or 0)), transposed from rows of memory, gathered through offset
-    tables, or (neither) by a loop over its expression; and the constants that takes."""
-    constants: list[tuple[Buffer, np.ndarray]] = []
-    pre: dict[str, tuple[Buffer, int]] = {}  # side -> (packed constant, elements per batch or 0)
-    gather: dict[str, Gather] = {}
-    as_rows: dict[str, Callable[[Expr], Rows]] = {}
+@dataclass
+class Sources:
+    """How each factor (``a``, ``b``) is packed, the first that applies: ``prepacked`` at compile time
+    (side -> (packed constant, elements per batch or 0)), transposed from ``rows`` of memory,
+    ``gather``ed through offset tables (their whole panels copied as ``runs`` where they are runs),
+    or (none of these) by a loop over its expression; and the ``constants`` that takes."""
+
+    prepacked: dict[str, tuple[Buffer, int]] = field(default_factory=dict)
+    rows: dict[str, Callable[[Expr], Rows]] = field(default_factory=dict)
+    gather: dict[str, Gather] = field(default_factory=dict)
+    runs: dict[str, Runs] = field(default_factory=dict)
+    constants: list[tuple[Buffer, np.ndarray]] = field(default_factory=list)
+
+
+def _sources(c: Contraction, mr: int, nr: int, kc: int, known: Mapping[int, np.ndarray]) -> Sources:
+    found = Sources()
     for side, width in (("a", mr), ("b", nr)):
         value = prepacked(c, side, width, kc, known)
         if value is not None:
             buf = Buffer(f"{side}packed", np.dtype(np.float32), (value.size,))
-            pre[side] = (buf, value.shape[1] if value.shape[0] > 1 else 0)
-            constants.append((buf, value.reshape(-1)))
+            found.prepacked[side] = (buf, value.shape[1] if value.shape[0] > 1 else 0)
+            found.constants.append((buf, value.reshape(-1)))
             continue
-        found_rows = in_rows(c, side)
-        if found_rows is not None:
-            as_rows[side] = found_rows
+        rows = in_rows(c, side)
+        if rows is not None:
+            found.rows[side] = rows
             continue
-        found = gathered(c, side, width)
-        if found is not None:
-            gather[side] = found[0]
-            constants += found[1]
-    return pre, as_rows, gather, constants
+        tables = gathered(c, side, width)
+        if tables is not None:
+            found.gather[side] = tables[0]
+            found.constants += tables[1]
+            if tables[2] is not None:
+                found.runs[side] = tables[2]
+    return found
 
 
 def lower_gemm(c: Contraction, s: GemmSchedule,
@@ -246,7 +317,8 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
     mt = math.ceil(math.ceil(m / s.split_m) / mr) * mr  # rows per task, a multiple of mr
     nt = math.ceil(math.ceil(n / s.split_n) / nr) * nr
     mc, nc, kc = min(s.mc, mt), min(s.nc, nt), min(s.kc, k)
-    pre, as_rows, gather, constants = _sources(c, mr, nr, kc, known)
+    src = _sources(c, mr, nr, kc, known)
+    pre, as_rows, gather, constants = src.prepacked, src.rows, src.gather, src.constants
     ap = Buffer("apack", np.dtype(np.float32), (mc * kc,))
     bp = Buffer("bpack", np.dtype(np.float32), (nc * kc,))
 
@@ -272,7 +344,8 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
         dest, width, lines = (ap, mr, m) if side == "a" else (bp, nr, n)
         if side in as_rows:
             return _transpose(dest, count, upper, kc, kcur, width, first, lines, as_rows[side](bi), k0)
-        return _pack(dest, count, upper, kc, kcur, width, first, lines, read(side), k0)
+        runs = (src.runs[side], src.runs[side].batch_offset(bi)) if side in src.runs else None
+        return _pack(dest, count, upper, kc, kcur, width, first, lines, read(side), k0, runs)
 
     def block(pc: Expr, kcur: Expr, accumulate: Expr, last: bool) -> list[Stmt]:
         """One K block of the jc block: pack B, then per mc block pack A and run the tiles."""

@@ -44,6 +44,22 @@ class PanelTranspose:
 
 
 @dataclass(frozen=True)
+class PanelRuns:
+    """Packs a panel of ``width`` lines whose elements at each k lie in at most ``runs`` runs of
+    consecutive floats (an im2col panel of a stride-1 Conv: one run per output row it spans):
+    ``P[k * width + lane] = X[ks[k] + base + lane]`` for the lanes ``start <= lane < end`` of each run
+    (start, end, base), k < kc; lanes in no run are not written. Where vectorized loops gather, the
+    target copies each run with masked vector loads and stores."""
+
+    width: int
+    runs: int
+
+    @property
+    def name(self) -> str:
+        return f"pack_runs_f32_{self.width}x{self.runs}"
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     peak_flops: float

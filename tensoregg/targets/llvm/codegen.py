@@ -29,13 +29,13 @@ from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir.compute import BOOL, Buffer, Call, Const, Expr, Load, Reduce, Var
 from tensoregg.ir.compute.expr import is_float
 from tensoregg.ir.loops import For, Invoke, Kernel, Local, Ref, Stmt, Store
-from tensoregg.targets import MicroKernel, PanelTranspose
+from tensoregg.targets import MicroKernel, PanelRuns, PanelTranspose
 from tensoregg.targets.llvm.formats import SmallFloat, SmallInt, decode, encode, format_of, wrap
 from tensoregg.targets.llvm.host import vector_bits
 from tensoregg.targets.llvm.irtypes import F32, I1, I8, I32, I64, PTR, declare
 from tensoregg.targets.llvm.jit import host_cpu
 from tensoregg.targets.llvm.mathfns import expf
-from tensoregg.targets.llvm.packing import emit_panel_transpose
+from tensoregg.targets.llvm.packing import emit_panel_runs, emit_panel_transpose
 from tensoregg.targets.llvm.ukernels import emit_microkernel
 
 FLOATS: dict[str, ir.Type] = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}
@@ -162,6 +162,8 @@ class KernelEmitter:
             fn = emit_microkernel(self.module, s.intrinsic, vector_bits(host_cpu()[1]) // 32)
         elif isinstance(s.intrinsic, PanelTranspose):
             fn = emit_panel_transpose(self.module, s.intrinsic)
+        elif isinstance(s.intrinsic, PanelRuns):
+            fn = emit_panel_runs(self.module, s.intrinsic, vector_bits(host_cpu()[1]) // 32)
         else:
             raise UnsupportedOperator(f"intrinsic {s.intrinsic!r}", target="llvm", detail="not offered")
         args = [self.b.gep(self.pointer(a.buffer), [self.expr(a.offset)], inbounds=True,

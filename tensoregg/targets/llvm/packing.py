@@ -1,9 +1,10 @@
-"""The panel transpose (``tensoregg.targets.PanelTranspose``) in LLVM IR: rows in groups of four,
-``CHUNK`` k at a time, transposed with one vector shuffle per group.
+"""The packing intrinsics of the targets (``tensoregg.targets.PanelTranspose``, ``PanelRuns``) in
+LLVM IR.
 
-A chunk of a group is four row vectors of ``CHUNK`` floats, concatenated and shuffled into ``CHUNK``
-runs of (up to) four floats, each stored where its k lands in the panel; the k past the last whole
-chunk are copied one float at a time.
+The transpose takes rows in groups of four, ``CHUNK`` k at a time: a chunk of a group is four row
+vectors of ``CHUNK`` floats, shuffled into ``CHUNK`` runs of (up to) four floats, each stored where
+its k lands in the panel; the k past the last whole chunk are copied one float at a time. The runs
+copy each run of a panel with masked vector loads and stores, one per vector it overlaps and k.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ os.environ.setdefault("LLVMLITE_ENABLE_IR_LAYER_TYPED_POINTERS", "0")
 
 import llvmlite.ir as ir
 
-from tensoregg.targets import PanelTranspose
-from tensoregg.targets.llvm.irtypes import F32, I32, I64, PTR, VOID
+from tensoregg.errors import CompileError
+from tensoregg.targets import PanelRuns, PanelTranspose
+from tensoregg.targets.llvm.irtypes import F32, I1, I32, I64, PTR, VOID, declare
 
 CHUNK = 8
 """k per step of the vector loop (one 256-bit load per row)."""
@@ -102,3 +104,61 @@ def _transposed(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
 def _mask(indices: Iterable[int]) -> ir.Constant:
     values = list(indices)
     return ir.Constant(ir.VectorType(I32, len(values)), values)
+
+
+def emit_panel_runs(module: ir.Module, pack: PanelRuns, lanes: int) -> ir.Function:
+    """Define (once per module) ``void <pack.name>(i64 kc, ptr X, ptr ks, ptr runs, ptr P)``: ``ks``
+    holds kc i64 offsets, ``runs`` ``pack.runs`` i64 triples (start, end, base) with
+    0 <= start <= end <= width (start == end: no run). For each run, each vector of the panel it
+    overlaps and each k < kc: the run's lanes of that vector are loaded from X[ks[k] + base + lane]
+    and stored to P[k * width + lane] (masked: nothing outside the run is read or written)."""
+    if pack.name in module.globals:
+        return module.globals[pack.name]
+    if pack.width % lanes:
+        raise CompileError(f"{pack.name}: the width must be a multiple of {lanes} lanes")
+    vec, mask_t = ir.VectorType(F32, lanes), ir.VectorType(I1, lanes)
+    index_t = ir.VectorType(I64, lanes)
+    load = declare(module, f"llvm.masked.load.v{lanes}f32.p0", vec, [PTR, I32, mask_t, vec])
+    store = declare(module, f"llvm.masked.store.v{lanes}f32.p0", VOID, [vec, PTR, I32, mask_t])
+    fn = ir.Function(module, ir.FunctionType(VOID, [I64, PTR, PTR, PTR, PTR]), pack.name)
+    fn.attributes.add("nounwind")
+    kc, x, ks, runs, p = fn.args
+    for arg in (x, p):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    for r in range(pack.runs):
+        start, end, base = (b.load(b.gep(runs, [ir.Constant(I64, 3 * r + i)], source_etype=I64), typ=I64)
+                            for i in range(3))
+        for v in range(pack.width // lanes):
+            first = v * lanes
+            overlaps = b.and_(b.icmp_signed("<", start, ir.Constant(I64, first + lanes)),
+                              b.icmp_signed(">", end, ir.Constant(I64, first)))
+            overlaps = b.and_(overlaps, b.icmp_signed(">", kc, ir.Constant(I64, 0)))
+            with b.if_then(overlaps):
+                lane = ir.Constant(index_t, list(range(first, first + lanes)))
+                mask = b.and_(b.icmp_signed(">=", lane, _splat(b, start, index_t)),
+                              b.icmp_signed("<", lane, _splat(b, end, index_t)))
+                source = b.gep(x, [b.add(base, ir.Constant(I64, first))], source_etype=F32)
+                head = b.block
+                loop = b.append_basic_block(f"run{r}_v{v}")
+                after = b.append_basic_block(f"run{r}_v{v}_done")
+                b.branch(loop)
+                b.position_at_end(loop)
+                k = b.phi(I64)
+                k.add_incoming(ir.Constant(I64, 0), head)
+                offset = b.load(b.gep(ks, [k], source_etype=I64), typ=I64)
+                value = b.call(load, [b.gep(source, [offset], source_etype=F32), ir.Constant(I32, 4), mask,
+                                      ir.Constant(vec, ir.Undefined)])
+                at = b.add(b.mul(k, ir.Constant(I64, pack.width)), ir.Constant(I64, first))
+                b.call(store, [value, b.gep(p, [at], source_etype=F32), ir.Constant(I32, 4), mask])
+                step = b.add(k, ir.Constant(I64, 1))
+                k.add_incoming(step, loop)
+                b.cbranch(b.icmp_signed("<", step, kc), loop, after)
+                b.position_at_end(after)
+    b.ret_void()
+    return fn
+
+
+def _splat(b: ir.IRBuilder, value: ir.Value, ty: ir.VectorType) -> ir.Value:
+    one = b.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(I32, 0))
+    return b.shuffle_vector(one, ir.Constant(ty, ir.Undefined), _mask([0] * ty.count))

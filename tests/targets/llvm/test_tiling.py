@@ -16,8 +16,8 @@ from tensoregg.ir.compute import Buffer, call, cast, fresh, reduce
 from tensoregg.ir.contraction import evaluate, find_contraction
 from tensoregg.ir.loops import Invoke, statements
 from tensoregg.ir.schedules import GemmSchedule
-from tensoregg.ir.tiling import in_rows
-from tensoregg.targets import PanelTranspose
+from tensoregg.ir.tiling import _runs, in_rows
+from tensoregg.targets import PanelRuns, PanelTranspose
 from tensoregg.targets.llvm import NativeModel
 from tensoregg.targets.llvm.host import host_target
 from tensoregg.testing import arrays, assert_same
@@ -168,3 +168,33 @@ def test_factors_that_are_not_rows_of_memory_are_packed_by_loops():
     c = find_contraction(out, (i, j), reduce("add", [7], lambda r: a[i + 2, r] * b[r, j], 0))
     src, start, ld = in_rows(c, "a")(fresh("b"))
     assert src is a and ld == 7 and evaluate(start, {}, {}) == 14
+
+
+def test_runs_of_a_stride_1_panel():
+    """Offsets of 16-line panels over 5-wide rows 7 apart: runs cut where a row ends."""
+    offsets = np.array([r * 7 + c for r in range(8) for c in range(5)])  # 40 lines: two whole panels
+    table = _runs(offsets, 40, 16)
+    assert table.tolist() == [[[0, 5, 0], [5, 10, 7 - 5], [10, 15, 14 - 10], [15, 16, 21 - 15]],
+                              [[0, 4, 22], [4, 9, 28 - 4], [9, 14, 35 - 9], [14, 16, 42 - 14]]]
+    assert _runs(np.arange(12) + 3, 12, 4).tolist() == [[[0, 4, 3]], [[0, 4, 7]], [[0, 4, 11]]]  # one each
+    assert _runs(offsets, 40, 64) is None  # no whole panel
+    assert _runs(np.arange(16) * 2, 16, 8) is None  # stride 2: runs of one
+
+
+def runs_of(model: NativeModel) -> list[int]:
+    return [s.intrinsic.runs for low in model.lowered for s in statements(low.kernel.body)
+            if isinstance(s, Invoke) and isinstance(s.intrinsic, PanelRuns)]
+
+
+@pytest.mark.parametrize("hw,stride,runs", [((20, 20), 1, True), ((20, 20), 2, False), ((40, 3), 1, False)])
+def test_stride_1_conv_panels_are_copied_as_runs(hw, stride, runs):
+    """A 3x3 Conv's im2col panels: runs at stride 1 on rows wide enough, gathers otherwise (3-wide
+    rows: a panel spans more than one run per 4 lanes)."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    node = Node("Conv", ("x", "w"), ("y",), {"pads": (1,) * 4, "strides": (stride, stride)})
+    graph = Graph({"x": TensorType(F32, (1, 3, *hw))}, {"w": w}, [node], ["y"])
+    uk = next(t for t in TILES if t.nr >= 2 * host_target().lanes)
+    schedule = GemmSchedule(uk, uk.mr, uk.nr, 9, 1, 1)
+    assert bool(runs_of(NativeModel(graph, choose=lambda problem: schedule))) == runs
+    check_schedule(graph, {"x": rng.standard_normal((1, 3, *hw)).astype(np.float32)}, schedule)

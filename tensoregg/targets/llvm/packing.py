@@ -10,7 +10,7 @@ copy each run of a panel with masked vector loads and stores, one per vector it 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 os.environ.setdefault("LLVMLITE_ENABLE_IR_LAYER_TYPED_POINTERS", "0")
 
@@ -37,49 +37,35 @@ def emit_panel_transpose(module: ir.Module, pack: PanelTranspose) -> ir.Function
     kc, x, ld, rows, p = fn.args
     for arg in (x, p):
         arg.add_attribute("noalias")
-    entry, vloop, tail_check, tail, done = (fn.append_basic_block(n) for n in
-                                            ("entry", "vloop", "tail_check", "tail", "done"))
-    b = ir.IRBuilder(entry)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
     last = b.sub(rows, ir.Constant(I64, 1))
     starts = []
     for r in range(pack.width):
         row = b.select(b.icmp_signed("<", ir.Constant(I64, r), rows), ir.Constant(I64, r), last)
         starts.append(b.gep(x, [b.mul(row, ld)], source_etype=F32))
-    whole = b.and_(kc, ir.Constant(I64, -CHUNK))
-    b.cbranch(b.icmp_signed(">", whole, ir.Constant(I64, 0)), vloop, tail_check)
-
-    b.position_at_end(vloop)
-    k = b.phi(I64)
-    k.add_incoming(ir.Constant(I64, 0), entry)
     vec = ir.VectorType(F32, CHUNK)
-    for g in range(0, pack.width, GROUP):
-        members = [b.load(b.gep(starts[r], [k], source_etype=F32), typ=vec, align=4)
-                   for r in range(g, min(g + GROUP, pack.width))]
-        n = len(members)
-        members += [members[-1]] * (GROUP - n)  # a short last group: its extra rows are not stored
-        for q, run in enumerate(_transposed(b, members)):
-            for h in range(CHUNK // GROUP):  # k + 4h + q: rows g .. g+n-1
-                part = b.shuffle_vector(run, ir.Constant(vec, ir.Undefined), _mask(range(4 * h, 4 * h + n)))
-                kk = b.add(k, ir.Constant(I64, GROUP * h + q))
-                at = b.add(b.mul(kk, ir.Constant(I64, pack.width)), ir.Constant(I64, g))
-                b.store(part, b.gep(p, [at], source_etype=F32), align=4)
-    step = b.add(k, ir.Constant(I64, CHUNK))
-    k.add_incoming(step, vloop)
-    b.cbranch(b.icmp_signed("<", step, whole), vloop, tail_check)
 
-    b.position_at_end(tail_check)
-    b.cbranch(b.icmp_signed("<", whole, kc), tail, done)
-    b.position_at_end(tail)
-    kt = b.phi(I64)
-    kt.add_incoming(whole, tail_check)
-    for r in range(pack.width):
-        value = b.load(b.gep(starts[r], [kt], source_etype=F32), typ=F32, align=4)
-        at = b.add(b.mul(kt, ir.Constant(I64, pack.width)), ir.Constant(I64, r))
-        b.store(value, b.gep(p, [at], source_etype=F32), align=4)
-    step = b.add(kt, ir.Constant(I64, 1))
-    kt.add_incoming(step, tail)
-    b.cbranch(b.icmp_signed("<", step, kc), tail, done)
-    b.position_at_end(done)
+    def chunk(k: ir.Value) -> None:
+        for g in range(0, pack.width, GROUP):
+            members = [b.load(b.gep(starts[r], [k], source_etype=F32), typ=vec, align=4)
+                       for r in range(g, min(g + GROUP, pack.width))]
+            n = len(members)
+            members += [members[-1]] * (GROUP - n)  # a short last group: its extra rows are not stored
+            for q, run in enumerate(_transposed(b, members)):
+                for h in range(CHUNK // GROUP):  # k + 4h + q: rows g .. g+n-1
+                    part = b.shuffle_vector(run, run, _mask(range(4 * h, 4 * h + n)))
+                    kk = b.add(k, ir.Constant(I64, GROUP * h + q))
+                    at = b.add(b.mul(kk, ir.Constant(I64, pack.width)), ir.Constant(I64, g))
+                    b.store(part, b.gep(p, [at], source_etype=F32), align=4)
+
+    def single(k: ir.Value) -> None:
+        for r in range(pack.width):
+            value = b.load(b.gep(starts[r], [k], source_etype=F32), typ=F32, align=4)
+            at = b.add(b.mul(k, ir.Constant(I64, pack.width)), ir.Constant(I64, r))
+            b.store(value, b.gep(p, [at], source_etype=F32), align=4)
+    whole = b.and_(kc, ir.Constant(I64, -CHUNK))
+    _counted(b, ir.Constant(I64, 0), whole, CHUNK, chunk)
+    _counted(b, whole, kc, 1, single)
     b.ret_void()
     return fn
 
@@ -133,30 +119,39 @@ def emit_panel_runs(module: ir.Module, pack: PanelRuns, lanes: int) -> ir.Functi
             first = v * lanes
             overlaps = b.and_(b.icmp_signed("<", start, ir.Constant(I64, first + lanes)),
                               b.icmp_signed(">", end, ir.Constant(I64, first)))
-            overlaps = b.and_(overlaps, b.icmp_signed(">", kc, ir.Constant(I64, 0)))
             with b.if_then(overlaps):
                 lane = ir.Constant(index_t, list(range(first, first + lanes)))
                 mask = b.and_(b.icmp_signed(">=", lane, _splat(b, start, index_t)),
                               b.icmp_signed("<", lane, _splat(b, end, index_t)))
                 source = b.gep(x, [b.add(base, ir.Constant(I64, first))], source_etype=F32)
-                head = b.block
-                loop = b.append_basic_block(f"run{r}_v{v}")
-                after = b.append_basic_block(f"run{r}_v{v}_done")
-                b.branch(loop)
-                b.position_at_end(loop)
-                k = b.phi(I64)
-                k.add_incoming(ir.Constant(I64, 0), head)
-                offset = b.load(b.gep(ks, [k], source_etype=I64), typ=I64)
-                value = b.call(load, [b.gep(source, [offset], source_etype=F32), ir.Constant(I32, 4), mask,
-                                      ir.Constant(vec, ir.Undefined)])
-                at = b.add(b.mul(k, ir.Constant(I64, pack.width)), ir.Constant(I64, first))
-                b.call(store, [value, b.gep(p, [at], source_etype=F32), ir.Constant(I32, 4), mask])
-                step = b.add(k, ir.Constant(I64, 1))
-                k.add_incoming(step, loop)
-                b.cbranch(b.icmp_signed("<", step, kc), loop, after)
-                b.position_at_end(after)
+                target = b.gep(p, [ir.Constant(I64, first)], source_etype=F32)
+
+                def step(k: ir.Value) -> None:  # called at once, in this iteration
+                    offset = b.load(b.gep(ks, [k], source_etype=I64), typ=I64)
+                    value = b.call(load, [b.gep(source, [offset], source_etype=F32),
+                                          ir.Constant(I32, 4), mask, ir.Constant(vec, ir.Undefined)])
+                    at = b.gep(target, [b.mul(k, ir.Constant(I64, pack.width))], source_etype=F32)
+                    b.call(store, [value, at, ir.Constant(I32, 4), mask])
+                _counted(b, ir.Constant(I64, 0), kc, 1, step)
     b.ret_void()
     return fn
+
+
+def _counted(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, step: int,
+             body: Callable[[ir.Value], None]) -> None:
+    """``for (k = start; k < stop; k += step) body(k)`` at the builder's position, which is after
+    the loop on return."""
+    head = b.block
+    loop, after = b.append_basic_block("loop"), b.append_basic_block("after")
+    b.cbranch(b.icmp_signed("<", start, stop), loop, after)
+    b.position_at_end(loop)
+    k = b.phi(I64)
+    k.add_incoming(start, head)
+    body(k)
+    following = b.add(k, ir.Constant(I64, step))
+    k.add_incoming(following, b.block)
+    b.cbranch(b.icmp_signed("<", following, stop), loop, after)
+    b.position_at_end(after)
 
 
 def _splat(b: ir.IRBuilder, value: ir.Value, ty: ir.VectorType) -> ir.Value:

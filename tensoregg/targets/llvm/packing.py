@@ -32,12 +32,8 @@ def emit_panel_transpose(module: ir.Module, pack: PanelTranspose) -> ir.Function
     Reads only those rows' first kc floats, writes only P's first kc * width."""
     if pack.name in module.globals:
         return module.globals[pack.name]
-    fn = ir.Function(module, ir.FunctionType(VOID, [I64, PTR, I64, I64, PTR]), pack.name)
-    fn.attributes.add("nounwind")
+    fn, b = _function(module, pack.name, [I64, PTR, I64, I64, PTR])
     kc, x, ld, rows, p = fn.args
-    for arg in (x, p):
-        arg.add_attribute("noalias")
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
     last = b.sub(rows, ir.Constant(I64, 1))
     starts = []
     for r in range(pack.width):
@@ -106,12 +102,8 @@ def emit_panel_runs(module: ir.Module, pack: PanelRuns, lanes: int) -> ir.Functi
     index_t = ir.VectorType(I64, lanes)
     load = declare(module, f"llvm.masked.load.v{lanes}f32.p0", vec, [PTR, I32, mask_t, vec])
     store = declare(module, f"llvm.masked.store.v{lanes}f32.p0", VOID, [vec, PTR, I32, mask_t])
-    fn = ir.Function(module, ir.FunctionType(VOID, [I64, PTR, PTR, PTR, PTR]), pack.name)
-    fn.attributes.add("nounwind")
+    fn, b = _function(module, pack.name, [I64, PTR, PTR, PTR, PTR])
     kc, x, ks, runs, p = fn.args
-    for arg in (x, p):
-        arg.add_attribute("noalias")
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
     for r in range(pack.runs):
         start, end, base = (b.load(b.gep(runs, [ir.Constant(I64, 3 * r + i)], source_etype=I64), typ=I64)
                             for i in range(3))
@@ -135,6 +127,16 @@ def emit_panel_runs(module: ir.Module, pack: PanelRuns, lanes: int) -> ir.Functi
                 _counted(b, ir.Constant(I64, 0), kc, 1, step)
     b.ret_void()
     return fn
+
+
+def _function(module: ir.Module, name: str, args: list[ir.Type]) -> tuple[ir.Function, ir.IRBuilder]:
+    """A packing function ``void name(i64 kc, ptr X, ..., ptr P)`` (X and P: noalias) and a builder
+    at its entry."""
+    fn = ir.Function(module, ir.FunctionType(VOID, args), name)
+    fn.attributes.add("nounwind")
+    for arg in (fn.args[1], fn.args[-1]):
+        arg.add_attribute("noalias")
+    return fn, ir.IRBuilder(fn.append_basic_block("entry"))
 
 
 def _counted(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, step: int,

@@ -63,9 +63,12 @@ def _pack(dest: Buffer, count: Expr, upper: int, kc: int, kcur: Expr, width: int
     (and the current batch's offset) the whole panels are copied run by run instead (``PanelRuns``)."""
     whole = call("min", count, call("div", idx(lines) - first, idx(width)))
     loops: list[Stmt] = []
-    if runs is not None:
+    parts = [(whole, count, True)]  # the edge panel
+    if runs is None:
+        parts.insert(0, (idx(0), whole, False))
+    else:
         loops.append(_copy_runs(dest, whole, upper, kc, kcur, width, first, *runs, k0))
-    for start, stop, clamped in ((idx(0), whole, False), (whole, count, True))[runs is not None:]:
+    for start, stop, clamped in parts:
         panel, kk, lane = fresh("panel"), fresh("kk"), fresh("lane")
         line = first + panel * idx(width) + lane
         at = (panel * idx(kc) + kk) * idx(width) + lane
@@ -148,6 +151,20 @@ def _affine(e: Expr) -> bool:
     return False
 
 
+def _offsets(c: Contraction, side: str, address: Expr, lines_at: np.ndarray) -> tuple[np.ndarray,
+                                                                                      np.ndarray] | None:
+    """``address`` (an expression of factor ``side``'s axes) in batch 0: at k 0 for each line of
+    ``lines_at``, and at line 0 for each k (int64); None if ``evaluate`` cannot compute it."""
+    line, k, zero = fresh("line"), fresh("k"), idx(0)
+    env = {id(line): lines_at, id(k): np.arange(c.k)}
+    line_offsets = evaluate(c.at(address, side, zero, line, zero), env, {})
+    k_offsets = evaluate(c.at(address, side, zero, zero, k), env, {})
+    if line_offsets is None or k_offsets is None:
+        return None
+    return (np.broadcast_to(line_offsets, lines_at.shape).astype(np.int64),
+            np.broadcast_to(k_offsets, (c.k,)).astype(np.int64))
+
+
 def in_rows(c: Contraction, side: str) -> Callable[[Expr], Rows] | None:
     """Factor ``side`` as rows of a float32 buffer, k contiguous within a row and the rows ``ld``
     apart (A of a MatMul, or B given transposed), as a function of the flat batch index; None if it
@@ -157,20 +174,16 @@ def in_rows(c: Contraction, side: str) -> Callable[[Expr], Rows] | None:
         return None
     src, lines = load.buffer, (c.m if side == "a" else c.n)
     address = offset(src, load.index)
-    bi, line, k = fresh("b"), fresh("line"), fresh("k")
-    zero = idx(0)
-    env = {id(line): np.arange(lines), id(k): np.arange(c.k)}
-    line_offsets = evaluate(c.at(address, side, zero, line, zero), env, {})
-    k_offsets = evaluate(c.at(address, side, zero, zero, k), env, {})
-    if line_offsets is None or k_offsets is None:
+    found = _offsets(c, side, address, np.arange(lines))
+    if found is None:
         return None
-    line_offsets = np.broadcast_to(line_offsets, (lines,)).astype(np.int64)
-    k_offsets = np.broadcast_to(k_offsets, (c.k,)).astype(np.int64)
+    line_offsets, k_offsets = found
     base = int(k_offsets[0])
     ld = int(line_offsets[1] - base) if lines > 1 else c.k
     if not (np.array_equal(k_offsets - base, np.arange(c.k))
             and np.array_equal(line_offsets - base, ld * np.arange(lines))):
         return None
+    bi, zero = fresh("b"), idx(0)
     start = c.at(address, side, bi, zero, zero)
     return lambda b: (src, substitute(start, {id(bi): b}), ld)
 
@@ -238,22 +251,17 @@ def gathered(c: Contraction, side: str, width: int) -> tuple[Gather, list[tuple[
     src = load.buffer
     address = offset(src, load.index)
     lines = c.m if side == "a" else c.n
-    bi, line, k = fresh("b"), fresh("line"), fresh("k")
-    zero = idx(0)
-    env = {id(line): np.minimum(np.arange(-(-lines // width) * width), lines - 1), id(k): np.arange(c.k)}
-    line_offsets = evaluate(c.at(address, side, zero, line, zero), env, {})
-    k_offsets = evaluate(c.at(address, side, zero, zero, k), env, {})
-    origin = evaluate(c.at(address, side, zero, zero, zero), {}, {})
-    if line_offsets is None or k_offsets is None or origin is None:
+    found = _offsets(c, side, address, np.minimum(np.arange(-(-lines // width) * width), lines - 1))
+    if found is None:
         return None
-    base = int(origin)
-    count = env[id(line)].size
-    line_offsets = np.broadcast_to(line_offsets, (count,))
+    line_offsets, k_offsets = found
+    base, count = int(k_offsets[0]), line_offsets.size  # base: the element at line 0, k 0
+    bi, zero = fresh("b"), idx(0)
     start = int(line_offsets[0])
     contiguous = bool(np.array_equal(line_offsets[:lines] - start, np.arange(lines)))
     tables = [] if contiguous else [(Buffer(f"{side}lines", INDEX, (count,)), line_offsets)]
     ks = Buffer(f"{side}ks", INDEX, (c.k,))
-    tables.append((ks, np.broadcast_to(k_offsets - base, (c.k,))))
+    tables.append((ks, k_offsets - base))
     batch_offset = c.at(address, side, bi, zero, zero) - idx(base)
 
     def value(b: Expr, at_line: Expr, at_k: Expr) -> Expr:

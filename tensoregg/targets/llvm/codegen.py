@@ -158,12 +158,13 @@ class KernelEmitter:
 
     def invoke(self, s: Invoke) -> None:
         self.values = {}
+        lanes = vector_bits(host_cpu()[1]) // 32
         if isinstance(s.intrinsic, MicroKernel):
-            fn = emit_microkernel(self.module, s.intrinsic, vector_bits(host_cpu()[1]) // 32)
+            fn = emit_microkernel(self.module, s.intrinsic, lanes)
         elif isinstance(s.intrinsic, PanelTranspose):
             fn = emit_panel_transpose(self.module, s.intrinsic)
         elif isinstance(s.intrinsic, PanelRuns):
-            fn = emit_panel_runs(self.module, s.intrinsic, vector_bits(host_cpu()[1]) // 32)
+            fn = emit_panel_runs(self.module, s.intrinsic, lanes)
         else:
             raise UnsupportedOperator(f"intrinsic {s.intrinsic!r}", target="llvm", detail="not offered")
         args = [self.b.gep(self.pointer(a.buffer), [self.expr(a.offset)], inbounds=True,

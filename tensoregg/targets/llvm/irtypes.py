@@ -20,3 +20,10 @@ def declare(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type])
     """The function ``name`` of ``module``, declared on first use."""
     found = module.globals.get(name)
     return found if found is not None else ir.Function(module, ir.FunctionType(ret, list(args)), name)
+
+
+def splat(b: ir.IRBuilder, value: ir.Value, ty: ir.VectorType) -> ir.Value:
+    """``value`` in every lane of a vector of type ``ty``."""
+    one = b.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(I32, 0))
+    return b.shuffle_vector(one, ir.Constant(ty, ir.Undefined), ir.Constant(ir.VectorType(I32, ty.count),
+                                                                             [0] * ty.count))

@@ -18,7 +18,7 @@ import llvmlite.ir as ir
 
 from tensoregg.errors import CompileError
 from tensoregg.targets import PanelRuns, PanelTranspose
-from tensoregg.targets.llvm.irtypes import F32, I1, I32, I64, PTR, VOID, declare
+from tensoregg.targets.llvm.irtypes import F32, I1, I32, I64, PTR, VOID, declare, splat
 
 CHUNK = 8
 """k per step of the vector loop (one 256-bit load per row)."""
@@ -113,8 +113,8 @@ def emit_panel_runs(module: ir.Module, pack: PanelRuns, lanes: int) -> ir.Functi
                               b.icmp_signed(">", end, ir.Constant(I64, first)))
             with b.if_then(overlaps):
                 lane = ir.Constant(index_t, list(range(first, first + lanes)))
-                mask = b.and_(b.icmp_signed(">=", lane, _splat(b, start, index_t)),
-                              b.icmp_signed("<", lane, _splat(b, end, index_t)))
+                mask = b.and_(b.icmp_signed(">=", lane, splat(b, start, index_t)),
+                              b.icmp_signed("<", lane, splat(b, end, index_t)))
                 source = b.gep(x, [b.add(base, ir.Constant(I64, first))], source_etype=F32)
                 target = b.gep(p, [ir.Constant(I64, first)], source_etype=F32)
 
@@ -155,7 +155,3 @@ def _counted(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, step: int,
     b.cbranch(b.icmp_signed("<", following, stop), loop, after)
     b.position_at_end(after)
 
-
-def _splat(b: ir.IRBuilder, value: ir.Value, ty: ir.VectorType) -> ir.Value:
-    one = b.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(I32, 0))
-    return b.shuffle_vector(one, ir.Constant(ty, ir.Undefined), _mask([0] * ty.count))

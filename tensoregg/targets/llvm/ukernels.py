@@ -22,7 +22,7 @@ import numpy as np
 
 from tensoregg.errors import CompileError
 from tensoregg.targets import MicroKernel
-from tensoregg.targets.llvm.irtypes import F32, I1, I32, I64, PTR, VOID, declare
+from tensoregg.targets.llvm.irtypes import F32, I1, I32, I64, PTR, VOID, declare, splat
 from tensoregg.targets.llvm.jit import JitModule, fastest
 
 MAX_MR = 16
@@ -156,12 +156,6 @@ class _TileEmitter:
     def intrinsic(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
         return declare(self.module, f"llvm.{name}", ret, args)
 
-    def splat(self, value: ir.Value, ty: ir.VectorType) -> ir.Value:
-        b = self.b
-        one = b.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(I32, 0))
-        return b.shuffle_vector(one, ir.Constant(ty, ir.Undefined),
-                                ir.Constant(ir.VectorType(I32, ty.count), [0] * ty.count))
-
     def emit(self) -> ir.Function:
         b, uk, fn = self.b, self.uk, self.fn
         kc, _, _, c, ldc, m, n, accumulate = fn.args
@@ -207,7 +201,7 @@ class _TileEmitter:
         masks = []
         for r in range(uk.mr):
             row_n = b.select(b.icmp_signed("<", ir.Constant(I64, r), m), n, ir.Constant(I64, 0))
-            masks += [b.icmp_signed("<", col, self.splat(row_n, index)) for col in columns]
+            masks += [b.icmp_signed("<", col, splat(b, row_n, index)) for col in columns]
         return masks
 
     def phis(self, incoming: list[tuple[list[ir.Value], ir.Block]]) -> list[ir.Value]:
@@ -266,7 +260,7 @@ class _TileEmitter:
         updated = []
         for r in range(uk.mr):
             a_rk = b.gep(a_k, [ir.Constant(I64, r)], inbounds=True, source_etype=F32)
-            a_splat = self.splat(b.load(a_rk, typ=F32, align=4), self.vec)
+            a_splat = splat(b, b.load(a_rk, typ=F32, align=4), self.vec)
             for j in range(self.vectors):
                 updated.append(b.call(fma, [a_splat, b_row[j], accs[r * self.vectors + j]]))
         step = b.add(k, ir.Constant(I64, 1), flags=["nuw", "nsw"])

@@ -7,7 +7,9 @@ Needs the ``test`` extra (hypothesis, onnx reference).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+import signal
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -173,6 +175,31 @@ def check_native(graph: Any, feeds: Mapping[str, np.ndarray], expected: Sequence
         assert_same(g, np.asarray(w), f"native output {k}", max(rt, rtol or 0) * NATIVE_SLACK,
                     max(at, atol or 0) * NATIVE_SLACK)
     return True
+
+
+def in_child(check: Callable[[], object], what: str) -> None:
+    """Run ``check`` in a forked child process: an exception there fails here with its message, and
+    a crash (generated code that faults) fails naming the signal instead of killing this process.
+    The child builds what it runs: threads the parent started (a thread team) do not exist there."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running the parent's cleanup
+        os.close(read)
+        status = 0
+        try:
+            check()
+        except BaseException as exc:  # everything must reach the parent
+            os.write(write, f"{type(exc).__name__}: {exc}".encode()[:1 << 16])
+            status = 1
+        os._exit(status)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:  # read before waiting: a full pipe would block the child
+        message = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        raise AssertionError(f"{what}: the process died of {signal.Signals(os.WTERMSIG(status)).name}")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise AssertionError(f"{what}: {message}")
 
 
 GUARD_BYTES = 64

@@ -4,10 +4,10 @@ linear (de)quantization.
 Cast and CastLike convert among every numeric dtype: bool, the integers, float16/32/64 and
 ml_dtypes' bfloat16, float8/6/4 and int4/uint4/int2/uint2 (rounded or wrapped as ml_dtypes does);
 strings are unsupported. With ``saturate``, float8 targets clip to the type's range first (NaN stays
-NaN); float8e8m0 is computed from the float32 bits per ``round_mode``. A float to an integer
-truncates to int64 and wraps to the target's width, as numpy does on x86 (-1.0 -> uint16 is 65535);
-beyond int64's range (undefined in ONNX, the CPU's choice in numpy) it saturates, NaN to 0. BitCast
-reinterprets each element's bits. (De)quantization covers every type of the references.
+NaN); float8e8m0 is computed from the float64 bits per ``round_mode``. A float to an integer
+truncates to int64 (saturating, NaN to 0) and keeps the target's low bits. ``tensoregg.ir.ops.casts``
+states these rules. BitCast reinterprets each element's bits. (De)quantization covers every type of
+the references.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tensoregg.ir.compute.expr import (
 from tensoregg.ir.ops.casts import E8M0, FLOAT8, QUANT_INTS, STRING, division_dtype
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
-U8, U32 = np.dtype(np.uint8), np.dtype(np.uint32)
+U8, I64, U64 = np.dtype(np.uint8), np.dtype(np.int64), np.dtype(np.uint64)
 
 
 def _numeric(ctx: ComputeCtx, what: str, dtype: np.dtype) -> None:
@@ -51,25 +51,26 @@ def convert(x: Expr, dtype: np.dtype, saturate: bool = True, round_mode: str = "
 
 
 def _to_e8m0(x: Expr, saturate: bool, round_mode: str) -> Expr:
-    """float8e8m0 (a power of two): the float32 exponent, rounded up per ``round_mode`` on its
-    mantissa (not past 2**127 with ``saturate``); inf and NaN -> NaN."""
-    bits = bitcast(cast(x, F32), U32)
-    exponent = call("and", call("shr", bits, const(23, U32)), const(0xFF, U32))
-    mantissa = call("and", bits, const(0x7FFFFF, U32))
-
-    def nonzero(mask: int) -> Expr:
-        return call("ne", call("and", mantissa, const(mask, U32)), const(0, U32))
-
-    up: Expr = const(False, np.bool_)
+    """float8e8m0 (a power of two) as ``tensoregg.ir.ops.casts`` states it: |x| rounded to a power of
+    two per ``round_mode`` on its float64 bits, then limited to 2**-127 ... 2**127 (``saturate``) or
+    NaN outside; inf -> 2**127 (``saturate``) or NaN; NaN -> NaN."""
+    bits = call("and", bitcast(cast(x, F64), U64), const((1 << 63) - 1, U64))
+    field = cast(call("shr", bits, const(52, U64)), I64)
+    mantissa = call("and", bits, const((1 << 52) - 1, U64))
+    up: Expr = const(0, I64)
     if round_mode == "up":
-        up = nonzero(0x7FFFFF)
-    elif round_mode == "nearest":  # the half bit set, and above half or a normal number (ties go up)
-        normal = call("gt", exponent, const(0, U32))
-        up = call("and", nonzero(0x400000), call("or", nonzero(0x3FFFFF), normal))
+        up = cast(call("ne", mantissa, const(0, U64)), I64)
+    elif round_mode == "nearest":  # ties up
+        up = cast(call("ge", mantissa, const(1 << 51, U64)), I64)
+    biased = field + up + const(127 - 1023, I64)
     if saturate:
-        up = call("and", up, call("ne", exponent, const(0xFE, U32)))
-    special = call("eq", exponent, const(0xFF, U32))
-    out = select(special, const(0xFF, U32), exponent + cast(up, U32))
+        out = call("min", call("max", biased, const(0, I64)), const(0xFE, I64))
+    else:
+        outside = call("or", call("lt", biased, const(0, I64)), call("gt", biased, const(0xFE, I64)))
+        out = select(outside, const(0xFF, I64), biased)
+    infinite = call("eq", bits, const(0x7FF << 52, U64))
+    nan = call("gt", bits, const(0x7FF << 52, U64))
+    out = select(nan, const(0xFF, I64), select(infinite, const(0xFE if saturate else 0xFF, I64), out))
     return bitcast(cast(out, U8), E8M0)
 
 

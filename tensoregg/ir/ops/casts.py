@@ -3,6 +3,35 @@
 Element types are ONNX ``TensorProto`` enums mapped to numpy dtypes with onnx's helper (ml_dtypes
 supplies bfloat16, the float8/float6/float4 variants and int4/uint4/int2/uint2); STRING tensors are
 numpy object arrays of ``str``.
+
+Cast semantics, as tensoregg states the ONNX specification (Cast-25). This is the one statement of
+them: ``cast_array`` implements it and every target's code must agree with it bit for bit (NaN
+payloads aside). Where the specification leaves a result undefined (``cast_undefined`` says where),
+tensoregg still gives the result listed here, but tests never compare it with another
+implementation's (numpy's, ml_dtypes', onnx's reference or onnxruntime differ among themselves there).
+
+- **float -> integer** (int8...uint64, int4, uint4, int2, uint2): truncated toward zero. Defined by
+  the spec only when that lies in the integer type's range. Otherwise (out of range, +-inf, NaN)
+  tensoregg saturates to int64 (NaN -> 0; uint64 takes [2**63, 2**64) unsigned, saturating above)
+  and keeps the low bits, as for integer -> integer.
+- **integer -> integer**: the low bits kept, two's complement (200 int16 -> -56 int8; 9 -> int4 is -7).
+- **bool**: zero (either sign) is False, everything else True (NaN too); True -> 1 or 1.0.
+- **-> float16/float32/float64/bfloat16**: rounded to nearest even, once (float64 -> float16 is not
+  rounded through float32), out of range -> +-inf, NaN -> NaN.
+- **-> float8 e4m3fn/e4m3fnuz/e5m2/e5m2fnuz**: rounded to nearest even; out of range, +-inf and NaN
+  per the spec's two tables (``saturate``: +-max; without it: NaN, or +-inf for e5m2). fnuz types
+  have no -0: -0 -> 0.
+- **-> float6 e2m3/e3m2, float4 e2m1** (no inf, no NaN): rounded to nearest even; out of range and
+  +-inf -> +-max. NaN is undefined (tensoregg: the sign bit alone, -0, as ml_dtypes).
+- **-> float8e8m0** (a power of two, 2**-127 ... 2**127): |x| rounded to a power of two per
+  ``round_mode`` (``up``: the least >= |x|; ``down``: the greatest <= |x|; ``nearest``: the nearer,
+  ties up), over all exponents; then above 2**127 -> 2**127 with ``saturate``, NaN without; below
+  2**-127 (0 included) -> 2**-127 with ``saturate``, NaN without; +inf -> 2**127 with ``saturate``
+  (the spec's table: onnx's reference gives NaN), NaN without; NaN -> NaN. Negative inputs and -0
+  are undefined (tensoregg: as their magnitude). Where the table's "x > E8M0_MAX" and
+  "x < E8M0_MIN" (stated on x, where the float8 tables use the rounded [x]) give another result than
+  the rounded value does, the result is undefined: without ``saturate``, |x| < 2**-127 or > 2**127.
+- **string**: as the spec's text says (shortest round-trip text out; "INF", "NaN"... parsed in).
 """
 
 from __future__ import annotations
@@ -59,7 +88,7 @@ def bit_width(dtype: np.dtype) -> int:
 
 
 def cast_array(x: np.ndarray, dtype: np.dtype, saturate: bool = True, round_mode: str = "up") -> np.ndarray:
-    """Convert ``x`` to ``dtype`` with ONNX Cast semantics."""
+    """Convert ``x`` to ``dtype`` with ONNX Cast semantics, as this module's docstring states them."""
     if dtype == STRING:
         return _to_strings(x)
     if x.dtype == STRING:
@@ -68,11 +97,64 @@ def cast_array(x: np.ndarray, dtype: np.dtype, saturate: bool = True, round_mode
         x = x.astype(np.int64 if x.dtype in SMALL_INTS else np.float32)
     if dtype == E8M0:
         return _to_e8m0(x, saturate, round_mode)
+    if is_integer(dtype):
+        if x.dtype.kind == "f":
+            x = _truncate(x, unsigned=dtype == np.uint64)
+        return _low_bits(x, dtype)
     if dtype in FLOAT8 and saturate:
         limit = float(ml_dtypes.finfo(dtype).max)
         x = np.clip(x.astype(np.float64), -limit, limit)  # NaN stays NaN; +-inf become +-max
-    with np.errstate(all="ignore"):  # out-of-range float -> int is undefined in ONNX
+    with np.errstate(all="ignore"):
         return x.astype(dtype)
+
+
+def is_integer(dtype: np.dtype) -> bool:
+    """Whether ``dtype`` is an integer type (numpy's or ml_dtypes' int4/uint4/int2/uint2; not bool)."""
+    return dtype.kind in "iu" or dtype in SMALL_INTS
+
+
+def _truncate(x: np.ndarray, unsigned: bool) -> np.ndarray:
+    """Floats truncated toward zero to int64, saturating (NaN -> 0); with ``unsigned``, values of
+    2**63 and above to uint64 (saturating), the rest as int64 reinterpreted."""
+    with np.errstate(invalid="ignore"):
+        t = np.trunc(np.where(np.isnan(x), 0, x).astype(np.float64))
+    signed = np.clip(t, -(2.0 ** 63), 2.0 ** 63 - 1024).astype(np.int64)  # (the largest double < 2**63)
+    out = np.where(t >= 2.0 ** 63, np.iinfo(np.int64).max, signed)
+    if not unsigned:
+        return out
+    high = np.clip(t, 0, 2.0 ** 64 - 2048).astype(np.uint64)
+    high = np.where(t >= 2.0 ** 64, np.iinfo(np.uint64).max, high)
+    return np.where(t >= 2.0 ** 63, high, out.view(np.uint64))
+
+
+def _low_bits(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Integers (or bools) reduced to ``dtype``: their low bits, two's complement where signed."""
+    if dtype not in SMALL_INTS:
+        return x.astype(dtype)
+    bits = bit_width(dtype)
+    low = (x.astype(np.uint64) & np.uint64((1 << bits) - 1)).astype(np.int64)
+    if ml_dtypes.iinfo(dtype).min < 0:
+        low = np.where(low >= 1 << (bits - 1), low - (1 << bits), low)
+    return low.astype(np.int8).astype(dtype)
+
+
+def cast_undefined(x: np.ndarray, dtype: np.dtype, saturate: bool = True) -> np.ndarray:
+    """Where the ONNX specification leaves casting ``x`` to ``dtype`` undefined (see the module's
+    docstring): tests compare other implementations' results only elsewhere."""
+    if STRING in (x.dtype, dtype):
+        return np.zeros(x.shape, bool)
+    from_float = x.dtype.kind == "f" or (x.dtype.kind == "V" and x.dtype not in SMALL_INTS)
+    wide = (x.astype(np.float32) if x.dtype.kind == "V" and from_float else x).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        if is_integer(dtype) and from_float:
+            info, t = ml_dtypes.iinfo(dtype), np.trunc(wide)
+            return ~(np.isfinite(wide) & (t >= info.min) & (t <= info.max))
+        if dtype in SMALL_FLOATS:
+            return np.isnan(wide)
+        if dtype == E8M0:
+            outside = np.isfinite(wide) & ((np.abs(wide) < 2.0 ** -127) | (np.abs(wide) > 2.0 ** 127))
+            return (np.signbit(wide) & ~np.isnan(wide)) | (outside & (not saturate))
+    return np.zeros(x.shape, bool)
 
 
 def _to_strings(x: np.ndarray) -> np.ndarray:
@@ -85,7 +167,7 @@ def _to_strings(x: np.ndarray) -> np.ndarray:
 def _parse_strings(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Parse numeric text ("3.14", "1E8", "+INF", "nan"; case-insensitive) toward ``dtype``."""
     texts = [v.decode() if isinstance(v, bytes) else str(v) for v in x.reshape(-1)]
-    if dtype.kind in "iu" or dtype in SMALL_INTS:
+    if is_integer(dtype):
         values = np.array([_parse_int(t) for t in texts], dtype=np.int64 if dtype.kind != "u" else np.uint64)
     elif dtype == np.bool_:
         values = np.array([float(t) != 0 for t in texts], dtype=np.bool_)
@@ -102,21 +184,24 @@ def _parse_int(text: str) -> int:
 
 
 def _to_e8m0(x: np.ndarray, saturate: bool, round_mode: str) -> np.ndarray:
-    """float -> float8e8m0 (a power-of-two exponent): the float32 exponent, rounded on its mantissa."""
-    bits = np.asarray(x, dtype=np.float32).view(np.uint32)
-    exponent = ((bits >> 23) & 0xFF).astype(np.int32)
-    mantissa = bits & 0x7FFFFF
-    special = exponent == 0xFF  # inf and NaN -> NaN
+    """float -> float8e8m0: |x| rounded to a power of two per ``round_mode``, computed on its float64
+    bits (exact for every float type), then limited to the format's range as the docstring says."""
+    bits = np.abs(np.asarray(x, dtype=np.float64)).view(np.uint64)
+    field = (bits >> np.uint64(52)).astype(np.int64)
+    mantissa = bits & np.uint64((1 << 52) - 1)
     if round_mode == "up":
         up = mantissa != 0
-    elif round_mode == "nearest":  # the half bit set, and above half or a normal number (ties go up)
-        up = ((mantissa & 0x400000) != 0) & (((mantissa & 0x3FFFFF) != 0) | (exponent > 0))
+    elif round_mode == "nearest":  # 1.m with m >= 0.5 is nearer 2**(k+1) (ties up)
+        up = mantissa >= np.uint64(1 << 51)
     else:
-        up = np.zeros_like(special)
-    if saturate:
-        up &= exponent != 0xFE
-    out = np.where(special, 0xFF, exponent + up).astype(np.uint8)
-    return out.view(E8M0)
+        up = np.zeros(mantissa.shape, bool)
+    biased = field - 1023 + up + 127  # (a float64 subnormal, field 0, lies far below 2**-127)
+    out = np.clip(biased, 0, 0xFE)
+    if not saturate:
+        out = np.where((biased < 0) | (biased > 0xFE), 0xFF, out)
+    special = field == 0x7FF  # inf and NaN
+    out = np.where(special, np.where((mantissa == 0) & saturate, 0xFE, 0xFF), out)
+    return out.astype(np.uint8).view(E8M0)
 
 
 # --- Cast, CastLike, BitCast ---------------------------------------------------------------------

@@ -30,9 +30,17 @@ from tensoregg.ir.compute import BOOL, Buffer, Call, Const, Expr, Load, Reduce, 
 from tensoregg.ir.compute.expr import is_float
 from tensoregg.ir.loops import For, Invoke, Kernel, Local, Ref, Stmt, Store
 from tensoregg.targets import MicroKernel, PanelRuns, PanelTranspose
-from tensoregg.targets.llvm.formats import SmallFloat, SmallInt, decode, encode, format_of, wrap
+from tensoregg.targets.llvm.formats import (
+    SmallFloat,
+    SmallInt,
+    decode,
+    encode,
+    format_of,
+    round_to_odd_float,
+    wrap,
+)
 from tensoregg.targets.llvm.host import vector_bits
-from tensoregg.targets.llvm.irtypes import F32, I1, I8, I32, I64, PTR, declare
+from tensoregg.targets.llvm.irtypes import F32, I1, I8, I64, PTR, declare
 from tensoregg.targets.llvm.jit import host_cpu
 from tensoregg.targets.llvm.mathfns import expf
 from tensoregg.targets.llvm.packing import emit_panel_runs, emit_panel_transpose
@@ -392,7 +400,11 @@ class KernelEmitter:
         if src == BOOL:
             return b.uitofp(x, ty) if dst.kind == "f" else b.zext(x, ty)
         if src.kind == "f" and dst.kind == "f":
-            return b.fpext(x, ty) if dst.itemsize > src.itemsize else b.fptrunc(x, ty)
+            if dst.itemsize > src.itemsize:
+                return b.fpext(x, ty)
+            if src.itemsize == 8 and dst.itemsize == 2:  # no libcall (__truncdfhf2), one rounding
+                x = round_to_odd_float(b, x)
+            return b.fptrunc(x, ty)
         if src.kind == "f":
             return self.float_to_int(x, dst)
         if dst.kind == "f":
@@ -404,22 +416,24 @@ class KernelEmitter:
         return x
 
     def float_to_int(self, x: ir.Value, dst: np.dtype) -> ir.Value:
-        """A float to an integer as numpy does on x86 for values in int64's range: truncated toward
-        zero to int64, then wrapped to the target's width (-1.0 -> uint16 is 65535); uint64 takes
-        values >= 2^63 unsigned. Beyond that (and NaN), where numpy's result is the CPU's, it saturates
-        (NaN -> 0): ONNX leaves those casts undefined."""
+        """A float to an integer as ``tensoregg.ir.ops.casts`` states it: truncated toward zero to
+        int64, saturating (NaN -> 0), then wrapped to the target's width (-1.0 -> uint16 is 65535);
+        uint64 takes values >= 2^63 unsigned (saturating)."""
         b = self.b
+        if str(x.type) == "half":  # exactly, and 2^63 is no half constant
+            x = b.fpext(x, F32)
         suffix = SUFFIX[str(x.type)]
         wide = b.call(declare(self.module, f"llvm.fptosi.sat.i64.{suffix}", I64, [x.type]), [x])
-        if dst.kind == "u" and dst.itemsize == 8 and suffix != "f16":  # (no finite half reaches 2^63)
+        if dst.kind == "u" and dst.itemsize == 8:
             unsigned = b.call(declare(self.module, f"llvm.fptoui.sat.i64.{suffix}", I64, [x.type]), [x])
             return b.select(b.fcmp_ordered(">=", x, ir.Constant(x.type, 2.0 ** 63)), unsigned, wide)
         return wide if dst.itemsize == 8 else b.trunc(wide, llvm_type(dst))
 
     def format_cast(self, x: ir.Value, src: np.dtype, dst: np.dtype) -> ir.Value:
-        """A cast from or to one of ml_dtypes' types, as ml_dtypes converts: to a float format through
-        float32 (64-bit integers and float64 rounded to it first), to a small integer through int32
-        (truncated; out of its range or NaN: 0), its low bits kept."""
+        """A cast from or to one of ml_dtypes' types (``tensoregg.ir.ops.casts`` states the rules): to
+        a float format through float32 (float64 rounded to odd first, so that the value is rounded
+        once; 64-bit integers through float64), to a small integer as to int64 (``float_to_int``),
+        its low bits kept."""
         b = self.b
         sf, df = format_of(src), format_of(dst)
         if isinstance(sf, SmallFloat):  # the value is a float32 holding it exactly
@@ -431,14 +445,13 @@ class KernelEmitter:
         if isinstance(df, SmallFloat):
             if src.itemsize == 8 and not is_float(src):
                 x, src = self.cast(x, src, np.dtype(np.float64)), np.dtype(np.float64)
+            if src == np.float64:
+                return self.narrow(round_to_odd_float(b, x), dst)
             return self.narrow(self.cast(x, src, np.dtype(np.float32)), dst)
         if src == BOOL:
             return b.zext(x, I8)
         if is_float(src):
-            x = b.fpext(x, F32) if src.itemsize == 2 else x
-            sat = declare(self.module, f"llvm.fptosi.sat.i32.{SUFFIX[str(x.type)]}", I32, [x.type])
-            too_big = b.fcmp_ordered(">=", x, ir.Constant(x.type, 2.0 ** 31))
-            x = b.select(too_big, ir.Constant(I32, 0), b.call(sat, [x]))
+            x = self.float_to_int(x, np.dtype(np.int64))
         x = b.trunc(x, I8) if x.type.width > 8 else x
         return wrap(b, df, x)
 

@@ -122,6 +122,24 @@ def wrap(b: ir.IRBuilder, fmt: SmallInt, x: ir.Value) -> ir.Value:
 
 # ---- floats ---------------------------------------------------------------------------------------
 
+def round_to_odd_float(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """The double ``x`` rounded to a float by rounding to odd: truncated toward zero, the last bit set
+    where that was inexact. A second rounding to nearest even, to a format of at most 22 significant
+    bits (half, bfloat16, float8...), then gives ``x`` correctly rounded, which rounding to float
+    first to nearest does not always (a tie made by the first rounding), and inline: LLVM lowers a
+    double -> half ``fptrunc`` to a libcall on x86 without AVX512-FP16, which the JIT cannot resolve."""
+    nearest = b.fptrunc(x, F32)
+    back = b.fpext(nearest, x.type)
+    bits = b.bitcast(nearest, I32)
+    inexact = b.fcmp_ordered("!=", x, back)  # (NaN: not inexact)
+    even = b.icmp_unsigned("==", b.and_(bits, _const(1)), _const(0))
+    fabs = b.module.globals.get("llvm.fabs.f64") or ir.Function(
+        b.module, ir.FunctionType(x.type, [x.type]), "llvm.fabs.f64")
+    rounded_away = b.fcmp_ordered(">", b.call(fabs, [back]), b.call(fabs, [x]))
+    odd = b.select(rounded_away, b.sub(bits, _const(1)), b.add(bits, _const(1)))  # the other neighbour
+    return b.bitcast(b.select(b.and_(inexact, even), odd, bits), F32)
+
+
 def decode(module: ir.Module, name: str, fmt: SmallFloat) -> ir.Function:
     """``float tensoregg.<name>.decode(iN bits)``: the value of ``bits`` (exact; NaN keeps its sign)."""
     fn, b = _function(module, f"tensoregg.{name}.decode", F32, fmt.storage)
@@ -192,6 +210,10 @@ def encode(module: ir.Module, name: str, fmt: SmallFloat) -> ir.Function:
     packed = b.add(rounded, b.shl(biased, _const(fmt.mantissa)))  # a carry of the rounding moves up
     out = b.select(b.icmp_unsigned(">", packed, _const(fmt.max)), _const(fmt.inf), packed)
     if fmt.kind == "e8m0":  # unsigned, no zero: negatives, zeros, inf and NaN are NaN
+        # below 2**-126 the nearest of 2**-127 (0) and 2**-126 (1), ties up; not the subnormal path
+        # above: the format has none, its exponent field 0 is 2**-127
+        upper = b.icmp_unsigned(">=", fraction, _const(0x600000))
+        out = b.select(subnormal, b.zext(upper, I32), out)
         bad = b.or_(b.or_(negative, is_zero), b.or_(is_nan, is_inf))
         out = b.select(bad, _const(fmt.nan), out)
     else:

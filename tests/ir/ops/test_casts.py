@@ -10,6 +10,7 @@ from onnx import helper
 from tensoregg.errors import InvalidModel, ShapeError
 from tensoregg.frontends.onnx import import_onnx
 from tensoregg.ir import run_graph
+from tensoregg.ir.ops.casts import cast_undefined
 from tensoregg.testing import arrays, check_op, shapes, single_op_model
 
 F32, F16, F64 = np.float32, np.float16, np.float64
@@ -39,7 +40,10 @@ def run_bits(op, inputs, attrs, opset=None):
     ([0.0, -0.0, 0.5, np.nan], F32, np.bool_, [False, False, True, True]),
     ([70000.0, 1.5], F32, F16, [np.inf, 1.5]),
     ([200, -129, 5], np.int16, np.int8, [-56, 127, 5]),  # integers wrap
-    ([-9.0, 8.0, 3.0], F32, md.int4, [7, -8, 3]),
+    ([-9.0, 8.0, 3.0, 2315.87], F32, md.int4, [7, -8, 3, -5]),  # out of range: undefined; ours wraps
+    ([np.nan, np.inf, -np.inf, 3e19, -1.5], F32, np.int64, [0, 2**63 - 1, -(2**63), 2**63 - 1, -1]),
+    ([1e19, 2e20, -1.0, np.nan], F64, np.uint64, [10**19, 2**64 - 1, 2**64 - 1, 0]),
+    ([np.inf, 300.5, -1.0], F32, np.uint8, [255, 44, 255]),
     ([-1, 7, -8], md.int4, md.uint4, [15, 7, 8]),  # casts ml_dtypes lacks among its own types
     ([1.5, -3], md.float6_e2m3fn, md.int4, [1, -3]),
     ([0.5, 4], md.float8_e8m0fnu, md.float8_e4m3fn, [0.5, 4]),
@@ -60,19 +64,43 @@ def test_cast_float8_saturate_by_hand():
     assert fnuz.tolist() == [0x80, 0x80, 0x80, 0x80, 0x80, 0x40, 0x00]  # one NaN, no -0
 
 
+E8M0_MAX, E8M0_NAN = 0xFE, 0xFF
+
+
 @pytest.mark.parametrize("mode,saturate,want", [
-    ("up", 1, [2.0 ** -127, 0.125, 0.5, 2.0, 2.0 ** 127, 2.0 ** 127]),
-    ("down", 1, [2.0 ** -127, 0.0625, 0.5, 1.0, 2.0 ** 127, 2.0 ** 127]),
-    ("nearest", 1, [2.0 ** -127, 0.125, 0.5, 1.0, 2.0 ** 127, 2.0 ** 127]),
-    ("up", 0, [2.0 ** -127, 0.125, 0.5, 2.0, np.nan, np.nan]),
+    ("up", 1, [0, 124, 126, 128, E8M0_MAX, E8M0_MAX, 0, 1, E8M0_NAN]),
+    ("down", 1, [0, 123, 126, 127, E8M0_MAX, E8M0_MAX, 0, 0, E8M0_NAN]),
+    ("nearest", 1, [0, 124, 126, 127, E8M0_MAX, E8M0_MAX, 0, 1, E8M0_NAN]),
+    ("up", 0, [E8M0_NAN, 124, 126, 128, E8M0_NAN, E8M0_NAN, 0, 1, E8M0_NAN]),
+    ("nearest", 0, [E8M0_NAN, 124, 126, 127, E8M0_NAN, E8M0_NAN, 0, 1, E8M0_NAN]),
 ])
 def test_cast_e8m0_by_hand(mode, saturate, want):
-    x = np.array([0.0, 0.1, 0.5, 1.1, 3e38, np.inf], F32)
+    """The spec's table: 0 -> E8M0_MIN (2**-127, code 0) with saturate, NaN without; inf -> E8M0_MAX
+    with saturate (onnx's reference gives NaN), NaN without. 3e38 rounds up past 2**127 with "up" and
+    "nearest"; 2**-127 (a float32 subnormal) is code 0 exactly, 1.5 * 2**-127 a tie that "nearest"
+    rounds up (and "up" too, "down" not)."""
+    x = np.array([0.0, 0.1, 0.5, 1.1, 3e38, np.inf, 2.0 ** -127, 1.5 * 2.0 ** -127, np.nan], F32)
     out = run_bits("Cast", [x], {"to": code(md.float8_e8m0fnu), "round_mode": mode, "saturate": saturate})[0]
-    expected = np.array(want, F32).astype(md.float8_e8m0fnu).view(np.uint8)
-    expected[4] = 0xFE if saturate else 0xFF  # 3e38 rounds up past 2**127: kept at 2**127, or NaN
-    expected[5] = 0xFF  # inf -> NaN (as onnx's reference; the spec's table says E8M0_MAX)
-    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(out, np.array(want, np.uint8))
+
+
+def test_cast_e8m0_rounds_float64_once():
+    """1 + 2**-40 in float64 rounds up to 2 ("up"); through float32 it would be 1."""
+    out = run_bits("Cast", [np.array([1 + 2.0 ** -40], F64)], {"to": code(md.float8_e8m0fnu)})[0]
+    assert out.tolist() == [128]
+
+
+@pytest.mark.parametrize("x,dst,saturate,undefined", [
+    ([1.5, 7.9, 8.0, -8.0, -8.9, -9.0, np.nan, np.inf], md.int4, 1, [0, 0, 1, 0, 0, 1, 1, 1]),
+    ([255.9, 256.0, -0.9, -1.0], np.uint8, 1, [0, 1, 0, 1]),
+    ([np.nan, 1e9, 2.0], md.float4_e2m1fn, 1, [1, 0, 0]),
+    ([-1.0, -0.0, 0.0, 1e-39, 1.0], md.float8_e8m0fnu, 1, [1, 1, 0, 0, 0]),
+    ([-1.0, 0.0, 1e-39, 1.0, 3e38, np.inf], md.float8_e8m0fnu, 0, [1, 1, 1, 0, 1, 0]),
+    ([1e9, np.nan], np.float16, 1, [0, 0]),
+])
+def test_cast_undefined_where_the_spec_says(x, dst, saturate, undefined):
+    got = cast_undefined(np.array(x, F32), np.dtype(dst), bool(saturate))
+    assert got.astype(int).tolist() == undefined
 
 
 def test_cast_strings_by_hand():
@@ -109,14 +137,17 @@ def castable_by_ml_dtypes(src, dst) -> bool:
 
 
 def numeric_inputs(src, dst, saturate, shape, data):
-    """Values that convert without NaN in ``dst`` (reference NaNs in ml_dtypes arrays never compare equal)."""
+    """Values that convert without NaN in ``dst`` (reference NaNs in ml_dtypes arrays never compare
+    equal), with the elements whose conversion the spec leaves undefined set to 0."""
     limit = 200.0 if np.dtype(dst) in FLOAT8 and not saturate else 600.0
     x = data.draw(arrays(F32, shape, low=-limit, high=limit))
     if np.dtype(src).kind == "V" and np.dtype(src).itemsize == 1:
         x = x / 100  # keep inputs inside a byte-sized ml_dtypes type's range
     if np.dtype(src).kind == "u" or np.dtype(src).name.startswith("uint"):
         x = np.abs(x)  # a negative float -> unsigned is undefined
-    return x.astype(src)
+    with np.errstate(all="ignore"):
+        x = np.asarray(x.astype(src))
+    return np.where(cast_undefined(x, np.dtype(dst), saturate), np.zeros((), src), x)
 
 
 @given(st.sampled_from(NUMERIC), st.sampled_from(NUMERIC), st.booleans(), shapes(max_rank=3), st.data())

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,11 @@ def vector_bits(features: str) -> int:
     """The widest float vector register the features offer."""
     on = {f[1:] for f in features.split(",") if f.startswith("+")}
     return 512 if "avx512f" in on else 256 if "avx" in on else 128
+
+
+def vector_registers(bits: int) -> int:
+    """Architectural float vector registers of an x86 CPU whose widest is ``bits`` (32 zmm, 16 ymm)."""
+    return 32 if bits == 512 else 16
 
 
 def cache_sizes() -> dict[str, int]:
@@ -130,15 +136,13 @@ def host_target() -> Target:
     cpu, features = host_cpu()
     cores = len(available_cpus())
     bits = vector_bits(features)
-    lanes = bits // 32
     key = hashlib.sha256(f"{cpu}|{features}|{cores}".encode()).hexdigest()[:16]
     path = _cache_file(key)
     data = _load(path, key)
-    registers = 32 if bits == 512 else 16
-    tiles = microkernels_for(bits, registers)
+    tiles = microkernels_for(bits, vector_registers(bits))
     if data is None or set(data["ukernels"]) != {u.name for u in tiles}:
-        peak = measure_peak_flops(lanes)
-        rates = measure_efficiency(tiles, lanes, peak)
+        peak = measure_peak_flops(bits // 32)
+        rates = measure_efficiency(tiles, bits // 32, peak)
         data = {"version": CACHE_VERSION, "key": key, "cpu": cpu, "core_flops": peak,
                 "bandwidth": measure_bandwidth(), "ukernels": {u.name: u.efficiency for u in rates}}
         try:
@@ -146,8 +150,19 @@ def host_target() -> Target:
             path.write_text(json.dumps(data))
         except OSError:
             pass  # a read-only home: measure again next time
-    tiles = tuple(dataclasses.replace(u, efficiency=float(data["ukernels"][u.name])) for u in tiles)
-    return Target("llvm", peak_flops=data["core_flops"] * cores, mem_bandwidth=data["bandwidth"],
-                  kernel_overhead_s=2e-7, cpu=cpu, features=features, vector_bits=bits,
-                  cores=cores, caches=tuple(sorted(cache_sizes().items())), vector_registers=registers,
-                  microkernels=tiles, rule_families=RULE_FAMILIES)
+    return llvm_target(cpu, features, cores, core_flops=data["core_flops"], bandwidth=data["bandwidth"],
+                       caches=tuple(sorted(cache_sizes().items())), efficiency=data["ukernels"])
+
+
+def llvm_target(cpu: str, features: str, cores: int, *, core_flops: float, bandwidth: float,
+                caches: tuple[tuple[str, int], ...], efficiency: Mapping[str, float]) -> Target:
+    """The ``llvm`` Target of a machine with these facts: the vector width and registers its features
+    give, the micro-kernels they fit (each with its measured share of the peak, ``efficiency`` by
+    name, 0 where unknown) and this target's rule families."""
+    bits = vector_bits(features)
+    registers = vector_registers(bits)
+    tiles = tuple(dataclasses.replace(u, efficiency=float(efficiency.get(u.name, 0.0)))
+                  for u in microkernels_for(bits, registers))
+    return Target("llvm", peak_flops=core_flops * cores, mem_bandwidth=bandwidth, kernel_overhead_s=2e-7,
+                  cpu=cpu, features=features, vector_bits=bits, cores=cores, caches=caches,
+                  vector_registers=registers, microkernels=tiles, rule_families=RULE_FAMILIES)

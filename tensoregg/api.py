@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from tensoregg.errors import CompileError
-from tensoregg.ir import Graph, run_graph
+from tensoregg.ir import Graph
 from tensoregg.runtime import Module
-from tensoregg.targets import get_target
+from tensoregg.targets import Registration, Target, registration
 
 if TYPE_CHECKING:
     from tensoregg.rules import Family
@@ -23,34 +22,36 @@ def default_target() -> str:
     return os.environ.get("TENSOREGG_TARGET") or DEFAULT_TARGET
 
 
-def compile(model: Any, target: str | None = None, *,  # noqa: A001  (the public name users expect)
+def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (the public name users expect)
             input_shapes: Mapping[str, Sequence[int]] | None = None, optimize: bool = True,
             rule_families: Sequence[str | Family] | None = None) -> Module:
     """Compile a model (ONNX path, bytes, ModelProto, or an ``ir.Graph``) for ``target``.
 
-    ``input_shapes`` fixes symbolic input dimensions (shapes are static). ``optimize`` runs the
-    e-graph optimization with the target's rule families, or ``rule_families`` when given (names
-    from ``tensoregg.rules.RULESETS`` or your own ``tensoregg.rules.Family`` objects); the Module's
-    ``report`` says what it did. Targets: ``"ref"`` runs the reference interpreter, ``"llvm"``
-    native code for this machine (see ``tensoregg.targets.llvm``); the default is
-    ``default_target()``.
+    ``target`` names a registered target (``tensoregg.targets.available()``: ``"llvm"`` native code
+    for this machine, ``"ref"`` the reference interpreter...; default ``default_target()``), or is a
+    ``Target`` description, compiled by the registered target of its name with that description's
+    cost model (a fixed machine, ``tensoregg.targets.llvm.machines``). ``input_shapes`` fixes symbolic
+    input dimensions (shapes are static). ``optimize`` runs the e-graph optimization with the
+    target's rule families, or ``rule_families`` when given (names from ``tensoregg.rules.RULESETS``
+    or your own ``tensoregg.rules.Family`` objects); the Module's ``report`` says what it did.
     """
-    target = target or default_target()
-    description = get_target(target)
+    entry, description = resolve_target(target)
     graph = to_graph(model, input_shapes)
     report = None
     if optimize:
         from tensoregg.optimize import optimize as run_optimize
         graph, report = run_optimize(graph, description, rule_families)
-    if target == "llvm":
-        from tensoregg.targets.llvm import NativeModel
-
-        native = NativeModel(graph)
-        module = Module(graph, target, native.run, native)
-    else:
-        module = Module(graph, target, partial(run_graph, graph))
+    module = Module(graph, entry.name, entry.build(graph, description))
     module.report = report
     return module
+
+
+def resolve_target(target: str | Target | None) -> tuple[Registration, Target]:
+    """The registration and description ``target`` (a name, a description or None) stands for."""
+    if isinstance(target, Target):
+        return registration(target.name), target
+    entry = registration(target or default_target())
+    return entry, entry.describe()
 
 
 def to_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:

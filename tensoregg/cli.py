@@ -1,5 +1,5 @@
 """The ``tensoregg`` command: ``run`` a model (optionally checking it), ``print`` its Graph,
-``explain`` what the optimizer did to it."""
+``explain`` what the optimizer did to it, list the ``targets``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,7 @@ import tensoregg
 from tensoregg.errors import TensoreggError
 from tensoregg.ir import TensorType
 from tensoregg.runtime import Module
-from tensoregg.targets import TARGETS
+from tensoregg.targets import available, registration
 
 
 def random_input(t: TensorType, rng: np.random.Generator) -> np.ndarray:
@@ -98,12 +99,29 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_targets(args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    for name in available():
+        entry = registration(name)
+        why_not = entry.unavailable()
+        rows.append({"name": name, "summary": entry.summary, "runs_here": why_not is None,
+                     **({"why_not": why_not} if why_not else {})})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        where = "runs here" if r["runs_here"] else f"cannot run here: {r['why_not']}"
+        print(f"{r['name']:<{width}}  {r['summary']} ({where})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tensoregg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="compile a model, run it on seeded random inputs")
     run.add_argument("model")
-    run.add_argument("--target", default=None, choices=TARGETS, help="default: $TENSOREGG_TARGET or llvm")
+    run.add_argument("--target", default=None, choices=available(), help="default: $TENSOREGG_TARGET or llvm")
     run.add_argument("--check", action="store_true", help="compare outputs with onnx.reference/onnxruntime")
     run.add_argument("--repeat", type=int, default=0, help="time this many extra runs")
     run.add_argument("--seed", type=int, default=0)
@@ -114,10 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     why = sub.add_parser("explain", help="optimize a model and show phases, limits hit, e-graph sizes, "
                                           "rules fired, cost before/after and the extracted graph")
     why.add_argument("model")
-    why.add_argument("--target", default=None, choices=TARGETS, help="default: $TENSOREGG_TARGET or llvm")
+    why.add_argument("--target", default=None, choices=available(), help="default: $TENSOREGG_TARGET or llvm")
     why.add_argument("--families", metavar="A,B,...", help="rule families to run (default: the target's)")
     why.add_argument("--json", action="store_true", help="print the explanation as JSON")
     why.set_defaults(fn=cmd_explain)
+    targets = sub.add_parser("targets", help="list the registered targets and whether each runs here")
+    targets.add_argument("--json", action="store_true", help="print the list as JSON")
+    targets.set_defaults(fn=cmd_targets)
     for p in (run, show, why):
         p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
                        help="fix a symbolic input shape (repeatable)")

@@ -12,6 +12,7 @@ from tensoregg.optimize import OptimizeReport
 
 if TYPE_CHECKING:
     from tensoregg.rules import Family
+    from tensoregg.targets import Target
 
 
 @dataclass
@@ -43,15 +44,14 @@ class Explanation:
                           "extracted program:", str(self.after)])
 
 
-def explain(model: Any, target: str | None = None, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
+def explain(model: Any, target: str | Target | None = None, *,
+            input_shapes: Mapping[str, Sequence[int]] | None = None,
             rule_families: Sequence[str | Family] | None = None) -> Explanation:
     """Import ``model`` (as ``compile`` does), optimize it for ``target`` and explain the result."""
-    from tensoregg.api import default_target, to_graph
+    from tensoregg.api import resolve_target, to_graph
     from tensoregg.optimize import optimize
-    from tensoregg.targets import get_target
 
-    target = target or default_target()
-    description = get_target(target)
+    entry, description = resolve_target(target)
     before = to_graph(model, input_shapes)
     after, report = optimize(before, description, rule_families)
-    return Explanation(target, report, before, after)
+    return Explanation(entry.name, report, before, after)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tensoregg.targets import MicroKernel
+from tensoregg.ir.intrinsics import MicroKernel
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,9 @@ from tensoregg.ir.compute import (
 )
 from tensoregg.ir.compute.linalg import idx
 from tensoregg.ir.contraction import Contraction, evaluate, variables
+from tensoregg.ir.intrinsics import PanelRuns, PanelTranspose
 from tensoregg.ir.loops import For, Invoke, Local, Ref, Stmt, Store, flat, offset
 from tensoregg.ir.schedules import GemmSchedule
-from tensoregg.targets import PanelRuns, PanelTranspose
 
 
 def _ceil_div(e: Expr, d: int) -> Expr:

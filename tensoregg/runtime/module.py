@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -10,33 +10,32 @@ import numpy as np
 from tensoregg.errors import InputError
 from tensoregg.ir import Graph, TensorType
 
-Executor = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
-
 
 class Module:
     """A compiled model. ``run`` takes inputs positionally or by name and returns a list of outputs."""
 
-    def __init__(self, graph: Graph, target: str, executor: Executor, native: Any = None) -> None:
+    def __init__(self, graph: Graph, target: str, program: Any) -> None:
         self.graph = graph
         self.target = target
-        self._execute = executor
-        self.native = native
-        """The compiled native code (``tensoregg.targets.llvm.NativeModel``) on native targets."""
+        self.program = program
+        """What the target built: ``run(feeds)`` executes it (``tensoregg.targets.Program``); on
+        ``llvm`` a ``tensoregg.targets.llvm.NativeModel``."""
         self.report: Any = None
         """The optimization report (``tensoregg.optimize.OptimizeReport``), when it ran."""
 
     @property
     def num_threads(self) -> int:
-        """Threads a run uses: settable on native targets (default: every CPU available)."""
-        return self.native.num_threads if self.native is not None else 1
+        """Threads a run uses: settable where the target's program has threads (llvm: default every
+        CPU available)."""
+        return int(getattr(self.program, "num_threads", 1))
 
     @num_threads.setter
     def num_threads(self, n: int) -> None:
-        if self.native is None:
+        if not hasattr(self.program, "num_threads"):
             if n != 1:
                 raise ValueError(f"target {self.target!r} runs on one thread")
             return
-        self.native.num_threads = n
+        self.program.num_threads = n
 
     @property
     def input_names(self) -> list[str]:
@@ -60,7 +59,7 @@ class Module:
 
     def run(self, *args: Any, **named: Any) -> list[np.ndarray]:
         """Run the model; inputs must match ``input_names``/``input_shapes``/``input_dtypes`` exactly."""
-        return self._execute(self.bind_inputs(args, named))
+        return list(self.program.run(self.bind_inputs(args, named)))
 
     def bind_inputs(self, args: Sequence[Any], named: dict[str, Any]) -> dict[str, np.ndarray]:
         names = self.input_names

@@ -1,62 +1,29 @@
-"""Targets: what a machine offers (its hardware facts) and which rule families it uses.
+"""Targets: what a machine offers (its hardware facts, ``Target``), which rule families it uses, and
+the registry through which ``compile`` finds a target by name.
 
-Cost models and lowerings read only the Target. The figures of ``REF`` are this machine kind's
-measured anchors (one AMD EPYC core: 102.7 GFLOP/s fp32 FMA peak, ~21 GB/s copy bandwidth, see
-../shared/notes/anchors.md); the ``llvm`` target is the host, measured once and cached
-(``tensoregg.targets.llvm.host``).
+A target is one folder here and one ``register_target`` call: its description, its code generator
+and executor (``build``: optimized Graph -> ``Program``), and whether it can run on this machine.
+Cost models and lowerings read only the Target. The built-in targets are ``ref`` (the reference
+interpreter, ``targets/ref``) and ``llvm`` (native code for the host, ``targets/llvm``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from tensoregg.errors import CompileError
+from tensoregg.ir.intrinsics import MicroKernel
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tensoregg.ir import Graph
 
 RULE_FAMILIES = ("algebra", "layout", "linalg", "parallel", "fusion")
 """The rule families a target saturates unless it says otherwise, in order: parallel before fusion,
 so that merged MatMuls still get their epilogues fused."""
-
-
-@dataclass(frozen=True)
-class MicroKernel:
-    """A register-blocked GEMM micro-kernel the target offers: an ``mr`` x ``nr`` tile of C updated by
-    ``kc`` outer products of a packed A panel (``mr`` rows) and a packed B panel (``nr`` columns),
-    held in vector registers (``nr`` is a multiple of the vector lanes). Tensorize rules match it."""
-
-    name: str
-    mr: int
-    nr: int
-    dtype: str = "float32"
-    efficiency: float = 0.0
-    """Fraction of the core's FMA peak it reaches on panels in L1, measured on the host (0: unknown)."""
-
-
-@dataclass(frozen=True)
-class PanelTranspose:
-    """Packs ``width`` rows of a row-major float32 matrix (k contiguous, rows ``ld`` apart) into a
-    micro-kernel panel, k-major: ``P[k * width + r] = X[min(r, rows - 1) * ld + k]``. A transpose,
-    which vectorized loops do with scatters or gathers (about a cycle an element); the target does it
-    with vector shuffles."""
-
-    width: int
-
-    @property
-    def name(self) -> str:
-        return f"pack_rows_f32_{self.width}"
-
-
-@dataclass(frozen=True)
-class PanelRuns:
-    """Packs a panel of ``width`` lines whose elements at each k lie in at most ``runs`` runs of
-    consecutive floats (an im2col panel of a stride-1 Conv: one run per output row it spans):
-    ``P[k * width + lane] = X[ks[k] + base + lane]`` for the lanes ``start <= lane < end`` of each run
-    (start, end, base), k < kc; lanes in no run are not written. Where vectorized loops gather, the
-    target copies each run with masked vector loads and stores."""
-
-    width: int
-    runs: int
-
-    @property
-    def name(self) -> str:
-        return f"pack_runs_f32_{self.width}x{self.runs}"
 
 
 @dataclass(frozen=True)
@@ -101,19 +68,64 @@ class Target:
         return dict(self.caches).get(level, default)
 
 
-REF = Target("ref", peak_flops=102.7e9, mem_bandwidth=21e9, kernel_overhead_s=2e-6)
+class Program(Protocol):
+    """What a target's code generator makes of a Graph: ``run`` takes the inputs by name and returns
+    the outputs in the Graph's order. A program that can use several threads has ``num_threads``."""
 
-TARGETS = ("ref", "llvm")
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A target as ``compile`` finds it by name: its description, its code generator and executor
+    (``build``), and whether it can run on this machine."""
+
+    name: str
+    summary: str
+    """One line: what the target makes and where it runs."""
+    describe: Callable[[], Target]
+    """The target's hardware description (a host target measures itself on first use)."""
+    build: Callable[[Graph, Target], Program]
+    """Code generation and loading: an optimized Graph and the description -> a runnable Program."""
+    unavailable: Callable[[], str | None] = lambda: None
+    """Why the target cannot run here (a missing tool or device), or None where it can."""
+
+
+_REGISTRY: dict[str, Registration] = {}
+
+
+def register_target(name: str, *, summary: str, describe: Callable[[], Target],
+                    build: Callable[[Graph, Target], Program],
+                    unavailable: Callable[[], str | None] | None = None,
+                    replace: bool = False) -> Registration:
+    """Make target ``name`` known to ``compile``, ``explain`` and the ``tensoregg`` command. A second
+    registration of a name is an error unless ``replace``."""
+    if name in _REGISTRY and not replace:
+        raise CompileError(f"target {name!r} is already registered (pass replace=True to replace it)")
+    entry = Registration(name, summary, describe, build, unavailable or (lambda: None))
+    _REGISTRY[name] = entry
+    return entry
+
+
+def available() -> list[str]:
+    """The names of the registered targets."""
+    return sorted(_REGISTRY)
+
+
+def registration(name: str) -> Registration:
+    """The registration of target ``name``; CompileError naming the known ones if there is none."""
+    if name not in _REGISTRY:
+        raise CompileError(f"unknown target {name!r}; available targets: {', '.join(available())}")
+    return _REGISTRY[name]
 
 
 def get_target(name: str) -> Target:
     """The description of target ``name`` (``llvm``: this host, measured on first use)."""
-    if name == "ref":
-        return REF
-    if name == "llvm":
-        from tensoregg.targets.llvm.host import host_target
+    return registration(name).describe()
 
-        return host_target()
-    from tensoregg.errors import CompileError
 
-    raise CompileError(f"unknown target {name!r}; available targets: {', '.join(TARGETS)}")
+from tensoregg.targets import llvm, ref  # noqa: E402  (the built-in targets register themselves)
+from tensoregg.targets.ref import REF  # noqa: E402
+
+__all__ = ["REF", "Program", "Registration", "Target",
+           "available", "get_target", "llvm", "ref", "register_target", "registration"]

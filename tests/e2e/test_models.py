@@ -26,7 +26,7 @@ def against_onnxruntime(model, rtol=1e-4):
     data = model if isinstance(model, (str, Path)) else model.SerializeToString()
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     want = session.run(None, feeds)
-    for run in (module.run(**feeds), module.native.run_guarded(feeds)):
+    for run in (module.run(**feeds), module.program.run_guarded(feeds)):
         for got, w in zip(run, want):
             assert got.shape == w.shape and got.dtype == w.dtype
             np.testing.assert_allclose(got, w, rtol=rtol, atol=rtol * float(np.abs(w).max()))

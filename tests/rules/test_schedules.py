@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tensoregg.extraction.kernel_cost import gemm_cost, untiled_cost
+from tensoregg.ir.intrinsics import MicroKernel
 from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Untiled
 from tensoregg.rules.schedule import Phase, run_phase
 from tensoregg.rules.schedules import (
@@ -20,7 +21,7 @@ from tensoregg.rules.schedules import (
     gemm_schedules,
     premises_hold,
 )
-from tensoregg.targets import REF, MicroKernel, Target
+from tensoregg.targets import REF, Target
 
 AVX2 = Target("avx2-like", peak_flops=2 * 102.7e9, mem_bandwidth=30e9, kernel_overhead_s=2e-6,
               vector_bits=256, cores=2, vector_registers=16,

@@ -1,5 +1,41 @@
-"""The LLVM CPU target: loop IR -> LLVM IR (llvmlite) -> native code for the host, JIT-compiled."""
+"""The LLVM CPU target: loop IR -> LLVM IR (llvmlite) -> native code for the host, JIT-compiled.
 
-from tensoregg.targets.llvm.model import NativeModel
+Registered as ``llvm``; importing this package loads neither llvmlite nor the code generator (they
+load when a model is compiled, or ``NativeModel`` is imported)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tensoregg.targets import Target, register_target
+
+if TYPE_CHECKING:
+    from tensoregg.ir import Graph
+    from tensoregg.targets.llvm.model import NativeModel
+
+
+def _describe() -> Target:
+    from tensoregg.targets.llvm.host import host_target
+
+    return host_target()
+
+
+def _build(graph: Graph, target: Target) -> NativeModel:
+    from tensoregg.targets.llvm.model import NativeModel
+
+    return NativeModel(graph, target=target)
+
+
+register_target("llvm", summary="native code for this CPU (x86-64, its vector width) through llvmlite, "
+                "multi-threaded", describe=_describe, build=_build)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NativeModel":
+        from tensoregg.targets.llvm.model import NativeModel
+
+        return NativeModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["NativeModel"]

@@ -28,8 +28,8 @@ import numpy as np
 from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir.compute import BOOL, Buffer, Call, Const, Expr, Load, Reduce, Var
 from tensoregg.ir.compute.expr import is_float
+from tensoregg.ir.intrinsics import MicroKernel, PanelRuns, PanelTranspose
 from tensoregg.ir.loops import For, Invoke, Kernel, Local, Ref, Stmt, Store
-from tensoregg.targets import MicroKernel, PanelRuns, PanelTranspose
 from tensoregg.targets.llvm.formats import (
     SmallFloat,
     SmallInt,

@@ -17,7 +17,7 @@ os.environ.setdefault("LLVMLITE_ENABLE_IR_LAYER_TYPED_POINTERS", "0")
 import llvmlite.ir as ir
 
 from tensoregg.errors import CompileError
-from tensoregg.targets import PanelRuns, PanelTranspose
+from tensoregg.ir.intrinsics import PanelRuns, PanelTranspose
 from tensoregg.targets.llvm.irtypes import F32, I1, I32, I64, PTR, VOID, declare, splat
 
 CHUNK = 8

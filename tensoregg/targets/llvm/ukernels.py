@@ -21,7 +21,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from tensoregg.errors import CompileError
-from tensoregg.targets import MicroKernel
+from tensoregg.ir.intrinsics import MicroKernel
 from tensoregg.targets.llvm.irtypes import F32, I1, I32, I64, PTR, VOID, declare, splat
 from tensoregg.targets.llvm.jit import JitModule, fastest
 

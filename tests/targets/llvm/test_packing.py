@@ -14,7 +14,7 @@ import llvmlite.ir as ir
 import numpy as np
 import pytest
 
-from tensoregg.targets import PanelRuns, PanelTranspose
+from tensoregg.ir.intrinsics import PanelRuns, PanelTranspose
 from tensoregg.targets.llvm.host import host_target, vector_bits
 from tensoregg.targets.llvm.jit import JitModule, host_cpu
 from tensoregg.targets.llvm.packing import CHUNK, emit_panel_runs, emit_panel_transpose

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from tensoregg.ir import Graph, Node, TensorType, run_graph
 from tensoregg.ir.compute import Buffer, call, cast, fresh, reduce
 from tensoregg.ir.contraction import evaluate, find_contraction
+from tensoregg.ir.intrinsics import PanelRuns, PanelTranspose
 from tensoregg.ir.loops import Invoke, statements
 from tensoregg.ir.schedules import GemmSchedule
 from tensoregg.ir.tiling import _runs, in_rows
-from tensoregg.targets import PanelRuns, PanelTranspose
 from tensoregg.targets.llvm import NativeModel
 from tensoregg.targets.llvm.host import host_target
 from tensoregg.testing import arrays, assert_same

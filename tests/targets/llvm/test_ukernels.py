@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tensoregg.errors import CompileError
-from tensoregg.targets import MicroKernel
+from tensoregg.ir.intrinsics import MicroKernel
 from tensoregg.targets.llvm.host import vector_bits
 from tensoregg.targets.llvm.jit import JitModule, host_cpu
 from tensoregg.targets.llvm.ukernels import emit_microkernel, fits, microkernels_for

@@ -131,7 +131,7 @@ def pick_schedules(problem: GemmProblem, target: Target, count: int, seed: int) 
 
     from tensoregg.extraction.kernel_cost import gemm_cost
     from tensoregg.ir.schedules import GemmSchedule
-    from tensoregg.rules.schedules import gemm_schedules
+    from tensoregg.targets.llvm.gemm_schedules import gemm_schedules
 
     tiled = [s for s in gemm_schedules(problem, target) if isinstance(s, GemmSchedule)]
     order = np.argsort(gemm_cost(problem, tiled, one_core(target)), kind="stable")
@@ -302,7 +302,7 @@ def validate(measured: Sequence[Measured], target: Target, seconds: float) -> li
 
     from tensoregg.extraction.kernel_cost import gemm_cost
     from tensoregg.ir.schedules import GemmSchedule
-    from tensoregg.rules.schedules import gemm_schedules
+    from tensoregg.targets.llvm.gemm_schedules import gemm_schedules
 
     rows = []
     for m in measured:

@@ -19,6 +19,7 @@ from onnx import helper
 
 from tensoregg.frontends.onnx import import_onnx
 from tensoregg.ir import run_graph
+from tensoregg.strategies import arrays, broadcastable_shapes, shapes
 
 FLOAT_TOL = {np.dtype(np.float16): (1e-2, 1e-3), np.dtype(np.float32): (1e-5, 1e-6),
              np.dtype(np.float64): (1e-10, 1e-12)}
@@ -51,48 +52,6 @@ def assert_same(got: np.ndarray, want: np.ndarray, where: str, rtol: float | Non
         np.testing.assert_allclose(got, want, rtol=rt, atol=at, equal_nan=True, err_msg=where)
     else:
         np.testing.assert_array_equal(got, want, err_msg=where)
-
-
-def shapes(min_rank: int = 0, max_rank: int = 4, min_side: int = 1, max_side: int = 5) -> st.SearchStrategy:
-    """Static tensor shapes."""
-    return st.lists(st.integers(min_side, max_side), min_size=min_rank, max_size=max_rank).map(tuple)
-
-
-def arrays(dtype: Any, shape: Sequence[int], *, low: float = -4.0, high: float = 4.0) -> st.SearchStrategy:
-    """Arrays of ``dtype`` and ``shape`` with finite values in [low, high] (ints: rounded)."""
-    dtype = np.dtype(dtype)
-    n = int(np.prod(shape, dtype=np.int64))
-    elems: st.SearchStrategy[Any]
-    if dtype == np.bool_:
-        elems = st.booleans()
-    elif dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        elems = st.integers(max(int(low), int(info.min)), min(int(high), int(info.max)))
-    else:
-        elems = st.floats(low, high, allow_nan=False, allow_infinity=False, width=32)
-    if n > LIST_LIMIT:  # beyond what hypothesis draws element by element: values from a drawn seed
-        def seeded(seed: int) -> np.ndarray:
-            rng = np.random.default_rng(seed)
-            values: np.ndarray
-            if dtype.kind in "iu":
-                info = np.iinfo(dtype)
-                values = rng.integers(max(int(low), int(info.min)), min(int(high), int(info.max)) + 1, n)
-            else:
-                values = rng.uniform(low, high, n) if dtype != np.bool_ else rng.uniform(size=n) > 0.5
-            return values.astype(dtype).reshape(shape)
-        return st.integers(0, 2**32 - 1).map(seeded)
-    return st.lists(elems, min_size=n, max_size=n).map(lambda xs: np.array(xs, dtype=dtype).reshape(shape))
-
-
-LIST_LIMIT = 4096
-"""Arrays with more elements than this are drawn as a seed for numpy's generator."""
-
-
-def broadcastable_shapes(shape: Sequence[int]) -> st.SearchStrategy:
-    """Shapes that broadcast with ``shape``: a suffix of it with some sides set to 1."""
-    rank = len(shape)
-    return st.integers(0, rank).flatmap(lambda k: st.tuples(
-        *[st.sampled_from([d, 1]) for d in shape[rank - k:]]))
 
 
 def single_op_model(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping[str, Any] | None = None,

@@ -11,9 +11,9 @@ import math
 from typing import Protocol
 
 from tensoregg.ir.ops.fused import FUSED
+from tensoregg.ir.target import Target
 from tensoregg.ir.terms import CONSTRUCTORS, ENode
 from tensoregg.ir.types import TensorType
-from tensoregg.targets import Target
 
 
 class CostModel(Protocol):

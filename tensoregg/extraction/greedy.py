@@ -8,8 +8,8 @@ from collections import deque
 
 from tensoregg.extraction.cost import CostModel
 from tensoregg.extraction.view import EGraphView
+from tensoregg.ir.target import Target
 from tensoregg.ir.terms import GET, LEAVES, ENode
-from tensoregg.targets import Target
 
 
 def constant_classes(view: EGraphView) -> set[str]:

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tensoregg.ir.schedules import GemmProblem, GemmSchedule
-from tensoregg.targets import Target
+from tensoregg.ir.target import Target
 
 F32 = 4
 """Bytes of a float32."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tensoregg.ir.graph import Graph
 from tensoregg.ir.types import TensorType
+
+if TYPE_CHECKING:
+    from tensoregg.ir.graph import Graph
 
 
 def _attr(value: Any) -> str:

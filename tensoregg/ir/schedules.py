@@ -22,8 +22,8 @@ which the hardware prefetchers follow; BLIS's order jumps ``mr`` rows down C per
 OpenBLAS at one thread).
 
 :class:`Untiled` is the default lowering (``tensoregg.ir.lower``), which always exists. The schedules
-of a problem are enumerated by rules (``tensoregg.rules.schedules``) and costed by the target's cost
-model (``tensoregg.extraction.kernel_cost``).
+of a problem are enumerated by the llvm target's rules (``tensoregg.targets.llvm.gemm_schedules``) and
+costed by its cost model (``tensoregg.extraction.kernel_cost``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Importing this package imports egglog.
 
 from tensoregg.rules import algebra, fusion, layout, linalg, parallel, winograd
 from tensoregg.rules.registry import Family, Rule, ruleset_of
-from tensoregg.rules.schedule import Phase, PhaseReport, saturate
+from tensoregg.rules.saturation import Phase, PhaseReport, saturate
 
 RULESETS: dict[str, Family] = {f.name: f for f in (algebra.algebra, layout.layout, linalg.linalg,
                                                    winograd.winograd, parallel.parallel, fusion.fusion)}

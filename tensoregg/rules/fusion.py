@@ -132,7 +132,7 @@ def _draw_gemm(draw: Any) -> tuple[dict[str, Any], Shape, Shape, Shape]:
     """Gemm attributes and the shapes of A, B and C (C broadcasting to the product)."""
     from hypothesis import strategies as st
 
-    from tensoregg.testing import broadcastable_shapes
+    from tensoregg.strategies import broadcastable_shapes
 
     m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
     attrs = {"transA": draw(st.integers(0, 1)), "transB": draw(st.integers(0, 1)),
@@ -159,7 +159,7 @@ def _example(base: str, epilogue: Sequence[str]) -> Any:
     input (of the value's shape; for MatMul broadcasting to it) on the ``-right`` or ``-left``."""
     from hypothesis import strategies as st
 
-    from tensoregg.testing import arrays, broadcastable_shapes
+    from tensoregg.strategies import arrays, broadcastable_shapes
 
     unfused = FUSED[base].base if base in FUSED else base
     z_at = FUSED[base].residual if base in FUSED else None

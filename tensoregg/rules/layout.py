@@ -173,7 +173,7 @@ def _example(op: str, form: str) -> Any:
     constant of shape () or (1,)."""
     from hypothesis import strategies as st
 
-    from tensoregg.testing import arrays, shapes
+    from tensoregg.strategies import arrays, shapes
 
     dtypes = EXAMPLE_DTYPES.get(op, ("float32",) * 3)
 

@@ -235,7 +235,7 @@ def _case(nodes: list[Node], feeds: dict[str, np.ndarray],
 
 
 def _f32(draw: Any, shape: tuple[int, ...], low: float = -1.0, high: float = 1.0) -> np.ndarray:
-    from tensoregg.testing import arrays
+    from tensoregg.strategies import arrays
 
     return draw(arrays(np.float32, shape, low=low, high=high))
 
@@ -307,7 +307,7 @@ def _gemm_bn_example(trans_b: int, with_c: bool) -> Any:
     """a -> Gemm(B, C?; alpha, transA, transB) -> BatchNormalization over the N columns."""
     from hypothesis import strategies as st
 
-    from tensoregg.testing import broadcastable_shapes
+    from tensoregg.strategies import broadcastable_shapes
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
@@ -328,7 +328,7 @@ def _matmul_add_example(commuted: bool) -> Any:
     """MatMul of 2-D inputs a, b plus c of a shape broadcasting to (M, N)."""
     from hypothesis import strategies as st
 
-    from tensoregg.testing import broadcastable_shapes
+    from tensoregg.strategies import broadcastable_shapes
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:

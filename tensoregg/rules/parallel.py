@@ -118,7 +118,7 @@ def _merge_split_biases(n: int, bias_first: bool) -> None:
 
 def _values(draw: Any, shape: Sequence[int]) -> np.ndarray:
     """Small integer-valued float32s: sums are exact, so merged and separate ops agree bit for bit."""
-    from tensoregg.testing import arrays
+    from tensoregg.strategies import arrays
 
     return draw(arrays(np.int8, tuple(shape))).astype(np.float32)
 
@@ -142,7 +142,7 @@ def _parallel_graph(op: str, x: np.ndarray, weights: list[np.ndarray], biases: l
 def _matmul_example(n: int) -> Any:
     from hypothesis import strategies as st
 
-    from tensoregg.testing import shapes
+    from tensoregg.strategies import shapes
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
@@ -191,7 +191,7 @@ def _conv_example(n: int, bias: bool) -> Any:
 def _split_add_example(n: int, bias_first: bool) -> Any:
     from hypothesis import strategies as st
 
-    from tensoregg.testing import shapes
+    from tensoregg.strategies import shapes
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:

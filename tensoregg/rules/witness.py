@@ -23,7 +23,7 @@ def chain(steps: Sequence[tuple[str, dict[str, Any]]], *, min_rank: int = 1, max
     """Strategy of (Graph, feeds): a float32 input through the single-input ops of ``steps``."""
     from hypothesis import strategies as st
 
-    from tensoregg.testing import arrays, shapes
+    from tensoregg.strategies import arrays, shapes
 
     rank_st = st.just(rank) if rank is not None else st.integers(min_rank, max_rank)
 
@@ -87,7 +87,7 @@ def binary_case(steps: Sequence[tuple[str, ...]], dtypes: Sequence[str]) -> Any:
     (op, *inputs)."""
     from hypothesis import strategies as st
 
-    from tensoregg.testing import broadcastable_shapes, shapes
+    from tensoregg.strategies import broadcastable_shapes, shapes
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
@@ -103,7 +103,7 @@ def cast_chain(op: str, routes: Sequence[tuple[str, ...]]) -> Any:
     from hypothesis import strategies as st
     from onnx import helper
 
-    from tensoregg.testing import shapes
+    from tensoregg.strategies import shapes
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
@@ -155,7 +155,7 @@ def view_chain(ops: Sequence[str]) -> Any:
     middle shape is a reshape of x (flat, a 1 added or removed, two factors, reversed) when it can be."""
     from hypothesis import strategies as st
 
-    from tensoregg.testing import shapes
+    from tensoregg.strategies import shapes
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:

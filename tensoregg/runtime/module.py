@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tensoregg.errors import InputError
-from tensoregg.ir import Graph, TensorType
+
+if TYPE_CHECKING:  # types only: a compiled model runs without the compiler
+    from tensoregg.ir import Graph, TensorType
 
 
 class Module:

@@ -10,63 +10,16 @@ interpreter, ``targets/ref``) and ``llvm`` (native code for the host, ``targets/
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from tensoregg.errors import CompileError
-from tensoregg.ir.intrinsics import MicroKernel
+from tensoregg.ir.target import RULE_FAMILIES, Target
 
 if TYPE_CHECKING:
     import numpy as np
 
     from tensoregg.ir import Graph
-
-RULE_FAMILIES = ("algebra", "layout", "linalg", "parallel", "fusion")
-"""The rule families a target saturates unless it says otherwise, in order: parallel before fusion,
-so that merged MatMuls still get their epilogues fused."""
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    peak_flops: float
-    """Floating-point operations per second, all cores this target uses."""
-    mem_bandwidth: float
-    """Bytes per second of main-memory traffic (read + write)."""
-    kernel_overhead_s: float
-    """Fixed cost of launching one kernel."""
-    cpu: str = ""
-    """LLVM's name of the CPU (``znver3``), for native targets."""
-    features: str = ""
-    """LLVM's CPU feature string (``+avx2,+fma,...``)."""
-    vector_bits: int = 128
-    """Width of the widest float vector register."""
-    cores: int = 1
-    """CPUs the target's code may run on."""
-    caches: tuple[tuple[str, int], ...] = field(default=())
-    """(level, bytes) of the data caches, e.g. (("L1", 32768), ("L2", 524288), ...)."""
-    vector_registers: int = 16
-    """Architectural float vector registers (16 ymm with AVX2, 32 zmm with AVX-512)."""
-    microkernels: tuple[MicroKernel, ...] = ()
-    """GEMM micro-kernels the target's code generator emits (tensorize candidates)."""
-    rule_families: tuple[str, ...] = RULE_FAMILIES
-    """The rule families (``tensoregg.rules.RULESETS`` keys) saturated for this target, in order."""
-
-
-    @property
-    def core_flops(self) -> float:
-        """Peak floating-point operations per second of one core."""
-        return self.peak_flops / max(self.cores, 1)
-
-    @property
-    def lanes(self) -> int:
-        """fp32 lanes of the widest vector register."""
-        return self.vector_bits // 32
-
-    def cache(self, level: str, default: int) -> int:
-        """Bytes of cache ``level`` (``L1``, ``L2``, ``L3``), ``default`` where unknown."""
-        return dict(self.caches).get(level, default)
-
 
 class Program(Protocol):
     """What a target's code generator makes of a Graph: ``run`` takes the inputs by name and returns
@@ -127,5 +80,5 @@ def get_target(name: str) -> Target:
 from tensoregg.targets import llvm, ref  # noqa: E402  (the built-in targets register themselves)
 from tensoregg.targets.ref import REF  # noqa: E402
 
-__all__ = ["REF", "Program", "Registration", "Target",
+__all__ = ["REF", "RULE_FAMILIES", "Program", "Registration", "Target",
            "available", "get_target", "llvm", "ref", "register_target", "registration"]

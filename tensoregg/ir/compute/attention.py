@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import helper
 
 from tensoregg.ir.compute.expr import (
     BOOL,
@@ -40,6 +39,7 @@ from tensoregg.ir.compute.indexing import fetched
 from tensoregg.ir.compute.linalg import wide
 from tensoregg.ir.compute.reductions import kept, promoted, stat
 from tensoregg.ir.compute.shape import all_of, clamp, idx
+from tensoregg.ir.dtypes import dtype_of
 
 Heads = Callable[[Expr, Expr, Expr, Expr], Expr]
 """A tensor read at (batch, head, position, channel), whatever its layout."""
@@ -159,7 +159,7 @@ def _bias(ctx: ComputeCtx, g: _Attention, dtype: np.dtype) -> tuple[Bias | None,
 
 def _dtype_code(code: int, default: np.dtype) -> np.dtype:
     """The dtype of an ONNX element type code (0: ``default``)."""
-    return np.dtype(helper.tensor_dtype_to_np_dtype(code)) if code else default
+    return dtype_of(code) if code else default
 
 
 @define("Attention")

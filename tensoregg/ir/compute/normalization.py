@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from onnx import helper
 
 from tensoregg.ir.compute.expr import (
     Buffer,
@@ -40,10 +39,11 @@ from tensoregg.ir.compute.reductions import (
     square,
     stat,
 )
+from tensoregg.ir.dtypes import dtype_of
 
 
 def _stash(ctx: ComputeCtx) -> np.dtype:
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(ctx.attrs["stash_type"]))
+    dtype = dtype_of(ctx.attrs["stash_type"])
     if dtype.kind != "f":
         raise ctx.unsupported(f"stash_type {dtype}")
     return dtype

@@ -26,7 +26,7 @@ from tensoregg.ir.compute.expr import (
     define,
     select,
 )
-from tensoregg.ir.ops.casts import dtype_of
+from tensoregg.ir.dtypes import dtype_of
 from tensoregg.ir.ops.shape import _LOW_FLOATS, _pad_widths, _perm, _shape_range, _slices
 
 # ---- index helpers (shared with the indexing and einsum definitions) ----------------------------

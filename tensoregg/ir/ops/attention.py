@@ -8,9 +8,9 @@ the ONNX definition gives, so results agree with it to the last rounding.
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
 
 from tensoregg.errors import InvalidModel
+from tensoregg.ir.dtypes import dtype_of
 from tensoregg.ir.registry import Attr, InferCtx, op
 from tensoregg.ir.types import TensorType
 
@@ -188,7 +188,7 @@ def attention(attrs, q, k, v, mask=None, past_key=None, past_value=None, nonpad=
         biased = capped + bias
         scores = biased
         if attrs["softmax_precision"]:
-            scores = biased.astype(helper.tensor_dtype_to_np_dtype(attrs["softmax_precision"]))
+            scores = biased.astype(dtype_of(attrs["softmax_precision"]))
         probs = _masked_softmax(scores)
         dead_row = np.isneginf(np.max(bias, axis=-1, keepdims=True))
         probs = np.where(dead_row, np.zeros((), probs.dtype), probs)

@@ -1,6 +1,6 @@
 """Casts and linear quantization: Cast, CastLike, BitCast, (De)QuantizeLinear, DynamicQuantizeLinear.
 
-Element types are ONNX ``TensorProto`` enums mapped to numpy dtypes with onnx's helper (ml_dtypes
+Element types are ONNX ``TensorProto`` enums mapped to numpy dtypes (``tensoregg.ir.dtypes``; ml_dtypes
 supplies bfloat16, the float8/float6/float4 variants and int4/uint4/int2/uint2); STRING tensors are
 numpy object arrays of ``str``.
 
@@ -40,9 +40,9 @@ import math
 
 import ml_dtypes
 import numpy as np
-from onnx import TensorProto, helper
 
 from tensoregg.errors import InvalidModel
+from tensoregg.ir.dtypes import code_named, dtype_of
 from tensoregg.ir.registry import Attr, InferCtx, Upgrade, op
 from tensoregg.ir.types import TensorType
 
@@ -60,20 +60,16 @@ QUANT_TYPES = QUANT_INTS | FLOAT8 | SMALL_FLOATS
 """Element types QuantizeLinear produces and DequantizeLinear reads (plus int32 there)."""
 HIGH_FLOATS = frozenset(np.dtype(t) for t in (np.float32, np.float16, ml_dtypes.bfloat16))
 ROUND_MODES = ("up", "down", "nearest")
-_BITS = {TensorProto.INT4: 4, TensorProto.UINT4: 4, TensorProto.FLOAT4E2M1: 4, TensorProto.INT2: 2,
-         TensorProto.UINT2: 2, TensorProto.FLOAT6E2M3: 6, TensorProto.FLOAT6E3M2: 6}
-
-
-def dtype_of(code: int) -> np.dtype:
-    """The numpy dtype of ONNX element type ``code`` (STRING is ``object``)."""
-    return STRING if code == TensorProto.STRING else np.dtype(helper.tensor_dtype_to_np_dtype(code))
+_BITS = {np.dtype(t): bits for t, bits in (
+    (ml_dtypes.int4, 4), (ml_dtypes.uint4, 4), (ml_dtypes.float4_e2m1fn, 4), (ml_dtypes.int2, 2),
+    (ml_dtypes.uint2, 2), (ml_dtypes.float6_e2m3fn, 6), (ml_dtypes.float6_e3m2fn, 6))}
 
 
 def onnx_to_dtype(code: int, ctx: InferCtx, what: str) -> np.dtype:
     """``dtype_of`` in a shape rule: a bad code is an invalid model."""
     try:
         return dtype_of(code)
-    except (KeyError, ValueError, TypeError):
+    except InvalidModel:
         raise InvalidModel(f"{ctx.op} node {ctx.node!r}: {what} {code} is not an ONNX element type") from None
 
 
@@ -81,7 +77,7 @@ def bit_width(dtype: np.dtype) -> int:
     """Bits per element as ONNX counts them (int4 is 4 bits although numpy stores a byte)."""
     if dtype == STRING:
         return 0
-    return _BITS.get(helper.np_dtype_to_tensor_dtype(dtype), dtype.itemsize * 8)
+    return _BITS.get(np.dtype(dtype), dtype.itemsize * 8)
 
 
 # --- conversions ---------------------------------------------------------------------------------
@@ -223,8 +219,8 @@ def _cast_adapt(up: Upgrade) -> None:
     to = up.attrs.get("to")
     if isinstance(to, str):
         try:
-            up.attrs["to"] = TensorProto.DataType.Value(to.upper())
-        except ValueError:
+            up.attrs["to"] = code_named(to)
+        except InvalidModel:
             raise InvalidModel(f"Cast node {up.node!r}: unknown type name {to!r}") from None
 
 

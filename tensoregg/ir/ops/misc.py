@@ -8,17 +8,17 @@ Each window is a sum of cosines ``sum_k c_k cos(2 pi k n / N)`` over ``n = 0..si
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
 
 from tensoregg.errors import InvalidModel
+from tensoregg.ir.dtypes import dtype_of
 from tensoregg.ir.registry import Attr, InferCtx, op
 from tensoregg.ir.types import TensorType
 
 
 def _output_dtype(code: int, where: str) -> np.dtype:
     try:
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(code))
-    except (KeyError, ValueError, TypeError):
+        dtype = dtype_of(code)
+    except InvalidModel:
         raise InvalidModel(f"{where}: output_datatype {code} is not a tensor element type") from None
     if dtype.kind not in "fiu":
         raise InvalidModel(f"{where}: output_datatype {code} ({dtype}) must be numeric")

@@ -9,9 +9,9 @@ E[x^2] - E[x]^2, as those bodies do).
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
 
 from tensoregg.errors import InvalidModel, UnsupportedOperator
+from tensoregg.ir.dtypes import dtype_of
 from tensoregg.ir.registry import Attr, InferCtx, Upgrade, op
 from tensoregg.ir.shapes import norm_axes
 from tensoregg.ir.types import TensorType
@@ -57,11 +57,11 @@ def _stash_dtype(ctx: InferCtx) -> np.dtype:
     if stash not in _STASH_TYPES:
         raise InvalidModel(f"{ctx.op} node {ctx.node!r}: stash_type must be a float type "
                            f"(one of {_STASH_TYPES}), got {stash}")
-    return np.dtype(helper.tensor_dtype_to_np_dtype(stash))
+    return dtype_of(stash)
 
 
 def _stash(attrs: dict, x: np.ndarray) -> np.ndarray:
-    return x.astype(helper.tensor_dtype_to_np_dtype(attrs["stash_type"]))
+    return x.astype(dtype_of(attrs["stash_type"]))
 
 
 def _per_channel(p: np.ndarray, rank: int) -> np.ndarray:

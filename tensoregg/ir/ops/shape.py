@@ -18,7 +18,8 @@ import ml_dtypes
 import numpy as np
 
 from tensoregg.errors import InvalidModel
-from tensoregg.ir.ops.casts import dtype_of, onnx_to_dtype
+from tensoregg.ir.dtypes import dtype_of
+from tensoregg.ir.ops.casts import onnx_to_dtype
 from tensoregg.ir.registry import Attr, InferCtx, Upgrade, op
 from tensoregg.ir.shapes import broadcast_shapes, norm_axes, same_dtype
 from tensoregg.ir.types import TensorType

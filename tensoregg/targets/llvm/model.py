@@ -4,7 +4,7 @@
 runs the nodes in order, on ``nthreads`` threads that all call it (see ``codegen``):
 ``inputs``/``outputs`` are arrays of pointers to the graph's input and output arrays, ``weights`` is
 the packed buffer of every constant and ``workspace`` holds every intermediate value, at the offsets
-of the static memory plan (``tensoregg.runtime.memory``). Graph outputs are written straight into
+of the static memory plan (``tensoregg.ir.memory_plan``). Graph outputs are written straight into
 the caller's arrays.
 
 In guard mode (``run_guarded``) every buffer is surrounded by poisoned bytes (0xFF: NaN for floats)
@@ -33,12 +33,13 @@ from tensoregg.ir.compute import Buffer, Const, Expr, Load, walk
 from tensoregg.ir.graph import Graph
 from tensoregg.ir.loops import For, Invoke, Kernel, Local, Store, format_kernel, statements, work
 from tensoregg.ir.lower import Chooser, Inlined, LoweredNode, lower_node
+from tensoregg.ir.memory_plan import POISON, MemoryPlan, Place, align
 from tensoregg.ir.registry import get_op
-from tensoregg.rules.schedules import choose_gemm_schedule
-from tensoregg.runtime.memory import ALIGN, POISON, MemoryPlan, Place, align, aligned_empty, huge_zeros
+from tensoregg.runtime.memory import ALIGN, aligned_empty, huge_zeros
 from tensoregg.runtime.threads import available_cpus
 from tensoregg.targets import Target
 from tensoregg.targets.llvm.codegen import PTR, emit_kernel
+from tensoregg.targets.llvm.gemm_schedules import choose_gemm_schedule
 from tensoregg.targets.llvm.host import host_target
 from tensoregg.targets.llvm.jit import JitModule, emit_object
 from tensoregg.targets.llvm.team import NativeTeam

@@ -11,7 +11,7 @@ from tensoregg.ir import OPS, Graph, Node, TensorType, run_graph
 from tensoregg.ir.compute import Buffer
 from tensoregg.ir.loops import Store, format_kernel, statements
 from tensoregg.ir.lower import lower_node
-from tensoregg.runtime.memory import plan_workspace
+from tensoregg.ir.memory_plan import plan_workspace
 from tensoregg.targets.llvm import NativeModel
 from tensoregg.testing import arrays, assert_same, check_native
 

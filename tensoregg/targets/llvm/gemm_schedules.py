@@ -48,7 +48,7 @@ from tensoregg.extraction.kernel_cost import F32, cache_bytes, gemm_cost, untile
 from tensoregg.ir.intrinsics import MicroKernel
 from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Schedule, Untiled
 from tensoregg.ir.terms import read_literal, serialize
-from tensoregg.rules.schedule import Phase, run_phase
+from tensoregg.rules.saturation import Phase, run_phase
 from tensoregg.targets import Target
 
 MC_BAND = tuple(1 << e for e in range(4, 10))

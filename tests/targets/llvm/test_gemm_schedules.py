@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from tensoregg.extraction.kernel_cost import gemm_cost, untiled_cost
 from tensoregg.ir.intrinsics import MicroKernel
 from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Untiled
-from tensoregg.rules.schedule import Phase, run_phase
-from tensoregg.rules.schedules import (
+from tensoregg.rules.saturation import Phase, run_phase
+from tensoregg.targets import REF, Target
+from tensoregg.targets.llvm.gemm_schedules import (
     TENSORIZE,
     candidates,
     choose_gemm_schedule,
@@ -21,7 +22,6 @@ from tensoregg.rules.schedules import (
     gemm_schedules,
     premises_hold,
 )
-from tensoregg.targets import REF, Target
 
 AVX2 = Target("avx2-like", peak_flops=2 * 102.7e9, mem_bandwidth=30e9, kernel_overhead_s=2e-6,
               vector_bits=256, cores=2, vector_registers=16,

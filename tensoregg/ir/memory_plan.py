@@ -1,0 +1,157 @@
+"""Static memory plan of a compiled model: where every buffer a kernel touches lives.
+
+Graph inputs and outputs live in the caller's arrays; constants (initializers, and constants that
+compute definitions derived from them) are packed at 64-byte aligned offsets into one weights blob;
+intermediate values and per-node scratch live in one workspace at offsets chosen by
+:func:`plan_workspace`, so that values whose lifetimes do not overlap share bytes. A value may also
+be declared an alias of another (an in-place element-wise result, a reshaped view): it then lives
+where that one does, which stays allocated until the last of them is read. With ``guard``, every
+buffer is surrounded by that many free bytes (for the guard-region test mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tensoregg.ir.graph import Graph
+from tensoregg.ir.lower import LoweredNode
+from tensoregg.runtime.memory import ALIGN, huge_zeros
+
+POISON = 0xFF
+"""The byte guard regions are filled with (0xFFFF... is NaN for floats, -1 for integers)."""
+
+
+def align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a kernel param lives: ``input``/``output`` k, or an offset into ``weights``/``work``."""
+
+    kind: str
+    at: int
+    nbytes: int
+
+
+def plan_workspace(lifetimes: Sequence[tuple[int, int, int]], guard: int = 0) -> tuple[list[int], int]:
+    """First-fit offsets for (first step, last step, bytes) intervals; two intervals whose steps
+    overlap never share bytes. Offsets are 64-byte aligned, and at least ``guard`` bytes (rounded up
+    to 64) stay free before and after each interval. Returns the offsets and the workspace size."""
+    pad = align(guard)
+    placed: list[tuple[int, int, int, int]] = []  # (start, end, first, last)
+    result = [0] * len(lifetimes)
+    for i in sorted(range(len(lifetimes)), key=lambda i: -lifetimes[i][2]):  # big first: less fragmentation
+        first, last, size = lifetimes[i]
+        need = pad + align(size) + pad
+        at = 0
+        for s, e in sorted((s, e) for s, e, f, la in placed if not (la < first or f > last)):
+            if at + need <= s:
+                break
+            at = max(at, e)
+        placed.append((at, at + need, first, last))
+        result[i] = at + pad
+    return result, max((e for _, e, _, _ in placed), default=0)
+
+
+class MemoryPlan:
+    """The places of ``lowered``'s params for ``graph`` (see the module docstring)."""
+
+    def __init__(self, graph: Graph, lowered: Sequence[LoweredNode], guard: int = 0,
+                 aliases: Mapping[str, str] | None = None) -> None:
+        self.graph, self.lowered, self.guard = graph, list(lowered), align(guard)
+        self.aliases = dict(aliases or {})
+        """value -> the value whose memory it reuses (both in the workspace)."""
+        places: dict[str, Place] = {}
+        for k, name in enumerate(graph.inputs):
+            places[name] = Place("input", k, graph.types[name].nbytes)
+        for k, name in enumerate(graph.outputs):
+            if name not in places and name not in graph.initializers:
+                places.setdefault(name, Place("output", k, graph.types[name].nbytes))
+        self.places = places
+        self._pack_weights()
+        self._plan_work()
+
+    def _pack_weights(self) -> None:
+        """Every constant a kernel reads, packed at aligned offsets into ``weights_blob``."""
+        guard = self.guard
+        used = {n for low in self.lowered for n in low.inputs}
+        offset, packed = guard, []
+        self.constant_places: dict[int, Place] = {}
+        derived = [(buf, value) for low in self.lowered for buf, value in low.constants]
+        for key, value in [*self.graph.initializers.items(), *derived]:
+            if isinstance(key, str) and key not in used:
+                continue
+            place = Place("weights", offset, value.nbytes)
+            if isinstance(key, str):
+                self.places[key] = place
+            else:
+                self.constant_places[id(key)] = place
+            packed.append((offset, value))
+            offset += align(value.nbytes + guard) + guard
+        self.weights_blob = huge_zeros(offset + guard + 2 * ALIGN)
+        if guard:
+            self.weights_blob[:] = POISON
+        self.weights_base = (-self.weights_blob.ctypes.data) % ALIGN
+        """Offset of the first aligned byte of ``weights_blob``: offsets count from there."""
+        for off, value in packed:
+            flat = np.ascontiguousarray(value).view(np.uint8).reshape(-1)
+            start = self.weights_base + off
+            self.weights_blob[start:start + flat.size] = flat
+
+    @property
+    def weights_address(self) -> int:
+        return int(self.weights_blob.ctypes.data) + self.weights_base
+
+    def _plan_work(self) -> None:
+        """Workspace offsets of intermediate values (live from their node to their last reader) and of
+        each node's scratch (stages, unused outputs: live during the node)."""
+        def root(n: str) -> str:
+            while n in self.aliases:
+                n = self.aliases[n]
+            return n
+
+        last_use: dict[str, int] = {}
+        for k, low in enumerate(self.lowered):
+            for n in low.inputs:
+                last_use[root(n)] = k
+        temps: list[tuple[object, tuple[int, int, int]]] = []
+        for k, low in enumerate(self.lowered):
+            for n, buf in zip(low.outputs, low.kernel.params[len(low.inputs):]):
+                if not n:
+                    temps.append((buf, (k, k, buf.nbytes)))
+                elif n not in self.places and n not in self.aliases:
+                    temps.append((n, (k, max(k, last_use.get(n, k)), buf.nbytes)))
+            temps += [(buf, (k, k, buf.nbytes)) for buf in low.scratch]
+        offsets, self.work_size = plan_workspace([t for _, t in temps], self.guard)
+        self.scratch_places: dict[int, Place] = {}
+        for (key, (_, _, size)), off in zip(temps, offsets):
+            if isinstance(key, str):
+                self.places[key] = Place("work", off, size)
+            else:
+                self.scratch_places[id(key)] = Place("work", off, size)
+        for n in self.aliases:
+            self.places[n] = self.places[root(n)]
+
+    def address(self, place: Place, io: Mapping[str, int], work: int) -> int:
+        """The address of ``place``, given those of the graph's inputs and outputs (by name) and of
+        the workspace."""
+        if place.kind in ("input", "output"):
+            names = list(self.graph.inputs) if place.kind == "input" else self.graph.outputs
+            return io[names[place.at]]
+        return (self.weights_address if place.kind == "weights" else work) + place.at
+
+    def param_places(self, low: LoweredNode) -> list[Place]:
+        """Where each of ``low``'s kernel params lives."""
+        n_in = len(low.inputs)
+        out: list[Place] = [self.places[n] for n in low.inputs]
+        for n, buf in zip(low.outputs, low.kernel.params[n_in:n_in + len(low.outputs)]):
+            out.append(self.places[n] if n else self.scratch_places[id(buf)])
+        out += [self.scratch_places[id(buf)] for buf in low.scratch]
+        out += [self.constant_places[id(buf)] for buf, _ in low.constants]
+        return out
+
+

@@ -39,9 +39,7 @@ from tensoregg.targets.llvm.formats import (
     round_to_odd_float,
     wrap,
 )
-from tensoregg.targets.llvm.host import vector_bits
 from tensoregg.targets.llvm.irtypes import F32, I1, I8, I64, PTR, declare
-from tensoregg.targets.llvm.jit import host_cpu
 from tensoregg.targets.llvm.mathfns import expf
 from tensoregg.targets.llvm.packing import emit_panel_runs, emit_panel_transpose
 from tensoregg.targets.llvm.ukernels import emit_microkernel
@@ -84,8 +82,8 @@ def is_signed(dtype: np.dtype) -> bool:
 class KernelEmitter:
     """Emits one kernel into ``module``."""
 
-    def __init__(self, module: ir.Module, kernel: Kernel) -> None:
-        self.module, self.kernel = module, kernel
+    def __init__(self, module: ir.Module, kernel: Kernel, lanes: int) -> None:
+        self.module, self.kernel, self.lanes = module, kernel, lanes
         fnty = ir.FunctionType(ir.VoidType(), [PTR] * len(kernel.params) + [I64, I64, PTR])
         self.fn = ir.Function(module, fnty, kernel.name)
         self.fn.attributes.add("nounwind")
@@ -166,13 +164,12 @@ class KernelEmitter:
 
     def invoke(self, s: Invoke) -> None:
         self.values = {}
-        lanes = vector_bits(host_cpu()[1]) // 32
         if isinstance(s.intrinsic, MicroKernel):
-            fn = emit_microkernel(self.module, s.intrinsic, lanes)
+            fn = emit_microkernel(self.module, s.intrinsic, self.lanes)
         elif isinstance(s.intrinsic, PanelTranspose):
             fn = emit_panel_transpose(self.module, s.intrinsic)
         elif isinstance(s.intrinsic, PanelRuns):
-            fn = emit_panel_runs(self.module, s.intrinsic, lanes)
+            fn = emit_panel_runs(self.module, s.intrinsic, self.lanes)
         else:
             raise UnsupportedOperator(f"intrinsic {s.intrinsic!r}", target="llvm", detail="not offered")
         args = [self.b.gep(self.pointer(a.buffer), [self.expr(a.offset)], inbounds=True,
@@ -456,8 +453,9 @@ class KernelEmitter:
         return wrap(b, df, x)
 
 
-def emit_kernel(module: ir.Module, kernel: Kernel) -> ir.Function:
-    return KernelEmitter(module, kernel).emit()
+def emit_kernel(module: ir.Module, kernel: Kernel, lanes: int) -> ir.Function:
+    """``kernel`` as a function of ``module``, its intrinsics on vectors of ``lanes`` floats."""
+    return KernelEmitter(module, kernel, lanes).emit()
 
 
 BARRIER = "tensoregg_barrier"

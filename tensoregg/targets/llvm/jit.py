@@ -39,13 +39,23 @@ def host_cpu() -> tuple[str, str]:
     return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
 
 
-def target_machine(*, jit: bool = True) -> llvm.TargetMachine:
-    """A target machine for the host CPU at O3 (position-independent when not for the JIT)."""
-    cpu, features = host_cpu()
+def target_machine(cpu: str = "", features: str = "", *, jit: bool = True) -> llvm.TargetMachine:
+    """A target machine for ``cpu`` with ``features`` (default: the host's) at O3, position-independent
+    when not for the JIT."""
+    if not cpu:
+        cpu, features = host_cpu()
     target = llvm.Target.from_default_triple()
     return target.create_target_machine(cpu=cpu, features=features, opt=3,
                                         reloc="default" if jit else "pic",
                                         codemodel="jitdefault" if jit else "default", jit=jit)
+
+
+def missing_features(features: str) -> list[str]:
+    """The features of ``features`` (``+avx2,+fma,...``) that this host lacks: code for them would
+    stop here with an illegal instruction."""
+    _, host = host_cpu()
+    have = {f[1:] for f in host.split(",") if f.startswith("+")}
+    return sorted(f[1:] for f in features.split(",") if f.startswith("+") and f[1:] not in have)
 
 
 def optimize(module: ir.Module, tm: llvm.TargetMachine) -> llvm.ModuleRef:
@@ -66,11 +76,12 @@ def optimize(module: ir.Module, tm: llvm.TargetMachine) -> llvm.ModuleRef:
 
 
 class JitModule:
-    """Machine code of an optimized module, alive as long as this object is."""
+    """Machine code of an optimized module for ``cpu`` and ``features`` (default: the host's), alive
+    as long as this object is."""
 
-    def __init__(self, module: ir.Module) -> None:
+    def __init__(self, module: ir.Module, cpu: str = "", features: str = "") -> None:
         _initialized()
-        tm = target_machine()
+        tm = target_machine(cpu, features)
         self.llvm_module = optimize(module, tm)
         self.engine = llvm.create_mcjit_compiler(self.llvm_module, tm)
         self.engine.finalize_object()
@@ -92,8 +103,9 @@ def fastest(run: Callable[[], object], runs: int = 5) -> float:
     return best
 
 
-def emit_object(module: ir.Module) -> bytes:
-    """``module`` optimized and compiled to a position-independent object file."""
+def emit_object(module: ir.Module, cpu: str = "", features: str = "") -> bytes:
+    """``module`` optimized and compiled to a position-independent object file for ``cpu`` and
+    ``features`` (default: the host's)."""
     _initialized()
-    tm = target_machine(jit=False)
+    tm = target_machine(cpu, features, jit=False)
     return bytes(tm.emit_object(optimize(module, tm)))

@@ -41,7 +41,7 @@ from tensoregg.targets import Target
 from tensoregg.targets.llvm.codegen import PTR, emit_kernel
 from tensoregg.targets.llvm.gemm_schedules import choose_gemm_schedule
 from tensoregg.targets.llvm.host import host_target
-from tensoregg.targets.llvm.jit import JitModule, emit_object
+from tensoregg.targets.llvm.jit import JitModule, emit_object, host_cpu, missing_features
 from tensoregg.targets.llvm.team import NativeTeam
 
 PARALLEL_MIN_WORK = 1 << 22
@@ -61,6 +61,11 @@ class NativeModel:
                  choose: Chooser | None = None, schedule: bool = True, fuse: bool = True) -> None:
         self.graph, self.guard = graph, guard
         self.target = target if target is not None else host_target()
+        missing = missing_features(self.target.features)
+        if missing:
+            raise CompileError(f"target {self.target.name!r} describes a {self.target.cpu or 'CPU'} with "
+                               f"{', '.join(missing)}, which this host ({host_cpu()[0]}) lacks: its code "
+                               "would not run here")
         if choose is None and schedule:
             description = self.target
             choose = lambda problem: choose_gemm_schedule(problem, description)  # noqa: E731
@@ -83,7 +88,7 @@ class NativeModel:
         self.plan = MemoryPlan(graph, self.lowered, aliases=self.aliases)
         self.work = sum(work(low.kernel.body) for low in self.lowered)
         self.module = self._build()
-        self.jit = JitModule(self.module)
+        self.jit = JitModule(self.module, self.target.cpu, self.target.features)
         self._kernels = [self._cfunc(name, len(low.kernel.params))
                          for name, low in zip(self.kernel_names, self.lowered)]
         self._entry_address = self.jit.address("model")
@@ -122,7 +127,7 @@ class NativeModel:
         for low in self.lowered:  # identical kernels (same op, attributes, shapes) share one function
             key = canonical_text(low.kernel)
             if key not in by_text:
-                by_text[key] = emit_kernel(module, low.kernel)
+                by_text[key] = emit_kernel(module, low.kernel, self.target.lanes)
             kernels.append(by_text[key])
         self.kernel_names = [fn.name for fn in kernels]
         i8, i64 = ir.IntType(8), ir.IntType(64)
@@ -154,7 +159,7 @@ class NativeModel:
         path = Path(path)
         with tempfile.TemporaryDirectory() as tmp:
             obj = Path(tmp) / "model.o"
-            obj.write_bytes(emit_object(self.module))
+            obj.write_bytes(emit_object(self.module, self.target.cpu, self.target.features))
             cc = os.environ.get("CC", "cc")
             done = subprocess.run([cc, "-shared", "-o", str(path), str(obj), "-lm"],
                                   capture_output=True, text=True)

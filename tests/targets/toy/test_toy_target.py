@@ -1,5 +1,6 @@
 """A target defined outside the package is registered and compiles the example model."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -52,7 +53,15 @@ def test_a_name_is_registered_once_and_an_unknown_one_is_named():
 
 
 def test_a_description_selects_its_target_and_cost_model():
-    from tensoregg.targets.llvm.machines import ZEN3_AVX2
+    described = dataclasses.replace(get_target("llvm"), mem_bandwidth=1e9)
+    module = tensoregg.compile(str(EXAMPLE), described)
+    assert module.target == "llvm" and module.program.target is described
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    np.testing.assert_allclose(module.run(x)[0], tensoregg.compile(str(EXAMPLE), "ref").run(x)[0], atol=1e-6)
 
-    module = tensoregg.compile(str(EXAMPLE), ZEN3_AVX2)
-    assert module.target == "llvm" and module.program.target is ZEN3_AVX2
+
+def test_code_for_features_this_host_lacks_is_refused():
+    llvm = get_target("llvm")
+    alien = dataclasses.replace(llvm, features=llvm.features + ",+tensoregg-test-feature")
+    with pytest.raises(CompileError, match=r"tensoregg-test-feature, which this host .* lacks"):
+        tensoregg.compile(str(EXAMPLE), alien)

@@ -28,6 +28,11 @@ class Program(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
+def runs_anywhere() -> str | None:
+    """The ``unavailable`` of a target that needs nothing this machine might lack."""
+    return None
+
+
 @dataclass(frozen=True)
 class Registration:
     """A target as ``compile`` finds it by name: its description, its code generator and executor
@@ -40,7 +45,7 @@ class Registration:
     """The target's hardware description (a host target measures itself on first use)."""
     build: Callable[[Graph, Target], Program]
     """Code generation and loading: an optimized Graph and the description -> a runnable Program."""
-    unavailable: Callable[[], str | None] = lambda: None
+    unavailable: Callable[[], str | None] = runs_anywhere
     """Why the target cannot run here (a missing tool or device), or None where it can."""
 
 
@@ -49,13 +54,13 @@ _REGISTRY: dict[str, Registration] = {}
 
 def register_target(name: str, *, summary: str, describe: Callable[[], Target],
                     build: Callable[[Graph, Target], Program],
-                    unavailable: Callable[[], str | None] | None = None,
+                    unavailable: Callable[[], str | None] = runs_anywhere,
                     replace: bool = False) -> Registration:
     """Make target ``name`` known to ``compile``, ``explain`` and the ``tensoregg`` command. A second
     registration of a name is an error unless ``replace``."""
     if name in _REGISTRY and not replace:
         raise CompileError(f"target {name!r} is already registered (pass replace=True to replace it)")
-    entry = Registration(name, summary, describe, build, unavailable or (lambda: None))
+    entry = Registration(name, summary, describe, build, unavailable)
     _REGISTRY[name] = entry
     return entry
 

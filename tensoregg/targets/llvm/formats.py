@@ -22,8 +22,8 @@ import llvmlite.ir as ir
 import ml_dtypes
 import numpy as np
 
-I8, I32 = ir.IntType(8), ir.IntType(32)
-F32 = ir.FloatType()
+from tensoregg.targets.llvm.irtypes import F32, I8, I32, declare
+
 F32_NAN, F32_INF = 0x7FC00000, 0x7F800000
 
 
@@ -133,8 +133,7 @@ def round_to_odd_float(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     bits = b.bitcast(nearest, I32)
     inexact = b.fcmp_ordered("!=", x, back)  # (NaN: not inexact)
     even = b.icmp_unsigned("==", b.and_(bits, _const(1)), _const(0))
-    fabs = b.module.globals.get("llvm.fabs.f64") or ir.Function(
-        b.module, ir.FunctionType(x.type, [x.type]), "llvm.fabs.f64")
+    fabs = declare(b.module, "llvm.fabs.f64", x.type, [x.type])
     rounded_away = b.fcmp_ordered(">", b.call(fabs, [back]), b.call(fabs, [x]))
     odd = b.select(rounded_away, b.sub(bits, _const(1)), b.add(bits, _const(1)))  # the other neighbour
     return b.bitcast(b.select(b.and_(inexact, even), odd, bits), F32)
@@ -191,8 +190,7 @@ def encode(module: ir.Module, name: str, fmt: SmallFloat) -> ir.Function:
     # the significand with its leading one at bit 23, and its unbiased exponent (subnormals normalized)
     field, fraction = b.lshr(mag, _const(23)), b.and_(mag, _const(0x7FFFFF))
     subnormal = b.icmp_unsigned("==", field, _const(0))
-    ctlz_fn = module.globals.get("llvm.ctlz.i32") or ir.Function(
-        module, ir.FunctionType(I32, [I32, ir.IntType(1)]), "llvm.ctlz.i32")
+    ctlz_fn = declare(module, "llvm.ctlz.i32", I32, [I32, ir.IntType(1)])
     ctlz = b.call(ctlz_fn, [fraction, ir.Constant(ir.IntType(1), 0)])
     norm = b.sub(ctlz, _const(8))
     significand = b.select(subnormal, b.shl(fraction, norm), b.or_(fraction, _const(1 << 23)))

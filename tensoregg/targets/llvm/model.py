@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 import subprocess
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -29,12 +27,10 @@ import llvmlite.ir as ir
 import numpy as np
 
 from tensoregg.errors import CompileError, GuardViolation
-from tensoregg.ir.compute import Buffer, Const, Expr, Load, walk
 from tensoregg.ir.graph import Graph
-from tensoregg.ir.loops import For, Invoke, Kernel, Local, Store, format_kernel, statements, work
-from tensoregg.ir.lower import Chooser, Inlined, LoweredNode, lower_node
+from tensoregg.ir.lower import Chooser
 from tensoregg.ir.memory_plan import POISON, MemoryPlan, Place, align
-from tensoregg.ir.registry import get_op
+from tensoregg.ir.program import LoopProgram, canonical_text, lower_graph
 from tensoregg.runtime.memory import ALIGN, aligned_empty, huge_zeros
 from tensoregg.runtime.threads import available_cpus
 from tensoregg.targets import Target
@@ -69,25 +65,11 @@ class NativeModel:
         if choose is None and schedule:
             description = self.target
             choose = lambda problem: choose_gemm_schedule(problem, description)  # noqa: E731
-        self.lowered: list[LoweredNode] = []
-        uses = Counter(n for node in graph.nodes for n in node.inputs)
-        uses.update(graph.outputs)
-        inlinable: dict[str, tuple[int, Inlined]] = {}  # value -> (its node, the node as an expression)
-        fused: set[int] = set()
-        for k, node in enumerate(graph.nodes):
-            opdef = get_op(node.op, node.domain)
-            producers = {n: inlinable[n][1] for n in node.inputs if n in inlinable}
-            low = lower_node(opdef, node, graph.types, graph.initializers, name=f"k{k}", row=row,
-                             choose=choose if schedule else None, producers=producers)
-            self.lowered.append(low)
-            fused.update(inlinable[n][0] for n in low.fused)
-            if low.inline is not None and fuse and uses[node.outputs[0]] == 1:
-                inlinable[node.outputs[0]] = (k, low.inline)
-        self.aliases, self.views = reuse_memory(graph, self.lowered)
-        self.views |= fused
-        self.plan = MemoryPlan(graph, self.lowered, aliases=self.aliases)
-        self.work = sum(work(low.kernel.body) for low in self.lowered)
-        self.module = self._build()
+        self.program = lower_graph(graph, row=row, choose=choose if schedule else None, fuse=fuse)
+        self.lowered, self.aliases, self.plan = self.program.lowered, self.program.aliases, self.program.plan
+        self.views = self.program.skipped
+        self.work = self.program.work
+        self.module, self.kernel_names = emit_model(self.program, self.target.lanes)
         self.jit = JitModule(self.module, self.target.cpu, self.target.features)
         self._kernels = [self._cfunc(name, len(low.kernel.params))
                          for name, low in zip(self.kernel_names, self.lowered)]
@@ -120,35 +102,6 @@ class NativeModel:
             self._team = NativeTeam(n)
 
     # ---- code -------------------------------------------------------------------------------------
-
-    def _build(self) -> ir.Module:
-        module = ir.Module(name=self.graph.name)
-        kernels, by_text = [], {}
-        for low in self.lowered:  # identical kernels (same op, attributes, shapes) share one function
-            key = canonical_text(low.kernel)
-            if key not in by_text:
-                by_text[key] = emit_kernel(module, low.kernel, self.target.lanes)
-            kernels.append(by_text[key])
-        self.kernel_names = [fn.name for fn in kernels]
-        i8, i64 = ir.IntType(8), ir.IntType(64)
-        entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * 4 + [i64, i64, PTR]), "model")
-        entry.attributes.add("nounwind")
-        b = ir.IRBuilder(entry.append_basic_block("entry"))
-        ins, outs, weights, work, *team = entry.args
-
-        def pointer(place: Place) -> ir.Value:
-            if place.kind in ("input", "output"):
-                table = ins if place.kind == "input" else outs
-                slot = b.gep(table, [ir.Constant(i64, place.at)], inbounds=True, source_etype=PTR)
-                return b.load(slot, typ=PTR)
-            base = weights if place.kind == "weights" else work
-            return b.gep(base, [ir.Constant(i64, place.at)], inbounds=True, source_etype=i8)
-
-        for k, (fn, low) in enumerate(zip(kernels, self.lowered)):
-            if k not in self.views:
-                b.call(fn, [pointer(p) for p in self.plan.param_places(low)] + team)
-        b.ret_void()
-        return module
 
     # ---- artifacts --------------------------------------------------------------------------------
 
@@ -288,79 +241,36 @@ class NativeModel:
         return self._collect(produced, feeds)
 
 
-VIEWS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
-"""Ops whose output is their first input's bytes as they are (row-major order kept)."""
+def emit_model(program: LoopProgram, lanes: Mapping[str, int]) -> tuple[ir.Module, list[str]]:
+    """``program`` as one LLVM module: a function per distinct kernel (vector intrinsics of
+    ``lanes`` lanes per dtype) and the entry point ``model`` (see the module docstring) that calls
+    them in order; and the name of each node's kernel function."""
+    module = ir.Module(name=program.graph.name)
+    kernels, by_text = [], {}
+    for low in program.lowered:  # identical kernels (same op, attributes, shapes) share one function
+        key = canonical_text(low.kernel)
+        if key not in by_text:
+            by_text[key] = emit_kernel(module, low.kernel, lanes)
+        kernels.append(by_text[key])
+    i8, i64 = ir.IntType(8), ir.IntType(64)
+    entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * 4 + [i64, i64, PTR]), "model")
+    entry.attributes.add("nounwind")
+    b = ir.IRBuilder(entry.append_basic_block("entry"))
+    ins, outs, weights, work, *team = entry.args
 
+    def pointer(place: Place) -> ir.Value:
+        if place.kind in ("input", "output"):
+            table = ins if place.kind == "input" else outs
+            slot = b.gep(table, [ir.Constant(i64, place.at)], inbounds=True, source_etype=PTR)
+            return b.load(slot, typ=PTR)
+        base = weights if place.kind == "weights" else work
+        return b.gep(base, [ir.Constant(i64, place.at)], inbounds=True, source_etype=i8)
 
-def reuse_memory(graph: Graph, lowered: Sequence[LoweredNode]) -> tuple[dict[str, str], set[int]]:
-    """Values that can live in the memory of an input that dies at their node: (aliases for the
-    memory plan, indices of the nodes that then need no kernel call). A view op's output is its input;
-    an element-wise kernel that reads an input only at the index it writes (same shape and dtype)
-    writes over that input (its stores are redirected to it). Only workspace values take part: graph
-    inputs, outputs and constants are never overwritten."""
-    last_use: dict[str, int] = {}
-    for k, low in enumerate(lowered):  # what kernels read (a fused kernel reads its producers' inputs)
-        for n in low.inputs:
-            last_use[n] = k
-    fixed = {*graph.inputs, *graph.outputs, *graph.initializers}
-    aliases: dict[str, str] = {}
-    views: set[int] = set()
-
-    def root(n: str) -> str:
-        while n in aliases:
-            n = aliases[n]
-        return n
-
-    def dies_here(n: str, k: int) -> bool:  # n and every value sharing its memory
-        r = root(n)
-        return r not in fixed and all(last_use.get(v, -1) <= k for v in [r, *aliases] if root(v) == r)
-
-    for k, (node, low) in enumerate(zip(graph.nodes, lowered)):
-        outs = [o for o in low.outputs if o]
-        if len(low.outputs) != 1 or not outs or outs[0] in fixed:
-            continue
-        out_buf = low.kernel.params[len(low.inputs)]
-        for name, buf in zip(low.inputs, low.kernel.params):
-            if not dies_here(name, k) or buf.nbytes != out_buf.nbytes:
-                continue
-            if node.op in VIEWS and node.domain == "" and name == node.inputs[0]:
-                aliases[outs[0]] = name
-                views.add(k)
-                break
-            if writes_in_place(low, buf, out_buf):
-                aliases[outs[0]] = name
-                break
-    return aliases, views
-
-
-def writes_in_place(low: LoweredNode, source: Buffer, out: Buffer) -> bool:
-    """Whether ``low``'s kernel may store into ``source`` instead of ``out`` (and if so, redirect its
-    stores): no stages or locals, same dtype and shape, every store into ``out`` and every load of
-    ``source`` at the very index being stored."""
-    if low.scratch or source.dtype != out.dtype or source.shape != out.shape:
-        return False
-    stores = [s for s in statements(low.kernel.body) if isinstance(s, Store)]
-    if any(isinstance(s, (Local, Invoke)) for s in statements(low.kernel.body)):
-        return False
-    if any(s.buffer is not out for s in stores):
-        return False
-    for s in statements(low.kernel.body):
-        bounds = [s.start, s.stop] if isinstance(s, For) else []
-        if any(isinstance(e, Load) and e.buffer is source for x in bounds for e in walk(x)):
-            return False
-    for s in stores:
-        for e in [e for x in [*s.index, s.value] for e in walk(x)]:
-            if isinstance(e, Load) and e.buffer is source and not _same_index(e.index, s.index):
-                return False
-    for s in stores:
-        s.buffer = source
-    return True
-
-
-def _same_index(a: Sequence[Expr], b: Sequence[Expr]) -> bool:
-    def same(x: Expr, y: Expr) -> bool:
-        return x is y or (isinstance(x, Const) and isinstance(y, Const) and x.value == y.value)
-    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    for k, (fn, low) in enumerate(zip(kernels, program.lowered)):
+        if k not in program.skipped:
+            b.call(fn, [pointer(p) for p in program.plan.param_places(low)] + team)
+    b.ret_void()
+    return module, [fn.name for fn in kernels]
 
 
 def _check_guards(where: str, arenas: Mapping[str, tuple[np.ndarray, int, int]], work: np.ndarray, pad: int,
@@ -373,20 +283,3 @@ def _check_guards(where: str, arenas: Mapping[str, tuple[np.ndarray, int, int]],
         end = p.at + p.nbytes
         if (work[p.at - pad:p.at] != POISON).any() or (work[end:end + pad] != POISON).any():
             raise GuardViolation(f"{where} wrote outside its buffer {name}")
-
-
-def canonical_text(kernel: Kernel) -> str:
-    """The kernel's text without its name, its own names (loop variables, locals, params) renamed in
-    order of appearance: equal exactly for kernels that compute the same thing on buffers of the same
-    dtypes and shapes."""
-    names = {b.name for b in kernel.params}
-    for s in statements(kernel.body):
-        if isinstance(s, For):
-            names |= {s.var.name, *(v.name for v, _ in s.unpack)}
-        elif isinstance(s, Local):
-            names.add(s.buffer.name)
-    text = format_kernel(kernel).split("(", 1)[1]
-    renamed: dict[str, str] = {}
-    pattern = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-    return re.sub(rf"(?<![\w.])(?:{pattern})(?![\w.])",
-                  lambda m: renamed.setdefault(m.group(0), f"#{len(renamed)}"), text) if names else text

@@ -1,0 +1,158 @@
+"""A Graph lowered to one loop program: a kernel per node, fused where a consumer computes its
+producer, in-place and view results sharing their input's memory, and the static memory plan.
+
+This is the target-neutral half of code generation: every target that runs loop programs (``llvm``
+and the cross CPU targets emit it as machine code, ``interp`` executes it with numpy) starts from
+the same :class:`LoopProgram`, so what one of them computes checks the lowering the others run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tensoregg.ir.compute import Buffer, Const, Expr, Load, walk
+from tensoregg.ir.graph import Graph
+from tensoregg.ir.loops import For, Invoke, Kernel, Local, Store, format_kernel, statements, work
+from tensoregg.ir.lower import Chooser, Inlined, LoweredNode, lower_node
+from tensoregg.ir.memory_plan import MemoryPlan
+from tensoregg.ir.registry import get_op
+
+
+@dataclass
+class LoopProgram:
+    """``graph``'s nodes as kernels (``lowered[k]`` is node k's), run in order except the nodes in
+    ``skipped`` (views of their input, and producers a consumer's kernel computes), on the memory
+    ``plan``; ``aliases`` maps a value to the value whose memory it lives in."""
+
+    graph: Graph
+    lowered: list[LoweredNode]
+    aliases: dict[str, str]
+    skipped: set[int]
+    plan: MemoryPlan
+
+    @property
+    def work(self) -> int:
+        """Stores (multiply-adds for micro-kernels) one run executes."""
+        return sum(work(low.kernel.body) for low in self.lowered)
+
+
+def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, choose: Chooser | None = None,
+                fuse: bool = True) -> LoopProgram:
+    """Lower every node of ``graph`` (``lower_node``; contractions scheduled by ``choose`` when
+    given). With ``fuse``, a node that is element-wise in the wide sense and whose output only one
+    node reads is computed inside that node's kernel when it is element-wise too (BatchNorm + Relu, a
+    Mul/Add/Relu chain: one pass over memory instead of one per op). ``target`` names the target in
+    errors."""
+    lowered: list[LoweredNode] = []
+    uses = Counter(n for node in graph.nodes for n in node.inputs)
+    uses.update(graph.outputs)
+    inlinable: dict[str, tuple[int, Inlined]] = {}  # value -> (its node, the node as an expression)
+    fused: set[int] = set()
+    for k, node in enumerate(graph.nodes):
+        opdef = get_op(node.op, node.domain)
+        producers = {n: inlinable[n][1] for n in node.inputs if n in inlinable}
+        low = lower_node(opdef, node, graph.types, graph.initializers, target=target, name=f"k{k}",
+                         row=row, choose=choose, producers=producers)
+        lowered.append(low)
+        fused.update(inlinable[n][0] for n in low.fused)
+        if low.inline is not None and fuse and uses[node.outputs[0]] == 1:
+            inlinable[node.outputs[0]] = (k, low.inline)
+    aliases, views = reuse_memory(graph, lowered)
+    return LoopProgram(graph, lowered, aliases, views | fused, MemoryPlan(graph, lowered, aliases=aliases))
+
+
+VIEWS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+"""Ops whose output is their first input's bytes as they are (row-major order kept)."""
+
+
+def reuse_memory(graph: Graph, lowered: Sequence[LoweredNode]) -> tuple[dict[str, str], set[int]]:
+    """Values that can live in the memory of an input that dies at their node: (aliases for the
+    memory plan, indices of the nodes that then need no kernel call). A view op's output is its input;
+    an element-wise kernel that reads an input only at the index it writes (same shape and dtype)
+    writes over that input (its stores are redirected to it). Only workspace values take part: graph
+    inputs, outputs and constants are never overwritten."""
+    last_use: dict[str, int] = {}
+    for k, low in enumerate(lowered):  # what kernels read (a fused kernel reads its producers' inputs)
+        for n in low.inputs:
+            last_use[n] = k
+    fixed = {*graph.inputs, *graph.outputs, *graph.initializers}
+    aliases: dict[str, str] = {}
+    views: set[int] = set()
+
+    def root(n: str) -> str:
+        while n in aliases:
+            n = aliases[n]
+        return n
+
+    def dies_here(n: str, k: int) -> bool:  # n and every value sharing its memory
+        r = root(n)
+        return r not in fixed and all(last_use.get(v, -1) <= k for v in [r, *aliases] if root(v) == r)
+
+    for k, (node, low) in enumerate(zip(graph.nodes, lowered)):
+        outs = [o for o in low.outputs if o]
+        if len(low.outputs) != 1 or not outs or outs[0] in fixed:
+            continue
+        out_buf = low.kernel.params[len(low.inputs)]
+        for name, buf in zip(low.inputs, low.kernel.params):
+            if not dies_here(name, k) or buf.nbytes != out_buf.nbytes:
+                continue
+            if node.op in VIEWS and node.domain == "" and name == node.inputs[0]:
+                aliases[outs[0]] = name
+                views.add(k)
+                break
+            if writes_in_place(low, buf, out_buf):
+                aliases[outs[0]] = name
+                break
+    return aliases, views
+
+
+def writes_in_place(low: LoweredNode, source: Buffer, out: Buffer) -> bool:
+    """Whether ``low``'s kernel may store into ``source`` instead of ``out`` (and if so, redirect its
+    stores): no stages or locals, same dtype and shape, every store into ``out`` and every load of
+    ``source`` at the very index being stored."""
+    if low.scratch or source.dtype != out.dtype or source.shape != out.shape:
+        return False
+    stores = [s for s in statements(low.kernel.body) if isinstance(s, Store)]
+    if any(isinstance(s, (Local, Invoke)) for s in statements(low.kernel.body)):
+        return False
+    if any(s.buffer is not out for s in stores):
+        return False
+    for s in statements(low.kernel.body):
+        bounds = [s.start, s.stop] if isinstance(s, For) else []
+        if any(isinstance(e, Load) and e.buffer is source for x in bounds for e in walk(x)):
+            return False
+    for s in stores:
+        for e in [e for x in [*s.index, s.value] for e in walk(x)]:
+            if isinstance(e, Load) and e.buffer is source and not _same_index(e.index, s.index):
+                return False
+    for s in stores:
+        s.buffer = source
+    return True
+
+
+def _same_index(a: Sequence[Expr], b: Sequence[Expr]) -> bool:
+    def same(x: Expr, y: Expr) -> bool:
+        return x is y or (isinstance(x, Const) and isinstance(y, Const) and x.value == y.value)
+    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+
+
+
+
+def canonical_text(kernel: Kernel) -> str:
+    """The kernel's text without its name, its own names (loop variables, locals, params) renamed in
+    order of appearance: equal exactly for kernels that compute the same thing on buffers of the same
+    dtypes and shapes."""
+    names = {b.name for b in kernel.params}
+    for s in statements(kernel.body):
+        if isinstance(s, For):
+            names |= {s.var.name, *(v.name for v, _ in s.unpack)}
+        elif isinstance(s, Local):
+            names.add(s.buffer.name)
+    text = format_kernel(kernel).split("(", 1)[1]
+    renamed: dict[str, str] = {}
+    pattern = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.sub(rf"(?<![\w.])(?:{pattern})(?![\w.])",
+                  lambda m: renamed.setdefault(m.group(0), f"#{len(renamed)}"), text) if names else text

@@ -40,7 +40,7 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
     report = None
     if optimize:
         from tensoregg.optimize import optimize as run_optimize
-        graph, report = run_optimize(graph, description, rule_families)
+        graph, report = run_optimize(graph, description, rule_families, schedules=entry.schedules)
     module = Module(graph, entry.name, entry.build(graph, description))
     module.report = report
     return module

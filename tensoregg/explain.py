@@ -53,5 +53,5 @@ def explain(model: Any, target: str | Target | None = None, *,
 
     entry, description = resolve_target(target)
     before = to_graph(model, input_shapes)
-    after, report = optimize(before, description, rule_families)
+    after, report = optimize(before, description, rule_families, schedules=entry.schedules)
     return Explanation(entry.name, report, before, after)

@@ -15,6 +15,8 @@ from tensoregg.ir.graph import Graph
 from tensoregg.targets import Target
 
 if TYPE_CHECKING:
+    from tensoregg.extraction.view import EGraphView
+    from tensoregg.ir.schedules import Pricer
     from tensoregg.rules import Family
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,9 @@ class OptimizeReport:
     extractor: str = "greedy"
     """``greedy``, or ``ilp <status>`` (see ``tensoregg.extraction.ilp.ILPReport``)."""
     seconds: dict[str, float] = field(default_factory=dict)
+    kernels: list[str] = field(default_factory=list)
+    """Per contraction of the extracted program: its schedule alternatives with their predicted
+    cost, the chosen one marked ``*`` (``tensoregg.extraction.schedules.format_kernels``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for ``tensoregg explain --json``)."""
@@ -50,6 +55,8 @@ class OptimizeReport:
                      f"{self.cost_after * 1e3:.3f} ms"
                      + (" (kept the original program)" if self.kept_original else ""))
         lines.append("time: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in self.seconds.items()))
+        if self.kernels:
+            lines += ["schedules (predicted time of each alternative, * chosen):", *self.kernels]
         return "\n".join(lines)
 
 
@@ -63,18 +70,27 @@ def resolve_families(families: Sequence[str | Family]) -> list[Family]:
     return [f if isinstance(f, Family) else RULESETS[f] for f in families]
 
 
-def optimize(graph: Graph, target: Target,
-             families: Sequence[str | Family] | None = None) -> tuple[Graph, OptimizeReport]:
+def optimize(graph: Graph, target: Target, families: Sequence[str | Family] | None = None, *,
+             schedules: Pricer | None = None) -> tuple[Graph, OptimizeReport]:
     """Saturate ``graph`` with the target's rule families (or ``families``: names or Family objects)
-    and extract the cheapest program.
+    and extract the cheapest program; with ``schedules`` (the target's priced schedule templates),
+    every contraction's schedule is an alternative in its e-class, so extraction also picks how each
+    kernel is tiled (the result's contraction nodes carry their ``schedule``).
 
     The result is never estimated costlier than the input: if extraction finds nothing better, the
-    input comes back unchanged. An extracted program whose outputs are typed differently from the
-    input's means an unsound rule and raises CompileError.
+    input comes back (its contractions scheduled). An extracted program whose outputs are typed
+    differently from the input's means an unsound rule and raises CompileError.
     """
     from tensoregg.extraction.cost import analytic_cost
     from tensoregg.extraction.greedy import dag_cost, extract_greedy, node_costs
     from tensoregg.extraction.ilp import extract_ilp
+    from tensoregg.extraction.schedules import (
+        Kernel,
+        add_schedules,
+        cheapest_schedules,
+        chosen_kernels,
+        format_kernels,
+    )
     from tensoregg.extraction.view import build_view
     from tensoregg.ir.terms import decode, encode, first_choice, serialize
     from tensoregg.rules import Phase, saturate
@@ -88,17 +104,23 @@ def optimize(graph: Graph, target: Target,
         report.seconds[name] = now - clock
         clock = now
 
+    def priced(view: EGraphView) -> tuple[dict[str, float], dict[str, Kernel]]:
+        costs = node_costs(view, analytic_cost, target)
+        return costs, add_schedules(view, costs, target, schedules) if schedules is not None else {}
+
     enc = encode(graph)
     js0 = serialize(enc.egraph)
     view0 = build_view(js0, enc)
-    report.cost_before = dag_cost(view0, first_choice(js0), node_costs(view0, analytic_cost, target))
+    costs0, kernels0 = priced(view0)
+    original = cheapest_schedules(kernels0, first_choice(js0), costs0)
+    report.cost_before = dag_cost(view0, original, costs0)
     lap("encode")
     chosen = resolve_families(families if families is not None else target.rule_families)
     report.phases = saturate(enc.egraph, [Phase(f.name, f.ruleset) for f in chosen])
     lap("saturate")
     js = serialize(enc.egraph)
     view = build_view(js, enc)
-    costs = node_costs(view, analytic_cost, target)
+    costs, kernels = priced(view)
     choice = extract_greedy(view, costs)
     report.eclasses, report.enodes = len(view.classes), sum(len(v) for v in view.classes.values())
     if report.enodes <= ILP_MAX_ENODES:
@@ -107,9 +129,13 @@ def optimize(graph: Graph, target: Target,
     report.cost_after = dag_cost(view, choice, costs)
     if report.cost_after >= report.cost_before * (1 - 1e-9):  # equal up to summation order
         report.kept_original, report.cost_after = True, report.cost_before
-        lap("extract")
-        return graph, report
-    result = fold_constants(decode(js, choice, enc, view.classes))
+        js, view, choice, kernels = js0, view0, original, kernels0
+        if not kernels:
+            lap("extract")
+            return graph, report
+    names: dict[str, str] = {}
+    result = fold_constants(decode(js, choice, enc, view.classes, names))
+    report.kernels = format_kernels(chosen_kernels(kernels, choice, names), names)
     lap("extract")
     before = [graph.types[o] for o in graph.outputs]
     after = [result.types[o] for o in result.outputs]

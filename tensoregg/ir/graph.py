@@ -10,6 +10,7 @@ import numpy as np
 
 from tensoregg.errors import InvalidModel
 from tensoregg.ir.registry import InferCtx, OpDef, get_op
+from tensoregg.ir.schedules import Schedule
 from tensoregg.ir.types import TensorType
 
 
@@ -23,6 +24,9 @@ class Node:
     attrs: Mapping[str, Any] = field(default_factory=dict)
     name: str = ""
     domain: str = ""
+    schedule: Schedule | None = None
+    """How a contraction node's loops are tiled, as the target's extraction chose it (None: not
+    chosen; the lowering then picks by the target's cost model)."""
 
     @property
     def label(self) -> str:
@@ -60,7 +64,7 @@ class Graph:
         for node in toposort(nodes, defined):
             opdef = get_op(node.op, node.domain, node=node.label)
             node = Node(node.op, node.inputs, node.outputs, opdef.check_attrs(node.attrs, node.label),
-                        node.name, node.domain)
+                        node.name, node.domain, node.schedule)
             for t, out in zip(infer_node(opdef, node, self.types, self.initializers), node.outputs):
                 if out:
                     self.types[out] = t

@@ -12,7 +12,7 @@ its terms in the same order, so both forms compute identical values.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +34,7 @@ from tensoregg.ir.compute import (
     substitute,
     walk,
 )
-from tensoregg.ir.contraction import find_contraction
+from tensoregg.ir.contraction import Contraction, find_contraction
 from tensoregg.ir.graph import Node, infer_node
 from tensoregg.ir.loops import For, Invoke, Kernel, Local, Stmt, Store, flat, offset, statements
 from tensoregg.ir.registry import OpDef
@@ -192,9 +192,36 @@ def scheduled(buf: Buffer, index: Sequence[Var], e: Expr, choose: Chooser, known
     c = find_contraction(buf, index, e)
     if c is None:
         return None
-    problem = c.problem(constant_factor(c, "a", known), constant_factor(c, "b", known))
-    schedule = choose(problem)
+    schedule = choose(_problem(c, known))
     return lower_gemm(c, schedule, known) if isinstance(schedule, GemmSchedule) else None
+
+
+def _problem(c: Contraction, known: Mapping[int, np.ndarray]) -> GemmProblem:
+    return c.problem(constant_factor(c, "a", known), constant_factor(c, "b", known))
+
+
+def contraction_problem(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
+                        constant: Collection[str]) -> GemmProblem | None:
+    """The GEMM problem a schedule of ``node`` tiles (its first output, as ``lower_node`` finds it),
+    or None where that output is no contraction (or the op has no compute definition). ``types``
+    holds the node's input and output types; the inputs in ``constant`` are compile-time constants.
+    Their values are not read (the definition runs without them: a problem's shape and which
+    factors are constant do not depend on them)."""
+    fn = compute_of(opdef)
+    if fn is None or len(node.outputs) != 1:
+        return None
+    distinct = list(dict.fromkeys(n for n in node.inputs if n))
+    by_value = {n: Buffer(f"in{k}", types[n].dtype, types[n].shape) for k, n in enumerate(distinct)}
+    out_type = types[node.outputs[0]]
+    ctx = ComputeCtx(node.op, node.label, [by_value[n] if n else None for n in node.inputs], [out_type],
+                     node.attrs, [None] * len(node.inputs))
+    expr = fn(ctx)[0]
+    c = find_contraction(Buffer("out0", out_type.dtype, out_type.shape), ctx.index(0), expr)
+    if c is None:
+        return None
+    known = {id(by_value[n]): np.empty(0) for n in distinct if n in constant}
+    known.update((id(b), v) for b, v in ctx.constants)
+    return _problem(c, known)
 
 
 def _loaded(body: list[Stmt]) -> set[int]:

@@ -33,7 +33,9 @@ def format_graph(graph: Graph) -> str:
         args = ", ".join(f"%{i}" if i else "_" for i in node.inputs)
         attrs = ", ".join(f"{k}={_attr(v)}" for k, v in sorted(node.attrs.items()))
         types = ", ".join(str(t[o]) for o in node.outputs if o)
-        lines.append(f"  {outs} = {node.op}({args})" + (f" {{{attrs}}}" if attrs else "") + f" : {types}")
+        scheduled = f"  @ {node.schedule}" if node.schedule is not None else ""
+        lines.append(f"  {outs} = {node.op}({args})" + (f" {{{attrs}}}" if attrs else "") + f" : {types}"
+                     + scheduled)
     lines.append("  return " + ", ".join(f"%{o}" for o in graph.outputs))
     lines.append("}")
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from tensoregg.ir.loops import For, Invoke, Kernel, Local, Store, format_kernel,
 from tensoregg.ir.lower import Chooser, Inlined, LoweredNode, lower_node
 from tensoregg.ir.memory_plan import MemoryPlan
 from tensoregg.ir.registry import get_op
+from tensoregg.ir.schedules import Schedule
 
 
 @dataclass
@@ -39,12 +40,18 @@ class LoopProgram:
         return sum(work(low.kernel.body) for low in self.lowered)
 
 
+def _fixed(schedule: Schedule) -> Chooser:
+    return lambda problem: schedule
+
+
 def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, choose: Chooser | None = None,
                 fuse: bool = True) -> LoopProgram:
-    """Lower every node of ``graph`` (``lower_node``; contractions scheduled by ``choose`` when
-    given). With ``fuse``, a node that is element-wise in the wide sense and whose output only one
-    node reads is computed inside that node's kernel when it is element-wise too (BatchNorm + Relu, a
-    Mul/Add/Relu chain: one pass over memory instead of one per op). ``target`` names the target in
+    """Lower every node of ``graph`` (``lower_node``). Unless ``choose`` is None (everything
+    untiled), a contraction is tiled as its node's ``schedule`` says (extraction's choice), or as
+    ``choose`` picks for a node without one. With ``fuse``, a node that is element-wise in the wide
+    sense and whose output only one node reads is computed inside that node's kernel when it is
+    element-wise too (BatchNorm + Relu, a Mul/Add/Relu chain: one pass over memory instead of one per
+    op). ``target`` names the target in
     errors."""
     lowered: list[LoweredNode] = []
     uses = Counter(n for node in graph.nodes for n in node.inputs)
@@ -54,8 +61,9 @@ def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, choose:
     for k, node in enumerate(graph.nodes):
         opdef = get_op(node.op, node.domain)
         producers = {n: inlinable[n][1] for n in node.inputs if n in inlinable}
+        chosen = choose if node.schedule is None or choose is None else _fixed(node.schedule)
         low = lower_node(opdef, node, graph.types, graph.initializers, target=target, name=f"k{k}",
-                         row=row, choose=choose, producers=producers)
+                         row=row, choose=chosen, producers=producers)
         lowered.append(low)
         fused.update(inlinable[n][0] for n in low.fused)
         if low.inline is not None and fuse and uses[node.outputs[0]] == 1:

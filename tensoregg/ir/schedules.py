@@ -28,9 +28,11 @@ costed by its cost model (``tensoregg.extraction.kernel_cost``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tensoregg.ir.intrinsics import MicroKernel
+from tensoregg.ir.target import Target
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,23 @@ class GemmSchedule:
         if min(self.mc, self.nc, self.kc, self.split_m, self.split_n, mr, nr) < 1:
             raise ValueError(f"{self}: every size must be positive")
         if self.mc % mr or self.nc % nr:
-            raise ValueError(f"{self}: mc must be a multiple of mr ({mr}) and nc of nr ({nr})")
+            raise ValueError(f"{self!r}: mc must be a multiple of mr ({mr}) and nc of nr ({nr})")
+
+    def __str__(self) -> str:
+        split = f" split {self.split_m}x{self.split_n}" if self.split_m * self.split_n > 1 else ""
+        return f"tiled {self.ukernel.name} mc={self.mc} nc={self.nc} kc={self.kc}{split}"
 
 
 @dataclass(frozen=True)
 class Untiled:
     """The default lowering: loops over the output, the row form where it applies."""
 
+    def __str__(self) -> str:
+        return "untiled"
+
 
 Schedule = GemmSchedule | Untiled
+
+Pricer = Callable[[GemmProblem, Target], Sequence[tuple[Schedule, float]]]
+"""A target's schedule templates with its cost model: the schedules of a problem on a description,
+each with its predicted seconds (``Untiled`` always among them)."""

@@ -28,6 +28,7 @@ from tensoregg.errors import CompileError
 from tensoregg.ir.graph import Graph, Node
 from tensoregg.ir.ops.fused import DOMAIN
 from tensoregg.ir.registry import OPS, OpDef
+from tensoregg.ir.schedules import Schedule
 from tensoregg.ir.types import TensorType
 
 
@@ -252,6 +253,9 @@ class ENode:
     """Operator attributes (a tensor attribute as its constant's name); ``name`` for a leaf."""
     index: int = 0
     """For ``Outputs.get``: which output."""
+    schedule: Schedule | None = None
+    """For a contraction e-node's schedule alternatives (``tensoregg.extraction.schedules``): the
+    schedule this alternative stands for."""
 
 
 def read_literal(js: Mapping[str, Any], node_id: str) -> Any:
@@ -381,7 +385,8 @@ class _Decoder:
             inputs.pop()
         attrs = {a: (self.enc.consts[v] if ctor.opdef.attrs[a].kind == "tensor" and v else v)
                  for a, v in node.attrs.items()}
-        self.nodes.append(Node(node.op, tuple(inputs), tuple(outputs), attrs, outputs[0], ctor.opdef.domain))
+        self.nodes.append(Node(node.op, tuple(inputs), tuple(outputs), attrs, outputs[0], ctor.opdef.domain,
+                               node.schedule))
 
 
 def first_choice(js: Mapping[str, Any]) -> dict[str, str]:
@@ -390,9 +395,11 @@ def first_choice(js: Mapping[str, Any]) -> dict[str, str]:
 
 
 def decode(js: Mapping[str, Any], choice: Mapping[str, str], enc: Encoding,
-           classes: Mapping[str, list[ENode]] | None = None) -> Graph:
+           classes: Mapping[str, list[ENode]] | None = None,
+           names: dict[str, str] | None = None) -> Graph:
     """Rebuild a Graph from ``choice`` (e-class id -> chosen e-node id) over serialized ``js``;
-    ``classes`` is ``parse(js)`` when the caller already has it."""
+    ``classes`` is ``parse(js)`` when the caller already has it. ``names``, if given, receives the
+    value name each decoded tensor e-class became."""
     dec = _Decoder(parse(js) if classes is None else classes, choice, enc)
     outputs: list[str] = []
     for name, cid in zip(enc.output_names, root_classes(js, len(enc.output_names))):
@@ -404,6 +411,8 @@ def decode(js: Mapping[str, Any], choice: Mapping[str, str], enc: Encoding,
                 _rename(dec.nodes, value, name)
                 dec.values = {c: (name if v == value else v) for c, v in dec.values.items()}
         outputs.append(name)
+    if names is not None:
+        names.update(dec.values)
     return Graph(enc.inputs, dec.consts, dec.nodes, outputs)
 
 
@@ -413,4 +422,4 @@ def _rename(nodes: list[Node], old: str, new: str) -> None:
         if old in node.inputs or old in node.outputs:
             nodes[k] = Node(node.op, tuple(new if n == old else n for n in node.inputs),
                             tuple(new if n == old else n for n in node.outputs), node.attrs,
-                            new if node.name == old else node.name, node.domain)
+                            new if node.name == old else node.name, node.domain, node.schedule)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from tensoregg.errors import CompileError
+from tensoregg.ir.schedules import Pricer
 from tensoregg.ir.target import RULE_FAMILIES, Target
 
 if TYPE_CHECKING:
@@ -47,6 +48,10 @@ class Registration:
     """Code generation and loading: an optimized Graph and the description -> a runnable Program."""
     unavailable: Callable[[], str | None] = runs_anywhere
     """Why the target cannot run here (a missing tool or device), or None where it can."""
+    schedules: Pricer | None = None
+    """Its schedule templates priced by its cost model: the alternatives of every contraction that
+    the model's extraction chooses from (None: the target does not tile; contractions stay as the
+    graph cost model prices them)."""
 
 
 _REGISTRY: dict[str, Registration] = {}
@@ -55,12 +60,12 @@ _REGISTRY: dict[str, Registration] = {}
 def register_target(name: str, *, summary: str, describe: Callable[[], Target],
                     build: Callable[[Graph, Target], Program],
                     unavailable: Callable[[], str | None] = runs_anywhere,
-                    replace: bool = False) -> Registration:
+                    schedules: Pricer | None = None, replace: bool = False) -> Registration:
     """Make target ``name`` known to ``compile``, ``explain`` and the ``tensoregg`` command. A second
     registration of a name is an error unless ``replace``."""
     if name in _REGISTRY and not replace:
         raise CompileError(f"target {name!r} is already registered (pass replace=True to replace it)")
-    entry = Registration(name, summary, describe, build, unavailable)
+    entry = Registration(name, summary, describe, build, unavailable, schedules)
     _REGISTRY[name] = entry
     return entry
 

@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING, Any
 from tensoregg.targets import Target, register_target
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from tensoregg.ir import Graph
+    from tensoregg.ir.schedules import GemmProblem, Schedule
     from tensoregg.targets.llvm.model import NativeModel
 
 
@@ -26,8 +29,14 @@ def _build(graph: Graph, target: Target) -> NativeModel:
     return NativeModel(graph, target=target)
 
 
+def _schedules(problem: GemmProblem, target: Target) -> Sequence[tuple[Schedule, float]]:
+    from tensoregg.targets.llvm.gemm_schedules import priced_schedules
+
+    return priced_schedules(problem, target)
+
+
 register_target("llvm", summary="native code for this CPU (x86-64, its vector width) through llvmlite, "
-                "multi-threaded", describe=_describe, build=_build)
+                "multi-threaded", describe=_describe, build=_build, schedules=_schedules)
 
 
 def __getattr__(name: str) -> Any:

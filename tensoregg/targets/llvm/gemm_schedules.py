@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from egglog import (
     Bool,
     BoolLike,
@@ -249,13 +248,21 @@ to a 32^3 GEMM on the hosts measured; the enumeration alone costs ~30 ms)."""
 
 
 @functools.lru_cache(maxsize=4096)
-def choose_gemm_schedule(problem: GemmProblem, target: Target) -> Schedule:
-    """The schedule of least predicted time (memoized per problem and target)."""
+def priced_schedules(problem: GemmProblem, target: Target) -> tuple[tuple[Schedule, float], ...]:
+    """The llvm target's schedule templates for ``problem``, each with the seconds its cost model
+    predicts, cheapest first: Untiled and every tiled schedule ``tensorize-gemm`` enumerates (below
+    ``TINY_FLOPS``, Untiled alone). The model's extraction chooses among them
+    (``tensoregg.extraction.schedules``). Memoized per problem and target."""
+    untiled = (Untiled(), float(untiled_cost(problem, target)))
     if problem.flops < TINY_FLOPS:
-        return Untiled()
+        return (untiled,)
     tiled = [s for s in _enumerate(problem, target) if isinstance(s, GemmSchedule)]
-    if not tiled:
-        return Untiled()
-    costs = gemm_cost(problem, tiled, target)
-    best = int(np.argmin(costs))
-    return tiled[best] if costs[best] < untiled_cost(problem, target) else Untiled()
+    costs = gemm_cost(problem, tiled, target) if tiled else []
+    priced = [*zip(tiled, (float(c) for c in costs)), untiled]  # on a tie, the first tiled one
+    return tuple(sorted(priced, key=lambda pair: pair[1]))
+
+
+def choose_gemm_schedule(problem: GemmProblem, target: Target) -> Schedule:
+    """The cheapest of ``priced_schedules``: how a contraction is tiled when no extraction chose
+    (a graph compiled with ``optimize=False``, or lowered directly)."""
+    return priced_schedules(problem, target)[0][0]

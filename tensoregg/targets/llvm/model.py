@@ -31,6 +31,7 @@ from tensoregg.ir.graph import Graph
 from tensoregg.ir.lower import Chooser
 from tensoregg.ir.memory_plan import POISON, MemoryPlan, Place, align
 from tensoregg.ir.program import LoopProgram, canonical_text, lower_graph
+from tensoregg.ir.schedules import GemmSchedule
 from tensoregg.runtime.memory import ALIGN, aligned_empty, huge_zeros
 from tensoregg.runtime.threads import available_cpus
 from tensoregg.targets import Target
@@ -62,6 +63,13 @@ class NativeModel:
             raise CompileError(f"target {self.target.name!r} describes a {self.target.cpu or 'CPU'} with "
                                f"{', '.join(missing)}, which this host ({host_cpu()[0]}) lacks: its code "
                                "would not run here")
+        offered = {u.name for u in self.target.microkernels}
+        for node in graph.nodes:
+            if isinstance(node.schedule, GemmSchedule) and node.schedule.ukernel.name not in offered:
+                raise CompileError(f"{node.op} node {node.label!r} is scheduled on micro-kernel "
+                                   f"{node.schedule.ukernel.name}, which target {self.target.name!r} "
+                                   f"({self.target.cpu or 'CPU'}) does not offer: optimize the graph "
+                                   "for this target")
         if choose is None and schedule:
             description = self.target
             choose = lambda problem: choose_gemm_schedule(problem, description)  # noqa: E731

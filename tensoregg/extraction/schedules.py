@@ -1,0 +1,132 @@
+"""Schedules as e-class alternatives: each contraction e-node becomes one e-node per schedule the
+target's templates give for it, priced by the target's cost model, so the extraction that picks the
+program also picks how each of its kernels is tiled (and Winograd versus a direct Conv is decided
+with the costs of both forms' schedules).
+
+A contraction e-node (an op whose compute definition is a GEMM-shaped reduction, found as the
+lowering finds it: ``tensoregg.ir.lower.contraction_problem``) is re-priced as ``Untiled`` and gets
+siblings in its e-class, one per tiled schedule: same op, inputs and attributes, a ``schedule`` and
+that schedule's predicted seconds. Siblings differ only in their own cost, so any extractor takes the
+cheapest of them; only the ``KEEP`` cheapest tiled ones enter the view (the ILP stays small), and
+``Kernel`` records how many the templates gave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from tensoregg.errors import ShapeError, UnsupportedOperator
+from tensoregg.extraction.greedy import constant_classes
+from tensoregg.extraction.view import EGraphView
+from tensoregg.ir.graph import Node
+from tensoregg.ir.lower import contraction_problem
+from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Pricer, Schedule
+from tensoregg.ir.target import Target
+from tensoregg.ir.terms import CONSTRUCTORS, ENode
+
+KEEP = 4
+"""Tiled alternatives per contraction e-node in the extraction's view (the cheapest)."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A contraction e-node and its schedule alternatives: (e-node id, schedule, seconds), the
+    untiled one (the e-node itself) first, then the tiled ones cheapest first."""
+
+    eclass: str
+    op: str
+    problem: GemmProblem
+    alternatives: tuple[tuple[str, Schedule, float], ...]
+    enumerated: int
+    """Schedules the target's templates gave (Untiled included)."""
+
+
+def add_schedules(view: EGraphView, costs: dict[str, float], target: Target, pricer: Pricer,
+                  ) -> dict[str, Kernel]:
+    """Add the schedule alternatives of every contraction e-node of ``view`` (and their ``costs``);
+    returns the kernels by base e-node id. Nodes over constants only (folded, cost 0) and nodes that
+    cannot be built (infinite cost) are left as they are."""
+    kernels: dict[str, Kernel] = {}
+    types = {cid: ts[0] for cid, ts in view.types.items() if len(ts) == 1}
+    problems: dict[tuple[object, ...], GemmProblem | None] = {}
+    constant = constant_classes(view)
+    for cid, nodes in view.classes.items():
+        for node in list(nodes):
+            if (node.op not in CONSTRUCTORS or CONSTRUCTORS[node.op].multi
+                    or not 0 < costs.get(node.id, 0.0) < float("inf")):
+                continue
+            problem = _problem(node, types, view, constant, problems)
+            if problem is None:
+                continue
+            priced = list(pricer(problem, target))
+            untiled = next(cost for schedule, cost in priced if not _tiled(schedule))
+            tiled = [(s, c) for s, c in priced if _tiled(s)][:KEEP]
+            node.schedule = next(s for s, _ in priced if not _tiled(s))
+            costs[node.id] = untiled
+            alternatives = [(node.id, node.schedule, untiled)]
+            for k, (schedule, cost) in enumerate(tiled):
+                sibling = replace(node, id=f"{node.id}@{k}", schedule=schedule)
+                nodes.append(sibling)
+                costs[sibling.id] = cost
+                alternatives.append((sibling.id, schedule, cost))
+            kernels[node.id] = Kernel(cid, node.op, problem, tuple(alternatives), len(priced))
+    return kernels
+
+
+def _tiled(schedule: Schedule) -> bool:
+    return isinstance(schedule, GemmSchedule)
+
+
+def _problem(node: ENode, types: Mapping[str, object], view: EGraphView, constant: Collection[str],
+             memo: dict[tuple[object, ...], GemmProblem | None]) -> GemmProblem | None:
+    """The node's GEMM problem (memoized by op, attributes, input types and constness: ``constant``
+    holds the e-classes computable at compile time)."""
+    if any(c and c not in types for c in node.inputs):
+        return None
+    ctor = CONSTRUCTORS[node.op]
+    key = (node.op, repr(sorted(node.attrs.items())), tuple(str(types.get(c)) for c in node.inputs),
+           tuple(c in constant for c in node.inputs))
+    if key not in memo:
+        attrs = {a: (view.enc.consts[v] if ctor.opdef.attrs[a].kind == "tensor" and v else v)
+                 for a, v in node.attrs.items()}
+        as_node = Node(node.op, tuple(node.inputs), (node.eclass,), attrs, node.id, ctor.opdef.domain)
+        try:
+            memo[key] = contraction_problem(ctor.opdef, as_node, types, constant)  # type: ignore[arg-type]
+        except (ShapeError, UnsupportedOperator):  # a definition that needs its constant inputs' values
+            memo[key] = None
+    return memo[key]
+
+
+def cheapest_schedules(kernels: Mapping[str, Kernel], choice: Mapping[str, str],
+                       costs: Mapping[str, float]) -> dict[str, str]:
+    """``choice`` with every chosen contraction e-node replaced by its cheapest alternative."""
+    out = dict(choice)
+    for cid, node_id in choice.items():
+        kernel = kernels.get(node_id)
+        if kernel is not None:
+            out[cid] = min(kernel.alternatives, key=lambda a: costs[a[0]])[0]
+    return out
+
+
+def chosen_kernels(kernels: Mapping[str, Kernel], choice: Mapping[str, str],
+                   used: Collection[str]) -> list[tuple[Kernel, str]]:
+    """The kernels whose e-node (or a sibling) ``choice`` took in the e-classes ``used`` (those the
+    program reaches), with the chosen alternative's id."""
+    chosen = {choice[c] for c in used if c in choice}
+    return [(k, node_id) for k in kernels.values() for node_id, _, _ in k.alternatives if node_id in chosen]
+
+
+def format_kernels(picked: Sequence[tuple[Kernel, str]], labels: Mapping[str, str]) -> list[str]:
+    """One block per chosen kernel: its problem, then each alternative with its cost, ``*`` on the
+    chosen one (``labels``: e-class -> the value name it became)."""
+    lines = []
+    for kernel, chosen in picked:
+        p = kernel.problem
+        name = labels.get(kernel.eclass, kernel.eclass)
+        lines.append(f"{kernel.op} %{name}: GEMM {p.batch}x{p.m}x{p.n}x{p.k} "
+                     f"({kernel.enumerated} schedules, {len(kernel.alternatives)} kept)")
+        for node_id, schedule, cost in sorted(kernel.alternatives, key=lambda a: a[2]):
+            mark = "*" if node_id == chosen else " "
+            lines.append(f"  {mark} {cost * 1e6:10.1f} us  {schedule}")
+    return lines

@@ -47,30 +47,28 @@ def add_schedules(view: EGraphView, costs: dict[str, float], target: Target, pri
     """Add the schedule alternatives of every contraction e-node of ``view`` (and their ``costs``);
     returns the kernels by base e-node id. Nodes over constants only (folded, cost 0) and nodes that
     cannot be built (infinite cost) are left as they are."""
-    kernels: dict[str, Kernel] = {}
     types = {cid: ts[0] for cid, ts in view.types.items() if len(ts) == 1}
     problems: dict[tuple[object, ...], GemmProblem | None] = {}
     constant = constant_classes(view)
+    found: list[tuple[str, ENode, GemmProblem]] = []
     for cid, nodes in view.classes.items():
-        for node in list(nodes):
-            if (node.op not in CONSTRUCTORS or CONSTRUCTORS[node.op].multi
-                    or not 0 < costs.get(node.id, 0.0) < float("inf")):
-                continue
-            problem = _problem(node, types, view, constant, problems)
-            if problem is None:
-                continue
-            priced = list(pricer(problem, target))
-            untiled = next(cost for schedule, cost in priced if not _tiled(schedule))
-            tiled = [(s, c) for s, c in priced if _tiled(s)][:KEEP]
-            node.schedule = next(s for s, _ in priced if not _tiled(s))
-            costs[node.id] = untiled
-            alternatives = [(node.id, node.schedule, untiled)]
-            for k, (schedule, cost) in enumerate(tiled):
-                sibling = replace(node, id=f"{node.id}@{k}", schedule=schedule)
-                nodes.append(sibling)
-                costs[sibling.id] = cost
-                alternatives.append((sibling.id, schedule, cost))
-            kernels[node.id] = Kernel(cid, node.op, problem, tuple(alternatives), len(priced))
+        for node in nodes:
+            if (node.op in CONSTRUCTORS and not CONSTRUCTORS[node.op].multi
+                    and 0 < costs.get(node.id, 0.0) < float("inf")):
+                problem = _problem(node, types, view, constant, problems)
+                if problem is not None:
+                    found.append((cid, node, problem))
+    kernels: dict[str, Kernel] = {}
+    for (cid, node, problem), priced in zip(found, pricer([p for _, _, p in found], target)):
+        untiled = next((s, c) for s, c in priced if not _tiled(s))
+        node.schedule, costs[node.id] = untiled
+        alternatives = [(node.id, *untiled)]
+        for k, (schedule, cost) in enumerate([(s, c) for s, c in priced if _tiled(s)][:KEEP]):
+            sibling = replace(node, id=f"{node.id}@{k}", schedule=schedule)
+            view.classes[cid].append(sibling)
+            costs[sibling.id] = cost
+            alternatives.append((sibling.id, schedule, cost))
+        kernels[node.id] = Kernel(cid, node.op, problem, tuple(alternatives), len(priced))
     return kernels
 
 

@@ -91,6 +91,6 @@ class Untiled:
 
 Schedule = GemmSchedule | Untiled
 
-Pricer = Callable[[GemmProblem, Target], Sequence[tuple[Schedule, float]]]
-"""A target's schedule templates with its cost model: the schedules of a problem on a description,
-each with its predicted seconds (``Untiled`` always among them)."""
+Pricer = Callable[[Sequence[GemmProblem], Target], Sequence[Sequence[tuple[Schedule, float]]]]
+"""A target's schedule templates with its cost model: for each problem (all of a model's at once),
+its schedules on a description, each with its predicted seconds (``Untiled`` always among them)."""

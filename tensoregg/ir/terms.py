@@ -259,13 +259,15 @@ class ENode:
 
 
 def read_literal(js: Mapping[str, Any], node_id: str) -> Any:
-    """A primitive (i64, f64, String) or Vec node of the serialized e-graph as a Python value."""
+    """A primitive (i64, f64, String, Bool) or Vec node of the serialized e-graph as a Python value."""
     node = js["nodes"][node_id]
     op = node["op"]
     if op == "Vec":
         return tuple(read_literal(js, c) for c in node["children"])
     if op.startswith('"'):
         return json.loads(op)
+    if op in ("true", "false"):
+        return op == "true"
     try:
         return int(op)
     except ValueError:

@@ -44,7 +44,7 @@ def test_extraction_takes_the_cheapest_schedule(cpu):
     (node,) = contractions(optimized)
     problem = contraction_problem(get_op(node.op, node.domain), node, optimized.types,
                                   set(optimized.initializers))
-    priced = priced_schedules(problem, MACHINES[cpu])
+    (priced,) = priced_schedules([problem], MACHINES[cpu])
     assert isinstance(node.schedule, GemmSchedule)
     assert node.schedule == priced[0][0]  # the cheapest the cost model predicts, not just any tiled one
     assert problem.pack_b is False and problem.pack_a is True  # w is constant, x is not
@@ -70,7 +70,7 @@ def test_the_lowering_tiles_as_the_node_says():
     graph = matmul_graph(then_relu=False)
     node = graph.nodes[0]
     problem = contraction_problem(get_op("MatMul"), node, graph.types, set(graph.initializers))
-    tiled = [s for s, _ in PRICER(problem, host) if isinstance(s, GemmSchedule)]
+    tiled = [s for s, _ in PRICER([problem], host)[0] if isinstance(s, GemmSchedule)]
     if not tiled:
         pytest.skip("this host's description offers no micro-kernel")
     forced = tiled[-1]  # the costliest tiled one

@@ -29,10 +29,11 @@ def _build(graph: Graph, target: Target) -> NativeModel:
     return NativeModel(graph, target=target)
 
 
-def _schedules(problem: GemmProblem, target: Target) -> Sequence[tuple[Schedule, float]]:
+def _schedules(problems: Sequence[GemmProblem], target: Target,
+               ) -> Sequence[Sequence[tuple[Schedule, float]]]:
     from tensoregg.targets.llvm.gemm_schedules import priced_schedules
 
-    return priced_schedules(problem, target)
+    return priced_schedules(problems, target)
 
 
 register_target("llvm", summary="native code for this CPU (x86-64, its vector width) through llvmlite, "

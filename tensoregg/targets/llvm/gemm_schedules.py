@@ -19,9 +19,13 @@ schedule's cost is local to its node, so choosing one is costing every node of t
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import operator
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from egglog import (
@@ -208,38 +212,116 @@ def _tensorize_rule() -> Any:
 TENSORIZE = ruleset(_tensorize_rule(), name="schedules")
 
 
-def facts(problem: GemmProblem, target: Target) -> list[Any]:
-    """The target's and the problem's facts, and the kernel's schedule class."""
+def target_facts(target: Target, dtype: str) -> list[Any]:
+    """The target's facts: its hardware sizes and its micro-kernels of ``dtype``."""
+    return [*[set_(hw(key)).to(i64(v)) for key, v in hardware(target).items()],
+            *[ukern(String(u.name), i64(u.mr), i64(u.nr)) for u in target.microkernels if u.dtype == dtype]]
+
+
+def problem_facts(problem: GemmProblem, target: Target) -> list[Any]:
+    """The problem's banded candidates, and its kernel's schedule class."""
     kern, cand = kernel_term(problem), candidates(problem, target)
     return [Sched.untiled(kern),
-            *[set_(hw(key)).to(i64(v)) for key, v in hardware(target).items()],
-            *[ukern(String(u.name), i64(u.mr), i64(u.nr)) for u in cand.ukernels],
             *[tile_m(kern, i64(mr), i64(mc)) for mr, mcs in cand.mc.items() for mc in mcs],
             *[tile_n(kern, i64(nr), i64(nc)) for nr, ncs in cand.nc.items() for nc in ncs],
             *[tile_k(kern, i64(kc)) for kc in cand.kc],
             *[split(kern, i64(sm), i64(sn)) for sm, sn in cand.splits]]
 
 
-@functools.lru_cache(maxsize=4096)
-def _enumerate(problem: GemmProblem, target: Target) -> tuple[Schedule, ...]:
+ENUMERATED_MAX = 4096
+"""Problems whose schedules stay memoized (per target) before the memo starts over."""
+_ENUMERATED: dict[tuple[GemmProblem, Target], tuple[Schedule, ...]] = {}
+
+
+def _kernel_key(p: GemmProblem) -> tuple[int, int, int, int, bool, bool]:
+    """What a ``GemmKernel`` term holds of a problem."""
+    return (p.batch, p.m, p.n, p.k, p.pack_a, p.pack_b)
+
+
+def enumerate_schedules(problems: Sequence[GemmProblem], target: Target) -> list[tuple[Schedule, ...]]:
+    """Untiled() and every tiled schedule ``tensorize-gemm`` derives, for each of ``problems``.
+    Problems met before (in this process, or in an earlier one: ``_disk_cache``) are not derived
+    again; the others share one e-graph per dtype (one saturation, one serialization: egglog's cost
+    per e-graph dominates a single problem's enumeration)."""
+    todo = [p for p in dict.fromkeys(problems) if (p, target) not in _ENUMERATED]
+    if len(_ENUMERATED) + len(todo) > ENUMERATED_MAX:
+        _ENUMERATED.clear()
+    for dtype in sorted({p.dtype for p in todo}):
+        group = [p for p in todo if p.dtype == dtype]
+        disk = _disk_cache(target, dtype)
+        fresh = [p for p in group if repr(_kernel_key(p)) not in disk]
+        if fresh:
+            disk.update((repr(key), rows) for key, rows in derive_schedules(fresh, target, dtype).items())
+            _save(target, dtype, disk)
+        by_name = {u.name: u for u in target.microkernels}
+        for p in group:
+            tiled = sorted((GemmSchedule(by_name[row[0]], *row[1:]) for row in disk[repr(_kernel_key(p))]),
+                           key=lambda s: (s.ukernel.name, s.mc, s.nc, s.kc, s.split_m, s.split_n))
+            _ENUMERATED[p, target] = (Untiled(), *tiled)  # ties in cost: the first of this order
+    return [_ENUMERATED[p, target] for p in problems]
+
+
+def derive_schedules(problems: Sequence[GemmProblem], target: Target,
+                     dtype: str) -> dict[tuple[Any, ...], list[list[Any]]]:
+    """Run ``tensorize-gemm`` over the problems' facts (of one ``dtype``), memoizing nothing: per
+    kernel key, the tiled schedules as rows (micro-kernel name, mc, nc, kc, split_m, split_n)."""
     egraph = EGraph()
-    egraph.register(*facts(problem, target))
-    run_phase(egraph, Phase("schedules", TENSORIZE, max_iterations=2, max_nodes=MAX_NODES, max_seconds=2.0))
+    egraph.register(*target_facts(target, dtype), *[f for p in problems for f in problem_facts(p, target)])
+    run_phase(egraph, Phase("schedules", TENSORIZE, max_iterations=2, max_nodes=MAX_NODES * len(problems),
+                            max_seconds=2.0 * len(problems)))
     js = serialize(egraph)
-    by_name = {u.name: u for u in target.microkernels}
-    tiled = []
+    literal = functools.cache(lambda node_id: read_literal(js, node_id))
+    kernels = {node["eclass"]: tuple(literal(c) for c in node["children"])
+               for node in js["nodes"].values() if node["op"] == "GemmKernel"}
+    rows: dict[tuple[Any, ...], list[list[Any]]] = {_kernel_key(p): [] for p in problems}
     for node in js["nodes"].values():
         if node["op"] == "Sched.tiled":
-            name, _, _, mc, nc, kc, sm, sn = (read_literal(js, c) for c in node["children"][1:])
-            tiled.append(GemmSchedule(by_name[name], mc, nc, kc, sm, sn))
-    tiled.sort(key=lambda s: (s.ukernel.name, s.mc, s.nc, s.kc, s.split_m, s.split_n))  # ties: a fixed pick
-    return (Untiled(), *tiled)
+            name, _, _, *sizes = (literal(c) for c in node["children"][1:])
+            rows[kernels[js["nodes"][node["children"][0]]["eclass"]]].append([name, *sizes])
+    return rows
+
+
+@functools.cache
+def _disk_cache(target: Target, dtype: str) -> dict[str, list[list[Any]]]:
+    """The schedules derived for ``target``'s facts and micro-kernels of ``dtype`` in earlier runs
+    (a JSON file beside the host measurement), keyed by kernel; empty when there is none or it does
+    not read. The file's name hashes the facts, the micro-kernels and this module's source, so a
+    change to any of them starts a new one."""
+    try:
+        data = json.loads(_cache_path(target, dtype).read_text())
+    except (OSError, ValueError):
+        return {}
+    ok = isinstance(data, dict) and all(
+        isinstance(rows, list) and all(isinstance(r, list) and len(r) == 6 and isinstance(r[0], str)
+                                       and all(isinstance(v, int) and v > 0 for v in r[1:]) for r in rows)
+        for rows in data.values())
+    names = {u.name for u in target.microkernels}
+    return data if ok and all(r[0] in names for rows in data.values() for r in rows) else {}
+
+
+def _cache_path(target: Target, dtype: str) -> Path:
+    facts = json.dumps([hardware(target), [(u.name, u.mr, u.nr, u.dtype) for u in target.microkernels],
+                        target.cores, dtype, Path(__file__).read_text()])
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "tensoregg" / f"schedules-{hashlib.sha256(facts.encode()).hexdigest()[:16]}.json"
+
+
+def _save(target: Target, dtype: str, data: Mapping[str, list[list[Any]]]) -> None:
+    """Write the cache atomically (concurrent compiles each write a whole file; the last one stays)."""
+    path = _cache_path(target, dtype)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: derive again next time
 
 
 def gemm_schedules(problem: GemmProblem, target: Target) -> list[Schedule]:
     """The schedules of ``problem`` on ``target``: Untiled() and every tiled schedule the rule
     enumerates."""
-    return list(_enumerate(problem, target))
+    return list(enumerate_schedules([problem], target)[0])
 
 
 TINY_FLOPS = 2 * 32**3
@@ -247,22 +329,26 @@ TINY_FLOPS = 2 * 32**3
 to a 32^3 GEMM on the hosts measured; the enumeration alone costs ~30 ms)."""
 
 
+def priced_schedules(problems: Sequence[GemmProblem], target: Target,
+                     ) -> list[tuple[tuple[Schedule, float], ...]]:
+    """The llvm target's schedule templates for each of ``problems``, each schedule with the seconds
+    its cost model predicts, cheapest first: Untiled and every tiled schedule ``tensorize-gemm``
+    enumerates (below ``TINY_FLOPS``, Untiled alone). The model's extraction chooses among them
+    (``tensoregg.extraction.schedules``)."""
+    big = [p for p in problems if p.flops >= TINY_FLOPS]
+    enumerated = dict(zip(big, enumerate_schedules(big, target)))
+    result = []
+    for p in problems:
+        untiled: tuple[Schedule, float] = (Untiled(), float(untiled_cost(p, target)))
+        tiled = [s for s in enumerated.get(p, ()) if isinstance(s, GemmSchedule)]
+        costs = [float(c) for c in gemm_cost(p, tiled, target)] if tiled else []
+        priced: list[tuple[Schedule, float]] = [*zip(tiled, costs), untiled]  # a tie: the first tiled one
+        result.append(tuple(sorted(priced, key=lambda pair: pair[1])))
+    return result
+
+
 @functools.lru_cache(maxsize=4096)
-def priced_schedules(problem: GemmProblem, target: Target) -> tuple[tuple[Schedule, float], ...]:
-    """The llvm target's schedule templates for ``problem``, each with the seconds its cost model
-    predicts, cheapest first: Untiled and every tiled schedule ``tensorize-gemm`` enumerates (below
-    ``TINY_FLOPS``, Untiled alone). The model's extraction chooses among them
-    (``tensoregg.extraction.schedules``). Memoized per problem and target."""
-    untiled = (Untiled(), float(untiled_cost(problem, target)))
-    if problem.flops < TINY_FLOPS:
-        return (untiled,)
-    tiled = [s for s in _enumerate(problem, target) if isinstance(s, GemmSchedule)]
-    costs = gemm_cost(problem, tiled, target) if tiled else []
-    priced = [*zip(tiled, (float(c) for c in costs)), untiled]  # on a tie, the first tiled one
-    return tuple(sorted(priced, key=lambda pair: pair[1]))
-
-
 def choose_gemm_schedule(problem: GemmProblem, target: Target) -> Schedule:
     """The cheapest of ``priced_schedules``: how a contraction is tiled when no extraction chose
     (a graph compiled with ``optimize=False``, or lowered directly)."""
-    return priced_schedules(problem, target)[0][0]
+    return priced_schedules([problem], target)[0][0][0]

@@ -249,9 +249,9 @@ class NativeModel:
         return self._collect(produced, feeds)
 
 
-def emit_model(program: LoopProgram, lanes: Mapping[str, int]) -> tuple[ir.Module, list[str]]:
+def emit_model(program: LoopProgram, lanes: int) -> tuple[ir.Module, list[str]]:
     """``program`` as one LLVM module: a function per distinct kernel (vector intrinsics of
-    ``lanes`` lanes per dtype) and the entry point ``model`` (see the module docstring) that calls
+    ``lanes`` fp32 lanes) and the entry point ``model`` (see the module docstring) that calls
     them in order; and the name of each node's kernel function."""
     module = ir.Module(name=program.graph.name)
     kernels, by_text = [], {}

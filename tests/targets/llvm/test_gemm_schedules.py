@@ -14,13 +14,18 @@ from tensoregg.ir.intrinsics import MicroKernel
 from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Untiled
 from tensoregg.rules.saturation import Phase, run_phase
 from tensoregg.targets import REF, Target
+from tensoregg.targets.llvm import gemm_schedules as gemm_schedules_module
 from tensoregg.targets.llvm.gemm_schedules import (
     TENSORIZE,
+    _kernel_key,
     candidates,
     choose_gemm_schedule,
-    facts,
+    derive_schedules,
+    enumerate_schedules,
     gemm_schedules,
     premises_hold,
+    problem_facts,
+    target_facts,
 )
 
 AVX2 = Target("avx2-like", peak_flops=2 * 102.7e9, mem_bandwidth=30e9, kernel_overhead_s=2e-6,
@@ -47,6 +52,9 @@ def tiled(schedules):
 @settings(max_examples=20)
 @given(problems, st.sampled_from(TARGETS))
 def test_rule_enumerates_exactly_the_candidates_that_pass_the_premises(problem, target):
+    rows = derive_schedules([problem], target, problem.dtype)[_kernel_key(problem)]  # the rule, no cache
+    by_name = {u.name: u for u in target.microkernels}
+    assert {GemmSchedule(by_name[r[0]], *r[1:]) for r in rows} == set(tiled(gemm_schedules(problem, target)))
     schedules = gemm_schedules(problem, target)
     assert Untiled() in schedules
     assert len(schedules) <= MAX_SCHEDULES
@@ -70,9 +78,39 @@ def test_premises_reject(schedule, why):
     assert premises_hold(problem, GemmSchedule(MicroKernel("t", 6, 16), 96, 256, 256), AVX2)
 
 
+def test_a_model_s_problems_enumerate_together_as_they_do_alone():
+    """One e-graph for several problems (as a model's extraction asks): each gets exactly its own
+    schedules, problems differing only in which factor is constant included."""
+    problems = [GemmProblem(1, 256, 256, 256), GemmProblem(1, 256, 256, 256, pack_b=False),
+                GemmProblem(4, 64, 784, 576), GemmProblem(1, 1, 1000, 2048), GemmProblem(1, 96, 96, 96)]
+    together = derive_schedules(problems, AVX512, "float32")
+    by_name = {u.name: u for u in AVX512.microkernels}
+    expected = [{s for s in candidates(p, AVX512).combinations() if premises_hold(p, s, AVX512)}
+                for p in problems]
+    got = [{GemmSchedule(by_name[r[0]], *r[1:]) for r in together[_kernel_key(p)]} for p in problems]
+    assert got == expected
+
+
+def test_derived_schedules_are_kept_on_disk_and_read_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(gemm_schedules_module, "_ENUMERATED", {})
+    gemm_schedules_module._disk_cache.cache_clear()
+    problem = GemmProblem(1, 200, 300, 400)
+    first = enumerate_schedules([problem], AVX2)[0]
+    (path,) = (tmp_path / "tensoregg").glob("schedules-*.json")
+    monkeypatch.setattr(gemm_schedules_module, "_ENUMERATED", {})
+    gemm_schedules_module._disk_cache.cache_clear()
+    monkeypatch.setattr(gemm_schedules_module, "derive_schedules", None)  # must not be needed again
+    assert enumerate_schedules([problem], AVX2)[0] == first and len(first) > 1
+    path.write_text("{not json")  # a corrupt cache is ignored, not trusted
+    gemm_schedules_module._disk_cache.cache_clear()
+    assert gemm_schedules_module._disk_cache(AVX2, "float32") == {}
+    gemm_schedules_module._disk_cache.cache_clear()
+
+
 def test_rule_saturates_in_one_iteration():
     egraph = EGraph()
-    egraph.register(*facts(GemmProblem(1, 256, 256, 256), AVX2))
+    egraph.register(*target_facts(AVX2, "float32"), *problem_facts(GemmProblem(1, 256, 256, 256), AVX2))
     report = run_phase(egraph, Phase("schedules", TENSORIZE, max_iterations=5))
     assert report.stopped_by == "saturated" and report.iterations == 2  # the second finds nothing new
 

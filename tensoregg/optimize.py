@@ -42,7 +42,7 @@ class OptimizeReport:
     seconds: dict[str, float] = field(default_factory=dict)
     kernels: list[str] = field(default_factory=list)
     """Per contraction of the extracted program: its schedule alternatives with their predicted
-    cost, the chosen one marked ``*`` (``tensoregg.extraction.schedules.format_kernels``)."""
+    cost, the chosen one marked ``*`` (``tensoregg.extraction.alternatives.format_kernels``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for ``tensoregg explain --json``)."""
@@ -84,7 +84,7 @@ def optimize(graph: Graph, target: Target, families: Sequence[str | Family] | No
     from tensoregg.extraction.cost import analytic_cost
     from tensoregg.extraction.greedy import dag_cost, extract_greedy, node_costs
     from tensoregg.extraction.ilp import extract_ilp
-    from tensoregg.extraction.schedules import (
+    from tensoregg.extraction.alternatives import (
         Kernel,
         add_schedules,
         cheapest_schedules,

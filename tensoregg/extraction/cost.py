@@ -29,7 +29,7 @@ def _bytes(t: TensorType | None) -> int:
 
 def flops(node: ENode, inputs: list[TensorType | None], outputs: list[TensorType]) -> float:
     """Arithmetic work of a node: 2 per multiply-accumulate for the linear ops, else per output
-    element the operations its op's registry entry states (``extra["ops_per_element"]``, default 1);
+    element the operations its op's registry entry states (``OpDef.ops_per_element``);
     a fused op counts as its base op plus one operation per output element for each epilogue step
     (residual add, activation)."""
     out = outputs[0] if outputs else None
@@ -55,7 +55,7 @@ def _base_flops(op: str, node: ENode, inputs: list[TensorType | None], out: Tens
     if op == "Einsum":
         return 2.0 * out.size * _summed(str(node.attrs.get("equation", "")), inputs)
     ctor = CONSTRUCTORS.get(op)
-    return float(out.size * (ctor.opdef.extra.get("ops_per_element", 1) if ctor is not None else 1))
+    return float(out.size * (ctor.opdef.ops_per_element if ctor is not None else 1))
 
 
 def _summed(equation: str, inputs: list[TensorType | None]) -> int:

@@ -173,8 +173,8 @@ class OpDef:
     """The outputs depend only on input types (Shape, Size): folded to constants at import."""
     adapt: Callable[[Upgrade], None] | None = None
     doc: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Room for later layers (compute definition, egglog constructor) keyed by layer name."""
+    ops_per_element: float = 1.0
+    """Arithmetic per output element, for the cost model (linear ops count their products instead)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -253,7 +253,8 @@ OPS: dict[tuple[str, str], OpDef] = {}
 def op(name: str, inputs: str, outputs: str, *, shape: ShapeRule,
        attrs: Mapping[str, Attr] | None = None, static: Iterable[int] = (),
        adapt: Callable[[Upgrade], None] | None = None, domain: str = "",
-       deterministic: bool = True, folds_on_types: bool = False) -> Callable[[Reference], Reference]:
+       deterministic: bool = True, folds_on_types: bool = False,
+       ops_per_element: float = 1.0) -> Callable[[Reference], Reference]:
     """Register an operator whose reference semantics is the decorated function.
 
     The function is called as ``fn(attrs, *inputs)`` with ``attrs`` a dict holding every
@@ -269,7 +270,7 @@ def op(name: str, inputs: str, outputs: str, *, shape: ShapeRule,
                          attrs=dict(attrs or {}), infer=shape, reference=fn,
                          static_inputs=frozenset(static), domain=domain,
                          deterministic=deterministic, folds_on_types=folds_on_types, adapt=adapt,
-                         doc=(fn.__doc__ or "").strip())
+                         doc=(fn.__doc__ or "").strip(), ops_per_element=ops_per_element)
         return fn
 
     return register

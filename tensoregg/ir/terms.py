@@ -254,7 +254,7 @@ class ENode:
     index: int = 0
     """For ``Outputs.get``: which output."""
     schedule: Schedule | None = None
-    """For a contraction e-node's schedule alternatives (``tensoregg.extraction.schedules``): the
+    """For a contraction e-node's schedule alternatives (``tensoregg.extraction.alternatives``): the
     schedule this alternative stands for."""
 
 

@@ -31,7 +31,7 @@ from tensoregg.ir.compute import (
     substitute,
     walk,
 )
-from tensoregg.ir.compute.linalg import idx
+from tensoregg.ir.compute.expr import idx
 from tensoregg.ir.contraction import Contraction, evaluate, variables
 from tensoregg.ir.intrinsics import PanelRuns, PanelTranspose
 from tensoregg.ir.loops import For, Invoke, Local, Ref, Stmt, Store, flat, offset

@@ -1,6 +1,6 @@
 """Compute definitions: the expression language (``expr``) and, per op family, each op's definition.
 
-Importing this package attaches every definition to its registry entry (``OpDef.extra["compute"]``).
+Importing this package attaches every definition to its registry entry (``expr.COMPUTE``).
 """
 
 from tensoregg.ir.compute.expr import (

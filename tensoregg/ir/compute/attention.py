@@ -28,17 +28,19 @@ from tensoregg.ir.compute.expr import (
     Buffer,
     ComputeCtx,
     Expr,
+    all_true,
     call,
     cast,
+    clamp,
     const,
     define,
+    idx,
     reduce,
     select,
 )
 from tensoregg.ir.compute.indexing import fetched
 from tensoregg.ir.compute.linalg import wide
 from tensoregg.ir.compute.reductions import kept, promoted, stat
-from tensoregg.ir.compute.shape import all_of, clamp, idx
 from tensoregg.ir.dtypes import dtype_of
 
 Heads = Callable[[Expr, Expr, Expr, Expr], Expr]
@@ -144,7 +146,7 @@ def _bias(ctx: ComputeCtx, g: _Attention, dtype: np.dtype) -> tuple[Bias | None,
             conds.append(call("le", -diff, idx(right)))
         if seen is not None:
             conds.append(call("lt", j, seen))
-        return all_of(conds)
+        return all_true(conds)
 
     def bias(b: Expr, h: Expr, i: Expr, j: Expr) -> Expr:
         value = masked(b, h, i, j) if mask is not None else None

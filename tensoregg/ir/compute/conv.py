@@ -23,17 +23,20 @@ from tensoregg.ir.compute.expr import (
     Buffer,
     ComputeCtx,
     Expr,
+    all_of,
     call,
     cast,
+    clamp_index,
     const,
     define,
+    idx,
+    in_range,
     reduce,
     select,
 )
-from tensoregg.ir.compute.linalg import I32, conv_sum, first, idx, requantized, wide
-from tensoregg.ir.compute.reductions import all_of, clamp, in_range
+from tensoregg.ir.compute.linalg import I32, conv_sum, first, requantized, wide
 from tensoregg.ir.compute.shape import ravel
-from tensoregg.ir.ops.nn import _col2im_window, _transpose_window, _Window, _window
+from tensoregg.ir.ops.nn import ConvWindow, col2im_window, conv_window, transpose_window
 
 F64 = np.dtype(np.float64)
 
@@ -41,13 +44,13 @@ F64 = np.dtype(np.float64)
 def landing(t: Expr, stride: int, count: int) -> tuple[Expr, Expr]:
     """Input position j (clamped into [0, count)) with j * stride == t, and whether there is one."""
     if stride == 1:
-        return clamp(t, count), in_range(t, 0, count)
+        return clamp_index(t, count), in_range(t, 0, count)
     j = call("div", t, idx(stride))  # truncated: a negative multiple of stride gives j < 0
     multiple = call("eq", call("rem", t, idx(stride)), idx(0))
-    return clamp(j, count), call("and", multiple, in_range(j, 0, count))
+    return clamp_index(j, count), call("and", multiple, in_range(j, 0, count))
 
 
-def folded(win: _Window, out: Sequence[Expr], n_in: Sequence[int],
+def folded(win: ConvWindow, out: Sequence[Expr], n_in: Sequence[int],
            read: Callable[[Sequence[Expr], Sequence[Expr]], Expr]) -> Expr:
     """The reference's fold at output coordinates ``out``, as a gather: the sum, over the taps k in
     row-major order, of ``read(k, j)`` for the input position j whose tap k lands on ``out``
@@ -70,7 +73,7 @@ def _conv_transpose(ctx: ComputeCtx) -> Sequence[Expr]:
     x, w = ctx.input(0), ctx.input(1)
     acc, group = wide(x.dtype), ctx.attrs["group"]
     spatial, kernel = x.shape[2:], w.shape[2:]
-    win = _transpose_window(dict(ctx.attrs), spatial, kernel)
+    win = transpose_window(dict(ctx.attrs), spatial, kernel)
     cg, mg = w.shape[0] // group, w.shape[1]
     r = len(spatial)
 
@@ -100,7 +103,7 @@ def _col2im(ctx: ComputeCtx) -> Sequence[Expr]:
     image_shape, block_shape = ctx.value(1), ctx.value(2)
     assert image_shape is not None and block_shape is not None  # static inputs
     image, block = tuple(int(d) for d in image_shape), tuple(int(d) for d in block_shape)
-    win = _col2im_window(dict(ctx.attrs), image, block)
+    win = col2im_window(dict(ctx.attrs), image, block)
     n, c, *out = ctx.index()
     taps = math.prod(block)
     return [folded(win, out, win.out,
@@ -116,7 +119,7 @@ def _deform_conv(ctx: ComputeCtx) -> Sequence[Expr]:
     x, w = ctx.input(0), ctx.input(1)
     spatial, kernel = x.shape[2:], w.shape[2:]
     r, channels = len(spatial), x.shape[1]
-    win = _window(dict(ctx.attrs), spatial, kernel)
+    win = conv_window(dict(ctx.attrs), spatial, kernel)
     per_offset_group = channels // ctx.attrs["offset_group"]
     offset = ctx.input(2)
     mask = ctx.input(4) if ctx.has(4) else None
@@ -137,7 +140,7 @@ def _deform_conv(ctx: ComputeCtx) -> Sequence[Expr]:
                 coord = lo + bit
                 inside = call("and", call("ge", coord, 0), call("lt", coord, size))
                 weight = weight * select(inside, 1 - call("abs", p - coord), const(0, F64))
-                at.append(clamp(cast(coord, INDEX), size))
+                at.append(clamp_index(cast(coord, INDEX), size))
             total = total + cast(x[(n, c, *at)], F64) * weight
         return total if mask is None else total * cast(mask[(n, slot, *out)], F64)
     samples = ctx.stage("samples", (x.shape[0], channels, *kernel, *win.out), sample)

@@ -1,6 +1,6 @@
 """Compute definitions: each op as an index expression over its inputs, as TVM's ``te.compute``.
 
-An op's compute definition (``OpDef.extra["compute"]``, attached with :func:`define`) is a function
+An op's compute definition (registered in ``COMPUTE`` with :func:`define`) is a function
 of a :class:`ComputeCtx` that returns, per output, an :class:`Expr` giving the output element at the
 index variables ``ctx.index(k)``. Expressions read buffers (``Buffer[...]``), combine values with
 :class:`Call` (arithmetic, comparisons, math functions, ``select``, ``cast``, ``bitcast``) and reduce with
@@ -411,14 +411,55 @@ def broadcast_load(buf: Buffer, index: Sequence[Expr]) -> Load:
 ComputeFn = Callable[[ComputeCtx], Sequence[Expr]]
 
 
+COMPUTE: dict[tuple[str, str], ComputeFn] = {}
+"""The compute definition of each op that has one, by its registry key (domain, name)."""
+
+
 def define(*ops: str, domain: str = "") -> Callable[[ComputeFn], ComputeFn]:
-    """Attach the decorated function as the compute definition of each op in ``ops``."""
+    """Register the decorated function as the compute definition of each op in ``ops``."""
     def attach(fn: ComputeFn) -> ComputeFn:
         for op in ops:
-            OPS[(domain, op)].extra["compute"] = fn
+            if (domain, op) not in OPS:
+                raise ValueError(f"compute definition for unknown op {op!r} (domain {domain!r})")
+            COMPUTE[(domain, op)] = fn
         return fn
     return attach
 
 
 def compute_of(opdef: OpDef) -> ComputeFn | None:
-    return opdef.extra.get("compute")
+    return COMPUTE.get(opdef.key)
+
+
+# ---- index helpers ------------------------------------------------------------------------------
+
+def idx(value: int) -> Expr:
+    """An i64 index constant."""
+    return const(value, INDEX)
+
+
+def clamp(i: Expr, low: int, high: int) -> Expr:
+    """``i`` clamped into [low, high]."""
+    return call("min", call("max", i, idx(low)), idx(high))
+
+
+def clamp_index(i: Expr, size: int) -> Expr:
+    """``i`` clamped into [0, size): a load that is always in bounds (callers select around it)."""
+    return clamp(i, 0, max(size, 1) - 1)
+
+
+def in_range(i: Expr, low: int, high: int) -> Expr:
+    """low <= i < high."""
+    return call("and", call("ge", i, idx(low)), call("lt", i, idx(high)))
+
+
+def all_of(conditions: Sequence[Expr]) -> Expr | None:
+    """The conjunction of ``conditions``; None when there are none (nothing to check)."""
+    out: Expr | None = None
+    for c in conditions:
+        out = c if out is None else call("and", out, c)
+    return out
+
+
+def all_true(conditions: Sequence[Expr]) -> Expr:
+    """The conjunction of ``conditions``, true when there are none."""
+    return all_of(conditions) or const(True, BOOL)

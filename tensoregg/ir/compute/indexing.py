@@ -21,16 +21,19 @@ from tensoregg.ir.compute.expr import (
     Buffer,
     ComputeCtx,
     Expr,
+    all_true,
     call,
     cast,
+    clamp,
     const,
     define,
     identity_of,
+    idx,
     reduce,
     select,
 )
-from tensoregg.ir.compute.shape import all_of, clamp, idx, ravel, unfused, unravel, within
-from tensoregg.ir.ops.resize import _cast_back, _given, _resize_plan
+from tensoregg.ir.compute.shape import ravel, unfused, unravel, within
+from tensoregg.ir.ops.resize import cast_back, given_input, resize_plan
 
 SCATTER_BUDGET = 1 << 27
 """The most (output element, update) pairs a scatter may compare."""
@@ -135,7 +138,7 @@ def _scatter_elements(ctx: ComputeCtx) -> Sequence[Expr]:
         return call("eq", wrapped(indices[update_at(k)], n), out[axis])
 
     value = _scattered(ctx, [indices.shape[axis]], update_at, hits, data[out])
-    return [select(all_of(covered), value, data[out]) if covered else value]
+    return [select(all_true(covered), value, data[out]) if covered else value]
 
 
 @define("ScatterND")
@@ -151,7 +154,7 @@ def _scatter_nd(ctx: ComputeCtx) -> Sequence[Expr]:
         return (*k, *out[m:])
 
     def hits(*k: Expr) -> Expr:
-        return all_of([call("eq", wrapped(indices[(*k, idx(j))], data.shape[j]), out[j]) for j in range(m)])
+        return all_true([call("eq", wrapped(indices[(*k, idx(j))], data.shape[j]), out[j]) for j in range(m)])
 
     return [_scattered(ctx, extents, update_at, hits, data[out])]
 
@@ -348,9 +351,9 @@ def _resize(ctx: ComputeCtx) -> Sequence[Expr]:
     x, out, attrs = ctx.input(0), ctx.index(), dict(ctx.attrs)
     rank = len(x.shape)
     axes = [a % rank for a in attrs["axes"]] or list(range(rank))
-    scales = _given(ctx.value(2)) if ctx.has(2) else None
-    sizes = _given(ctx.value(3)) if ctx.has(3) else None
-    shape, scale = _resize_plan(attrs, x.shape, axes, scales, sizes)
+    scales = given_input(ctx.value(2)) if ctx.has(2) else None
+    sizes = given_input(ctx.value(3)) if ctx.has(3) else None
+    shape, scale = resize_plan(attrs, x.shape, axes, scales, sizes)
     if 0 in shape:
         return [const(0, x.dtype)]
     tf_mode = attrs["coordinate_transformation_mode"] == "tf_crop_and_resize"
@@ -363,7 +366,7 @@ def _resize(ctx: ComputeCtx) -> Sequence[Expr]:
             continue
         plan.append(_Axis(ctx, a, shape[a], x.shape[a], scale[a], bounds))
     linear = attrs["mode"] != "nearest"
-    fill = _cast_back(np.asarray(attrs["extrapolation_value"]), F64 if linear else x.dtype)
+    fill = cast_back(np.asarray(attrs["extrapolation_value"]), F64 if linear else x.dtype)
 
     def value(level: int, at: tuple[Expr, ...]) -> Expr:
         if level < 0:

@@ -15,7 +15,6 @@ import numpy as np
 from tensoregg.ir.compute.casts import saturate
 from tensoregg.ir.compute.elementwise import SCALAR, clip
 from tensoregg.ir.compute.expr import (
-    INDEX,
     Buffer,
     ComputeCtx,
     Expr,
@@ -23,21 +22,18 @@ from tensoregg.ir.compute.expr import (
     cast,
     const,
     define,
+    idx,
     is_float,
     reduce,
     select,
 )
 from tensoregg.ir.ops.fused import ACTIVATIONS, DOMAIN, FUSED
-from tensoregg.ir.ops.nn import _window
+from tensoregg.ir.ops.nn import conv_window
 
 
 def wide(dtype: np.dtype) -> np.dtype:
     """The accumulation dtype of ``dtype`` (float16 sums run in float32)."""
     return np.dtype(np.float32) if is_float(dtype) and dtype.itemsize < 4 else dtype
-
-
-def idx(value: int) -> Expr:
-    return const(value, INDEX)
 
 
 def first(buf: Buffer) -> Expr:
@@ -184,7 +180,7 @@ def conv_sum(ctx: ComputeCtx, x: Buffer, w: Buffer, acc: np.dtype,
     and groups: of ``x_value(x)`` (a loaded element of X, e.g. less its zero point; padding is 0
     after it) and ``w_value(w, m)`` (an element of W for output channel m); by default both cast."""
     spatial, kernel = x.shape[2:], w.shape[2:]
-    win = _window(dict(ctx.attrs), spatial, kernel)
+    win = conv_window(dict(ctx.attrs), spatial, kernel)
     need = [(o - 1) * s + sp for o, s, sp in zip(win.out, win.strides, win.span)]
     read_x, source, shift = x_value, x, win.begin
     if any(b > 0 for b in win.begin) or any(n > s + b for n, s, b in zip(need, spatial, win.begin)):

@@ -19,13 +19,15 @@ from tensoregg.ir.compute.expr import (
     Expr,
     call,
     cast,
+    clamp_index,
     const,
     define,
+    idx,
     reduce,
     select,
 )
-from tensoregg.ir.compute.linalg import idx, wide
-from tensoregg.ir.compute.reductions import clamp, kept, peak_stage, stat
+from tensoregg.ir.compute.linalg import wide
+from tensoregg.ir.compute.reductions import kept, peak_stage, stat
 
 
 def _sample(ctx: ComputeCtx, log_prob: Buffer, at: Sequence[Expr]) -> tuple[Expr, Expr]:
@@ -35,7 +37,7 @@ def _sample(ctx: ComputeCtx, log_prob: Buffer, at: Sequence[Expr]) -> tuple[Expr
     label = cast(labels[tuple(at)], INDEX)
     ignore = ctx.attrs["ignore_index"]
     ignored = None if ignore is None else call("eq", label, idx(int(ignore)))
-    cls = clamp(label if ignored is None else select(ignored, idx(0), label), classes)
+    cls = clamp_index(label if ignored is None else select(ignored, idx(0), label), classes)
     loss = -log_prob[(at[0], cls, *at[1:])]
     weight: Expr = const(1, dtype)
     if ctx.has(2):

@@ -25,14 +25,15 @@ from tensoregg.ir.compute.expr import (
     Expr,
     call,
     cast,
+    clamp,
     const,
     define,
     identity_of,
+    idx,
     reduce,
     select,
 )
 from tensoregg.ir.compute.linalg import wide
-from tensoregg.ir.compute.shape import clamp, idx
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 

@@ -21,24 +21,16 @@ from tensoregg.ir.compute.expr import (
     broadcast_load,
     call,
     cast,
+    clamp_index,
     const,
     define,
+    idx,
+    in_range,
     reduce,
     select,
 )
-from tensoregg.ir.compute.linalg import idx, wide
-from tensoregg.ir.compute.reductions import (
-    Term,
-    by_rows,
-    clamp,
-    count,
-    in_range,
-    kept,
-    power,
-    promoted,
-    square,
-    stat,
-)
+from tensoregg.ir.compute.linalg import wide
+from tensoregg.ir.compute.reductions import Term, by_rows, count, kept, power, promoted, square, stat
 from tensoregg.ir.dtypes import dtype_of
 
 
@@ -230,7 +222,7 @@ def _lrn(ctx: ComputeCtx) -> Sequence[Expr]:
 
     def term(r: Expr) -> Expr:
         c = i[1] + r - idx(before)
-        value = cast(x[(i[0], clamp(c, channels), *i[2:])], acc)
+        value = cast(x[(i[0], clamp_index(c, channels), *i[2:])], acc)
         return select(in_range(c, 0, channels), square(value), const(0, acc))
     square_sum = reduce("add", [size], term, 0)
     base = const(ctx.attrs["bias"], acc) + const(ctx.attrs["alpha"] / size, acc) * square_sum

@@ -18,44 +18,48 @@ from tensoregg.ir.compute.expr import (
     Buffer,
     ComputeCtx,
     Expr,
+    all_of,
     call,
     cast,
+    clamp_index,
     const,
     define,
+    idx,
+    in_range,
     reduce,
     select,
 )
 from tensoregg.ir.compute.indexing import SCATTER_BUDGET
-from tensoregg.ir.compute.linalg import idx, padded, wide
-from tensoregg.ir.compute.reductions import all_of, by_rows, clamp, count, in_range, power
+from tensoregg.ir.compute.linalg import padded, wide
+from tensoregg.ir.compute.reductions import by_rows, count, power
 from tensoregg.ir.compute.shape import ravel, unravel
-from tensoregg.ir.ops.nn import _lowest, _unpooled, _Window, _window
+from tensoregg.ir.ops.nn import ConvWindow, conv_window, lowest_value, unpooled_shape
 
 
-def geometry(ctx: ComputeCtx) -> _Window:
+def geometry(ctx: ComputeCtx) -> ConvWindow:
     x = ctx.input(0)
-    return _window(dict(ctx.attrs), x.shape[2:], tuple(ctx.attrs["kernel_shape"]))
+    return conv_window(dict(ctx.attrs), x.shape[2:], tuple(ctx.attrs["kernel_shape"]))
 
 
-def coords(win: _Window, out: Sequence[Expr], taps: Sequence[Expr]) -> list[Expr]:
+def coords(win: ConvWindow, out: Sequence[Expr], taps: Sequence[Expr]) -> list[Expr]:
     """The input coordinates that output position ``out`` reads at kernel ``taps``."""
     return [o * idx(s) - idx(b) + t * idx(d)
             for o, t, s, b, d in zip(out, taps, win.strides, win.begin, win.dilations)]
 
 
-def leaves(win: _Window, low: Sequence[int], high: Sequence[int]) -> list[bool]:
+def leaves(win: ConvWindow, low: Sequence[int], high: Sequence[int]) -> list[bool]:
     """Per spatial axis: whether some window reads a coordinate outside [low, high)."""
     return [-b < lo or (o - 1) * s - b + sp > hi
             for b, o, s, sp, lo, hi in zip(win.begin, win.out, win.strides, win.span, low, high)]
 
 
-def inside(win: _Window, at: Sequence[Expr], low: Sequence[int], high: Sequence[int]) -> Expr | None:
+def inside(win: ConvWindow, at: Sequence[Expr], low: Sequence[int], high: Sequence[int]) -> Expr | None:
     """Whether coordinates ``at`` lie in [low, high) (None: always, for every window)."""
     checks = leaves(win, low, high)
     return all_of([in_range(a, lo, hi) for a, lo, hi, check in zip(at, low, high, checks) if check])
 
 
-def window_value(ctx: ComputeCtx, x: Buffer, win: _Window, index: Sequence[Expr], combiner: str,
+def window_value(ctx: ComputeCtx, x: Buffer, win: ConvWindow, index: Sequence[Expr], combiner: str,
                  term: Callable[[Expr], Expr], neutral: float) -> Expr:
     """``combiner`` of ``term(x)`` over the taps of the window at output ``index`` (N, C, *out), taps
     outside x counting as ``neutral`` (with ``term(neutral) == neutral``).
@@ -75,7 +79,8 @@ def window_value(ctx: ComputeCtx, x: Buffer, win: _Window, index: Sequence[Expr]
     def body(*taps: Expr) -> Expr:
         at = coords(win, out, taps)
         ok = inside(win, at, [0] * len(spatial), spatial)
-        value = term(x[(n, c, *(clamp(a, size) if edge else a for a, size, edge in zip(at, spatial, edges)))])
+        clamped = (clamp_index(a, size) if edge else a for a, size, edge in zip(at, spatial, edges))
+        value = term(x[(n, c, *clamped)])
         return value if ok is None else select(ok, value, const(neutral, value.dtype))
     return reduce(combiner, win.kernel, body, neutral)
 
@@ -85,14 +90,14 @@ def _max_pool(ctx: ComputeCtx) -> Sequence[Expr]:
     x, win = ctx.input(0), geometry(ctx)
 
     def peak_at(*o: Expr) -> Expr:
-        return window_value(ctx, x, win, o, "max", lambda v: v, _lowest(x.dtype))
+        return window_value(ctx, x, win, o, "max", lambda v: v, lowest_value(x.dtype))
     if len(ctx.outputs) == 1:
         return [peak_at(*ctx.index())]
     peak = ctx.stage("max", ctx.outputs[0].shape, peak_at)
     return [peak[ctx.index(0)], _argmax(ctx, x, win, peak)]
 
 
-def _argmax(ctx: ComputeCtx, x: Buffer, win: _Window, peak: Buffer) -> Expr:
+def _argmax(ctx: ComputeCtx, x: Buffer, win: ConvWindow, peak: Buffer) -> Expr:
     """MaxPool's Indices: the flat index into X of the first tap (row-major over the kernel) that
     reads X and holds the window's max (or NaN, if the max is); no such tap: tap 0, its coordinates
     clipped into X. Spatial axes column-major if storage_order is 1."""
@@ -103,7 +108,7 @@ def _argmax(ctx: ComputeCtx, x: Buffer, win: _Window, peak: Buffer) -> Expr:
 
     def term(*t: Expr) -> Expr:
         at = coords(win, out, t)
-        v, m = x[(n, c, *(clamp(a, size) for a, size in zip(at, spatial)))], peak[(n, c, *out)]
+        v, m = x[(n, c, *(clamp_index(a, size) for a, size in zip(at, spatial)))], peak[(n, c, *out)]
         hit = call("eq", v, m)
         if x.dtype.kind == "f":
             hit = call("or", hit, call("and", call("isnan", v), call("isnan", m)))
@@ -113,7 +118,7 @@ def _argmax(ctx: ComputeCtx, x: Buffer, win: _Window, peak: Buffer) -> Expr:
     first = reduce("min", kernel, term, taps)
     first = select(call("eq", first, idx(taps)), idx(0), first)
     tap = [call("rem", call("div", first, idx(s)), idx(k)) for s, k in zip(kstride, kernel)]
-    at = [clamp(a, size) for a, size in zip(coords(win, out, tap), spatial)]
+    at = [clamp_index(a, size) for a, size in zip(coords(win, out, tap), spatial)]
     fastest_first = range(len(spatial)) if ctx.attrs["storage_order"] else reversed(range(len(spatial)))
     flat, stride = idx(0), 1
     for a in fastest_first:
@@ -188,7 +193,7 @@ def _max_unpool(ctx: ComputeCtx) -> Sequence[Expr]:
     if ctx.outputs[0].size * x.size > SCATTER_BUDGET:
         raise ctx.unsupported(f"an unpool of {x.size} values into {ctx.outputs[0].size} elements (stated "
                               "as a gather, it compares every pair; too many)")
-    unpooled = _unpooled(dict(ctx.attrs), x.shape)
+    unpooled = unpooled_shape(dict(ctx.attrs), x.shape)
     total = int(np.prod(unpooled, dtype=np.int64))
     index = ctx.index()
     flat = ravel(index, unpooled)

@@ -24,15 +24,17 @@ from tensoregg.ir.compute.expr import (
     as_expr,
     call,
     cast,
+    clamp_index,
     const,
     define,
     fresh,
     identity_of,
+    idx,
     reduce,
     select,
 )
-from tensoregg.ir.compute.linalg import idx, wide
-from tensoregg.ir.ops.reduce import _axes
+from tensoregg.ir.compute.linalg import wide
+from tensoregg.ir.ops.reduce import reduce_axes
 
 Index = Sequence[Expr]
 Term = Callable[[tuple[Expr, ...]], Expr]
@@ -160,22 +162,6 @@ def promoted(fn: str, a: Expr, b: Expr) -> Expr:
     return call(fn, cast(a, dtype), cast(b, dtype))
 
 
-def in_range(i: Expr, low: int, high: int) -> Expr:
-    return call("and", call("ge", i, idx(low)), call("lt", i, idx(high)))
-
-
-def clamp(i: Expr, size: int) -> Expr:
-    """An index clamped into [0, size): a load that is always in bounds (callers select around it)."""
-    return call("min", call("max", i, idx(0)), idx(max(size, 1) - 1))
-
-
-def all_of(conditions: Sequence[Expr]) -> Expr | None:
-    out: Expr | None = None
-    for c in conditions:
-        out = c if out is None else call("and", out, c)
-    return out
-
-
 # ---- ReduceSum ... ReduceLogSumExp -------------------------------------------------------------------
 
 @define("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -183,7 +169,7 @@ def all_of(conditions: Sequence[Expr]) -> Expr | None:
 def _reduce(ctx: ComputeCtx) -> Sequence[Expr]:
     x = ctx.input(0)
     dtype, rank, op = x.dtype, len(x.shape), ctx.op
-    axes = _axes(ctx.value(1) if ctx.has(1) else None, rank, ctx.attrs["noop_with_empty_axes"])
+    axes = reduce_axes(ctx.value(1) if ctx.has(1) else None, rank, ctx.attrs["noop_with_empty_axes"])
     keep, out = bool(ctx.attrs["keepdims"]), ctx.index()
     integer = dtype.kind in "iu"
     if dtype == BOOL and op not in ("ReduceMax", "ReduceMin"):
@@ -316,7 +302,7 @@ def _cumulative(ctx: ComputeCtx) -> Sequence[Expr]:
     def masked(index: Index, start: Expr, stop: Expr, extent: int) -> Expr:
         """The total of x at scan positions start + t (t < extent) below ``stop``."""
         def term(t: Expr) -> Expr:
-            q = clamp(start + t, n)
+            q = clamp_index(start + t, n)
             value = x[along(index, idx(n - 1) - q if reverse else q)]
             return select(call("lt", start + t, stop), value, neutral)
         return reduce(combiner, [extent], term, neutral)

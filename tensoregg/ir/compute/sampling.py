@@ -15,9 +15,20 @@ from collections.abc import Sequence
 import numpy as np
 
 from tensoregg.ir.compute.elementwise import c
-from tensoregg.ir.compute.expr import INDEX, ComputeCtx, Expr, call, cast, const, define, select
-from tensoregg.ir.compute.linalg import idx
-from tensoregg.ir.compute.reductions import all_of, clamp, in_range
+from tensoregg.ir.compute.expr import (
+    INDEX,
+    ComputeCtx,
+    Expr,
+    all_of,
+    call,
+    cast,
+    clamp_index,
+    const,
+    define,
+    idx,
+    in_range,
+    select,
+)
 
 F64 = np.dtype(np.float64)
 CUBIC_A = -0.75
@@ -98,7 +109,7 @@ def _grid_sample(ctx: ComputeCtx) -> Sequence[Expr]:
         weight = weights[0][combo[0]]
         for a in range(1, r):
             weight = weight * weights[a][combo[a]]
-        term = weight * cast(x[(n, ch, *(clamp(i, size) for i, size in zip(at, dims)))], F64)
+        term = weight * cast(x[(n, ch, *(clamp_index(i, size) for i, size in zip(at, dims)))], F64)
         if padding == "zeros":
             inside = all_of([in_range(i, 0, size) for i, size in zip(at, dims)])
             assert inside is not None

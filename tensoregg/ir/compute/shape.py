@@ -15,38 +15,23 @@ from collections.abc import Sequence
 import numpy as np
 
 from tensoregg.ir.compute.expr import (
-    BOOL,
     INDEX,
     Buffer,
     ComputeCtx,
     Expr,
+    all_true,
     call,
     cast,
+    clamp,
     const,
     define,
+    idx,
     select,
 )
 from tensoregg.ir.dtypes import dtype_of
-from tensoregg.ir.ops.shape import _LOW_FLOATS, _pad_widths, _perm, _shape_range, _slices
+from tensoregg.ir.ops.shape import NARROW_FLOATS, pad_widths, perm_of, shape_range, slice_plan
 
 # ---- index helpers (shared with the indexing and einsum definitions) ----------------------------
-
-
-def idx(value: int) -> Expr:
-    return const(value, INDEX)
-
-
-def clamp(i: Expr, low: int, high: int) -> Expr:
-    """``i`` clamped into [low, high]."""
-    return call("min", call("max", i, idx(low)), idx(high))
-
-
-def all_of(conds: Sequence[Expr]) -> Expr:
-    """The conjunction of ``conds`` (true when empty)."""
-    out: Expr = const(True, BOOL)
-    for k, c in enumerate(conds):
-        out = c if k == 0 else call("and", out, c)
-    return out
 
 
 def within(i: Expr, low: int, high: int) -> Expr:
@@ -132,7 +117,7 @@ def _expand(ctx: ComputeCtx) -> Sequence[Expr]:
 def _transpose(ctx: ComputeCtx) -> Sequence[Expr]:
     x, out = ctx.input(0), ctx.index()
     at: list[Expr] = list(out)
-    for k, p in enumerate(_perm(x.shape, ctx.attrs["perm"])):
+    for k, p in enumerate(perm_of(x.shape, ctx.attrs["perm"])):
         at[p] = out[k]
     return [x[tuple(at)]]
 
@@ -224,7 +209,7 @@ def _ints(v: np.ndarray | None) -> list[int] | None:
 @define("Slice")
 def _slice(ctx: ComputeCtx) -> Sequence[Expr]:
     x, out = ctx.input(0), ctx.index()
-    bounds = _slices(x.shape, *[_ints(ctx.value(i)) for i in (1, 2, 3, 4)])  # type: ignore[arg-type]
+    bounds = slice_plan(x.shape, *[_ints(ctx.value(i)) for i in (1, 2, 3, 4)])  # type: ignore[arg-type]
     at = []
     for o, s, d in zip(out, bounds, x.shape):
         start, _, step = s.indices(d)
@@ -265,7 +250,7 @@ def _pad(ctx: ComputeCtx) -> Sequence[Expr]:
     x, out, dtype = ctx.input(0), ctx.index(), ctx.outputs[0].dtype
     if 0 in ctx.outputs[0].shape:
         return [const(0, dtype)]
-    widths = _pad_widths(len(x.shape), _ints(ctx.value(1)) or [], _ints(ctx.value(3)))
+    widths = pad_widths(len(x.shape), _ints(ctx.value(1)) or [], _ints(ctx.value(3)))
     at, inside = [], []
     for o, (b, e), d in zip(out, widths, x.shape):
         pos, ok = _padded_position(ctx.attrs["mode"], o, b, e, d)
@@ -274,7 +259,7 @@ def _pad(ctx: ComputeCtx) -> Sequence[Expr]:
     if not inside:
         return [x[tuple(at)]]
     fill = first(ctx.input(2)) if ctx.has(2) else const(0, dtype)
-    return [select(all_of(inside), x[tuple(at)], fill)]
+    return [select(all_true(inside), x[tuple(at)], fill)]
 
 
 @define("CenterCropPad")
@@ -291,14 +276,14 @@ def _center_crop_pad(ctx: ComputeCtx) -> Sequence[Expr]:
             at.append(clamp(src, 0, d - 1))
             inside.append(within(src, 0, d))
     value = x[tuple(at)]
-    return [select(all_of(inside), value, const(0, x.dtype)) if inside else value]
+    return [select(all_true(inside), value, const(0, x.dtype)) if inside else value]
 
 
 # ---- values of the index alone -----------------------------------------------------------------
 
 @define("Shape")
 def _shape(ctx: ComputeCtx) -> Sequence[Expr]:
-    window = _shape_range(len(ctx.input(0).shape), ctx.attrs["start"], ctx.attrs["end"])
+    window = shape_range(len(ctx.input(0).shape), ctx.attrs["start"], ctx.attrs["end"])
     dims = ctx.input(0).shape[window]
     (i,) = ctx.index()
     value: Expr = idx(dims[-1] if dims else 0)
@@ -348,6 +333,6 @@ def _range(ctx: ComputeCtx) -> Sequence[Expr]:
     (i,) = ctx.index()
     if dtype.kind in "iu":
         return [cast(idx(int(start.reshape(()))) + i * idx(int(delta.reshape(()))), dtype)]
-    work = dtype_of(ctx.attrs["stash_type"]) if dtype in _LOW_FLOATS else np.dtype(np.float64)
+    work = dtype_of(ctx.attrs["stash_type"]) if dtype in NARROW_FLOATS else np.dtype(np.float64)
     s, d = (const(float(v.reshape(()).astype(work)), work) for v in (start, delta))
     return [cast(s + unfused(cast(i, work) * d), dtype)]

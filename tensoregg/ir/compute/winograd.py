@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tensoregg.ir.compute.expr import ComputeCtx, Expr, call, const, define, reduce, select
-from tensoregg.ir.compute.linalg import idx, padded
+from tensoregg.ir.compute.expr import ComputeCtx, Expr, call, const, define, idx, reduce, select
+from tensoregg.ir.compute.linalg import padded
 from tensoregg.ir.ops.winograd import BT, DOMAIN, F32, G, input_pads, tiles
 
 PLUS, MINUS = const(1.0, F32), const(-1.0, F32)

@@ -54,7 +54,7 @@ FUSED: dict[str, Fused] = {"FusedConv": Fused("Conv", 3), "FusedGemm": Fused("Ge
 """Every fused op by name."""
 
 
-def _internal(up: Upgrade) -> None:
+def internal_only(up: Upgrade) -> None:
     """An ONNX model that names a fused op is refused: these ops belong to no ONNX opset."""
     up.unsupported(f"{up.op} is internal to tensoregg (domain {DOMAIN!r}), not an ONNX operator")
 
@@ -105,21 +105,21 @@ def _attrs(base: str) -> dict[str, Attr]:
 
 
 @op("FusedConv", "X W B? Z?", "Y", shape=_shape("FusedConv", exact_residual=True), attrs=_attrs("Conv"),
-    domain=DOMAIN, adapt=_internal)
+    domain=DOMAIN, adapt=internal_only)
 def fused_conv(attrs, x, w, b=None, z=None):
     """act(Conv(X, W, B) + Z): Conv's attributes; Z (optional) has the Conv output's shape."""
     return _epilogue(attrs, get_op("Conv").reference(attrs, x, w, b), z)
 
 
 @op("FusedGemm", "A B C?", "Y", shape=_shape("FusedGemm", exact_residual=False), attrs=_attrs("Gemm"),
-    domain=DOMAIN, adapt=_internal)
+    domain=DOMAIN, adapt=internal_only)
 def fused_gemm(attrs, a, b, c=None):
     """act(Gemm(A, B, C)): Gemm's attributes."""
     return _epilogue(attrs, get_op("Gemm").reference(attrs, a, b, c), None)
 
 
 @op("FusedMatMul", "A B Z?", "Y", shape=_shape("FusedMatMul", exact_residual=False),
-    attrs=_EPILOGUE_ATTRS, domain=DOMAIN, adapt=_internal)
+    attrs=_EPILOGUE_ATTRS, domain=DOMAIN, adapt=internal_only)
 def fused_matmul(attrs, a, b, z=None):
     """act(A @ B + Z): numpy matmul; Z (optional) broadcasts to the product's shape."""
     return _epilogue(attrs, get_op("MatMul").reference({}, a, b), z)

@@ -1,7 +1,7 @@
 """Convolution and pooling: Conv and its integer, quantized, deformable and causal forms, ConvTranspose,
 Col2Im, Max/Average/Lp pooling (windowed and global), MaxUnpool and LRN, over any number of spatial axes.
 
-Every windowed operator shares one geometry (:class:`_Window`: kernel, strides, dilations, begin and
+Every windowed operator shares one geometry (:class:`ConvWindow`: kernel, strides, dilations, begin and
 end pads, output size) computed from explicit ``pads`` or ``auto_pad``. Convolutions and pools read
 the windows as a strided view of the padded input (im2col by numpy stride tricks); convolutions then
 contract each group with one batched matmul. ConvTranspose and Col2Im scatter-add one kernel tap at
@@ -57,7 +57,7 @@ def _float_input(ctx: InferCtx, *indices: int) -> np.dtype:
 # ---- window geometry --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _Window:
+class ConvWindow:
     """Where each output position's window lies along the spatial axes: output position ``o`` reads
     (or, transposed, writes) input coordinates ``o * stride - begin + k * dilation`` for each tap k."""
 
@@ -83,14 +83,14 @@ def _attr_ints(attrs: dict[str, Any], name: str, n: int, default: int) -> Shape:
     return tuple(attrs.get(name) or (default,) * n)
 
 
-def _window(attrs: dict[str, Any], spatial: Shape, kernel: Shape) -> _Window:
+def conv_window(attrs: dict[str, Any], spatial: Shape, kernel: Shape) -> ConvWindow:
     """The geometry of a convolution or pool of ``kernel`` over ``spatial`` (ONNX pads, auto_pad,
     ceil_mode; a ceil-mode window that would start in the end padding is dropped)."""
     n = len(spatial)
     strides, dilations = _attr_ints(attrs, "strides", n, 1), _attr_ints(attrs, "dilations", n, 1)
     pads = _attr_ints(attrs, "pads", 2 * n, 0)
     auto_pad = attrs.get("auto_pad", "NOTSET")
-    base = _Window(tuple(kernel), strides, dilations, pads[:n], pads[n:], ())
+    base = ConvWindow(tuple(kernel), strides, dilations, pads[:n], pads[n:], ())
     span = base.span
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         out = tuple(-(-i // s) for i, s in zip(spatial, strides))
@@ -122,10 +122,10 @@ def _check_window_attrs(ctx: InferCtx, n: int) -> None:
         _invalid(ctx, f"auto_pad {ctx.attrs['auto_pad']!r} is not one of {', '.join(_AUTO_PADS)}")
 
 
-def _window_rule(ctx: InferCtx, spatial: Shape, kernel: Shape) -> _Window:
+def _window_rule(ctx: InferCtx, spatial: Shape, kernel: Shape) -> ConvWindow:
     """Checked attributes -> the window geometry, failing if the output would be empty."""
     _check_window_attrs(ctx, len(spatial))
-    win = _window(ctx.attrs, spatial, kernel)
+    win = conv_window(ctx.attrs, spatial, kernel)
     if min(win.out, default=1) < 1:
         ctx.fail(f"a kernel of {list(win.span)} (dilated) does not fit the input's spatial shape "
                  f"{list(spatial)} with pads {list(win.begin + win.end)}")
@@ -142,7 +142,7 @@ def _spatial_input(ctx: InferCtx, i: int = 0) -> Shape:
 
 # ---- im2col and fold ---------------------------------------------------------------------------
 
-def _windows(x: np.ndarray, win: _Window, fill: Any) -> np.ndarray:
+def _windows(x: np.ndarray, win: ConvWindow, fill: Any) -> np.ndarray:
     """A view (N, C, *out, *kernel) of each output position's window of ``x``, padded with ``fill``."""
     n = len(win.out)
     need = [(o - 1) * s + sp for o, s, sp in zip(win.out, win.strides, win.span)]
@@ -155,7 +155,7 @@ def _windows(x: np.ndarray, win: _Window, fill: Any) -> np.ndarray:
     return view[index]
 
 
-def _tap_mask(win: _Window, spatial: Shape, include_pad: bool) -> np.ndarray:
+def _tap_mask(win: ConvWindow, spatial: Shape, include_pad: bool) -> np.ndarray:
     """(*out, *kernel) booleans: which taps read X (or the explicitly padded X if ``include_pad``)."""
     n = len(spatial)
     mask = np.ones((*win.out, *win.kernel), bool)
@@ -184,7 +184,7 @@ def _grouped_matmul(cols: np.ndarray, w: np.ndarray, group: int) -> np.ndarray:
     return y.transpose(1, 0, 3, 2).reshape(n, m, *out)
 
 
-def _fold(cols: np.ndarray, win: _Window, n_in: Shape) -> np.ndarray:
+def _fold(cols: np.ndarray, win: ConvWindow, n_in: Shape) -> np.ndarray:
     """Scatter-add ``cols`` (..., *kernel, *n_in) into (..., *win.out): tap k of input position j
     lands on output coordinate j * stride + k * dilation - begin, where that lies in the output."""
     n = len(win.out)
@@ -245,7 +245,7 @@ def _add_bias(y: np.ndarray, b: np.ndarray | None) -> np.ndarray:
 @op("Conv", "X W B?", "Y", shape=_conv_shape, attrs=_CONV_ATTRS)
 def conv(attrs, x, w, b=None):
     """Convolution (cross-correlation) of X with W, channels in ``group`` groups, plus bias B."""
-    win = _window(attrs, x.shape[2:], w.shape[2:])
+    win = conv_window(attrs, x.shape[2:], w.shape[2:])
     y = _grouped_matmul(_windows(_wide(x), win, 0), _wide(w), attrs["group"])
     return _add_bias(y, None if b is None else _wide(b)).astype(x.dtype)
 
@@ -282,7 +282,7 @@ def _integer_conv(attrs: dict[str, Any], x: np.ndarray, w: np.ndarray, x_zero_po
         x = x - x_zero_point.reshape(())
     if w_zero_point is not None:
         w = w - _per_channel(w_zero_point, w.ndim - 1)
-    win = _window(attrs, x.shape[2:], w.shape[2:])
+    win = conv_window(attrs, x.shape[2:], w.shape[2:])
     return _grouped_matmul(_windows(x, win, 0), w, attrs["group"])
 
 
@@ -345,7 +345,7 @@ def _deform_conv_shape(ctx: InferCtx) -> TensorType:
     return TensorType(dtype, out)
 
 
-def _deformed_windows(x: np.ndarray, offset: np.ndarray, mask: np.ndarray | None, win: _Window,
+def _deformed_windows(x: np.ndarray, offset: np.ndarray, mask: np.ndarray | None, win: ConvWindow,
                       groups: int) -> np.ndarray:
     """(N, C, P, K) samples of X: tap k of output pixel p reads X multilinearly (zero outside) at its
     regular coordinate plus its offset (one per offset group), times its mask."""
@@ -381,7 +381,7 @@ def _deformed_windows(x: np.ndarray, offset: np.ndarray, mask: np.ndarray | None
 def deform_conv(attrs, x, w, offset, b=None, mask=None):
     """Deformable convolution: every kernel tap samples X bilinearly (multilinearly in N-D, zero
     outside X) at its regular position plus a learned offset, scaled by mask, then Conv's sum."""
-    win = _window(attrs, x.shape[2:], w.shape[2:])
+    win = conv_window(attrs, x.shape[2:], w.shape[2:])
     cols = _deformed_windows(x, offset, mask, win, attrs["offset_group"])
     y = _grouped_matmul(cols, w.astype(np.float64).reshape(*w.shape[:2], -1), attrs["group"])
     y = _add_bias(y.reshape(*y.shape[:2], *win.out), None if b is None else b.astype(np.float64))
@@ -418,12 +418,12 @@ def causal_conv_with_state(attrs, x, w, b=None, past_state=None):
 
 # ---- ConvTranspose and Col2Im -------------------------------------------------------------------
 
-def _transpose_window(attrs: dict[str, Any], spatial: Shape, kernel: Shape) -> _Window:
+def transpose_window(attrs: dict[str, Any], spatial: Shape, kernel: Shape) -> ConvWindow:
     """ConvTranspose's geometry: output coordinate of input j's tap k is j * stride + k * dilation -
     begin. Pads come from ``pads``, or from output_shape / SAME auto_pad (the odd one at the end if
     SAME_UPPER, else at the start)."""
     n = len(spatial)
-    base = _window({**attrs, "auto_pad": "NOTSET", "ceil_mode": 0}, spatial, kernel)
+    base = conv_window({**attrs, "auto_pad": "NOTSET", "ceil_mode": 0}, spatial, kernel)
     extra = _attr_ints(attrs, "output_padding", n, 0)
     full = tuple((i - 1) * s + sp + e for i, s, sp, e in zip(spatial, base.strides, base.span, extra))
     auto_pad, shape = attrs.get("auto_pad", "NOTSET"), attrs.get("output_shape")
@@ -450,7 +450,7 @@ def _conv_transpose_shape(ctx: InferCtx) -> TensorType:
     shape = ctx.attrs.get("output_shape")
     if shape and len(shape) not in (len(x) - 2, len(x)):
         _invalid(ctx, f"output_shape {list(shape)} must give the {len(x) - 2} spatial sizes")
-    out = _transpose_window(ctx.attrs, x[2:], w[2:]).out
+    out = transpose_window(ctx.attrs, x[2:], w[2:]).out
     if min(out) < 1:
         ctx.fail(f"empty output spatial shape {list(out)}")
     _check_bias(ctx, 2, w[1] * group)
@@ -463,7 +463,7 @@ def conv_transpose(attrs, x, w, b=None):
     """Transposed convolution (Conv's gradient with respect to its input): each input pixel adds
     X * W over its window of the output, channels in ``group`` groups; plus bias B."""
     n, group = x.ndim - 2, attrs["group"]
-    win = _transpose_window(attrs, x.shape[2:], w.shape[2:])
+    win = transpose_window(attrs, x.shape[2:], w.shape[2:])
     batch, cg, mg = x.shape[0], w.shape[0] // group, w.shape[1]
     xa = _wide(x).reshape(batch, group, cg, -1).transpose(1, 0, 3, 2).reshape(group, -1, cg)
     cols = np.matmul(xa, _wide(w).reshape(group, cg, -1))  # (G, N * pixels, Mg * taps)
@@ -473,9 +473,9 @@ def conv_transpose(attrs, x, w, b=None):
     return _add_bias(y, None if b is None else _wide(b)).astype(x.dtype)
 
 
-def _col2im_window(attrs: dict[str, Any], image: Shape, block: Shape) -> _Window:
+def col2im_window(attrs: dict[str, Any], image: Shape, block: Shape) -> ConvWindow:
     """The blocks' geometry: ``out`` holds the number of blocks along each axis."""
-    return _window({**attrs, "auto_pad": "NOTSET"}, image, block)
+    return conv_window({**attrs, "auto_pad": "NOTSET"}, image, block)
 
 
 def _col2im_shape(ctx: InferCtx) -> TensorType:
@@ -487,7 +487,7 @@ def _col2im_shape(ctx: InferCtx) -> TensorType:
         ctx.fail(f"input {list(x)} must be N x (C * block size) x L, image_shape {image} and "
                  f"block_shape {block} of one length")
     _check_window_attrs(ctx, len(image))
-    win = _col2im_window(ctx.attrs, tuple(image), tuple(block))
+    win = col2im_window(ctx.attrs, tuple(image), tuple(block))
     size = int(np.prod(block))
     if x[1] % size or x[2] != int(np.prod(win.out)) or min(win.out) < 1:
         ctx.fail(f"input {list(x)} does not hold C x {size} values for each of the {list(win.out)} "
@@ -501,7 +501,7 @@ def col2im(attrs, x, image_shape, block_shape):
     """Rearrange column blocks (N, C * prod(block_shape), L) into an (N, C, *image_shape) image,
     adding overlaps (the inverse layout of im2col, like torch.nn.Fold)."""
     image, block = tuple(int(d) for d in image_shape), tuple(int(d) for d in block_shape)
-    win = _col2im_window(attrs, image, block)
+    win = col2im_window(attrs, image, block)
     cols = x.reshape(x.shape[0], -1, *block, *win.out)
     return _fold(cols, replace(win, out=image), win.out)
 
@@ -529,7 +529,7 @@ def _max_pool_shape(ctx: InferCtx) -> list[TensorType]:
     return [TensorType(dtype, out), TensorType(np.dtype(np.int64), out)]
 
 
-def _lowest(dtype: np.dtype) -> Any:
+def lowest_value(dtype: np.dtype) -> Any:
     return -np.inf if _is_float(dtype) else np.iinfo(dtype).min
 
 
@@ -537,7 +537,7 @@ def _kernel_axes(n: int) -> tuple[int, ...]:
     return tuple(range(-n, 0))
 
 
-def _argmax_indices(flat: np.ndarray, y: np.ndarray, win: _Window, shape: Shape,
+def _argmax_indices(flat: np.ndarray, y: np.ndarray, win: ConvWindow, shape: Shape,
                     column_major: bool) -> np.ndarray:
     """The flat index into X (N, C, *spatial) of the first tap of each window that reads X and holds
     the window's max (NaN: the first NaN); spatial axes column-major if ``column_major``."""
@@ -561,8 +561,8 @@ def _argmax_indices(flat: np.ndarray, y: np.ndarray, win: _Window, shape: Shape,
 def max_pool(attrs, x):
     """Max of each window over the taps inside X (padding never wins); Indices: where each max is in
     X, flattened row-major (column-major over the spatial axes if storage_order is 1)."""
-    win = _window(attrs, x.shape[2:], attrs["kernel_shape"])
-    windows = _windows(x, win, _lowest(x.dtype))
+    win = conv_window(attrs, x.shape[2:], attrs["kernel_shape"])
+    windows = _windows(x, win, lowest_value(x.dtype))
     flat = windows.reshape(*windows.shape[:x.ndim], -1)
     y = flat.max(axis=-1)
     return y, _argmax_indices(flat, y, win, x.shape, bool(attrs["storage_order"]))
@@ -573,7 +573,7 @@ def max_pool(attrs, x):
 def average_pool(attrs, x):
     """Mean of each window over its taps inside X, or inside the padded X if count_include_pad (taps
     past the end padding, which ceil_mode can add, never count)."""
-    win = _window(attrs, x.shape[2:], attrs["kernel_shape"])
+    win = conv_window(attrs, x.shape[2:], attrs["kernel_shape"])
     axes = _kernel_axes(len(win.out))
     total = _windows(_wide(x), win, 0).sum(axis=axes)
     count = _tap_mask(win, x.shape[2:], bool(attrs["count_include_pad"])).sum(axis=axes)
@@ -593,7 +593,7 @@ def _p_as_int(up: Upgrade) -> None:
 @op("LpPool", "X", "Y", shape=_pool_shape, adapt=_p_as_int, attrs={**_POOL_ATTRS, "p": Attr("int", 2)})
 def lp_pool(attrs, x):
     """(sum of |x| ** p over each window) ** (1 / p); padding adds nothing."""
-    win = _window(attrs, x.shape[2:], attrs["kernel_shape"])
+    win = conv_window(attrs, x.shape[2:], attrs["kernel_shape"])
     p = attrs["p"]
     total = _windows(np.abs(_wide(x)) ** p, win, 0).sum(axis=_kernel_axes(len(win.out)))
     return (total ** (1.0 / p)).astype(x.dtype)
@@ -629,7 +629,7 @@ def global_lp_pool(attrs, x):
     return (total ** (1.0 / attrs["p"])).astype(x.dtype)
 
 
-def _unpooled(attrs: dict[str, Any], x: Shape) -> Shape:
+def unpooled_shape(attrs: dict[str, Any], x: Shape) -> Shape:
     """The shape MaxPool's input had: (out - 1) * stride + kernel - pads along each spatial axis."""
     n = len(x) - 2
     strides, pads = _attr_ints(attrs, "strides", n, 1), _attr_ints(attrs, "pads", 2 * n, 0)
@@ -645,7 +645,7 @@ def _max_unpool_shape(ctx: InferCtx) -> TensorType:
     if len(kernel) != len(x) - 2:
         _invalid(ctx, f"kernel_shape {list(kernel)} must have one size per spatial axis of X {list(x)}")
     _check_window_attrs(ctx, len(x) - 2)
-    inferred = _unpooled(ctx.attrs, x)
+    inferred = unpooled_shape(ctx.attrs, x)
     out = tuple(ctx.ints(2)) if ctx.has(2) else inferred
     if len(out) != len(x) or any(o < i for o, i in zip(out, inferred)) or min(inferred) < 1:
         ctx.fail(f"output_shape {list(out)} must have X's rank and hold the unpooled shape {list(inferred)}")
@@ -657,7 +657,7 @@ def _max_unpool_shape(ctx: InferCtx) -> TensorType:
 def max_unpool(attrs, x, indices, output_shape=None):
     """Zeros of MaxPool's input shape (from kernel_shape, strides, pads) with X's values at the flat
     positions I, placed at the start of output_shape when given."""
-    inferred = _unpooled(attrs, x.shape)
+    inferred = unpooled_shape(attrs, x.shape)
     y = np.zeros(math.prod(inferred), x.dtype)
     y[indices.reshape(-1)] = x.reshape(-1)
     y = y.reshape(inferred)

@@ -14,7 +14,7 @@ Kernel = Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
 """``kernel(x, axes)`` reduces ``x`` over ``axes`` keeping the reduced dims (size 1)."""
 
 
-def _axes(axes: np.ndarray | None, rank: int, noop_with_empty_axes: int) -> tuple[int, ...]:
+def reduce_axes(axes: np.ndarray | None, rank: int, noop_with_empty_axes: int) -> tuple[int, ...]:
     """The reduced axes: all of them when none are given, unless noop_with_empty_axes.
 
     Reducing over no axes still applies an op's element-wise steps (ReduceSumSquare squares).
@@ -29,7 +29,7 @@ def _reduce_shape(ctx: InferCtx) -> TensorType:
     shape = ctx.shape(0)
     if ctx.has(1):
         norm_axes(ctx, ctx.ints(1), len(shape))
-    axes = _axes(ctx.value(1) if ctx.has(1) else None, len(shape), ctx.attrs["noop_with_empty_axes"])
+    axes = reduce_axes(ctx.value(1) if ctx.has(1) else None, len(shape), ctx.attrs["noop_with_empty_axes"])
     return TensorType(ctx.dtype(0), reduced_shape(shape, axes, bool(ctx.attrs["keepdims"])))
 
 
@@ -48,7 +48,7 @@ def _wide(x: np.ndarray) -> np.ndarray:
 
 def _reduce(name: str, kernel: Kernel, doc: str, *, axes_input_since: int = 18) -> None:
     def reference(attrs, data, axes=None):
-        reduced = _axes(axes, data.ndim, attrs["noop_with_empty_axes"])
+        reduced = reduce_axes(axes, data.ndim, attrs["noop_with_empty_axes"])
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             out = np.asarray(kernel(_wide(data), reduced))
         if not attrs["keepdims"]:

@@ -32,7 +32,7 @@ def _check_choices(op_name: str, node: str, attrs: dict, choices: dict) -> None:
                                f"got {attrs[name]!r}")
 
 
-def _resize_plan(attrs: dict, shape: tuple[int, ...], axes: list[int], scales: np.ndarray | None,
+def resize_plan(attrs: dict, shape: tuple[int, ...], axes: list[int], scales: np.ndarray | None,
                  sizes: np.ndarray | None) -> tuple[list[int], dict[int, float]]:
     """The output shape and each resized axis' scale (output length / input length)."""
     out = list(shape)
@@ -54,7 +54,7 @@ def _resize_plan(attrs: dict, shape: tuple[int, ...], axes: list[int], scales: n
     return out, dict.fromkeys(axes, common)
 
 
-def _given(v: np.ndarray | None) -> np.ndarray | None:
+def given_input(v: np.ndarray | None) -> np.ndarray | None:
     """An optional input, None when omitted or empty (opset 11 passes an empty ``scales``)."""
     return None if v is None or np.size(v) == 0 else np.asarray(v)
 
@@ -63,8 +63,8 @@ def _resize_shape(ctx: InferCtx) -> TensorType:
     _check_choices("Resize", ctx.node, ctx.attrs, _RESIZE_CHOICES)
     shape = ctx.shape(0)
     axes = norm_axes(ctx, ctx.attrs["axes"] or range(len(shape)), len(shape))
-    scales = _given(ctx.value(2)) if ctx.has(2) else None
-    sizes = _given(ctx.value(3)) if ctx.has(3) else None
+    scales = given_input(ctx.value(2)) if ctx.has(2) else None
+    sizes = given_input(ctx.value(3)) if ctx.has(3) else None
     if (scales is None) == (sizes is None):
         ctx.fail("exactly one of scales and sizes must be given")
     given = scales if scales is not None else sizes
@@ -78,7 +78,7 @@ def _resize_shape(ctx: InferCtx) -> TensorType:
     if ctx.attrs["coordinate_transformation_mode"] == "tf_crop_and_resize" and ctx.has(1) \
             and ctx.shape(1) != (2 * len(axes),):
         ctx.fail(f"roi must hold {2 * len(axes)} values (starts then ends), got shape {list(ctx.shape(1))}")
-    out, _ = _resize_plan(ctx.attrs, shape, axes, scales, sizes)
+    out, _ = resize_plan(ctx.attrs, shape, axes, scales, sizes)
     return TensorType(ctx.dtype(0), tuple(out))
 
 
@@ -160,11 +160,11 @@ def _resize_axis(attrs: dict, data: np.ndarray, axis: int, n_out: int, scale: fl
         result = (picked * w.reshape(w.shape + (1,) * (data.ndim - axis - 1))).sum(axis=axis + 1)
     if outside is not None and outside.any():
         where = outside.reshape((n_out,) + (1,) * (data.ndim - axis - 1))
-        result = np.where(where, _cast_back(np.asarray(attrs["extrapolation_value"]), data.dtype), result)
+        result = np.where(where, cast_back(np.asarray(attrs["extrapolation_value"]), data.dtype), result)
     return result
 
 
-def _cast_back(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def cast_back(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """float64 -> ``dtype``, rounding and saturating for integers."""
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
@@ -207,8 +207,8 @@ def _legacy_resize(up: Upgrade) -> None:
 def resize(attrs, x, roi=None, scales=None, sizes=None):
     """Resample X to the given scales or sizes by nearest, (anti-aliased) linear or cubic interpolation."""
     axes = [a % x.ndim for a in attrs["axes"]] or list(range(x.ndim))
-    out, scale = _resize_plan(attrs, x.shape, axes, _given(scales), _given(sizes))
-    roi = _given(roi)
+    out, scale = resize_plan(attrs, x.shape, axes, given_input(scales), given_input(sizes))
+    roi = given_input(roi)
     # roi stays in its own dtype: end - start is rounded there, as onnx's reference does
     bounds = {a: (0.0, 1.0) if roi is None else (roi[i], roi[i + len(axes)]) for i, a in enumerate(axes)}
     y = x if attrs["mode"] == "nearest" else x.astype(np.float64)
@@ -216,7 +216,7 @@ def resize(attrs, x, roi=None, scales=None, sizes=None):
         if out[a] == x.shape[a] and math.isclose(scale[a], 1.0) and np.allclose(bounds[a], (0.0, 1.0)):
             continue  # identity along this axis
         y = _resize_axis(attrs, y, a, out[a], scale[a], bounds[a])
-    return _cast_back(y, x.dtype) if y.dtype != x.dtype else y
+    return cast_back(y, x.dtype) if y.dtype != x.dtype else y
 
 
 def _as_resize(attrs: dict) -> dict:

@@ -176,7 +176,7 @@ def unsqueeze(attrs, data, axes):
 
 # ---- reordering ---------------------------------------------------------------------------------
 
-def _perm(shape: tuple[int, ...], perm: Sequence[int] | None) -> list[int]:
+def perm_of(shape: tuple[int, ...], perm: Sequence[int] | None) -> list[int]:
     return list(range(len(shape)))[::-1] if perm is None else [p % max(len(shape), 1) for p in perm]
 
 
@@ -184,13 +184,13 @@ def _transpose_shape(ctx: InferCtx) -> TensorType:
     shape, perm = ctx.shape(0), ctx.attrs["perm"]
     if perm is not None and sorted(norm_axes(ctx, perm, len(shape))) != list(range(len(shape))):
         ctx.fail(f"perm {list(perm)} is not a permutation of the {len(shape)} axes")
-    return TensorType(ctx.dtype(0), tuple(shape[p] for p in _perm(shape, perm)))
+    return TensorType(ctx.dtype(0), tuple(shape[p] for p in perm_of(shape, perm)))
 
 
 @op("Transpose", "data", "transposed", attrs={"perm": Attr("ints", None)}, shape=_transpose_shape)
 def transpose(attrs, data):
     """Axes permuted: output axis i is input axis perm[i] (default: reversed)."""
-    return np.transpose(data, _perm(data.shape, attrs["perm"]))
+    return np.transpose(data, perm_of(data.shape, attrs["perm"]))
 
 
 def _space_depth_shape(ctx: InferCtx) -> TensorType:
@@ -325,7 +325,7 @@ def split(attrs, x, sizes=None):
     return tuple(np.split(x, np.cumsum(parts)[:-1], axis=axis))
 
 
-def _slices(shape: tuple[int, ...], starts: list[int], ends: list[int], axes: list[int] | None,
+def slice_plan(shape: tuple[int, ...], starts: list[int], ends: list[int], axes: list[int] | None,
             steps: list[int] | None) -> list[slice]:
     """Slice's bounds as Python slices, whose clamping is ONNX's."""
     axes = list(range(len(starts))) if axes is None else [a % len(shape) for a in axes]
@@ -348,7 +348,7 @@ def _slice_shape(ctx: InferCtx) -> TensorType:
         ctx.fail(f"{n} starts for rank {len(shape)}")
     if steps is not None and 0 in steps:
         ctx.fail(f"steps {steps} must be nonzero")
-    slices = _slices(shape, starts, ends, axes, steps)
+    slices = slice_plan(shape, starts, ends, axes, steps)
     return TensorType(ctx.dtype(0), tuple(len(range(*s.indices(d))) for s, d in zip(slices, shape)))
 
 
@@ -362,7 +362,7 @@ def _slice_adapt(up: Upgrade) -> None:
     adapt=_slice_adapt)
 def slice_(attrs, data, starts, ends, axes=None, steps=None):
     """data[starts:ends:steps] on ``axes``; bounds clamp to the dims and count from the end if negative."""
-    return data[tuple(_slices(data.shape, _ints(starts), _ints(ends), _ints(axes), _ints(steps)))].copy()
+    return data[tuple(slice_plan(data.shape, _ints(starts), _ints(ends), _ints(axes), _ints(steps)))].copy()
 
 
 def _expand_shape(ctx: InferCtx) -> TensorType:
@@ -399,7 +399,7 @@ def tile(attrs, x, repeats):
 PAD_MODES = ("constant", "reflect", "edge", "wrap")
 
 
-def _pad_widths(rank: int, pads: list[int], axes: list[int] | None) -> list[tuple[int, int]]:
+def pad_widths(rank: int, pads: list[int], axes: list[int] | None) -> list[tuple[int, int]]:
     """Per-axis (begin, end) pad amounts; negative amounts crop."""
     axes = _axes_or_all(rank, axes)
     widths = [(0, 0)] * rank
@@ -416,7 +416,7 @@ def _pad_shape(ctx: InferCtx) -> TensorType:
         ctx.fail(f"{len(pads)} pads for {len(axes)} axes (need 2 per axis)")
     if ctx.has(2) and (ctx.dtype(2) != ctx.dtype(0) or ctx.type(2).size != 1):
         ctx.fail(f"constant_value must be one {ctx.dtype(0)} value, got {ctx.type(2)}")
-    widths = _pad_widths(len(shape), pads, axes)
+    widths = pad_widths(len(shape), pads, axes)
     out = [d + b + e for d, (b, e) in zip(shape, widths)]
     if min(out, default=0) < 0:
         ctx.fail(f"pads {pads} crop more than the input {list(shape)} holds")
@@ -441,7 +441,7 @@ def _pad_adapt(up: Upgrade) -> None:
 def pad(attrs, data, pads, constant_value=None, axes=None):
     """``data`` padded by pads = [begins..., ends...] on ``axes`` with a constant, the reflection
     (mirrored on the edge values), the edge values or a wrap-around; negative pads crop."""
-    widths = _pad_widths(data.ndim, _ints(pads), _ints(axes))
+    widths = pad_widths(data.ndim, _ints(pads), _ints(axes))
     data = data[tuple(slice(max(-b, 0), d - max(-e, 0)) for d, (b, e) in zip(data.shape, widths))]
     grow = [(max(b, 0), max(e, 0)) for b, e in widths]
     if attrs["mode"] != "constant":
@@ -492,13 +492,13 @@ def center_crop_pad(attrs, x, shape):
 
 # ---- shape queries ------------------------------------------------------------------------------
 
-def _shape_range(rank: int, start: int, end: int | None) -> slice:
+def shape_range(rank: int, start: int, end: int | None) -> slice:
     """Shape's [start, end) window, clamped to [0, rank]."""
     return slice(*slice(start, end).indices(rank)[:2])
 
 
 def _shape_shape(ctx: InferCtx) -> TensorType:
-    window = _shape_range(ctx.type(0).rank, ctx.attrs["start"], ctx.attrs["end"])
+    window = shape_range(ctx.type(0).rank, ctx.attrs["start"], ctx.attrs["end"])
     return TensorType(INT64, (max(window.stop - window.start, 0),))
 
 
@@ -507,7 +507,7 @@ def _shape_shape(ctx: InferCtx) -> TensorType:
 def shape(attrs, data):
     """The input's dims (int64), optionally the window [start, end) of them."""
     dims = np.array(data.shape, dtype=np.int64)
-    return dims[_shape_range(data.ndim, attrs["start"], attrs["end"])]
+    return dims[shape_range(data.ndim, attrs["start"], attrs["end"])]
 
 
 @op("Size", "data", "size", shape=lambda ctx: TensorType(INT64, ()), folds_on_types=True)
@@ -588,7 +588,7 @@ def eye_like(attrs, x):
     return eye.astype(x.dtype if attrs["dtype"] is None else dtype_of(attrs["dtype"]))
 
 
-_LOW_FLOATS = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+NARROW_FLOATS = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
 
 
 def _range_values(start: np.ndarray, limit: np.ndarray, delta: np.ndarray, stash: int) -> np.ndarray:
@@ -597,7 +597,7 @@ def _range_values(start: np.ndarray, limit: np.ndarray, delta: np.ndarray, stash
     dtype = start.dtype
     if dtype.kind in "iu":
         return np.arange(int(start), int(limit), int(delta)).astype(dtype)
-    work = dtype_of(stash) if dtype in _LOW_FLOATS else np.dtype(np.float64)
+    work = dtype_of(stash) if dtype in NARROW_FLOATS else np.dtype(np.float64)
     s, lim, d = (float(v.astype(work)) for v in (start, limit, delta))
     n = max(math.ceil((lim - s) / d), 0)
     return (np.array(s, dtype=work) + np.arange(n, dtype=work) * np.array(d, dtype=work)).astype(dtype)

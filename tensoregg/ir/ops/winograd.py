@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from tensoregg.ir.ops.fused import DOMAIN, _internal
-from tensoregg.ir.registry import Attr, InferCtx, get_op, op
+from tensoregg.ir.ops.fused import DOMAIN, internal_only
+from tensoregg.ir.registry import Attr, InferCtx, op
 from tensoregg.ir.types import TensorType
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
@@ -63,7 +63,8 @@ def _weights_shape(ctx: InferCtx) -> TensorType:
     return TensorType(F32, (16, k, c))
 
 
-@op("WinogradWeights", "W", "U", shape=_weights_shape, domain=DOMAIN, adapt=_internal)
+@op("WinogradWeights", "W", "U", shape=_weights_shape, domain=DOMAIN, adapt=internal_only,
+    ops_per_element=27)  # the filter's 9 terms of two products and an add (unless folded)
 def winograd_weights(attrs, w):
     """U[4 xi + nu, k, c] = (G W[k, c] G^T)[xi, nu]: each 3x3 filter transformed, [16, K, C]."""
     u = np.einsum("xa,kcab,yb->xykc", G, w, G)
@@ -86,7 +87,7 @@ def _input_shape(ctx: InferCtx) -> TensorType:
 
 
 @op("WinogradInput", "X", "V", shape=_input_shape, attrs={"pads": Attr("ints", None)}, domain=DOMAIN,
-    adapt=_internal)
+    adapt=internal_only, ops_per_element=4)  # a tile entry's 4 signed loads
 def winograd_input(attrs, x):
     """V[4 xi + nu, c, n, ty, tx] = (BT d BT^T)[xi, nu], d the 4x4 tile of zero-padded X (``pads``:
     top, left, bottom, right, as Conv's) at row 2 ty, column 2 tx, of the TH x TW tiles covering the
@@ -121,7 +122,7 @@ def _output_shape(ctx: InferCtx) -> TensorType:
 
 
 @op("WinogradOutput", "M B?", "Y", shape=_output_shape, attrs={"output_shape": Attr("ints")}, domain=DOMAIN,
-    adapt=_internal)
+    adapt=internal_only, ops_per_element=9)  # an output's 9 signed loads with its bias
 def winograd_output(attrs, m, b=None):
     """Y[n, k, 2 ty + i, 2 tx + j] = (AT m AT^T)[i, j] + B[k], m = M[:, k, n, ty, tx] as 4x4, cropped
     to ``output_shape`` (N, K, Ho, Wo)."""
@@ -134,9 +135,3 @@ def winograd_output(attrs, m, b=None):
     return np.ascontiguousarray(y, F32)
 
 
-OPS_PER_ELEMENT = {"WinogradWeights": 27, "WinogradInput": 4, "WinogradOutput": 9}
-"""Arithmetic per output element, for the cost model (``OpDef.extra["ops_per_element"]``): the
-filter's 9 terms of two products and an add (unless folded), an input tile entry's 4 signed loads,
-an output's 9 signed loads with its bias."""
-for _name, _ops in OPS_PER_ELEMENT.items():
-    get_op(_name, DOMAIN).extra["ops_per_element"] = _ops

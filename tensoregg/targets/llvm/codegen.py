@@ -39,12 +39,12 @@ from tensoregg.targets.llvm.formats import (
     round_to_odd_float,
     wrap,
 )
-from tensoregg.targets.llvm.irtypes import F32, I1, I8, I64, PTR, declare
+from tensoregg.targets.llvm.irtypes import F32, I1, I8, I32, I64, PTR, declare
 from tensoregg.targets.llvm.mathfns import expf
 from tensoregg.targets.llvm.packing import emit_panel_runs, emit_panel_transpose
 from tensoregg.targets.llvm.ukernels import emit_microkernel
 
-FLOATS: dict[str, ir.Type] = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}
+FLOATS: dict[str, ir.Type] = {"float16": ir.HalfType(), "float32": F32, "float64": ir.DoubleType()}
 INTRINSIC = {"exp": "exp", "log": "log", "sqrt": "sqrt", "sin": "sin", "cos": "cos", "floor": "floor",
              "ceil": "ceil", "round": "roundeven", "abs": "fabs", "pow": "pow", "tanh": "tanh"}
 """Calls that are LLVM intrinsics on floats (``llvm.<name>.<type>``)."""
@@ -287,7 +287,7 @@ class KernelEmitter:
         return self.b.call(declare(self.module, f"llvm.{name}.{SUFFIX[str(ty)]}", ty, [ty] * len(args)), args)
 
     def libm(self, name: str, ty: ir.Type, x: ir.Value) -> ir.Value:
-        wide = ir.FloatType() if str(ty) == "half" else ty
+        wide = F32 if str(ty) == "half" else ty
         full = name + ("f" if str(wide) == "float" else "")
         arg = self.b.fpext(x, wide) if wide is not ty else x
         out = self.b.call(declare(self.module, full, wide, [wide]), [arg])
@@ -488,7 +488,7 @@ def barrier_function(module: ir.Module) -> ir.Function:
     now = b.load_atomic(gen_ptr, "acquire", 8, typ=I64)
     b.cbranch(b.icmp_signed("!=", now, gen), done, spin)
     b.position_at_end(spin)
-    b.call(declare(module, "sched_yield", ir.IntType(32), []), [])
+    b.call(declare(module, "sched_yield", I32, []), [])
     b.branch(wait)
     b.position_at_end(done)
     b.ret_void()

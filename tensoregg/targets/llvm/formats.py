@@ -22,7 +22,7 @@ import llvmlite.ir as ir
 import ml_dtypes
 import numpy as np
 
-from tensoregg.targets.llvm.irtypes import F32, I8, I32, declare
+from tensoregg.targets.llvm.irtypes import F32, I1, I8, I32, declare
 
 F32_NAN, F32_INF = 0x7FC00000, 0x7F800000
 
@@ -190,8 +190,8 @@ def encode(module: ir.Module, name: str, fmt: SmallFloat) -> ir.Function:
     # the significand with its leading one at bit 23, and its unbiased exponent (subnormals normalized)
     field, fraction = b.lshr(mag, _const(23)), b.and_(mag, _const(0x7FFFFF))
     subnormal = b.icmp_unsigned("==", field, _const(0))
-    ctlz_fn = declare(module, "llvm.ctlz.i32", I32, [I32, ir.IntType(1)])
-    ctlz = b.call(ctlz_fn, [fraction, ir.Constant(ir.IntType(1), 0)])
+    ctlz_fn = declare(module, "llvm.ctlz.i32", I32, [I32, I1])
+    ctlz = b.call(ctlz_fn, [fraction, ir.Constant(I1, 0)])
     norm = b.sub(ctlz, _const(8))
     significand = b.select(subnormal, b.shl(fraction, norm), b.or_(fraction, _const(1 << 23)))
     exponent = b.select(subnormal, b.sub(_const(-126), norm), b.sub(field, _const(127)))

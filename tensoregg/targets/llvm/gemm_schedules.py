@@ -334,7 +334,7 @@ def priced_schedules(problems: Sequence[GemmProblem], target: Target,
     """The llvm target's schedule templates for each of ``problems``, each schedule with the seconds
     its cost model predicts, cheapest first: Untiled and every tiled schedule ``tensorize-gemm``
     enumerates (below ``TINY_FLOPS``, Untiled alone). The model's extraction chooses among them
-    (``tensoregg.extraction.schedules``)."""
+    (``tensoregg.extraction.alternatives``)."""
     big = [p for p in problems if p.flops >= TINY_FLOPS]
     enumerated = dict(zip(big, enumerate_schedules(big, target)))
     result = []

@@ -24,6 +24,7 @@ import numpy as np
 from tensoregg.runtime.threads import available_cpus
 from tensoregg.targets import RULE_FAMILIES as DEFAULT_FAMILIES
 from tensoregg.targets import Target
+from tensoregg.targets.llvm.irtypes import F32, I32, I64
 from tensoregg.targets.llvm.jit import JitModule, fastest, host_cpu
 from tensoregg.targets.llvm.ukernels import measure_efficiency, microkernels_for
 
@@ -69,7 +70,7 @@ def cache_sizes() -> dict[str, int]:
 
 def _peak_kernel(lanes: int) -> JitModule:
     """``float peak(i64 n)``: n steps of 12 independent FMA chains on <lanes x float>."""
-    f32, i64 = ir.FloatType(), ir.IntType(64)
+    f32, i64 = F32, I64
     vec = ir.VectorType(f32, lanes)
     module = ir.Module("peak")
     fn = ir.Function(module, ir.FunctionType(f32, [i64]), "peak")
@@ -93,7 +94,7 @@ def _peak_kernel(lanes: int) -> JitModule:
     total = nexts[0]
     for v in nexts[1:]:
         total = b.fadd(total, v)
-    b.ret(b.extract_element(total, ir.Constant(ir.IntType(32), 0)))
+    b.ret(b.extract_element(total, ir.Constant(I32, 0)))
     return JitModule(module)
 
 

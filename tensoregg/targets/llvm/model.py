@@ -35,9 +35,10 @@ from tensoregg.ir.schedules import GemmSchedule
 from tensoregg.runtime.memory import ALIGN, aligned_empty, huge_zeros
 from tensoregg.runtime.threads import available_cpus
 from tensoregg.targets import Target
-from tensoregg.targets.llvm.codegen import PTR, emit_kernel
+from tensoregg.targets.llvm.codegen import emit_kernel
 from tensoregg.targets.llvm.gemm_schedules import choose_gemm_schedule
 from tensoregg.targets.llvm.host import host_target
+from tensoregg.targets.llvm.irtypes import I8, I64, PTR
 from tensoregg.targets.llvm.jit import JitModule, emit_object, host_cpu, missing_features
 from tensoregg.targets.llvm.team import NativeTeam
 
@@ -260,7 +261,7 @@ def emit_model(program: LoopProgram, lanes: int) -> tuple[ir.Module, list[str]]:
         if key not in by_text:
             by_text[key] = emit_kernel(module, low.kernel, lanes)
         kernels.append(by_text[key])
-    i8, i64 = ir.IntType(8), ir.IntType(64)
+    i8, i64 = I8, I64
     entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * 4 + [i64, i64, PTR]), "model")
     entry.attributes.add("nounwind")
     b = ir.IRBuilder(entry.append_basic_block("entry"))

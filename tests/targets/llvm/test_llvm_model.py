@@ -9,6 +9,7 @@ import tensoregg
 from tensoregg.errors import GuardViolation, UnsupportedOperator
 from tensoregg.ir import OPS, Graph, Node, TensorType, run_graph
 from tensoregg.ir.compute import Buffer
+from tensoregg.ir.compute.expr import COMPUTE
 from tensoregg.ir.loops import Store, format_kernel, statements
 from tensoregg.ir.lower import lower_node
 from tensoregg.ir.memory_plan import plan_workspace
@@ -120,14 +121,14 @@ def test_guard_poison_exposes_a_kernel_reading_past_its_buffer(monkeypatch):
         x = ctx.input(0)
         i, j = ctx.index()
         return [SCALAR["Relu"]({}, x[i, j + 1])]
-    monkeypatch.setitem(OPS[("", "Relu")].extra, "compute", bad)
+    monkeypatch.setitem(COMPUTE, ("", "Relu"), bad)
     graph = Graph({"x": TensorType(F32, (3, 4))}, {}, [Node("Relu", ("x",), ("y",))], ["y"])
     got = NativeModel(graph, guard=64).run({"x": np.ones((3, 4), np.float32)})[0]
     assert np.isnan(got[-1, -1])
 
 
 def test_op_without_lowering_names_op_and_target(monkeypatch):
-    monkeypatch.delitem(OPS[("", "Relu")].extra, "compute")
+    monkeypatch.delitem(COMPUTE, ("", "Relu"))
     graph = Graph({"x": TensorType(F32, (3,))}, {}, [Node("Relu", ("x",), ("y",), name="act")], ["y"])
     with pytest.raises(UnsupportedOperator, match=r"'Relu'.*node 'act'.*target 'llvm'"):
         tensoregg.compile(graph, "llvm")

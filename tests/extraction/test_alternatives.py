@@ -1,4 +1,4 @@
-"""Schedules chosen by the model's extraction (tensoregg.extraction.schedules): every contraction's
+"""Schedules chosen by the model's extraction (tensoregg.extraction.alternatives): every contraction's
 schedules are alternatives in its e-class, priced by the target's cost model; the extracted program's
 contraction nodes carry the chosen one, and the lowering tiles them as it says."""
 

@@ -135,6 +135,27 @@ CONSTRUCTORS: dict[str, Constructor] = _constructors()
 """The constructor of every op in ``TERM_DOMAINS``, by op name."""
 
 
+def term(op: str, *inputs: Any, **attrs: Any) -> Any:
+    """``op``'s term over ``inputs`` (a variadic slot as one ``Vec[Tensor]``) with its attributes
+    given by name (terms or pattern variables of their sorts); rules build terms this way, so no
+    rule depends on the constructors' argument order. Every attribute must be given."""
+    ctor = CONSTRUCTORS[op]
+    missing, unknown = set(ctor.attrs) - set(attrs), set(attrs) - set(ctor.attrs)
+    if missing or unknown:
+        raise ValueError(f"{op} term: attributes {sorted(missing)} missing, {sorted(unknown)} unknown")
+    return ctor.fn(*inputs, *[attrs[a] for a in ctor.attrs])
+
+
+def attr_vars(op: str, prefix: str = "") -> dict[str, Any]:
+    """One pattern variable per attribute of ``op``, by name, of its constructor argument's sort."""
+    from egglog import var
+
+    ctor = CONSTRUCTORS[op]
+    sorts = {a: SORTS[ctor.opdef.attrs[a].kind] for a in ctor.attrs}
+    return {a: var(f"{prefix or op}_{a}", _vec_of(sort) if ctor.optional_attr(a) else sort)
+            for a, sort in sorts.items()}
+
+
 def _literal(kind: str, value: Any, consts: dict[str, np.ndarray]) -> Any:
     if kind == "int":
         return i64(int(value))

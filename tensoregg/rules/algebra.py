@@ -16,7 +16,7 @@ import ml_dtypes
 import numpy as np
 from egglog import String, Vec, eq, i64, join, var
 
-from tensoregg.ir.terms import CONSTRUCTORS, SORTS, Tensor, dtype_of, shape_of
+from tensoregg.ir.terms import CONSTRUCTORS, Tensor, attr_vars, dtype_of, shape_of, term
 from tensoregg.rules.registry import Family
 from tensoregg.rules.witness import binary_case, cast_chain, chain, np_dtype, permutations, view_chain
 
@@ -47,12 +47,8 @@ def _names(names: tuple[str, ...]) -> Vec[String]:
 
 def _pattern(op: str, first: Any, tag: str) -> Any:
     """``op`` applied to ``first``, its other inputs and attributes pattern variables named by ``tag``."""
-    ctor = CONSTRUCTORS[op]
-    rest = [var(f"{tag}_in{k}", Tensor) for k in range(1, len(ctor.opdef.inputs))]
-    sorts = {n: SORTS[ctor.opdef.attrs[n].kind] for n in ctor.attrs}
-    attrs = [var(f"{tag}_{n}", Vec[sorts[n]] if ctor.optional_attr(n) else sorts[n])  # type: ignore[valid-type]
-             for n in ctor.attrs]
-    return ctor.fn(first, *rest, *attrs)
+    rest = [var(f"{tag}_in{k}", Tensor) for k in range(1, len(CONSTRUCTORS[op].opdef.inputs))]
+    return term(op, first, *rest, **attr_vars(op, tag))
 
 
 # relu(relu(x)) = relu(x): max(max(x, 0), 0) = max(x, 0)

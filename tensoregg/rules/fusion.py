@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from egglog import String, Vec, eq, f64, i64, var, vars_
 
 from tensoregg.ir.graph import Graph, Node
 from tensoregg.ir.ops.fused import ACTIVATIONS, DOMAIN, FUSED
-from tensoregg.ir.terms import CONSTRUCTORS, SORTS, Tensor, shape_of
+from tensoregg.ir.terms import SORTS, Tensor, attr_vars, shape_of, term
 from tensoregg.ir.types import TensorType
 from tensoregg.rules.registry import Family
 
@@ -35,43 +35,31 @@ s = var("s", SORTS["ints"])
 none = Tensor.none()
 
 
-def _attr_vars(op: str) -> dict[str, Any]:
-    """One pattern variable per attribute of ``op``, of its constructor argument's sort."""
-    attrs, vec = CONSTRUCTORS[op].opdef.attrs, cast(Any, Vec)
-    sorts: dict[str, Any] = {a: SORTS[attrs[a].kind] for a in CONSTRUCTORS[op].attrs}
-    return {a: var(f"{op}_{a}", vec[sort] if attrs[a].default is None else sort) for a, sort in sorts.items()}
-
-
-def _call(op: str, *inputs: Any, **attrs: Any) -> Any:
-    """``op``'s constructor over ``inputs`` and its attributes given by name."""
-    return CONSTRUCTORS[op].fn(*inputs, *[attrs[a] for a in CONSTRUCTORS[op].attrs])
-
-
 def _epilogue(act: str = "", params: Sequence[Any] = ()) -> dict[str, Any]:
     """A fused op's epilogue attributes (no activation by default)."""
     return {"activation": String(act), "activation_params": Vec[f64](*params)}
 
 
-conv, gemm = _attr_vars("Conv"), _attr_vars("Gemm")
-Conv, Gemm, MatMul = _call("Conv", x, w, b, **conv), _call("Gemm", x, w, b, **gemm), _call("MatMul", x, w)
+conv, gemm = attr_vars("Conv"), attr_vars("Gemm")
+Conv, Gemm, MatMul = term("Conv", x, w, b, **conv), term("Gemm", x, w, b, **gemm), term("MatMul", x, w)
 
 
 def _fused_conv(residual: Any, **epilogue: Any) -> Any:
-    return _call("FusedConv", x, w, b, residual, **conv, **(epilogue or _epilogue()))
+    return term("FusedConv", x, w, b, residual, **conv, **(epilogue or _epilogue()))
 
 
 def _fused_matmul(residual: Any, **epilogue: Any) -> Any:
-    return _call("FusedMatMul", x, w, residual, **(epilogue or _epilogue()))
+    return term("FusedMatMul", x, w, residual, **(epilogue or _epilogue()))
 
 
 def _fuse_activation(act: str) -> None:
     """The rules that make ``act`` the epilogue's activation of a Conv, Gemm or MatMul."""
-    params = _attr_vars(act)
+    params = attr_vars(act)
     fused = _epilogue(act, [params[p] for p in ACTIVATIONS[act]])
     name = act.lower()
 
     def of(y: Any) -> Any:
-        return _call(act, y, **params)
+        return term(act, y, **params)
 
     # act(conv(x, w, b)) = fused_conv(x, w, b; act)
     fusion.rewrite(f"conv-{name}-fuse", f"{act}(conv(x, w, b)) = fused_conv(x, w, b; {act})",
@@ -81,7 +69,7 @@ def _fuse_activation(act: str) -> None:
                    of(_fused_conv(z)), _fused_conv(z, **fused), example=lambda: _example("FusedConv", [act]))
     # act(gemm(a, b, c)) = fused_gemm(a, b, c; act)
     fusion.rewrite(f"gemm-{name}-fuse", f"{act}(gemm(a, b, c)) = fused_gemm(a, b, c; {act})",
-                   of(Gemm), _call("FusedGemm", x, w, b, **gemm, **fused),
+                   of(Gemm), term("FusedGemm", x, w, b, **gemm, **fused),
                    example=lambda: _example("Gemm", [act]))
     # act(a @ b) = fused_matmul(a, b; act)
     fusion.rewrite(f"matmul-{name}-fuse", f"{act}(a @ b) = fused_matmul(a, b; {act})",
@@ -92,14 +80,14 @@ def _fuse_activation(act: str) -> None:
                    example=lambda: _example("FusedMatMul", [act]))
 
 
-def _fuse_residual(base: str, term: Any, fused: Any, when: Any) -> None:
+def _fuse_residual(base: str, product: Any, fused: Any, when: Any) -> None:
     """``base(..) + z`` as Add or two-input Sum, either operand order, becomes ``fused``, guarded by
     ``when(sum)``."""
-    name, total = base.lower(), _call("Sum", operands)
+    name, total = base.lower(), term("Sum", operands)
     forms: list[tuple[str, Any, tuple[Any, ...], str]] = [
-        (f"{name}-add-fuse", _call("Add", term, z), (), "Add-right"),
-        (f"add-{name}-fuse", _call("Add", z, term), (), "Add-left")]
-    for first, second, side in ((term, z, "right"), (z, term, "left")):
+        (f"{name}-add-fuse", term("Add", product, z), (), "Add-right"),
+        (f"add-{name}-fuse", term("Add", z, product), (), "Add-left")]
+    for first, second, side in ((product, z, "right"), (z, product, "left")):
         pair = (eq(operands.length()).to(i64(2)), eq(operands[0]).to(first), eq(operands[1]).to(second))
         forms.append((f"{name}-sum-fuse" if side == "right" else f"sum-{name}-fuse", total, pair,
                       f"Sum-{side}"))

@@ -21,14 +21,14 @@ from __future__ import annotations
 import re
 from functools import partial
 from itertools import product
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from egglog import Ruleset, Vec, eq, i64, var
 from onnx import TensorProto
 
 from tensoregg.ir.graph import Graph, Node
-from tensoregg.ir.terms import CONSTRUCTORS, SORTS, Tensor, shape_of
+from tensoregg.ir.terms import CONSTRUCTORS, Tensor, attr_vars, shape_of, term
 from tensoregg.ir.types import TensorType
 from tensoregg.rules.algebra import algebra
 from tensoregg.rules.registry import Family, ruleset_of
@@ -86,13 +86,6 @@ def _kebab(op: str) -> str:
     return re.sub(r"(?<=[a-z])(?=[A-Z])", "-", op).lower()
 
 
-def _attr_vars(op: str) -> list[Any]:
-    """One pattern variable per attribute of ``op``, in constructor order and of its sort."""
-    ctor, vec = CONSTRUCTORS[op], cast(Any, Vec)
-    sorts = [(a, SORTS[ctor.opdef.attrs[a].kind]) for a in ctor.attrs]
-    return [var(f"{op}_{a}", vec[s] if ctor.optional_attr(a) else s) for a, s in sorts]
-
-
 def _scalar_shaped(t: Any) -> list[Any]:
     """Facts: ``t`` has shape () or (1,), so it broadcasts against any tensor of rank >= 1 without
     changing its shape, along whichever axes."""
@@ -111,7 +104,7 @@ def _law(op: str, form: str, unary: bool) -> str:
 def _sink(op: str, form: str) -> None:
     """``op`` of operands in ``form`` (per data operand: ``t`` transposed by p, ``s`` scalar-shaped)
     = Transpose(op of the untransposed operands, p)."""
-    ctor, attrs = CONSTRUCTORS[op], _attr_vars(op)
+    ctor, attrs = CONSTRUCTORS[op], attr_vars(op)
     data = [var(f"in{i}", Tensor) for i in range(len(form))]
     outer = [Transpose(v, p) if k == "t" else v for v, k in zip(data, form)]
     facts = [fact for v, k in zip(data, form) if k == "s" for fact in _scalar_shaped(v)]
@@ -119,12 +112,12 @@ def _sink(op: str, form: str) -> None:
         facts.append(eq(p.length()).to(i64(1)))  # an explicit perm: every transposed operand has its rank
     if ctor.variadic:
         operands = var("operands", Vec[Tensor])
-        lhs, inner = ctor.fn(operands, *attrs), ctor.fn(Vec[Tensor](*data), *attrs)
+        lhs, inner = term(op, operands, **attrs), term(op, Vec[Tensor](*data), **attrs)
         facts += [eq(operands.length()).to(i64(len(form)))]
         facts += [eq(operands[i]).to(t) for i, t in enumerate(outer)]
     else:
         rest = [var(f"arg{i}", Tensor) for i in range(len(form), len(ctor.opdef.inputs))]
-        lhs, inner = ctor.fn(*outer, *rest, *attrs), ctor.fn(*data, *rest, *attrs)
+        lhs, inner = term(op, *outer, *rest, **attrs), term(op, *data, *rest, **attrs)
     unary = op in UNARY
     suffix = "" if set(form) == {"t"} else "-" + form
     layout.rewrite(f"{_kebab(op)}-transpose-sink{suffix}", _law(op, form, unary), lhs, Transpose(inner, p),

@@ -18,15 +18,15 @@ import numpy as np
 from egglog import String, Vec, eq, f64, i64, ne, set_, union, var
 
 from tensoregg.ir.graph import Graph, Node
-from tensoregg.ir.terms import CONSTRUCTORS, Tensor, dtype_of, shape_of
+from tensoregg.ir.terms import CONSTRUCTORS, Tensor, dtype_of, shape_of, term
 from tensoregg.ir.types import TensorType
 from tensoregg.rules.registry import Family
 
 linalg = Family("linalg", __doc__ or "")
 
-Conv, BatchNorm, Gemm, MatMul = (CONSTRUCTORS[n].fn for n in ("Conv", "BatchNormalization", "Gemm", "MatMul"))
+MatMul = CONSTRUCTORS["MatMul"].fn
 Add, Sub, Mul, Div = (CONSTRUCTORS[n].fn for n in ("Add", "Sub", "Mul", "Div"))
-Einsum, Flatten = CONSTRUCTORS["Einsum"].fn, CONSTRUCTORS["Flatten"].fn
+Flatten = CONSTRUCTORS["Flatten"].fn
 
 x, a, b, c, s, w, bias = (var(n, Tensor) for n in ("x", "a", "b", "c", "s", "w", "bias"))
 scale, shift, mean, variance = (var(n, Tensor) for n in ("scale", "shift", "mean", "variance"))
@@ -56,11 +56,12 @@ def rank_is(t: Any, shape_var: Any, rank: int) -> list[Any]:
 
 def _bn(t: Any, bn_bias: Any, bn_mean: Any) -> Any:
     """Inference-mode BatchNormalization of ``t`` with the matched scale, variance and epsilon."""
-    return BatchNorm(t, scale, bn_bias, bn_mean, variance, eps, momentum, i64(0)).get(0)
+    return term("BatchNormalization", t, scale, bn_bias, bn_mean, variance, epsilon=eps, momentum=momentum,
+                training_mode=i64(0)).get(0)
 
 
 def _einsum(t: Any, equation: str) -> Any:
-    return Einsum(Vec[Tensor](t), String(equation))
+    return term("Einsum", Vec[Tensor](t), equation=String(equation))
 
 
 def _zero() -> Any:
@@ -92,7 +93,8 @@ would need a ``none`` somewhere in the e-graph to match)."""
 
 
 def _conv(weight: Any, conv_bias: Any) -> Any:
-    return Conv(x, weight, conv_bias, auto_pad, dilations, group, kernel_shape, pads, strides)
+    return term("Conv", x, weight, conv_bias, auto_pad=auto_pad, dilations=dilations, group=group,
+                kernel_shape=kernel_shape, pads=pads, strides=strides)
 
 
 def _conv_fold(name: str, law: str, lhs: Any, weight: Any, new_bias: Any | None, facts: list[Any],
@@ -125,8 +127,10 @@ def _gemm_bn_rule(trans_b: int, with_c: bool) -> None:
     # B' = B * k per column of op(B) (rows of B if transB=1), the result kept with transB's layout
     weight = _scaled_rows(w) if trans_b else _scaled_columns(w)
     name = "gemm-bn-fold" + ("-trans-b" if trans_b else "") + ("" if with_c else "-no-c")
-    lhs = _bn(Gemm(a, w, c if with_c else Tensor.none(), alpha, beta, trans_a, i64(trans_b)), shift, mean)
-    rhs = Gemm(a, weight, _shifted(c if with_c else _zero()), alpha, f64(1.0), trans_a, i64(trans_b))
+    lhs = _bn(term("Gemm", a, w, c if with_c else Tensor.none(), alpha=alpha, beta=beta, transA=trans_a,
+                   transB=i64(trans_b)), shift, mean)
+    rhs = term("Gemm", a, weight, _shifted(c if with_c else _zero()), alpha=alpha, beta=f64(1.0),
+               transA=trans_a, transB=i64(trans_b))
     # C (beta = 1) broadcasts to (M, N); Flatten(C, -1) is (1 or M, N) when C's last dim is N
     premises = ([*is_const(c), eq(beta).to(f64(1.0)), eq(shape_of(c)).to(sc), ne(sc.length()).to(i64(0)),
                  eq(shape_of(lhs)).to(sy), eq(sc[sc.length() - 1]).to(sy[1])] if with_c
@@ -172,7 +176,7 @@ def _conv_affine_rule(op: str, commuted: bool, with_bias: bool) -> None:
     lhs = (Mul if op == "Mul" else Add)(*((s, conv) if commuted else (conv, s)))
     row = _einsum(Flatten(s, i64(0)), "ij->j")  # s as a vector s_o: C per-channel values, or one
     if op == "Mul":  # conv(x, W, B) * s = conv(x, W * s_o, B * s_o), s_o scaling W's rows
-        weight = Einsum(Vec[Tensor](w, row), String("o...,o->o..."))
+        weight = term("Einsum", Vec[Tensor](w, row), equation=String("o...,o->o..."))
         new_bias = Mul(bias, row) if with_bias else None
         law = "Mul(conv(x, W, B), s) = conv(x, W*s_o, B*s_o)"
     else:  # conv(x, W, B) + s = conv(x, W, B + s_o); without B, s_o must be C long
@@ -197,7 +201,7 @@ def _matmul_add_rule(name: str, commuted: bool) -> None:
     # C broadcasts unidirectionally to (M, N) exactly when the Add keeps MatMul's shape
     lhs = Add(c, MatMul(a, b)) if commuted else Add(MatMul(a, b), c)
     linalg.rewrite(name, "a @ b + c = gemm(a, b, c) for 2-D a, b and c broadcasting to a @ b",
-                   lhs, Gemm(a, b, c, f64(1.0), f64(1.0), i64(0), i64(0)),
+                   lhs, term("Gemm", a, b, c, alpha=f64(1.0), beta=f64(1.0), transA=i64(0), transB=i64(0)),
                    *rank_is(a, sa, 2), *rank_is(b, sb, 2), eq(shape_of(MatMul(a, b))).to(sy),
                    eq(shape_of(lhs)).to(sy), eq(dtype_of(lhs)).to(F32),
                    example=lambda: _matmul_add_example(commuted))

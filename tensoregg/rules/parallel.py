@@ -22,14 +22,13 @@ import numpy as np
 from egglog import String, Vec, eq, f64, i64, ne, set_, union, var
 
 from tensoregg.ir.graph import Graph, Node
-from tensoregg.ir.terms import CONSTRUCTORS, Tensor, dtype_of, shape_of
+from tensoregg.ir.terms import CONSTRUCTORS, Tensor, dtype_of, shape_of, term
 from tensoregg.ir.types import TensorType
 from tensoregg.rules.registry import Example, Family
 
 parallel = Family("parallel", __doc__ or "")
 
-MatMul, Gemm, Conv, Concat, Split, Add = (CONSTRUCTORS[n].fn for n in
-                                          ("MatMul", "Gemm", "Conv", "Concat", "Split", "Add"))
+MatMul, Concat, Add = (CONSTRUCTORS[n].fn for n in ("MatMul", "Concat", "Add"))
 WAYS = (2, 3)
 x, m = var("x", Tensor), var("m", Tensor)
 sw, sb, sy = var("sw", Vec[i64]), var("sb", Vec[i64]), var("sy", Vec[i64])
@@ -58,14 +57,14 @@ def _widen(shape: Any, axis: Any, n: int) -> Any:
     return shape.set(axis, shape[axis] * i64(n))
 
 
-def _facts(term: Any, shape: Any, dtype: Any) -> list[Any]:
+def _facts(t: Any, shape: Any, dtype: Any) -> list[Any]:
     """Type facts for a term a right-hand side creates, so later rules can test its shape."""
-    return [set_(shape_of(term)).to(shape), set_(dtype_of(term)).to(dtype)]
+    return [set_(shape_of(t)).to(shape), set_(dtype_of(t)).to(dtype)]
 
 
-def _parts(term: Any, axis: Any, n: int) -> list[Any]:
-    """``term`` cut into ``n`` equal parts along ``axis``."""
-    split = Split(term, Tensor.none(), axis, Vec[i64](i64(n)))
+def _parts(t: Any, axis: Any, n: int) -> list[Any]:
+    """``t`` cut into ``n`` equal parts along ``axis``."""
+    split = term("Split", t, Tensor.none(), axis=axis, num_outputs=Vec[i64](i64(n)))
     return [split.get(k) for k in range(n)]
 
 
@@ -215,11 +214,12 @@ def _matmul(a: Any, w: Any, _: Any) -> Any:
 
 
 def _gemm(a: Any, w: Any, c: Any) -> Any:
-    return Gemm(a, w, c, alpha, beta, trans_a, trans_b)
+    return term("Gemm", a, w, c, alpha=alpha, beta=beta, transA=trans_a, transB=trans_b)
 
 
 def _conv(a: Any, w: Any, b: Any) -> Any:
-    return Conv(a, w, b, auto_pad, dilations, i64(1), kernel, pads, strides)
+    return term("Conv", a, w, b, auto_pad=auto_pad, dilations=dilations, group=i64(1), kernel_shape=kernel,
+                pads=pads, strides=strides)
 
 
 for _n in WAYS:

@@ -15,14 +15,12 @@ import numpy as np
 from egglog import String, Vec, eq, i64, set_, union, var
 
 from tensoregg.ir.graph import Graph, Node
-from tensoregg.ir.terms import CONSTRUCTORS, Tensor, dtype_of, shape_of
+from tensoregg.ir.terms import Tensor, dtype_of, shape_of, term
 from tensoregg.ir.types import TensorType
 from tensoregg.rules.registry import Family
 
 winograd = Family("winograd", __doc__ or "")
 
-Conv, Einsum = CONSTRUCTORS["Conv"].fn, CONSTRUCTORS["Einsum"].fn
-Weights, Input, Output = (CONSTRUCTORS[n].fn for n in ("WinogradWeights", "WinogradInput", "WinogradOutput"))
 
 PRODUCT = "ekc,ecnyx->eknyx"
 """The transformed filters times the transformed tiles, summed over the channels c, per element e."""
@@ -47,9 +45,10 @@ def _or_default(attr: Any, default: Any) -> Any:
 
 def _conv_winograd() -> None:
     # conv(x, W, B) = output(weights(W) @ input(x), B) for 3x3 stride 1, B given or not (none)
-    conv = Conv(x, w, bias, String("NOTSET"), dilations, i64(1), kernel_shape, pads, strides)
-    weights, tiles = Weights(w), Input(x, pads)
-    product = Einsum(Vec[Tensor](weights, tiles), String(PRODUCT))
+    conv = term("Conv", x, w, bias, auto_pad=String("NOTSET"), dilations=dilations, group=i64(1),
+                kernel_shape=kernel_shape, pads=pads, strides=strides)
+    weights, tiles = term("WinogradWeights", w), term("WinogradInput", x, pads=pads)
+    product = term("Einsum", Vec[Tensor](weights, tiles), equation=String(PRODUCT))
     # shapes: X [N, C, H, W], Y [N, K, Ho, Wo]; W is read off them (after BatchNormalization folding
     # it is an expression with no type facts): stride 1, no dilation, so kh - 1 = H + top + bottom - Ho
     k, c, p = sy[1], sx[1], _or_default(pads, NO_PADS)
@@ -64,7 +63,8 @@ def _conv_winograd() -> None:
              (set_(shape_of(term)).to(Vec[i64](i64(16), *dims)), set_(dtype_of(term)).to(F32))]
     winograd.rule("conv-winograd", "conv(x, W, B) = A^T [sum over C of (G W G^T) * (B^T d B) per 4x4 tile d] "
                   "A + B for a 3x3 stride-1 Conv (Winograd F(2x2, 3x3), Lavin & Gray)", premises,
-                  [union(conv).with_(Output(product, bias, sy)), *facts], example=lambda: _example())
+                  [union(conv).with_(term("WinogradOutput", product, bias, output_shape=sy)), *facts],
+                  example=lambda: _example())
 
 
 _conv_winograd()

@@ -122,3 +122,18 @@ def test_every_value_carries_its_shape_and_dtype():
     facts = {name: (tuple(d.value for d in enc.egraph.extract(terms.shape_of(t)).value),
                     enc.egraph.extract(terms.dtype_of(t)).value) for name, t in enc.terms.items()}
     assert facts == {"x": ((2, 3), "float32"), "t": ((3, 2), "float32"), "y": ((3, 2), "int64")}
+
+
+def test_rules_build_terms_by_attribute_name():
+    from egglog import String, Vec, i64
+
+    from tensoregg.ir.terms import CONSTRUCTORS, Tensor, attr_vars, term
+
+    x = Tensor.input("x")
+    by_name = term("Flatten", x, axis=i64(1))
+    assert str(by_name) == str(CONSTRUCTORS["Flatten"].fn(x, i64(1)))
+    with pytest.raises(ValueError, match=r"Einsum term: attributes \['equation'\] missing"):
+        term("Einsum", Vec[Tensor](x))
+    with pytest.raises(ValueError, match=r"\['eqation'\] unknown"):
+        term("Einsum", Vec[Tensor](x), equation=String("i->i"), eqation=String("i->i"))
+    assert set(attr_vars("Conv")) == set(CONSTRUCTORS["Conv"].attrs)

@@ -49,3 +49,7 @@ class ArtifactError(TensoreggError):
 
 class GuardViolation(TensoreggError):
     """Generated code wrote outside its buffers (found by the guard-region test mode)."""
+
+
+class CrossRunError(TensoreggError):
+    """A cross-compiled model failed under the emulator (a signal or a nonzero exit status)."""

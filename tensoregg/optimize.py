@@ -81,9 +81,6 @@ def optimize(graph: Graph, target: Target, families: Sequence[str | Family] | No
     input comes back (its contractions scheduled). An extracted program whose outputs are typed
     differently from the input's means an unsound rule and raises CompileError.
     """
-    from tensoregg.extraction.cost import analytic_cost
-    from tensoregg.extraction.greedy import dag_cost, extract_greedy, node_costs
-    from tensoregg.extraction.ilp import extract_ilp
     from tensoregg.extraction.alternatives import (
         Kernel,
         add_schedules,
@@ -91,6 +88,9 @@ def optimize(graph: Graph, target: Target, families: Sequence[str | Family] | No
         chosen_kernels,
         format_kernels,
     )
+    from tensoregg.extraction.cost import analytic_cost
+    from tensoregg.extraction.greedy import dag_cost, extract_greedy, node_costs
+    from tensoregg.extraction.ilp import extract_ilp
     from tensoregg.extraction.view import build_view
     from tensoregg.ir.terms import decode, encode, first_choice, serialize
     from tensoregg.rules import Phase, saturate

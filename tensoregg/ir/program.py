@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from tensoregg.ir.compute import Buffer, Const, Expr, Load, walk
 from tensoregg.ir.graph import Graph
@@ -45,14 +47,13 @@ def _fixed(schedule: Schedule) -> Chooser:
 
 
 def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, choose: Chooser | None = None,
-                fuse: bool = True) -> LoopProgram:
-    """Lower every node of ``graph`` (``lower_node``). Unless ``choose`` is None (everything
-    untiled), a contraction is tiled as its node's ``schedule`` says (extraction's choice), or as
-    ``choose`` picks for a node without one. With ``fuse``, a node that is element-wise in the wide
-    sense and whose output only one node reads is computed inside that node's kernel when it is
-    element-wise too (BatchNorm + Relu, a Mul/Add/Relu chain: one pass over memory instead of one per
-    op). ``target`` names the target in
-    errors."""
+                fuse: bool = True, tile: bool = True) -> LoopProgram:
+    """Lower every node of ``graph`` (``lower_node``). A contraction is tiled as its node's
+    ``schedule`` says (extraction's choice), or as ``choose`` picks for a node without one (without
+    ``choose``: untiled); with ``tile=False``, every contraction is untiled. With ``fuse``, a node
+    that is element-wise in the wide sense and whose output only one node reads is computed inside
+    that node's kernel when it is element-wise too (BatchNorm + Relu, a Mul/Add/Relu chain: one pass
+    over memory instead of one per op). ``target`` names the target in errors."""
     lowered: list[LoweredNode] = []
     uses = Counter(n for node in graph.nodes for n in node.inputs)
     uses.update(graph.outputs)
@@ -61,7 +62,7 @@ def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, choose:
     for k, node in enumerate(graph.nodes):
         opdef = get_op(node.op, node.domain)
         producers = {n: inlinable[n][1] for n in node.inputs if n in inlinable}
-        chosen = choose if node.schedule is None or choose is None else _fixed(node.schedule)
+        chosen = None if not tile else choose if node.schedule is None else _fixed(node.schedule)
         low = lower_node(opdef, node, graph.types, graph.initializers, target=target, name=f"k{k}",
                          row=row, choose=chosen, producers=producers)
         lowered.append(low)
@@ -164,3 +165,17 @@ def canonical_text(kernel: Kernel) -> str:
     pattern = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
     return re.sub(rf"(?<![\w.])(?:{pattern})(?![\w.])",
                   lambda m: renamed.setdefault(m.group(0), f"#{len(renamed)}"), text) if names else text
+
+
+def collect_outputs(graph: Graph, produced: Mapping[str, np.ndarray],
+                    feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """The graph's outputs in order, for a program that computed ``produced``: inputs and constants
+    passed through as copies, a value named twice copied the second time."""
+    result, seen = [], set()
+    for name in graph.outputs:
+        if name in produced:
+            result.append(produced[name].copy() if name in seen else produced[name])
+        else:
+            result.append(np.array(feeds[name] if name in feeds else graph.initializers[name], copy=True))
+        seen.add(name)
+    return result

@@ -4,7 +4,9 @@ the registry through which ``compile`` finds a target by name.
 A target is one folder here and one ``register_target`` call: its description, its code generator
 and executor (``build``: optimized Graph -> ``Program``), and whether it can run on this machine.
 Cost models and lowerings read only the Target. The built-in targets are ``ref`` (the reference
-interpreter, ``targets/ref``) and ``llvm`` (native code for the host, ``targets/llvm``).
+interpreter, ``targets/ref``), ``llvm`` (native code for the host, ``targets/llvm``), ``interp`` (the
+loop program executed by numpy, ``targets/interp``), and ``aarch64`` and ``riscv64`` (native code for
+those CPUs run under qemu-user, ``targets/cross``).
 """
 
 from __future__ import annotations
@@ -87,8 +89,8 @@ def get_target(name: str) -> Target:
     return registration(name).describe()
 
 
-from tensoregg.targets import llvm, ref  # noqa: E402  (the built-in targets register themselves)
+from tensoregg.targets import cross, interp, llvm, ref  # noqa: E402  (the built-in targets register themselves)
 from tensoregg.targets.ref import REF  # noqa: E402
 
 __all__ = ["REF", "RULE_FAMILIES", "Program", "Registration", "Target",
-           "available", "get_target", "llvm", "ref", "register_target", "registration"]
+           "available", "cross", "get_target", "interp", "llvm", "ref", "register_target", "registration"]

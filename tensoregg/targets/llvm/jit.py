@@ -39,15 +39,35 @@ def host_cpu() -> tuple[str, str]:
     return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
 
 
-def target_machine(cpu: str = "", features: str = "", *, jit: bool = True) -> llvm.TargetMachine:
+@functools.cache
+def _initialized_all() -> bool:
+    """Every backend of the llvmlite build (AArch64, RISC-V...), for cross compilation."""
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    return True
+
+
+def target_machine(cpu: str = "", features: str = "", *, jit: bool = True, triple: str = "",
+                   abiname: str = "") -> llvm.TargetMachine:
     """A target machine for ``cpu`` with ``features`` (default: the host's) at O3, position-independent
-    when not for the JIT."""
-    if not cpu:
+    when not for the JIT. ``triple`` (default: the host's) selects another architecture (its generic
+    CPU unless ``cpu`` is given), ``abiname`` its ABI where it has several (RISC-V: ``lp64d``, the
+    hard-float ABI of Linux distributions)."""
+    _initialized()
+    if not cpu and not triple:
         cpu, features = host_cpu()
-    target = llvm.Target.from_default_triple()
+    if triple:
+        _initialized_all()
+        try:
+            target = llvm.Target.from_triple(triple)
+        except RuntimeError as exc:
+            raise CompileError(f"LLVM has no backend for {triple!r}: {exc}") from exc
+    else:
+        target = llvm.Target.from_default_triple()
     return target.create_target_machine(cpu=cpu, features=features, opt=3,
                                         reloc="default" if jit else "pic",
-                                        codemodel="jitdefault" if jit else "default", jit=jit)
+                                        codemodel="jitdefault" if jit else "default", jit=jit,
+                                        abiname=abiname)
 
 
 def missing_features(features: str) -> list[str]:
@@ -103,9 +123,16 @@ def fastest(run: Callable[[], object], runs: int = 5) -> float:
     return best
 
 
-def emit_object(module: ir.Module, cpu: str = "", features: str = "") -> bytes:
+def emit_object(module: ir.Module, cpu: str = "", features: str = "", *, triple: str = "",
+                abiname: str = "") -> bytes:
     """``module`` optimized and compiled to a position-independent object file for ``cpu`` and
-    ``features`` (default: the host's)."""
-    _initialized()
-    tm = target_machine(cpu, features, jit=False)
+    ``features`` (default: the host's) of ``triple`` (default: the host's; see ``target_machine``)."""
+    tm = target_machine(cpu, features, jit=False, triple=triple, abiname=abiname)
     return bytes(tm.emit_object(optimize(module, tm)))
+
+
+def emit_assembly(module: ir.Module, cpu: str = "", features: str = "", *, triple: str = "",
+                  abiname: str = "") -> str:
+    """The assembly text of what ``emit_object`` compiles (to check which instructions code uses)."""
+    tm = target_machine(cpu, features, jit=False, triple=triple, abiname=abiname)
+    return str(tm.emit_assembly(optimize(module, tm)))

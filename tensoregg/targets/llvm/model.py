@@ -30,7 +30,7 @@ from tensoregg.errors import CompileError, GuardViolation
 from tensoregg.ir.graph import Graph
 from tensoregg.ir.lower import Chooser
 from tensoregg.ir.memory_plan import POISON, MemoryPlan, Place, align
-from tensoregg.ir.program import LoopProgram, canonical_text, lower_graph
+from tensoregg.ir.program import LoopProgram, canonical_text, collect_outputs, lower_graph
 from tensoregg.ir.schedules import GemmSchedule
 from tensoregg.runtime.memory import ALIGN, aligned_empty, huge_zeros
 from tensoregg.runtime.threads import available_cpus
@@ -74,7 +74,7 @@ class NativeModel:
         if choose is None and schedule:
             description = self.target
             choose = lambda problem: choose_gemm_schedule(problem, description)  # noqa: E731
-        self.program = lower_graph(graph, row=row, choose=choose if schedule else None, fuse=fuse)
+        self.program = lower_graph(graph, row=row, choose=choose, fuse=fuse, tile=schedule)
         self.lowered, self.aliases, self.plan = self.program.lowered, self.program.aliases, self.program.plan
         self.views = self.program.skipped
         self.work = self.program.work
@@ -155,7 +155,7 @@ class NativeModel:
         finally:
             if own:
                 self._work_lock.release()
-        return self._collect(produced, feeds)
+        return collect_outputs(self.graph, produced, feeds)
 
     def profile(self, feeds: Mapping[str, np.ndarray], repeat: int = 5) -> list[tuple[str, float]]:
         """(``op node-label``, median seconds) per node, running kernels one by one on one thread."""
@@ -180,21 +180,6 @@ class NativeModel:
                 times[k].append(time.perf_counter() - start)
         return [(f"{n.op} {n.label}", float(np.median(t))) for n, t in zip(g.nodes, times)]
 
-    def _collect(self, produced: Mapping[str, np.ndarray],
-                 feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """The graph's outputs: computed ones, inputs and constants passed through (copied)."""
-        result = []
-        seen: set[str] = set()
-        for n in self.graph.outputs:
-            if n in produced and n not in seen:
-                result.append(produced[n])
-            elif n in produced:
-                result.append(produced[n].copy())
-            else:
-                source = feeds[n] if n in feeds else self.graph.initializers[n]
-                result.append(np.array(source, copy=True))
-            seen.add(n)
-        return result
 
     def run_guarded(self, feeds: Mapping[str, np.ndarray], guard: int = 64) -> list[np.ndarray]:
         """Run kernel by kernel, every buffer between ``guard`` poisoned bytes (rounded up to 64),
@@ -247,7 +232,7 @@ class NativeModel:
                 raw, start, nbytes = arenas[n]
                 t = g.types[n]
                 produced[n] = raw[start:start + nbytes].view(t.dtype).reshape(t.shape).copy()
-        return self._collect(produced, feeds)
+        return collect_outputs(self.graph, produced, feeds)
 
 
 def emit_model(program: LoopProgram, lanes: int) -> tuple[ir.Module, list[str]]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from tensoregg.errors import ShapeError, UnsupportedOperator
 from tensoregg.extraction.greedy import constant_classes
 from tensoregg.extraction.view import EGraphView
 from tensoregg.ir.graph import Node
@@ -91,8 +90,8 @@ def _problem(node: ENode, types: Mapping[str, object], view: EGraphView, constan
         as_node = Node(node.op, tuple(node.inputs), (node.eclass,), attrs, node.id, ctor.opdef.domain)
         try:
             memo[key] = contraction_problem(ctor.opdef, as_node, types, constant)  # type: ignore[arg-type]
-        except (ShapeError, UnsupportedOperator):  # a definition that needs its constant inputs' values
-            memo[key] = None
+        except Exception:  # a definition that needs its constant inputs' values (Pad's pads,
+            memo[key] = None  # Gather's indices...) is no GEMM: nothing to price
     return memo[key]
 
 

@@ -116,3 +116,14 @@ def test_resnet50_explain_lists_each_convs_alternatives_and_picks_the_cheapest()
             block = []
         block.append(line)
     assert "schedules (predicted time" in str(e)
+
+
+def test_definitions_that_need_constant_values_are_no_kernels():
+    """Pad's definition reads its pads' values, which pricing does not pass: it is skipped (no
+    alternatives), never an error (the conformance suite's Pad cases crashed optimize once)."""
+    pads = np.array([0, 1, 0, 1], np.int64)
+    weights = {"pads": pads, "w": RNG.standard_normal((8, 8)).astype(F32)}
+    graph = Graph({"x": TensorType(F32, (8, 6))}, weights,
+                  [Node("Pad", ("x", "pads"), ("p",)), Node("MatMul", ("p", "w"), ("y",))], ["y"])
+    optimized, _ = optimize(graph, MACHINES["znver4"], schedules=PRICER)
+    assert [n.schedule is not None for n in optimized.nodes] == [False, True]

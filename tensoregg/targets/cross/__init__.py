@@ -13,21 +13,11 @@ from typing import TYPE_CHECKING
 
 from tensoregg.targets import Target, register_target
 from tensoregg.targets.cross.machines import MACHINES, CrossMachine, description, missing_tools
+from tensoregg.targets.llvm import gemm_schedule_templates
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from tensoregg.ir import Graph
-    from tensoregg.ir.schedules import GemmProblem, Schedule
     from tensoregg.targets.cross.program import CrossProgram
-
-
-def _schedules(problems: Sequence[GemmProblem], target: Target,
-               ) -> Sequence[Sequence[tuple[Schedule, float]]]:
-    """The ``llvm`` target's GEMM schedule templates (the same code generator), priced for ``target``."""
-    from tensoregg.targets.llvm.gemm_schedules import priced_schedules
-
-    return priced_schedules(problems, target)
 
 
 def _register(machine: CrossMachine) -> None:
@@ -37,7 +27,7 @@ def _register(machine: CrossMachine) -> None:
         return CrossProgram(graph, target, machine)
 
     register_target(machine.name, summary=machine.summary, describe=lambda: description(machine), build=build,
-                    unavailable=lambda: missing_tools(machine), schedules=_schedules)
+                    unavailable=lambda: missing_tools(machine), schedules=gemm_schedule_templates)
 
 
 for _machine in MACHINES.values():

@@ -29,15 +29,18 @@ def _build(graph: Graph, target: Target) -> NativeModel:
     return NativeModel(graph, target=target)
 
 
-def _schedules(problems: Sequence[GemmProblem], target: Target,
+def gemm_schedule_templates(problems: Sequence[GemmProblem], target: Target,
                ) -> Sequence[Sequence[tuple[Schedule, float]]]:
+    """The GEMM schedules of ``problems`` on ``target`` with their predicted seconds
+    (``gemm_schedules.priced_schedules``); every target that emits through this code generator
+    registers them."""
     from tensoregg.targets.llvm.gemm_schedules import priced_schedules
 
     return priced_schedules(problems, target)
 
 
 register_target("llvm", summary="native code for this CPU (x86-64, its vector width) through llvmlite, "
-                "multi-threaded", describe=_describe, build=_build, schedules=_schedules)
+                "multi-threaded", describe=_describe, build=_build, schedules=gemm_schedule_templates)
 
 
 def __getattr__(name: str) -> Any:

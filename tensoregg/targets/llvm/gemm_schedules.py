@@ -335,16 +335,20 @@ def priced_schedules(problems: Sequence[GemmProblem], target: Target,
     its cost model predicts, cheapest first: Untiled and every tiled schedule ``tensorize-gemm``
     enumerates (below ``TINY_FLOPS``, Untiled alone). The model's extraction chooses among them
     (``tensoregg.extraction.alternatives``)."""
-    big = [p for p in problems if p.flops >= TINY_FLOPS]
-    enumerated = dict(zip(big, enumerate_schedules(big, target)))
-    result = []
-    for p in problems:
-        untiled: tuple[Schedule, float] = (Untiled(), float(untiled_cost(p, target)))
-        tiled = [s for s in enumerated.get(p, ()) if isinstance(s, GemmSchedule)]
-        costs = [float(c) for c in gemm_cost(p, tiled, target)] if tiled else []
-        priced: list[tuple[Schedule, float]] = [*zip(tiled, costs), untiled]  # a tie: the first tiled one
-        result.append(tuple(sorted(priced, key=lambda pair: pair[1])))
-    return result
+    enumerate_schedules([p for p in dict.fromkeys(problems) if p.flops >= TINY_FLOPS], target)  # batched
+    return [_priced(p, target) for p in problems]
+
+
+@functools.lru_cache(maxsize=4096)
+def _priced(problem: GemmProblem, target: Target) -> tuple[tuple[Schedule, float], ...]:
+    """One problem's ``priced_schedules`` (memoized: a model prices each problem for its encoded and
+    its saturated e-graph, and many e-nodes share one problem)."""
+    enumerated = enumerate_schedules([problem], target)[0] if problem.flops >= TINY_FLOPS else ()
+    tiled = [s for s in enumerated if isinstance(s, GemmSchedule)]
+    costs = [float(c) for c in gemm_cost(problem, tiled, target)] if tiled else []
+    untiled: tuple[Schedule, float] = (Untiled(), float(untiled_cost(problem, target)))
+    priced: list[tuple[Schedule, float]] = [*zip(tiled, costs), untiled]  # a tie: the first tiled one
+    return tuple(sorted(priced, key=lambda pair: pair[1]))
 
 
 @functools.lru_cache(maxsize=4096)

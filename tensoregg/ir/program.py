@@ -46,14 +46,15 @@ def _fixed(schedule: Schedule) -> Chooser:
     return lambda problem: schedule
 
 
-def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, choose: Chooser | None = None,
-                fuse: bool = True, tile: bool = True) -> LoopProgram:
+def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, grid: bool = False,
+                choose: Chooser | None = None, fuse: bool = True, tile: bool = True) -> LoopProgram:
     """Lower every node of ``graph`` (``lower_node``). A contraction is tiled as its node's
     ``schedule`` says (extraction's choice), or as ``choose`` picks for a node without one (without
     ``choose``: untiled); with ``tile=False``, every contraction is untiled. With ``fuse``, a node
     that is element-wise in the wide sense and whose output only one node reads is computed inside
     that node's kernel when it is element-wise too (BatchNorm + Relu, a Mul/Add/Relu chain: one pass
-    over memory instead of one per op). ``target`` names the target in errors."""
+    over memory instead of one per op). ``row`` and ``grid`` choose the loop form of what is not tiled
+    (``assign``: ``grid`` for a GPU). ``target`` names the target in errors."""
     lowered: list[LoweredNode] = []
     uses = Counter(n for node in graph.nodes for n in node.inputs)
     uses.update(graph.outputs)
@@ -64,7 +65,7 @@ def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, choose:
         producers = {n: inlinable[n][1] for n in node.inputs if n in inlinable}
         chosen = None if not tile else choose if node.schedule is None else _fixed(node.schedule)
         low = lower_node(opdef, node, graph.types, graph.initializers, target=target, name=f"k{k}",
-                         row=row, choose=chosen, producers=producers)
+                         row=row, grid=grid, choose=chosen, producers=producers)
         lowered.append(low)
         fused.update(inlinable[n][0] for n in low.fused)
         if low.inline is not None and fuse and uses[node.outputs[0]] == 1:

@@ -13,7 +13,7 @@ GPU kernels use the same statements: a ``block`` loop runs its iterations as a g
 ``thread`` loop inside it as each block's threads (all at once, in lockstep only between barriers); a
 :class:`Local` of scope ``shared`` directly inside a block loop is one buffer per block that its
 threads share, and a :class:`Barrier` makes every thread of the block wait until all have reached it
-(what they stored before it is what the others load after it). See :func:`gpu_launch`.
+(what they stored before it is what the others load after it).
 """
 
 from __future__ import annotations

@@ -89,8 +89,8 @@ def get_target(name: str) -> Target:
     return registration(name).describe()
 
 
-from tensoregg.targets import cross, interp, llvm, ref  # noqa: E402  (the built-in targets register themselves)
+from tensoregg.targets import cross, cuda, interp, llvm, ref  # noqa: E402  (the built-in targets register themselves)
 from tensoregg.targets.ref import REF  # noqa: E402
 
-__all__ = ["REF", "RULE_FAMILIES", "Program", "Registration", "Target",
-           "available", "cross", "get_target", "interp", "llvm", "ref", "register_target", "registration"]
+__all__ = ["REF", "RULE_FAMILIES", "Program", "Registration", "Target", "available", "cross", "cuda",
+           "get_target", "interp", "llvm", "ref", "register_target", "registration"]

@@ -73,6 +73,9 @@ def local_scope(s: Local, scope: Scope, where: str) -> GpuScope | None:
     """The GPU scope inside local ``s``, if it changes; CompileError for a shared local elsewhere than
     directly inside a block loop."""
     if s.scope != "shared":
+        if scope.gpu is not None and scope.gpu.direct:
+            raise CompileError(f"{where}: local {s.buffer.name} in a block loop outside its thread loop (a "
+                               "thread's registers are locals of the thread loop; a block's, shared locals)")
         return None
     if scope.gpu is None or not scope.gpu.direct:
         raise CompileError(f"{where}: shared local {s.buffer.name} not directly inside a block loop")
@@ -135,7 +138,7 @@ def watch_store(scope: Scope, access: Access, bid: int, name: str, size: int,
         record = f.races.get(bid)
         if record is None:
             record = f.races[bid] = GlobalWriters(name, size, gpu.threads, where)
-        record.store(Lanes(at, block, thread), values, memory)
+        record.store(Lanes(at, block, thread), values, memory, f.barriers)
     return writes
 
 
@@ -144,6 +147,8 @@ def barrier(scope: Scope, where: str) -> Exec:
     starts a new epoch for the race checker."""
     gpu = scope.gpu
     assert gpu is not None and gpu.thread is not None
+    if scope.level != gpu.level + gpu.axes:
+        raise CompileError(f"{where}: barrier inside a vectorized loop of a thread")
     axes = tuple(range(gpu.level, gpu.level + gpu.axes))
 
     def run(f: Frame) -> None:

@@ -7,7 +7,8 @@ without a barrier between may give the right result here and a wrong one on a GP
 in no set order. Between two barriers, a thread may load an element no other thread stored, and
 store an element no other thread stored or loaded; anything else raises :class:`RaceError` naming
 the kernel, the buffer, the element, the block and the two threads. In global memory (no barrier
-orders blocks), two threads of a launch storing different values into one element is a race.
+orders blocks), two threads of a launch storing different values into one element is a race unless
+they are of one block and a barrier lies between.
 """
 
 from __future__ import annotations
@@ -104,18 +105,20 @@ def _per_element(at: np.ndarray, thread: np.ndarray) -> tuple[np.ndarray, np.nda
 
 class GlobalWriters:
     """Which thread of the launch (block * threads + thread) last stored each element of a global
-    buffer ``name`` of ``size`` elements; ``where`` names the kernel."""
+    buffer ``name`` of ``size`` elements, in which epoch; ``where`` names the kernel."""
 
     def __init__(self, name: str, size: int, threads: int, where: str) -> None:
         self.name, self.threads, self.where = name, threads, where
-        self.writer = np.full(size, NONE)
+        self.writer, self.written = np.full(size, NONE), np.full(size, -1)
 
-    def store(self, lanes: Lanes, values: np.ndarray, memory: np.ndarray) -> None:
+    def store(self, lanes: Lanes, values: np.ndarray, memory: np.ndarray, epoch: int) -> None:
         """Record the stores of ``values`` (one per running lane) before they are written into
-        ``memory``; RaceError where another thread stored a different value."""
+        ``memory``; RaceError where a thread of another block, or of the same block with no barrier
+        between, stored a different value."""
         who = lanes.block * self.threads + lanes.thread
         before = self.writer[lanes.at]
-        clash = (before != NONE) & (before != who)
+        clash = ((before != NONE) & (before != who)
+                 & ((before // self.threads != lanes.block) | (self.written[lanes.at] == epoch)))
         if clash.any():
             old, new = memory[lanes.at[clash]], values[clash]
             bits = f"u{memory.dtype.itemsize}"
@@ -128,3 +131,4 @@ class GlobalWriters:
                                 f"other than thread {other % self.threads} of block "
                                 f"{other // self.threads} stored there in the same launch")
         self.writer[lanes.at] = who
+        self.written[lanes.at] = epoch

@@ -75,20 +75,28 @@ def test_a_guard_that_does_not_guard_is_caught():
         run(kernel, np.zeros(70, F32), np.zeros(70, F32))
 
 
+def spill(blocks, barrier):
+    """Thread t of block b stores x[32 b + t] into y[(32 b + t + q) % n] for q = 0, 1 (a barrier after
+    each when ``barrier``): each element is stored twice, by neighbouring threads, one iteration apart."""
+    n = 32 * blocks
+    x, y, b, t, q = Buffer("x", F32, (n,)), Buffer("y", F32, (n,)), Var("b"), Var("t"), Var("q")
+    store = Store(y, (call("rem", b * 32 + t + q, idx(n)),), x[b * 32 + t])
+    threads = loop(t, 32, [loop(q, 2, [store, *([Barrier()] if barrier else [])])], "thread")
+    return Kernel("spill", [x, y], [loop(b, blocks, [threads], "block")], [y])
+
+
 def test_threads_of_a_launch_storing_different_values_into_one_element_race():
-    """Thread t stores x[t] into y[(t + q) % 32] for q = 0, 1: thread 1 (q = 0) and thread 0 (q = 1)
-    both store into y[1], one iteration apart."""
-    x, y, b, t, q = Buffer("x", F32, (32,)), Buffer("y", F32, (32,)), Var("b"), Var("t"), Var("q")
-    store = Store(y, (call("rem", t + q, idx(32)),), x[t])
-    kernel = Kernel("spill", [x, y], [loop(b, 1, [
-        loop(t, 32, [loop(q, 2, [store])], "thread")],
-        "block")], [y])
     out = np.zeros(32, F32)
-    run(kernel, np.full(32, 3, F32), out)  # the same value: no race
+    run(spill(1, False), np.full(32, 3, F32), out)  # the same value: no race
     assert (out == 3).all()
     message = r"kernel spill: race on y element 1: thread 0 of block 0 stores a value other than thread 1 "
     with pytest.raises(RaceError, match=message):
-        run(kernel, np.arange(32, dtype=F32), out)
+        run(spill(1, False), np.arange(32, dtype=F32), out)
+    run(spill(1, True), np.arange(32, dtype=F32), out)  # a barrier orders a block's stores
+    np.testing.assert_array_equal(out, np.roll(np.arange(32), 1))
+    message = r"race on y element 32: thread 31 of block 0 stores a value other than thread 0 of block 1 "
+    with pytest.raises(RaceError, match=message):  # but not those of two blocks
+        run(spill(2, True), np.arange(64, dtype=F32), np.zeros(64, F32))
 
 
 # ---- shared-memory GEMM ---------------------------------------------------------------------------
@@ -269,6 +277,10 @@ def test_the_structure_of_a_gpu_kernel_is_checked():
             "thread loop t not directly inside a block loop")
     refused([loop(b, 4, [loop(t, 4, [Local(s, [store], "shared")], "thread")], "block")],
             "shared local s not directly inside a block loop")
+    refused([loop(b, 4, [Local(s, [loop(t, 4, [store], "thread")])], "block")],
+            "local s in a block loop outside its thread loop")
+    refused([loop(b, 4, [loop(t, 4, [loop(Var("q"), 4, [Barrier()], "parallel")], "thread")], "block")],
+            "barrier inside a vectorized loop of a thread")
     refused([loop(b, 4, [Barrier(), loop(t, 4, [store], "thread")], "block")],
             "barrier outside a thread loop")
     refused([loop(b, 4, [Store(x, (b,), const(1, F32))], "block")], "store in block loop b outside its "

@@ -2,7 +2,8 @@
 their iterations at once, statement by statement) and which stores need no check for two lanes
 writing one element.
 
-A ``parallel`` loop's iterations are independent by definition. A serial loop's are when nothing it
+A ``parallel`` loop's iterations are independent by definition, and so are a GPU kernel's blocks and
+a block's threads (what they share, the race checker watches). A serial loop's are when nothing it
 stores (but locals declared inside it, which each iteration has its own of) is touched by two of
 its iterations: every access to such a buffer in its body is at one index, and that index separates
 the loop's iterations. An index separates a loop when each of the loop's variables appears in an

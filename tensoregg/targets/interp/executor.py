@@ -5,7 +5,8 @@ statements run once for all iterations, a store writes every lane at once, a loc
 lane. The other loops run in order in Python. Every load and store is checked against its buffer
 (``access``); a store that the analysis cannot prove writes distinct elements from distinct lanes is
 checked at run time. Intrinsics run one lane at a time, in the loops' order; shared sub-expressions
-of a statement are computed once, values of lane variables only once per lane epoch.
+of a statement are computed once, values of lane variables only once per lane epoch. GPU kernels
+(block and thread loops, shared memory, barriers, warp intrinsics) run as ``gpu`` says.
 """
 
 from __future__ import annotations
@@ -165,11 +166,10 @@ class KernelExecutor:
         buffers = [a.buffer for a in s.args if isinstance(a, Ref)]
         for buf in buffers:
             self.check_buffer(buf, scope)
-        if isinstance(s.intrinsic, WarpMMA):
-            offsets = self.exprs([a.offset if isinstance(a, Ref) else a for a in s.args], scope)
-            return gpu.warp_mma(s, scope, offsets, self.where)
-        check_signature(s.intrinsic, refs, [b.dtype for b in buffers], self.where)
         values = self.exprs([a.offset if isinstance(a, Ref) else a for a in s.args], scope)
+        if isinstance(s.intrinsic, WarpMMA):
+            return gpu.warp_mma(s, scope, values, self.where)
+        check_signature(s.intrinsic, refs, [b.dtype for b in buffers], self.where)
         lanes = [id(b) if scope.locals.get(id(b), 0) > 0 else None for b in buffers]
         where, intrinsic = self.where, s.intrinsic
 

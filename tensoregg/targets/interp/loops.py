@@ -1,8 +1,8 @@
 """How loops run: in order in Python (``serial_loop``), or vectorized, their variable an index
 array along a lane axis of its own (``vector_loop``; a fused loop over its whole range with each part
 along an axis of its own, ``split_loop``). A loop whose bounds differ between lanes runs over their
-union with a mask of the lanes in range. Binding a lane variable to another array starts a new lane
-epoch (``frame``)."""
+union with a mask of the lanes in range; in a GPU thread, such a loop runs each lane's own iterations
+(``trip_loop``). Binding a lane variable to another array starts a new lane epoch (``frame``)."""
 
 from __future__ import annotations
 

@@ -104,6 +104,8 @@ class KernelExecutor:
                              gpu.loop_scope(s, scope, axes, self.where))
         self.levels.append(inner.level)
         body = self.block(s.body, inner)
+        if s.kind == "block":
+            body = gpu.launch(body)
         slot = self.slot(("loop", id(s)))
         if split:
             return split_loop(body, id(s.var), [id(u) for u, _ in s.unpack], extents, scope.level, slot)

@@ -69,6 +69,15 @@ def loop_scope(s: For, scope: Scope, axes: int, where: str) -> GpuScope | None:
     return replace(gpu, direct=False) if gpu is not None and gpu.direct else None
 
 
+def launch(blocks: Exec) -> Exec:
+    """``blocks``, the body of a block loop, run as one launch: the stores of earlier launches (block
+    loops) in the kernel are ordered before it, no race with its own."""
+    def run(f: Frame) -> None:
+        f.races.clear()
+        blocks(f)
+    return run
+
+
 def local_scope(s: Local, scope: Scope, where: str) -> GpuScope | None:
     """The GPU scope inside local ``s``, if it changes; CompileError for a shared local elsewhere than
     directly inside a block loop."""

@@ -99,6 +99,18 @@ def test_threads_of_a_launch_storing_different_values_into_one_element_race():
         run(spill(2, True), np.arange(64, dtype=F32), np.zeros(64, F32))
 
 
+def test_launches_one_after_another_do_not_race():
+    """Two block loops in one kernel: y = x by one thread per element, then y = 2 x with the threads
+    the other way round; the second launch's stores come after the first's."""
+    x, y, b, t = Buffer("x", F32, (64,)), Buffer("y", F32, (64,)), Var("b"), Var("t")
+    first = loop(b, 2, [loop(t, 32, [Store(y, (b * 32 + t,), x[b * 32 + t])], "thread")], "block")
+    at = idx(63) - b * 32 - t
+    second = loop(b, 2, [loop(t, 32, [Store(y, (at,), x[at] * const(2, F32))], "thread")], "block")
+    out, data = np.zeros(64, F32), np.arange(64, dtype=F32)
+    run(Kernel("twice", [x, y], [first, second], [y]), data, out)
+    np.testing.assert_array_equal(out, 2 * data)
+
+
 # ---- shared-memory GEMM ---------------------------------------------------------------------------
 
 TILE, KSTEP, REG = 64, 16, 4

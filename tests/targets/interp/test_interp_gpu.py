@@ -319,10 +319,22 @@ def test_fragment_layouts_are_the_ptx_isas():
             np.testing.assert_array_equal(got[1], cols, err_msg=f"{mma.name} {operand} cols")
 
 
-def mma_gemm(mma, m, k, n, warps, threads=None, guard_lanes=None):
+def stage(tile, src, row, col, threads, t):
+    """The block's threads copy ``src[row:, col:]`` into the shared ``tile``, element q by thread
+    q % threads."""
+    j, q = Var("j"), Var("q")
+    width = idx(tile.shape[1])
+    r, c = call("div", q, width), call("rem", q, width)
+    return loop(j, ceil(tile.size, threads), [guard(q, j * threads + t, tile.size, [
+        Store(tile, (r, c), src[row + r, col + c])])])
+
+
+def mma_gemm(mma, m, k, n, warps, threads=None, guard_lanes=None, shared=None):
     """C = A . B with ``mma``: a block per 16 x (8 warps) tile of C, each warp a 16 x 8 tile; each
-    thread loads its fragments from global memory at the rows and columns of the layout tables
-    (given as params), accumulates over K, and stores its C fragment."""
+    thread loads its fragments at the rows and columns of the layout tables (given as params), from
+    global memory or, with ``shared``, from the block's A and B tiles that its threads copied to shared
+    memory (a barrier after, and unless ``shared`` is "racy", another after the MMA); accumulates over
+    K, and stores its C fragment."""
     ab = mma.dtype
     a, b, c = Buffer("a", ab, (m, k)), Buffer("b", ab, (k, n)), Buffer("c", F32, (m, n))
     tables = [Buffer(f"{op}{axis}", INDEX, (32, mma.fragment(op))) for op in "abc" for axis in "rc"]
@@ -330,6 +342,7 @@ def mma_gemm(mma, m, k, n, warps, threads=None, guard_lanes=None):
     fa, fb, fc = (Buffer(f"frag_{op}", dt, (mma.fragment(op),)) for op, dt in zip("abc", (ab, ab, F32)))
     blk, bm, bn, t, w, lane, kt, e = (Var(v) for v in ("blk", "bm", "bn", "t", "w", "lane", "kt", "e"))
     zero = idx(0)
+    count = threads or 32 * warps
 
     def each(op, body):
         return loop(e, mma.fragment(op), body)
@@ -337,14 +350,22 @@ def mma_gemm(mma, m, k, n, warps, threads=None, guard_lanes=None):
     call_mma = Invoke(mma, (Ref(fa, zero), Ref(fb, zero), Ref(fc, zero), Ref(fc, zero)))
     if guard_lanes is not None:
         call_mma = guard(Var("p"), lane, guard_lanes, [call_mma])
-    step = [each("a", [Store(fa, (e,), a[bm * mma.m + ar[lane, e], kt * mma.k + ac[lane, e]])]),
-            each("b", [Store(fb, (e,), b[kt * mma.k + br[lane, e], n0 + bc[lane, e]])]),
-            call_mma]
+    if shared is None:
+        step = [each("a", [Store(fa, (e,), a[bm * mma.m + ar[lane, e], kt * mma.k + ac[lane, e]])]),
+                each("b", [Store(fb, (e,), b[kt * mma.k + br[lane, e], n0 + bc[lane, e]])]), call_mma]
+    else:
+        sa, sb = Buffer("sa", ab, (mma.m, mma.k)), Buffer("sb", ab, (mma.k, mma.n * warps))
+        step = [stage(sa, a, bm * mma.m, kt * mma.k, count, t),
+                stage(sb, b, kt * mma.k, bn * warps * mma.n, count, t), Barrier(),
+                each("a", [Store(fa, (e,), sa[ar[lane, e], ac[lane, e]])]),
+                each("b", [Store(fb, (e,), sb[br[lane, e], w * mma.n + bc[lane, e]])]), call_mma,
+                *([] if shared == "racy" else [Barrier()])]
     body = [each("c", [Store(fc, (e,), const(0, F32))]), loop(kt, k // mma.k, step),
             each("c", [Store(c, (bm * mma.m + cr[lane, e], n0 + cc[lane, e]), fc[e])])]
-    count = threads or 32 * warps
     parts = ((w, count // 32), (lane, 32)) if count % 32 == 0 else ((w, 1), (lane, count))  # else refused
     thread = loop(t, count, [Local(fa, [Local(fb, [Local(fc, body)])])], "thread", parts)
+    if shared is not None:
+        thread = Local(sa, [Local(sb, [thread], "shared")], "shared")
     grid = (m // mma.m, n // (mma.n * warps))
     block = loop(blk, grid[0] * grid[1], [thread], "block", ((bm, grid[0]), (bn, grid[1])))
     return Kernel("mma", [a, b, c, *tables], [block], [c]), [np.ascontiguousarray(x) for op in "abc"
@@ -361,14 +382,18 @@ TOLERANCE = {"f16": (1e-3, 1e-2), "bf16": (1e-2, 1e-2), "tf32": (1e-4, 5e-3)}
 """(rtol, atol) per input type, tinygrad's for its tensor-core tests (notes/gpu.md)."""
 
 
-@pytest.mark.parametrize("mma", WARP_MMAS, ids=lambda x: x.ab)
-@pytest.mark.parametrize("m, k, n, warps", [(16, 16, 32, 4), (48, 64, 32, 2), (32, 32, 64, 4)])
-def test_a_warp_mma_gemm_matches_numpy(mma, m, k, n, warps):
-    kernel, tables = mma_gemm(mma, m, k, n, warps)
+def mma_inputs(mma, m, k, n):
     scale = 1 / np.sqrt(k)
     a = (RNG.standard_normal((m, k)) * scale).astype(mma.dtype)
-    b = (RNG.standard_normal((k, n)) * scale).astype(mma.dtype)
-    c = np.full((m, n), np.nan, F32)
+    return a, (RNG.standard_normal((k, n)) * scale).astype(mma.dtype), np.full((m, n), np.nan, F32)
+
+
+@pytest.mark.parametrize("mma", WARP_MMAS, ids=lambda x: x.ab)
+@pytest.mark.parametrize("m, k, n, warps, shared", [(16, 16, 32, 4, None), (48, 64, 32, 2, None),
+                                                    (32, 32, 64, 4, None), (32, 48, 32, 2, "tiles")])
+def test_a_warp_mma_gemm_matches_numpy(mma, m, k, n, warps, shared):
+    kernel, tables = mma_gemm(mma, m, k, n, warps, shared=shared)
+    a, b, c = mma_inputs(mma, m, k, n)
     run(kernel, a, b, c, *tables)
     exact = a.astype(np.float64) @ b.astype(np.float64)
     rtol, atol = TOLERANCE[mma.ab]
@@ -376,6 +401,13 @@ def test_a_warp_mma_gemm_matches_numpy(mma, m, k, n, warps):
     if mma.ab == "tf32":  # the inputs as the tensor cores take them: then exact but for fp32 rounding
         exact = tf32(a).astype(np.float64) @ tf32(b).astype(np.float64)
     np.testing.assert_allclose(c, exact, rtol=1e-6, atol=1e-6)
+
+
+def test_a_warp_mma_gemm_through_shared_memory_without_its_second_barrier_races():
+    kernel, tables = mma_gemm(MMA_F16, 16, 32, 16, 2, shared="racy")
+    message = r"kernel mma: race on shared sa element 0 in block 0: thread 0 stores it and several threads"
+    with pytest.raises(RaceError, match=message + " loaded it"):
+        run(kernel, *mma_inputs(MMA_F16, 16, 32, 16), *tables)
 
 
 def test_a_warp_mma_needs_whole_warps_that_run_together():

@@ -197,7 +197,7 @@ class KernelExecutor:
                 call(f, args, rows)
                 return
             mask = np.ones((), bool) if f.mask is None else f.mask
-            every = (*f.lanes, *(1,) * (f.rank - len(f.lanes)))  # each iteration calls it, varying or not
+            every = f.lane_shape()  # each iteration calls it, varying or not
             given = [np.shape(x) for x in [*args, *rows] if x is not None]
             shape = np.broadcast_shapes(every, *given, mask.shape)
             running = np.broadcast_to(mask, shape)

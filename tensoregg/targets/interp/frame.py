@@ -47,6 +47,10 @@ class Frame:
         self.barriers = 0
         self.races: dict[int, Any] = {}
 
+    def lane_shape(self) -> tuple[int, ...]:
+        """The shape of a value that varies over every active lane (1 on the axes of no active loop)."""
+        return (*self.lanes, *(1,) * (self.rank - len(self.lanes)))
+
     def generation(self) -> int:
         self.tick += 1
         return self.tick

@@ -162,17 +162,13 @@ def barrier(scope: Scope, where: str) -> Exec:
 
     def run(f: Frame) -> None:
         if f.mask is not None:
-            shape = np.broadcast_shapes(_lanes(f), f.mask.shape)
+            shape = np.broadcast_shapes(f.lane_shape(), f.mask.shape)
             mask, block, thread = (np.broadcast_to(x, shape) for x in (f.mask, *gpu.ids(f)))
             _uniform(mask, block, thread, axes,
                      f"{where}: thread {{}} of block {{}} reaches a barrier that thread {{}} does not (a "
                      "condition or loop bound that differs between the block's threads)")
         f.barriers += 1
     return run
-
-
-def _lanes(f: Frame) -> tuple[int, ...]:
-    return (*f.lanes, *(1,) * (f.rank - len(f.lanes)))
 
 
 def _uniform(mask: np.ndarray, block: np.ndarray, thread: np.ndarray, axes: tuple[int, ...],
@@ -216,7 +212,7 @@ def warp_mma(s: Invoke, scope: Scope, offsets: Sequence[Fn], where: str) -> Exec
                "condition or loop bound that differs within the warp)")
 
     def per_warp(f: Frame, x: Any) -> np.ndarray:
-        return np.broadcast_to(x, _lanes(f)).reshape(-1, warps, WARP)
+        return np.broadcast_to(x, f.lane_shape()).reshape(-1, warps, WARP)
 
     def run(f: Frame) -> None:
         go: Any = True

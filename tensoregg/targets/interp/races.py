@@ -34,8 +34,8 @@ class Lanes(NamedTuple):
 
 def running(f: Frame, *xs: Any) -> list[np.ndarray]:
     """``xs`` (broadcast over the lanes of ``f``) in the lanes that run, flat."""
-    lanes = tuple(f.lanes) + (1,) * (f.rank - len(f.lanes))
-    shape = np.broadcast_shapes(lanes, *(np.shape(x) for x in xs), () if f.mask is None else f.mask.shape)
+    shape = np.broadcast_shapes(f.lane_shape(), *(np.shape(x) for x in xs),
+                                () if f.mask is None else f.mask.shape)
     arrays = [np.broadcast_to(x, shape) for x in xs]
     if f.mask is None:
         return [a.ravel() for a in arrays]

@@ -105,7 +105,7 @@ class KernelExecutor:
         self.levels.append(inner.level)
         body = self.block(s.body, inner)
         if s.kind == "block":
-            body = gpu.launch(body)
+            body = gpu.launch(s, body)
         slot = self.slot(("loop", id(s)))
         if split:
             return split_loop(body, id(s.var), [id(u) for u, _ in s.unpack], extents, scope.level, slot)

@@ -29,8 +29,9 @@ class Frame:
     vectorized loops (``lanes``, outermost first), the lanes that run (``mask``: None for all; its
     generation ``mask_gen``), buffer memory (``views``: flat arrays by buffer id; ``rows``: a local's
     per-lane row), per-node caches and per-statement memos; ``rank`` is the number of lane axes of
-    every value that varies over lanes. A GPU kernel also counts the barriers passed (``barriers``:
-    the epoch of shared memory accesses) and keeps who accessed what (``races``, by buffer id)."""
+    every value that varies over lanes. A GPU kernel also counts the barriers passed (``barriers``),
+    numbers each block's epoch by the last it passed (``epochs``, by block) and keeps who accessed
+    what (``races``, by buffer id)."""
 
     def __init__(self, views: dict[int, np.ndarray], rank: int) -> None:
         self.rank = rank
@@ -45,6 +46,7 @@ class Frame:
         self.cache: dict[object, Any] = {}
         self.memo: dict[int, Any] = {}
         self.barriers = 0
+        self.epochs = np.zeros(0, np.int64)
         self.races: dict[int, Any] = {}
 
     def lane_shape(self) -> tuple[int, ...]:

@@ -58,6 +58,9 @@ def loop_scope(s: For, scope: Scope, axes: int, where: str) -> GpuScope | None:
     if s.kind == "block":
         if gpu is not None:
             raise CompileError(f"{where}: block loop {s.var.name} inside another block or thread loop")
+        if not (isinstance(s.start, Const) and s.start.value == 0):
+            raise CompileError(f"{where}: block loop {s.var.name} from {s.start!r}: a grid's blocks are "
+                               "[0, n)")
         return GpuScope(s)
     if s.kind == "thread":
         if gpu is None or not gpu.direct:
@@ -69,13 +72,23 @@ def loop_scope(s: For, scope: Scope, axes: int, where: str) -> GpuScope | None:
     return replace(gpu, direct=False) if gpu is not None and gpu.direct else None
 
 
-def launch(blocks: Exec) -> Exec:
-    """``blocks``, the body of a block loop, run as one launch: the stores of earlier launches (block
-    loops) in the kernel are ordered before it, no race with its own."""
+def launch(s: For, blocks: Exec) -> Exec:
+    """``blocks``, the body of block loop ``s``, run as one launch: every block in epoch 0; the stores
+    of earlier launches (block loops) in the kernel are ordered before it, no race with its own."""
+    vid = id(s.var)
+
     def run(f: Frame) -> None:
         f.races.clear()
+        f.epochs = np.zeros(int(np.max(f.values[vid])) + 1, np.int64)
         blocks(f)
     return run
+
+
+def accesses(f: Frame, gpu: GpuScope, at: Any, *values: Any) -> tuple[Lanes, list[np.ndarray]]:
+    """The running lanes of an access at ``at`` (with their blocks, threads and epochs), and ``values``
+    (broadcast over the lanes) in them."""
+    at, block, thread, *rest = running(f, at, *gpu.ids(f), *values)
+    return Lanes(at, block, thread, f.epochs[block]), rest
 
 
 def local_scope(s: Local, scope: Scope, where: str) -> GpuScope | None:
@@ -125,7 +138,7 @@ def shared_load(scope: Scope, access: Access, bid: int) -> Callable[[Frame], Non
         return None
 
     def check(f: Frame) -> None:
-        f.races[bid].load(Lanes(*running(f, access.positions(f), *gpu.ids(f))), f.barriers)
+        f.races[bid].load(accesses(f, gpu, access.positions(f))[0])
     return check
 
 
@@ -139,21 +152,21 @@ def watch_store(scope: Scope, access: Access, bid: int, name: str, size: int,
         return None
     if bid in gpu.shared:
         def shared(f: Frame, value: Any, memory: np.ndarray) -> None:
-            f.races[bid].store(Lanes(*running(f, access.positions(f), *gpu.ids(f))), f.barriers)
+            f.races[bid].store(accesses(f, gpu, access.positions(f))[0])
         return shared
 
     def writes(f: Frame, value: Any, memory: np.ndarray) -> None:
-        at, block, thread, values = running(f, access.positions(f), *gpu.ids(f), value)
+        lanes, (values,) = accesses(f, gpu, access.positions(f), value)
         record = f.races.get(bid)
         if record is None:
             record = f.races[bid] = GlobalWriters(name, size, gpu.threads, where)
-        record.store(Lanes(at, block, thread), values, memory, f.barriers)
+        record.store(lanes, values, memory)
     return writes
 
 
 def barrier(scope: Scope, where: str) -> Exec:
     """A barrier: CompileError unless every thread of each block that runs reaches it together;
-    starts a new epoch for the race checker."""
+    starts a new epoch of those blocks for the race checker."""
     gpu = scope.gpu
     assert gpu is not None and gpu.thread is not None
     if scope.level != gpu.level + gpu.axes:
@@ -168,6 +181,8 @@ def barrier(scope: Scope, where: str) -> Exec:
                      f"{where}: thread {{}} of block {{}} reaches a barrier that thread {{}} does not (a "
                      "condition or loop bound that differs between the block's threads)")
         f.barriers += 1
+        (blocks,) = running(f, gpu.ids(f)[0])
+        f.epochs[blocks] = f.barriers
     return run
 
 

@@ -1,6 +1,6 @@
 """The race checker of GPU kernels: who last stored and who loaded each element of a block's shared
-memory in the current barrier epoch (the barriers a block has passed), and who stored each element
-of a kernel's global buffers.
+memory in the current barrier epoch (a block's epoch is numbered by the last barrier it passed), and
+who stored each element of a kernel's global buffers, in which epoch.
 
 Threads run in lockstep, statement by statement, so a kernel whose threads touch one shared element
 without a barrier between may give the right result here and a wrong one on a GPU, where they run
@@ -25,11 +25,12 @@ NONE, MANY = -1, -2
 
 
 class Lanes(NamedTuple):
-    """The running lanes of one access: flat offsets, and the block and thread of each."""
+    """The running lanes of one access: flat offsets, and the block, thread and epoch of each."""
 
     at: np.ndarray
     block: np.ndarray
     thread: np.ndarray
+    epoch: np.ndarray
 
 
 def running(f: Frame, *xs: Any) -> list[np.ndarray]:
@@ -57,23 +58,23 @@ class SharedMemory:
         self.writer, self.written = np.full(total, NONE), np.full(total, -1)
         self.reader, self.read = np.full(total, NONE), np.full(total, -1)
 
-    def load(self, lanes: Lanes, epoch: int) -> None:
-        at, thread = lanes.at, lanes.thread
+    def load(self, lanes: Lanes) -> None:
+        at, thread, epoch = lanes.at, lanes.thread, lanes.epoch
         self._check(lanes, (self.written[at] == epoch) & (self.writer[at] != thread), self.writer[at],
                     "loads", "stored")
-        elements, low, high = _per_element(at, thread)
-        mine = np.where(low == high, low, MANY)
-        before = np.where(self.read[elements] == epoch, self.reader[elements], NONE)
+        elements, low, high, first = _per_element(at, thread)
+        mine, now = np.where(low == high, low, MANY), epoch[first]  # an element is one block's
+        before = np.where(self.read[elements] == now, self.reader[elements], NONE)
         self.reader[elements] = np.where((before == NONE) | (before == mine), mine, MANY)
-        self.read[elements] = epoch
+        self.read[elements] = now
 
-    def store(self, lanes: Lanes, epoch: int) -> None:
-        at, thread = lanes.at, lanes.thread
+    def store(self, lanes: Lanes) -> None:
+        at, thread, epoch = lanes.at, lanes.thread, lanes.epoch
         self._check(lanes, (self.written[at] == epoch) & (self.writer[at] != thread), self.writer[at],
                     "stores", "stored")
         self._check(lanes, (self.read[at] == epoch) & (self.reader[at] != thread), self.reader[at],
                     "stores", "loaded")
-        elements, low, high = _per_element(at, thread)
+        elements, low, high, _ = _per_element(at, thread)
         twice = low != high  # two threads storing one element in this very statement
         if twice.any():
             k = int(np.flatnonzero(twice)[0])
@@ -93,14 +94,16 @@ class SharedMemory:
                         "with no barrier between")
 
 
-def _per_element(at: np.ndarray, thread: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The distinct elements of ``at`` with the least and greatest thread touching each."""
+def _per_element(at: np.ndarray, thread: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The distinct elements of ``at`` with the least and greatest thread touching each, and the
+    first lane touching each."""
     order = np.argsort(at, kind="stable")
     ordered, threads = at[order], thread[order]
     if not ordered.size:
-        return ordered, threads, threads
+        return ordered, threads, threads, order
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    return ordered[starts], np.minimum.reduceat(threads, starts), np.maximum.reduceat(threads, starts)
+    return (ordered[starts], np.minimum.reduceat(threads, starts), np.maximum.reduceat(threads, starts),
+            order[starts])
 
 
 class GlobalWriters:
@@ -111,14 +114,14 @@ class GlobalWriters:
         self.name, self.threads, self.where = name, threads, where
         self.writer, self.written = np.full(size, NONE), np.full(size, -1)
 
-    def store(self, lanes: Lanes, values: np.ndarray, memory: np.ndarray, epoch: int) -> None:
+    def store(self, lanes: Lanes, values: np.ndarray, memory: np.ndarray) -> None:
         """Record the stores of ``values`` (one per running lane) before they are written into
         ``memory``; RaceError where a thread of another block, or of the same block with no barrier
         between, stored a different value."""
         who = lanes.block * self.threads + lanes.thread
         before = self.writer[lanes.at]
         clash = ((before != NONE) & (before != who)
-                 & ((before // self.threads != lanes.block) | (self.written[lanes.at] == epoch)))
+                 & ((before // self.threads != lanes.block) | (self.written[lanes.at] == lanes.epoch)))
         if clash.any():
             old, new = memory[lanes.at[clash]], values[clash]
             bits = f"u{memory.dtype.itemsize}"
@@ -131,4 +134,4 @@ class GlobalWriters:
                                 f"other than thread {other % self.threads} of block "
                                 f"{other // self.threads} stored there in the same launch")
         self.writer[lanes.at] = who
-        self.written[lanes.at] = epoch
+        self.written[lanes.at] = lanes.epoch

@@ -270,6 +270,20 @@ def test_a_barrier_in_a_loop_whose_trip_count_differs_between_threads_is_refused
     run(same, np.zeros(64, F32))
 
 
+def test_a_block_that_skips_a_barrier_others_pass_races_alone():
+    """A barrier under a condition on the block only (legal: all of a block's threads skip it): block
+    0 passes it, block 1 loads what its neighbour stored without one."""
+    x, y, s, b, t, p = Buffer("x", F32, (64,)), Buffer("y", F32, (64,)), Buffer("s", F32, (32,)), Var("b"), \
+        Var("t"), Var("p")
+    body = [Store(s, (t,), x[b * 32 + t]), guard(p, b, 1, [Barrier()]),
+            Store(y, (b * 32 + t,), s[call("rem", t + 1, idx(32))])]
+    block = loop(b, 2, [Local(s, [loop(t, 32, body, "thread")], "shared")], "block")
+    kernel = Kernel("skip", [x, y], [block], [y])
+    message = r"kernel skip: race on shared s element 1 in block 1: thread 0 loads it and thread 1 stored it"
+    with pytest.raises(RaceError, match=message):
+        run(kernel, np.arange(64, dtype=F32), np.zeros(64, F32))
+
+
 def test_a_barrier_under_a_guard_of_some_threads_is_refused():
     p = Var("p")
     kernel = one_block(64, lambda t: [guard(p, t, 40, [Barrier()])])
@@ -298,6 +312,7 @@ def test_the_structure_of_a_gpu_kernel_is_checked():
     refused([loop(b, 4, [Store(x, (b,), const(1, F32))], "block")], "store in block loop b outside its "
             "thread loop")
     refused([loop(b, 4, [For(t, idx(0), b + 1, [store], "thread")], "block")], r"thread loop t over")
+    refused([For(b, idx(1), idx(4), [loop(t, 4, [store], "thread")], "block")], r"block loop b from 1")
 
 
 # ---- the warp MMA ---------------------------------------------------------------------------------

@@ -34,9 +34,9 @@ class Lanes(NamedTuple):
 
 
 def running(f: Frame, *xs: Any) -> list[np.ndarray]:
-    """``xs`` (broadcast over the lanes of ``f``) in the lanes that run, flat."""
-    shape = np.broadcast_shapes(f.lane_shape(), *(np.shape(x) for x in xs),
-                                () if f.mask is None else f.mask.shape)
+    """``xs`` in the lanes of ``f`` that run, flat: broadcast together over the lane axes along which
+    one of them or the mask varies (lanes that differ only along other axes are repeats)."""
+    shape = np.broadcast_shapes(*(np.shape(x) for x in xs), () if f.mask is None else f.mask.shape)
     arrays = [np.broadcast_to(x, shape) for x in xs]
     if f.mask is None:
         return [a.ravel() for a in arrays]

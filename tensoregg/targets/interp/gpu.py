@@ -1,8 +1,9 @@
 """GPU kernels in the interpreter: a ``block`` loop's iterations are the grid's blocks, the ``thread``
-loop inside it each block's threads, both vectorized (blocks along one lane axis, threads along the
-next), so that a block's threads run in lockstep, statement by statement, and a barrier is where
-the whole block is. A ``shared`` local directly inside the block loop gets a row per block; a local
-inside the thread loop a row per thread (its registers).
+loop inside it each block's threads, both vectorized (blocks along lane axes of their own, threads
+along the next), so that a block's threads run in lockstep, statement by statement, and a barrier is
+where the whole block is. A loop in a thread whose bounds differ between threads runs each thread's
+own iterations (``loops.trip_loop``). A ``shared`` local directly inside the block loop gets a row
+per block; a local inside the thread loop a row per thread (its registers).
 
 What this module adds to the executor: the structure rules (a thread loop directly inside a block
 loop or its shared locals, shared locals only there, barriers, stores and intrinsics only inside a

@@ -38,7 +38,7 @@ from tensoregg.ir.contraction import Contraction, find_contraction
 from tensoregg.ir.graph import Node, infer_node
 from tensoregg.ir.loops import For, Invoke, Kernel, Local, Stmt, Store, flat, offset, statements
 from tensoregg.ir.registry import OpDef
-from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Schedule
+from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Schedule, Untiled
 from tensoregg.ir.tiling import constant_factor, lower_gemm
 from tensoregg.ir.types import TensorType
 
@@ -194,7 +194,9 @@ def scheduled(buf: Buffer, index: Sequence[Var], e: Expr, choose: Chooser, known
     if c is None:
         return None
     schedule = choose(_problem(c, known))
-    return lower_gemm(c, schedule, known) if isinstance(schedule, GemmSchedule) else None
+    if isinstance(schedule, Untiled):
+        return None
+    return lower_gemm(c, schedule, known) if isinstance(schedule, GemmSchedule) else schedule.lower(c, known)
 
 
 def _problem(c: Contraction, known: Mapping[int, np.ndarray]) -> GemmProblem:

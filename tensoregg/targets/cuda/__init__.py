@@ -1,5 +1,6 @@
 """The ``cuda`` target: NVIDIA GPUs. Each stage of the loop program runs as a grid of blocks and
-threads (``schedule``), written as CUDA C (``codegen``), compiled at build time by NVRTC
+threads (``schedule``; contractions in shared-memory tiles, ``gemm``, priced by ``cost`` and
+chosen by the model's extraction), written as CUDA C (``codegen``), compiled at build time by NVRTC
 (``nvrtc``: no GPU needed) for the GPU's architecture. With ``TENSOREGG_CUDA_EMULATE=1`` a module
 runs its kernel programs in the ``interp`` target's emulation, so the GPU path is checked on any
 machine. The GPU is described in ``machines`` (the H100 unless ``TENSOREGG_CUDA_ARCH`` names
@@ -18,7 +19,10 @@ from tensoregg.targets import Target, register_target
 from tensoregg.targets.cuda.machines import GPUS, Gpu, description
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from tensoregg.ir import Graph
+    from tensoregg.ir.schedules import GemmProblem, Schedule
     from tensoregg.targets.cuda.program import CudaProgram
 
 ARCH = "TENSOREGG_CUDA_ARCH"
@@ -48,8 +52,15 @@ def _unavailable() -> str | None:
     return nvrtc_missing() or f"no CUDA device runtime yet; {EMULATE}=1 runs the kernels emulated"
 
 
-register_target("cuda", summary="NVIDIA GPUs: CUDA C compiled by NVRTC, one thread per element "
-                "(TENSOREGG_CUDA_EMULATE=1: run in the emulator)",
-                describe=lambda: description(chosen_gpu()), build=_build, unavailable=_unavailable)
+def _schedules(problems: Sequence[GemmProblem], target: Target) -> list[list[tuple[Schedule, float]]]:
+    from tensoregg.targets.cuda.cost import price
+
+    return price(problems, target, chosen_gpu())
+
+
+register_target("cuda", summary="NVIDIA GPUs: CUDA C compiled by NVRTC, contractions in shared-memory "
+                "tiles, other kernels a thread per element (TENSOREGG_CUDA_EMULATE=1: run in the emulator)",
+                describe=lambda: description(chosen_gpu()), build=_build, unavailable=_unavailable,
+                schedules=_schedules)
 
 __all__ = ["ARCH", "GPUS", "Gpu", "chosen_gpu"]

@@ -22,7 +22,7 @@ import numpy as np
 from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir.compute import INDEX, Buffer, Call, Const, Expr, Load, Var, walk
 from tensoregg.ir.compute.expr import is_float
-from tensoregg.ir.loops import Barrier, For, Local, Stmt, Store, offset
+from tensoregg.ir.loops import Barrier, For, Local, Stmt, Store, offset, statements
 from tensoregg.targets.cuda.schedule import Launch
 
 F16, BF16 = np.dtype(np.float16), np.dtype("bfloat16")
@@ -97,6 +97,10 @@ class _Writer:
         self.taken: set[str] = set()
         self.lines: list[str] = []
         self.ssa = 0
+        self.index = "int" if _narrow(launch.stage, params) else "long long"
+        """The C type of index arithmetic: 32-bit where every buffer and loop is shorter than 2**31
+        (an offset's terms then are too: 64-bit registers and divisions cost twice), else 64-bit.
+        Indices computed from loaded values (a Gather's) stay 64-bit."""
 
     def name(self, key: int, wanted: str) -> str:
         if key not in self.names:
@@ -146,14 +150,14 @@ class _Writer:
         var = self.name(id(s.var), s.var.name)
         if s.kind in ("block", "thread"):
             axis = "blockIdx.x" if s.kind == "block" else "threadIdx.x"
-            self.emit(depth, f"const long long {var} = {axis};")
+            self.emit(depth, f"const {self.index} {var} = {axis};")
             self.unpack(s, var, depth)
             for inner in s.body:
                 self.stmt(inner, depth)
             return
         memo: Memo = {}
         start, stop = self.expr(s.start, memo, depth), self.expr(s.stop, memo, depth)
-        self.emit(depth, f"for (long long {var} = {start}; {var} < {stop}; ++{var}) {{")
+        self.emit(depth, f"for ({self.index} {var} = {start}; {var} < {stop}; ++{var}) {{")
         self.unpack(s, var, depth + 1)
         for inner in s.body:
             self.stmt(inner, depth + 1)
@@ -169,7 +173,7 @@ class _Writer:
             value = source if inner == 1 else f"{source} / {inner}{suffix}"
             if k > 0:
                 value = f"{value} % {n}{suffix}"
-            self.emit(depth, f"const long long {self.name(id(v), v.name)} = {value};")
+            self.emit(depth, f"const {self.index} {self.name(id(v), v.name)} = {value};")
             inner *= n
 
     def store(self, s: Store, depth: int) -> None:
@@ -195,10 +199,11 @@ class _Writer:
 
     # ---- expressions ----------------------------------------------------------------------------
 
-    def bind(self, dtype: np.dtype, text: str, depth: int) -> str:
+    def bind(self, dtype: np.dtype, text: str, depth: int, index: bool = False) -> str:
+        """``text`` as a new named value (``index``: an index computed from loop variables alone)."""
         self.ssa += 1
         name = f"t{self.ssa}"
-        self.emit(depth, f"const {value_type(dtype, self.where)} {name} = {text};")
+        self.emit(depth, f"const {self.index if index else value_type(dtype, self.where)} {name} = {text};")
         return name
 
     def expr(self, e: Expr, memo: Memo, depth: int) -> str:
@@ -217,12 +222,12 @@ class _Writer:
         elif isinstance(e, Call):
             args = [self.expr(a, memo, depth) for a in e.args]
             text = self.call(e, args)
-            if e.dtype == INDEX and e.fn in ("add", "sub", "mul") and not _loads(e):
+            if e.dtype == INDEX and e.fn in ("add", "sub", "mul", "div", "rem") and not _loads(e):
                 memo[id(e)] = (e, f"({text})" if e.fn != "mul" or any(" " in a for a in args) else text)
                 return memo[id(e)][1]
         else:
             raise UnsupportedOperator(f"expression {type(e).__name__}", target="cuda", detail=self.where)
-        memo[id(e)] = (e, self.bind(e.dtype, text, depth))
+        memo[id(e)] = (e, self.bind(e.dtype, text, depth, e.dtype == INDEX and not _loads(e)))
         return memo[id(e)][1]
 
     def call(self, c: Call, args: list[str]) -> str:
@@ -240,6 +245,13 @@ class _Writer:
         if dtype in HALVES and fn not in EXACT and c.dtype == dtype:
             return f"te_r{HALVES[dtype]}({text})"
         return text
+
+
+def _narrow(stage: For, params: Sequence[Buffer]) -> bool:
+    limit = 1 << 31
+    sizes = [b.size for b in params] + [s.buffer.size for s in statements([stage]) if isinstance(s, Local)]
+    stops = [s.stop for s in statements([stage]) if isinstance(s, For)]
+    return all(n < limit for n in sizes) and all(int(x.value) < limit for x in stops if isinstance(x, Const))
 
 
 def _loads(e: Expr) -> bool:
@@ -281,6 +293,9 @@ def _int_call(fn: str, dtype: np.dtype, args: list[str], operands: tuple[Expr, .
     if fn in BINARY_OPS:
         return f"{args[0]} {BINARY_OPS[fn]} {args[1]}"
     if fn in ("div", "rem"):
+        divisor = operands[1]
+        if isinstance(divisor, Const) and int(divisor.value) > 0:  # C's / and % are the IR's then
+            return f"{args[0]} {'/' if fn == 'div' else '%'} {args[1]}"
         return f"te_{fn}<{t}>({args[0]}, {args[1]})"
     if fn in ("shl", "shr"):
         return f"te_{fn}<{t}, {u}>({args[0]}, {args[1]})"

@@ -1,7 +1,8 @@
-"""The CUDA C of a program compiled for this CPU by the host C++ compiler and run block by block,
-thread by thread: a check of the generated C itself (what NVRTC compiles), where the ``interp``
-emulation checks the loop program it was written from. Kernels with shared memory or barriers need
-threads in lockstep and are not run here."""
+"""The CUDA C of a program compiled for this CPU by the host C++ compiler and run block by block: a
+check of the generated C itself (what NVRTC compiles), where the ``interp`` emulation checks the
+loop program it was written from. A block's threads run one after another, or, in a kernel with
+barriers, as fibers that take turns at each barrier (``host.h``; shared memory: the kernel's
+statics, one block at a time)."""
 
 from __future__ import annotations
 
@@ -34,21 +35,20 @@ def check_on_host(program: CudaProgram, feeds: Mapping[str, np.ndarray]) -> list
         raise CompileError("no C++ compiler (g++) to check the CUDA C on the host")
     wrappers = []
     for k, item in enumerate(program.launches):
-        if item.launch.shared_bytes or any(isinstance(s, Barrier) for s in statements([item.launch.stage])):
-            raise CompileError(f"{item.launch.name}: shared memory and barriers need the GPU emulation")
+        together = any(isinstance(s, Barrier) for s in statements([item.launch.stage]))
         kernel = program.program.lowered[item.node].kernel
         written = {id(b) for b in kernel.outputs}
         args = ", ".join(f"({'' if id(kernel.params[i]) in written else 'const '}"
                          f"{c_type(kernel.params[i].dtype, item.launch.name)}*)a[{j}]"
                          for j, i in enumerate(item.params))
         wrappers.append(f'extern "C" void te_launch_{k}(void** a) {{\n'
-                        f"  for (blockIdx.x = 0; blockIdx.x < {item.launch.blocks}; ++blockIdx.x)\n"
-                        f"    for (threadIdx.x = 0; threadIdx.x < {item.launch.threads}; ++threadIdx.x)\n"
-                        f"      {item.launch.name}({args});\n}}")
+                        f"  te_launch({item.launch.blocks}, {item.launch.threads}, {str(together).lower()}, "
+                        f"[=] {{ {item.launch.name}({args}); }});\n}}")
     with tempfile.TemporaryDirectory(prefix="tensoregg-cuda-host-") as tmp:
         src, lib = Path(tmp, "model.cpp"), Path(tmp, "model.so")
         src.write_text(HOST_HEADER + program.source + "\n" + "\n".join(wrappers) + "\n")
-        command = [compiler, "-O1", "-shared", "-fPIC", "-ffp-contract=off", "-o", str(lib), str(src)]
+        command = [compiler, "-std=c++17", "-O1", "-shared", "-fPIC", "-ffp-contract=off",
+                   "-o", str(lib), str(src)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode:
             raise CompileError(f"the host C++ compiler rejected the CUDA C:\n{done.stderr[-4000:]}")

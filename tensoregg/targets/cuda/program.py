@@ -1,5 +1,6 @@
-"""A Graph as a CUDA program: its loop program (``lower_graph(grid=True)``) with every stage bound
-to a grid of blocks and threads (``schedule``), written as CUDA C (``codegen``) and compiled by
+"""A Graph as a CUDA program: its loop program (``lower_graph(grid=True)``: contractions in the
+shared-memory tiles extraction chose, ``gemm``) with every other stage bound to a grid of blocks and
+threads (``schedule``), written as CUDA C (``codegen``) and compiled by
 NVRTC for the GPU's architecture. ``run`` executes the kernel programs in the ``interp`` target's
 emulation when ``TENSOREGG_CUDA_EMULATE=1`` is set (on any machine), on the device otherwise."""
 
@@ -13,10 +14,11 @@ import numpy as np
 
 from tensoregg.errors import CompileError
 from tensoregg.ir.graph import Graph
-from tensoregg.ir.loops import Kernel
+from tensoregg.ir.loops import For, Kernel
 from tensoregg.ir.program import lower_graph
 from tensoregg.ir.target import Target
 from tensoregg.targets.cuda.codegen import PRELUDE, kernel_source, used_params
+from tensoregg.targets.cuda.cost import price
 from tensoregg.targets.cuda.machines import Gpu
 from tensoregg.targets.cuda.nvrtc import Cubin, compile_source, nvrtc_missing
 from tensoregg.targets.cuda.schedule import Launch, bind_threads, launches
@@ -46,13 +48,15 @@ class CudaProgram:
 
     def __init__(self, graph: Graph, target: Target, gpu: Gpu) -> None:
         self.graph, self.target, self.gpu = graph, target, gpu
-        self.program = lower_graph(graph, target="cuda", grid=True, tile=False)
+        self.program = lower_graph(graph, target="cuda", grid=True,
+                                   choose=lambda problem: price([problem], target, gpu)[0][0][0])
         self.launches: list[KernelLaunch] = []
         parts = [PRELUDE.strip()]
         for k, low in enumerate(self.program.lowered):
             if k in self.program.skipped:
                 continue
-            low.kernel.body = [bind_threads(s) for s in low.kernel.body]
+            low.kernel.body = [s if isinstance(s, For) and s.kind == "block" else bind_threads(s)
+                               for s in low.kernel.body]
             parts += self._kernels(k, low.kernel)
         self.source = "\n\n".join(parts) + "\n"
         self.cubins: dict[str, Cubin] = {}

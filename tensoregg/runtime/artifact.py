@@ -31,6 +31,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,15 +113,15 @@ def build_artifact(target: str, inputs: list[TensorSpec], outputs: list[TensorSp
 
 
 def write_artifact(artifact: Artifact, path: str | os.PathLike[str]) -> Path:
-    """Write ``artifact`` to ``path`` atomically (a temporary file renamed over it)."""
+    """Write ``artifact`` to ``path`` atomically (a temporary file renamed over it), every entry
+    stored uncompressed."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with zipfile.ZipFile(tmp, "w") as zf:
-            zf.writestr(MANIFEST, json.dumps(artifact.manifest, indent=1), zipfile.ZIP_DEFLATED)
+        with zipfile.ZipFile(tmp, "w") as zf:  # stored, not compressed: every byte is checked (a
+            zf.writestr(MANIFEST, json.dumps(artifact.manifest, indent=1))  # deflate stream has slack)
             for name, data in sorted(artifact.parts.items()):
-                kind = zipfile.ZIP_DEFLATED if name.endswith((".txt", ".h", ".json")) else zipfile.ZIP_STORED
-                zf.writestr(name, data, kind)
+                zf.writestr(name, data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -169,7 +170,7 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
 def _read(zf: zipfile.ZipFile, name: str) -> bytes:
     try:
         return zf.read(name)
-    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:  # a bad CRC or header
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:  # a bad CRC
         raise ArtifactError(f"part {name!r}: corrupted ({exc})") from exc
 
 

@@ -258,13 +258,14 @@ def _check_manifest(data: bytes) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise ArtifactError(f"part {MANIFEST!r}: not valid JSON ({exc})") from exc
     require(manifest, dict, "(the whole)")
-    require_fields(manifest, MANIFEST_FIELDS, "")
-    if manifest["format"] != FORMAT:
+    require_fields(manifest, {"format": str, "format_version": int}, "")  # first: another version's
+    if manifest["format"] != FORMAT:                                    # fields may differ
         raise ArtifactError(f"manifest .format: {manifest['format']!r} is not {FORMAT!r}")
     if manifest["format_version"] != FORMAT_VERSION:
         raise ArtifactError(f"manifest .format_version: artifact format {manifest['format_version']} "
-                            f"(tensoregg {manifest['tensoregg_version']}); this tensoregg ({__version__}) "
-                            f"reads format {FORMAT_VERSION}")
+                            f"(tensoregg {manifest.get('tensoregg_version')}); this tensoregg "
+                            f"({__version__}) reads format {FORMAT_VERSION}")
+    require_fields(manifest, MANIFEST_FIELDS, "")
     if manifest["manifest_sha256"] != _manifest_hash(manifest):
         raise ArtifactError(f"part {MANIFEST!r}: its SHA-256 does not match its content (edited or "
                             "corrupted)")

@@ -214,6 +214,9 @@ VARIANTS = {
     "format_version 0": (edit(set_in(["format_version"], 0)), "format_version"),
     "format_version '1'": (edit(set_in(["format_version"], "1")), "format_version"),
     "format_version true": (edit(set_in(["format_version"], True)), "format_version"),
+    "a later format's manifest": (with_parts(lambda p: p.__setitem__("manifest.json", json.dumps(
+        {"format": "tensoregg-artifact", "format_version": 2, "tensoregg_version": "9.0"}).encode())),
+        "format_version"),
     "another format": (edit(set_in(["format"], "onnx")), "format"),
     "version not a string": (edit(set_in(["tensoregg_version"], 1)), "tensoregg_version"),
     "unknown target": (edit(set_in(["target"], "nope")), "nope"),

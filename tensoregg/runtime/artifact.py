@@ -28,10 +28,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import mmap
 import os
 import re
+import struct
 import zipfile
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,8 @@ FORMAT_VERSION = 1
 """Bumped whenever what a loader expects changes (manifest fields, a part's layout, the C ABI)."""
 MANIFEST = "manifest.json"
 GRAPH = "graph.txt"
+NPY_HEADER_MAX = 1 << 16
+"""Bytes of a ``.npy`` file its header may take (numpy's own limit for version 1 is 64 KiB)."""
 MAX_MANIFEST = 64 << 20
 """Bytes: a larger manifest is not one this code wrote."""
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*")
@@ -71,7 +74,7 @@ class Artifact:
     """A checked artifact: its manifest and its parts (every entry but the manifest), by name."""
 
     manifest: dict[str, Any]
-    parts: dict[str, bytes]
+    parts: Mapping[str, bytes | memoryview]
 
     @property
     def target(self) -> str:
@@ -87,13 +90,27 @@ class Artifact:
 
     @property
     def graph_text(self) -> str:
-        return self.parts[self.manifest["graph"]].decode()
+        return bytes(self.parts[self.manifest["graph"]]).decode()
 
     def array(self, name: str) -> np.ndarray:
-        """The ``.npy`` part ``name`` (no pickles)."""
+        """The ``.npy`` part ``name``, a read-only view of the part (no pickles, no object arrays)."""
+        data = self.parts.get(name)
         try:
-            return np.load(io.BytesIO(self.parts[name]), allow_pickle=False)
-        except (KeyError, ValueError, OSError) as exc:
+            if data is None:
+                raise ValueError("no such part")
+            head = io.BytesIO(bytes(data[:NPY_HEADER_MAX]))
+            version = np.lib.format.read_magic(head)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f".npy version {version}")
+            shape, fortran, dtype = read_header(head)
+            if dtype.hasobject:
+                raise ValueError("an object array")
+            count = int(np.prod(shape, dtype=np.int64))
+            flat = np.frombuffer(data, dtype, count=count, offset=head.tell())
+            return flat.reshape(shape, order="F" if fortran else "C")
+        except (ValueError, TypeError, OSError) as exc:
             raise ArtifactError(f"part {name!r}: not a readable .npy array ({exc})") from exc
 
 
@@ -121,7 +138,7 @@ def write_artifact(artifact: Artifact, path: str | os.PathLike[str]) -> Path:
         with zipfile.ZipFile(tmp, "w") as zf:  # stored, not compressed: every byte is checked (a
             zf.writestr(MANIFEST, json.dumps(artifact.manifest, indent=1))  # deflate stream has slack)
             for name, data in sorted(artifact.parts.items()):
-                zf.writestr(name, data)
+                zf.writestr(name, bytes(data))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -130,48 +147,61 @@ def write_artifact(artifact: Artifact, path: str | os.PathLike[str]) -> Path:
 
 def read_artifact(path: str | os.PathLike[str]) -> Artifact:
     """The artifact at ``path``, checked (see the module docstring); ArtifactError naming the part
-    otherwise."""
+    otherwise. Parts are views of the file mapped into memory (read-only), not copies."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            entries = zf.infolist()
-            names = [e.filename for e in entries]
+        with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
+            entries = {e.filename: e for e in zf.infolist()}
+            names = [e.filename for e in zf.infolist()]
             for name in names:
                 if not SAFE_NAME.fullmatch(name):
                     raise ArtifactError(f"part {name!r}: unsafe or invalid name")
-            if len(set(names)) != len(names):
+            if len(entries) != len(names):
                 raise ArtifactError(f"parts named twice: {sorted({n for n in names if names.count(n) > 1})}")
-            if MANIFEST not in names:
+            if MANIFEST not in entries:
                 raise ArtifactError(f"part {MANIFEST!r} is missing")
-            if zf.getinfo(MANIFEST).file_size > MAX_MANIFEST:
+            if entries[MANIFEST].file_size > MAX_MANIFEST:
                 raise ArtifactError(f"part {MANIFEST!r} is too large")
-            manifest = _check_manifest(_read(zf, MANIFEST))
-            listed = manifest["parts"]
-            missing = sorted(set(listed) - set(names))
-            extra = sorted(set(names) - set(listed) - {MANIFEST})
-            if missing:
-                raise ArtifactError(f"parts {missing} are missing")
-            if extra:
-                raise ArtifactError(f"parts {extra} are not in the manifest")
-            parts = {}
-            for name, want in listed.items():
-                data = _read(zf, name)
-                if hashlib.sha256(data).hexdigest() != want:
-                    raise ArtifactError(f"part {name!r}: SHA-256 does not match the manifest (corrupted)")
-                parts[name] = data
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+            mapped = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    except zipfile.BadZipFile as exc:
         raise ArtifactError(f"{os.fspath(path)}: not a readable artifact ({exc})") from exc
     except OSError as exc:
         raise ArtifactError(f"{os.fspath(path)}: cannot read the artifact ({exc})") from exc
+    manifest = _check_manifest(bytes(_stored(mapped, entries[MANIFEST])))
+    listed = manifest["parts"]
+    missing = sorted(set(listed) - set(entries))
+    extra = sorted(set(entries) - set(listed) - {MANIFEST})
+    if missing:
+        raise ArtifactError(f"parts {missing} are missing")
+    if extra:
+        raise ArtifactError(f"parts {extra} are not in the manifest")
+    parts = {}
+    for name, want in listed.items():
+        data = _stored(mapped, entries[name])
+        if hashlib.sha256(data).hexdigest() != want:
+            raise ArtifactError(f"part {name!r}: SHA-256 does not match the manifest (corrupted)")
+        parts[name] = data
     if manifest["graph"] not in parts:
         raise ArtifactError(f"manifest .graph: part {manifest['graph']!r} is not a part")
     return Artifact(manifest, parts)
 
 
-def _read(zf: zipfile.ZipFile, name: str) -> bytes:
-    try:
-        return zf.read(name)
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:  # a bad CRC
-        raise ArtifactError(f"part {name!r}: corrupted ({exc})") from exc
+def _stored(mapped: memoryview, entry: zipfile.ZipInfo) -> memoryview:
+    """The bytes of ``entry`` in the mapped zip file: its local header must name it, and it must be
+    stored uncompressed (as ``write_artifact`` stores every entry). The SHA-256 checks stand in for
+    the zip's CRC."""
+    name, at = entry.filename, entry.header_offset
+    header = bytes(mapped[at:at + 30]) if at >= 0 else b""
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        raise ArtifactError(f"part {name!r}: corrupted (no local header)")
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    if bytes(mapped[at + 30:at + 30 + name_len]) != name.encode():
+        raise ArtifactError(f"part {name!r}: corrupted (its local header names another)")
+    if entry.compress_type != zipfile.ZIP_STORED or entry.compress_size != entry.file_size:
+        raise ArtifactError(f"part {name!r}: compressed (artifact parts are stored uncompressed)")
+    start = at + 30 + name_len + extra_len
+    if start + entry.file_size > len(mapped):
+        raise ArtifactError(f"part {name!r}: truncated")
+    return mapped[start:start + entry.file_size]
 
 
 def register_loader(target: str, loader: str) -> None:

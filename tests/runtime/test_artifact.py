@@ -143,6 +143,15 @@ def rezip(items: list[tuple[str, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
+def deflated(parts: dict[str, bytes]) -> bytes:
+    """The same entries, compressed."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in parts.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
 def reseal(manifest: dict) -> bytes:
     """The manifest with its own hash recomputed (an edit that passes the manifest's self-check)."""
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
@@ -255,6 +264,7 @@ VARIANTS = {
     "manifest missing": (with_parts(lambda p: p.pop("manifest.json")), "manifest.json"),
     **{f"part {n} missing": (with_parts(lambda p, n=n: p.pop(n)), n)
        for n in ["graph.txt", "libtensoregg_model.so", "weights.npy", "tensoregg.h"]},
+    "compressed parts": (deflated, "compressed"),
     "extra part": (with_parts(lambda p: p.__setitem__("extra.bin", b"x")), "extra.bin"),
     "part named twice": (lambda p: rezip([*p.items(), ("graph.txt", p["graph.txt"])]), "twice"),
     "zip slip, listed": (add_listed_part("../evil.so"), "../evil.so"),

@@ -161,7 +161,8 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
                 raise ArtifactError(f"part {MANIFEST!r} is missing")
             if entries[MANIFEST].file_size > MAX_MANIFEST:
                 raise ArtifactError(f"part {MANIFEST!r} is too large")
-            mapped = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # every page mapped at once:
+            mapped = memoryview(mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ))  # all are read
     except zipfile.BadZipFile as exc:
         raise ArtifactError(f"{os.fspath(path)}: not a readable artifact ({exc})") from exc
     except OSError as exc:

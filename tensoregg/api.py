@@ -64,13 +64,13 @@ def _cache_key(model: Any, entry: Registration, description: Target,
                input_shapes: Mapping[str, Sequence[int]] | None, optimize: bool,
                rule_families: Sequence[str | Family] | None) -> str | None:
     """The compile cache's key, or None for what the cache cannot hold (see ``compile``)."""
-    data = compile_cache.model_bytes(model)
+    digest = compile_cache.model_digest(model)
     names = None if rule_families is None else [f for f in rule_families if isinstance(f, str)]
-    if data is None or entry.save is None or (names is not None and len(names) != len(rule_families or ())):
+    if digest is None or entry.save is None or (names is not None and len(names) != len(rule_families or ())):
         return None
     options = {"input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
                "optimize": optimize}
-    return compile_cache.cache_key(data, entry.name, description, names, options)
+    return compile_cache.cache_key(digest, entry.name, description, names, options)
 
 
 def resolve_target(target: str | Target | None) -> tuple[Registration, Target]:

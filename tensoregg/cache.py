@@ -53,27 +53,30 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
-def model_bytes(model: Any) -> bytes | None:
-    """The bytes that define ``model`` as ``compile`` takes it (an ONNX path, bytes or ModelProto),
-    None for what has none (a Graph) or cannot be read."""
+def model_digest(model: Any) -> str | None:
+    """SHA-256 of the bytes that define ``model`` as ``compile`` takes it (an ONNX path, bytes or
+    ModelProto; a file is hashed as it is read, never held whole), None for what has none (a Graph)
+    or cannot be read."""
     if isinstance(model, (str, os.PathLike)):
         try:
-            return Path(model).read_bytes()
+            with open(model, "rb") as f:
+                return hashlib.file_digest(f, "sha256").hexdigest()
         except OSError:  # compile reports it
             return None
     if isinstance(model, bytes):
-        return model
+        return hashlib.sha256(model).hexdigest()
     if hasattr(model, "SerializeToString"):
-        return bytes(model.SerializeToString())
+        return hashlib.sha256(model.SerializeToString()).hexdigest()
     return None
 
 
-def cache_key(model: bytes, target: str, description: Target, rule_families: Sequence[str] | None,
+def cache_key(model_digest: str, target: str, description: Target, rule_families: Sequence[str] | None,
               options: Mapping[str, Any]) -> str:
-    """The key of a compile (see the module docstring)."""
-    facts = json.dumps([target, repr(description), list(rule_families) if rule_families is not None else None,
+    """The key of a compile (see the module docstring) of the model whose bytes hash to ``model_digest``."""
+    facts = json.dumps([model_digest, target, repr(description),
+                        list(rule_families) if rule_families is not None else None,
                         options, __version__, FORMAT_VERSION, source_digest()], sort_keys=True, default=str)
-    return hashlib.sha256(hashlib.sha256(model).digest() + facts.encode()).hexdigest()
+    return hashlib.sha256(facts.encode()).hexdigest()
 
 
 def lookup(key: str) -> Module | None:

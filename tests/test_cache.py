@@ -40,12 +40,13 @@ def test_another_model_target_or_option_is_a_miss(cache_dir):
     tensoregg.compile(EXAMPLE, optimize=False, cache=True, rule_families=["algebra"])
     assert len(list(cache_dir.glob("*.tegg"))) == 2
     data = Path(EXAMPLE).read_bytes()
-    target = tensoregg.targets.get_target("llvm")
-    key = cache.cache_key(data, "llvm", target, None, {"optimize": False})
-    assert key != cache.cache_key(data + b"\0", "llvm", target, None, {"optimize": False})
-    assert key != cache.cache_key(data, "llvm", target, None, {"optimize": True})
-    assert key != cache.cache_key(data, "llvm", target, ["algebra"], {"optimize": False})
-    assert key != cache.cache_key(data, "interp", target, None, {"optimize": False})
+    digest, target = cache.model_digest(EXAMPLE), tensoregg.targets.get_target("llvm")
+    assert digest == cache.model_digest(data) and digest != cache.model_digest(data + b"\0")
+    key = cache.cache_key(digest, "llvm", target, None, {"optimize": False})
+    assert key != cache.cache_key(cache.model_digest(data + b"\0"), "llvm", target, None, {"optimize": False})
+    assert key != cache.cache_key(digest, "llvm", target, None, {"optimize": True})
+    assert key != cache.cache_key(digest, "llvm", target, ["algebra"], {"optimize": False})
+    assert key != cache.cache_key(digest, "interp", target, None, {"optimize": False})
 
 
 def test_without_cache_nothing_is_stored_or_read(cache_dir):

@@ -9,7 +9,7 @@ the same :class:`LoopProgram`, so what one of them computes checks the lowering 
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import ChainMap, Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +22,7 @@ from tensoregg.ir.lower import Chooser, Inlined, LoweredNode, lower_node
 from tensoregg.ir.memory_plan import MemoryPlan
 from tensoregg.ir.registry import get_op
 from tensoregg.ir.schedules import Schedule
+from tensoregg.runtime.signature import collect_outputs as gather
 
 
 @dataclass
@@ -170,13 +171,6 @@ def canonical_text(kernel: Kernel) -> str:
 
 def collect_outputs(graph: Graph, produced: Mapping[str, np.ndarray],
                     feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """The graph's outputs in order, for a program that computed ``produced``: inputs and constants
-    passed through as copies, a value named twice copied the second time."""
-    result, seen = [], set()
-    for name in graph.outputs:
-        if name in produced:
-            result.append(produced[name].copy() if name in seen else produced[name])
-        else:
-            result.append(np.array(feeds[name] if name in feeds else graph.initializers[name], copy=True))
-        seen.add(name)
-    return result
+    """The graph's outputs in order, for a program that computed ``produced`` (see
+    ``tensoregg.runtime.signature.collect_outputs``; inputs and constants are passed through)."""
+    return gather(graph.outputs, produced, ChainMap(dict(feeds), graph.initializers))

@@ -56,7 +56,8 @@ MAX_MANIFEST = 64 << 20
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*")
 """Part names: relative paths whose components do not start with a dot (no ``..``, no absolute
 paths, no backslashes), so that extracting an artifact writes only inside its directory."""
-LOADERS: dict[str, str] = {"llvm": "tensoregg.runtime.native:load_native"}
+LOADERS: dict[str, str] = {"llvm": "tensoregg.runtime.native:load_native",
+                           "cuda": "tensoregg.runtime.cuda:load_cuda"}
 """Target name -> ``module:function`` of its loader: ``(Artifact) -> Program`` (a target registers
 its own with ``register_loader``)."""
 

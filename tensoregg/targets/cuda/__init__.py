@@ -3,26 +3,28 @@ threads (``schedule``; contractions in shared-memory tiles, ``gemm``, priced by 
 chosen by the model's extraction), written as CUDA C (``codegen``), compiled at build time by NVRTC
 (``nvrtc``: no GPU needed) for the GPU's architecture. With ``TENSOREGG_CUDA_EMULATE=1`` a module
 runs its kernel programs in the ``interp`` target's emulation, so the GPU path is checked on any
-machine. The GPU is described in ``machines`` (the H100 unless ``TENSOREGG_CUDA_ARCH`` names
-another architecture).
+machine. The GPU is described in ``machines``: ``TENSOREGG_CUDA_ARCH``'s (``sm_80``: the A100), else
+the device's, else the H100. On a device, ``tensoregg.runtime.cuda`` runs the program (the driver API).
 
 Importing this package loads neither NVRTC nor the code generator.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from tensoregg.errors import CompileError
-from tensoregg.targets import Target, register_target
-from tensoregg.targets.cuda.machines import GPUS, Gpu, description
+from tensoregg.targets import Program, Target, register_target
+from tensoregg.targets.cuda.machines import GPUS, Gpu, description, scaled
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from tensoregg.ir import Graph
     from tensoregg.ir.schedules import GemmProblem, Schedule
+    from tensoregg.runtime.artifact import TargetCode
     from tensoregg.targets.cuda.program import CudaProgram
 
 ARCH = "TENSOREGG_CUDA_ARCH"
@@ -30,11 +32,33 @@ ARCH = "TENSOREGG_CUDA_ARCH"
 
 
 def chosen_gpu() -> Gpu:
-    """The GPU the target compiles for: ``TENSOREGG_CUDA_ARCH``'s, else the H100."""
-    arch = os.environ.get(ARCH, "sm_90")
+    """The GPU the target compiles for: ``TENSOREGG_CUDA_ARCH``'s, else device 0's (its counts read
+    through the driver), else the H100."""
+    arch = os.environ.get(ARCH)
+    if arch is None:
+        device = _device()
+        if device is not None:
+            return device
+        arch = "sm_90"
     if arch not in GPUS:
         raise CompileError(f"{ARCH}={arch!r}: known architectures are {', '.join(sorted(GPUS))}")
     return GPUS[arch]
+
+
+@functools.cache
+def _device() -> Gpu | None:
+    """Device 0 as a ``Gpu`` (its architecture's facts, its own SM count, clock, L2 and shared
+    memory), when there is one of a known architecture."""
+    from tensoregg.runtime.cuda import device_facts, device_missing
+
+    if device_missing() is not None:
+        return None
+    facts = device_facts()
+    if facts["arch"] not in GPUS:
+        return None
+    return scaled(GPUS[facts["arch"]], sms=facts["sms"], clock_hz=facts["clock_hz"],
+                  l2_bytes=facts["l2_bytes"], shared_per_block_optin=facts["shared_per_block_optin"],
+                  name=facts["name"])
 
 
 def _build(graph: Graph, target: Target) -> CudaProgram:
@@ -44,12 +68,19 @@ def _build(graph: Graph, target: Target) -> CudaProgram:
 
 
 def _unavailable() -> str | None:
+    from tensoregg.runtime.cuda import EMULATE, device_missing, emulating
     from tensoregg.targets.cuda.nvrtc import nvrtc_missing
-    from tensoregg.targets.cuda.program import EMULATE, emulating
 
     if emulating():
         return None
-    return nvrtc_missing() or f"no CUDA device runtime yet; {EMULATE}=1 runs the kernels emulated"
+    missing = nvrtc_missing() or device_missing()
+    return f"{missing}; {EMULATE}=1 runs the kernels emulated" if missing else None
+
+
+def _save(program: Program) -> TargetCode:
+    from tensoregg.targets.cuda.export import save_cuda
+
+    return save_cuda(cast("CudaProgram", program))
 
 
 def _schedules(problems: Sequence[GemmProblem], target: Target) -> list[list[tuple[Schedule, float]]]:
@@ -61,6 +92,6 @@ def _schedules(problems: Sequence[GemmProblem], target: Target) -> list[list[tup
 register_target("cuda", summary="NVIDIA GPUs: CUDA C compiled by NVRTC, contractions in shared-memory "
                 "tiles, other kernels a thread per element (TENSOREGG_CUDA_EMULATE=1: run in the emulator)",
                 describe=lambda: description(chosen_gpu()), build=_build, unavailable=_unavailable,
-                schedules=_schedules)
+                schedules=_schedules, save=_save)
 
 __all__ = ["ARCH", "GPUS", "Gpu", "chosen_gpu"]

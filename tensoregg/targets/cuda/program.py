@@ -2,11 +2,11 @@
 shared-memory tiles extraction chose, ``gemm``) with every other stage bound to a grid of blocks and
 threads (``schedule``), written as CUDA C (``codegen``) and compiled by
 NVRTC for the GPU's architecture. ``run`` executes the kernel programs in the ``interp`` target's
-emulation when ``TENSOREGG_CUDA_EMULATE=1`` is set (on any machine), on the device otherwise."""
+emulation when ``TENSOREGG_CUDA_EMULATE=1`` is set (on any machine), on the device otherwise
+(``tensoregg.runtime.cuda``)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,18 +17,12 @@ from tensoregg.ir.graph import Graph
 from tensoregg.ir.loops import For, Kernel
 from tensoregg.ir.program import lower_graph
 from tensoregg.ir.target import Target
+from tensoregg.runtime.cuda import emulating
 from tensoregg.targets.cuda.codegen import PRELUDE, kernel_source, used_params
 from tensoregg.targets.cuda.cost import price
 from tensoregg.targets.cuda.machines import Gpu
 from tensoregg.targets.cuda.nvrtc import Cubin, compile_source, nvrtc_missing
 from tensoregg.targets.cuda.schedule import Launch, bind_threads, launches
-
-EMULATE = "TENSOREGG_CUDA_EMULATE"
-"""Set to 1: a ``cuda`` module runs its kernel programs in the emulator, not on a device."""
-
-
-def emulating() -> bool:
-    return os.environ.get(EMULATE, "") not in ("", "0")
 
 
 @dataclass
@@ -64,7 +58,7 @@ class CudaProgram:
             self.cubins[gpu.arch] = compile_source(self.source, gpu.arch)
         elif not emulating():
             raise CompileError(nvrtc_missing() or "")
-        self._emulator: object | None = None
+        self._runner: object | None = None
 
     def _kernels(self, node: int, kernel: Kernel) -> list[str]:
         written = {id(b) for b in kernel.outputs}
@@ -83,11 +77,15 @@ class CudaProgram:
         return self.cubins[arch]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        if not emulating():
-            raise CompileError(f"running on a CUDA device is not built yet; set {EMULATE}=1 to run the "
-                               "kernels in the emulator")
-        if self._emulator is None:
-            from tensoregg.targets.interp.program import InterpProgram
+        """On the device; with ``TENSOREGG_CUDA_EMULATE=1``, the kernel programs in the emulation."""
+        if self._runner is None:
+            if emulating():
+                from tensoregg.targets.interp.program import InterpProgram
 
-            self._emulator = InterpProgram(self.graph, self.target, program=self.program)
-        return self._emulator.run(feeds)  # type: ignore[attr-defined]
+                self._runner = InterpProgram(self.graph, self.target, program=self.program)
+            else:
+                from tensoregg.runtime.cuda import CudaExecutor
+                from tensoregg.targets.cuda.export import cuda_code
+
+                self._runner = CudaExecutor(cuda_code(self))
+        return self._runner.run(feeds)  # type: ignore[attr-defined]

@@ -12,11 +12,12 @@ import tensoregg
 from tensoregg.errors import UnsupportedOperator
 from tensoregg.frontends.onnx import import_onnx
 from tensoregg.ir import run_graph
+from tensoregg.runtime.cuda import EMULATE
 from tensoregg.targets.cuda import GPUS
 from tensoregg.targets.cuda.host import check_on_host
 from tensoregg.targets.cuda.machines import description
 from tensoregg.targets.cuda.nvrtc import nvrtc_missing
-from tensoregg.targets.cuda.program import EMULATE, CudaProgram
+from tensoregg.targets.cuda.program import CudaProgram
 from tensoregg.testing import (
     LIGHT_MODELS,
     NATIVE_SLACK,
@@ -117,3 +118,36 @@ def test_light_models_build_for_both_architectures_and_run(name):
 def test_the_other_light_models_run_emulated(name):
     model = light_model(name)
     against_reference(tensoregg.compile(model, "cuda"), model, host=False)
+
+
+@needs_nvrtc
+def test_a_saved_cuda_module_runs_from_its_artifact_without_the_compiler(tmp_path):
+    """The example saved as an artifact (CUDA C, cubins for sm_80 and sm_90, the launch table) and
+    loaded in a fresh process without egglog, onnx or llvmlite: with the emulation set, its CUDA C runs
+    on this CPU, through the same launch table the device runs."""
+    import subprocess
+    import sys
+
+    module = tensoregg.compile(str(EXAMPLE), "cuda")
+    path = tmp_path / "tinycnn.tegg"
+    module.save(path)
+    x = np.random.default_rng(0).standard_normal(module.input_shapes[0]).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    want = tensoregg.compile(str(EXAMPLE), "ref").run(x)[0]
+    child = f"""
+import sys
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("egglog", "onnx", "llvmlite", "onnxruntime"):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Blocked())
+import numpy as np, tensoregg
+m = tensoregg.load({str(path)!r})
+assert "egglog" not in sys.modules and "llvmlite" not in sys.modules
+np.save({str(tmp_path / "y.npy")!r}, m.run(np.load({str(tmp_path / "x.npy")!r}))[0])
+"""
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          env={**__import__("os").environ, EMULATE: "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = np.load(tmp_path / "y.npy")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -15,13 +15,14 @@ from tensoregg.ir import run_graph
 from tensoregg.ir.compute import Buffer, fresh
 from tensoregg.ir.contraction import find_contraction
 from tensoregg.ir.schedules import GemmProblem, Untiled
+from tensoregg.runtime.cuda import EMULATE
 from tensoregg.targets.cuda import GPUS
 from tensoregg.targets.cuda.codegen import PRELUDE, kernel_source
 from tensoregg.targets.cuda.cost import price
 from tensoregg.targets.cuda.gemm import SharedTiles, templates
 from tensoregg.targets.cuda.machines import description
 from tensoregg.targets.cuda.nvrtc import compile_source, nvrtc_missing
-from tensoregg.targets.cuda.program import EMULATE, CudaProgram
+from tensoregg.targets.cuda.program import CudaProgram
 from tensoregg.targets.cuda.schedule import Launch
 from tensoregg.testing import single_op_model
 

@@ -1,4 +1,4 @@
-// The CUDA C of a module compiled for the CPU, to check it (targets/cuda/host.py): what the device
+// The CUDA C of a program compiled for the CPU (tensoregg/runtime/cuda.py, HostBackend): what the device
 // has and C++ lacks.
 #include <math.h>
 #include <string.h>

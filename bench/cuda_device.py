@@ -1,0 +1,174 @@
+"""The cuda target on a real GPU: numerics and speed, one table, within 10 minutes on an H100.
+
+    python bench/cuda_device.py [MODEL ...] [--runs N] [--json out.json]
+
+Meant for a lent H100/H200 (``../shared/notes/gpu.md``; the device tool), whose Python (3.12) has
+torch, cuda-bindings, NVRTC, numpy, onnx, onnxruntime and llvmlite but not egglog. Bring egglog as
+wheels (the device tool's README: ``pip download --no-deps --only-binary=:all: --python-version
+3.12 ... -d .whl egglog==13.2.0`` and its import-time needs black, graphviz, anywidget,
+opentelemetry-api, cloudpickle, with theirs), carry ``.whl``, install them with ``--target`` and put
+that and the repository on PYTHONPATH; then run this script.
+
+For each model (default: the example, squeezenet, shufflenet, resnet50 among the light zoo models,
+seeded random weights): compiled for ``cuda`` (the device's architecture read through the driver),
+run on the device, compared with onnxruntime on the CPU (relative L2 error of every output; above
+1e-4 flagged MISMATCH); its kernels' time (CUDA events around all launches, median of N) beside
+the same architecture in torch eager on the GPU where torchvision has it (resnet50, squeezenet1_0,
+shufflenet_v2: random weights, the time is what is compared). Then GEMM 4096^3 in float32 through a
+one-MatMul model against ``torch.matmul`` (cuBLAS) in float32, tf32 and float16 (tensoregg has no
+tensor-core template yet: those rows show cuBLAS alone). ratio = tensoregg / torch (below 1:
+tensoregg is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCHVISION = {"resnet50": "resnet50", "squeezenet": "squeezenet1_0", "shufflenet": "shufflenet_v2_x1_0"}
+
+
+def model_of(name: str) -> Any:
+    from tensoregg.testing import light_model
+
+    return str(ROOT / "examples" / "tinycnn.onnx") if name == "example" else light_model(name)
+
+
+def tensoregg_run(model: Any, runs: int) -> tuple[list[np.ndarray], float, dict[str, np.ndarray], float]:
+    """(outputs, median kernel seconds, feeds, compile seconds) of ``model`` on the device."""
+    import tensoregg
+    from tensoregg.runtime.cuda import DriverBackend
+    from tensoregg.targets.cuda.export import cuda_code
+
+    start = time.perf_counter()
+    module = tensoregg.compile(model, "cuda")
+    compiled = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    feeds = {n: rng.standard_normal(s).astype(d) for n, s, d in
+             zip(module.input_names, module.input_shapes, module.input_dtypes)}
+    code = cuda_code(module.program)
+    backend = DriverBackend(code)
+    outputs = code.run_with(backend, feeds)
+    return outputs, statistics.median(backend.kernel_seconds(code, runs)), feeds, compiled
+
+
+def onnxruntime_outputs(model: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnx
+    import onnxruntime
+
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else Path(model).read_bytes()
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def torch_seconds(fn: Any, runs: int) -> float:
+    import torch
+
+    for _ in range(3):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(runs):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def torchvision_seconds(name: str, shape: tuple[int, ...], runs: int) -> float | None:
+    import torch
+    import torchvision
+
+    if name not in TORCHVISION:
+        return None
+    net = getattr(torchvision.models, TORCHVISION[name])().eval().cuda()
+    x = torch.randn(shape, device="cuda")
+    with torch.no_grad():
+        return torch_seconds(lambda: net(x), runs)
+
+
+def relative_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
+    def one(g: np.ndarray, w: np.ndarray) -> float:
+        w64 = w.astype(np.float64)
+        return float(np.linalg.norm(g.astype(np.float64) - w64) / max(float(np.linalg.norm(w64)), 1e-30))
+    return max(one(g, w) for g, w in zip(got, want))
+
+
+def gemm_rows(runs: int) -> list[dict[str, Any]]:
+    import torch
+
+    from tensoregg.testing import single_op_model
+
+    n = 4096
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    outputs, seconds, _, _ = tensoregg_run(single_op_model("MatMul", [a, b], {}), runs)
+    ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+    want = (ta.double() @ tb.double()).cpu().numpy()
+    rows = []
+    for kind, dtype, tf32 in [("fp32", torch.float32, False), ("tf32", torch.float32, True),
+                              ("fp16", torch.float16, False)]:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        x, y = ta.to(dtype), tb.to(dtype)
+        theirs = torch_seconds(lambda x=x, y=y: x @ y, runs)
+        ours = seconds if kind == "fp32" else None
+        rows.append({"case": f"GEMM {n}^3 {kind}", "error": relative_error(outputs, [want]) if ours else None,
+                     "tensoregg_ms": ours and ours * 1e3, "torch_ms": theirs * 1e3,
+                     "tflops": ours and 2 * n ** 3 / ours / 1e12,
+                     "ratio": ours and ours / theirs})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="*", default=["example", "squeezenet", "shufflenet", "resnet50"])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    from tensoregg.runtime.cuda import device_facts, device_missing
+
+    missing = device_missing()
+    if missing:
+        raise SystemExit(missing)
+    facts = device_facts()
+    print(f"device: {facts['name']} ({facts['arch']}, {facts['sms']} SMs)", flush=True)
+    rows: list[dict[str, Any]] = []
+    for name in args.models:
+        try:
+            model = model_of(name)
+            outputs, seconds, feeds, compiled = tensoregg_run(model, args.runs)
+            error = relative_error(outputs, onnxruntime_outputs(model, feeds))
+            shape = next(iter(feeds.values())).shape
+            theirs = torchvision_seconds(name, shape, args.runs)
+            rows.append({"case": name, "error": error, "compile_s": compiled, "tensoregg_ms": seconds * 1e3,
+                         "torch_ms": theirs and theirs * 1e3, "ratio": theirs and seconds / theirs})
+        except Exception as exc:  # one model's failure is a row, not the end of the run
+            rows.append({"case": name, "failed": f"{type(exc).__name__}: {exc}"[:300]})
+        print(json.dumps(rows[-1]), flush=True)
+    rows += gemm_rows(args.runs)
+    print(f"{'case':<22}{'rel err':>10}{'ours ms':>10}{'torch ms':>10}{'ratio':>8}")
+    for r in rows:
+        if "failed" in r:
+            print(f"{r['case']:<22} FAILED {r['failed']}")
+            continue
+        flag = " MISMATCH" if r.get("error") is not None and r["error"] > 1e-4 else ""
+
+        def cell(v: Any, spec: str) -> str:
+            return format(v, spec) if v is not None else "-"
+        print(f"{r['case']:<22}{cell(r.get('error'), '10.1e')}{cell(r.get('tensoregg_ms'), '10.3f')}"
+              f"{cell(r.get('torch_ms'), '10.3f')}{cell(r.get('ratio'), '8.2f')}{flag}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": facts, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

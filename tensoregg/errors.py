@@ -39,6 +39,15 @@ class InputError(TensoreggError):
     """Wrong inputs passed to ``Module.run``: unknown name, wrong count, shape or dtype."""
 
 
+class IndexOutOfRange(InputError, IndexError):
+    """An index read from a tensor (Gather, GatherElements, GatherND, ScatterElements, ScatterND) is
+    outside the axis it indexes: an error in ONNX, raised by ``run`` naming the node and op."""
+
+
+class ResourceError(TensoreggError, MemoryError):
+    """A tensor, constant or memory plan larger than the memory limit (``tensoregg.limits``)."""
+
+
 class CompileError(TensoreggError):
     """A compilation stage failed on a model that was otherwise valid."""
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tensoregg.errors import CompileError, TensoreggError
+from tensoregg.errors import CompileError, IndexOutOfRange, TensoreggError
 from tensoregg.ir.graph import Graph, Node
 from tensoregg.ir.registry import OpDef, get_op
 from tensoregg.ir.types import TensorType
@@ -25,6 +25,8 @@ def run_node(opdef: OpDef, node: Node, args: list[np.ndarray | None],
         result = opdef.reference(node.attrs, *args)
     except TensoreggError:
         raise
+    except IndexError as e:  # numpy's indexing: a gathered or scattered index out of range
+        raise IndexOutOfRange(f"{node.op} node {node.label!r}: {e}") from e
     except Exception as e:  # a reference bug or an input the op cannot take
         raise CompileError(f"{node.op} node {node.label!r} failed in the reference "
                            f"interpreter: {type(e).__name__}: {e}") from e

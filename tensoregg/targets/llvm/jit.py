@@ -112,6 +112,13 @@ class JitModule:
             raise CompileError(f"function {name!r} not found in the compiled module")
         return int(addr)
 
+    def global_address(self, name: str) -> int:
+        """The address of the global variable ``name``."""
+        addr = self.engine.get_global_value_address(name)
+        if not addr:
+            raise CompileError(f"global {name!r} not found in the compiled module")
+        return int(addr)
+
 
 def fastest(run: Callable[[], object], runs: int = 5) -> float:
     """The least wall time in seconds of ``runs`` calls of ``run`` (measuring native code)."""

@@ -7,6 +7,11 @@ the packed buffer of every constant and ``workspace`` holds every intermediate v
 of the static memory plan (``tensoregg.ir.memory_plan``). Graph outputs are written straight into
 the caller's arrays.
 
+A kernel that finds an index out of range (``bound``) sets the global ``tensoregg_fault``; the entry
+point, after that kernel, stores the node's position + 2 there and returns, and ``run`` raises
+``IndexOutOfRange`` naming the node (the flag is the model's: runs of one model in several Python
+threads at once may see each other's fault).
+
 In guard mode (``run_guarded``) every buffer is surrounded by poisoned bytes (0xFF: NaN for floats)
 that are checked after each kernel; kernels then run one by one, so a violation names the node at
 fault. Writes outside a buffer are caught; reads outside one see the poison (NaN in float results).
@@ -26,8 +31,9 @@ from pathlib import Path
 import llvmlite.ir as ir
 import numpy as np
 
-from tensoregg.errors import CompileError, GuardViolation
-from tensoregg.ir.graph import Graph
+from tensoregg.errors import CompileError, GuardViolation, IndexOutOfRange
+from tensoregg.ir.graph import Graph, Node
+from tensoregg.ir.loops import bounds_checked
 from tensoregg.ir.lower import Chooser
 from tensoregg.ir.memory_plan import POISON, MemoryPlan, Place, align
 from tensoregg.ir.program import LoopProgram, canonical_text, collect_outputs, lower_graph
@@ -35,7 +41,7 @@ from tensoregg.ir.schedules import GemmSchedule
 from tensoregg.runtime.memory import ALIGN, aligned_empty, huge_zeros
 from tensoregg.runtime.threads import available_cpus
 from tensoregg.targets import Target
-from tensoregg.targets.llvm.codegen import emit_kernel
+from tensoregg.targets.llvm.codegen import FAULT, emit_kernel, fault_flag
 from tensoregg.targets.llvm.gemm_schedules import choose_gemm_schedule
 from tensoregg.targets.llvm.host import host_target
 from tensoregg.targets.llvm.irtypes import I8, I64, PTR
@@ -89,6 +95,9 @@ class NativeModel:
         self._addresses = (self.plan.weights_address, self._work.ctypes.data, self._barrier.ctypes.data)
         """Weights, workspace and barrier: fixed for the model's life, looked up once (a ``.ctypes``
         lookup costs about 1 us, a few % of a 0.2 ms run)."""
+        self._fault = (ctypes.c_int64.from_address(self.jit.global_address(FAULT))
+                       if FAULT in self.module.globals else None)
+        """The fault flag (see the module docstring), where a kernel bounds an index."""
         self._work_lock = threading.Lock()
         self._team = NativeTeam(1)
         self.num_threads = len(available_cpus())
@@ -109,8 +118,6 @@ class NativeModel:
         if n != self._team.size:
             self._team.close()
             self._team = NativeTeam(n)
-
-    # ---- code -------------------------------------------------------------------------------------
 
     # ---- artifacts --------------------------------------------------------------------------------
 
@@ -155,7 +162,19 @@ class NativeModel:
         finally:
             if own:
                 self._work_lock.release()
+        if self._fault is not None and self._fault.value:
+            self._raise_fault(None)
         return collect_outputs(self.graph, produced, feeds)
+
+    def _raise_fault(self, node: Node | None) -> None:
+        """Clear the fault flag and raise IndexOutOfRange naming ``node`` (default: the node the
+        entry point recorded)."""
+        assert self._fault is not None
+        code, self._fault.value = self._fault.value, 0
+        if node is None:
+            node = self.graph.nodes[code - 2] if 2 <= code < len(self.graph.nodes) + 2 else None
+        where = f"{node.op} node {node.label!r}" if node is not None else "a node"
+        raise IndexOutOfRange(f"{where}: an index is out of range for the axis it indexes")
 
     def profile(self, feeds: Mapping[str, np.ndarray], repeat: int = 5) -> list[tuple[str, float]]:
         """(``op node-label``, median seconds) per node, running kernels one by one on one thread."""
@@ -178,6 +197,8 @@ class NativeModel:
                 start = time.perf_counter()
                 kernel(*args, 0, 1, barrier)
                 times[k].append(time.perf_counter() - start)
+                if self._fault is not None and self._fault.value:
+                    self._raise_fault(g.nodes[k])
         return [(f"{n.op} {n.label}", float(np.median(t))) for n, t in zip(g.nodes, times)]
 
 
@@ -220,6 +241,8 @@ class NativeModel:
                 work[p.at - pad:p.at] = POISON                     # that shared these bytes
                 work[p.at + p.nbytes:p.at + p.nbytes + pad] = POISON
             kernel(*[plan.address(p, io, work_at) for p in places], 0, 1, self._barrier.ctypes.data)
+            if self._fault is not None and self._fault.value:
+                self._raise_fault(node)
             where = f"{node.op} node {node.label!r}"
             _check_guards(where, arenas, work, pad,
                           [(p, b.name) for p, b in zip(places, low.kernel.params) if p.kind == "work"])
@@ -263,8 +286,19 @@ def emit_model(program: LoopProgram, lanes: int) -> tuple[ir.Module, list[str]]:
     for k, (fn, low) in enumerate(zip(kernels, program.lowered)):
         if k not in program.skipped:
             b.call(fn, [pointer(p) for p in program.plan.param_places(low)] + team)
+            if bounds_checked(low.kernel):
+                _report_fault(b, fault_flag(module), k)
     b.ret_void()
     return module, [fn.name for fn in kernels]
+
+
+def _report_fault(b: ir.IRBuilder, flag: ir.GlobalVariable, k: int) -> None:
+    """After node ``k``'s kernel (and its closing barrier: every thread sees the same flag): on a
+    fault, record ``k + 2`` and return (the first fault stops the run)."""
+    fault = b.load(flag, typ=I64)
+    with b.if_then(b.icmp_signed("!=", fault, ir.Constant(I64, 0)), likely=False):
+        b.store(ir.Constant(I64, k + 2), flag)
+        b.ret_void()
 
 
 def _check_guards(where: str, arenas: Mapping[str, tuple[np.ndarray, int, int]], work: np.ndarray, pad: int,

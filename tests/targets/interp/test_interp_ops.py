@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from onnx import TensorProto
 
+from tensoregg.errors import IndexOutOfRange
 from tensoregg.frontends.onnx import import_onnx
 from tensoregg.ir import run_graph
 from tensoregg.targets.interp.program import InterpProgram
@@ -126,3 +127,13 @@ def test_random_graphs(case):
     graph, feeds = case
     with np.errstate(all="ignore"):
         check_interp(graph, feeds)
+
+
+@pytest.mark.parametrize("op,indices,attrs", [("Gather", np.array([5], I64), {"axis": 0}),
+                                              ("GatherElements", np.full((5, 4), -6, I64), {"axis": 0}),
+                                              ("GatherND", np.array([[0, 4]], I64), {})])
+def test_out_of_range_index_raises_naming_the_node(op, indices, attrs):
+    """As the reference (and onnxruntime): an index outside its axis is an error, not a clamped read."""
+    model = single_op_model(op, [f(5, 4), indices], attrs)
+    with pytest.raises(IndexOutOfRange, match=f"{op} node 'out0'"):
+        InterpProgram(import_onnx(model)).run({"in0": f(5, 4), "in1": indices})

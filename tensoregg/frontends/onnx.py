@@ -9,13 +9,14 @@ Shape->Gather->Concat->Reshape disappear and every shape in the Graph is static.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import helper, numpy_helper
+from onnx import external_data_helper, helper, numpy_helper
 
 from tensoregg.errors import InvalidModel, ShapeError, UnsupportedOperator
 from tensoregg.frontends.onnx_functions import expand_functions
@@ -27,7 +28,9 @@ ModelLike = "str | os.PathLike[str] | bytes | onnx.ModelProto"
 
 
 def load_model(model: Any) -> onnx.ModelProto:
-    """Read a model from a path, bytes or a ModelProto (external data is loaded beside a path)."""
+    """Read a model from a path, bytes or a ModelProto. External data is read only for a path, and
+    only from files inside the model's directory (``load_external``); a model given as bytes or a
+    ModelProto that keeps tensors in external files is refused when such a tensor is read."""
     if isinstance(model, onnx.ModelProto):
         return model
     if isinstance(model, (bytes, bytearray)):
@@ -42,10 +45,49 @@ def load_model(model: Any) -> onnx.ModelProto:
         if not os.path.isfile(path):
             raise InvalidModel(f"no such model file: {path}")
         try:
-            return onnx.load(path)
+            proto = onnx.load(path, load_external_data=False)
         except (DecodeError, RuntimeError, ValueError, OSError) as e:
             raise InvalidModel(f"cannot read ONNX model {path}: {type(e).__name__}: {e}") from e
+        load_external(proto, os.path.dirname(os.path.abspath(path)))
+        return proto
     raise InvalidModel(f"expected a path, bytes or onnx.ModelProto, got {type(model).__name__}")
+
+
+def load_external(proto: onnx.ModelProto, base_dir: str) -> None:
+    """Read the external data of ``proto``'s tensors (initializers, attributes, subgraphs') from
+    files inside ``base_dir``; InvalidModel naming the tensor for a location that is absolute,
+    climbs out with ``..``, or resolves (through symlinks) outside ``base_dir``."""
+    base = os.path.realpath(base_dir)
+    for t in _tensors(proto.graph):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = _location(t)
+        target = os.path.realpath(os.path.join(base, location))
+        if (not location or os.path.isabs(location) or ".." in PurePath(location).parts
+                or os.path.commonpath([base, target]) != base):
+            raise InvalidModel(f"tensor {t.name!r}: external data location {location!r} is not a file "
+                               f"inside the model's directory {base_dir}")
+        try:
+            external_data_helper.load_external_data_for_tensor(t, base)
+        except Exception as e:  # onnx's checks (ValidationError), a missing or short file
+            raise InvalidModel(f"tensor {t.name!r}: cannot read its external data {location!r}: "
+                               f"{type(e).__name__}: {e}") from e
+
+
+def _location(t: onnx.TensorProto) -> str:
+    return {e.key: e.value for e in t.external_data}.get("location", "")
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """The tensors of ``graph``: initializers and attribute values, subgraphs' included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _tensors(g)
 
 
 def onnx_dtype(elem_type: int, where: str) -> np.dtype:
@@ -105,6 +147,12 @@ def attribute_value(attr: onnx.AttributeProto, where: str) -> Any:
 
 
 def tensor_value(t: onnx.TensorProto, where: str) -> np.ndarray:
+    """``t``'s value; one still in an external file (a model not given as a path) is refused: onnx
+    would read it relative to the process's current directory."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        location = _location(t)
+        raise InvalidModel(f"{where}: tensor {t.name!r} keeps its data in an external file "
+                           f"({location!r}), read only for a model given as a path")
     try:
         return np.asarray(numpy_helper.to_array(t))
     except Exception as e:

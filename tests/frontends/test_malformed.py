@@ -3,7 +3,7 @@
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, external_data_helper, helper
 
 import tensoregg
 from tensoregg.errors import InputError, InvalidModel, ShapeError, UnsupportedOperator
@@ -226,3 +226,38 @@ class TestRunInputs:
     def test_not_an_array(self, module):
         with pytest.raises(InputError, match="dict"):
             module.run({"x": 1})
+
+
+def external_model(location):
+    """y = x + w, with w's four floats in the external file ``location``."""
+    w = helper.make_tensor("w", F, [4], np.zeros(4, np.float32).tobytes(), raw=True)
+    external_data_helper.set_external_data(w, location)
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    return model([helper.make_node("Add", ["x", "w"], ["y"])], [vi("x", [4])], [vi("y", [4])], [w])
+
+
+def test_external_data_of_bytes_is_not_read_from_the_current_directory(tmp_path, monkeypatch):
+    """A model given as bytes has no directory: onnx would read its relative location from the
+    process's current directory (a path-traversal leak through the outputs)."""
+    np.arange(4, dtype=np.float32).tofile(tmp_path / "w.bin")
+    monkeypatch.chdir(tmp_path)
+    for given in (external_model("w.bin").SerializeToString(), external_model("w.bin")):
+        check(given, InvalidModel, "'w'", "external file")
+
+
+def test_external_data_of_a_path_stays_in_its_directory(tmp_path):
+    """Beside the model, external data loads; a location that is absolute, climbs out with ``..``
+    or is a symlink to a file outside is refused, naming the tensor."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    outside = tmp_path / "secret.bin"
+    np.arange(4, dtype=np.float32).tofile(outside)
+    np.full(4, 2, np.float32).tofile(folder / "w.bin")
+    (folder / "link.bin").symlink_to(outside)
+    path = folder / "m.onnx"
+    onnx.save(external_model("w.bin"), path)
+    np.testing.assert_array_equal(tensoregg.compile(str(path)).run(np.ones(4, np.float32))[0], np.full(4, 3))
+    for location in ("../secret.bin", str(outside), "link.bin", "sub/../../secret.bin"):
+        onnx.save(external_model(location), path)
+        check(str(path), InvalidModel, "'w'", location)

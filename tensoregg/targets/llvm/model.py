@@ -39,7 +39,7 @@ from tensoregg.ir.memory_plan import POISON, MemoryPlan, Place, align
 from tensoregg.ir.program import LoopProgram, canonical_text, collect_outputs, lower_graph
 from tensoregg.ir.schedules import GemmSchedule
 from tensoregg.runtime.memory import ALIGN, aligned_empty, huge_zeros
-from tensoregg.runtime.threads import available_cpus
+from tensoregg.runtime.threads import available_cpus, thread_count
 from tensoregg.targets import Target
 from tensoregg.targets.llvm.codegen import FAULT, emit_kernel, fault_flag
 from tensoregg.targets.llvm.gemm_schedules import choose_gemm_schedule
@@ -99,8 +99,7 @@ class NativeModel:
                        if FAULT in self.module.globals else None)
         """The fault flag (see the module docstring), where a kernel bounds an index."""
         self._work_lock = threading.Lock()
-        self._team = NativeTeam(1)
-        self.num_threads = len(available_cpus())
+        self._team = NativeTeam(len(available_cpus()))
 
     def _cfunc(self, name: str, n: int) -> Callable[..., None]:
         signature = [ctypes.c_void_p] * n + [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
@@ -108,16 +107,13 @@ class NativeModel:
 
     @property
     def num_threads(self) -> int:
-        """Threads each run uses (default: every CPU this process may use)."""
+        """Threads each run uses (default: every CPU this process may use; ``thread_count`` checks a
+        new value). Set during a run in another thread, it waits for that run to end."""
         return self._team.size
 
     @num_threads.setter
     def num_threads(self, n: int) -> None:
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"num_threads must be a positive int, got {n!r}")
-        if n != self._team.size:
-            self._team.close()
-            self._team = NativeTeam(n)
+        self._team.resize(thread_count(n))
 
     # ---- artifacts --------------------------------------------------------------------------------
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.defs
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper, helper, numpy_helper
 
-from tensoregg.errors import InvalidModel, ShapeError, UnsupportedOperator
+from tensoregg.errors import InvalidModel, ParameterError, ShapeError, UnsupportedOperator
 from tensoregg.frontends.onnx_functions import expand_functions
 from tensoregg.ir import Graph, Node, TensorType, Upgrade, get_op, run_node
 from tensoregg.ir.fold import fold_args, live_nodes
@@ -108,6 +109,11 @@ def value_type(vi: onnx.ValueInfoProto, shape_override: Sequence[int] | None) ->
     tt = vi.type.tensor_type
     dtype = onnx_dtype(tt.elem_type, where)
     if shape_override is not None:
+        declared = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if tt.HasField("shape") and (len(declared) != len(shape_override) or any(
+                d is not None and d != o for d, o in zip(declared, shape_override))):
+            raise ShapeError(f"{where}: input_shapes gives {list(shape_override)}, the model declares "
+                             f"{[d if d is not None else '?' for d in declared]}")
         return TensorType(dtype, tuple(shape_override))
     if not tt.HasField("shape"):
         raise ShapeError(f"{where} has no shape; pass input_shapes={{{vi.name!r}: [...]}}")
@@ -166,8 +172,41 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
     ``input_shapes`` fixes symbolic input dims; ``bind`` turns graph inputs into constants
     (for inputs that decide shapes, e.g. a Reshape target fed as an input).
     """
+    shapes = checked_input_shapes(input_shapes)
     proto = expand_functions(load_model(model))
-    return _Importer(proto, dict(input_shapes or {}), dict(bind or {})).run()
+    return _Importer(proto, shapes, dict(bind or {})).run()
+
+
+def checked_input_shapes(input_shapes: object) -> dict[str, tuple[int, ...]]:
+    """``input_shapes`` checked: None or a mapping from input name to a sequence (not a str) of
+    ints >= 0; ParameterError naming the input otherwise."""
+    if input_shapes is None:
+        return {}
+    if not isinstance(input_shapes, Mapping):
+        raise ParameterError("input_shapes must map input names to shapes, got "
+                             f"{type(input_shapes).__name__}")
+    shapes = {}
+    for name, dims in input_shapes.items():
+        if isinstance(dims, (str, bytes)) or not isinstance(dims, (Sequence, np.ndarray)):
+            raise ParameterError(f"input_shapes[{name!r}] must be a sequence of dims, got "
+                                 f"{type(dims).__name__} {dims!r}")
+        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in dims):
+            raise ParameterError(f"input_shapes[{name!r}]: every dim must be an int >= 0, got {list(dims)!r}")
+        shapes[name] = tuple(int(d) for d in dims)
+    return shapes
+
+
+def check_opsets(opsets: Mapping[str, int]) -> None:
+    """Refuse an opset version below 1, or newer than the installed onnx defines for its domain
+    (no operator of it has a known meaning): UnsupportedOperator naming the domain and version."""
+    known = onnx.defs.C.schema_version_map()
+    for domain, version in opsets.items():
+        if version < 1:
+            raise InvalidModel(f"opset_import: domain {domain or 'ai.onnx'!r} has version {version}")
+        newest = known.get(domain, (1, version))[1]
+        if version > newest:
+            raise UnsupportedOperator(f"opset_import {domain or 'ai.onnx'}", opset=version,
+                                      detail=f"newer than onnx {onnx.__version__} defines ({newest})")
 
 
 class _Importer:
@@ -191,6 +230,7 @@ class _Importer:
     def run(self) -> Graph:
         if not self.opsets:
             raise InvalidModel("model has no opset_import")
+        check_opsets(self.opsets)
         g = self.proto.graph
         if not g.output:
             raise InvalidModel("model graph has no outputs")

@@ -12,8 +12,9 @@ from tensoregg.errors import (
                               UnsupportedOperator,
 )
 from tensoregg.explain import Explanation, explain
-from tensoregg.runtime import Module
+from tensoregg.runtime import Module, extract, load
+from tensoregg.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["ArtifactError", "CompileError", "Explanation", "InputError", "InvalidModel", "Module",
-           "ShapeError", "TensoreggError", "UnsupportedOperator", "compile", "errors", "explain"]
+           "ShapeError", "TensoreggError", "UnsupportedOperator", "__version__", "compile", "errors",
+           "explain", "extract", "load"]

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tensoregg import cache as compile_cache
 from tensoregg.errors import CompileError
 from tensoregg.ir import Graph
 from tensoregg.runtime import Module
@@ -24,7 +25,7 @@ def default_target() -> str:
 
 def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (the public name users expect)
             input_shapes: Mapping[str, Sequence[int]] | None = None, optimize: bool = True,
-            rule_families: Sequence[str | Family] | None = None) -> Module:
+            rule_families: Sequence[str | Family] | None = None, cache: bool = False) -> Module:
     """Compile a model (ONNX path, bytes, ModelProto, or an ``ir.Graph``) for ``target``.
 
     ``target`` names a registered target (``tensoregg.targets.available()``: ``"llvm"`` native code
@@ -34,16 +35,42 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
     input dimensions (shapes are static). ``optimize`` runs the e-graph optimization with the
     target's rule families, or ``rule_families`` when given (names from ``tensoregg.rules.RULESETS``
     or your own ``tensoregg.rules.Family`` objects); the Module's ``report`` says what it did.
+
+    With ``cache``, the compile cache (``tensoregg.cache``) is looked up first: an unchanged ONNX
+    model compiled again for the same target with the same options is loaded from its artifact (a
+    Module without its Graph object or report: ``graph_text`` has the Graph's text), and a fresh
+    compile is stored. Graphs, your own ``Family`` objects and targets that cannot save are compiled
+    without it.
     """
     entry, description = resolve_target(target)
+    key = _cache_key(model, entry, description, input_shapes, optimize, rule_families) if cache else None
+    if key is not None:
+        cached = compile_cache.lookup(key)
+        if cached is not None:
+            return cached
     graph = to_graph(model, input_shapes)
     report = None
     if optimize:
         from tensoregg.optimize import optimize as run_optimize
         graph, report = run_optimize(graph, description, rule_families, schedules=entry.schedules)
-    module = Module(graph, entry.name, entry.build(graph, description))
+    module = Module(graph, entry.name, entry.build(graph, description), export=entry.save)
     module.report = report
+    if key is not None:
+        compile_cache.store(key, module)
     return module
+
+
+def _cache_key(model: Any, entry: Registration, description: Target,
+               input_shapes: Mapping[str, Sequence[int]] | None, optimize: bool,
+               rule_families: Sequence[str | Family] | None) -> str | None:
+    """The compile cache's key, or None for what the cache cannot hold (see ``compile``)."""
+    digest = compile_cache.model_digest(model)
+    names = None if rule_families is None else [f for f in rule_families if isinstance(f, str)]
+    if digest is None or entry.save is None or (names is not None and len(names) != len(rule_families or ())):
+        return None
+    options = {"input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
+               "optimize": optimize}
+    return compile_cache.cache_key(digest, entry.name, description, names, options)
 
 
 def resolve_target(target: str | Target | None) -> tuple[Registration, Target]:

@@ -1,5 +1,6 @@
-"""The ``tensoregg`` command: ``run`` a model (optionally checking it), ``print`` its Graph,
-``explain`` what the optimizer did to it, list the ``targets``."""
+"""The ``tensoregg`` command: ``compile`` a model to an artifact, ``run`` a model or an artifact
+(optionally checking it), ``print`` its Graph, ``explain`` what the optimizer did to it, list the
+``targets``, ``extract`` an artifact's files (the C API), ``cache clear``."""
 
 from __future__ import annotations
 
@@ -7,19 +8,24 @@ import argparse
 import json
 import sys
 import time
+import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import tensoregg
-from tensoregg.errors import ParameterError, TensoreggError
+from tensoregg import cache
+from tensoregg.errors import InputError, ParameterError, TensoreggError
 from tensoregg.ir import TensorType
 from tensoregg.runtime import Module
+from tensoregg.runtime.artifact import spec_json
+from tensoregg.runtime.signature import TensorSpec
 from tensoregg.targets import available, registration
 
 
-def random_input(t: TensorType, rng: np.random.Generator) -> np.ndarray:
+def random_input(t: TensorSpec, rng: np.random.Generator) -> np.ndarray:
     """Seeded sample data for one input: standard normal floats, small ints, random bools."""
     if t.dtype.kind == "f":
         return rng.standard_normal(t.shape).astype(t.dtype)
@@ -65,13 +71,45 @@ def check_against_onnx(model_path: str, module: Module, feeds: dict[str, np.ndar
     return ok
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def is_artifact(path: str) -> bool:
+    """Whether ``path`` is a saved artifact (a zip file) rather than a model."""
+    return Path(path).is_file() and zipfile.is_zipfile(path)
+
+
+def obtain(args: argparse.Namespace) -> tuple[Module, str]:
+    """The Module ``args.model`` stands for (an artifact loaded, or a model compiled, through the
+    cache unless ``--no-cache``) and a line saying how it was obtained."""
     t0 = time.perf_counter()
-    module = tensoregg.compile(args.model, target=args.target, input_shapes=parse_shapes(args.input_shape))
-    t1 = time.perf_counter()
-    print(f"compiled {args.model} for target {module.target} in {(t1 - t0) * 1e3:.1f} ms: {module}")
-    rng = np.random.default_rng(args.seed)
-    feeds = {n: random_input(t, rng) for n, t in module.graph.inputs.items()}
+    if is_artifact(args.model):
+        module = tensoregg.load(args.model)
+        how = "loaded"
+    else:
+        module = tensoregg.compile(args.model, target=args.target,
+                                   input_shapes=parse_shapes(args.input_shape), cache=not args.no_cache)
+        how = "compiled" if module.graph is not None else "loaded from the compile cache"
+    ms = (time.perf_counter() - t0) * 1e3
+    return module, f"{how} {args.model} for target {module.target} in {ms:.1f} ms: {module}"
+
+
+def read_inputs(module: Module, items: Sequence[str], seed: int) -> dict[str, np.ndarray]:
+    """The inputs given as ``NAME=FILE.npy`` items; seeded random data for the others."""
+    given = {}
+    for item in items:
+        name, _, path = item.partition("=")
+        if not path or name not in module.input_names:
+            raise InputError(f"--input expects NAME=FILE.npy with NAME one of {module.input_names}, "
+                             f"got {item!r}")
+        given[name] = np.load(path, allow_pickle=False)
+    rng = np.random.default_rng(seed)
+    return {t.name: given[t.name] if t.name in given else random_input(t, rng) for t in module.inputs}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.check and is_artifact(args.model):
+        raise SystemExit("--check compares with the ONNX model: run the model, not an artifact")
+    module, how = obtain(args)
+    print(how)
+    feeds = read_inputs(module, args.input, args.seed)
     outputs = module.run(**feeds)
     times = []
     for _ in range(args.repeat):
@@ -80,11 +118,47 @@ def cmd_run(args: argparse.Namespace) -> int:
         times.append(time.perf_counter() - t)
     if times:
         print(f"median latency over {args.repeat} runs: {np.median(times) * 1e3:.3f} ms")
-    for name, out in zip(module.output_names, outputs):
+    for k, (name, out) in enumerate(zip(module.output_names, outputs)):
         print(f"  output {name}: {TensorType.of(out)} mean {out.astype(np.float64).mean():.6g}")
+        if args.output:
+            Path(args.output).mkdir(parents=True, exist_ok=True)
+            np.save(Path(args.output) / f"{k}.npy", out, allow_pickle=False)
     if args.check and not check_against_onnx(args.model, module, feeds, outputs):
         print("check FAILED")
         return 1
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    module = tensoregg.compile(args.model, target=args.target, input_shapes=parse_shapes(args.input_shape),
+                               cache=not args.no_cache)
+    seconds = time.perf_counter() - t0
+    path = module.save(args.output)
+    info = {"artifact": str(path), "bytes": path.stat().st_size, "target": module.target,
+            "cached": module.graph is None, "seconds": round(seconds, 3),
+            "inputs": [spec_json(t) for t in module.inputs],
+            "outputs": [spec_json(t) for t in module.outputs]}
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        how = "loaded from the compile cache" if info["cached"] else "compiled"
+        print(f"{how} {args.model} for target {module.target} in {seconds * 1e3:.1f} ms; wrote {path} "
+              f"({info['bytes']} bytes): {module}")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    for path in tensoregg.extract(args.artifact, args.output):
+        print(path)
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    if args.action == "clear":
+        print(f"removed {cache.clear()} entries from {cache.cache_dir()}")
+    else:
+        print(cache.cache_dir())
     return 0
 
 
@@ -121,29 +195,50 @@ def cmd_targets(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tensoregg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="compile a model, run it on seeded random inputs")
-    run.add_argument("model")
-    run.add_argument("--target", default=None, choices=available(), help="default: $TENSOREGG_TARGET or llvm")
+    target_help = "default: $TENSOREGG_TARGET or llvm"
+    run = sub.add_parser("run", help="run a model (compiled first) or an artifact on given or seeded "
+                                     "random inputs")
+    run.add_argument("model", help="an ONNX model or an artifact (.tegg)")
+    run.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
     run.add_argument("--check", action="store_true", help="compare outputs with onnx.reference/onnxruntime")
     run.add_argument("--repeat", type=int, default=0, help="time this many extra runs")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                     help="an input's value (repeatable; the others are seeded random data)")
+    run.add_argument("--output", "-o", metavar="DIR", help="write output k to DIR/k.npy")
     run.set_defaults(fn=cmd_run)
+    build = sub.add_parser("compile", help="compile a model and save it as an artifact")
+    build.add_argument("model")
+    build.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
+    build.add_argument("--output", "-o", required=True, metavar="OUT.tegg", help="the artifact to write")
+    build.add_argument("--json", action="store_true", help="print what was written as JSON")
+    build.set_defaults(fn=cmd_compile)
     show = sub.add_parser("print", help="import a model and print its Graph")
     show.add_argument("model")
     show.set_defaults(fn=cmd_print)
     why = sub.add_parser("explain", help="optimize a model and show phases, limits hit, e-graph sizes, "
                                           "rules fired, cost before/after and the extracted graph")
     why.add_argument("model")
-    why.add_argument("--target", default=None, choices=available(), help="default: $TENSOREGG_TARGET or llvm")
+    why.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
     why.add_argument("--families", metavar="A,B,...", help="rule families to run (default: the target's)")
     why.add_argument("--json", action="store_true", help="print the explanation as JSON")
     why.set_defaults(fn=cmd_explain)
     targets = sub.add_parser("targets", help="list the registered targets and whether each runs here")
     targets.add_argument("--json", action="store_true", help="print the list as JSON")
     targets.set_defaults(fn=cmd_targets)
-    for p in (run, show, why):
+    unpack = sub.add_parser("extract", help="write an artifact's files (library, tensoregg.h, weights.npy, "
+                                            "manifest) into a directory")
+    unpack.add_argument("artifact")
+    unpack.add_argument("--output", "-o", required=True, metavar="DIR")
+    unpack.set_defaults(fn=cmd_extract)
+    store = sub.add_parser("cache", help="the compile cache: `clear` it, or print its `dir`")
+    store.add_argument("action", choices=["clear", "dir"])
+    store.set_defaults(fn=cmd_cache)
+    for p in (run, build, show, why):
         p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
                        help="fix a symbolic input shape (repeatable)")
+    for p in (run, build):
+        p.add_argument("--no-cache", action="store_true", help="compile without the compile cache")
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))

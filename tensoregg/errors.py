@@ -56,6 +56,11 @@ class CompileError(TensoreggError):
     """A compilation stage failed on a model that was otherwise valid."""
 
 
+class RaceError(CompileError):
+    """GPU threads touch one element without a barrier between (or a grid's threads store different
+    values into one): the kernel's result depends on their timing. Found by the interpreter."""
+
+
 class ArtifactError(TensoreggError):
     """A saved artifact is missing, corrupted or from an incompatible version."""
 

@@ -20,7 +20,7 @@ from tensoregg.extraction.greedy import constant_classes
 from tensoregg.extraction.view import EGraphView
 from tensoregg.ir.graph import Node
 from tensoregg.ir.lower import contraction_problem
-from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Pricer, Schedule
+from tensoregg.ir.schedules import GemmProblem, Pricer, Schedule, Untiled
 from tensoregg.ir.target import Target
 from tensoregg.ir.terms import CONSTRUCTORS, ENode
 
@@ -72,7 +72,7 @@ def add_schedules(view: EGraphView, costs: dict[str, float], target: Target, pri
 
 
 def _tiled(schedule: Schedule) -> bool:
-    return isinstance(schedule, GemmSchedule)
+    return not isinstance(schedule, Untiled)
 
 
 def _problem(node: ENode, types: Mapping[str, object], view: EGraphView, constant: Collection[str],

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import ml_dtypes
+import numpy as np
+
 
 @dataclass(frozen=True)
 class MicroKernel:
@@ -49,3 +52,66 @@ class PanelRuns:
     @property
     def name(self) -> str:
         return f"pack_runs_f32_{self.width}x{self.runs}"
+
+
+WARP = 32
+"""The threads of a warp: consecutive threads of a block's thread loop."""
+
+
+@dataclass(frozen=True)
+class WarpMMA:
+    """A warp's matrix multiply-accumulate ``mma.sync.aligned.m{m}n{n}k{k}.row.col.f32.{ab}.{ab}.f32``:
+    D (m x n, fp32) = A (m x k) . B (k x n) + C, with A and B in ``ab`` (``f16``, ``bf16``, or ``tf32``:
+    fp32 values rounded to 10 mantissa bits, to nearest with ties away, as ``cvt.rna.tf32.f32``).
+    The 32 threads of a warp invoke it together, ``Invoke(mma, (Ref(a), Ref(b), Ref(c), Ref(d)))``,
+    each with its own fragments: locals of its thread loop (registers) holding ``fragment(operand)``
+    elements from the address given, in the order of :meth:`layout` (the PTX ISA's "Matrix
+    Fragments for mma.m16n8k16 / m16n8k8"). Products and sums are fp32 (here: exact products, one
+    rounding of the sum; the tensor cores' order differs: compare with a tolerance)."""
+
+    m: int
+    n: int
+    k: int
+    ab: str
+
+    @property
+    def name(self) -> str:
+        return f"mma.sync.aligned.m{self.m}n{self.n}k{self.k}.row.col.f32.{self.ab}.{self.ab}.f32"
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The element type of the A and B fragments' buffers (tf32 is held in float32)."""
+        return np.dtype({"f16": np.float16, "bf16": ml_dtypes.bfloat16, "tf32": np.float32}[self.ab])
+
+    def fragment(self, operand: str) -> int:
+        """How many elements of ``operand`` (``a``, ``b``, ``c``: C and D alike) each thread holds."""
+        rows, cols = {"a": (self.m, self.k), "b": (self.k, self.n), "c": (self.m, self.n)}[operand]
+        return rows * cols // WARP
+
+    def layout(self, operand: str) -> tuple[np.ndarray, np.ndarray]:
+        """Where each thread's fragment elements lie in ``operand``'s matrix: (row, col) arrays of shape
+        (32, ``fragment(operand)``), indexed by lane (thread index % 32) and element; for B the row
+        is k and the column n. The one statement of the layout: the interpreter gathers and scatters
+        with it, code generators index fragments by it."""
+        lane = np.arange(WARP)[:, None]
+        g, t = lane >> 2, lane & 3
+        i = np.arange(self.fragment(operand))[None, :]
+        if operand == "c":
+            row, col = g + 8 * (i >> 1), 2 * t + (i & 1)
+        elif self.ab == "tf32" and operand == "a":      # m16n8k8: a0 a1 a2 a3 one per .b32 register
+            row, col = g + 8 * (i & 1), t + 4 * (i >> 1)
+        elif self.ab == "tf32":
+            row, col = t + 4 * i, g
+        elif operand == "a":                            # m16n8k16: two elements per .f16x2 register
+            row, col = g + 8 * ((i >> 1) & 1), 2 * t + (i & 1) + 8 * (i >> 2)
+        else:
+            row, col = 2 * t + (i & 1) + 8 * (i >> 1), g
+        shape = (WARP, i.shape[1])
+        return np.broadcast_to(row, shape), np.broadcast_to(col, shape)
+
+
+MMA_F16 = WarpMMA(16, 8, 16, "f16")
+MMA_BF16 = WarpMMA(16, 8, 16, "bf16")
+MMA_TF32 = WarpMMA(16, 8, 8, "tf32")
+WARP_MMAS = (MMA_F16, MMA_BF16, MMA_TF32)
+"""The warp MMAs of sm_80 and later with fp32 accumulators."""

@@ -8,6 +8,12 @@ GEMM micro-kernel: an inner tile tensorized). Expressions are those of compute d
 :class:`~tensoregg.ir.compute.Reduce` (lowering turns reductions into loops). An index may also
 address a buffer as flat memory: zeros on every axis but the last, which holds the flat offset
 (:func:`flat`).
+
+GPU kernels use the same statements: a ``block`` loop runs its iterations as a grid's blocks, a
+``thread`` loop inside it as each block's threads (all at once, in lockstep only between barriers); a
+:class:`Local` of scope ``shared`` directly inside a block loop is one buffer per block that its
+threads share, and a :class:`Barrier` makes every thread of the block wait until all have reached it
+(what they stored before it is what the others load after it).
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ class For(Stmt):
     stop: Expr
     body: list[Stmt]
     kind: str = "serial"
-    """``serial``, or ``parallel`` (iterations independent: the target may split them over threads)."""
+    """``serial``, ``parallel`` (iterations independent: the target may split them over threads), or on
+    a GPU ``block`` (the grid's blocks) and ``thread`` (a block's threads; only directly inside a
+    block loop, or inside the shared locals it declares there)."""
     unpack: tuple[tuple[Var, int], ...] = ()
     """When set, ``var`` is a fused index over these (variable, extent) axes, outermost first: each
     variable is ``var`` read in that mixed radix (``stop`` is the product of the extents)."""
@@ -49,10 +57,19 @@ class Store(Stmt):
 
 @dataclass(eq=False)
 class Local(Stmt):
-    """``buffer`` allocated on the stack for the duration of ``body``."""
+    """``buffer`` allocated on the stack (a GPU thread's registers) for the duration of ``body``; of
+    scope ``shared``, once per GPU block, shared by its threads."""
 
     buffer: Buffer
     body: list[Stmt]
+    scope: str = "local"
+
+
+@dataclass(eq=False)
+class Barrier(Stmt):
+    """Every thread of a GPU block waits here until all of them have come (``__syncthreads()``): what
+    they stored into shared memory before, the others may load after. Threads must reach it together
+    (not under a condition or loop bound that differs between them)."""
 
 
 @dataclass(eq=False)
@@ -163,7 +180,8 @@ def format_kernel(kernel: Kernel) -> str:
                 lines.append(f"{pad}for{tag} {s.var!r}{fused} in [{s.start!r}, {s.stop!r}):")
                 emit(s.body, depth + 1)
             elif isinstance(s, Local):
-                lines.append(f"{pad}local {s.buffer.name}: {s.buffer.dtype}{list(s.buffer.shape)}")
+                scope = "" if s.scope == "local" else f" {s.scope}"
+                lines.append(f"{pad}local{scope} {s.buffer.name}: {s.buffer.dtype}{list(s.buffer.shape)}")
                 emit(s.body, depth + 1)
             elif isinstance(s, Store):
                 index = ", ".join(map(repr, s.index))
@@ -172,6 +190,8 @@ def format_kernel(kernel: Kernel) -> str:
             elif isinstance(s, Invoke):
                 name = getattr(s.intrinsic, "name", s.intrinsic)
                 lines.append(f"{pad}invoke {name}({', '.join(map(repr, s.args))})")
+            elif isinstance(s, Barrier):
+                lines.append(f"{pad}barrier")
     emit(kernel.body, 1)
     lines.append("}")
     return "\n".join(lines)

@@ -38,7 +38,7 @@ from tensoregg.ir.contraction import Contraction, find_contraction
 from tensoregg.ir.graph import Node, infer_node
 from tensoregg.ir.loops import For, Invoke, Kernel, Local, Stmt, Store, flat, offset, statements
 from tensoregg.ir.registry import OpDef
-from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Schedule
+from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Schedule, Untiled
 from tensoregg.ir.tiling import constant_factor, lower_gemm
 from tensoregg.ir.types import TensorType
 
@@ -78,13 +78,14 @@ class LoweredNode:
 
 def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
                values: Mapping[str, np.ndarray], *, target: str = "llvm", name: str = "k",
-               row: bool = True, choose: Chooser | None = None,
+               row: bool = True, grid: bool = False, choose: Chooser | None = None,
                producers: Mapping[str, Inlined] | None = None) -> LoweredNode:
     """Lower ``node`` (its input types in ``types``, constant inputs in ``values``). An output that
     is a contraction (``tensoregg.ir.contraction``) is scheduled by ``choose`` when given: tiled as
     the schedule it returns says, or by the default lowering for ``Untiled``. If the node itself is
     element-wise in the wide sense (see ``LoweredNode.inline``), its inputs found in ``producers``
     are computed from their producers' expressions rather than loaded (the kernel fuses them).
+    ``row`` and ``grid`` choose the loop form of what is not tiled (see ``assign``).
 
     Unused outputs (named ``""``) are computed too, into buffers the caller provides as scratch.
     """
@@ -110,7 +111,7 @@ def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
     distinct = [n for n in distinct if n not in fused] + [n for n in by_value if n not in distinct]
     body: list[Stmt] = []
     for stage in ctx.stages:
-        body += assign(stage.buffer, stage.index, stage.value, row=row)
+        body += assign(stage.buffer, stage.index, stage.value, row=row, grid=grid)
     known = {id(by_value[n]): np.asarray(values[n]) for n in distinct if values.get(n) is not None}
     known.update((id(b), v) for b, v in ctx.constants)
     constants = list(ctx.constants)
@@ -119,7 +120,7 @@ def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
             raise TypeError(f"{node.op} output {k}: compute gives {e.dtype}, type says {buf.dtype}")
         tiled = None if choose is None else scheduled(buf, ctx.index(k), e, choose, known)
         if tiled is None:
-            body += assign(buf, ctx.index(k), e, row=row)
+            body += assign(buf, ctx.index(k), e, row=row, grid=grid)
         else:
             body += tiled[0]
             constants += tiled[1]
@@ -193,7 +194,9 @@ def scheduled(buf: Buffer, index: Sequence[Var], e: Expr, choose: Chooser, known
     if c is None:
         return None
     schedule = choose(_problem(c, known))
-    return lower_gemm(c, schedule, known) if isinstance(schedule, GemmSchedule) else None
+    if isinstance(schedule, Untiled):
+        return None
+    return lower_gemm(c, schedule, known) if isinstance(schedule, GemmSchedule) else schedule.lower(c, known)
 
 
 def _problem(c: Contraction, known: Mapping[int, np.ndarray]) -> GemmProblem:
@@ -298,11 +301,15 @@ def _combine_into(r: Reduce, acc: Buffer, index: tuple[Expr, ...]) -> Callable[[
     return lambda term: [Store(acc, index, call(r.combiner, Load(acc, index), term), contract=True)]
 
 
-def assign(buf: Buffer, index: Sequence[Var], e: Expr, *, row: bool = True) -> list[Stmt]:
-    """Loops storing ``e`` (a function of ``index``) into every element of ``buf``."""
+def assign(buf: Buffer, index: Sequence[Var], e: Expr, *, row: bool = True, grid: bool = False) -> list[Stmt]:
+    """Loops storing ``e`` (a function of ``index``) into every element of ``buf``: for a CPU, parallel
+    outer axes and a serial last one (reductions as a row of accumulators with ``row``); with
+    ``grid``, one parallel loop over every element, each computing its own (a GPU thread each)."""
     shape = buf.shape
     if 0 in shape:
         return []
+    if grid:
+        return _parallel(index, shape, scalar_value(e, _store_to(buf, tuple(index))))
     reduces = _top_reduces(e)
     nested = any(_has_reduce(r.body) or _has_reduce(r.init) for r in reduces)
     if not row or not reduces or nested or not shape or shape[-1] == 1:

@@ -9,7 +9,7 @@ the same :class:`LoopProgram`, so what one of them computes checks the lowering 
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import ChainMap, Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +22,7 @@ from tensoregg.ir.lower import Chooser, Inlined, LoweredNode, lower_node
 from tensoregg.ir.memory_plan import MemoryPlan
 from tensoregg.ir.registry import get_op
 from tensoregg.ir.schedules import Schedule
+from tensoregg.runtime.signature import collect_outputs as gather
 
 
 @dataclass
@@ -46,14 +47,15 @@ def _fixed(schedule: Schedule) -> Chooser:
     return lambda problem: schedule
 
 
-def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, choose: Chooser | None = None,
-                fuse: bool = True, tile: bool = True) -> LoopProgram:
+def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, grid: bool = False,
+                choose: Chooser | None = None, fuse: bool = True, tile: bool = True) -> LoopProgram:
     """Lower every node of ``graph`` (``lower_node``). A contraction is tiled as its node's
     ``schedule`` says (extraction's choice), or as ``choose`` picks for a node without one (without
     ``choose``: untiled); with ``tile=False``, every contraction is untiled. With ``fuse``, a node
     that is element-wise in the wide sense and whose output only one node reads is computed inside
     that node's kernel when it is element-wise too (BatchNorm + Relu, a Mul/Add/Relu chain: one pass
-    over memory instead of one per op). ``target`` names the target in errors."""
+    over memory instead of one per op). ``row`` and ``grid`` choose the loop form of what is not tiled
+    (``assign``: ``grid`` for a GPU). ``target`` names the target in errors."""
     lowered: list[LoweredNode] = []
     uses = Counter(n for node in graph.nodes for n in node.inputs)
     uses.update(graph.outputs)
@@ -64,7 +66,7 @@ def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, choose:
         producers = {n: inlinable[n][1] for n in node.inputs if n in inlinable}
         chosen = None if not tile else choose if node.schedule is None else _fixed(node.schedule)
         low = lower_node(opdef, node, graph.types, graph.initializers, target=target, name=f"k{k}",
-                         row=row, choose=chosen, producers=producers)
+                         row=row, grid=grid, choose=chosen, producers=producers)
         lowered.append(low)
         fused.update(inlinable[n][0] for n in low.fused)
         if low.inline is not None and fuse and uses[node.outputs[0]] == 1:
@@ -169,13 +171,6 @@ def canonical_text(kernel: Kernel) -> str:
 
 def collect_outputs(graph: Graph, produced: Mapping[str, np.ndarray],
                     feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """The graph's outputs in order, for a program that computed ``produced``: inputs and constants
-    passed through as copies, a value named twice copied the second time."""
-    result, seen = [], set()
-    for name in graph.outputs:
-        if name in produced:
-            result.append(produced[name].copy() if name in seen else produced[name])
-        else:
-            result.append(np.array(feeds[name] if name in feeds else graph.initializers[name], copy=True))
-        seen.add(name)
-    return result
+    """The graph's outputs in order, for a program that computed ``produced`` (see
+    ``tensoregg.runtime.signature.collect_outputs``; inputs and constants are passed through)."""
+    return gather(graph.outputs, produced, ChainMap(dict(feeds), graph.initializers))

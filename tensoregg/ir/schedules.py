@@ -28,11 +28,19 @@ costed by its cost model (``tensoregg.extraction.kernel_cost``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tensoregg.ir.intrinsics import MicroKernel
 from tensoregg.ir.target import Target
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tensoregg.ir.compute import Buffer
+    from tensoregg.ir.contraction import Contraction
+    from tensoregg.ir.loops import Stmt
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,19 @@ class Untiled:
         return "untiled"
 
 
-Schedule = GemmSchedule | Untiled
+@runtime_checkable
+class Template(Protocol):
+    """A target's own tiled schedule of a contraction (a GPU's shared-memory tiles, say): it lowers
+    the contraction itself, to loop IR the target's code generator and ``interp`` both run."""
+
+    def lower(self, c: Contraction, known: Mapping[int, np.ndarray]
+              ) -> tuple[list[Stmt], list[tuple[Buffer, np.ndarray]]]:
+        """Loop IR computing ``c.out`` and the constants it made (buffer, value); ``known`` holds
+        the values of the constant buffers (by Buffer id)."""
+        ...
+
+
+Schedule = GemmSchedule | Untiled | Template
 
 Pricer = Callable[[Sequence[GemmProblem], Target], Sequence[Sequence[tuple[Schedule, float]]]]
 """A target's schedule templates with its cost model: for each problem (all of a model's at once),

@@ -1,13 +1,26 @@
-"""``Module``: a compiled model with checked inputs, run on numpy arrays."""
+"""``Module``: a compiled model with checked inputs, run on numpy arrays; saved and loaded as an
+artifact (``tensoregg.runtime.artifact``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tensoregg.errors import InputError, ParameterError
+from tensoregg.errors import ArtifactError, InputError, ParameterError
+from tensoregg.runtime.artifact import (
+    LOADERS,
+    Artifact,
+    TargetCode,
+    build_artifact,
+    read_artifact,
+    write_artifact,
+)
+from tensoregg.runtime.signature import TensorSpec, specs
 from tensoregg.runtime.threads import thread_count
 
 if TYPE_CHECKING:  # types only: a compiled model runs without the compiler
@@ -15,16 +28,28 @@ if TYPE_CHECKING:  # types only: a compiled model runs without the compiler
 
 
 class Module:
-    """A compiled model. ``run`` takes inputs positionally or by name and returns a list of outputs."""
+    """A compiled model. ``run`` takes inputs positionally or by name and returns a list of outputs.
 
-    def __init__(self, graph: Graph, target: str, program: Any) -> None:
+    A Module is made by ``tensoregg.compile`` (``graph`` is the optimized Graph; ``export`` is the
+    target's save hook, ``Registration.save``) or by ``load`` from an artifact (``graph`` is None:
+    the Graph's text is ``graph_text``)."""
+
+    def __init__(self, graph: Graph | None, target: str, program: Any, *,
+                 export: Callable[[Any], TargetCode] | None = None, artifact: Artifact | None = None) -> None:
+        if graph is not None:
+            self.inputs, self.outputs = specs(graph, graph.inputs), specs(graph, graph.outputs)
+        elif artifact is not None:
+            self.inputs, self.outputs = artifact.inputs, artifact.outputs
+        else:
+            raise ValueError("a Module needs its Graph or its artifact")
         self.graph = graph
         self.target = target
         self.program = program
         """What the target built: ``run(feeds)`` executes it (``tensoregg.targets.Program``); on
-        ``llvm`` a ``tensoregg.targets.llvm.NativeModel``."""
+        ``llvm`` a ``tensoregg.targets.llvm.NativeModel`` (``NativeExecutor`` when loaded)."""
         self.report: Any = None
         """The optimization report (``tensoregg.optimize.OptimizeReport``), when it ran."""
+        self._export, self._artifact = export, artifact
 
     @property
     def num_threads(self) -> int:
@@ -44,23 +69,31 @@ class Module:
 
     @property
     def input_names(self) -> list[str]:
-        return list(self.graph.inputs)
+        return [t.name for t in self.inputs]
 
     @property
     def input_shapes(self) -> list[tuple[int, ...]]:
-        return [t.shape for t in self.graph.inputs.values()]
+        return [t.shape for t in self.inputs]
 
     @property
     def input_dtypes(self) -> list[np.dtype]:
-        return [t.dtype for t in self.graph.inputs.values()]
+        return [t.dtype for t in self.inputs]
 
     @property
     def output_names(self) -> list[str]:
-        return list(self.graph.outputs)
+        return [t.name for t in self.outputs]
 
     @property
-    def output_types(self) -> list[TensorType]:
+    def output_types(self) -> list[TensorType] | list[TensorSpec]:
+        """The outputs' types (the Graph's; a loaded Module's specs)."""
+        if self.graph is None:
+            return list(self.outputs)
         return [self.graph.types[n] for n in self.graph.outputs]
+
+    @property
+    def graph_text(self) -> str:
+        """The optimized Graph as text."""
+        return str(self.graph) if self.graph is not None else self.artifact().graph_text
 
     def run(self, *args: Any, **named: Any) -> list[np.ndarray]:
         """Run the model; inputs must match ``input_names``/``input_shapes``/``input_dtypes`` exactly."""
@@ -72,7 +105,7 @@ class Module:
             raise InputError(f"model takes {len(names)} inputs {names}, got {len(args)} positional")
         feeds = dict(zip(names, args))
         for key, value in named.items():
-            if key not in self.graph.inputs:
+            if key not in names:
                 raise InputError(f"unknown input {key!r}; inputs are {names}")
             if key in feeds:
                 raise InputError(f"input {key!r} given both by position and by name")
@@ -80,15 +113,46 @@ class Module:
         missing = [n for n in names if n not in feeds]
         if missing:
             raise InputError(f"missing inputs {missing}; inputs are {names}")
-        return {n: _check_input(n, feeds[n], self.graph.inputs[n]) for n in names}
+        return {t.name: _check_input(t, feeds[t.name]) for t in self.inputs}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model as an artifact (one zip file; ``.tegg`` by convention) that ``load`` runs
+        without the compiler; ArtifactError if its target cannot save."""
+        return write_artifact(self.artifact(), path)
+
+    def artifact(self) -> Artifact:
+        """The model as an artifact (built on first use: for ``llvm`` it compiles the library)."""
+        if self._artifact is None:
+            if self._export is None or self.graph is None:
+                raise ArtifactError(f"target {self.target!r} cannot save artifacts")
+            self._artifact = build_artifact(self.target, self.inputs, self.outputs, str(self.graph),
+                                            self._export(self.program))
+        return self._artifact
 
     def __repr__(self) -> str:
-        ins = ", ".join(f"{n}: {t}" for n, t in self.graph.inputs.items())
-        outs = ", ".join(str(t) for t in self.output_types)
+        ins = ", ".join(f"{t.name}: {_type(t)}" for t in self.inputs)
+        outs = ", ".join(_type(t) for t in self.outputs)
         return f"<tensoregg.Module target={self.target} ({ins}) -> ({outs})>"
 
 
-def _check_input(name: str, value: Any, want: TensorType) -> np.ndarray:
+def load(path: str | os.PathLike[str]) -> Module:
+    """The model saved at ``path`` (``Module.save``), checked (``read_artifact``) and ready to run,
+    with numpy and the standard library only (no egglog, onnx or llvmlite)."""
+    artifact = read_artifact(path)
+    if artifact.target not in LOADERS:
+        raise ArtifactError(f"manifest .target: no loader for target {artifact.target!r} "
+                            f"(loadable: {', '.join(sorted(LOADERS))})")
+    module_name, _, function = LOADERS[artifact.target].partition(":")
+    loader = getattr(importlib.import_module(module_name), function)
+    return Module(None, artifact.target, loader(artifact), artifact=artifact)
+
+
+def _type(t: TensorSpec) -> str:
+    return f"{t.dtype.name}[{','.join(map(str, t.shape))}]"
+
+
+def _check_input(want: TensorSpec, value: Any) -> np.ndarray:
+    name = want.name
     if isinstance(value, np.ndarray):
         array = value
     elif isinstance(value, (list, tuple, int, float, bool, np.generic)):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from tensoregg.errors import CompileError
 from tensoregg.ir.schedules import Pricer
 from tensoregg.ir.target import RULE_FAMILIES, Target
+from tensoregg.runtime.artifact import TargetCode
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,6 +55,9 @@ class Registration:
     """Its schedule templates priced by its cost model: the alternatives of every contraction that
     the model's extraction chooses from (None: the target does not tile; contractions stay as the
     graph cost model prices them)."""
+    save: Callable[[Program], TargetCode] | None = None
+    """Its save hook: a program it built -> the code of an artifact (``Module.save``), loaded back by
+    the target's loader (``tensoregg.runtime.artifact.LOADERS``); None: the target cannot save."""
 
 
 _REGISTRY: dict[str, Registration] = {}
@@ -62,12 +66,13 @@ _REGISTRY: dict[str, Registration] = {}
 def register_target(name: str, *, summary: str, describe: Callable[[], Target],
                     build: Callable[[Graph, Target], Program],
                     unavailable: Callable[[], str | None] = runs_anywhere,
-                    schedules: Pricer | None = None, replace: bool = False) -> Registration:
+                    schedules: Pricer | None = None, save: Callable[[Program], TargetCode] | None = None,
+                   replace: bool = False) -> Registration:
     """Make target ``name`` known to ``compile``, ``explain`` and the ``tensoregg`` command. A second
     registration of a name is an error unless ``replace``."""
     if name in _REGISTRY and not replace:
         raise CompileError(f"target {name!r} is already registered (pass replace=True to replace it)")
-    entry = Registration(name, summary, describe, build, unavailable, schedules)
+    entry = Registration(name, summary, describe, build, unavailable, schedules, save)
     _REGISTRY[name] = entry
     return entry
 
@@ -89,8 +94,8 @@ def get_target(name: str) -> Target:
     return registration(name).describe()
 
 
-from tensoregg.targets import cross, interp, llvm, ref  # noqa: E402  (the built-in targets register themselves)
+from tensoregg.targets import cross, cuda, interp, llvm, ref  # noqa: E402  (the built-in targets register themselves)
 from tensoregg.targets.ref import REF  # noqa: E402
 
-__all__ = ["REF", "RULE_FAMILIES", "Program", "Registration", "Target",
-           "available", "cross", "get_target", "interp", "llvm", "ref", "register_target", "registration"]
+__all__ = ["REF", "RULE_FAMILIES", "Program", "Registration", "Target", "available", "cross", "cuda",
+           "get_target", "interp", "llvm", "ref", "register_target", "registration"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -22,26 +22,34 @@ from tensoregg.ir.compute import Buffer, Expr, Var, walk
 from tensoregg.targets.interp.analysis import axes, free_vars, has_load, linear
 from tensoregg.targets.interp.frame import Fn, Frame, cached
 
+if TYPE_CHECKING:
+    from tensoregg.targets.interp.gpu import GpuScope
+
 Terms = list[tuple[int, Fn]]
 
 
 @dataclass
 class Scope:
     """What compiling a statement knows: how each bound variable is held (``lane``: an array along
-    its vectorized loop's axis, ``serial``: a scalar), how many vectorized loops enclose it, and the
-    buffers it may touch (params; locals with the number of vectorized loops around each)."""
+    its vectorized loop's axis, ``serial``: a scalar, ``varying``: an array over the lanes that
+    changes with each iteration of a GPU thread's own loop), how many vectorized loops enclose it,
+    the buffers it may touch (params; locals with the number of vectorized loops around each), and
+    in a GPU kernel where it is (``gpu.GpuScope``)."""
 
     kinds: dict[int, str]
     level: int
     locals: dict[int, int]
     params: set[int]
+    gpu: GpuScope | None = None
 
-    def inside(self, var_kinds: dict[int, str], axes: int) -> Scope:
-        """The scope in a loop binding ``var_kinds`` along ``axes`` new lane axes."""
-        return Scope({**self.kinds, **var_kinds}, self.level + axes, self.locals, self.params)
+    def inside(self, var_kinds: dict[int, str], axes: int, gpu: GpuScope | None = None) -> Scope:
+        """The scope in a loop binding ``var_kinds`` along ``axes`` new lane axes (in ``gpu`` if given)."""
+        return Scope({**self.kinds, **var_kinds}, self.level + axes, self.locals, self.params,
+                     self.gpu if gpu is None else gpu)
 
-    def with_local(self, buf: Buffer) -> Scope:
-        return Scope(self.kinds, self.level, {**self.locals, id(buf): self.level}, self.params)
+    def with_local(self, buf: Buffer, gpu: GpuScope | None = None) -> Scope:
+        return Scope(self.kinds, self.level, {**self.locals, id(buf): self.level}, self.params,
+                     self.gpu if gpu is None else gpu)
 
 
 class Layout(NamedTuple):
@@ -126,7 +134,7 @@ class Access:
                     raise CompileError(f"{where}: index {_name(atom, unbound)} used outside its loop")
                 kinds = {scope.kinds[v] for v in uses}
                 fn = _var(id(atom)) if isinstance(atom, Var) else compile_expr(atom)
-                if has_load(atom) or kinds == {"lane", "serial"}:
+                if has_load(atom) or "varying" in kinds or kinds == {"lane", "serial"}:
                     other_terms.append((coef, fn))
                 elif "serial" in kinds:
                     scalar_terms.append((coef, fn))
@@ -180,6 +188,11 @@ class Access:
             stride = self.strides[d]
             offset = offset + (shift if stride == 1 else shift * stride)
         return lanes, offset, inside
+
+    def positions(self, f: Frame) -> Any:
+        """The flat offsets (in the buffer's memory, a local's rows included) that the lanes address."""
+        lanes, offset, _ = self._locate(f)
+        return lanes.flat + offset
 
     def read(self, f: Frame, view: np.ndarray) -> Any:
         """The loaded value (a numpy scalar, or an array over the lanes)."""

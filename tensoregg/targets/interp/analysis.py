@@ -2,7 +2,8 @@
 their iterations at once, statement by statement) and which stores need no check for two lanes
 writing one element.
 
-A ``parallel`` loop's iterations are independent by definition. A serial loop's are when nothing it
+A ``parallel`` loop's iterations are independent by definition, and so are a GPU kernel's blocks and
+a block's threads (what they share, the race checker watches). A serial loop's are when nothing it
 stores (but locals declared inside it, which each iteration has its own of) is touched by two of
 its iterations: every access to such a buffer in its body is at one index, and that index separates
 the loop's iterations. An index separates a loop when each of the loop's variables appears in an
@@ -20,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tensoregg.ir.compute import Buffer, Call, Const, Expr, Load, Var, walk
-from tensoregg.ir.loops import For, Invoke, Kernel, Local, Ref, Stmt, Store
+from tensoregg.ir.loops import Barrier, For, Invoke, Kernel, Local, Ref, Stmt, Store
 
 Interval = tuple[float, float]
 """Inclusive bounds (-inf/inf where unknown)."""
@@ -235,12 +236,26 @@ class Plan:
     proven: set[int]
 
 
+GPU_KINDS = ("block", "thread")
+"""The loop kinds of a GPU kernel: vectorized always, a block's threads in lockstep."""
+
+
 def plan_kernel(kernel: Kernel, memory: Mapping[int, object]) -> Plan:
-    """Decide which of ``kernel``'s loops run vectorized (``memory``: param id -> memory key)."""
+    """Decide which of ``kernel``'s loops run vectorized (``memory``: param id -> memory key). Block
+    and thread loops always do; inside a thread loop, a loop whose bounds are not constants (they may
+    differ between threads) or that holds a barrier never does: each thread runs its own iterations."""
     ranges = loop_ranges(kernel.body)
     vectorized: set[int] = set()
-    for s, _ in _within(kernel.body):
-        if isinstance(s, For) and (s.kind == "parallel" or _independent(s, memory, ranges)):
+    for s, around in _within(kernel.body):
+        if not isinstance(s, For):
+            continue
+        if s.kind in GPU_KINDS or s.kind == "parallel":
+            vectorized.add(id(s))
+        elif any(isinstance(x, For) and x.kind == "thread" for x in around) and (
+                not (isinstance(s.start, Const) and isinstance(s.stop, Const))
+                or any(isinstance(x, Barrier) for x, _ in _within(s.body))):
+            continue
+        elif _independent(s, memory, ranges):
             vectorized.add(id(s))
     proven: set[int] = set()
     for s, around in _within(kernel.body):

@@ -5,7 +5,8 @@ statements run once for all iterations, a store writes every lane at once, a loc
 lane. The other loops run in order in Python. Every load and store is checked against its buffer
 (``access``); a store that the analysis cannot prove writes distinct elements from distinct lanes is
 checked at run time. Intrinsics run one lane at a time, in the loops' order; shared sub-expressions
-of a statement are computed once, values of lane variables only once per lane epoch.
+of a statement are computed once, values of lane variables only once per lane epoch. GPU kernels
+(block and thread loops, shared memory, barriers, warp intrinsics) run as ``gpu`` says.
 """
 
 from __future__ import annotations
@@ -20,13 +21,22 @@ import numpy as np
 from tensoregg.errors import CompileError
 from tensoregg.ir.compute import Buffer, Call, Const, Expr, Load, Reduce, Var, walk
 from tensoregg.ir.compute.expr import children
-from tensoregg.ir.loops import For, Invoke, Kernel, Local, Ref, Stmt, Store
+from tensoregg.ir.intrinsics import WarpMMA
+from tensoregg.ir.loops import Barrier, For, Invoke, Kernel, Local, Ref, Stmt, Store
 from tensoregg.ir.memory_plan import POISON
+from tensoregg.targets.interp import gpu
 from tensoregg.targets.interp.access import Access, Scope
 from tensoregg.targets.interp.analysis import free_vars, has_load, plan_kernel
 from tensoregg.targets.interp.frame import Exec, Fn, Frame, cached, memoized
 from tensoregg.targets.interp.intrinsics import Span, check_signature, execute
-from tensoregg.targets.interp.loops import bind_lanes, row_index, serial_loop, split_loop, vector_loop
+from tensoregg.targets.interp.loops import (
+    bind_lanes,
+    row_index,
+    serial_loop,
+    split_loop,
+    trip_loop,
+    vector_loop,
+)
 from tensoregg.targets.interp.numerics import call_function
 
 
@@ -68,6 +78,9 @@ class KernelExecutor:
         return run
 
     def statement(self, s: Stmt, scope: Scope) -> Exec:
+        gpu.check_statement(s, scope, self.where)
+        if isinstance(s, Barrier):
+            return gpu.barrier(scope, self.where)
         if isinstance(s, For):
             return self.loop(s, scope)
         if isinstance(s, Store):
@@ -80,21 +93,27 @@ class KernelExecutor:
 
     def loop(self, s: For, scope: Scope) -> Exec:
         vectorized = id(s) in self.plan.vectorized
-        kind = "lane" if vectorized else "serial"
+        own = not vectorized and gpu.varying(s, scope)  # a GPU thread's own loop
+        kind = "lane" if vectorized else "varying" if own else "serial"
         start, stop = self.exprs([s.start, s.stop], scope)
         extents = [n for _, n in s.unpack]
         split = (vectorized and bool(s.unpack) and _is_const(s.start, 0)
                  and _is_const(s.stop, math.prod(extents)))  # each part along an axis of its own
-        inner = scope.inside({id(v): kind for v in [s.var, *(u for u, _ in s.unpack)]},
-                             len(extents) if split else int(vectorized))
+        axes = len(extents) if split else int(vectorized)
+        inner = scope.inside({id(v): kind for v in [s.var, *(u for u, _ in s.unpack)]}, axes,
+                             gpu.loop_scope(s, scope, axes, self.where))
         self.levels.append(inner.level)
         body = self.block(s.body, inner)
+        if s.kind == "block":
+            body = gpu.launch(s, body)
         slot = self.slot(("loop", id(s)))
         if split:
             return split_loop(body, id(s.var), [id(u) for u, _ in s.unpack], extents, scope.level, slot)
         parts = [(id(u), n, u is s.unpack[0][0]) for u, n in reversed(s.unpack)]
         if vectorized:
             return vector_loop(start, stop, body, id(s.var), parts, scope.level, slot)
+        if own:
+            return trip_loop(start, stop, body, id(s.var), parts)
         return serial_loop(start, stop, body, id(s.var), parts)
 
     def store(self, s: Store, scope: Scope) -> Exec:
@@ -108,22 +127,32 @@ class KernelExecutor:
         access = self.access(buf, s.index, scope, shared, "store")
         value = self.expr(s.value, scope, shared)
         bid, proven = id(buf), id(s) in self.plan.proven
+        watch = gpu.watch_store(scope, access, bid, buf.name, buf.size, where)
 
         def run(f: Frame) -> None:
             f.memo.clear()
             access.write(f, f.views[bid], value(f), proven)
-        return run
+
+        def watched(f: Frame) -> None:
+            assert watch is not None
+            f.memo.clear()
+            stored, memory = value(f), f.views[bid]
+            watch(f, stored, memory)
+            access.write(f, memory, stored, proven)
+        return run if watch is None else watched
 
     def local(self, s: Local, scope: Scope) -> Exec:
-        buf = s.buffer
-        body = self.block(s.body, scope.with_local(buf))
-        bid, size, dtype, level = id(buf), buf.size, buf.dtype, scope.level
+        buf, where = s.buffer, self.where
+        body = self.block(s.body, scope.with_local(buf, gpu.local_scope(s, scope, where)))
+        bid, size, dtype, level, shared = id(buf), buf.size, buf.dtype, scope.level, s.scope == "shared"
         slot = self.slot(("local", bid))
 
         def run(f: Frame) -> None:  # filled with poison (NaN for floats): reading it before writing shows
             lanes = tuple(f.lanes)
             rows = math.prod(lanes)
             f.views[bid] = np.full(rows * size * dtype.itemsize, POISON, np.uint8).view(dtype)
+            if shared:
+                gpu.allocate_shared(s, f, rows, where)
             if level:
                 hit = f.cache.get(slot)
                 if hit is None or hit[0] != lanes:
@@ -139,8 +168,10 @@ class KernelExecutor:
         buffers = [a.buffer for a in s.args if isinstance(a, Ref)]
         for buf in buffers:
             self.check_buffer(buf, scope)
-        check_signature(s.intrinsic, refs, [b.dtype for b in buffers], self.where)
         values = self.exprs([a.offset if isinstance(a, Ref) else a for a in s.args], scope)
+        if isinstance(s.intrinsic, WarpMMA):
+            return gpu.warp_mma(s, scope, values, self.where)
+        check_signature(s.intrinsic, refs, [b.dtype for b in buffers], self.where)
         lanes = [id(b) if scope.locals.get(id(b), 0) > 0 else None for b in buffers]
         where, intrinsic = self.where, s.intrinsic
 
@@ -166,7 +197,7 @@ class KernelExecutor:
                 call(f, args, rows)
                 return
             mask = np.ones((), bool) if f.mask is None else f.mask
-            every = (*f.lanes, *(1,) * (f.rank - len(f.lanes)))  # each iteration calls it, varying or not
+            every = f.lane_shape()  # each iteration calls it, varying or not
             given = [np.shape(x) for x in [*args, *rows] if x is not None]
             shape = np.broadcast_shapes(every, *given, mask.shape)
             running = np.broadcast_to(mask, shape)
@@ -217,10 +248,17 @@ class KernelExecutor:
             self.check_buffer(e.buffer, scope)
             access = self.access(e.buffer, e.index, scope, shared, "load")
             bid = id(e.buffer)
+            watch = gpu.shared_load(scope, access, bid)
 
             def load(f: Frame) -> Any:
                 return access.read(f, f.views[bid])
-            return memoized(load) if id(e) in shared else load
+
+            def watched(f: Frame) -> Any:
+                assert watch is not None
+                watch(f)
+                return access.read(f, f.views[bid])
+            fn: Fn = load if watch is None else watched
+            return memoized(fn) if id(e) in shared else fn
         if isinstance(e, Call):
             fn = _apply(call_function(e, self.where), [self.expr(a, scope, shared) for a in e.args])
             uses = free_vars(e)

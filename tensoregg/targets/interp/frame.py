@@ -29,7 +29,9 @@ class Frame:
     vectorized loops (``lanes``, outermost first), the lanes that run (``mask``: None for all; its
     generation ``mask_gen``), buffer memory (``views``: flat arrays by buffer id; ``rows``: a local's
     per-lane row), per-node caches and per-statement memos; ``rank`` is the number of lane axes of
-    every value that varies over lanes."""
+    every value that varies over lanes. A GPU kernel also counts the barriers passed (``barriers``),
+    numbers each block's epoch by the last it passed (``epochs``, by block) and keeps who accessed
+    what (``races``, by buffer id)."""
 
     def __init__(self, views: dict[int, np.ndarray], rank: int) -> None:
         self.rank = rank
@@ -43,6 +45,13 @@ class Frame:
         self.rows: dict[int, Any] = {}
         self.cache: dict[object, Any] = {}
         self.memo: dict[int, Any] = {}
+        self.barriers = 0
+        self.epochs = np.zeros(0, np.int64)
+        self.races: dict[int, Any] = {}
+
+    def lane_shape(self) -> tuple[int, ...]:
+        """The shape of a value that varies over every active lane (1 on the axes of no active loop)."""
+        return (*self.lanes, *(1,) * (self.rank - len(self.lanes)))
 
     def generation(self) -> int:
         self.tick += 1

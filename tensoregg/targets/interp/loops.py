@@ -1,8 +1,8 @@
 """How loops run: in order in Python (``serial_loop``), or vectorized, their variable an index
 array along a lane axis of its own (``vector_loop``; a fused loop over its whole range with each part
 along an axis of its own, ``split_loop``). A loop whose bounds differ between lanes runs over their
-union with a mask of the lanes in range. Binding a lane variable to another array starts a new lane
-epoch (``frame``)."""
+union with a mask of the lanes in range; in a GPU thread, such a loop runs each lane's own iterations
+(``trip_loop``). Binding a lane variable to another array starts a new lane epoch (``frame``)."""
 
 from __future__ import annotations
 
@@ -151,4 +151,22 @@ def split_loop(body: Exec, vid: int, parts: list[int], extents: list[int], level
         f.lanes.extend(extents)
         body(f)
         del f.lanes[-len(extents):]
+    return run
+
+
+def trip_loop(start: Fn, stop: Fn, body: Exec, vid: int, parts: Parts) -> Exec:
+    """A GPU thread's own loop, whose bounds may differ between the lanes: iteration ``j`` binds
+    ``start + j`` (an array over the lanes) and runs the lanes where that is below ``stop``, so each
+    lane makes its own trip count of iterations (a guard of 0 or 1 iterations costs one)."""
+    def run(f: Frame) -> None:
+        a, b = start(f), stop(f)
+        outer, outer_gen = f.mask, f.mask_gen
+        trips = np.maximum(np.subtract(b, a), 0)
+        live = _running(trips, outer)
+        for j in range(int(live.max()) if live.size else 0):
+            mask = trips > j
+            f.mask, f.mask_gen = (mask if outer is None else mask & outer), f.generation()
+            _bind(f.values, vid, a + np.int64(j), parts)
+            body(f)
+        f.mask, f.mask_gen = outer, outer_gen
     return run

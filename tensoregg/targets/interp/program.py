@@ -18,7 +18,7 @@ from tensoregg.ir.compute import Buffer
 from tensoregg.ir.graph import Graph
 from tensoregg.ir.lower import Chooser
 from tensoregg.ir.memory_plan import POISON, Place
-from tensoregg.ir.program import collect_outputs, lower_graph
+from tensoregg.ir.program import LoopProgram, collect_outputs, lower_graph
 from tensoregg.ir.target import Target
 from tensoregg.targets.interp.executor import KernelExecutor
 
@@ -29,11 +29,13 @@ CONSTANT_PLACES = ("input", "weights")
 class InterpProgram:
     """``graph`` lowered to its loop program (``lower_graph``: a contraction tiled as its node's
     schedule says, as another target's extraction chose it, else as ``choose`` picks, else untiled)
-    and run by the interpreter (see the module docstring)."""
+    and run by the interpreter (see the module docstring); or ``program``, a loop program of
+    ``graph`` that another target lowered and scheduled (a GPU's, to emulate it)."""
 
-    def __init__(self, graph: Graph, target: Target | None = None, *, choose: Chooser | None = None) -> None:
+    def __init__(self, graph: Graph, target: Target | None = None, *, choose: Chooser | None = None,
+                 program: LoopProgram | None = None) -> None:
         self.graph, self.target = graph, target
-        self.program = lower_graph(graph, target="interp", choose=choose)
+        self.program = program or lower_graph(graph, target="interp", choose=choose)
         plan = self.program.plan
         self.kernels: list[KernelExecutor | None] = []
         for k, (node, low) in enumerate(zip(graph.nodes, self.program.lowered)):

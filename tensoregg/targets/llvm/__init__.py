@@ -5,15 +5,16 @@ load when a model is compiled, or ``NativeModel`` is imported)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from tensoregg.targets import Target, register_target
+from tensoregg.targets import Program, Target, register_target
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from tensoregg.ir import Graph
     from tensoregg.ir.schedules import GemmProblem, Schedule
+    from tensoregg.runtime.artifact import TargetCode
     from tensoregg.targets.llvm.model import NativeModel
 
 
@@ -29,6 +30,12 @@ def _build(graph: Graph, target: Target) -> NativeModel:
     return NativeModel(graph, target=target)
 
 
+def _save(program: Program) -> TargetCode:
+    from tensoregg.targets.llvm.export import save_native
+
+    return save_native(cast("NativeModel", program))  # what _build made
+
+
 def gemm_schedule_templates(problems: Sequence[GemmProblem], target: Target,
                ) -> Sequence[Sequence[tuple[Schedule, float]]]:
     """The GEMM schedules of ``problems`` on ``target`` with their predicted seconds
@@ -40,7 +47,8 @@ def gemm_schedule_templates(problems: Sequence[GemmProblem], target: Target,
 
 
 register_target("llvm", summary="native code for this CPU (x86-64, its vector width) through llvmlite, "
-                "multi-threaded", describe=_describe, build=_build, schedules=gemm_schedule_templates)
+                "multi-threaded", describe=_describe, build=_build, schedules=gemm_schedule_templates,
+                save=_save)
 
 
 def __getattr__(name: str) -> Any:

@@ -31,6 +31,7 @@ from tensoregg.ir.compute import BOOL, Buffer, Call, Const, Expr, Load, Reduce, 
 from tensoregg.ir.compute.expr import BOUND, is_float
 from tensoregg.ir.intrinsics import MicroKernel, PanelRuns, PanelTranspose
 from tensoregg.ir.loops import For, Invoke, Kernel, Local, Ref, Stmt, Store
+from tensoregg.runtime.native import FAULT
 from tensoregg.targets.llvm.formats import (
     SmallFloat,
     SmallInt,
@@ -57,13 +58,12 @@ FAST = ("contract",)
 EXACT = {"max", "min", "abs", "floor", "ceil", "round"}
 """Float calls whose result is a value of the operands' dtype (no rounding to do for ml_dtypes' floats)."""
 FLOAT_BITS = {"half": 16, "float": 32, "double": 64}
-FAULT = "tensoregg_fault"
-"""The i64 global a kernel sets to 1 when a ``bound`` index is out of range (``model.emit_model``
-has the entry point replace it with the faulting node's position + 2 and return)."""
 
 
 def fault_flag(module: ir.Module) -> ir.GlobalVariable:
-    """The module's ``FAULT`` global (0 until a fault), defined on first use."""
+    """The module's ``FAULT`` global (0 until a fault), defined on first use: a kernel sets it to 1
+    when a ``bound`` index is out of range, and ``model.emit_model`` has the entry point replace that
+    with the faulting node's position + 2 and return."""
     found = module.globals.get(FAULT)
     if found is not None:
         return found

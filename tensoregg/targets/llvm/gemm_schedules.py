@@ -134,9 +134,12 @@ def hardware(target: Target) -> dict[str, int]:
 
 
 def premises_hold(problem: GemmProblem, schedule: Schedule, target: Target) -> bool:
-    """Whether ``schedule`` passes the premises of ``tensorize-gemm`` (Untiled always does)."""
+    """Whether ``schedule`` passes the premises of ``tensorize-gemm`` (Untiled always does, another
+    target's template never)."""
     if isinstance(schedule, Untiled):
         return True
+    if not isinstance(schedule, GemmSchedule):
+        return False
     s = schedule
     return all(a <= b for a, b in _premises(operator.floordiv, problem.m, problem.n, problem.k,
                                             s.ukernel.mr, s.ukernel.nr, s.mc, s.nc, s.kc, s.split_m,

@@ -8,9 +8,9 @@ of the static memory plan (``tensoregg.ir.memory_plan``). Graph outputs are writ
 the caller's arrays.
 
 A kernel that finds an index out of range (``bound``) sets the global ``tensoregg_fault``; the entry
-point, after that kernel, stores the node's position + 2 there and returns, and ``run`` raises
-``IndexOutOfRange`` naming the node (the flag is the model's: runs of one model in several Python
-threads at once may see each other's fault).
+point, after that kernel, stores the node's position + 2 there and returns, and the run raises
+``IndexOutOfRange`` naming the node (``NativeExecutor.check_fault``; the flag is the model's: runs
+of one model in several Python threads at once may see each other's fault).
 
 In guard mode (``run_guarded``) every buffer is surrounded by poisoned bytes (0xFF: NaN for floats)
 that are checked after each kernel; kernels then run one by one, so a violation names the node at
@@ -23,7 +23,6 @@ import ctypes
 import os
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -31,22 +30,24 @@ from pathlib import Path
 import llvmlite.ir as ir
 import numpy as np
 
-from tensoregg.errors import CompileError, GuardViolation, IndexOutOfRange
-from tensoregg.ir.graph import Graph, Node
+from tensoregg.errors import CompileError, GuardViolation
+from tensoregg.ir.graph import Graph
 from tensoregg.ir.loops import bounds_checked
 from tensoregg.ir.lower import Chooser
 from tensoregg.ir.memory_plan import POISON, MemoryPlan, Place, align
 from tensoregg.ir.program import LoopProgram, canonical_text, collect_outputs, lower_graph
 from tensoregg.ir.schedules import GemmSchedule
-from tensoregg.runtime.memory import ALIGN, aligned_empty, huge_zeros
-from tensoregg.runtime.threads import available_cpus, thread_count
+from tensoregg.runtime.memory import ALIGN, aligned_empty
+from tensoregg.runtime.native import FAULT, NativeExecutor
+from tensoregg.runtime.signature import specs
 from tensoregg.targets import Target
-from tensoregg.targets.llvm.codegen import FAULT, emit_kernel, fault_flag
+from tensoregg.targets.llvm.capi import HEADER, glue_source
+from tensoregg.targets.llvm.codegen import emit_kernel, fault_flag
 from tensoregg.targets.llvm.gemm_schedules import choose_gemm_schedule
 from tensoregg.targets.llvm.host import host_target
 from tensoregg.targets.llvm.irtypes import I8, I64, PTR
 from tensoregg.targets.llvm.jit import JitModule, emit_object, host_cpu, missing_features
-from tensoregg.targets.llvm.team import NativeTeam
+from tensoregg.targets.llvm.team import emit_team, jit_functions
 
 PARALLEL_MIN_WORK = 1 << 22
 """Models that execute fewer stores than this run on one thread: handing a run to the thread team
@@ -88,18 +89,17 @@ class NativeModel:
         self.jit = JitModule(self.module, self.target.cpu, self.target.features)
         self._kernels = [self._cfunc(name, len(low.kernel.params))
                          for name, low in zip(self.kernel_names, self.lowered)]
-        self._entry_address = self.jit.address("model")
-        self._entry = self._cfunc("model", 4)
         self._barrier = np.zeros(2, np.int64)
-        self._work = huge_zeros(self.plan.work_size)
-        self._addresses = (self.plan.weights_address, self._work.ctypes.data, self._barrier.ctypes.data)
-        """Weights, workspace and barrier: fixed for the model's life, looked up once (a ``.ctypes``
-        lookup costs about 1 us, a few % of a 0.2 ms run)."""
-        self._fault = (ctypes.c_int64.from_address(self.jit.global_address(FAULT))
-                       if FAULT in self.module.globals else None)
-        """The fault flag (see the module docstring), where a kernel bounds an index."""
-        self._work_lock = threading.Lock()
-        self._team = NativeTeam(len(available_cpus()))
+        g = graph
+        self.executor = NativeExecutor(
+            self.jit.address("model"), jit_functions(), self.plan.weights_blob[self.plan.weights_base:],
+            self.plan.work_size, inputs=specs(g, g.inputs), outputs=specs(g, g.outputs),
+            slots={n: p.at for n, p in self.plan.places.items() if p.kind == "output"},
+            constants={n: g.initializers[n] for n in g.outputs if n in g.initializers},
+            parallel=self.work >= PARALLEL_MIN_WORK, owner=self.jit,
+            fault=self.jit.global_address(FAULT) if FAULT in self.module.globals else 0,
+            nodes=[f"{n.op} {n.label}" for n in g.nodes])
+        """Runs the model's entry point (``run``)."""
 
     def _cfunc(self, name: str, n: int) -> Callable[..., None]:
         signature = [ctypes.c_void_p] * n + [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
@@ -107,27 +107,34 @@ class NativeModel:
 
     @property
     def num_threads(self) -> int:
-        """Threads each run uses (default: every CPU this process may use; ``thread_count`` checks a
-        new value). Set during a run in another thread, it waits for that run to end."""
-        return self._team.size
+        """Threads each run uses (default: every CPU this process may use)."""
+        return self.executor.num_threads
 
     @num_threads.setter
     def num_threads(self, n: int) -> None:
-        self._team.resize(thread_count(n))
+        self.executor.num_threads = n
 
     # ---- artifacts --------------------------------------------------------------------------------
 
     def write_shared_library(self, path: str | os.PathLike[str]) -> Path:
-        """The model's code as a shared library at ``path`` (position-independent object linked with
-        ``cc -shared``): it exports ``model`` and the kernels (``kernel_names``, one per node) with
-        the signatures above and needs only libc and libm. Weights and the workspace size are not in it."""
+        """The model's code as a shared library at ``path`` (position-independent objects linked with
+        ``cc -shared``; it needs only libc and libm). It exports ``model`` and the kernels
+        (``kernel_names``, one per node) with the signatures above, the thread team's functions
+        (``tensoregg.runtime.team``) and the C API of ``capi.HEADER``. Weights are not in it."""
         path = Path(path)
+        team = ir.Module("tensoregg_team")
+        emit_team(team)
+        ex = self.executor
         with tempfile.TemporaryDirectory() as tmp:
-            obj = Path(tmp) / "model.o"
-            obj.write_bytes(emit_object(self.module, self.target.cpu, self.target.features))
+            root = Path(tmp)
+            for name, module in (("model.o", self.module), ("team.o", team)):
+                (root / name).write_bytes(emit_object(module, self.target.cpu, self.target.features))
+            (root / "tensoregg.h").write_text(HEADER)
+            (root / "capi.c").write_text(glue_source(ex.inputs, ex.outputs, ex.slots, ex.constants,
+                                                     ex.work_size, ex.weights.nbytes))
             cc = os.environ.get("CC", "cc")
-            done = subprocess.run([cc, "-shared", "-o", str(path), str(obj), "-lm"],
-                                  capture_output=True, text=True)
+            done = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-std=c11", "-o", str(path), "model.o",
+                                   "team.o", "capi.c", "-lm"], capture_output=True, text=True, cwd=root)
         if done.returncode:
             raise CompileError(f"linking {path} with {cc} failed: {done.stderr.strip()}")
         return path
@@ -138,39 +145,7 @@ class NativeModel:
         """Run on ``feeds`` (already checked against the graph's input types)."""
         if self.guard:
             return self.run_guarded(feeds, self.guard)
-        g, plan = self.graph, self.plan
-        inputs = [np.ascontiguousarray(feeds[n]) for n in g.inputs]
-        produced = {n: np.empty(g.types[n].shape, g.types[n].dtype) for n, p in plan.places.items()
-                    if p.kind == "output"}
-        weights, work_address, barrier = self._addresses
-        own = self._work_lock.acquire(blocking=False)  # the model's own workspace (pages stay mapped),
-        work = self._work if own else aligned_empty(plan.work_size)  # unless another thread's run has it
-        in_table = (ctypes.c_void_p * max(len(inputs), 1))(*[a.ctypes.data for a in inputs])
-        outs = [produced.get(n) for n in g.outputs]
-        out_table = (ctypes.c_void_p * max(len(outs), 1))(*[0 if a is None else a.ctypes.data for a in outs])
-        args = (in_table, out_table, weights, work_address if own else work.ctypes.data)
-        try:
-            if self.work < PARALLEL_MIN_WORK or self._team.size == 1:
-                self._entry(*args, 0, 1, barrier)
-            else:
-                tables = [ctypes.addressof(in_table), ctypes.addressof(out_table)]
-                self._team.run(self._entry_address, [*tables, *args[2:]], barrier)
-        finally:
-            if own:
-                self._work_lock.release()
-        if self._fault is not None and self._fault.value:
-            self._raise_fault(None)
-        return collect_outputs(self.graph, produced, feeds)
-
-    def _raise_fault(self, node: Node | None) -> None:
-        """Clear the fault flag and raise IndexOutOfRange naming ``node`` (default: the node the
-        entry point recorded)."""
-        assert self._fault is not None
-        code, self._fault.value = self._fault.value, 0
-        if node is None:
-            node = self.graph.nodes[code - 2] if 2 <= code < len(self.graph.nodes) + 2 else None
-        where = f"{node.op} node {node.label!r}" if node is not None else "a node"
-        raise IndexOutOfRange(f"{where}: an index is out of range for the axis it indexes")
+        return self.executor.run(feeds)
 
     def profile(self, feeds: Mapping[str, np.ndarray], repeat: int = 5) -> list[tuple[str, float]]:
         """(``op node-label``, median seconds) per node, running kernels one by one on one thread."""
@@ -193,8 +168,7 @@ class NativeModel:
                 start = time.perf_counter()
                 kernel(*args, 0, 1, barrier)
                 times[k].append(time.perf_counter() - start)
-                if self._fault is not None and self._fault.value:
-                    self._raise_fault(g.nodes[k])
+                self.executor.check_fault(k)
         return [(f"{n.op} {n.label}", float(np.median(t))) for n, t in zip(g.nodes, times)]
 
 
@@ -237,8 +211,7 @@ class NativeModel:
                 work[p.at - pad:p.at] = POISON                     # that shared these bytes
                 work[p.at + p.nbytes:p.at + p.nbytes + pad] = POISON
             kernel(*[plan.address(p, io, work_at) for p in places], 0, 1, self._barrier.ctypes.data)
-            if self._fault is not None and self._fault.value:
-                self._raise_fault(node)
+            self.executor.check_fault(k)
             where = f"{node.op} node {node.label!r}"
             _check_guards(where, arenas, work, pad,
                           [(p, b.name) for p, b in zip(places, low.kernel.params) if p.kind == "work"])

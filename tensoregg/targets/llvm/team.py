@@ -1,36 +1,22 @@
-"""A team of threads that run a model's entry point together, handed work in native code.
+"""The native functions of the thread team (``tensoregg.runtime.team``), generated as LLVM IR.
 
-Handing a run to Python threads costs two ``threading.Barrier`` waits and GIL handoffs, about 0.1 ms:
-as much as a whole small model. Here the workers live in native code: each is a Python thread (pinned
-to its CPU, see ``tensoregg.runtime.threads``) that calls ``tensoregg_team_worker`` once and stays
-in it, with the GIL released, waiting for the next run. A run is one native call by the caller,
-``tensoregg_team_run``: it publishes the job, runs thread 0's share and waits until every worker has
-run its share. Workers wait by spinning (``pause``) for about ``SPIN`` polls after a run, then by
-sleeping ``IDLE_US`` microseconds between polls, so an idle team costs almost no CPU and back-to-back
-runs start at once.
-
-The team's state is one array of i64 (``State``): generation, finished workers, stop flag, the
-entry's address, its four pointer arguments, the thread count and the barrier the entry uses.
+Workers wait by spinning (``pause``) for about ``SPIN`` polls after a run, then by sleeping
+``IDLE_US`` microseconds between polls, so an idle team costs almost no CPU and back-to-back runs
+start at once. ``emit_team`` adds both functions to a module: JIT-compiled once per process for
+compiled models (``NativeTeam``), and linked into a saved artifact's shared library.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import threading
-import weakref
-from collections.abc import Callable, Sequence
 
 import llvmlite.ir as ir
-import numpy as np
 
-from tensoregg.runtime.threads import available_cpus, pin
+from tensoregg.runtime.team import ARGS, BARRIER, DONE, ENTRY, GENERATION, STOP, THREADS, Team, TeamFunctions
 from tensoregg.targets.llvm.irtypes import I32, I64, PTR, VOID, declare
 from tensoregg.targets.llvm.jit import JitModule
 
-GENERATION, DONE, STOP, ENTRY, ARGS, THREADS, BARRIER = 0, 1, 2, 3, 4, 8, 9
-STATE_SIZE = 10
 SPIN = 200_000
 """Polls (``pause`` each, ~50 ns) a worker spins before it starts sleeping between polls."""
 IDLE_US = 200
@@ -123,81 +109,24 @@ class _Emitter:
         b.ret_void()
 
 
-@functools.cache
-def _functions() -> tuple[JitModule, Callable[[int, int], None], Callable[[int], None]]:
-    """The team's native functions, compiled once per process (they outlive every team)."""
-    module = ir.Module("tensoregg_team")
+def emit_team(module: ir.Module) -> None:
+    """Add ``tensoregg_team_worker`` and ``tensoregg_team_run`` (``TeamFunctions``) to ``module``."""
     emitter = _Emitter(module)
     emitter.worker()
     emitter.runner()
+
+
+@functools.cache
+def jit_functions() -> TeamFunctions:
+    """The team's native functions, JIT-compiled once per process (they outlive every team)."""
+    module = ir.Module("tensoregg_team")
+    emit_team(module)
     jit = JitModule(module)
     worker = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(jit.address("tensoregg_team_worker"))
     run = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(jit.address("tensoregg_team_run"))
-    return jit, worker, run
+    return TeamFunctions(worker, run, jit)
 
 
-def _stop(state: np.ndarray) -> None:
-    state[STOP] = 1
-
-
-class NativeTeam:
-    """``run(entry, args, barrier)`` runs the entry point on ``size`` threads (ids 0..size-1; the
-    caller is thread 0) and returns when all are done. Workers start on the first run and stop when
-    the team is resized, closed or garbage-collected; a resize or close waits for a run in progress
-    (stopping its workers under it would leave the caller waiting for them forever)."""
-
-    def __init__(self, size: int) -> None:
-        self._lock = threading.Lock()
-        self._fresh(size)
-
-    def _fresh(self, size: int) -> None:
-        """New state for ``size`` threads, whose workers start on the next run."""
-        if size < 1:
-            raise ValueError(f"a team needs at least one thread, got {size}")
-        self.size = size
-        self._state = np.zeros(STATE_SIZE, np.int64)
-        self._started = False
-        self._finalizer = weakref.finalize(self, _stop, self._state)
-
-    def resize(self, size: int) -> None:
-        """Run on ``size`` threads from the next run on (the current workers stop)."""
-        with self._lock:
-            if size != self.size and not self._state[STOP]:
-                self._finalizer()
-                self._fresh(size)
-
-    def _start(self) -> None:
-        _, worker, _ = _functions()
-        cpus, state = available_cpus(), self._state
-
-        def work(tid: int) -> None:  # holds ``state``: it outlives the team while the worker runs
-            pin(cpus, tid)
-            worker(state.ctypes.data, tid)
-        for tid in range(1, self.size):
-            threading.Thread(target=work, args=(tid,), daemon=True, name=f"tensoregg-worker-{tid}").start()
-        self._started = True
-
-    def run(self, entry: int, args: Sequence[int], barrier: int) -> None:
-        """Run the native function at ``entry`` (the model entry signature) with the four pointer
-        ``args`` on every thread."""
-        with self._lock:
-            if self._state[STOP]:
-                raise RuntimeError("the thread team is closed")
-            if not self._started and self.size > 1:
-                self._start()
-            state = self._state
-            state[ENTRY], state[ARGS:ARGS + 4] = entry, args
-            state[THREADS], state[BARRIER] = self.size, barrier
-            mask = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") and self.size > 1 else None
-            try:
-                if mask is not None:
-                    pin(available_cpus(), 0)
-                _functions()[2](state.ctypes.data)
-            finally:
-                if mask is not None:
-                    os.sched_setaffinity(0, mask)
-
-    def close(self) -> None:
-        """Stop the workers (the team cannot run again)."""
-        with self._lock:
-            self._finalizer()
+def NativeTeam(size: int) -> Team:  # noqa: N802  (a team, built like a class)
+    """A team of ``size`` threads on the JIT-compiled team functions."""
+    return Team(size, jit_functions())

@@ -1,0 +1,135 @@
+"""The GPU GEMM template: a contraction (MatMul, Gemm, Conv as an implicit GEMM, their fused forms)
+in shared-memory tiles. Each block computes a ``bm`` x ``bn`` tile of one batch's C; its
+``(bm / tm) * (bn / tn)`` threads each hold a ``tm`` x ``tn`` tile of accumulators in registers::
+
+    for k0 in 0..K step bk:
+      the block copies A[i0:i0+bm, k0:k0+bk] (k-major) and B[k0:k0+bk, j0:j0+bn] into shared memory,
+        consecutive threads reading consecutive k of A and consecutive n of B (coalesced where the
+        operand is contiguous there: a Conv's weights along k, its pixels along n); outside the
+        matrices they store 0
+      barrier
+      for kk in 0..bk: acc[r, s] += As[kk, ty*tm + r] * Bs[kk, tx*tn + s]   (r < tm, s < tn)
+      barrier
+    the epilogue (bias, activation, residual...) on each accumulator inside C, stored
+
+Every output element is summed over k in order, as the untiled form sums it. The parameters a GPU
+admits (``templates``: threads, shared memory and registers within its limits, the copies an exact
+number of rounds) are priced by ``cost``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from tensoregg.ir.compute import Buffer, Load, call, const, fresh, select
+from tensoregg.ir.compute.expr import all_true, idx, in_range
+from tensoregg.ir.contraction import Contraction
+from tensoregg.ir.loops import Barrier, For, Local, Stmt, Store, flat
+from tensoregg.targets.cuda.machines import Gpu
+
+F32 = np.dtype(np.float32)
+
+
+@dataclass(frozen=True)
+class SharedTiles:
+    """The template above with its parameters (a :class:`tensoregg.ir.schedules.Template`)."""
+
+    bm: int
+    bn: int
+    bk: int
+    tm: int
+    tn: int
+
+    @property
+    def threads(self) -> int:
+        return (self.bm // self.tm) * (self.bn // self.tn)
+
+    @property
+    def shared_bytes(self) -> int:
+        return (self.bm + self.bn) * self.bk * 4
+
+    @property
+    def registers(self) -> int:
+        """Registers a thread needs (accumulators, one A and B value per row and column, addressing)."""
+        return self.tm * self.tn + self.tm + self.tn + 24
+
+    def __str__(self) -> str:
+        return f"gpu shared tiles {self.bm}x{self.bn}x{self.bk}, {self.tm}x{self.tn} per thread"
+
+    def lower(self, c: Contraction, known: Mapping[int, np.ndarray]
+              ) -> tuple[list[Stmt], list[tuple[Buffer, np.ndarray]]]:
+        """The block loop computing ``c.out`` (no constants of its own)."""
+        if c.reduce.dtype != F32 or c.out.dtype != F32:
+            raise ValueError(f"{self}: float32 contractions only, not {c.reduce.dtype} -> {c.out.dtype}")
+        return [_lower(self, c)], []
+
+
+def _lower(t: SharedTiles, c: Contraction) -> For:
+    m, n, k = c.m, c.n, c.k
+    gm, gn = -(-m // t.bm), -(-n // t.bn)
+    block, thread = fresh("blk"), fresh("thr")
+    bi, bm_, bn_ = fresh("bb"), fresh("bmi"), fresh("bni")
+    i0, j0 = bm_ * idx(t.bm), bn_ * idx(t.bn)
+    ty, tx = call("div", thread, idx(t.bn // t.tn)), call("rem", thread, idx(t.bn // t.tn))
+    a_tile, b_tile = Buffer("As", F32, (t.bk * t.bm,)), Buffer("Bs", F32, (t.bk * t.bn,))
+    acc = Buffer("acc", F32, (t.tm * t.tn,))
+    k0 = fresh("k0")
+
+    def copy(side: str) -> For:
+        """Round l of the copy of one operand tile into shared memory."""
+        lines, width, tile = (t.bm, m, a_tile) if side == "a" else (t.bn, n, b_tile)
+        r = fresh("l")
+        e = r * idx(t.threads) + thread
+        kk, line = (call("rem", e, idx(t.bk)), call("div", e, idx(t.bk))) if side == "a" else \
+            (call("div", e, idx(t.bn)), call("rem", e, idx(t.bn)))
+        first = i0 if side == "a" else j0
+        at_line, at_k = first + line, k0 * idx(t.bk) + kk
+        inside = all_true([in_range(at_line, 0, width), in_range(at_k, 0, k)])
+        safe_line, safe_k = call("min", at_line, idx(width - 1)), call("min", at_k, idx(k - 1))
+        value = c.a(bi, safe_line, safe_k) if side == "a" else c.b(bi, safe_k, safe_line)
+        store = Store(tile, (kk * idx(lines) + line,), select(inside, value, const(0.0, F32)))
+        return For(r, idx(0), idx(lines * t.bk // t.threads), [store])
+
+    kk, r, s = fresh("kk"), fresh("r"), fresh("s")
+    a_val = Load(a_tile, (kk * idx(t.bm) + ty * idx(t.tm) + r,))
+    b_val = Load(b_tile, (kk * idx(t.bn) + tx * idx(t.tn) + s,))
+    at = (r * idx(t.tn) + s,)
+    fma = Store(acc, at, Load(acc, at) + a_val * b_val, contract=True)
+    step = For(kk, idx(0), idx(t.bk), [For(r, idx(0), idx(t.tm), [For(s, idx(0), idx(t.tn), [fma])])])
+    main = For(k0, idx(0), idx(-(-k // t.bk)), [copy("a"), copy("b"), Barrier(), step, Barrier()])
+
+    z = fresh("z")
+    init = For(z, idx(0), idx(t.tm * t.tn), [Store(acc, (z,), const(0.0, F32))])
+    er, es, g = fresh("er"), fresh("es"), fresh("g")
+    i, j = i0 + ty * idx(t.tm) + er, j0 + tx * idx(t.tn) + es
+    out_at = flat(c.out, bi * idx(m * n) + i * idx(n) + j)
+    result = Store(c.out, out_at, c.epilogue(bi, i, j, Load(acc, (er * idx(t.tn) + es,))))
+    inside = all_true([call("lt", i, idx(m)), call("lt", j, idx(n))])
+    guard = For(g, idx(0), select(inside, idx(1), idx(0)), [result])  # constant tile loops: acc in registers
+    epilogue = For(er, idx(0), idx(t.tm), [For(es, idx(0), idx(t.tn), [guard])])
+
+    threads = For(thread, idx(0), idx(t.threads), [Local(acc, [init, main, epilogue])], "thread")
+    shared = Local(a_tile, [Local(b_tile, [threads], "shared")], "shared")
+    return For(block, idx(0), idx(c.batch * gm * gn), [shared], "block",
+               ((bi, c.batch), (bm_, gm), (bn_, gn)))
+
+
+CANDIDATES = [SharedTiles(bm, bn, bk, tm, tn) for bm in (16, 32, 64, 128) for bn in (16, 32, 64, 128)
+              for bk in (8, 16) for tm in (1, 2, 4, 8) for tn in (1, 2, 4, 8)]
+
+
+def templates(gpu: Gpu) -> list[SharedTiles]:
+    """The parameters ``gpu`` admits: 64 to 256 threads in whole warps, tiles at least 2 x 2 per
+    thread, shared memory within a block's static limit, registers within a thread's, each copy an
+    exact number of rounds."""
+    def legal(t: SharedTiles) -> bool:
+        return (t.bm % t.tm == 0 and t.bn % t.tn == 0
+                and 64 <= t.threads <= min(256, gpu.threads_per_block)
+                and t.threads % gpu.warp_size == 0 and t.tm * t.tn >= 4
+                and t.shared_bytes <= gpu.shared_per_block and t.registers <= gpu.registers_per_thread
+                and (t.bm * t.bk) % t.threads == 0 and (t.bn * t.bk) % t.threads == 0)
+    return [t for t in CANDIDATES if legal(t)]
+

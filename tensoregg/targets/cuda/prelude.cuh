@@ -1,0 +1,29 @@
+// What every module tensoregg writes for the cuda target starts with (targets/cuda/codegen.py).
+#ifdef __CUDA_ARCH__
+__device__ __forceinline__ float te_h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ unsigned short te_f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ unsigned short te_d2h(double d) { unsigned short h; asm("cvt.rn.f16.f64 %0, %1;" : "=h"(h) : "d"(d)); return h; }
+__device__ __forceinline__ unsigned short te_f2b(float f) { unsigned short b; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(f)); return b; }
+__device__ __forceinline__ unsigned short te_d2b(double d) { unsigned short b; asm("cvt.rn.bf16.f64 %0, %1;" : "=h"(b) : "d"(d)); return b; }
+#endif
+__device__ __forceinline__ float te_b2f(unsigned short b) { return __uint_as_float((unsigned int)b << 16); }
+__device__ __forceinline__ float te_rh(float x) { return te_h2f(te_f2h(x)); }
+__device__ __forceinline__ float te_rb(float x) { return te_b2f(te_f2b(x)); }
+template <class T> __device__ __forceinline__ T te_max(T a, T b) { return (a > b || a != a) ? a : b; }
+template <class T> __device__ __forceinline__ T te_min(T a, T b) { return (a < b || a != a) ? a : b; }
+template <class T> __device__ __forceinline__ T te_div(T a, T d) { return d == 0 ? (T)0 : d == (T)-1 ? (T)(0 - (unsigned long long)a) : (T)(a / d); }
+template <class T> __device__ __forceinline__ T te_rem(T a, T d) { return (d == 0 || d == (T)-1) ? (T)0 : (T)(a % d); }
+template <class T, class U> __device__ __forceinline__ T te_shl(T a, T s) { return (U)s >= 8 * sizeof(T) ? (T)0 : (T)((U)a << (U)s); }
+template <class T, class U> __device__ __forceinline__ T te_shr(T a, T s) { return (U)s >= 8 * sizeof(T) ? (T)0 : (T)((U)a >> (U)s); }
+__device__ __forceinline__ long long te_f2i(double x) {
+  if (x != x) return 0;
+  if (x >= 9223372036854775808.0) return 9223372036854775807LL;
+  if (x <= -9223372036854775808.0) return (long long)0x8000000000000000ULL;
+  return (long long)x;
+}
+__device__ __forceinline__ unsigned long long te_f2u(double x) {
+  if (x >= 18446744073709551616.0) return 0xFFFFFFFFFFFFFFFFULL;
+  if (x >= 9223372036854775808.0) return (unsigned long long)x;
+  return (unsigned long long)te_f2i(x);
+}
+template <class D, class S> __device__ __forceinline__ D te_bits(S s) { D d; memcpy(&d, &s, sizeof d); return d; }

@@ -1,0 +1,93 @@
+"""A Graph as a CUDA program: its loop program (``lower_graph(grid=True)``: contractions in the
+shared-memory tiles extraction chose, ``gemm``) with every other stage bound to a grid of blocks and
+threads (``schedule``), written as CUDA C (``codegen``) and compiled by
+NVRTC for the GPU's architecture. ``run`` executes the kernel programs in the ``interp`` target's
+emulation when ``TENSOREGG_CUDA_EMULATE=1`` is set (on any machine), on the device otherwise."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from tensoregg.errors import CompileError
+from tensoregg.ir.graph import Graph
+from tensoregg.ir.loops import For, Kernel
+from tensoregg.ir.program import lower_graph
+from tensoregg.ir.target import Target
+from tensoregg.targets.cuda.codegen import PRELUDE, kernel_source, used_params
+from tensoregg.targets.cuda.cost import price
+from tensoregg.targets.cuda.machines import Gpu
+from tensoregg.targets.cuda.nvrtc import Cubin, compile_source, nvrtc_missing
+from tensoregg.targets.cuda.schedule import Launch, bind_threads, launches
+
+EMULATE = "TENSOREGG_CUDA_EMULATE"
+"""Set to 1: a ``cuda`` module runs its kernel programs in the emulator, not on a device."""
+
+
+def emulating() -> bool:
+    return os.environ.get(EMULATE, "") not in ("", "0")
+
+
+@dataclass
+class KernelLaunch:
+    """One launch of the program: the ``__global__`` function, its grid, and the params it takes (by
+    their index in the node kernel's params)."""
+
+    node: int
+    launch: Launch
+    params: list[int]
+
+
+class CudaProgram:
+    """``graph`` for ``gpu`` (see the module docstring). ``source`` is the CUDA C of every kernel,
+    ``cubins`` the compiled module per architecture (empty where NVRTC is absent and the program only
+    runs emulated)."""
+
+    def __init__(self, graph: Graph, target: Target, gpu: Gpu) -> None:
+        self.graph, self.target, self.gpu = graph, target, gpu
+        self.program = lower_graph(graph, target="cuda", grid=True,
+                                   choose=lambda problem: price([problem], target, gpu)[0][0][0])
+        self.launches: list[KernelLaunch] = []
+        parts = [PRELUDE.strip()]
+        for k, low in enumerate(self.program.lowered):
+            if k in self.program.skipped:
+                continue
+            low.kernel.body = [s if isinstance(s, For) and s.kind == "block" else bind_threads(s)
+                               for s in low.kernel.body]
+            parts += self._kernels(k, low.kernel)
+        self.source = "\n\n".join(parts) + "\n"
+        self.cubins: dict[str, Cubin] = {}
+        if nvrtc_missing() is None:
+            self.cubins[gpu.arch] = compile_source(self.source, gpu.arch)
+        elif not emulating():
+            raise CompileError(nvrtc_missing() or "")
+        self._emulator: object | None = None
+
+    def _kernels(self, node: int, kernel: Kernel) -> list[str]:
+        written = {id(b) for b in kernel.outputs}
+        index = {id(b): i for i, b in enumerate(kernel.params)}
+        sources = []
+        for launch in launches(kernel):
+            params = used_params(launch, kernel.params)
+            self.launches.append(KernelLaunch(node, launch, [index[id(b)] for b in params]))
+            sources.append(kernel_source(launch, params, written))
+        return sources
+
+    def compile_for(self, arch: str) -> Cubin:
+        """The program's module compiled for another architecture (checks; an artifact for several)."""
+        if arch not in self.cubins:
+            self.cubins[arch] = compile_source(self.source, arch)
+        return self.cubins[arch]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if not emulating():
+            raise CompileError(f"running on a CUDA device is not built yet; set {EMULATE}=1 to run the "
+                               "kernels in the emulator")
+        if self._emulator is None:
+            from tensoregg.targets.interp.program import InterpProgram
+
+            self._emulator = InterpProgram(self.graph, self.target, program=self.program)
+        return self._emulator.run(feeds)  # type: ignore[attr-defined]

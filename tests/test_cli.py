@@ -1,0 +1,61 @@
+"""The ``tensoregg`` command end to end: compile to an artifact (through the compile cache), run an
+artifact on given inputs, extract an artifact, clear the cache."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import tensoregg
+
+EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "tinycnn.onnx")
+
+
+def tensoregg_cli(*args, cache_dir):
+    env = {**os.environ, "TENSOREGG_CACHE_DIR": str(cache_dir)}
+    done = subprocess.run([sys.executable, "-m", "tensoregg.cli", *map(str, args)], capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_compile_run_extract_and_clear(tmp_path):
+    cache_dir, out = tmp_path / "cache", tmp_path / "tinycnn.tegg"
+    info = json.loads(tensoregg_cli("compile", EXAMPLE, "-t", "llvm", "-o", out, "--json",
+                                    cache_dir=cache_dir))
+    assert info["artifact"] == str(out) and info["bytes"] == out.stat().st_size and not info["cached"]
+    assert info["inputs"] == [{"name": "x", "dtype": "float32", "shape": [1, 3, 32, 32]}]
+    assert len(list(cache_dir.glob("*.tegg"))) == 1
+    again = json.loads(tensoregg_cli("compile", EXAMPLE, "-o", tmp_path / "again.tegg", "--json",
+                                     cache_dir=cache_dir))
+    assert again["cached"] and again["bytes"] == info["bytes"]
+
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    text = tensoregg_cli("run", out, "--input", f"x={tmp_path / 'x.npy'}", "-o", tmp_path / "outs",
+                         cache_dir=cache_dir)
+    assert text.startswith(f"loaded {out}")
+    np.testing.assert_array_equal(np.load(tmp_path / "outs" / "0.npy"), tensoregg.load(out).run(x)[0])
+
+    tensoregg_cli("extract", out, "-o", tmp_path / "files", cache_dir=cache_dir)
+    assert {p.name for p in (tmp_path / "files").iterdir()} >= {"libtensoregg_model.so", "tensoregg.h",
+                                                                 "weights.npy", "manifest.json"}
+    assert "removed 1 entries" in tensoregg_cli("cache", "clear", cache_dir=cache_dir)
+    assert not list(cache_dir.glob("*.tegg"))
+
+
+def test_run_without_the_cache_stores_nothing(tmp_path):
+    text = tensoregg_cli("run", EXAMPLE, "--no-cache", "--repeat", "1", cache_dir=tmp_path / "cache")
+    assert text.startswith("compiled") and not (tmp_path / "cache").exists()
+
+
+def test_a_corrupted_artifact_is_reported_cleanly(tmp_path):
+    bad = tmp_path / "bad.tegg"
+    bad.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip: no manifest
+    done = subprocess.run([sys.executable, "-m", "tensoregg.cli", "run", str(bad)], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "ArtifactError" in done.stderr and "manifest.json" in done.stderr
+    assert "Traceback" not in done.stderr

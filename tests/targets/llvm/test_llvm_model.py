@@ -320,8 +320,9 @@ def test_short_rows_of_element_wise_kernels_merge(spatial, row):
 
 def test_compiled_models_are_freed_and_compiles_do_not_accumulate_memory():
     """A Module (its JIT engine, weights, workspace and thread team) is freed with its last reference,
-    and repeated compiles grow RSS by at most a few times what LLVM's O3 pipeline keeps per module
-    (about 0.3 MB with llvmlite 0.50, outside tensoregg: see tensoregg.targets.llvm.jit)."""
+    and repeated compiles grow RSS by at most 10x what LLVM's O3 pipeline keeps per module (about
+    0.3 MB with llvmlite 0.50, outside tensoregg: see tensoregg.targets.llvm.jit), bounded caches
+    still warming up included."""
     example = str(Path(__file__).parents[3] / "examples" / "tinycnn.onnx")
 
     def rss():
@@ -341,4 +342,4 @@ def test_compiled_models_are_freed_and_compiles_do_not_accumulate_memory():
     before, n = rss(), 12
     for _ in range(n):
         tensoregg.compile(example, optimize=False)
-    assert (rss() - before) / n < 1.5e6
+    assert (rss() - before) / n < 3e6

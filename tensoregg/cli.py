@@ -17,7 +17,7 @@ import numpy as np
 
 import tensoregg
 from tensoregg import cache
-from tensoregg.errors import InputError, TensoreggError
+from tensoregg.errors import InputError, ParameterError, TensoreggError
 from tensoregg.ir import TensorType
 from tensoregg.runtime import Module
 from tensoregg.runtime.artifact import spec_json
@@ -37,12 +37,14 @@ def random_input(t: TensorSpec, rng: np.random.Generator) -> np.ndarray:
 
 
 def parse_shapes(items: Sequence[str]) -> dict[str, list[int]]:
+    """``--input-shape`` values (NAME=D1,D2,...) as ``input_shapes``; ParameterError for a bad one."""
     shapes = {}
     for item in items:
         name, _, dims = item.rpartition("=")
-        if not name:
-            raise SystemExit(f"--input-shape expects NAME=D1,D2,..., got {item!r}")
-        shapes[name] = [int(d) for d in dims.split(",") if d]
+        parts = [d.strip() for d in dims.split(",") if d.strip()]
+        if not name or not all(d.isdigit() for d in parts):
+            raise ParameterError(f"--input-shape expects NAME=D1,D2,... with dims ints >= 0, got {item!r}")
+        shapes[name] = [int(d) for d in parts]
     return shapes
 
 

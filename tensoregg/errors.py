@@ -39,6 +39,19 @@ class InputError(TensoreggError):
     """Wrong inputs passed to ``Module.run``: unknown name, wrong count, shape or dtype."""
 
 
+class ParameterError(TensoreggError, ValueError):
+    """A parameter of the API outside its domain (``num_threads``, ``input_shapes``...)."""
+
+
+class IndexOutOfRange(InputError, IndexError):
+    """An index read from a tensor (Gather, GatherElements, GatherND, ScatterElements, ScatterND) is
+    outside the axis it indexes: an error in ONNX, raised by ``run`` naming the node and op."""
+
+
+class ResourceError(TensoreggError, MemoryError):
+    """A tensor, constant or memory plan larger than the memory limit (``tensoregg.limits``)."""
+
+
 class CompileError(TensoreggError):
     """A compilation stage failed on a model that was otherwise valid."""
 

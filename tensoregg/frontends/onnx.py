@@ -9,15 +9,17 @@ Shape->Gather->Concat->Reshape disappear and every shape in the Graph is static.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
 import onnx
+import onnx.defs
 from google.protobuf.message import DecodeError
-from onnx import helper, numpy_helper
+from onnx import external_data_helper, helper, numpy_helper
 
-from tensoregg.errors import InvalidModel, ShapeError, UnsupportedOperator
+from tensoregg.errors import InvalidModel, ParameterError, ShapeError, UnsupportedOperator
 from tensoregg.frontends.onnx_functions import expand_functions
 from tensoregg.ir import Graph, Node, TensorType, Upgrade, get_op, run_node
 from tensoregg.ir.fold import fold_args, live_nodes
@@ -27,7 +29,9 @@ ModelLike = "str | os.PathLike[str] | bytes | onnx.ModelProto"
 
 
 def load_model(model: Any) -> onnx.ModelProto:
-    """Read a model from a path, bytes or a ModelProto (external data is loaded beside a path)."""
+    """Read a model from a path, bytes or a ModelProto. External data is read only for a path, and
+    only from files inside the model's directory (``load_external``); a model given as bytes or a
+    ModelProto that keeps tensors in external files is refused when such a tensor is read."""
     if isinstance(model, onnx.ModelProto):
         return model
     if isinstance(model, (bytes, bytearray)):
@@ -42,10 +46,49 @@ def load_model(model: Any) -> onnx.ModelProto:
         if not os.path.isfile(path):
             raise InvalidModel(f"no such model file: {path}")
         try:
-            return onnx.load(path)
+            proto = onnx.load(path, load_external_data=False)
         except (DecodeError, RuntimeError, ValueError, OSError) as e:
             raise InvalidModel(f"cannot read ONNX model {path}: {type(e).__name__}: {e}") from e
+        load_external(proto, os.path.dirname(os.path.abspath(path)))
+        return proto
     raise InvalidModel(f"expected a path, bytes or onnx.ModelProto, got {type(model).__name__}")
+
+
+def load_external(proto: onnx.ModelProto, base_dir: str) -> None:
+    """Read the external data of ``proto``'s tensors (initializers, attributes, subgraphs') from
+    files inside ``base_dir``; InvalidModel naming the tensor for a location that is absolute,
+    climbs out with ``..``, or resolves (through symlinks) outside ``base_dir``."""
+    base = os.path.realpath(base_dir)
+    for t in _tensors(proto.graph):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = _location(t)
+        target = os.path.realpath(os.path.join(base, location))
+        if (not location or os.path.isabs(location) or ".." in PurePath(location).parts
+                or os.path.commonpath([base, target]) != base):
+            raise InvalidModel(f"tensor {t.name!r}: external data location {location!r} is not a file "
+                               f"inside the model's directory {base_dir}")
+        try:
+            external_data_helper.load_external_data_for_tensor(t, base)
+        except Exception as e:  # onnx's checks (ValidationError), a missing or short file
+            raise InvalidModel(f"tensor {t.name!r}: cannot read its external data {location!r}: "
+                               f"{type(e).__name__}: {e}") from e
+
+
+def _location(t: onnx.TensorProto) -> str:
+    return {e.key: e.value for e in t.external_data}.get("location", "")
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """The tensors of ``graph``: initializers and attribute values, subgraphs' included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _tensors(g)
 
 
 def onnx_dtype(elem_type: int, where: str) -> np.dtype:
@@ -66,6 +109,11 @@ def value_type(vi: onnx.ValueInfoProto, shape_override: Sequence[int] | None) ->
     tt = vi.type.tensor_type
     dtype = onnx_dtype(tt.elem_type, where)
     if shape_override is not None:
+        declared = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if tt.HasField("shape") and (len(declared) != len(shape_override) or any(
+                d is not None and d != o for d, o in zip(declared, shape_override))):
+            raise ShapeError(f"{where}: input_shapes gives {list(shape_override)}, the model declares "
+                             f"{[d if d is not None else '?' for d in declared]}")
         return TensorType(dtype, tuple(shape_override))
     if not tt.HasField("shape"):
         raise ShapeError(f"{where} has no shape; pass input_shapes={{{vi.name!r}: [...]}}")
@@ -105,6 +153,12 @@ def attribute_value(attr: onnx.AttributeProto, where: str) -> Any:
 
 
 def tensor_value(t: onnx.TensorProto, where: str) -> np.ndarray:
+    """``t``'s value; one still in an external file (a model not given as a path) is refused: onnx
+    would read it relative to the process's current directory."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        location = _location(t)
+        raise InvalidModel(f"{where}: tensor {t.name!r} keeps its data in an external file "
+                           f"({location!r}), read only for a model given as a path")
     try:
         return np.asarray(numpy_helper.to_array(t))
     except Exception as e:
@@ -118,8 +172,41 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
     ``input_shapes`` fixes symbolic input dims; ``bind`` turns graph inputs into constants
     (for inputs that decide shapes, e.g. a Reshape target fed as an input).
     """
+    shapes = checked_input_shapes(input_shapes)
     proto = expand_functions(load_model(model))
-    return _Importer(proto, dict(input_shapes or {}), dict(bind or {})).run()
+    return _Importer(proto, shapes, dict(bind or {})).run()
+
+
+def checked_input_shapes(input_shapes: object) -> dict[str, tuple[int, ...]]:
+    """``input_shapes`` checked: None or a mapping from input name to a sequence (not a str) of
+    ints >= 0; ParameterError naming the input otherwise."""
+    if input_shapes is None:
+        return {}
+    if not isinstance(input_shapes, Mapping):
+        raise ParameterError("input_shapes must map input names to shapes, got "
+                             f"{type(input_shapes).__name__}")
+    shapes = {}
+    for name, dims in input_shapes.items():
+        if isinstance(dims, (str, bytes)) or not isinstance(dims, (Sequence, np.ndarray)):
+            raise ParameterError(f"input_shapes[{name!r}] must be a sequence of dims, got "
+                                 f"{type(dims).__name__} {dims!r}")
+        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in dims):
+            raise ParameterError(f"input_shapes[{name!r}]: every dim must be an int >= 0, got {list(dims)!r}")
+        shapes[name] = tuple(int(d) for d in dims)
+    return shapes
+
+
+def check_opsets(opsets: Mapping[str, int]) -> None:
+    """Refuse an opset version below 1, or newer than the installed onnx defines for its domain
+    (no operator of it has a known meaning): UnsupportedOperator naming the domain and version."""
+    known = onnx.defs.C.schema_version_map()
+    for domain, version in opsets.items():
+        if version < 1:
+            raise InvalidModel(f"opset_import: domain {domain or 'ai.onnx'!r} has version {version}")
+        newest = known.get(domain, (1, version))[1]
+        if version > newest:
+            raise UnsupportedOperator(f"opset_import {domain or 'ai.onnx'}", opset=version,
+                                      detail=f"newer than onnx {onnx.__version__} defines ({newest})")
 
 
 class _Importer:
@@ -143,6 +230,7 @@ class _Importer:
     def run(self) -> Graph:
         if not self.opsets:
             raise InvalidModel("model has no opset_import")
+        check_opsets(self.opsets)
         g = self.proto.graph
         if not g.output:
             raise InvalidModel("model graph has no outputs")

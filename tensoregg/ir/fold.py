@@ -8,6 +8,7 @@ import numpy as np
 
 from tensoregg.ir.graph import Graph, Node
 from tensoregg.ir.interpreter import run_node
+from tensoregg.ir.limits import FOLD_BYTES
 from tensoregg.ir.registry import OpDef, get_op
 from tensoregg.ir.types import TensorType
 
@@ -16,13 +17,17 @@ def fold_args(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
               consts: Mapping[str, np.ndarray]) -> list[np.ndarray | None] | None:
     """The arguments to evaluate ``node`` at compile time, or None if it must run at run time.
 
-    A deterministic node over constants folds; Shape/Size-like ops (``folds_on_types``) fold on
-    their input types alone, fed zero-memory placeholders.
+    A deterministic node over constants folds, unless its outputs would take more than
+    ``FOLD_BYTES`` and its inputs' bytes (it then runs at run time); Shape/Size-like ops
+    (``folds_on_types``) fold on their input types alone, fed zero-memory placeholders.
     """
     if opdef.folds_on_types:
         return [np.broadcast_to(np.zeros((), types[n].dtype), types[n].shape) if n else None
                 for n in node.inputs]
     if opdef.deterministic and all(n in consts for n in node.inputs if n):
+        made = sum(types[n].nbytes for n in node.outputs if n in types)
+        if made > max(FOLD_BYTES, sum(consts[n].nbytes for n in node.inputs if n)):
+            return None
         return [consts[n] if n else None for n in node.inputs]
     return None
 

@@ -1,7 +1,8 @@
 """The reference interpreter: runs a Graph on numpy arrays with each op's reference semantics.
 
 It is the oracle of every equivalence test, so it checks as it goes: each output must have
-exactly the dtype and shape the op's shape rule promised.
+exactly the dtype and shape the op's shape rule promised. Outputs beyond the memory limit
+(``tensoregg.ir.limits``) are refused before running the node.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tensoregg.errors import CompileError, TensoreggError
+from tensoregg.errors import CompileError, IndexOutOfRange, ResourceError, TensoreggError
 from tensoregg.ir.graph import Graph, Node
+from tensoregg.ir.limits import check_memory
 from tensoregg.ir.registry import OpDef, get_op
 from tensoregg.ir.types import TensorType
 
@@ -21,12 +23,23 @@ def run_node(opdef: OpDef, node: Node, args: list[np.ndarray | None],
     """Apply one node's reference semantics; check results against ``types`` when given."""
     if not (opdef.inputs and opdef.inputs[-1].variadic):
         args = list(args) + [None] * (len(opdef.inputs) - len(args))  # omitted trailing optionals
+    where = f"{node.op} node {node.label!r}"
+    if types is not None:
+        check_memory(sum(t.nbytes for t in types if t is not None),
+                     f"{where} (outputs {', '.join(str(t) for t in types if t is not None)})")
     try:
         result = opdef.reference(node.attrs, *args)
+    except ResourceError as e:
+        raise ResourceError(f"{where}: {e}") from e
+    except MemoryError as e:  # numpy could not allocate a temporary
+        shapes = ", ".join(str(TensorType.of(a)) for a in args if a is not None)
+        raise ResourceError(f"{where} (inputs {shapes}): out of memory: {e}") from e
     except TensoreggError:
         raise
+    except IndexError as e:  # numpy's indexing: a gathered or scattered index out of range
+        raise IndexOutOfRange(f"{where}: {e}") from e
     except Exception as e:  # a reference bug or an input the op cannot take
-        raise CompileError(f"{node.op} node {node.label!r} failed in the reference "
+        raise CompileError(f"{where} failed in the reference "
                            f"interpreter: {type(e).__name__}: {e}") from e
     outs = list(result) if isinstance(result, (tuple, list)) else [result]
     outs = [np.asarray(o) for o in outs]

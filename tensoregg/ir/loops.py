@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tensoregg.ir.compute import INDEX, Buffer, Call, Const, Expr, Var, const
+from tensoregg.ir.compute.expr import BOUND, walk
 
 
 class Stmt:
@@ -130,6 +131,17 @@ def statements(body: list[Stmt]) -> Iterator[Stmt]:
         yield s
         if isinstance(s, (For, Local)):
             yield from statements(s.body)
+
+
+def bounds_checked(kernel: Kernel) -> bool:
+    """Whether ``kernel`` computes a ``bound`` index (one that may be out of range: a fault to report)."""
+    roots: list[Expr] = []
+    for s in statements(kernel.body):
+        if isinstance(s, Store):
+            roots += [s.value, *s.index]
+        elif isinstance(s, For):
+            roots += [s.start, s.stop]
+    return any(isinstance(e, Call) and e.fn == BOUND for root in roots for e in walk(root))
 
 
 def work(body: list[Stmt]) -> int:

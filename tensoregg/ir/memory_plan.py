@@ -6,7 +6,9 @@ intermediate values and per-node scratch live in one workspace at offsets chosen
 :func:`plan_workspace`, so that values whose lifetimes do not overlap share bytes. A value may also
 be declared an alias of another (an in-place element-wise result, a reshaped view): it then lives
 where that one does, which stays allocated until the last of them is read. With ``guard``, every
-buffer is surrounded by that many free bytes (for the guard-region test mode).
+buffer is surrounded by that many free bytes (for the guard-region test mode). A plan needing more
+than the memory limit (``tensoregg.ir.limits``) is a ResourceError naming its largest value, raised
+before anything is allocated.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tensoregg.ir.graph import Graph
+from tensoregg.ir.limits import check_memory
 from tensoregg.ir.lower import LoweredNode
 from tensoregg.runtime.memory import ALIGN, huge_zeros
 
@@ -72,8 +75,8 @@ class MemoryPlan:
             if name not in places and name not in graph.initializers:
                 places.setdefault(name, Place("output", k, graph.types[name].nbytes))
         self.places = places
-        self._pack_weights()
         self._plan_work()
+        self._pack_weights()
 
     def _pack_weights(self) -> None:
         """Every constant a kernel reads, packed at aligned offsets into ``weights_blob``."""
@@ -92,6 +95,7 @@ class MemoryPlan:
                 self.constant_places[id(key)] = place
             packed.append((offset, value))
             offset += align(value.nbytes + guard) + guard
+        self._check_memory(offset)
         self.weights_blob = huge_zeros(offset + guard + 2 * ALIGN)
         if guard:
             self.weights_blob[:] = POISON
@@ -101,6 +105,22 @@ class MemoryPlan:
             flat = np.ascontiguousarray(value).view(np.uint8).reshape(-1)
             start = self.weights_base + off
             self.weights_blob[start:start + flat.size] = flat
+
+    def _check_memory(self, weights: int) -> None:
+        """ResourceError if the weights, the workspace and the graph's inputs and outputs together
+        exceed the memory limit, naming the largest value and the node that makes it."""
+        g = self.graph
+        io = sum(g.types[n].nbytes for n in {*g.inputs, *g.outputs})
+        total = weights + self.work_size + io
+        made = {out: node for node in g.nodes for out in node.outputs if out}
+        big = max((n for n in g.types if n in made or n in g.inputs), key=lambda n: g.types[n].nbytes,
+                  default=None)
+        largest = ""
+        if big is not None:
+            by = f"{made[big].op} node {made[big].label!r} output" if big in made else "graph input"
+            largest = f"; the largest value: {by} {big!r} {g.types[big]}"
+        check_memory(total, f"graph {g.name!r} (weights {weights} bytes, workspace {self.work_size} "
+                            f"bytes, inputs and outputs {io} bytes{largest})")
 
     @property
     def weights_address(self) -> int:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tensoregg.errors import ArtifactError, InputError
+from tensoregg.errors import ArtifactError, InputError, ParameterError
 from tensoregg.runtime.artifact import (
     LOADERS,
     Artifact,
@@ -21,6 +21,7 @@ from tensoregg.runtime.artifact import (
     write_artifact,
 )
 from tensoregg.runtime.signature import TensorSpec, specs
+from tensoregg.runtime.threads import thread_count
 
 if TYPE_CHECKING:  # types only: a compiled model runs without the compiler
     from tensoregg.ir import Graph, TensorType
@@ -53,14 +54,16 @@ class Module:
     @property
     def num_threads(self) -> int:
         """Threads a run uses: settable where the target's program has threads (llvm: default every
-        CPU available)."""
+        CPU available; from 1 to ``THREADS_PER_CPU`` per CPU, ``tensoregg.runtime.threads``). Set
+        while another thread runs the model, it applies from the next run."""
         return int(getattr(self.program, "num_threads", 1))
 
     @num_threads.setter
     def num_threads(self, n: int) -> None:
+        n = thread_count(n)
         if not hasattr(self.program, "num_threads"):
             if n != 1:
-                raise ValueError(f"target {self.target!r} runs on one thread")
+                raise ParameterError(f"target {self.target!r} runs on one thread")
             return
         self.program.num_threads = n
 

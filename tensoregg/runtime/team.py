@@ -49,16 +49,29 @@ def _stop(state: np.ndarray) -> None:
 class Team:
     """``run(entry, args, barrier)`` runs the entry point on ``size`` threads (ids 0..size-1; the
     caller is thread 0) and returns when all are done. Workers start on the first run and stop when
-    the team is closed or garbage-collected."""
+    the team is resized, closed or garbage-collected; a resize or close waits for a run in progress
+    (stopping its workers under it would leave the caller waiting for them forever)."""
 
     def __init__(self, size: int, functions: TeamFunctions) -> None:
+        self.functions = functions
+        self._lock = threading.Lock()
+        self._fresh(size)
+
+    def _fresh(self, size: int) -> None:
+        """New state for ``size`` threads, whose workers start on the next run."""
         if size < 1:
             raise ValueError(f"a team needs at least one thread, got {size}")
-        self.size, self.functions = size, functions
+        self.size = size
         self._state = np.zeros(STATE_SIZE, np.int64)
         self._started = False
-        self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _stop, self._state)
+
+    def resize(self, size: int) -> None:
+        """Run on ``size`` threads from the next run on (the current workers stop)."""
+        with self._lock:
+            if size != self.size and not self._state[STOP]:
+                self._finalizer()
+                self._fresh(size)
 
     def _start(self) -> None:
         functions, cpus, state = self.functions, available_cpus(), self._state
@@ -73,9 +86,9 @@ class Team:
     def run(self, entry: int, args: Sequence[int], barrier: int) -> None:
         """Run the native function at ``entry`` (the model entry signature) with the four pointer
         ``args`` on every thread."""
-        if self._state[STOP]:
-            raise RuntimeError("the thread team is closed")
         with self._lock:
+            if self._state[STOP]:
+                raise RuntimeError("the thread team is closed")
             if not self._started and self.size > 1:
                 self._start()
             state = self._state
@@ -92,4 +105,5 @@ class Team:
 
     def close(self) -> None:
         """Stop the workers (the team cannot run again)."""
-        self._finalizer()
+        with self._lock:
+            self._finalizer()

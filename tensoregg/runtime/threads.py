@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import os
 
+from tensoregg.errors import ParameterError
+
+THREADS_PER_CPU = 4
+"""The most threads a model may use per CPU available (more only thrash)."""
+
 
 def available_cpus() -> list[int]:
     """The CPUs this process may run on."""
@@ -23,3 +28,15 @@ def pin(cpus: list[int], tid: int) -> None:
     """Pin the calling thread to the ``tid``-th of ``cpus`` (round robin)."""
     if len(cpus) > 1 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpus[tid % len(cpus)]})
+
+
+def thread_count(n: object) -> int:
+    """``n`` checked as a number of threads: an int from 1 to ``THREADS_PER_CPU`` times the CPUs
+    available; ParameterError otherwise."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise ParameterError(f"num_threads must be an int, got {type(n).__name__} {n!r}")
+    most = THREADS_PER_CPU * len(available_cpus())
+    if not 1 <= n <= most:
+        raise ParameterError(f"num_threads must be a positive int of at most {most} "
+                             f"({THREADS_PER_CPU} per CPU available), got {n}")
+    return n

@@ -2,11 +2,12 @@
 
 import numpy as np
 import onnx
+import onnx.defs
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, external_data_helper, helper
 
 import tensoregg
-from tensoregg.errors import InputError, InvalidModel, ShapeError, UnsupportedOperator
+from tensoregg.errors import InputError, InvalidModel, ParameterError, ShapeError, UnsupportedOperator
 
 F = TensorProto.FLOAT
 
@@ -226,3 +227,72 @@ class TestRunInputs:
     def test_not_an_array(self, module):
         with pytest.raises(InputError, match="dict"):
             module.run({"x": 1})
+
+
+def external_model(location):
+    """y = x + w, with w's four floats in the external file ``location``."""
+    w = helper.make_tensor("w", F, [4], np.zeros(4, np.float32).tobytes(), raw=True)
+    external_data_helper.set_external_data(w, location)
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    return model([helper.make_node("Add", ["x", "w"], ["y"])], [vi("x", [4])], [vi("y", [4])], [w])
+
+
+def test_external_data_of_bytes_is_not_read_from_the_current_directory(tmp_path, monkeypatch):
+    """A model given as bytes has no directory: onnx would read its relative location from the
+    process's current directory (a path-traversal leak through the outputs)."""
+    np.arange(4, dtype=np.float32).tofile(tmp_path / "w.bin")
+    monkeypatch.chdir(tmp_path)
+    for given in (external_model("w.bin").SerializeToString(), external_model("w.bin")):
+        check(given, InvalidModel, "'w'", "external file")
+
+
+def test_external_data_of_a_path_stays_in_its_directory(tmp_path):
+    """Beside the model, external data loads; a location that is absolute, climbs out with ``..``
+    or is a symlink to a file outside is refused, naming the tensor."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    outside = tmp_path / "secret.bin"
+    np.arange(4, dtype=np.float32).tofile(outside)
+    np.full(4, 2, np.float32).tofile(folder / "w.bin")
+    (folder / "link.bin").symlink_to(outside)
+    path = folder / "m.onnx"
+    onnx.save(external_model("w.bin"), path)
+    np.testing.assert_array_equal(tensoregg.compile(str(path)).run(np.ones(4, np.float32))[0], np.full(4, 3))
+    for location in ("../secret.bin", str(outside), "link.bin", "sub/../../secret.bin"):
+        onnx.save(external_model(location), path)
+        check(str(path), InvalidModel, "'w'", location)
+
+
+@pytest.mark.parametrize("dims", ["14", 14, b"14", [None, 3], ["a", 3], [-1, 3], [2.5, 3], [True, 3],
+                                  {"N": 2}])
+def test_input_shapes_must_be_sequences_of_ints(dims):
+    """``"14"`` was read as (1, 4) and ``None`` escaped as a raw TypeError: a ParameterError names
+    the input."""
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", ["N", 3])], [vi("y", ["N", 3])])
+    with pytest.raises(ParameterError, match="input_shapes\\['x'\\]"):
+        tensoregg.compile(m, input_shapes={"x": dims})
+    with pytest.raises(ParameterError, match="map input names"):
+        tensoregg.compile(m, input_shapes=[("x", [2, 3])])
+    assert tensoregg.compile(m, input_shapes={"x": np.array([2, 3])}).input_shapes == [(2, 3)]
+
+
+def test_input_shapes_must_fit_the_declared_shape():
+    """Another rank, or another value for a static dim, is a ShapeError showing the declared shape."""
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", ["N", 3])], [vi("y", ["N", 3])])
+    for dims in ([2, 3, 4], [2, 4]):
+        with pytest.raises(ShapeError, match="declares \\['\\?', 3\\]"):
+            tensoregg.compile(m, input_shapes={"x": dims})
+
+
+@pytest.mark.parametrize("domain,version,error", [
+    ("", 999, UnsupportedOperator), ("", onnx.defs.onnx_opset_version() + 1, UnsupportedOperator),
+    ("ai.onnx.ml", 99, UnsupportedOperator), ("", 0, InvalidModel), ("", -2, InvalidModel)])
+def test_opset_newer_than_onnx_defines_or_below_one_is_refused(domain, version, error):
+    """Opset 999 was accepted: a version onnx does not define has no known meaning."""
+    m = relu_model()
+    if domain:
+        m.opset_import.append(helper.make_opsetid(domain, version))
+    else:
+        m.opset_import[0].version = version
+    check(m, error, f"{domain or 'ai.onnx'}", str(version))

@@ -341,3 +341,22 @@ def test_a_target_without_a_save_hook_cannot_save(tmp_path):
     module = tensoregg.compile(str(EXAMPLE), "ref", optimize=False)
     with pytest.raises(ArtifactError, match="ref"):
         module.save(tmp_path / "ref.tegg")
+
+
+def test_a_loaded_artifact_raises_on_an_index_out_of_range(tmp_path):
+    """The fault flag of the code that bounds indices is in the library too: a loaded model raises
+    IndexOutOfRange naming the node, as the compiled one does."""
+    from onnx import TensorProto, helper
+
+    from tensoregg.errors import IndexOutOfRange
+
+    graph = helper.make_graph([helper.make_node("Gather", ["x", "i"], ["y"], name="pick", axis=0)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3]),
+                               helper.make_tensor_value_info("i", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    loaded = tensoregg.load(tensoregg.compile(model, "llvm").save(tmp_path / "gather.tegg"))
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    with pytest.raises(IndexOutOfRange, match="Gather node 'pick'"):
+        loaded.run(x, np.array([1, 4]))
+    np.testing.assert_array_equal(loaded.run(x, np.array([1, -1]))[0], x[[1, -1]])

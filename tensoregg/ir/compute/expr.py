@@ -10,7 +10,9 @@ intermediate tensors first (``ctx.stage``), e.g. a padded copy of a convolution'
 Values keep their dtype exactly: both operands of an arithmetic call have one dtype (the op's
 dtype rule already made them agree), integers wrap, comparisons give bool. Index arithmetic is i64.
 Every load's index must be in range for every index the loops visit: definitions clamp data-dependent
-indices (Gather) themselves, so that generated code never reads outside a buffer.
+indices themselves, so that generated code never reads outside a buffer; an index that ONNX
+requires to be in range (Gather's) is clamped by ``bound``, which also records the fault for the
+run to raise (``IndexOutOfRange``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ UNARY = {"neg", "abs", "exp", "log", "sqrt", "sin", "cos", "tan", "tanh", "erf",
 logical for bool and bitwise for integers)."""
 PREDICATES = {"isnan", "isinf", "signbit"}
 """Unary float calls giving bool."""
+BOUND = "bound"
+"""``bound(i, n)`` (i64): ``i`` clamped into [0, n); an ``i`` outside it is a fault that the
+target records and the run reports (see :func:`bounded`)."""
 
 
 class Expr:
@@ -204,6 +209,10 @@ def call(fn: str, *args: Any, dtype: Any = None) -> Expr:
         return Call(fn, exprs, exprs[0].dtype)
     if fn in PREDICATES:
         return Call(fn, exprs, BOOL)
+    if fn == BOUND:
+        if [e.dtype for e in exprs] != [INDEX, INDEX]:
+            raise TypeError(f"bound: takes two i64, got {[str(e.dtype) for e in exprs]}")
+        return Call(fn, exprs, INDEX)
     raise ValueError(f"unknown call {fn!r}")
 
 
@@ -445,6 +454,12 @@ def clamp(i: Expr, low: int, high: int) -> Expr:
 def clamp_index(i: Expr, size: int) -> Expr:
     """``i`` clamped into [0, size): a load that is always in bounds (callers select around it)."""
     return clamp(i, 0, max(size, 1) - 1)
+
+
+def bounded(i: Expr, size: int) -> Expr:
+    """``i`` clamped into [0, size), an ``i`` outside it reported as an error by the run (an index
+    that ONNX requires in range, as onnxruntime checks it)."""
+    return call(BOUND, i, idx(max(size, 1)))
 
 
 def in_range(i: Expr, low: int, high: int) -> Expr:

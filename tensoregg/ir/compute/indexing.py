@@ -2,10 +2,11 @@
 as gathers (ScatterElements, ScatterND, TensorScatter), OneHot, Compress and Resize.
 
 An index read from a tensor is wrapped as the reference wraps it (negative counts from the end)
-and clamped into range, so that an invalid one (an error in ONNX) reads some element of the
-buffer, never outside it. A scatter is stated from the output's side: each output element
-combines, in the reference's order, the updates whose index names it; that costs the output's
-size times the number of updates, so large scatters are left unsupported.
+and bounded (``bounded``): an invalid one (an error in ONNX) reads some element of the buffer,
+never outside it, and the run raises ``IndexOutOfRange`` naming the node. A scatter is stated from
+the output's side: each output element combines, in the reference's order, the updates whose index
+names it; that costs the output's size times the number of updates, so large scatters are left
+unsupported.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tensoregg.ir.compute.expr import (
     ComputeCtx,
     Expr,
     all_true,
+    bounded,
     call,
     cast,
     clamp,
@@ -49,8 +51,8 @@ def wrapped(i: Expr, n: int) -> Expr:
 
 
 def fetched(i: Expr, n: int) -> Expr:
-    """Index value ``i`` wrapped and clamped into [0, n)."""
-    return clamp(wrapped(i, n), 0, n - 1)
+    """Index value ``i`` wrapped and bounded into [0, n) (out of range: the run raises)."""
+    return bounded(wrapped(i, n), n)
 
 
 def _axis_of(ctx: ComputeCtx, rank: int) -> int:
@@ -135,7 +137,7 @@ def _scatter_elements(ctx: ComputeCtx) -> Sequence[Expr]:
         return (*near[:axis], k, *near[axis + 1:])
 
     def hits(k: Expr) -> Expr:
-        return call("eq", wrapped(indices[update_at(k)], n), out[axis])
+        return call("eq", fetched(indices[update_at(k)], n), out[axis])
 
     value = _scattered(ctx, [indices.shape[axis]], update_at, hits, data[out])
     return [select(all_true(covered), value, data[out]) if covered else value]
@@ -154,7 +156,7 @@ def _scatter_nd(ctx: ComputeCtx) -> Sequence[Expr]:
         return (*k, *out[m:])
 
     def hits(*k: Expr) -> Expr:
-        return all_true([call("eq", wrapped(indices[(*k, idx(j))], data.shape[j]), out[j]) for j in range(m)])
+        return all_true([call("eq", fetched(indices[(*k, idx(j))], data.shape[j]), out[j]) for j in range(m)])
 
     return [_scattered(ctx, extents, update_at, hits, data[out])]
 

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tensoregg.errors import InvalidModel, UnsupportedOperator
+from tensoregg.ir.limits import check_memory
 from tensoregg.ir.registry import Attr, InferCtx, Upgrade, op
 from tensoregg.ir.types import TensorType
 
@@ -176,6 +177,8 @@ def _grouped_matmul(cols: np.ndarray, w: np.ndarray, group: int) -> np.ndarray:
     out = cols.shape[2:cols.ndim - n_k]
     taps = int(np.prod(w.shape[2:], dtype=np.int64))
     pixels = int(np.prod(out, dtype=np.int64))
+    check_memory(cols.dtype.itemsize * n * pixels * group * cg * taps,
+                 f"the windows of a Conv (im2col: {n * pixels} x {group * cg * taps} {cols.dtype})")
     a = cols.reshape(n, group, cg, *cols.shape[2:])
     a = np.moveaxis(np.moveaxis(a, 1, 0), 2, 2 + len(out))  # (G, N, *out, Cg, *kernel)
     a = a.reshape(group, n * pixels, cg * taps)

@@ -21,7 +21,7 @@ import numpy as np
 
 from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir.compute import INDEX, Buffer, Call, Const, Expr, Load, Var, walk
-from tensoregg.ir.compute.expr import is_float
+from tensoregg.ir.compute.expr import BOUND, is_float
 from tensoregg.ir.loops import Barrier, For, Local, Stmt, Store, offset, statements
 from tensoregg.targets.cuda.schedule import Launch
 
@@ -238,6 +238,9 @@ class _Writer:
             return _cast(args[0], c.args[0].dtype, c.dtype, self.where)
         if fn == "bitcast":
             return _bitcast(args[0], c.args[0].dtype, c.dtype, self.where)
+        if fn == BOUND:  # clamped only: reporting the fault from the device is not built yet
+            i, n = args
+            return f"({i} < 0 ? 0 : {i} >= {n} ? {n} - 1 : {i})"
         dtype = c.args[0].dtype
         text = _float_call(fn, dtype, args) if is_float(dtype) else _int_call(fn, dtype, args, c.args)
         if text is None:

@@ -8,7 +8,8 @@ is that of a 1-bit integer. ml_dtypes' types compute as the native code holds th
 formats in float32, rounded back to the format after every operation (except those whose result is
 exact), the small integers in a byte, wrapped to their width after every operation. ``cast`` is
 ``cast_array`` (``tensoregg.ir.ops.casts``, its saturation left to the compute definitions), except
-to float8e8m0, which rounds as ml_dtypes does.
+to float8e8m0, which rounds as ml_dtypes does. ``bound`` raises ``IndexOutOfRange`` where the native
+code records its fault.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from tensoregg.errors import UnsupportedOperator
+from tensoregg.errors import IndexOutOfRange, UnsupportedOperator
 from tensoregg.ir.compute import BOOL, Call
-from tensoregg.ir.compute.expr import is_float
+from tensoregg.ir.compute.expr import BOUND, is_float
 from tensoregg.ir.ops.casts import E8M0, SMALL_INTS, cast_array
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -106,6 +107,8 @@ def call_function(c: Call, where: str) -> Callable[..., Any]:
     if fn == "bitcast":
         dst = c.dtype
         return lambda x: reinterpret(x, dst)
+    if fn == BOUND:
+        return lambda i, n: bound(i, n, where)
     dtype = c.args[0].dtype
     picked = _float_call(fn, dtype) if is_float(dtype) else _int_call(fn, dtype)
     if picked is None:
@@ -156,6 +159,16 @@ def _in_a_byte(op: Callable[..., Any], dtype: np.dtype, signed: bool, wraps: boo
         out = np.asarray(op(*(np.asarray(a).astype(holder) for a in args)))
         return cast_array(out, dtype) if wraps else out
     return held
+
+
+def bound(i: Any, n: Any, where: str) -> Any:
+    """Index ``i`` where all of it is in [0, n); IndexOutOfRange naming ``where`` otherwise."""
+    i = np.asarray(i)
+    outside = (i < 0) | (i >= n)
+    if outside.any():
+        raise IndexOutOfRange(f"{where}: index {int(i[outside].flat[0])} is out of range for an axis "
+                              f"of {int(n)} (after counting negatives from the end)")
+    return i
 
 
 def convert(x: Any, dst: np.dtype) -> Any:

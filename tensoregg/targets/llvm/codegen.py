@@ -9,9 +9,10 @@ LLVM promotes to registers. Floating-point multiplies and adds carry ``contract`
 only in a reduction's accumulate (``Store.contract``), never reassociation, so results do not depend
 on vectorization or threads. Within one store, a sub-expression used twice is computed once.
 Integer division and remainder are guarded so that x / 0 = 0 and MIN / -1 = MIN as in numpy, never
-a trap; shifts by the width or more give 0. The dtypes of ml_dtypes (bfloat16, float8, int4...) are
-held as ``formats`` says: float32 or i8 values, rounded (wrapped) to the dtype after every operation,
-as numpy computes them.
+a trap; shifts by the width or more give 0. A ``bound`` index outside its range is clamped and sets
+the module's global ``tensoregg_fault`` (``FAULT``) to 1, for the entry point to report. The dtypes
+of ml_dtypes (bfloat16, float8, int4...) are held as ``formats`` says: float32 or i8 values, rounded
+(wrapped) to the dtype after every operation, as numpy computes them.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ import numpy as np
 
 from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir.compute import BOOL, Buffer, Call, Const, Expr, Load, Reduce, Var
-from tensoregg.ir.compute.expr import is_float
+from tensoregg.ir.compute.expr import BOUND, is_float
 from tensoregg.ir.intrinsics import MicroKernel, PanelRuns, PanelTranspose
 from tensoregg.ir.loops import For, Invoke, Kernel, Local, Ref, Stmt, Store
+from tensoregg.runtime.native import FAULT
 from tensoregg.targets.llvm.formats import (
     SmallFloat,
     SmallInt,
@@ -56,6 +58,18 @@ FAST = ("contract",)
 EXACT = {"max", "min", "abs", "floor", "ceil", "round"}
 """Float calls whose result is a value of the operands' dtype (no rounding to do for ml_dtypes' floats)."""
 FLOAT_BITS = {"half": 16, "float": 32, "double": 64}
+
+
+def fault_flag(module: ir.Module) -> ir.GlobalVariable:
+    """The module's ``FAULT`` global (0 until a fault), defined on first use: a kernel sets it to 1
+    when a ``bound`` index is out of range, and ``model.emit_model`` has the entry point replace that
+    with the faulting node's position + 2 and return."""
+    found = module.globals.get(FAULT)
+    if found is not None:
+        return found
+    flag = ir.GlobalVariable(module, I64, FAULT)
+    flag.initializer = ir.Constant(I64, 0)
+    return flag
 
 
 def llvm_type(dtype: np.dtype, *, storage: bool = False) -> ir.Type:
@@ -302,12 +316,23 @@ class KernelEmitter:
         args = [self.expr(a) for a in e.args]
         if fn == "select":
             return b.select(*args)
+        if fn == BOUND:
+            return self.bound(*args)
         dtype = e.args[0].dtype
         if is_float(dtype):
             out = self.float_call(fn, dtype, args)
             return self.narrow(out, dtype) if e.dtype == dtype and fn not in EXACT else out
         out = self.int_call(fn, dtype, args)
         return self.narrow(out, dtype) if e.dtype == dtype and fn not in ("max", "min") else out
+
+    def bound(self, i: ir.Value, n: ir.Value) -> ir.Value:
+        """``i`` clamped into [0, n); outside it, the fault flag set (a branch not taken on valid
+        indices: no cost that shows beside the gathered load)."""
+        b, zero = self.b, ir.Constant(I64, 0)
+        with b.if_then(b.icmp_unsigned(">=", i, n), likely=False):
+            b.store(ir.Constant(I64, 1), fault_flag(self.module))
+        low = b.select(b.icmp_signed("<", i, zero), zero, i)
+        return b.select(b.icmp_signed(">=", low, n), b.sub(n, ir.Constant(I64, 1)), low)
 
     def float_call(self, fn: str, dtype: np.dtype, args: list[ir.Value]) -> ir.Value:
         b, ty = self.b, llvm_type(dtype)

@@ -22,7 +22,6 @@ import functools
 import hashlib
 import json
 import operator
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ from tensoregg.ir.schedules import GemmProblem, GemmSchedule, Schedule, Untiled
 from tensoregg.ir.terms import read_literal, serialize
 from tensoregg.rules.saturation import Phase, run_phase
 from tensoregg.targets import Target
+from tensoregg.targets.llvm.cachefiles import cache_dir, read_json, write_json
 
 MC_BAND = tuple(1 << e for e in range(4, 10))
 """mc candidates: the multiple of mr nearest each (16..512)."""
@@ -290,35 +290,34 @@ def _disk_cache(target: Target, dtype: str) -> dict[str, list[list[Any]]]:
     (a JSON file beside the host measurement), keyed by kernel; empty when there is none or it does
     not read. The file's name hashes the facts, the micro-kernels and this module's source, so a
     change to any of them starts a new one."""
-    try:
-        data = json.loads(_cache_path(target, dtype).read_text())
-    except (OSError, ValueError):
-        return {}
-    ok = isinstance(data, dict) and all(
-        isinstance(rows, list) and all(isinstance(r, list) and len(r) == 6 and isinstance(r[0], str)
-                                       and all(isinstance(v, int) and v > 0 for v in r[1:]) for r in rows)
-        for rows in data.values())
+    data = read_json(_cache_path(target, dtype))
     names = {u.name for u in target.microkernels}
-    return data if ok and all(r[0] in names for rows in data.values() for r in rows) else {}
+    ok = isinstance(data, dict) and all(isinstance(rows, list) and all(_plausible(r, names, target.cores)
+                                                                       for r in rows)
+                                        for rows in data.values())
+    return data if ok else {}
+
+
+def _plausible(row: object, names: set[str], cores: int) -> bool:
+    """Whether a cached row (micro-kernel name, mc, nc, kc, split_m, split_n) is one the rules could
+    derive: a micro-kernel of the target, positive ints, packed blocks within ``BLOCK_MAX`` (they
+    live on the stack) and at most one task per core."""
+    if not (isinstance(row, list) and len(row) == 6 and row[0] in names
+            and all(type(v) is int and v > 0 for v in row[1:])):
+        return False
+    _, mc, nc, kc, split_m, split_n = row
+    return max(mc, nc) * kc * F32 <= BLOCK_MAX and split_m * split_n <= max(cores, 1)
 
 
 def _cache_path(target: Target, dtype: str) -> Path:
     facts = json.dumps([hardware(target), [(u.name, u.mr, u.nr, u.dtype) for u in target.microkernels],
                         target.cores, dtype, Path(__file__).read_text()])
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "tensoregg" / f"schedules-{hashlib.sha256(facts.encode()).hexdigest()[:16]}.json"
+    return cache_dir() / f"schedules-{hashlib.sha256(facts.encode()).hexdigest()[:16]}.json"
 
 
 def _save(target: Target, dtype: str, data: Mapping[str, list[list[Any]]]) -> None:
-    """Write the cache atomically (concurrent compiles each write a whole file; the last one stays)."""
-    path = _cache_path(target, dtype)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only home: derive again next time
+    """Write the cache (atomically, never through a symlink: ``cachefiles.write_json``)."""
+    write_json(_cache_path(target, dtype), data)
 
 
 def gemm_schedules(problem: GemmProblem, target: Target) -> list[Schedule]:

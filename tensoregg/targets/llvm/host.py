@@ -3,7 +3,8 @@ FMA peak, memory bandwidth and each GEMM micro-kernel's share of the peak measur
 second) and cached on disk.
 
 The cache file (``$XDG_CACHE_HOME/tensoregg/host-<key>.json``, key = CPU name, features and CPU count)
-holds plain JSON; a corrupted or foreign file is measured again, never trusted.
+holds plain JSON (``cachefiles``: no symlinks, written atomically); a corrupted or foreign file, or
+one whose figures no CPU core has (``PLAUSIBLE``), is measured again, never trusted.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import ctypes
 import dataclasses
 import functools
 import hashlib
-import json
-import os
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,14 @@ import numpy as np
 from tensoregg.runtime.threads import available_cpus
 from tensoregg.targets import RULE_FAMILIES as DEFAULT_FAMILIES
 from tensoregg.targets import Target
+from tensoregg.targets.llvm.cachefiles import cache_dir, read_json, write_json
 from tensoregg.targets.llvm.irtypes import F32, I32, I64
 from tensoregg.targets.llvm.jit import JitModule, fastest, host_cpu
 from tensoregg.targets.llvm.ukernels import measure_efficiency, microkernels_for
 
 CACHE_VERSION = 3
+PLAUSIBLE = {"core_flops": (1e7, 1e13), "bandwidth": (1e7, 1e13)}
+"""The open ranges a cached figure must lie in (FLOP/s of one core, bytes/s of a copy)."""
 
 RULE_FAMILIES = (*DEFAULT_FAMILIES[:DEFAULT_FAMILIES.index("fusion")], "winograd",
                  *DEFAULT_FAMILIES[DEFAULT_FAMILIES.index("fusion"):])
@@ -114,20 +117,21 @@ def measure_bandwidth(nbytes: int = 64 << 20) -> float:
 
 
 def _cache_file(key: str) -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "tensoregg" / f"host-{key}.json"
+    return cache_dir() / f"host-{key}.json"
+
+
+def _number_in(value: object, low: float, high: float) -> bool:
+    """A finite int or float (not a bool) in the open range (low, high)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and low < value < high)
 
 
 def _load(path: Path, key: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    data = read_json(path)
     ok = (isinstance(data, dict) and data.get("version") == CACHE_VERSION and data.get("key") == key
-          and all(isinstance(data.get(f), (int, float)) and data[f] > 0
-                  for f in ("core_flops", "bandwidth"))
+          and all(_number_in(data.get(f), *PLAUSIBLE[f]) for f in PLAUSIBLE)
           and isinstance(data.get("ukernels"), dict)
-          and all(isinstance(v, (int, float)) and 0 < v <= 1 for v in data["ukernels"].values()))
+          and all(_number_in(v, 0, 1) or v == 1 for v in data["ukernels"].values()))
     return data if ok else None
 
 
@@ -146,11 +150,7 @@ def host_target() -> Target:
         rates = measure_efficiency(tiles, bits // 32, peak)
         data = {"version": CACHE_VERSION, "key": key, "cpu": cpu, "core_flops": peak,
                 "bandwidth": measure_bandwidth(), "ukernels": {u.name: u.efficiency for u in rates}}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(data))
-        except OSError:
-            pass  # a read-only home: measure again next time
+        write_json(path, data)
     return llvm_target(cpu, features, cores, core_flops=data["core_flops"], bandwidth=data["bandwidth"],
                        caches=tuple(sorted(cache_sizes().items())), efficiency=data["ukernels"])
 

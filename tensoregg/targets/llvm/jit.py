@@ -79,7 +79,13 @@ def missing_features(features: str) -> list[str]:
 
 
 def optimize(module: ir.Module, tm: llvm.TargetMachine) -> llvm.ModuleRef:
-    """Parse, verify and run the O3 pipeline on ``module``; raise CompileError if LLVM rejects it."""
+    """Parse, verify and run the O3 pipeline on ``module``; raise CompileError if LLVM rejects it.
+
+    Running the pipeline keeps memory for the life of the process (llvmlite 0.50, LLVM 22): about
+    60 KB per run for a one-function module, 0.3 MB for examples/tinycnn.onnx's; nothing at O0, and
+    neither a fresh PassBuilder, a fresh LLVMContext, closing every llvmlite object nor
+    ``malloc_trim`` releases it. It is the memory a compile leaves behind, inside llvmlite's
+    binding of the new pass manager, not tensoregg's."""
     module.triple = tm.triple
     module.data_layout = str(tm.target_data)
     try:
@@ -110,6 +116,13 @@ class JitModule:
         addr = self.engine.get_function_address(name)
         if not addr:
             raise CompileError(f"function {name!r} not found in the compiled module")
+        return int(addr)
+
+    def global_address(self, name: str) -> int:
+        """The address of the global variable ``name``."""
+        addr = self.engine.get_global_value_address(name)
+        if not addr:
+            raise CompileError(f"global {name!r} not found in the compiled module")
         return int(addr)
 
 

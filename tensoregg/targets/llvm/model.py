@@ -7,6 +7,11 @@ the packed buffer of every constant and ``workspace`` holds every intermediate v
 of the static memory plan (``tensoregg.ir.memory_plan``). Graph outputs are written straight into
 the caller's arrays.
 
+A kernel that finds an index out of range (``bound``) sets the global ``tensoregg_fault``; the entry
+point, after that kernel, stores the node's position + 2 there and returns, and the run raises
+``IndexOutOfRange`` naming the node (``NativeExecutor.check_fault``; the flag is the model's: runs
+of one model in several Python threads at once may see each other's fault).
+
 In guard mode (``run_guarded``) every buffer is surrounded by poisoned bytes (0xFF: NaN for floats)
 that are checked after each kernel; kernels then run one by one, so a violation names the node at
 fault. Writes outside a buffer are caught; reads outside one see the poison (NaN in float results).
@@ -27,16 +32,17 @@ import numpy as np
 
 from tensoregg.errors import CompileError, GuardViolation
 from tensoregg.ir.graph import Graph
+from tensoregg.ir.loops import bounds_checked
 from tensoregg.ir.lower import Chooser
 from tensoregg.ir.memory_plan import POISON, MemoryPlan, Place, align
 from tensoregg.ir.program import LoopProgram, canonical_text, collect_outputs, lower_graph
 from tensoregg.ir.schedules import GemmSchedule
 from tensoregg.runtime.memory import ALIGN, aligned_empty
-from tensoregg.runtime.native import NativeExecutor
+from tensoregg.runtime.native import FAULT, NativeExecutor
 from tensoregg.runtime.signature import specs
 from tensoregg.targets import Target
 from tensoregg.targets.llvm.capi import HEADER, glue_source
-from tensoregg.targets.llvm.codegen import emit_kernel
+from tensoregg.targets.llvm.codegen import emit_kernel, fault_flag
 from tensoregg.targets.llvm.gemm_schedules import choose_gemm_schedule
 from tensoregg.targets.llvm.host import host_target
 from tensoregg.targets.llvm.irtypes import I8, I64, PTR
@@ -90,7 +96,9 @@ class NativeModel:
             self.plan.work_size, inputs=specs(g, g.inputs), outputs=specs(g, g.outputs),
             slots={n: p.at for n, p in self.plan.places.items() if p.kind == "output"},
             constants={n: g.initializers[n] for n in g.outputs if n in g.initializers},
-            parallel=self.work >= PARALLEL_MIN_WORK, owner=self.jit)
+            parallel=self.work >= PARALLEL_MIN_WORK, owner=self.jit,
+            fault=self.jit.global_address(FAULT) if FAULT in self.module.globals else 0,
+            nodes=[f"{n.op} {n.label}" for n in g.nodes])
         """Runs the model's entry point (``run``)."""
 
     def _cfunc(self, name: str, n: int) -> Callable[..., None]:
@@ -160,6 +168,7 @@ class NativeModel:
                 start = time.perf_counter()
                 kernel(*args, 0, 1, barrier)
                 times[k].append(time.perf_counter() - start)
+                self.executor.check_fault(k)
         return [(f"{n.op} {n.label}", float(np.median(t))) for n, t in zip(g.nodes, times)]
 
 
@@ -202,6 +211,7 @@ class NativeModel:
                 work[p.at - pad:p.at] = POISON                     # that shared these bytes
                 work[p.at + p.nbytes:p.at + p.nbytes + pad] = POISON
             kernel(*[plan.address(p, io, work_at) for p in places], 0, 1, self._barrier.ctypes.data)
+            self.executor.check_fault(k)
             where = f"{node.op} node {node.label!r}"
             _check_guards(where, arenas, work, pad,
                           [(p, b.name) for p, b in zip(places, low.kernel.params) if p.kind == "work"])
@@ -245,8 +255,19 @@ def emit_model(program: LoopProgram, lanes: int) -> tuple[ir.Module, list[str]]:
     for k, (fn, low) in enumerate(zip(kernels, program.lowered)):
         if k not in program.skipped:
             b.call(fn, [pointer(p) for p in program.plan.param_places(low)] + team)
+            if bounds_checked(low.kernel):
+                _report_fault(b, fault_flag(module), k)
     b.ret_void()
     return module, [fn.name for fn in kernels]
+
+
+def _report_fault(b: ir.IRBuilder, flag: ir.GlobalVariable, k: int) -> None:
+    """After node ``k``'s kernel (and its closing barrier: every thread sees the same flag): on a
+    fault, record ``k + 2`` and return (the first fault stops the run)."""
+    fault = b.load(flag, typ=I64)
+    with b.if_then(b.icmp_signed("!=", fault, ir.Constant(I64, 0)), likely=False):
+        b.store(ir.Constant(I64, k + 2), flag)
+        b.ret_void()
 
 
 def _check_guards(where: str, arenas: Mapping[str, tuple[np.ndarray, int, int]], work: np.ndarray, pad: int,

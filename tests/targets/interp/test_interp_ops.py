@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
+from tensoregg.errors import IndexOutOfRange
 from tensoregg.frontends.onnx import import_onnx
 from tensoregg.ir import run_graph
 from tensoregg.targets.interp.program import InterpProgram
@@ -39,3 +40,14 @@ def test_random_graphs(case):
     graph, feeds = case
     with np.errstate(all="ignore"):
         check_interp(graph, feeds)
+
+
+@pytest.mark.parametrize("op,indices,attrs", [("Gather", np.array([5]), {"axis": 0}),
+                                              ("GatherElements", np.full((5, 4), -6), {"axis": 0}),
+                                              ("GatherND", np.array([[0, 4]]), {})])
+def test_out_of_range_index_raises_naming_the_node(op, indices, attrs):
+    """As the reference (and onnxruntime): an index outside its axis is an error, not a clamped read."""
+    data = np.zeros((5, 4), np.float32)
+    model = single_op_model(op, [data, indices.astype(np.int64)], attrs)
+    with pytest.raises(IndexOutOfRange, match=f"{op} node 'out0'"):
+        InterpProgram(import_onnx(model)).run({"in0": data, "in1": indices.astype(np.int64)})

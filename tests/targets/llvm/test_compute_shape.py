@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tensoregg.errors import UnsupportedOperator
+from tensoregg.errors import IndexOutOfRange, UnsupportedOperator
 from tensoregg.frontends.onnx import import_onnx
 from tensoregg.ir import run_graph
 from tensoregg.ir.graph import Graph, Node
@@ -138,17 +138,50 @@ def test_gathers():
     native("GatherND", [x, RNG.integers(0, 3, (4, 5, 6, 1))], {"batch_dims": 2})
 
 
-def test_gathers_with_out_of_range_indices_stay_in_bounds():
-    """Out-of-range indices are an error in ONNX (the reference raises): the code must still read
-    only inside the data (guard mode checks writes; reads are clamped by construction)."""
-    cases = [("Gather", [rand(4, 5), np.array([[9, -9]], I64)], {"axis": 1}),
-             ("GatherElements", [rand(4, 5), np.full((4, 5), 99, I64)], {"axis": 0}),
-             ("GatherND", [rand(4, 5), np.array([[-50, 70]], I64)], {}),
-             ("OneHot", [np.array([7, -9], I64), np.array(3, I64), rand(2)], {})]
-    for op, inputs, attrs in cases:
-        model = single_op_model(op, inputs, attrs, constant=(1,) if op == "OneHot" else ())
-        feeds = {f"in{i}": a for i, a in enumerate(inputs) if not (op == "OneHot" and i == 1)}
-        NativeModel(import_onnx(model), guard=GUARD_BYTES).run(feeds)
+OUT_OF_RANGE = [("Gather", [rand(4, 5), np.array([[9, -9]], I64)], {"axis": 1}),
+                ("GatherElements", [rand(4, 5), np.full((4, 5), 99, I64)], {"axis": 0}),
+                ("GatherND", [rand(4, 5), np.array([[-50, 70]], I64)], {}),
+                ("ScatterElements", [rand(4, 5), np.full((1, 5), -5, I64), rand(1, 5)], {"axis": 0}),
+                ("ScatterND", [rand(4, 5), np.array([[4]], I64), rand(1, 5)], {})]
+
+
+@pytest.mark.parametrize("op,inputs,attrs", OUT_OF_RANGE, ids=[c[0] for c in OUT_OF_RANGE])
+def test_out_of_range_indices_raise_naming_the_node(op, inputs, attrs):
+    """Out-of-range indices are an error in ONNX (its reference and onnxruntime raise): the code reads
+    only inside the data (guard mode checks writes; reads are clamped) and the run raises, in guard
+    mode and in a plain run; valid indices then run as before (the fault was cleared)."""
+    feeds = {f"in{i}": a for i, a in enumerate(inputs)}
+    graph = import_onnx(single_op_model(op, inputs, attrs))
+    for model in (NativeModel(graph, guard=GUARD_BYTES), NativeModel(graph)):
+        with pytest.raises(IndexOutOfRange, match=f"{op} node 'out0'"):
+            model.run(feeds)
+        fine = {**feeds, "in1": np.zeros_like(inputs[1])}
+        np.testing.assert_array_equal(model.run(fine)[0], run_graph(graph, fine)[0])
+    with pytest.raises(IndexOutOfRange, match=f"{op} node 'out0'"):
+        run_graph(graph, feeds)
+
+
+def test_out_of_range_index_on_threads_names_the_first_faulting_node():
+    """A gather large enough to run on the thread team: every thread stops after the faulting node."""
+    x = rand(1 << 12, 1 << 10)
+    idx = np.arange(1 << 12, dtype=I64)
+    model = single_op_model("GatherElements", [x, np.broadcast_to(idx[:, None], x.shape).copy()], {"axis": 0})
+    graph = import_onnx(model)
+    native = NativeModel(graph)
+    native.num_threads = 2
+    good = np.broadcast_to(idx[:, None], x.shape).copy()
+    bad = good.copy()
+    bad[-1, -1] = 1 << 12
+    for _ in range(3):
+        with pytest.raises(IndexOutOfRange, match="GatherElements node"):
+            native.run({"in0": x, "in1": bad})
+        np.testing.assert_array_equal(native.run({"in0": x, "in1": good})[0], x)
+
+
+def test_one_hot_out_of_range_is_all_off():
+    """OneHot's out-of-range index is no error in ONNX: every position takes the off value."""
+    model = single_op_model("OneHot", [np.array([7, -9], I64), np.array(3, I64), rand(2)], {}, constant=(1,))
+    assert check_native(import_onnx(model), {"in0": np.array([7, -9], I64), "in2": rand(2)}, require=True)
 
 
 @pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])

@@ -2,6 +2,7 @@
 space stays small, and the cost model picks sensibly and moves the obvious ways."""
 
 import dataclasses
+import json
 import time
 
 import pytest
@@ -102,9 +103,23 @@ def test_derived_schedules_are_kept_on_disk_and_read_back(tmp_path, monkeypatch)
     gemm_schedules_module._disk_cache.cache_clear()
     monkeypatch.setattr(gemm_schedules_module, "derive_schedules", None)  # must not be needed again
     assert enumerate_schedules([problem], AVX2)[0] == first and len(first) > 1
-    path.write_text("{not json")  # a corrupt cache is ignored, not trusted
+    rows = json.loads(path.read_text())
+    key, good = next(iter(rows.items()))
+    name = good[0][0]
+    for corrupt in ("{not json", [name, 16, 32, 1 << 20, 1, 1], [name, 16, 32, 64, 1 << 10, 1 << 10],
+                    [name, True, 32, 64, 1, 1], [name, 16.0, 32, 64, 1, 1],
+                    ["no-such-kernel", 16, 32, 64, 1, 1]):
+        path.write_text(corrupt if isinstance(corrupt, str) else json.dumps({key: [*good, corrupt]}))
+        gemm_schedules_module._disk_cache.cache_clear()  # a corrupt or implausible cache is ignored
+        assert gemm_schedules_module._disk_cache(AVX2, "float32") == {}, corrupt
+    planted = tmp_path / "planted.json"
+    planted.write_text(json.dumps(rows))
+    path.unlink()
+    path.symlink_to(planted)  # a symlink is not followed
     gemm_schedules_module._disk_cache.cache_clear()
     assert gemm_schedules_module._disk_cache(AVX2, "float32") == {}
+    gemm_schedules_module._save(AVX2, "float32", rows)
+    assert not path.is_symlink() and json.loads(path.read_text()) == rows
     gemm_schedules_module._disk_cache.cache_clear()
 
 

@@ -49,6 +49,12 @@ def test_measured_once_then_read_from_the_cache(fresh):
     lambda d: json.dumps({**d, "bandwidth": "fast"}),
     lambda d: json.dumps({**d, "ukernels": {k: 7.0 for k in d["ukernels"]}}),
     lambda d: json.dumps({**d, "ukernels": {}}),
+    lambda d: json.dumps({**d, "core_flops": float("nan")}),
+    lambda d: json.dumps({**d, "core_flops": 1e300}),
+    lambda d: json.dumps({**d, "bandwidth": True}),
+    lambda d: json.dumps({**d, "ukernels": {k: float("inf") for k in d["ukernels"]}}),
+    lambda d: json.dumps({**d, "ukernels": {k: "0.5" for k in d["ukernels"]}}),
+    lambda d: json.dumps({**d, "pad": "x" * (4 << 20)}),
 ])
 def test_a_corrupted_or_foreign_cache_is_measured_again(fresh, corrupt):
     root, calls = fresh
@@ -74,3 +80,22 @@ def test_the_measured_figures_are_plausible():
     assert 1e9 < target.core_flops < 1e13 and 1e8 < target.mem_bandwidth < 1e13
     assert target.microkernels and all(0 < u.efficiency <= 1 for u in target.microkernels)
     assert target.lanes * 32 == target.vector_bits and target.cores >= 1
+
+
+def test_a_symlinked_cache_is_not_followed(fresh, tmp_path):
+    """A cache file, or cache directory, that is a symlink is neither read nor written through: a
+    plausible file planted elsewhere does not steer the compiler, and is left untouched."""
+    root, calls = fresh
+    host.host_target()
+    path = cache_file(root)
+    planted = tmp_path / "planted.json"
+    planted.write_text(json.dumps({**json.loads(path.read_text()), "core_flops": 9e11}))
+    path.unlink()
+    path.symlink_to(planted)
+    host.host_target.cache_clear()
+    assert host.host_target().core_flops == 50e9 and calls == ["peak", "bandwidth"] * 2
+    assert not path.is_symlink() and json.loads(planted.read_text())["core_flops"] == 9e11
+    (root / "tensoregg").rename(tmp_path / "real")
+    (root / "tensoregg").symlink_to(tmp_path / "real")
+    host.host_target.cache_clear()
+    assert host.host_target().core_flops == 50e9 and calls == ["peak", "bandwidth"] * 3

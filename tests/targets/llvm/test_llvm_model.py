@@ -107,8 +107,8 @@ def test_guard_regions_catch_a_kernel_writing_past_its_buffer(monkeypatch):
 
     assign = lower.assign
 
-    def off_by_one(buf, index, e, row=True):
-        stmts = assign(buf, index, e, row=row)
+    def off_by_one(buf, index, e, row=True, grid=False):
+        stmts = assign(buf, index, e, row=row, grid=grid)
         for s in statements(stmts):
             if isinstance(s, Store) and s.buffer.name.startswith("out"):
                 s.index = (*s.index[:-1], s.index[-1] + 1)

@@ -84,8 +84,8 @@ def compile_matmul(m: int, k: int, n: int, constant_b: bool, rng: Any) -> tuple[
     import numpy as np
 
     from tensoregg.ir import Graph, Node, TensorType
-    from tensoregg.targets.llvm.gemm_schedules import choose_gemm_schedule
     from tensoregg.targets.llvm import NativeModel
+    from tensoregg.targets.llvm.gemm_schedules import choose_gemm_schedule
     from tensoregg.targets.llvm.host import host_target
 
     f32 = np.dtype(np.float32)

@@ -1,6 +1,7 @@
 """The ``tensoregg`` command: ``compile`` a model to an artifact, ``run`` a model or an artifact
 (optionally checking it), ``print`` its Graph, ``explain`` what the optimizer did to it, list the
-``targets``, ``extract`` an artifact's files (the C API), ``cache clear``."""
+``targets``, ``extract`` an artifact's files (the C API), ``cache clear``, ``serve`` an artifact
+over HTTP."""
 
 from __future__ import annotations
 
@@ -190,6 +191,19 @@ def cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from tensoregg.serve import ModelServer, serve
+    except ImportError as exc:
+        raise TensoreggError(f"serve needs the serve extra ({exc}): pip install 'tensoregg[serve]'") from exc
+    server = ModelServer(args.artifact, name=args.name, workers=args.workers, max_batch=args.max_batch,
+                         max_delay_ms=args.max_delay_ms, threads=args.threads)
+    print(f"serving {server.name} ({server.modules[0]}) on http://{args.host}:{args.port}"
+          f"/v1/models/{server.name}:predict", flush=True)
+    serve(server, args.host, args.port)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tensoregg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,6 +246,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = sub.add_parser("cache", help="the compile cache: `clear` it, or print its `dir`")
     store.add_argument("action", choices=["clear", "dir"])
     store.set_defaults(fn=cmd_cache)
+    host = sub.add_parser("serve", help="serve an artifact over HTTP (predict, healthz, Prometheus metrics)")
+    host.add_argument("artifact")
+    host.add_argument("--host", default="127.0.0.1")
+    host.add_argument("--port", type=int, default=8000)
+    host.add_argument("--name", help="the model's name in /v1/models/NAME:predict (default: the file's stem)")
+    host.add_argument("--workers", type=int, default=1,
+                      help="runs in flight at once (a copy of the model each)")
+    host.add_argument("--threads", type=int, help="threads per run (default: the CPUs shared by the workers)")
+    host.add_argument("--max-batch", type=int, default=1,
+                      help="batch requests up to B rows (the artifact compiled for batch B)")
+    host.add_argument("--max-delay-ms", type=float, default=2.0,
+                      help="how long a batch waits for more requests (default 2)")
+    host.set_defaults(fn=cmd_serve)
     for p in (run, build, show, why):
         p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
                        help="fix a symbolic input shape (repeatable)")

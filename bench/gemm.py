@@ -43,7 +43,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from models import RTOL, child_rows, max_rel_err, quartiles, time_pair
+from models import child_rows
+
+from tensoregg.benchmark import RTOL, max_rel_err, quartiles, time_pair
 
 DEFAULT_SHAPES = "256,512,1024,2048,128x768x3072"
 VARIANTS = ("B input", "B const")

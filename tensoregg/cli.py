@@ -11,6 +11,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tensoregg import benchmark
+
+    if args.vs and is_artifact(args.model):
+        raise InputError("--vs onnxruntime runs the ONNX model: bench the model, not an artifact")
+    module, how = obtain(args)
+    if args.threads:
+        module.num_threads = args.threads
+    feeds = read_inputs(module, args.input, args.seed)
+    ours = partial(module.run, **feeds)
+    info: dict[str, Any] = {"model": args.model, "target": module.target, "threads": module.num_threads}
+    if args.vs:
+        session = benchmark.ort_session(args.model, module.num_threads)
+        err = benchmark.max_rel_err(module.run(**feeds), session.run(None, feeds))
+        times, theirs = benchmark.time_pair(ours, partial(session.run, None, feeds), args.runs, args.seconds,
+                                            0.1 if module.num_threads > 1 else 0.0)
+        info["onnxruntime"] = benchmark.summary(theirs)
+        info["max_rel_err"] = err
+    else:
+        times = benchmark.time_alone(ours, args.runs, args.seconds)
+    info["tensoregg"] = benchmark.summary(times)
+    if args.vs:
+        info["ratio"] = info["tensoregg"]["median_ms"] / info["onnxruntime"]["median_ms"]
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(how)
+    for side in ("tensoregg", "onnxruntime"):
+        if side in info:
+            q = info[side]["quartiles_ms"]
+            print(f"{side:12s} median {info[side]['median_ms']:.3f} ms (quartiles {q[0]:.3f} .. {q[2]:.3f}) "
+                  f"over {info[side]['runs']} runs, {info['threads']} thread(s)")
+    if args.vs:
+        print(f"ratio tensoregg / onnxruntime: {info['ratio']:.2f}; max relative difference {err:.1e}")
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     module = tensoregg.compile(args.model, target=args.target, input_shapes=parse_shapes(args.input_shape),
@@ -219,6 +257,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="an input's value (repeatable; the others are seeded random data)")
     run.add_argument("--output", "-o", metavar="DIR", help="write output k to DIR/k.npy")
     run.set_defaults(fn=cmd_run)
+    timing = sub.add_parser("bench", help="time a model's (or an artifact's) runs: median and quartiles, "
+                                          "optionally against onnxruntime")
+    timing.add_argument("model", help="an ONNX model or an artifact (.tegg)")
+    timing.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
+    timing.add_argument("--vs", choices=["onnxruntime"], help="also time onnxruntime on the same inputs")
+    timing.add_argument("--threads", type=int, help="threads per run, both sides (default: every CPU)")
+    timing.add_argument("--runs", type=int, help="timed runs (default: about --seconds of them)")
+    timing.add_argument("--seconds", type=float, default=2.0)
+    timing.add_argument("--seed", type=int, default=0)
+    timing.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
+    timing.add_argument("--json", action="store_true", help="print the figures as JSON")
+    timing.set_defaults(fn=cmd_bench)
     build = sub.add_parser("compile", help="compile a model and save it as an artifact")
     build.add_argument("model")
     build.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
@@ -259,10 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     host.add_argument("--max-delay-ms", type=float, default=2.0,
                       help="how long a batch waits for more requests (default 2)")
     host.set_defaults(fn=cmd_serve)
-    for p in (run, build, show, why):
+    for p in (run, timing, build, show, why):
         p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
                        help="fix a symbolic input shape (repeatable)")
-    for p in (run, build):
+    for p in (run, timing, build):
         p.add_argument("--no-cache", action="store_true", help="compile without the compile cache")
     args = parser.parse_args(argv)
     try:

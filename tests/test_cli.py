@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import tensoregg
 
@@ -59,3 +60,25 @@ def test_a_corrupted_artifact_is_reported_cleanly(tmp_path):
                           text=True)
     assert done.returncode == 2 and "ArtifactError" in done.stderr and "manifest.json" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def warm_cache(tmp_path_factory):
+    """A compile cache holding the example (compiled once for this module's tests)."""
+    cache_dir = tmp_path_factory.mktemp("cache")
+    tensoregg_cli("compile", EXAMPLE, "-o", cache_dir / "example.tegg", cache_dir=cache_dir)
+    return cache_dir
+
+
+def test_bench_alone_and_against_onnxruntime(warm_cache):
+    alone = json.loads(tensoregg_cli("bench", warm_cache / "example.tegg", "--runs", "20", "--threads", "1",
+                                     "--json", cache_dir=warm_cache))
+    assert alone["threads"] == 1 and alone["tensoregg"]["runs"] == 20 and "onnxruntime" not in alone
+    q = alone["tensoregg"]["quartiles_ms"]
+    assert 0 < q[0] <= alone["tensoregg"]["median_ms"] == q[1] <= q[2]
+    pair = json.loads(tensoregg_cli("bench", EXAMPLE, "--vs", "onnxruntime", "--runs", "20", "--json",
+                                    cache_dir=warm_cache))
+    assert pair["onnxruntime"]["runs"] == 20 and pair["max_rel_err"] < 1e-3
+    assert pair["ratio"] == pair["tensoregg"]["median_ms"] / pair["onnxruntime"]["median_ms"]
+    text = tensoregg_cli("bench", EXAMPLE, "--vs", "onnxruntime", "--runs", "5", cache_dir=warm_cache)
+    assert "ratio tensoregg / onnxruntime" in text

@@ -200,7 +200,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_print(args: argparse.Namespace) -> int:
-    print(tensoregg.compile(args.model, input_shapes=parse_shapes(args.input_shape)).graph)
+    from tensoregg.api import to_graph
+
+    shapes = parse_shapes(args.input_shape)
+    if args.optimized:
+        print(tensoregg.explain(args.model, args.target, input_shapes=shapes).after)
+    else:
+        print(to_graph(args.model, shapes))
     return 0
 
 
@@ -242,6 +248,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    from tensoregg.rules import RULESETS
+
+    families: list[dict[str, Any]] = [{"family": f.name, "doc": f.doc.strip(),
+                 "rules": [{"name": r.name, "law": r.law, "checked": r.example is not None} for r in f.rules]}
+                for f in RULESETS.values()]
+    if args.json:
+        print(json.dumps(families, indent=1))
+        return 0
+    for f in families:
+        summary = " ".join(f["doc"].split()).split(". ")[0]
+        print(f"{f['family']} ({len(f['rules'])} rules): {summary}")
+        width = max((len(r["name"]) for r in f["rules"]), default=0)
+        for r in f["rules"]:
+            print(f"  {r['name']:<{width}}  {r['law']}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from tensoregg.verify import families_in, verify
+
+    verdicts = verify(families_in(args.rules), args.examples)
+    if args.json:
+        print(json.dumps([asdict(v) for v in verdicts], indent=1))
+    else:
+        for v in verdicts:
+            print(f"{'ok  ' if v.problem is None else 'FAIL'} {v.family}/{v.rule}: {v.law}"
+                  + (f"\n     {v.problem}" if v.problem else ""))
+        failed = sum(v.problem is not None for v in verdicts)
+        print(f"{len(verdicts) - failed} passed, {failed} failed")
+    return 1 if any(v.problem for v in verdicts) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tensoregg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -275,8 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("--output", "-o", required=True, metavar="OUT.tegg", help="the artifact to write")
     build.add_argument("--json", action="store_true", help="print what was written as JSON")
     build.set_defaults(fn=cmd_compile)
-    show = sub.add_parser("print", help="import a model and print its Graph")
+    show = sub.add_parser("print", help="import a model and print its Graph (as imported, or --optimized)")
     show.add_argument("model")
+    show.add_argument("--optimized", action="store_true", help="the Graph the target's optimizer extracts")
+    show.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
     show.set_defaults(fn=cmd_print)
     why = sub.add_parser("explain", help="optimize a model and show phases, limits hit, e-graph sizes, "
                                           "rules fired, cost before/after and the extracted graph")
@@ -296,6 +339,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = sub.add_parser("cache", help="the compile cache: `clear` it, or print its `dir`")
     store.add_argument("action", choices=["clear", "dir"])
     store.set_defaults(fn=cmd_cache)
+    listing = sub.add_parser("rules", help="list the registered rewrite rules by family, with their laws")
+    listing.add_argument("--json", action="store_true", help="print the rules as JSON")
+    listing.set_defaults(fn=cmd_rules)
+    check = sub.add_parser("verify", help="check a rule module's families as tensoregg's own rules are "
+                                          "checked (names, laws, examples, soundness on random inputs)")
+    check.add_argument("rules", metavar="RULES.py")
+    check.add_argument("--examples", type=int, default=10, help="random instances per rule (default 10)")
+    check.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    check.set_defaults(fn=cmd_verify)
     host = sub.add_parser("serve", help="serve an artifact over HTTP (predict, healthz, Prometheus metrics)")
     host.add_argument("artifact")
     host.add_argument("--host", default="127.0.0.1")

@@ -82,3 +82,53 @@ def test_bench_alone_and_against_onnxruntime(warm_cache):
     assert pair["ratio"] == pair["tensoregg"]["median_ms"] / pair["onnxruntime"]["median_ms"]
     text = tensoregg_cli("bench", EXAMPLE, "--vs", "onnxruntime", "--runs", "5", cache_dir=warm_cache)
     assert "ratio tensoregg / onnxruntime" in text
+
+
+def test_print_imported_and_optimized(tmp_path):
+    imported = tensoregg_cli("print", EXAMPLE, cache_dir=tmp_path)
+    optimized = tensoregg_cli("print", EXAMPLE, "--optimized", cache_dir=tmp_path)
+    assert "BatchNormalization" in imported and "BatchNormalization" not in optimized
+    assert imported != optimized and "Softmax" in optimized
+
+
+def test_rules_lists_every_family_and_law(tmp_path):
+    from tensoregg.rules import ALL_RULES, RULESETS
+
+    families = json.loads(tensoregg_cli("rules", "--json", cache_dir=tmp_path))
+    assert [f["family"] for f in families] == list(RULESETS)
+    listed = {r["name"]: r["law"] for f in families for r in f["rules"]}
+    assert listed == {r.name: r.law for r in ALL_RULES}
+    assert "relu-idempotent" in tensoregg_cli("rules", cache_dir=tmp_path)
+
+
+USER_RULES = """
+from egglog import var
+
+from tensoregg.ir.terms import CONSTRUCTORS, Tensor
+from tensoregg.rules import Family
+from tensoregg.rules.witness import chain
+
+mine = Family("mine", "Rules about Relu.")
+Relu, Neg = CONSTRUCTORS["Relu"].fn, CONSTRUCTORS["Neg"].fn
+x = var("x", Tensor)
+mine.rewrite("relu-cubed", "relu(relu(relu(x))) = relu(x)", Relu(Relu(Relu(x))), Relu(x),
+             example=lambda: chain([("Relu", {}), ("Relu", {}), ("Relu", {})]))
+mine.rewrite("relu-is-neg", "relu(x) = neg(x), which is wrong", Relu(x), Neg(x),
+             example=lambda: chain([("Relu", {}), ("Relu", {})]))
+mine.rewrite("relu-idempotent", "taken", Relu(Relu(x)), Relu(x))
+"""
+
+
+def test_verify_checks_a_user_rule_module(tmp_path):
+    path = tmp_path / "my_rules.py"
+    path.write_text(USER_RULES)
+    done = subprocess.run([sys.executable, "-m", "tensoregg.cli", "verify", str(path), "--examples", "3",
+                           "--json"], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    verdicts = {v["rule"]: v["problem"] for v in json.loads(done.stdout)}
+    assert verdicts["relu-cubed"] is None
+    assert "Not equal to tolerance" in verdicts["relu-is-neg"]
+    assert "is taken" in verdicts["relu-idempotent"]
+    done = subprocess.run([sys.executable, "-m", "tensoregg.cli", "verify", str(tmp_path / "none.py")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "RuleError" in done.stderr and "Traceback" not in done.stderr

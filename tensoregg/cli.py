@@ -166,6 +166,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from tensoregg.runtime.native import NativeExecutor
+    from tensoregg.runtime.profile import profile_kernels
+
+    module, how = obtain(args)
+    executor = getattr(module.program, "executor", module.program)
+    if not isinstance(executor, NativeExecutor):
+        raise InputError(f"profile times the kernels of llvm models; this one is for {module.target!r}")
+    artifact = module.artifact()
+    times = profile_kernels(artifact, executor, read_inputs(module, args.input, args.seed), args.runs)
+    total = sum(t.seconds for t in times) or 1e-12
+    peak = float(artifact.manifest["code"].get("core_peak_flops", 0.0))
+    rows: list[dict[str, Any]] = [
+        {"kernel": t.kernel, "node": t.node, "ops": t.ops, "shape": t.shape, "ms": t.seconds * 1e3,
+         "percent": 100 * t.seconds / total, "gflops": t.flops / t.seconds / 1e9 if t.seconds else 0.0,
+         "percent_of_peak": 100 * t.flops / t.seconds / peak if t.seconds and peak else 0.0,
+         "schedule": t.schedule} for t in times]
+    if args.json:
+        print(json.dumps({"model": args.model, "total_ms": total * 1e3, "core_peak_gflops": peak / 1e9,
+                          "kernels": rows}, indent=1))
+        return 0
+    print(how)
+    print(f"{len(rows)} kernels, one thread, median of {args.runs} runs; peak {peak / 1e9:.1f} GFLOP/s "
+          "a core")
+    ops = [" + ".join(t.ops) for t in times]
+    width = max([len(o) for o in ops] + [9])
+    print(f"{'kernel':8s} {'fused ops':{width}s} {'shape':16s} {'ms':>8s} {'%':>6s} {'GFLOP/s':>8s} "
+          f"{'% peak':>7s}")
+    for r, o in zip(rows, ops):
+        shape = "x".join(map(str, r["shape"]))
+        print(f"{r['kernel']:8s} {o:{width}s} {shape:16s} {r['ms']:8.4f} {r['percent']:6.1f} "
+              f"{r['gflops']:8.2f} {r['percent_of_peak']:7.1f}")
+    print(f"{'total':8s} {'':{width}s} {'':16s} {total * 1e3:8.4f}")
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     module = tensoregg.compile(args.model, target=args.target, input_shapes=parse_shapes(args.input_shape),
@@ -310,6 +346,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
     timing.add_argument("--json", action="store_true", help="print the figures as JSON")
     timing.set_defaults(fn=cmd_bench)
+    prof = sub.add_parser("profile", help="time each kernel of an llvm model or artifact: fused ops, shape, "
+                                          "ms, share, GFLOP/s, share of a core's peak")
+    prof.add_argument("model", help="an ONNX model or an artifact (.tegg)")
+    prof.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
+    prof.add_argument("--runs", type=int, default=20, help="runs to take the median of (default 20)")
+    prof.add_argument("--seed", type=int, default=0)
+    prof.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
+    prof.add_argument("--json", action="store_true", help="print the table as JSON")
+    prof.set_defaults(fn=cmd_profile)
     build = sub.add_parser("compile", help="compile a model and save it as an artifact")
     build.add_argument("model")
     build.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
@@ -361,10 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     host.add_argument("--max-delay-ms", type=float, default=2.0,
                       help="how long a batch waits for more requests (default 2)")
     host.set_defaults(fn=cmd_serve)
-    for p in (run, timing, build, show, why):
+    for p in (run, timing, prof, build, show, why):
         p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
                        help="fix a symbolic input shape (repeatable)")
-    for p in (run, timing, build):
+    for p in (run, timing, prof, build):
         p.add_argument("--no-cache", action="store_true", help="compile without the compile cache")
     args = parser.parse_args(argv)
     try:

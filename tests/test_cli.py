@@ -132,3 +132,17 @@ def test_verify_checks_a_user_rule_module(tmp_path):
     done = subprocess.run([sys.executable, "-m", "tensoregg.cli", "verify", str(tmp_path / "none.py")],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "RuleError" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_profile_times_every_kernel(warm_cache):
+    table = json.loads(tensoregg_cli("profile", warm_cache / "example.tegg", "--runs", "3", "--json",
+                                     cache_dir=warm_cache))
+    kernels = table["kernels"]
+    assert [k["ops"] for k in kernels][:2] == [["Conv", "Relu"], ["MaxPool"]]
+    assert kernels[0]["shape"] == [1, 8, 32, 32] and kernels[0]["schedule"].startswith("tiled")
+    assert abs(sum(k["percent"] for k in kernels) - 100) < 1e-6 and table["core_peak_gflops"] > 0
+    assert all(k["ms"] > 0 and 0 <= k["percent_of_peak"] < 100 for k in kernels)
+    conv_relu_flops = 2 * (8 * 32 * 32) * (3 * 3 * 3) + 8 * 32 * 32  # multiply-adds, then the Relu
+    assert kernels[0]["gflops"] == pytest.approx(conv_relu_flops / kernels[0]["ms"] / 1e6)
+    text = tensoregg_cli("profile", EXAMPLE, "--no-cache", "--runs", "2", cache_dir=warm_cache)
+    assert "Conv + Relu" in text and "% peak" in text

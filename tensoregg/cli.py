@@ -247,10 +247,24 @@ def cmd_print(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from tensoregg import drawing
+    from tensoregg.api import to_graph
+
     families = [f for f in args.families.split(",") if f] if args.families is not None else None
-    explanation = tensoregg.explain(args.model, args.target, input_shapes=parse_shapes(args.input_shape),
-                                    rule_families=families)
+    shapes = parse_shapes(args.input_shape)
+    if args.egraph:
+        dot = drawing.egraph_dot(to_graph(args.model, shapes), args.target, args.egraph, families)
+        if args.graphviz:
+            print(f"wrote {drawing.write(dot, args.graphviz)}")
+        else:
+            print(dot, end="")
+        return 0
+    explanation = tensoregg.explain(args.model, args.target, input_shapes=shapes, rule_families=families)
     print(json.dumps(explanation.to_dict(), indent=1) if args.json else explanation)
+    if args.graphviz:
+        title = f"{Path(args.model).name} for {explanation.target}: {len(explanation.after.nodes)} nodes"
+        path = drawing.write(drawing.graph_dot(explanation.after, title), args.graphviz)
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -372,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     why.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
     why.add_argument("--families", metavar="A,B,...", help="rule families to run (default: the target's)")
     why.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    why.add_argument("--graphviz", metavar="OUT.svg", help="draw the extracted graph (fused kernels boxed, "
+                                                           "schedules): .svg/.png/.pdf by dot, or .dot")
+    why.add_argument("--egraph", metavar="NODE", help="draw the e-classes around NODE after saturation "
+                                                      "instead (to --graphviz, else DOT on stdout)")
     why.set_defaults(fn=cmd_explain)
     targets = sub.add_parser("targets", help="list the registered targets and whether each runs here")
     targets.add_argument("--json", action="store_true", help="print the list as JSON")

@@ -3,6 +3,7 @@ artifact on given inputs, extract an artifact, clear the cache."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -146,3 +147,17 @@ def test_profile_times_every_kernel(warm_cache):
     assert kernels[0]["gflops"] == pytest.approx(conv_relu_flops / kernels[0]["ms"] / 1e6)
     text = tensoregg_cli("profile", EXAMPLE, "--no-cache", "--runs", "2", cache_dir=warm_cache)
     assert "Conv + Relu" in text and "% peak" in text
+
+
+def test_explain_draws_the_graph_and_the_egraph(tmp_path):
+    tensoregg_cli("explain", EXAMPLE, "--graphviz", tmp_path / "g.dot", cache_dir=tmp_path)
+    dot = (tmp_path / "g.dot").read_text()
+    assert dot.count("subgraph cluster_") == 2 and '"Conv"' in dot and "tiled gemm_f32" in dot
+    egraph = tensoregg_cli("explain", EXAMPLE, "--egraph", "r1", cache_dir=tmp_path)
+    assert egraph.startswith('digraph "e-classes around r1"') and "FusedConv" in egraph
+    if shutil.which("dot"):
+        tensoregg_cli("explain", EXAMPLE, "--graphviz", tmp_path / "g.svg", cache_dir=tmp_path)
+        assert "<svg" in (tmp_path / "g.svg").read_text() and "FusedConv" in (tmp_path / "g.svg").read_text()
+    done = subprocess.run([sys.executable, "-m", "tensoregg.cli", "explain", EXAMPLE, "--egraph", "nope"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "no node 'nope'" in done.stderr

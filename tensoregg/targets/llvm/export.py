@@ -19,7 +19,7 @@ import numpy as np
 
 from tensoregg.extraction.cost import flops
 from tensoregg.ir.graph import Graph, Node
-from tensoregg.ir.ops.fused import FUSED
+from tensoregg.ir.ops.fused import fused_ops
 from tensoregg.runtime.artifact import TargetCode
 from tensoregg.targets.llvm.capi import HEADER
 from tensoregg.targets.llvm.model import NativeModel
@@ -56,17 +56,6 @@ def save_native(model: NativeModel) -> TargetCode:
     return TargetCode(manifest, parts)
 
 
-def ops_of(node: Node) -> list[str]:
-    """The ops ``node`` computes: a fused op's base op, its residual Add and its activation."""
-    fused = FUSED.get(node.op)
-    if fused is None:
-        return [node.op]
-    z = fused.residual
-    residual = z is not None and len(node.inputs) > z and node.inputs[z]
-    activation = str(node.attrs.get("activation") or "")
-    return [fused.base, *(["Add"] if residual else []), *([activation] if activation else [])]
-
-
 def node_flops(graph: Graph, node: Node) -> float:
     """``node``'s arithmetic work (``tensoregg.extraction.cost.flops``)."""
     types = graph.types
@@ -87,7 +76,7 @@ def kernel_table(model: NativeModel) -> list[dict[str, Any]]:
         out = g.types[node.outputs[0]]
         table.append({"function": fn, "node": f"{node.op} {node.label}", "runs": k not in model.views,
                       "params": [[p.kind, p.at] for p in plan.param_places(low)],
-                      "ops": [op for n in [*inlined, node] for op in ops_of(n)], "shape": list(out.shape),
+                      "ops": [op for n in [*inlined, node] for op in fused_ops(n)], "shape": list(out.shape),
                       "flops": sum(node_flops(g, n) for n in [*inlined, node]),
                       "schedule": str(node.schedule) if node.schedule is not None else ""})
     return table

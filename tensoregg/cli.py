@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 import tensoregg
-from tensoregg import cache
+from tensoregg import cache, progress
 from tensoregg.errors import InputError, TensoreggError
 from tensoregg.ir import TensorType
 from tensoregg.runtime import Module
@@ -431,7 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--no-cache", action="store_true", help="compile without the compile cache")
     args = parser.parse_args(argv)
     try:
-        return int(args.fn(args))
+        with progress.shown():
+            return int(args.fn(args))
     except TensoreggError as e:
         print(f"tensoregg: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

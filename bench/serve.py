@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads per model run (default 1: the server's event loop needs a core too)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     os.environ.setdefault("TENSOREGG_CACHE_DIR", tempfile.mkdtemp(prefix="tensoregg-bench-"))
@@ -135,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     want = tensoregg.load(single).run(x)[0]
     print(f"{args.clients} clients, {args.requests} JSON requests of 1x3x32x32 each, tinycnn, loopback; "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    rows = [load_test(single, [], args.clients, args.requests, x, want),
+    threads = ["--threads", str(args.threads)]
+    rows = [load_test(single, threads, args.clients, args.requests, x, want),
             load_test(tmp / f"tinycnn_b{args.max_batch}.tegg",
-                      ["--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms)],
+                      [*threads, "--max-batch", str(args.max_batch),
+                       "--max-delay-ms", str(args.max_delay_ms)],
                       args.clients, args.requests, x, want)]
     for r in rows:
-        print(f"{r['options']:32s} errors {r['errors']}  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+        print(f"{r['options']:45s} errors {r['errors']}  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
               f"{r['throughput_rps']:.0f} req/s  /metrics requests {r['metrics_requests_total']:.0f} "
               f"({'=' if r['metrics_ok'] else '!='} sent)  exit {r['exit_code']}"
               + (f"  first errors: {r['first_errors']}" if r["errors"] else ""))

@@ -79,7 +79,7 @@ def npy(array):
 
 def test_predict_errors_and_metrics(artifacts):
     single, _, want = artifacts
-    server = Server(single)
+    server = Server(single, "--workers", "2")
     try:
         status, body, _ = server.predict(json.dumps({"inputs": [X.tolist()]}))
         assert status == 200 and np.allclose(json.loads(body)["outputs"][0], want, atol=1e-6)

@@ -79,13 +79,20 @@ def client(port: int, bodies: list[bytes], want: np.ndarray, latencies: list[flo
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
 
-def requests_counted(port: int) -> float:
-    """The sum of ``tensoregg_requests_total`` over statuses, as /metrics says."""
+def scrape(port: int) -> tuple[float, float]:
+    """From /metrics: the sum of ``tensoregg_requests_total`` over statuses, and the mean rows per
+    model run (``tensoregg_batch_rows``)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("tensoregg_requests_total{"))
+    values: dict[str, float] = {}
+    for line in conn.getresponse().read().decode().splitlines():
+        if line.startswith(("tensoregg_requests_total{", "tensoregg_batch_rows_sum",
+                            "tensoregg_batch_rows_count")):
+            name = line.split("{")[0].split(" ")[0]
+            values[name] = values.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    runs = values.get("tensoregg_batch_rows_count", 0.0)
+    rows = values.get("tensoregg_batch_rows_sum", 0.0)
+    return values.get("tensoregg_requests_total", 0.0), rows / max(runs, 1)
 
 
 def load_test(artifact: Path, options: list[str], clients: int, requests: int, x: np.ndarray,
@@ -104,14 +111,14 @@ def load_test(artifact: Path, options: list[str], clients: int, requests: int, x
     for t in threads:
         t.join()
     seconds = time.perf_counter() - start
-    counted = requests_counted(port)
+    counted, rows_per_run = scrape(port)
     proc.send_signal(signal.SIGTERM)
     exit_code = proc.wait(timeout=60)
     q = statistics.quantiles(latencies, n=100)
     return {"options": " ".join(options) or "(no batching)", "requests": requests, "clients": clients,
             "errors": len(errors), "first_errors": errors[:3], "p50_ms": q[49] * 1e3, "p99_ms": q[98] * 1e3,
             "throughput_rps": requests / seconds, "metrics_requests_total": counted,
-            "metrics_ok": counted == requests, "exit_code": exit_code}
+            "metrics_ok": counted == requests, "rows_per_run": rows_per_run, "exit_code": exit_code}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                       args.clients, args.requests, x, want)]
     for r in rows:
         print(f"{r['options']:45s} errors {r['errors']}  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
-              f"{r['throughput_rps']:.0f} req/s  /metrics requests {r['metrics_requests_total']:.0f} "
+              f"{r['throughput_rps']:.0f} req/s  {r['rows_per_run']:.1f} rows/run  "
+              f"/metrics requests {r['metrics_requests_total']:.0f} "
               f"({'=' if r['metrics_ok'] else '!='} sent)  exit {r['exit_code']}"
               + (f"  first errors: {r['first_errors']}" if r["errors"] else ""))
     if args.json:

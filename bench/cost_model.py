@@ -52,7 +52,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gemm import describe
-from models import RTOL, max_rel_err
+
+from tensoregg.benchmark import RTOL, max_rel_err
 
 if TYPE_CHECKING:
     import numpy as np

@@ -43,7 +43,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from models import RTOL, child_rows, max_rel_err, quartiles, time_pair
+from models import child_rows
+
+from tensoregg.benchmark import RTOL, max_rel_err, quartiles, time_pair
 
 DEFAULT_SHAPES = "256,512,1024,2048,128x768x3072"
 VARIANTS = ("B input", "B const")
@@ -84,8 +86,8 @@ def compile_matmul(m: int, k: int, n: int, constant_b: bool, rng: Any) -> tuple[
     import numpy as np
 
     from tensoregg.ir import Graph, Node, TensorType
-    from tensoregg.targets.llvm.gemm_schedules import choose_gemm_schedule
     from tensoregg.targets.llvm import NativeModel
+    from tensoregg.targets.llvm.gemm_schedules import choose_gemm_schedule
     from tensoregg.targets.llvm.host import host_target
 
     f32 = np.dtype(np.float32)

@@ -52,8 +52,6 @@ from functools import partial
 from typing import Any
 
 EXTRA_MODELS = ("mlp", "encoder", "resnet_small")
-RTOL = 1e-3
-BLOCK_S = 0.1
 
 
 def load(name: str) -> Any:
@@ -71,22 +69,6 @@ def load(name: str) -> Any:
     return light_model(name)
 
 
-def max_rel_err(got: list[Any], want: list[Any]) -> float:
-    """max |g - w| / (|w| + 1e-3 max|w|) over all outputs: below RTOL means allclose(g, w, RTOL, atol)
-    with atol = RTOL * 1e-3 * max|w| (scaled to the output's size). inf on a shape mismatch."""
-    import numpy as np
-
-    err = 0.0
-    for g, w in zip(got, want, strict=True):
-        if g.shape != w.shape:
-            return math.inf
-        if w.size:
-            w64, g64 = w.astype(np.float64), g.astype(np.float64)
-            floor = 1e-3 * float(np.max(np.abs(w64))) or 1e-30
-            err = max(err, float(np.max(np.abs(g64 - w64) / (np.abs(w64) + floor))))
-    return err
-
-
 @dataclass(frozen=True)
 class Settings:
     threads: tuple[int, ...]
@@ -97,41 +79,12 @@ class Settings:
     """Pause before each block of tensoregg calls when several threads run."""
 
 
-def time_pair(ours: Any, theirs: Any, runs: int | None, seconds: float,
-              settle: float) -> tuple[list[float], list[float]]:
-    """Per-call seconds of ``ours()`` and ``theirs()``, ``runs`` calls each or enough for about
-    ``seconds`` of each side: 2 warm-up calls each, then rounds of a ``settle`` pause (not timed), a
-    block of ``ours`` calls and a block of as many ``theirs`` calls (about BLOCK_S each)."""
-    clock = time.perf_counter
-
-    def block(fn: Any, n: int) -> list[float]:
-        out = []
-        for _ in range(n):
-            start = clock()
-            fn()
-            out.append(clock() - start)
-        return out
-
-    warm = [block(ours, 2), block(theirs, 2)]
-    per_call = (warm[0][-1] + warm[1][-1]) / 2
-    if runs is None:
-        runs = min(max(5, math.ceil(seconds / max(per_call, 1e-6))), 20000)
-    size = max(1, min(runs, round(BLOCK_S / max(per_call, 1e-6))))
-    times: list[list[float]] = [[], []]
-    while len(times[0]) < runs:
-        time.sleep(settle)
-        n = min(size, runs - len(times[0]))
-        times[0] += block(ours, n)
-        times[1] += block(theirs, n)
-    return times[0], times[1]
-
-
 def measure(name: str, settings: Settings, out: Any) -> None:
     """Compile ``name`` once, then put one row per thread count on ``out``."""
     import numpy as np
-    import onnxruntime as ort
 
     import tensoregg
+    from tensoregg.benchmark import RTOL, max_rel_err, ort_session, quartiles, time_pair
     from tensoregg.errors import UnsupportedOperator
 
     model = load(name)
@@ -149,10 +102,7 @@ def measure(name: str, settings: Settings, out: Any) -> None:
     del model
     for t in settings.threads:
         module.num_threads = t
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = t
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        session = ort_session(data, t)
         want = session.run(None, feeds)
         got = module.run(**feeds)
         err = max_rel_err(got, want)
@@ -163,10 +113,6 @@ def measure(name: str, settings: Settings, out: Any) -> None:
                  "ratio": te_ms / ort_ms, "max_rel_err": err, "runs": len(ours),
                  "tensoregg_quartiles_ms": quartiles(ours), "ort_quartiles_ms": quartiles(theirs),
                  "status": "ok" if err <= RTOL else "MISMATCH"})
-
-
-def quartiles(seconds: list[float]) -> list[float]:
-    return [q * 1e3 for q in statistics.quantiles(seconds, n=4)] if len(seconds) > 1 else seconds * 3
 
 
 def _child(name: str, settings: Settings, out: Any) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from tensoregg import cache as compile_cache
 from tensoregg.errors import CompileError
 from tensoregg.ir import Graph
+from tensoregg.progress import stage
 from tensoregg.runtime import Module
 from tensoregg.targets import Registration, Target, registration
 
@@ -48,15 +49,18 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
         cached = compile_cache.lookup(key)
         if cached is not None:
             return cached
-    graph = to_graph(model, input_shapes)
+    with stage("import"):
+        graph = to_graph(model, input_shapes)
     report = None
     if optimize:
         from tensoregg.optimize import optimize as run_optimize
         graph, report = run_optimize(graph, description, rule_families, schedules=entry.schedules)
-    module = Module(graph, entry.name, entry.build(graph, description), export=entry.save)
+    with stage("codegen"):
+        module = Module(graph, entry.name, entry.build(graph, description), export=entry.save)
     module.report = report
     if key is not None:
-        compile_cache.store(key, module)
+        with stage("cache"):
+            compile_cache.store(key, module)
     return module
 
 

@@ -1,6 +1,7 @@
 """The ``tensoregg`` command: ``compile`` a model to an artifact, ``run`` a model or an artifact
 (optionally checking it), ``print`` its Graph, ``explain`` what the optimizer did to it, list the
-``targets``, ``extract`` an artifact's files (the C API), ``cache clear``."""
+``targets``, ``extract`` an artifact's files (the C API), ``cache clear``, ``serve`` an artifact
+over HTTP."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import sys
 import time
 import zipfile
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import tensoregg
-from tensoregg import cache
+from tensoregg import cache, progress
 from tensoregg.errors import InputError, ParameterError, TensoreggError
 from tensoregg.ir import TensorType
 from tensoregg.runtime import Module
@@ -129,6 +131,79 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tensoregg import benchmark
+
+    if args.vs and is_artifact(args.model):
+        raise InputError("--vs onnxruntime runs the ONNX model: bench the model, not an artifact")
+    module, how = obtain(args)
+    if args.threads:
+        module.num_threads = args.threads
+    feeds = read_inputs(module, args.input, args.seed)
+    ours = partial(module.run, **feeds)
+    info: dict[str, Any] = {"model": args.model, "target": module.target, "threads": module.num_threads}
+    if args.vs:
+        session = benchmark.ort_session(args.model, module.num_threads)
+        err = benchmark.max_rel_err(module.run(**feeds), session.run(None, feeds))
+        times, theirs = benchmark.time_pair(ours, partial(session.run, None, feeds), args.runs, args.seconds,
+                                            0.1 if module.num_threads > 1 else 0.0)
+        info["onnxruntime"] = benchmark.summary(theirs)
+        info["max_rel_err"] = err
+    else:
+        times = benchmark.time_alone(ours, args.runs, args.seconds)
+    info["tensoregg"] = benchmark.summary(times)
+    if args.vs:
+        info["ratio"] = info["tensoregg"]["median_ms"] / info["onnxruntime"]["median_ms"]
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(how)
+    for side in ("tensoregg", "onnxruntime"):
+        if side in info:
+            q = info[side]["quartiles_ms"]
+            print(f"{side:12s} median {info[side]['median_ms']:.3f} ms (quartiles {q[0]:.3f} .. {q[2]:.3f}) "
+                  f"over {info[side]['runs']} runs, {info['threads']} thread(s)")
+    if args.vs:
+        print(f"ratio tensoregg / onnxruntime: {info['ratio']:.2f}; max relative difference {err:.1e}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from tensoregg.runtime.native import NativeExecutor
+    from tensoregg.runtime.profile import profile_kernels
+
+    module, how = obtain(args)
+    executor = getattr(module.program, "executor", module.program)
+    if not isinstance(executor, NativeExecutor):
+        raise InputError(f"profile times the kernels of llvm models; this one is for {module.target!r}")
+    artifact = module.artifact()
+    times = profile_kernels(artifact, executor, read_inputs(module, args.input, args.seed), args.runs)
+    total = sum(t.seconds for t in times) or 1e-12
+    peak = float(artifact.manifest["code"].get("core_peak_flops", 0.0))
+    rows: list[dict[str, Any]] = [
+        {"kernel": t.kernel, "node": t.node, "ops": t.ops, "shape": t.shape, "ms": t.seconds * 1e3,
+         "percent": 100 * t.seconds / total, "gflops": t.flops / t.seconds / 1e9 if t.seconds else 0.0,
+         "percent_of_peak": 100 * t.flops / t.seconds / peak if t.seconds and peak else 0.0,
+         "schedule": t.schedule} for t in times]
+    if args.json:
+        print(json.dumps({"model": args.model, "total_ms": total * 1e3, "core_peak_gflops": peak / 1e9,
+                          "kernels": rows}, indent=1))
+        return 0
+    print(how)
+    print(f"{len(rows)} kernels, one thread, median of {args.runs} runs; peak {peak / 1e9:.1f} GFLOP/s "
+          "a core")
+    ops = [" + ".join(t.ops) for t in times]
+    width = max([len(o) for o in ops] + [9])
+    print(f"{'kernel':8s} {'fused ops':{width}s} {'shape':16s} {'ms':>8s} {'%':>6s} {'GFLOP/s':>8s} "
+          f"{'% peak':>7s}")
+    for r, o in zip(rows, ops):
+        shape = "x".join(map(str, r["shape"]))
+        print(f"{r['kernel']:8s} {o:{width}s} {shape:16s} {r['ms']:8.4f} {r['percent']:6.1f} "
+              f"{r['gflops']:8.2f} {r['percent_of_peak']:7.1f}")
+    print(f"{'total':8s} {'':{width}s} {'':16s} {total * 1e3:8.4f}")
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     module = tensoregg.compile(args.model, target=args.target, input_shapes=parse_shapes(args.input_shape),
@@ -163,15 +238,35 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_print(args: argparse.Namespace) -> int:
-    print(tensoregg.compile(args.model, input_shapes=parse_shapes(args.input_shape)).graph)
+    from tensoregg.api import to_graph
+
+    shapes = parse_shapes(args.input_shape)
+    if args.optimized:
+        print(tensoregg.explain(args.model, args.target, input_shapes=shapes).after)
+    else:
+        print(to_graph(args.model, shapes))
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from tensoregg import drawing
+    from tensoregg.api import to_graph
+
     families = [f for f in args.families.split(",") if f] if args.families is not None else None
-    explanation = tensoregg.explain(args.model, args.target, input_shapes=parse_shapes(args.input_shape),
-                                    rule_families=families)
+    shapes = parse_shapes(args.input_shape)
+    if args.egraph:
+        dot = drawing.egraph_dot(to_graph(args.model, shapes), args.target, args.egraph, families)
+        if args.graphviz:
+            print(f"wrote {drawing.write(dot, args.graphviz)}")
+        else:
+            print(dot, end="")
+        return 0
+    explanation = tensoregg.explain(args.model, args.target, input_shapes=shapes, rule_families=families)
     print(json.dumps(explanation.to_dict(), indent=1) if args.json else explanation)
+    if args.graphviz:
+        title = f"{Path(args.model).name} for {explanation.target}: {len(explanation.after.nodes)} nodes"
+        path = drawing.write(drawing.graph_dot(explanation.after, title), args.graphviz)
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -192,6 +287,54 @@ def cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from tensoregg.serve import ModelServer, serve
+    except ImportError as exc:
+        raise TensoreggError(f"serve needs the serve extra ({exc}): pip install 'tensoregg[serve]'") from exc
+    server = ModelServer(args.artifact, name=args.name, workers=args.workers, max_batch=args.max_batch,
+                         max_delay_ms=args.max_delay_ms, threads=args.threads)
+    print(f"serving {server.name} ({server.modules[0]}) on http://{args.host}:{args.port}"
+          f"/v1/models/{server.name}:predict", flush=True)
+    serve(server, args.host, args.port)
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from tensoregg.rules import RULESETS
+
+    families: list[dict[str, Any]] = [{"family": f.name, "doc": f.doc.strip(),
+                 "rules": [{"name": r.name, "law": r.law, "checked": r.example is not None} for r in f.rules]}
+                for f in RULESETS.values()]
+    if args.json:
+        print(json.dumps(families, indent=1))
+        return 0
+    for f in families:
+        summary = " ".join(f["doc"].split()).split(". ")[0]
+        print(f"{f['family']} ({len(f['rules'])} rules): {summary}")
+        width = max((len(r["name"]) for r in f["rules"]), default=0)
+        for r in f["rules"]:
+            print(f"  {r['name']:<{width}}  {r['law']}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from tensoregg.verify import families_in, verify
+
+    verdicts = verify(families_in(args.rules), args.examples)
+    if args.json:
+        print(json.dumps([asdict(v) for v in verdicts], indent=1))
+    else:
+        for v in verdicts:
+            print(f"{'ok  ' if v.problem is None else 'FAIL'} {v.family}/{v.rule}: {v.law}"
+                  + (f"\n     {v.problem}" if v.problem else ""))
+        failed = sum(v.problem is not None for v in verdicts)
+        print(f"{len(verdicts) - failed} passed, {failed} failed")
+    return 1 if any(v.problem for v in verdicts) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tensoregg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -207,14 +350,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="an input's value (repeatable; the others are seeded random data)")
     run.add_argument("--output", "-o", metavar="DIR", help="write output k to DIR/k.npy")
     run.set_defaults(fn=cmd_run)
+    timing = sub.add_parser("bench", help="time a model's (or an artifact's) runs: median and quartiles, "
+                                          "optionally against onnxruntime")
+    timing.add_argument("model", help="an ONNX model or an artifact (.tegg)")
+    timing.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
+    timing.add_argument("--vs", choices=["onnxruntime"], help="also time onnxruntime on the same inputs")
+    timing.add_argument("--threads", type=int, help="threads per run, both sides (default: every CPU)")
+    timing.add_argument("--runs", type=int, help="timed runs (default: about --seconds of them)")
+    timing.add_argument("--seconds", type=float, default=2.0)
+    timing.add_argument("--seed", type=int, default=0)
+    timing.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
+    timing.add_argument("--json", action="store_true", help="print the figures as JSON")
+    timing.set_defaults(fn=cmd_bench)
+    prof = sub.add_parser("profile", help="time each kernel of an llvm model or artifact: fused ops, shape, "
+                                          "ms, share, GFLOP/s, share of a core's peak")
+    prof.add_argument("model", help="an ONNX model or an artifact (.tegg)")
+    prof.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
+    prof.add_argument("--runs", type=int, default=20, help="runs to take the median of (default 20)")
+    prof.add_argument("--seed", type=int, default=0)
+    prof.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
+    prof.add_argument("--json", action="store_true", help="print the table as JSON")
+    prof.set_defaults(fn=cmd_profile)
     build = sub.add_parser("compile", help="compile a model and save it as an artifact")
     build.add_argument("model")
     build.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
     build.add_argument("--output", "-o", required=True, metavar="OUT.tegg", help="the artifact to write")
     build.add_argument("--json", action="store_true", help="print what was written as JSON")
     build.set_defaults(fn=cmd_compile)
-    show = sub.add_parser("print", help="import a model and print its Graph")
+    show = sub.add_parser("print", help="import a model and print its Graph (as imported, or --optimized)")
     show.add_argument("model")
+    show.add_argument("--optimized", action="store_true", help="the Graph the target's optimizer extracts")
+    show.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
     show.set_defaults(fn=cmd_print)
     why = sub.add_parser("explain", help="optimize a model and show phases, limits hit, e-graph sizes, "
                                           "rules fired, cost before/after and the extracted graph")
@@ -222,6 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     why.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
     why.add_argument("--families", metavar="A,B,...", help="rule families to run (default: the target's)")
     why.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    why.add_argument("--graphviz", metavar="OUT.svg", help="draw the extracted graph (fused kernels boxed, "
+                                                           "schedules): .svg/.png/.pdf by dot, or .dot")
+    why.add_argument("--egraph", metavar="NODE", help="draw the e-classes around NODE after saturation "
+                                                      "instead (to --graphviz, else DOT on stdout)")
     why.set_defaults(fn=cmd_explain)
     targets = sub.add_parser("targets", help="list the registered targets and whether each runs here")
     targets.add_argument("--json", action="store_true", help="print the list as JSON")
@@ -234,14 +404,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = sub.add_parser("cache", help="the compile cache: `clear` it, or print its `dir`")
     store.add_argument("action", choices=["clear", "dir"])
     store.set_defaults(fn=cmd_cache)
-    for p in (run, build, show, why):
+    listing = sub.add_parser("rules", help="list the registered rewrite rules by family, with their laws")
+    listing.add_argument("--json", action="store_true", help="print the rules as JSON")
+    listing.set_defaults(fn=cmd_rules)
+    check = sub.add_parser("verify", help="check a rule module's families as tensoregg's own rules are "
+                                          "checked (names, laws, examples, soundness on random inputs)")
+    check.add_argument("rules", metavar="RULES.py")
+    check.add_argument("--examples", type=int, default=10, help="random instances per rule (default 10)")
+    check.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    check.set_defaults(fn=cmd_verify)
+    host = sub.add_parser("serve", help="serve an artifact over HTTP (predict, healthz, Prometheus metrics)")
+    host.add_argument("artifact")
+    host.add_argument("--host", default="127.0.0.1")
+    host.add_argument("--port", type=int, default=8000)
+    host.add_argument("--name", help="the model's name in /v1/models/NAME:predict (default: the file's stem)")
+    host.add_argument("--workers", type=int, default=1,
+                      help="runs in flight at once (a copy of the model each)")
+    host.add_argument("--threads", type=int, help="threads per run (default: the CPUs shared by the workers)")
+    host.add_argument("--max-batch", type=int, default=1,
+                      help="batch requests up to B rows (the artifact compiled for batch B)")
+    host.add_argument("--max-delay-ms", type=float, default=2.0,
+                      help="how long a batch waits for more requests (default 2)")
+    host.set_defaults(fn=cmd_serve)
+    for p in (run, timing, prof, build, show, why):
         p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
                        help="fix a symbolic input shape (repeatable)")
-    for p in (run, build):
+    for p in (run, timing, prof, build):
         p.add_argument("--no-cache", action="store_true", help="compile without the compile cache")
     args = parser.parse_args(argv)
     try:
-        return int(args.fn(args))
+        with progress.shown():
+            return int(args.fn(args))
     except TensoreggError as e:
         print(f"tensoregg: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

@@ -71,3 +71,7 @@ class GuardViolation(TensoreggError):
 
 class CrossRunError(TensoreggError):
     """A cross-compiled model failed under the emulator (a signal or a nonzero exit status)."""
+
+
+class RuleError(TensoreggError):
+    """A user's rule module that cannot be loaded, or holds no rule family."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tensoregg.ir.graph import Graph
 from tensoregg.optimize import OptimizeReport
+from tensoregg.progress import stage
 
 if TYPE_CHECKING:
     from tensoregg.rules import Family
@@ -52,6 +53,7 @@ def explain(model: Any, target: str | Target | None = None, *,
     from tensoregg.optimize import optimize
 
     entry, description = resolve_target(target)
-    before = to_graph(model, input_shapes)
+    with stage("import"):
+        before = to_graph(model, input_shapes)
     after, report = optimize(before, description, rule_families, schedules=entry.schedules)
     return Explanation(entry.name, report, before, after)

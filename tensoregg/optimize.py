@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from tensoregg.errors import CompileError
 from tensoregg.ir.fold import fold_constants
 from tensoregg.ir.graph import Graph
+from tensoregg.progress import stage
 from tensoregg.targets import Target
 
 if TYPE_CHECKING:
@@ -116,27 +117,31 @@ def optimize(graph: Graph, target: Target, families: Sequence[str | Family] | No
     report.cost_before = dag_cost(view0, original, costs0)
     lap("encode")
     chosen = resolve_families(families if families is not None else target.rule_families)
-    report.phases = saturate(enc.egraph, [Phase(f.name, f.ruleset) for f in chosen])
+    with stage("saturate", total=len(chosen)) as advance:
+        for family in chosen:
+            report.phases += saturate(enc.egraph, [Phase(family.name, family.ruleset)])
+            advance()
     lap("saturate")
-    js = serialize(enc.egraph)
-    view = build_view(js, enc)
-    costs, kernels = priced(view)
-    choice = extract_greedy(view, costs)
-    report.eclasses, report.enodes = len(view.classes), sum(len(v) for v in view.classes.values())
-    if report.enodes <= ILP_MAX_ENODES:
-        choice, ilp = extract_ilp(view, costs, time_limit=ILP_SECONDS, warm_start=choice)
-        report.extractor = f"ilp {ilp.status}"
-    report.cost_after = dag_cost(view, choice, costs)
-    if report.cost_after >= report.cost_before * (1 - 1e-9):  # equal up to summation order
-        report.kept_original, report.cost_after = True, report.cost_before
-        js, view, choice, kernels = js0, view0, original, kernels0
-        if not kernels:
-            lap("extract")
-            return graph, report
-    names: dict[str, str] = {}
-    result = fold_constants(decode(js, choice, enc, view.classes, names))
-    report.kernels = format_kernels(chosen_kernels(kernels, choice, names), names)
-    lap("extract")
+    with stage("extract"):
+        js = serialize(enc.egraph)
+        view = build_view(js, enc)
+        costs, kernels = priced(view)
+        choice = extract_greedy(view, costs)
+        report.eclasses, report.enodes = len(view.classes), sum(len(v) for v in view.classes.values())
+        if report.enodes <= ILP_MAX_ENODES:
+            choice, ilp = extract_ilp(view, costs, time_limit=ILP_SECONDS, warm_start=choice)
+            report.extractor = f"ilp {ilp.status}"
+        report.cost_after = dag_cost(view, choice, costs)
+        if report.cost_after >= report.cost_before * (1 - 1e-9):  # equal up to summation order
+            report.kept_original, report.cost_after = True, report.cost_before
+            js, view, choice, kernels = js0, view0, original, kernels0
+            if not kernels:
+                lap("extract")
+                return graph, report
+        names: dict[str, str] = {}
+        result = fold_constants(decode(js, choice, enc, view.classes, names))
+        report.kernels = format_kernels(chosen_kernels(kernels, choice, names), names)
+        lap("extract")
     before = [graph.types[o] for o in graph.outputs]
     after = [result.types[o] for o in result.outputs]
     if before != after:

@@ -189,3 +189,17 @@ def small_resnet(widths: Sequence[int] = (64, 128, 256, 512), blocks: int = 1, c
     value = b.node("Flatten", [value], "/Flatten", axis=1)
     _gemm(b, "fc", value, c_in, classes, output="y")
     return _finish(b, "small_resnet", [_float("x", [batch, 3, size, size])], [_float("y", [batch, classes])])
+
+
+def symbolic_batch(model: onnx.ModelProto | str, name: str = "N") -> onnx.ModelProto:
+    """A copy of ``model`` (or the model at that path) whose inputs' and outputs' dimension 0 is the
+    symbolic ``name``, so that it compiles for any batch (``input_shapes``), e.g. for serving batches."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(onnx.load(model) if isinstance(model, str) else model)
+    weights = {t.name for t in copy.graph.initializer}
+    for value in [*copy.graph.input, *copy.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and value.name not in weights:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = name
+    return copy

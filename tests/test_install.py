@@ -22,7 +22,8 @@ def pins() -> dict[str, str]:
 
 def test_the_lock_pins_every_dependency_within_its_range():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = [*project["dependencies"], *project["optional-dependencies"]["test"]]
+    extras = project["optional-dependencies"]
+    wanted = [*project["dependencies"], *extras["test"], *extras["serve"]]
     locked = pins()
     for text in wanted:
         requirement = Requirement(text)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from tensoregg.ir.ops import linalg, nn  # noqa: F401  (registers the base ops, 
 from tensoregg.ir.registry import Attr, InferCtx, OpDef, ShapeRule, Upgrade, get_op, op
 from tensoregg.ir.shapes import broadcast_shapes
 from tensoregg.ir.types import TensorType, dtype_name
+
+if TYPE_CHECKING:
+    from tensoregg.ir.graph import Node
 
 DOMAIN = "tensoregg"
 """The domain of tensoregg's internal ops."""
@@ -52,6 +55,17 @@ class Fused:
 FUSED: dict[str, Fused] = {"FusedConv": Fused("Conv", 3), "FusedGemm": Fused("Gemm", None),
                            "FusedMatMul": Fused("MatMul", 2)}
 """Every fused op by name."""
+
+
+def fused_ops(node: Node) -> list[str]:
+    """The ops ``node`` computes: for a fused op its base op, its residual Add and its activation."""
+    fused = FUSED.get(node.op)
+    if fused is None:
+        return [node.op]
+    z = fused.residual
+    residual = z is not None and len(node.inputs) > z and node.inputs[z]
+    activation = str(node.attrs.get("activation") or "")
+    return [fused.base, *(["Add"] if residual else []), *([activation] if activation else [])]
 
 
 def internal_only(up: Upgrade) -> None:

@@ -84,7 +84,7 @@ def _lower(t: SharedTiles, c: Contraction) -> For:
     at = (r * idx(t.tn) + s,)
     fma = Store(acc, at, Load(acc, at) + a_val * b_val, contract=True)
     step = For(kk, idx(0), idx(t.bk), [For(r, idx(0), idx(t.tm), [For(s, idx(0), idx(t.tn), [fma])])])
-    copies = [copy_tile(c, side, tile, _k_major(lines), t.bk, t.threads, thread, first, k0, bi)
+    copies = [copy_tile(c, side, tile, lines, _k_major(lines), t.bk, t.threads, thread, first, k0, bi)
               for side, tile, lines, first in (("a", a_tile, t.bm, i0), ("b", b_tile, t.bn, j0))]
     main = For(k0, idx(0), idx(-(-k // t.bk)), [*copies, Barrier(), step, Barrier()])
 
@@ -105,16 +105,15 @@ def _k_major(lines: int) -> Callable[[Expr, Expr], Expr]:
     return lambda kk, line: kk * idx(lines) + line
 
 
-def copy_tile(c: Contraction, side: str, tile: Buffer, place: Callable[[Expr, Expr], Expr], bk: int,
-              threads: int, thread: Expr, first: Expr, k0: Expr, bi: Expr,
+def copy_tile(c: Contraction, side: str, tile: Buffer, lines: int, place: Callable[[Expr, Expr], Expr],
+              bk: int, threads: int, thread: Expr, first: Expr, k0: Expr, bi: Expr,
               read: Callable[[Expr], Expr] = lambda v: v) -> For:
     """The block's ``threads`` threads copying the k0-th ``bk``-wide slice of operand ``side`` (``a``:
-    rows ``first``.. of A; ``b``: columns ``first``.. of B; as many lines as ``tile`` holds) into the
-    shared ``tile`` at ``place(kk, line)``, in rounds: consecutive threads read consecutive k of A and
+    ``lines`` rows from ``first`` of A; ``b``: ``lines`` columns from ``first`` of B) into the shared
+    ``tile`` at ``place(kk, line)``, in rounds: consecutive threads read consecutive k of A and
     consecutive n of B; outside the matrices they store 0. ``read`` maps a factor's value to the
     tile's (its dtype)."""
     m_or_n = c.m if side == "a" else c.n
-    lines = tile.size // bk
     r = fresh("l")
     e = r * idx(threads) + thread
     kk, line = (call("rem", e, idx(bk)), call("div", e, idx(bk))) if side == "a" else \

@@ -13,7 +13,7 @@ static long long te_current, te_count;
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 #define __shared__ static  /* one block runs at a time: its threads share the function's statics */
 #define __syncthreads() te_barrier()
 static inline float __uint_as_float(unsigned int u) { float f; memcpy(&f, &u, 4); return f; }

@@ -122,7 +122,9 @@ class _Writer:
             const = "" if id(b) in self.written else "const "
             args.append(f"{const}{c_type(b.dtype, self.where)}* __restrict__ {self.name(id(b), b.name)}")
         launch = self.launch
-        head = (f'extern "C" __global__ void __launch_bounds__({launch.threads}) {launch.name}('
+        # (threads, 1): one resident block is all it asks, so ptxas may give a thread up to 255
+        # registers (with the thread count alone it held a 64-thread MMA kernel to 96 and spilled)
+        head = (f'extern "C" __global__ void __launch_bounds__({launch.threads}, 1) {launch.name}('
                 + ", ".join(args) + ") {")
         self.stmt(launch.stage, 1)
         return "\n".join([head, *self.lines, "}"])

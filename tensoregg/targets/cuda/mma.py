@@ -170,7 +170,9 @@ def _term(v: Expr, factor: int) -> Expr:
 
 CANDIDATES = [TensorCoreTiles(mma, bm, bn, bk * mma.k, wm, wn) for mma in (MMA_F16, MMA_BF16, MMA_TF32)
               for bm in (32, 64, 128) for bn in (32, 64, 128) for bk in (1, 2, 4) for wm in (1, 2, 4)
-              for wn in (2, 4, 8)]
+              for wn in (2, 4, 8) if wn >= wm]
+"""Warp tiles at least as wide (in MMA tiles) as they are tall: a B fragment is half an A fragment,
+so these load the fewest fragment bytes per MMA (the taller ones spilled registers at 8 warps)."""
 
 
 def templates(gpu: Gpu, dtype: np.dtype) -> list[TensorCoreTiles]:

@@ -2,7 +2,8 @@
 contractions in it compute the reference interpreter's result, within the tensor cores' tolerance,
 under the GPU emulation (which runs the warp MMA by its fragment layout and checks shared memory for
 races); every parameter set the H100 admits builds with NVRTC for sm_80 and sm_90 without spills or
-local memory."""
+local memory; the cost model offers it for float16 and bfloat16 contractions, and for float32 ones
+where tf32 is opted into."""
 
 from dataclasses import replace
 
@@ -16,9 +17,12 @@ from tensoregg.ir import run_graph
 from tensoregg.ir.compute import Buffer, cast, fresh
 from tensoregg.ir.contraction import find_contraction
 from tensoregg.ir.intrinsics import MMA_BF16, MMA_F16, MMA_TF32
+from tensoregg.ir.schedules import GemmProblem, Untiled
 from tensoregg.runtime.cuda import EMULATE
-from tensoregg.targets.cuda import GPUS
+from tensoregg.targets.cuda import ARCH, GPUS, TF32, chosen_gpu
 from tensoregg.targets.cuda.codegen import PRELUDE, kernel_source
+from tensoregg.targets.cuda.cost import price
+from tensoregg.targets.cuda.gemm import SharedTiles
 from tensoregg.targets.cuda.machines import description
 from tensoregg.targets.cuda.mma import TensorCoreTiles, templates
 from tensoregg.targets.cuda.nvrtc import compile_source, nvrtc_missing
@@ -140,3 +144,41 @@ def test_every_admitted_template_builds_without_spills_for_both_architectures():
             r = resources[name]
             assert r.spill_stores == r.spill_loads == 0 and r.stack_bytes == 0, (arch, str(t), r)
             assert r.shared_bytes == t.shared_bytes <= GPUS[arch].shared_per_block, (arch, str(t), r)
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_the_cost_model_puts_half_precision_and_opted_in_float32_contractions_on_tensor_cores(tf32):
+    gpu = replace(H100, tf32=tf32)
+    for dtype, kind in [("float16", MMA_F16), ("bfloat16", MMA_BF16),
+                        ("float32", MMA_TF32 if tf32 else None)]:
+        (priced,) = price([GemmProblem(1, 256, 3136, 576, dtype=dtype)], description(gpu), gpu)
+        best = priced[0][0]
+        assert [c for _, c in priced] == sorted(c for _, c in priced)
+        assert any(isinstance(s, Untiled) for s, _ in priced)
+        if kind is None:
+            assert isinstance(best, SharedTiles)
+        else:
+            assert isinstance(best, TensorCoreTiles) and best.mma == kind, (dtype, str(best))
+    (small,) = price([GemmProblem(1, 4, 4, 4, dtype="int8")], description(gpu), gpu)
+    assert [s for s, _ in small] == [Untiled()]
+
+
+def test_tf32_is_opted_into_by_the_environment(monkeypatch):
+    monkeypatch.setenv(ARCH, "sm_80")
+    assert not chosen_gpu().tf32 and "tf32" not in description(chosen_gpu()).features
+    monkeypatch.setenv(TF32, "1")
+    assert chosen_gpu().tf32 and chosen_gpu().arch == "sm_80"
+    assert description(chosen_gpu()).features == "+tf32"
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("ab", ["f16", "bf16"])
+def test_extraction_chooses_tensor_cores_for_a_half_precision_matmul(ab):
+    a, b = data(ab, 300, 512), data(ab, 512, 256)
+    model = single_op_model("MatMul", [a, b], {}, constant=(1,))
+    e = tensoregg.explain(model, "cuda")
+    (node,) = e.after.nodes
+    assert isinstance(node.schedule, TensorCoreTiles) and node.schedule.mma.ab == ab
+    assert "gpu tensor cores" in str(e)
+    module = tensoregg.compile(model, target="cuda")
+    close(module.run(a)[0], run_graph(import_onnx(model), {"in0": a})[0], ab)

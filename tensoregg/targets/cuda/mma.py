@@ -134,10 +134,8 @@ def _lower(t: TensorCoreTiles, c: Contraction) -> For:
 
     z = fresh("z")
     init = For(z, idx(0), idx(acc.size), [Store(acc, (z,), const(0.0, F32))])
-    c_line = a_line + i0
-    c_col = wx * idx(t.wn * mma.n) + ni * idx(mma.n) + j0
     epilogue = For(mi, idx(0), idx(t.wm), [For(ni, idx(0), idx(t.wn), [
-        guarded_result(c, bi, c_line + row, c_col + col, Load(acc, (tile + idx(e),)))
+        guarded_result(c, bi, i0 + a_line + row, j0 + b_line + col, Load(acc, (tile + idx(e),)))
         for e, (row, col) in enumerate(_affine(mma, "c", lanes))])])
 
     registers = Local(fa, [Local(fb, [Local(acc, [init, main, epilogue])])])

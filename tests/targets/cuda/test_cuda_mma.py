@@ -1,9 +1,10 @@
 """The tensor-core GEMM template (``targets/cuda/mma.py``): float16, bfloat16 and (tf32) float32
 contractions in it compute the reference interpreter's result, within the tensor cores' tolerance,
 under the GPU emulation (which runs the warp MMA by its fragment layout and checks shared memory for
-races); every parameter set the H100 admits builds with NVRTC for sm_80 and sm_90 without spills or
-local memory; the cost model offers it for float16 and bfloat16 contractions, and for float32 ones
-where tf32 is opted into."""
+races) and, for one tile shape, in their CUDA C run on this CPU (``runtime/cuda_host.h``: the
+warp's threads as fibers meeting at each MMA), bit for bit as emulated; every parameter set the H100
+admits builds with NVRTC for sm_80 and sm_90 without spills or local memory; the cost model offers
+it for float16 and bfloat16 contractions, and for float32 ones where tf32 is opted into."""
 
 from dataclasses import replace
 
@@ -23,6 +24,7 @@ from tensoregg.targets.cuda import ARCH, GPUS, TF32, chosen_gpu
 from tensoregg.targets.cuda.codegen import PRELUDE, kernel_source
 from tensoregg.targets.cuda.cost import price
 from tensoregg.targets.cuda.gemm import SharedTiles
+from tensoregg.targets.cuda.host import check_on_host
 from tensoregg.targets.cuda.machines import description
 from tensoregg.targets.cuda.mma import TensorCoreTiles, templates
 from tensoregg.targets.cuda.nvrtc import compile_source, nvrtc_missing
@@ -94,6 +96,8 @@ def test_contractions_on_tensor_cores_compute_the_reference(ab, op, inputs, attr
     got = program.run(feeds)[0]
     assert got.dtype == want.dtype == inputs[0].dtype
     close(got, want, ab)
+    if tile == 0:  # the CUDA C on this CPU: its packing of fragments, the MMA by the PTX ISA's layout
+        np.testing.assert_array_equal(check_on_host(program, feeds)[0], got)
 
 
 def test_the_template_refuses_contractions_of_another_dtype():

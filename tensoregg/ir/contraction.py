@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from tensoregg.ir.compute import (
@@ -35,6 +36,8 @@ from tensoregg.ir.compute import (
 from tensoregg.ir.schedules import GemmProblem
 
 F32 = np.dtype(np.float32)
+HALVES = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+"""16-bit float outputs whose contraction sums in float32 (the reference's precision)."""
 
 
 @dataclass
@@ -60,7 +63,17 @@ class Contraction:
 
     def problem(self, a_constant: bool, b_constant: bool) -> GemmProblem:
         return GemmProblem(self.batch, self.m, self.n, self.k, not a_constant, not b_constant,
+                           self.operand_dtype.name,
                            row_form=self.out.shape[-1] > 1 if self.out.shape else False)
+
+    @property
+    def operand_dtype(self) -> np.dtype:
+        """The dtype both factors are read in: a 16-bit float where each is a cast of one to the
+        sum's dtype (float16 data summed in float32), else the sum's."""
+        for d in HALVES:
+            if all(uncast(e, d) is not e for e in (self.a_expr, self.b_expr)):
+                return d
+        return self.reduce.dtype
 
     def _at(self, bi: Expr, axes: Sequence[int], flat_index: Expr) -> dict[int, Expr]:
         """The output index variables of ``axes`` and the batch axes at flat positions (the axes of
@@ -94,6 +107,13 @@ class Contraction:
 
     def reads(self, factor: Expr) -> set[int]:
         return {id(e.buffer) for e in walk(factor) if isinstance(e, Load)}
+
+
+def uncast(e: Expr, dtype: np.dtype) -> Expr:
+    """``x`` where ``e`` is ``cast(x)`` of an ``x`` of ``dtype``, else ``e``."""
+    if isinstance(e, Call) and e.fn == "cast" and e.args[0].dtype == dtype:
+        return e.args[0]
+    return e
 
 
 def unflatten(flat_index: Expr, extents: Sequence[int]) -> list[Expr]:
@@ -140,8 +160,9 @@ def _split_groups(shape: tuple[int, ...], index: tuple[Var, ...], value: Expr, f
 
 
 def find_contraction(out: Buffer, index: Sequence[Var], value: Expr) -> Contraction | None:
-    """``value`` (stored at ``out[index]``) as a float32 contraction, or None."""
-    if out.dtype != F32:
+    """``value`` (stored at ``out[index]``) as a contraction summed in float32 (into a float32,
+    float16 or bfloat16 output), or None."""
+    if out.dtype != F32 and out.dtype not in HALVES:
         return None
     bodies = [x.body for x in walk(value) if isinstance(x, Reduce)]
     if len(bodies) != 1 or not isinstance(bodies[0], Call):

@@ -56,7 +56,7 @@ class Param:
 @dataclass(frozen=True)
 class LaunchSpec:
     """One kernel launch: the ``__global__`` function, its grid and block, its static shared memory,
-    whether it has barriers, and its parameters in order."""
+    whether its threads wait for each other (barriers, warp MMAs), and its parameters in order."""
 
     name: str
     blocks: int
@@ -116,7 +116,8 @@ HOST_HEADER = Path(__file__).with_name("cuda_host.h")
 
 class HostBackend(Backend):
     """The program's CUDA C compiled by the host C++ compiler and run block by block; kernels with
-    barriers run each block's threads as fibers taking turns at every barrier (``cuda_host.h``)."""
+    barriers or warp MMAs run each block's threads as fibers taking turns at every barrier, and a
+    warp's at every MMA (``cuda_host.h``)."""
 
     def __init__(self, code: CudaCode) -> None:
         compiler = shutil.which("g++") or shutil.which("c++")

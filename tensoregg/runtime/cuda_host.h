@@ -3,6 +3,8 @@
 #include <math.h>
 #include <string.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <ucontext.h>
 #include <functional>
 #include <vector>
@@ -13,7 +15,7 @@ static long long te_current, te_count;
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 #define __shared__ static  /* one block runs at a time: its threads share the function's statics */
 #define __syncthreads() te_barrier()
 static inline float __uint_as_float(unsigned int u) { float f; memcpy(&f, &u, 4); return f; }
@@ -46,6 +48,76 @@ static void te_barrier() {
   swapcontext(&te_fibers[me], &te_fibers[te_current]);
 }
 static void te_entry() { te_kernel(); }
+static void te_yield(long long next) {  /* to fiber ``next`` of the block, until someone yields back */
+  long long me = te_current;
+  te_current = next;
+  swapcontext(&te_fibers[me], &te_fibers[next]);
+}
+/* Warp MMAs (mma.sync) on the registers the device would hold: each fiber of a warp deposits its
+   fragments in the warp's stage and yields to the next; the last computes D (fragments placed by the
+   PTX ISA's tables, written out here once more: "Matrix Fragments for mma.m16n8k16 / m16n8k8"; exact
+   products summed in double, rounded once to float, as the interp emulation does) and yields to the
+   warp's first, which reads its D and goes on to its next MMA or barrier, yielding to the next... */
+enum { TE_F16, TE_BF16, TE_TF32 };
+struct te_stage { double a[32][8], b[32][4], c[32][4]; float d[32][4]; int arrived; };
+static te_stage te_stages[32];
+static inline unsigned te_tf32(float x) {  /* cvt.rna.tf32.f32: 10 mantissa bits, ties away */
+  unsigned u; memcpy(&u, &x, 4);
+  return isfinite(x) ? (u + 0x1000u) & 0xFFFFE000u : u;
+}
+static inline double te_element(int ab, const unsigned* regs, int i) {
+  if (ab == TE_TF32) { float f; memcpy(&f, &regs[i], 4); return f; }
+  unsigned short h = (unsigned short)(regs[i >> 1] >> (16 * (i & 1)));  /* the lower element in the low half */
+  if (ab == TE_F16) return te_h2f(h);
+  unsigned u = (unsigned)h << 16; float f; memcpy(&f, &u, 4); return f;
+}
+static void te_mma(int ab, const unsigned* a, const unsigned* b, const float* c, float* d) {
+  if (te_count == 0 || te_count % 32) {
+    fprintf(stderr, "tensoregg: warp MMA in a block of %lld threads (whole warps of fibers needed)\n", te_count);
+    abort();
+  }
+  long long me = te_current;
+  int lane = (int)(me % 32), k = ab == TE_TF32 ? 8 : 16;
+  te_stage& s = te_stages[me / 32];
+  for (int i = 0; i < k / 2; ++i) s.a[lane][i] = te_element(ab, a, i);
+  for (int i = 0; i < k / 4; ++i) s.b[lane][i] = te_element(ab, b, i);
+  for (int i = 0; i < 4; ++i) s.c[lane][i] = c[i];
+  if (++s.arrived < 32) {
+    te_yield(me + 1);
+  } else {
+    double A[16][16], B[16][8];
+    for (int l = 0; l < 32; ++l) {
+      int g = l >> 2, t = l & 3;
+      for (int i = 0; i < k / 2; ++i) {
+        if (k == 16) A[g + 8 * ((i >> 1) & 1)][2 * t + (i & 1) + 8 * (i >> 2)] = s.a[l][i];
+        else A[g + 8 * (i & 1)][t + 4 * (i >> 1)] = s.a[l][i];
+      }
+      for (int i = 0; i < k / 4; ++i) {
+        if (k == 16) B[2 * t + (i & 1) + 8 * (i >> 1)][g] = s.b[l][i];
+        else B[t + 4 * i][g] = s.b[l][i];
+      }
+    }
+    for (int l = 0; l < 32; ++l)
+      for (int i = 0; i < 4; ++i) {
+        int row = (l >> 2) + 8 * (i >> 1), col = 2 * (l & 3) + (i & 1);
+        double sum = s.c[l][i];
+        for (int r = 0; r < k; ++r) sum += A[row][r] * B[r][col];
+        s.d[l][i] = (float)sum;
+      }
+    s.arrived = 0;
+    te_yield(me - 31);
+  }
+  for (int i = 0; i < 4; ++i) d[i] = s.d[lane][i];
+}
+#define TE_HOST_MMA(ab, kind) \
+  static void te_mma_regs_##ab(unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1, \
+                               const float* c, float* d) { \
+    const unsigned a[4] = {a0, a1, a2, a3}, b[2] = {b0, b1}; \
+    te_mma(kind, a, b, c, d); \
+  }
+TE_HOST_MMA(f16, TE_F16)
+TE_HOST_MMA(bf16, TE_BF16)
+TE_HOST_MMA(tf32, TE_TF32)
 template <class F> static void te_launch(long long blocks, long long threads, bool fibers, F kernel) {
   for (long long t = 0; t < threads; ++t) te_threads[t].x = t;
   if (!fibers) {

@@ -1,5 +1,6 @@
 """The ``cuda`` target: NVIDIA GPUs. Each stage of the loop program runs as a grid of blocks and
-threads (``schedule``; contractions in shared-memory tiles, ``gemm``, priced by ``cost`` and
+threads (``schedule``; contractions in shared-memory tiles, ``gemm``, float16 and bfloat16 ones on
+the tensor cores, ``mma``, float32 ones too with ``TENSOREGG_CUDA_TF32=1``; priced by ``cost`` and
 chosen by the model's extraction), written as CUDA C (``codegen``), compiled at build time by NVRTC
 (``nvrtc``: no GPU needed) for the GPU's architecture. With ``TENSOREGG_CUDA_EMULATE=1`` a module
 runs its kernel programs in the ``interp`` target's emulation, so the GPU path is checked on any
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
 from tensoregg.errors import CompileError
@@ -29,20 +31,22 @@ if TYPE_CHECKING:
 
 ARCH = "TENSOREGG_CUDA_ARCH"
 """The architecture to compile for (``sm_80``, ``sm_90``: the GPUs of ``machines.GPUS``)."""
+TF32 = "TENSOREGG_CUDA_TF32"
+"""Set to 1: float32 contractions may run on the tensor cores in tf32 (``Gpu.tf32``; off by default,
+as in PyTorch and onnxruntime: tf32 keeps 10 mantissa bits of each input)."""
 
 
 def chosen_gpu() -> Gpu:
     """The GPU the target compiles for: ``TENSOREGG_CUDA_ARCH``'s, else device 0's (its counts read
-    through the driver), else the H100."""
+    through the driver), else the H100; with tf32 where ``TENSOREGG_CUDA_TF32=1``."""
     arch = os.environ.get(ARCH)
-    if arch is None:
-        device = _device()
-        if device is not None:
-            return device
-        arch = "sm_90"
-    if arch not in GPUS:
-        raise CompileError(f"{ARCH}={arch!r}: known architectures are {', '.join(sorted(GPUS))}")
-    return GPUS[arch]
+    gpu = _device() if arch is None else None
+    if gpu is None:
+        arch = arch or "sm_90"
+        if arch not in GPUS:
+            raise CompileError(f"{ARCH}={arch!r}: known architectures are {', '.join(sorted(GPUS))}")
+        gpu = GPUS[arch]
+    return replace(gpu, tf32=os.environ.get(TF32) == "1")
 
 
 @functools.cache
@@ -90,8 +94,9 @@ def _schedules(problems: Sequence[GemmProblem], target: Target) -> list[list[tup
 
 
 register_target("cuda", summary="NVIDIA GPUs: CUDA C compiled by NVRTC, contractions in shared-memory "
-                "tiles, other kernels a thread per element (TENSOREGG_CUDA_EMULATE=1: run in the emulator)",
+                "tiles (float16/bfloat16 on tensor cores), other kernels a thread per element "
+                "(TENSOREGG_CUDA_EMULATE=1: run in the emulator)",
                 describe=lambda: description(chosen_gpu()), build=_build, unavailable=_unavailable,
                 schedules=_schedules, save=_save)
 
-__all__ = ["ARCH", "GPUS", "Gpu", "chosen_gpu"]
+__all__ = ["ARCH", "GPUS", "TF32", "Gpu", "chosen_gpu"]

@@ -22,7 +22,8 @@ import numpy as np
 from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir.compute import INDEX, Buffer, Call, Const, Expr, Load, Var, walk
 from tensoregg.ir.compute.expr import BOUND, is_float
-from tensoregg.ir.loops import Barrier, For, Local, Stmt, Store, offset, statements
+from tensoregg.ir.intrinsics import WarpMMA
+from tensoregg.ir.loops import Barrier, For, Invoke, Local, Stmt, Store, offset, statements
 from tensoregg.targets.cuda.schedule import Launch
 
 F16, BF16 = np.dtype(np.float16), np.dtype("bfloat16")
@@ -87,6 +88,8 @@ def _buffers(body: list[Stmt]) -> Iterator[Buffer]:
         elif isinstance(s, Store):
             yield s.buffer
             yield from (e.buffer for x in (*s.index, s.value) for e in walk(x) if isinstance(e, Load))
+        elif isinstance(s, Invoke):
+            yield from (r.buffer for r in s.refs)
 
 
 class _Writer:
@@ -119,7 +122,9 @@ class _Writer:
             const = "" if id(b) in self.written else "const "
             args.append(f"{const}{c_type(b.dtype, self.where)}* __restrict__ {self.name(id(b), b.name)}")
         launch = self.launch
-        head = (f'extern "C" __global__ void __launch_bounds__({launch.threads}) {launch.name}('
+        # (threads, 1): one resident block is all it asks, so ptxas may give a thread up to 255
+        # registers (with the thread count alone it held a 64-thread MMA kernel to 96 and spilled)
+        head = (f'extern "C" __global__ void __launch_bounds__({launch.threads}, 1) {launch.name}('
                 + ", ".join(args) + ") {")
         self.stmt(launch.stage, 1)
         return "\n".join([head, *self.lines, "}"])
@@ -143,6 +148,8 @@ class _Writer:
             self.store(s, depth)
         elif isinstance(s, Barrier):
             self.emit(depth, "__syncthreads();")
+        elif isinstance(s, Invoke) and isinstance(s.intrinsic, WarpMMA):
+            self.warp_mma(s, depth)
         else:
             raise UnsupportedOperator(f"statement {type(s).__name__}", target="cuda", detail=self.where)
 
@@ -179,11 +186,28 @@ class _Writer:
     def store(self, s: Store, depth: int) -> None:
         memo: Memo = {}
         at = self.expr(offset(s.buffer, s.index), memo, depth)
+        target = self.name(id(s.buffer), s.buffer.name)
+        v = s.value
+        if isinstance(v, Load) and v.buffer.dtype == s.buffer.dtype:  # a copy: the bits as they are
+            source = self.name(id(v.buffer), v.buffer.name)
+            where = self.expr(offset(v.buffer, v.index), memo, depth)
+            self.emit(depth, f"{target}[{at}] = {source}[{where}];")
+            return
         value = self.contracted(s, memo, depth) if s.contract else None
         if value is None:
-            value = self.expr(s.value, memo, depth)
-        target = self.name(id(s.buffer), s.buffer.name)
+            value = self.expr(v, memo, depth)
         self.emit(depth, f"{target}[{at}] = {_to_memory(value, s.buffer.dtype)};")
+
+    def warp_mma(self, s: Invoke, depth: int) -> None:
+        """``te_mma_<ab>(a, b, c, d)`` on the fragments' addresses (``prelude.cuh``: the PTX, halves
+        packed in pairs)."""
+        mma: WarpMMA = s.intrinsic
+        memo: Memo = {}
+        args = [f"&{self.name(id(r.buffer), r.buffer.name)}[{self.expr(r.offset, memo, depth)}]"
+                for r in s.refs]
+        if len(args) != 4 or len(s.args) != 4:
+            raise UnsupportedOperator(mma.name, target="cuda", detail=f"takes 4 fragments in {self.where}")
+        self.emit(depth, f"te_mma_{mma.ab}({', '.join(args)});")
 
     def contracted(self, s: Store, memo: Memo, depth: int) -> str | None:
         """``fma(a, b, acc)`` for a contract store of ``add(acc, mul(a, b))`` in float32/float64."""

@@ -7,6 +7,12 @@ extraction (``tensoregg.ir.schedules``). Analytic and rough (no GPU has measured
   register tile reads ``(tm + tn) / (tm * tn)`` words, against 32 words per clock for 128 FMAs per
   clock) and the occupancy (16 warps per SM hide latency). Each tile copy reads its A and B slices
   through L2; the matrices come from device memory once.
+- **Tensor cores** (``mma.TensorCoreTiles``; float16 and bfloat16 problems, float32 ones in tf32 where
+  the GPU opts in: ``Gpu.tf32``): residency and waves as above; a block's MMAs run at the tensor
+  cores' rate for the dtype (``Gpu.peak_flops``) times ``MMA_EFFICIENCY``, times the fraction of it
+  that shared memory allows (each k step's tile copies and fragment loads at 128 bytes per clock per
+  SM, against the MMAs' clocks), times the occupancy. Tile copies through L2, matrices from device
+  memory once, in the operands' bytes.
 - **Untiled** (one thread per element): every FMA loads both operands through L1; a twentieth of
   the CUDA cores' rate at full occupancy.
 """
@@ -16,10 +22,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from tensoregg.ir.schedules import GemmProblem, Schedule, Untiled
 from tensoregg.ir.target import Target
-from tensoregg.targets.cuda.gemm import SharedTiles, templates
+from tensoregg.targets.cuda import gemm, mma
+from tensoregg.targets.cuda.gemm import SharedTiles
 from tensoregg.targets.cuda.machines import Gpu
+from tensoregg.targets.cuda.mma import TensorCoreTiles
 
 L2_OVER_DRAM = 2.5
 """L2 bandwidth as a multiple of device memory's (H100: ~8 TB/s against 3.35)."""
@@ -29,7 +39,19 @@ FMA (a naive SIMT GEMM; to be measured on a device)."""
 LATENCY_WARPS = 16
 """Resident warps per SM that hide the latency of shared and global memory."""
 KEEP = 16
-"""The cheapest shared-tile schedules of each problem that extraction sees."""
+"""The cheapest shared-tile (and tensor-core) schedules of each problem that extraction sees."""
+MMA_EFFICIENCY = 0.5
+"""The tensor cores' rate ``mma.sync`` reaches with its operands in shared memory and registers to
+spare: fragments loaded element by element (no ``ldmatrix``), copies not overlapped with the MMAs (no
+``cp.async``); to be measured on a device."""
+SHARED_BYTES_PER_CLOCK = 128
+"""Shared-memory bandwidth of one SM: 32 banks of 4 bytes."""
+RATES = {"float16": "fp16", "bfloat16": "bf16", "float32": "tf32"}
+"""The tensor cores' rate (``Gpu.peak_flops`` key) of each operand dtype."""
+
+
+def itemsize(p: GemmProblem) -> int:
+    return 2 if p.dtype in ("float16", "bfloat16") else 4
 
 
 def untiled_seconds(p: GemmProblem, gpu: Gpu) -> float:
@@ -37,10 +59,29 @@ def untiled_seconds(p: GemmProblem, gpu: Gpu) -> float:
     occupancy = min(1.0, threads / (gpu.sms * 32 * LATENCY_WARPS))
     words = p.batch * (p.m * p.k + p.k * p.n + p.m * p.n)
     compute = p.flops / (gpu.peak_flops["fp32"] * UNTILED_EFFICIENCY * occupancy)
-    return max(compute, words * 4 / gpu.dram_bandwidth) + gpu.launch_s
+    return max(compute, words * itemsize(p) / gpu.dram_bandwidth) + gpu.launch_s
 
 
 def tiles_seconds(p: GemmProblem, t: SharedTiles, gpu: Gpu) -> float:
+    reads_per_fma = (t.tm + t.tn) / (t.tm * t.tn)
+    return _blocked(p, t, gpu, gpu.peak_flops["fp32"], min(1.0, 0.25 / reads_per_fma))
+
+
+def mma_seconds(p: GemmProblem, t: TensorCoreTiles, gpu: Gpu) -> float:
+    size, steps = t.mma.dtype.itemsize, t.bk // t.mma.k
+    copies = (t.bm + t.bn) * t.bk * size
+    fragments = t.threads * (t.wm * t.mma.fragment("a") + t.wn * t.mma.fragment("b")) * size * steps
+    rate = gpu.peak_flops[RATES[p.dtype]]
+    mma_clocks = 2 * t.bm * t.bn * t.bk / (rate / (gpu.sms * gpu.clock_hz))
+    shared = min(1.0, mma_clocks * SHARED_BYTES_PER_CLOCK / (copies + fragments))
+    return _blocked(p, t, gpu, rate, MMA_EFFICIENCY * shared)
+
+
+def _blocked(p: GemmProblem, t: SharedTiles | TensorCoreTiles, gpu: Gpu, rate: float, efficiency: float
+             ) -> float:
+    """Seconds of ``p`` in blocks of ``t`` whose arithmetic runs at ``rate`` (the GPU's) times
+    ``efficiency`` at full occupancy: waves of resident blocks, the operand tiles through L2, the
+    matrices from device memory once."""
     gm, gn, gk = math.ceil(p.m / t.bm), math.ceil(p.n / t.bn), math.ceil(p.k / t.bk)
     blocks = p.batch * gm * gn
     resident = max(1, min(gpu.blocks_per_sm, gpu.threads_per_sm // t.threads,
@@ -48,26 +89,29 @@ def tiles_seconds(p: GemmProblem, t: SharedTiles, gpu: Gpu) -> float:
                           gpu.registers_per_sm // (t.threads * max(t.registers, 32))))
     waves = math.ceil(blocks / (gpu.sms * resident))
     concurrent = min(resident, math.ceil(blocks / gpu.sms))  # blocks per SM at once
-    reads_per_fma = (t.tm + t.tn) / (t.tm * t.tn)
-    efficiency = min(1.0, 0.25 / reads_per_fma) * min(1.0, concurrent * t.threads / (32 * LATENCY_WARPS))
-    per_sm = gpu.peak_flops["fp32"] / gpu.sms
+    efficiency *= min(1.0, concurrent * t.threads / (32 * LATENCY_WARPS))
     block_flops = 2 * t.bm * t.bn * gk * t.bk
-    compute = waves * concurrent * block_flops / (per_sm * efficiency)
-    l2_bytes = 4 * blocks * gk * t.bk * (t.bm + t.bn)
-    dram_bytes = 4 * p.batch * (p.m * p.k + p.k * p.n + p.m * p.n)
+    compute = waves * concurrent * block_flops / (rate / gpu.sms * efficiency)
+    l2_bytes = itemsize(p) * blocks * gk * t.bk * (t.bm + t.bn)
+    dram_bytes = itemsize(p) * p.batch * (p.m * p.k + p.k * p.n + p.m * p.n)
     return max(compute, l2_bytes / (gpu.dram_bandwidth * L2_OVER_DRAM), dram_bytes / gpu.dram_bandwidth) \
         + gpu.launch_s
 
 
 def price(problems: Sequence[GemmProblem], target: Target, gpu: Gpu) -> list[list[tuple[Schedule, float]]]:
-    """Each problem's schedules with predicted seconds, cheapest first: Untiled and the ``KEEP``
-    cheapest shared-tile schedules (float32 problems; others stay untiled)."""
-    candidates = templates(gpu)
+    """Each problem's schedules with predicted seconds, cheapest first: Untiled, and the ``KEEP``
+    cheapest of the tiled ones: shared tiles for float32 problems, tensor cores for float16 and
+    bfloat16 ones and, where the GPU opts into tf32 (``Gpu.tf32``), float32 ones; other dtypes stay
+    untiled."""
+    shared = gemm.templates(gpu)
+    cores = {d: mma.templates(gpu, np.dtype(d)) for d in RATES if d != "float32" or gpu.tf32}
     out: list[list[tuple[Schedule, float]]] = []
     for p in problems:
-        priced: list[tuple[Schedule, float]] = [(Untiled(), untiled_seconds(p, gpu))]
+        tiled: list[tuple[Schedule, float]] = []
         if p.dtype == "float32":
-            tiled = sorted(((t, tiles_seconds(p, t, gpu)) for t in candidates), key=lambda x: x[1])
-            priced += tiled[:KEEP]
+            tiled += [(t, tiles_seconds(p, t, gpu)) for t in shared]
+        tiled += [(t, mma_seconds(p, t, gpu)) for t in cores.get(p.dtype, [])]
+        priced: list[tuple[Schedule, float]] = [(Untiled(), untiled_seconds(p, gpu))]
+        priced += sorted(tiled, key=lambda x: x[1])[:KEEP]
         out.append(sorted(priced, key=lambda x: x[1]))
     return out

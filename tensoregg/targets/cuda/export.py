@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tensoregg.ir.loops import Barrier, statements
+from tensoregg.ir.loops import Barrier, Invoke, statements
 from tensoregg.runtime.artifact import TargetCode
 from tensoregg.runtime.cuda import CudaCode, LaunchSpec, Param
 from tensoregg.runtime.signature import specs
@@ -28,7 +28,7 @@ def cuda_code(program: CudaProgram) -> CudaCode:
         stored = {id(b) for b in kernel.outputs}
         params = tuple(Param(places[i].kind, places[i].at, kernel.params[i].dtype.name,
                              id(kernel.params[i]) in stored) for i in item.params)
-        barriers = any(isinstance(s, Barrier) for s in statements([item.launch.stage]))
+        barriers = any(isinstance(s, (Barrier, Invoke)) for s in statements([item.launch.stage]))
         launches.append(LaunchSpec(item.launch.name, item.launch.blocks, item.launch.threads,
                                    item.launch.shared_bytes, barriers, params))
     outputs = specs(g, g.outputs)

@@ -19,12 +19,12 @@ number of rounds) are priced by ``cost``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from tensoregg.ir.compute import Buffer, Load, call, const, fresh, select
+from tensoregg.ir.compute import Buffer, Expr, Load, call, const, fresh, select
 from tensoregg.ir.compute.expr import all_true, idx, in_range
 from tensoregg.ir.contraction import Contraction
 from tensoregg.ir.loops import Barrier, For, Local, Stmt, Store, flat
@@ -79,43 +79,62 @@ def _lower(t: SharedTiles, c: Contraction) -> For:
     acc = Buffer("acc", F32, (t.tm * t.tn,))
     k0 = fresh("k0")
 
-    def copy(side: str) -> For:
-        """Round l of the copy of one operand tile into shared memory."""
-        lines, width, tile = (t.bm, m, a_tile) if side == "a" else (t.bn, n, b_tile)
-        r = fresh("l")
-        e = r * idx(t.threads) + thread
-        kk, line = (call("rem", e, idx(t.bk)), call("div", e, idx(t.bk))) if side == "a" else \
-            (call("div", e, idx(t.bn)), call("rem", e, idx(t.bn)))
-        first = i0 if side == "a" else j0
-        at_line, at_k = first + line, k0 * idx(t.bk) + kk
-        inside = all_true([in_range(at_line, 0, width), in_range(at_k, 0, k)])
-        safe_line, safe_k = call("min", at_line, idx(width - 1)), call("min", at_k, idx(k - 1))
-        value = c.a(bi, safe_line, safe_k) if side == "a" else c.b(bi, safe_k, safe_line)
-        store = Store(tile, (kk * idx(lines) + line,), select(inside, value, const(0.0, F32)))
-        return For(r, idx(0), idx(lines * t.bk // t.threads), [store])
-
     kk, r, s = fresh("kk"), fresh("r"), fresh("s")
     a_val = Load(a_tile, (kk * idx(t.bm) + ty * idx(t.tm) + r,))
     b_val = Load(b_tile, (kk * idx(t.bn) + tx * idx(t.tn) + s,))
     at = (r * idx(t.tn) + s,)
     fma = Store(acc, at, Load(acc, at) + a_val * b_val, contract=True)
     step = For(kk, idx(0), idx(t.bk), [For(r, idx(0), idx(t.tm), [For(s, idx(0), idx(t.tn), [fma])])])
-    main = For(k0, idx(0), idx(-(-k // t.bk)), [copy("a"), copy("b"), Barrier(), step, Barrier()])
+    copies = [copy_tile(c, side, tile, lines, _k_major(lines), t.bk, t.threads, thread, first, k0, bi)
+              for side, tile, lines, first in (("a", a_tile, t.bm, i0), ("b", b_tile, t.bn, j0))]
+    main = For(k0, idx(0), idx(-(-k // t.bk)), [*copies, Barrier(), step, Barrier()])
 
     z = fresh("z")
     init = For(z, idx(0), idx(t.tm * t.tn), [Store(acc, (z,), const(0.0, F32))])
-    er, es, g = fresh("er"), fresh("es"), fresh("g")
+    er, es = fresh("er"), fresh("es")
     i, j = i0 + ty * idx(t.tm) + er, j0 + tx * idx(t.tn) + es
-    out_at = flat(c.out, bi * idx(m * n) + i * idx(n) + j)
-    result = Store(c.out, out_at, c.epilogue(bi, i, j, Load(acc, (er * idx(t.tn) + es,))))
-    inside = all_true([call("lt", i, idx(m)), call("lt", j, idx(n))])
-    guard = For(g, idx(0), select(inside, idx(1), idx(0)), [result])  # constant tile loops: acc in registers
+    guard = guarded_result(c, bi, i, j, Load(acc, (er * idx(t.tn) + es,)))
     epilogue = For(er, idx(0), idx(t.tm), [For(es, idx(0), idx(t.tn), [guard])])
 
     threads = For(thread, idx(0), idx(t.threads), [Local(acc, [init, main, epilogue])], "thread")
     shared = Local(a_tile, [Local(b_tile, [threads], "shared")], "shared")
     return For(block, idx(0), idx(c.batch * gm * gn), [shared], "block",
                ((bi, c.batch), (bm_, gm), (bn_, gn)))
+
+
+def _k_major(lines: int) -> Callable[[Expr, Expr], Expr]:
+    return lambda kk, line: kk * idx(lines) + line
+
+
+def copy_tile(c: Contraction, side: str, tile: Buffer, lines: int, place: Callable[[Expr, Expr], Expr],
+              bk: int, threads: int, thread: Expr, first: Expr, k0: Expr, bi: Expr,
+              read: Callable[[Expr], Expr] = lambda v: v) -> For:
+    """The block's ``threads`` threads copying the k0-th ``bk``-wide slice of operand ``side`` (``a``:
+    ``lines`` rows from ``first`` of A; ``b``: ``lines`` columns from ``first`` of B) into the shared
+    ``tile`` at ``place(kk, line)``, in rounds: consecutive threads read consecutive k of A and
+    consecutive n of B; outside the matrices they store 0. ``read`` maps a factor's value to the
+    tile's (its dtype)."""
+    m_or_n = c.m if side == "a" else c.n
+    r = fresh("l")
+    e = r * idx(threads) + thread
+    kk, line = (call("rem", e, idx(bk)), call("div", e, idx(bk))) if side == "a" else \
+        (call("div", e, idx(lines)), call("rem", e, idx(lines)))
+    at_line, at_k = first + line, k0 * idx(bk) + kk
+    inside = all_true([in_range(at_line, 0, m_or_n), in_range(at_k, 0, c.k)])
+    safe_line, safe_k = call("min", at_line, idx(m_or_n - 1)), call("min", at_k, idx(c.k - 1))
+    value = read(c.a(bi, safe_line, safe_k) if side == "a" else c.b(bi, safe_k, safe_line))
+    store = Store(tile, (place(kk, line),), select(inside, value, const(0.0, tile.dtype)))
+    return For(r, idx(0), idx(lines * bk // threads), [store])
+
+
+def guarded_result(c: Contraction, bi: Expr, i: Expr, j: Expr, total: Expr) -> For:
+    """The epilogue on the sum ``total`` of element (i, j) of batch ``bi``, stored if it lies inside C:
+    a loop of 0 or 1 trips, so that the tile loops around it keep constant bounds (the accumulators
+    stay in registers)."""
+    out_at = flat(c.out, bi * idx(c.m * c.n) + i * idx(c.n) + j)
+    inside = all_true([call("lt", i, idx(c.m)), call("lt", j, idx(c.n))])
+    return For(fresh("g"), idx(0), select(inside, idx(1), idx(0)),
+               [Store(c.out, out_at, c.epilogue(bi, i, j, total))])
 
 
 CANDIDATES = [SharedTiles(bm, bn, bk, tm, tn) for bm in (16, 32, 64, 128) for bn in (16, 32, 64, 128)

@@ -37,6 +37,10 @@ class Gpu:
     fp32 accumulation)."""
     launch_s: float = 4e-6
     """Fixed cost of one kernel launch on a stream (host enqueue and the device's start)."""
+    tf32: bool = False
+    """Whether float32 contractions may run on the tensor cores in tf32 (inputs rounded to 10
+    mantissa bits: other numerics than float32's, so off unless asked for, as in PyTorch and
+    onnxruntime; ``TENSOREGG_CUDA_TF32=1``)."""
 
     @property
     def compute_capability(self) -> tuple[int, int]:
@@ -60,9 +64,11 @@ GPUS = {"sm_90": H100, "sm_80": A100}
 
 def description(gpu: Gpu) -> Target:
     """The target description the graph cost model reads: CUDA-core peak, device memory bandwidth,
-    launch cost, the SMs as cores, shared memory and L2 as the caches."""
+    launch cost, the SMs as cores, shared memory and L2 as the caches; ``+tf32`` among the features
+    where float32 contractions may run in tf32 (compiled modules differ: so do their cache keys)."""
     return Target("cuda", peak_flops=gpu.peak_flops["fp32"], mem_bandwidth=gpu.dram_bandwidth,
-                  kernel_overhead_s=gpu.launch_s, cpu=gpu.arch, vector_bits=32 * gpu.warp_size,
+                  kernel_overhead_s=gpu.launch_s, cpu=gpu.arch, features="+tf32" if gpu.tf32 else "",
+                  vector_bits=32 * gpu.warp_size,
                   cores=gpu.sms, caches=(("L1", gpu.shared_per_sm), ("L2", gpu.l2_bytes)))
 
 

@@ -5,6 +5,18 @@ __device__ __forceinline__ unsigned short te_f2h(float f) { unsigned short h; as
 __device__ __forceinline__ unsigned short te_d2h(double d) { unsigned short h; asm("cvt.rn.f16.f64 %0, %1;" : "=h"(h) : "d"(d)); return h; }
 __device__ __forceinline__ unsigned short te_f2b(float f) { unsigned short b; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(f)); return b; }
 __device__ __forceinline__ unsigned short te_d2b(double d) { unsigned short b; asm("cvt.rn.bf16.f64 %0, %1;" : "=h"(b) : "d"(d)); return b; }
+// mma.sync on a warp's registers: A in four .b32 registers, B in two (ptxas's; the CPU check has its own).
+__device__ __forceinline__ unsigned te_tf32(float x) { unsigned r; asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x)); return r; }
+#define TE_MMA(ab, shape) \
+  __device__ __forceinline__ void te_mma_regs_##ab(unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, \
+                                                   unsigned b1, const float* c, float* d) { \
+    asm("mma.sync.aligned." #shape ".row.col.f32." #ab "." #ab ".f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, " \
+        "{%10, %11, %12, %13};" : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]) \
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3])); \
+  }
+TE_MMA(f16, m16n8k16)
+TE_MMA(bf16, m16n8k16)
+TE_MMA(tf32, m16n8k8)
 #endif
 __device__ __forceinline__ float te_b2f(unsigned short b) { return __uint_as_float((unsigned int)b << 16); }
 __device__ __forceinline__ float te_rh(float x) { return te_h2f(te_f2h(x)); }
@@ -27,3 +39,15 @@ __device__ __forceinline__ unsigned long long te_f2u(double x) {
   return (unsigned long long)te_f2i(x);
 }
 template <class D, class S> __device__ __forceinline__ D te_bits(S s) { D d; memcpy(&d, &s, sizeof d); return d; }
+// Warp MMAs on per-thread fragments (PTX ISA "Matrix Fragments for mma.m16n8k16 / m16n8k8"): two 16-bit
+// elements to a .b32 register, the lower-numbered one in the low half; tf32 elements rounded by cvt.rna.
+__device__ __forceinline__ unsigned te_pair(const unsigned short* x) { return (unsigned)x[0] | ((unsigned)x[1] << 16); }
+__device__ __forceinline__ void te_mma_f16(const unsigned short* a, const unsigned short* b, const float* c, float* d) {
+  te_mma_regs_f16(te_pair(a), te_pair(a + 2), te_pair(a + 4), te_pair(a + 6), te_pair(b), te_pair(b + 2), c, d);
+}
+__device__ __forceinline__ void te_mma_bf16(const unsigned short* a, const unsigned short* b, const float* c, float* d) {
+  te_mma_regs_bf16(te_pair(a), te_pair(a + 2), te_pair(a + 4), te_pair(a + 6), te_pair(b), te_pair(b + 2), c, d);
+}
+__device__ __forceinline__ void te_mma_tf32(const float* a, const float* b, const float* c, float* d) {
+  te_mma_regs_tf32(te_tf32(a[0]), te_tf32(a[1]), te_tf32(a[2]), te_tf32(a[3]), te_tf32(b[0]), te_tf32(b[1]), c, d);
+}

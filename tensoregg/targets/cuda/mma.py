@@ -1,0 +1,189 @@
+"""The tensor-core GEMM template: a contraction in shared-memory tiles multiplied by warp MMAs
+(``mma.sync``, ``tensoregg.ir.intrinsics.WarpMMA``): float16 and bfloat16 data in m16n8k16, float32 in
+m16n8k8 tf32, fp32 accumulators. Each block computes a ``bm`` x ``bn`` tile of one batch's C; its
+warps tile it, each warp holding ``wm`` x ``wn`` MMA tiles (16 x 8) of accumulators, its threads the
+fragments of them the layout gives::
+
+    for k0 in 0..K step bk:
+      the block copies A[i0:i0+bm, k0:k0+bk] and B[k0:k0+bk, j0:j0+bn] into shared memory, row by row
+        of A and column by column of B (k contiguous, rows padded by 16 bytes: the fragment loads
+        of a warp hit 32 distinct banks), as the shared-tile template copies (``gemm.copy_tile``;
+        0 outside the matrices; float16 data copied as it is, no rounding)
+      barrier
+      for ks in 0..bk step k:
+        each thread loads its A fragments of the warp's wm row tiles and its B fragments of its wn
+          column tiles from shared memory into registers (the layout tables, ``WarpMMA.layout``)
+        mma(A fragment mi, B fragment ni, acc[mi, ni])  for mi < wm, ni < wn
+      barrier
+    the epilogue on each accumulator inside C (``gemm.guarded_result``), stored
+
+Sums run in the tensor cores' order, not k's: compare with a tolerance. The parameters a GPU admits
+(``templates``) are priced by ``cost``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from tensoregg.ir.compute import Buffer, Expr, Load, call, const, fresh
+from tensoregg.ir.compute.expr import idx
+from tensoregg.ir.contraction import Contraction, uncast
+from tensoregg.ir.intrinsics import MMA_BF16, MMA_F16, MMA_TF32, WARP, WarpMMA
+from tensoregg.ir.loops import Barrier, For, Invoke, Local, Ref, Stmt, Store
+from tensoregg.targets.cuda.gemm import copy_tile, guarded_result
+from tensoregg.targets.cuda.machines import Gpu
+
+F32 = np.dtype(np.float32)
+PAD_BYTES = 16
+"""Padding of a shared tile's rows: a warp's fragment loads (8 rows x 4 words) then fall in 32 banks."""
+MMAS = {MMA_F16.dtype: MMA_F16, MMA_BF16.dtype: MMA_BF16, F32: MMA_TF32}
+"""The warp MMA of each operand dtype (float32: tf32)."""
+
+
+@dataclass(frozen=True)
+class TensorCoreTiles:
+    """The template above with its parameters (a :class:`tensoregg.ir.schedules.Template`)."""
+
+    mma: WarpMMA
+    bm: int
+    bn: int
+    bk: int
+    wm: int
+    wn: int
+
+    @property
+    def warps(self) -> int:
+        return (self.bm // (self.wm * self.mma.m)) * (self.bn // (self.wn * self.mma.n))
+
+    @property
+    def threads(self) -> int:
+        return self.warps * WARP
+
+    @property
+    def row(self) -> int:
+        """Elements of a shared tile's row (``bk`` and the padding)."""
+        return self.bk + PAD_BYTES // self.mma.dtype.itemsize
+
+    @property
+    def shared_bytes(self) -> int:
+        return (self.bm + self.bn) * self.row * self.mma.dtype.itemsize
+
+    @property
+    def registers(self) -> int:
+        """32-bit registers a thread needs: accumulators, one k step's fragments, addressing."""
+        mma, words = self.mma, 4 // self.mma.dtype.itemsize
+        fragments = (self.wm * mma.fragment("a") + self.wn * mma.fragment("b")) // words
+        return self.wm * self.wn * mma.fragment("c") + fragments + 32
+
+    def __str__(self) -> str:
+        return (f"gpu tensor cores {self.mma.ab} {self.bm}x{self.bn}x{self.bk}, warp {self.wm}x{self.wn} "
+                f"of {self.mma.m}x{self.mma.n}x{self.mma.k}")
+
+    def lower(self, c: Contraction, known: Mapping[int, np.ndarray]
+              ) -> tuple[list[Stmt], list[tuple[Buffer, np.ndarray]]]:
+        """The block loop computing ``c.out`` (no constants of its own)."""
+        if c.reduce.dtype != F32 or c.operand_dtype != self.mma.dtype:
+            raise ValueError(f"{self}: contractions of {self.mma.dtype} summed in float32 only, not "
+                             f"{c.operand_dtype} summed in {c.reduce.dtype} (output {c.out.name})")
+        return [_lower(self, c)], []
+
+
+def _lower(t: TensorCoreTiles, c: Contraction) -> For:
+    mma = t.mma
+    gm, gn = -(-c.m // t.bm), -(-c.n // t.bn)
+    block, thread = fresh("blk"), fresh("thr")
+    bi, bm_, bn_ = fresh("bb"), fresh("bmi"), fresh("bni")
+    i0, j0 = bm_ * idx(t.bm), bn_ * idx(t.bn)
+    warp, lane = call("div", thread, idx(WARP)), call("rem", thread, idx(WARP))
+    across = t.bn // (t.wn * mma.n)
+    wy, wx = call("div", warp, idx(across)), call("rem", warp, idx(across))
+    lanes = (call("div", lane, idx(4)), call("rem", lane, idx(4)))
+    a_tile, b_tile = Buffer("As", mma.dtype, (t.bm * t.row,)), Buffer("Bs", mma.dtype, (t.bn * t.row,))
+    na, nb, nc = (mma.fragment(op) for op in "abc")
+    fa, fb = Buffer("fa", mma.dtype, (t.wm * na,)), Buffer("fb", mma.dtype, (t.wn * nb,))
+    acc = Buffer("acc", F32, (t.wm * t.wn * nc,))
+    k0, ks, mi, ni = fresh("k0"), fresh("ks"), fresh("mi"), fresh("ni")
+
+    def read(v: Expr) -> Expr:
+        return v if mma.dtype == F32 else uncast(v, mma.dtype)
+
+    def row_major(kk: Expr, line: Expr) -> Expr:
+        return line * idx(t.row) + kk
+
+    copies = [copy_tile(c, side, tile, lines, row_major, t.bk, t.threads, thread, first, k0, bi, read)
+              for side, tile, lines, first in (("a", a_tile, t.bm, i0), ("b", b_tile, t.bn, j0))]
+    # fragment element e of tile mi (rows) / ni (columns) at its (line, k) in the shared tile
+    a_at, b_at = _affine(mma, "a", lanes), _affine(mma, "b", lanes)
+    a_line, b_line = wy * idx(t.wm * mma.m) + mi * idx(mma.m), wx * idx(t.wn * mma.n) + ni * idx(mma.n)
+    k_at = ks * idx(mma.k)
+    load_a = For(mi, idx(0), idx(t.wm), [
+        Store(fa, (mi * idx(na) + idx(e),), Load(a_tile, (row_major(k_at + col, a_line + row),)))
+        for e, (row, col) in enumerate(a_at)])
+    load_b = For(ni, idx(0), idx(t.wn), [
+        Store(fb, (ni * idx(nb) + idx(e),), Load(b_tile, (row_major(k_at + k, b_line + n),)))
+        for e, (k, n) in enumerate(b_at)])
+    tile = (mi * idx(t.wn) + ni) * idx(nc)
+    invoke = Invoke(mma, (Ref(fa, mi * idx(na)), Ref(fb, ni * idx(nb)), Ref(acc, tile), Ref(acc, tile)),
+                    mma.m * mma.n * mma.k // WARP)
+    products = For(mi, idx(0), idx(t.wm), [For(ni, idx(0), idx(t.wn), [invoke])])
+    step = For(ks, idx(0), idx(t.bk // mma.k), [load_a, load_b, products])
+    main = For(k0, idx(0), idx(-(-c.k // t.bk)), [*copies, Barrier(), step, Barrier()])
+
+    z = fresh("z")
+    init = For(z, idx(0), idx(acc.size), [Store(acc, (z,), const(0.0, F32))])
+    epilogue = For(mi, idx(0), idx(t.wm), [For(ni, idx(0), idx(t.wn), [
+        guarded_result(c, bi, i0 + a_line + row, j0 + b_line + col, Load(acc, (tile + idx(e),)))
+        for e, (row, col) in enumerate(_affine(mma, "c", lanes))])])
+
+    registers = Local(fa, [Local(fb, [Local(acc, [init, main, epilogue])])])
+    threads = For(thread, idx(0), idx(t.threads), [registers], "thread")
+    shared = Local(a_tile, [Local(b_tile, [threads], "shared")], "shared")
+    return For(block, idx(0), idx(c.batch * gm * gn), [shared], "block",
+               ((bi, c.batch), (bm_, gm), (bn_, gn)))
+
+
+def _affine(mma: WarpMMA, operand: str, lanes: tuple[Expr, Expr]) -> list[tuple[Expr, Expr]]:
+    """Each fragment element's (row, column) in ``operand``'s matrix (B: (k, n)) as expressions of the
+    lane's group g and thread-in-group t (``lanes``): the layout table, which is affine in them,
+    read as ``x * g + y * t + z`` per element."""
+    g, t = lanes
+    out = []
+    for table in mma.layout(operand):
+        z = table[0]
+        x, y = table[4] - z, table[1] - z
+        lane = np.arange(WARP)
+        if not np.array_equal(table, (lane >> 2)[:, None] * x + (lane & 3)[:, None] * y + z):
+            raise ValueError(f"{mma.name}: the layout of {operand} is not affine in the lane's group and "
+                             "thread")
+        out.append([_term(g, int(a)) + _term(t, int(b)) + idx(int(d)) for a, b, d in zip(x, y, z)])
+    return list(zip(*out))
+
+
+def _term(v: Expr, factor: int) -> Expr:
+    return idx(0) if factor == 0 else v if factor == 1 else v * idx(factor)
+
+
+CANDIDATES = [TensorCoreTiles(mma, bm, bn, bk * mma.k, wm, wn) for mma in (MMA_F16, MMA_BF16, MMA_TF32)
+              for bm in (32, 64, 128) for bn in (32, 64, 128) for bk in (1, 2, 4) for wm in (1, 2, 4)
+              for wn in (2, 4, 8) if wn >= wm]
+"""Warp tiles at least as wide (in MMA tiles) as they are tall: a B fragment is half an A fragment,
+so these load the fewest fragment bytes per MMA (the taller ones spilled registers at 8 warps)."""
+
+
+def templates(gpu: Gpu, dtype: np.dtype) -> list[TensorCoreTiles]:
+    """The parameters ``gpu`` admits for operands of ``dtype``: warps tiling the block exactly, 2 to 8
+    of them, k steps of 16 to 64 bytes of a row, shared memory within a block's static limit,
+    registers within a thread's (with room: ptxas needs more than the count), each copy an exact
+    number of rounds."""
+    mma = MMAS.get(np.dtype(dtype))
+
+    def legal(t: TensorCoreTiles) -> bool:
+        wm, wn = t.wm * t.mma.m, t.wn * t.mma.n
+        return (t.mma == mma and t.bm % wm == 0 and t.bn % wn == 0 and 2 <= t.warps <= 8
+                and t.threads <= gpu.threads_per_block and 16 <= t.bk * mma.dtype.itemsize <= 64
+                and t.shared_bytes <= gpu.shared_per_block and 2 * t.registers <= gpu.registers_per_thread
+                and (t.bm * t.bk) % t.threads == 0 and (t.bn * t.bk) % t.threads == 0)
+    return [t for t in CANDIDATES if legal(t)]

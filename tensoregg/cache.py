@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from tensoregg.errors import ArtifactError
 from tensoregg.runtime import Module, load
 from tensoregg.runtime.artifact import FORMAT_VERSION
+from tensoregg.targets.llvm import cachefiles
 from tensoregg.version import __version__
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def cache_dir() -> Path:
     """Where entries live (see the module docstring)."""
     if os.environ.get(ENV):
         return Path(os.environ[ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tensoregg" / "artifacts"
+    return cachefiles.cache_dir() / "artifacts"
 
 
 @functools.cache
@@ -83,6 +84,10 @@ def lookup(key: str) -> Module | None:
     """The cached Module of ``key``, or None (a corrupted or foreign entry is removed, with a warning)."""
     path = cache_dir() / f"{key}{SUFFIX}"
     if not path.exists():
+        return None
+    if not cachefiles.owned_file(path):  # an artifact's hashes check integrity, not who wrote it
+        log.warning("ignoring compile cache entry %s: not a regular file of this user in a directory "
+                    "of this user", path)
         return None
     try:
         module = load(path)

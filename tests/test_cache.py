@@ -92,3 +92,17 @@ def test_clear_and_where_entries_live(cache_dir, monkeypatch, tmp_path):
     monkeypatch.delenv(cache.ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache.cache_dir() == tmp_path / "xdg" / "tensoregg" / "artifacts"
+
+
+def test_an_entry_that_is_a_symlink_is_not_trusted(cache_dir, tmp_path, caplog):
+    """An artifact's hashes check its integrity, not who wrote it: an entry reached through a symlink
+    (someone else's file) is not loaded; the compile rebuilds."""
+    compile_cached()
+    (entry,) = cache_dir.glob("*.tegg")
+    elsewhere = tmp_path / "planted.tegg"
+    entry.rename(elsewhere)
+    entry.symlink_to(elsewhere)
+    with caplog.at_level(logging.WARNING, logger="tensoregg"):
+        module = compile_cached()
+    assert module.graph is not None, "the symlinked entry was loaded"
+    assert "not a regular file of this user" in caplog.text

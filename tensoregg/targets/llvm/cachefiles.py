@@ -33,6 +33,15 @@ def _safe_dir(folder: Path) -> bool:
         return False
 
 
+def owned_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file of this user, no symlink, in a directory of this user that is
+    no symlink (what a cache may read)."""
+    try:
+        return _safe_dir(path.parent) and _ours(os.lstat(path), stat.S_IFREG)
+    except OSError:
+        return False
+
+
 def read_json(path: Path) -> Any:
     """The JSON in ``path``; None where it is missing, unreadable, not JSON, over ``MAX_BYTES``, a
     symlink or not a regular file of this user, or in a directory that is a symlink."""

@@ -62,6 +62,13 @@ LOADERS: dict[str, str] = {"llvm": "tensoregg.runtime.native:load_native",
 its own with ``register_loader``)."""
 
 
+def npy(array: np.ndarray) -> bytes:
+    """``array`` as the bytes of a ``.npy`` part (no pickles)."""
+    out = io.BytesIO()
+    np.save(out, np.ascontiguousarray(array), allow_pickle=False)
+    return out.getvalue()
+
+
 @dataclass(frozen=True)
 class TargetCode:
     """What a target saves of a compiled program: its manifest object (``code``) and its parts."""

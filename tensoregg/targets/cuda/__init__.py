@@ -90,7 +90,7 @@ def _save(program: Program) -> TargetCode:
 def _schedules(problems: Sequence[GemmProblem], target: Target) -> list[list[tuple[Schedule, float]]]:
     from tensoregg.targets.cuda.cost import price
 
-    return price(problems, target, chosen_gpu())
+    return price(problems, chosen_gpu())
 
 
 register_target("cuda", summary="NVIDIA GPUs: CUDA C compiled by NVRTC, contractions in shared-memory "

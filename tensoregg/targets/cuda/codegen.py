@@ -24,17 +24,14 @@ from tensoregg.ir.compute import INDEX, Buffer, Call, Const, Expr, Load, Var, wa
 from tensoregg.ir.compute.expr import BOUND, is_float
 from tensoregg.ir.intrinsics import WarpMMA
 from tensoregg.ir.loops import Barrier, For, Invoke, Local, Stmt, Store, offset, statements
+from tensoregg.runtime.cuda import C_TYPES
 from tensoregg.targets.cuda.schedule import Launch
 
 F16, BF16 = np.dtype(np.float16), np.dtype("bfloat16")
 HALVES = {F16: "h", BF16: "b"}
 """The 16-bit float formats: held as their bits in memory, computed in ``float``."""
-STORED = {np.dtype(np.bool_): "bool", np.dtype(np.int8): "signed char", np.dtype(np.uint8): "unsigned char",
-          np.dtype(np.int16): "short", np.dtype(np.uint16): "unsigned short", np.dtype(np.int32): "int",
-          np.dtype(np.uint32): "unsigned int", np.dtype(np.int64): "long long",
-          np.dtype(np.uint64): "unsigned long long", np.dtype(np.float32): "float",
-          np.dtype(np.float64): "double", F16: "unsigned short", BF16: "unsigned short"}
-"""The C type of each supported dtype in memory."""
+STORED = {np.dtype(name): c for name, c in C_TYPES.items()}
+"""The C type of each supported dtype in memory (``tensoregg.runtime.cuda.C_TYPES``, by dtype)."""
 UNSIGNED = {1: "unsigned char", 2: "unsigned short", 4: "unsigned int", 8: "unsigned long long"}
 
 PRELUDE = (Path(__file__).parent / "prelude.cuh").read_text()

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from tensoregg.ir.schedules import GemmProblem, Schedule, Untiled
-from tensoregg.ir.target import Target
 from tensoregg.targets.cuda import gemm, mma
 from tensoregg.targets.cuda.gemm import SharedTiles
 from tensoregg.targets.cuda.machines import Gpu
@@ -98,7 +97,7 @@ def _blocked(p: GemmProblem, t: SharedTiles | TensorCoreTiles, gpu: Gpu, rate: f
         + gpu.launch_s
 
 
-def price(problems: Sequence[GemmProblem], target: Target, gpu: Gpu) -> list[list[tuple[Schedule, float]]]:
+def price(problems: Sequence[GemmProblem], gpu: Gpu) -> list[list[tuple[Schedule, float]]]:
     """Each problem's schedules with predicted seconds, cheapest first: Untiled, and the ``KEEP``
     cheapest of the tiled ones: shared tiles for float32 problems, tensor cores for float16 and
     bfloat16 ones and, where the GPU opts into tf32 (``Gpu.tf32``), float32 ones; other dtypes stay

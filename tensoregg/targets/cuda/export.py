@@ -7,10 +7,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tensoregg.ir.loops import Barrier, Invoke, statements
-from tensoregg.runtime.artifact import TargetCode
+from tensoregg.runtime.artifact import TargetCode, npy
 from tensoregg.runtime.cuda import CudaCode, LaunchSpec, Param
 from tensoregg.runtime.signature import specs
-from tensoregg.targets.llvm.export import npy
 
 if TYPE_CHECKING:
     from tensoregg.targets.cuda.program import CudaProgram

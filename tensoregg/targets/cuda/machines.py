@@ -42,11 +42,6 @@ class Gpu:
     mantissa bits: other numerics than float32's, so off unless asked for, as in PyTorch and
     onnxruntime; ``TENSOREGG_CUDA_TF32=1``)."""
 
-    @property
-    def compute_capability(self) -> tuple[int, int]:
-        digits = self.arch.removeprefix("sm_").rstrip("a")
-        return int(digits[:-1]), int(digits[-1])
-
 
 H100 = Gpu("H100 SXM5", "sm_90", sms=132, clock_hz=1.83e9, shared_per_sm=228 << 10,
            shared_per_block_optin=227 << 10, l2_bytes=50 << 20, dram_bandwidth=3.35e12,

@@ -43,7 +43,7 @@ class CudaProgram:
     def __init__(self, graph: Graph, target: Target, gpu: Gpu) -> None:
         self.graph, self.target, self.gpu = graph, target, gpu
         self.program = lower_graph(graph, target="cuda", grid=True,
-                                   choose=lambda problem: price([problem], target, gpu)[0][0][0])
+                                   choose=lambda problem: price([problem], gpu)[0][0][0])
         self.launches: list[KernelLaunch] = []
         parts = [PRELUDE.strip()]
         for k, low in enumerate(self.program.lowered):

@@ -9,30 +9,20 @@ manifest's ``code`` object is described by ``tensoregg.runtime.native.CODE_FIELD
 
 from __future__ import annotations
 
-import io
 import platform
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tensoregg.extraction.cost import flops
 from tensoregg.ir.graph import Graph, Node
 from tensoregg.ir.ops.fused import fused_ops
-from tensoregg.runtime.artifact import TargetCode
+from tensoregg.runtime.artifact import TargetCode, npy
 from tensoregg.targets.llvm.capi import HEADER
 from tensoregg.targets.llvm.model import NativeModel
 
 LIBRARY = "libtensoregg_model.so"
 WEIGHTS = "weights.npy"
-
-
-def npy(array: np.ndarray) -> bytes:
-    """``array`` as the bytes of a ``.npy`` file."""
-    out = io.BytesIO()
-    np.save(out, np.ascontiguousarray(array), allow_pickle=False)
-    return out.getvalue()
 
 
 def save_native(model: NativeModel) -> TargetCode:

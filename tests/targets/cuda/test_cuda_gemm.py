@@ -94,7 +94,7 @@ def test_every_admitted_template_builds_without_spills_for_both_architectures(bu
 
 
 def test_the_cost_model_tiles_large_contractions():
-    (large,) = price([GemmProblem(1, 256, 3136, 576)], description(H100), H100)
+    (large,) = price([GemmProblem(1, 256, 3136, 576)], H100)
     assert isinstance(large[0][0], SharedTiles) and any(isinstance(s, Untiled) for s, _ in large)
     assert [c for _, c in large] == sorted(c for _, c in large)
 

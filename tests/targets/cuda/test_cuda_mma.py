@@ -150,7 +150,7 @@ def test_the_cost_model_puts_half_precision_and_opted_in_float32_contractions_on
     gpu = replace(H100, tf32=tf32)
     for dtype, kind in [("float16", MMA_F16), ("bfloat16", MMA_BF16),
                         ("float32", MMA_TF32 if tf32 else None)]:
-        (priced,) = price([GemmProblem(1, 256, 3136, 576, dtype=dtype)], description(gpu), gpu)
+        (priced,) = price([GemmProblem(1, 256, 3136, 576, dtype=dtype)], gpu)
         best = priced[0][0]
         assert [c for _, c in priced] == sorted(c for _, c in priced)
         assert any(isinstance(s, Untiled) for s, _ in priced)
@@ -158,7 +158,7 @@ def test_the_cost_model_puts_half_precision_and_opted_in_float32_contractions_on
             assert isinstance(best, SharedTiles)
         else:
             assert isinstance(best, TensorCoreTiles) and best.mma == kind, (dtype, str(best))
-    (small,) = price([GemmProblem(1, 4, 4, 4, dtype="int8")], description(gpu), gpu)
+    (small,) = price([GemmProblem(1, 4, 4, 4, dtype="int8")], gpu)
     assert [s for s, _ in small] == [Untiled()]
 
 

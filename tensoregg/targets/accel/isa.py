@@ -65,7 +65,8 @@ _NAMED = {"memory": MEMORIES, "alu": ALU_OPS}
 
 @dataclass(frozen=True)
 class Instruction:
-    """One instruction: its opcode and its fields by name (a field not given is zero)."""
+    """One instruction: its opcode and its fields by name (a field not given is zero; the decoder
+    and the parser give only the fields that are not)."""
 
     op: str
     fields: dict[str, int] = field(default_factory=dict)
@@ -188,7 +189,7 @@ def parse_instruction(line: str) -> Instruction:
             fields[name] = _NAMED[name][text] if name in _NAMED else int(text, 0) if eq else 1
         except (KeyError, ValueError):
             raise AcceleratorError(f"{op}: bad value {text!r} of field {name!r} in {line!r}") from None
-    return Instruction(op, fields)
+    return Instruction(op, {name: value for name, value in fields.items() if value})
 
 
 def assemble(text: str) -> bytes:

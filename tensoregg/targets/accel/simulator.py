@@ -174,7 +174,7 @@ class Simulator:
             raise AcceleratorError(f"{format_instruction(insn)}: reads main memory at byte {first}, "
                                    f"which nothing initialised")
         buffer = self.sram[memory]
-        data = self.dram[addresses].reshape(ys, xs, -1).view(buffer.dtype.newbyteorder("<"))
+        data = self.dram[addresses].reshape(ys, xs, tile).view(buffer.dtype.newbyteorder("<"))
         grid = np.full((rows, cols, *buffer.shape[1:]), insn["pad_value"], buffer.dtype)
         grid[insn["y_pad0"]:insn["y_pad0"] + ys, insn["x_pad0"]:insn["x_pad0"] + xs] = \
             data.reshape(ys, xs, *buffer.shape[1:])

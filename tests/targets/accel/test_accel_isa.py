@@ -2,36 +2,28 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tensoregg.errors import AcceleratorError
 from tensoregg.targets.accel.isa import (
-    ALU_OPS, INSN_BYTES, LAYOUTS, LOADABLE, MEMORIES, STORABLE, Instruction, assemble, decode, disassemble,
-    encode, format_instruction, parse_instruction,
+    INSN_BYTES,
+    LAYOUTS,
+    Instruction,
+    assemble,
+    decode,
+    disassemble,
+    encode,
+    format_instruction,
+    parse_instruction,
 )
 
-
-@st.composite
-def instructions(draw: st.DrawFn, small: bool = False) -> Instruction:
-    """Well-formed instructions: every field within its bounds (``small``: mostly small values, so
-    that programs of them often run)."""
-    op = draw(st.sampled_from(sorted(LAYOUTS)))
-    fields = {}
-    for f in LAYOUTS[op][1:]:
-        lo, hi = f.bounds
-        if f.name == "memory":
-            value = MEMORIES[draw(st.sampled_from(LOADABLE if op == "load" else STORABLE))]
-        elif f.name == "alu":
-            value = draw(st.sampled_from(sorted(ALU_OPS.values())))
-        elif small:
-            value = draw(st.one_of(st.integers(max(lo, -2), min(hi, 4)), st.integers(lo, hi)))
-        else:
-            value = draw(st.integers(lo, hi))
-        if value:
-            fields[f.name] = value
-    return Instruction(op, fields)
+sys.path.insert(0, str(Path(__file__).parent))
+from accel_strategies import instructions
 
 
 @given(instructions())
@@ -73,7 +65,8 @@ def test_assembly_text() -> None:
     binary = assemble(text)
     assert len(binary) == 3 * INSN_BYTES
     assert disassemble(binary).splitlines() == [
-        "load memory=inp sram=2 dram=64 pad_value=-128 y_size=4 x_size=4 x_stride=16 y_pad0=1 x_pad1=1 pop_next",
+        "load memory=inp sram=2 dram=64 pad_value=-128 y_size=4 x_size=4 x_stride=16 y_pad0=1 x_pad1=1 "
+        "pop_next",
         "alu uop_end=1 iter_out=8 alu=clip use_imm imm=32640",
         "finish",
     ]

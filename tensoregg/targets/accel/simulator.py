@@ -243,6 +243,9 @@ class Simulator:
         dst, src = self._indexes(insn, ("dst", "src"))
         op = insn.alu
         self._check(insn, dst, "acc")
+        if insn["reset"]:
+            self.sram["acc"][dst] = 0
+            return dst.size
         if op == "req":
             self._check(insn, src, "scale")
             if not np.isfinite(self.sram["scale"][src]).all():

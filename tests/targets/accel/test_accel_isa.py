@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -94,3 +95,12 @@ def test_decoder_rejects() -> None:
         decode((3 | 1 << 100).to_bytes(16, "little"))  # finish has no field at bit 100
     with pytest.raises(AcceleratorError, match="not a whole number"):
         disassemble(bytes(17))
+
+
+def test_the_documented_encoding_is_the_encoding() -> None:
+    doc = (Path(__file__).parents[3] / "docs" / "accelerator.md").read_text()
+    sections = re.split(r"^### ", doc, flags=re.M)
+    for op, layout in LAYOUTS.items():
+        section = next(s for s in sections if re.match(rf"`[^\n]*\b{op}\b", s))
+        rows = re.findall(r"^\| `(\w+)` \| (\d+)\u2013(\d+) \|", section, flags=re.M)
+        assert rows == [(f.name, str(f.lsb), str(f.lsb + f.width - 1)) for f in layout], op

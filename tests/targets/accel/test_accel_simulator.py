@@ -107,6 +107,7 @@ def test_alu_operations() -> None:
     np.testing.assert_array_equal(alu("alu=shr use_imm imm=4", x), (wide + 8) >> 4)  # rounds half up
     np.testing.assert_array_equal(alu("alu=shr use_imm imm=-2", x), (wide << 2).astype(np.int32))
     np.testing.assert_array_equal(alu("alu=clip use_imm imm=0x7f00", x), np.clip(x, 0, 127))
+    np.testing.assert_array_equal(alu("alu=add reset", x, y=y), 0)
     small = np.arange(-24, 24, dtype=np.int32).reshape(3, 1, 16)
     np.testing.assert_array_equal(alu("alu=shr use_imm imm=1", small), [(v + 1) >> 1 for v in small])
 

@@ -6,7 +6,8 @@ Its configurations (``machines``) are one registration each: ``accel`` (1x16x16,
 ``accel-small`` (1x8x8). Programs (``isa``: 128-bit instructions, assembler and disassembler;
 ``program``: the file the runtime loads) run in the simulator (``simulator``, numpy).
 
-Nothing compiles to it yet: ``build`` raises ``UnsupportedOperator`` for the graph's first node.
+``lower`` compiles int8 matrix products (MatMulInteger, QLinearMatMul) to programs, each tiled onto
+the GEMM core by ``tensorize``; any other op raises ``UnsupportedOperator`` (no CPU fallback yet).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from tensoregg.errors import UnsupportedOperator
 from tensoregg.targets import Program, Target, register_target
 from tensoregg.targets.accel.machines import CONFIGS, Accel
 
@@ -33,9 +33,9 @@ def description(accel: Accel) -> Target:
 
 
 def _build(graph: Graph, target: Target) -> Program:
-    node = graph.nodes[0] if graph.nodes else None
-    raise UnsupportedOperator(node.op if node else "Identity", node=node.name if node else None,
-                              target=target.name, detail="nothing is lowered to the accelerator yet")
+    from tensoregg.targets.accel.lower import lower
+
+    return lower(graph, CONFIGS[target.name])
 
 
 for _accel in CONFIGS.values():

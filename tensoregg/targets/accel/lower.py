@@ -1,12 +1,15 @@
-"""The optimized Graph as accelerator programs: each int8 matrix product (MatMulInteger,
-QLinearMatMul) becomes one program (``tensorize.gemm_program``) with its constant weights packed at
-compile time and its zero points folded into an int32 bias. The host converts uint8 tensors to int8
-(x - 128, exact) and pads the reduction to whole blocks on the way in, and crops and converts back on
-the way out. Any other node raises ``UnsupportedOperator`` (a CPU fallback is a later step).
+"""The optimized Graph as accelerator programs: each int8 matrix product or convolution
+(MatMulInteger, QLinearMatMul, ConvInteger, QLinearConv) becomes one program
+(``tensorize.gemm_program``) with its constant weights packed at compile time and its zero points
+folded into an int32 bias. The host prepares the product's left operand (uint8 shifted to int8 by
+-128, exactly; a convolution's input unfolded into rows, im2col, padded with its zero point) and
+converts the product back (cropped, shifted, reshaped). Any other node raises
+``UnsupportedOperator`` (a CPU fallback is a later step).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,41 +18,38 @@ import numpy as np
 from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir import Graph
 from tensoregg.ir.graph import Node
+from tensoregg.ir.ops.nn import ConvWindow, conv_window
 from tensoregg.targets.accel.machines import Accel
 from tensoregg.targets.accel.program import AccelProgram
 from tensoregg.targets.accel.simulator import Stats
 from tensoregg.targets.accel.tensorize import gemm_program
 
+Convert = Callable[[np.ndarray], np.ndarray]
+
 
 @dataclass
 class GemmKernel:
-    """One node as a program: the graph value it reads (``a``), the value it writes, and the host's
-    conversions around the program."""
+    """One node as a program: the graph value it reads, the value it writes, and the host's
+    conversions around the program (``prepare``: the value -> the product's int8 rows; ``finish``:
+    the product's int8 or int32 rows -> the node's output)."""
 
     node: str
     op: str
-    a: str
+    source: str
     output: str
     program: AccelProgram
     k: int
     n: int
-    a_unsigned: bool
-    """uint8 ``a``: the host subtracts 128 (the zero point was shifted to match)."""
-    out_dtype: str
-    """``int32``, ``int8`` or ``uint8`` (whose zero point the program saw shifted by -128)."""
+    prepare: Convert
+    finish: Convert
 
-    def run(self, a: np.ndarray) -> tuple[np.ndarray, Stats]:
-        """The node's output for ``a``, and the program's Stats."""
-        rows = a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a.reshape(1, -1)
-        if self.a_unsigned:
-            rows = (rows.astype(np.int16) - 128).astype(np.int8)
-        padded = np.zeros(self.program.regions[0].shape, np.int8)
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, Stats]:
+        """The node's output for ``x``, and the program's Stats."""
+        rows = self.prepare(x)
+        padded = np.zeros((rows.shape[0], self.program.regions[0].shape[1]), np.int8)
         padded[:, :self.k] = rows
         outputs, stats = self.program.run({"a": padded})
-        y = outputs["y"][:, :self.n]
-        if self.out_dtype == "uint8":
-            y = (y.astype(np.int16) + 128).astype(np.uint8)
-        return y.reshape(*a.shape[:-1], self.n), stats
+        return self.finish(outputs["y"][:, :self.n]), stats
 
 
 @dataclass
@@ -65,7 +65,7 @@ class AcceleratorProgram:
         values = {**self.graph.initializers, **feeds}
         self.stats = []
         for kernel in self.kernels:
-            values[kernel.output], stats = kernel.run(values[kernel.a])
+            values[kernel.output], stats = kernel.run(values[kernel.source])
             self.stats.append(stats)
         return [values[name] for name in self.graph.outputs]
 
@@ -75,12 +75,31 @@ def lower(graph: Graph, config: Accel) -> AcceleratorProgram:
     cannot be."""
     kernels = []
     for node in graph.nodes:
-        lowering = _LOWERINGS.get(node.op)
-        if lowering is None:
-            raise UnsupportedOperator(node.op, node=node.label, target=config.name,
-                                      detail="the accelerator runs MatMulInteger and QLinearMatMul so far")
-        kernels.append(lowering(node, graph, config))
+        if node.op not in _LOWERINGS:
+            raise _unsupported(node, f"the accelerator runs {', '.join(_LOWERINGS)} so far")
+        kernels.append(_LOWERINGS[node.op](node, graph, config))
     return AcceleratorProgram(graph, kernels)
+
+
+@dataclass(frozen=True)
+class _Quantized:
+    """Where a node's operands are: data ``x`` and weights ``w`` and their zero points, and for the
+    QLinear forms the scales and the output zero point (input positions; -1: none)."""
+
+    x: int
+    w: int
+    x_zp: int
+    w_zp: int
+    x_scale: int = -1
+    w_scale: int = -1
+    y_scale: int = -1
+    y_zp: int = -1
+    bias: int = -1
+
+
+_FORMS = {"MatMulInteger": _Quantized(0, 1, 2, 3), "ConvInteger": _Quantized(0, 1, 2, 3),
+          "QLinearMatMul": _Quantized(0, 3, 2, 5, 1, 4, 6, 7),
+          "QLinearConv": _Quantized(0, 3, 2, 5, 1, 4, 6, 7, 8)}
 
 
 def _unsupported(node: Node, detail: str) -> UnsupportedOperator:
@@ -89,7 +108,7 @@ def _unsupported(node: Node, detail: str) -> UnsupportedOperator:
 
 def _const(node: Node, graph: Graph, index: int, what: str) -> np.ndarray | None:
     """Input ``index`` of ``node`` as a constant (None if omitted); UnsupportedOperator if computed."""
-    if index >= len(node.inputs) or not node.inputs[index]:
+    if index < 0 or index >= len(node.inputs) or not node.inputs[index]:
         return None
     if node.inputs[index] not in graph.initializers:
         raise _unsupported(node, f"{what} must be a constant")
@@ -104,50 +123,82 @@ def _scalar(node: Node, value: np.ndarray | None, what: str) -> int | float:
     return value.reshape(()).item()
 
 
-def _gemm(node: Node, graph: Graph, config: Accel, scales: np.ndarray | None, y_zero: int,
-          out_dtype: str) -> GemmKernel:
-    """The kernel of ``a @ (b - b_zp)`` with ``a``'s zero point folded in; inputs at the positions
-    of MatMulInteger (``a``, ``b``, ``a_zp``, ``b_zp``) or QLinearMatMul (0, 3, 2, 5)."""
-    qlinear = node.op == "QLinearMatMul"
-    a_name, b_at, a_zp_at, b_zp_at = (node.inputs[0], 3, 2, 5) if qlinear else (node.inputs[0], 1, 2, 3)
-    b = _const(node, graph, b_at, "B")
-    assert b is not None
-    if b.ndim != 2:
-        raise _unsupported(node, f"B must be 2-D, not {list(b.shape)}")
-    b_zp = _const(node, graph, b_zp_at, "B's zero point")
-    w = b.astype(np.int32) - (0 if b_zp is None else b_zp.astype(np.int32))
-    if w.min(initial=0) < -128 or w.max(initial=0) > 127:
-        raise _unsupported(node, "B minus its zero point must fit int8")
-    a_unsigned = graph.types[a_name].dtype == np.uint8
-    a_zp = int(_scalar(node, _const(node, graph, a_zp_at, "A's zero point"), "A's zero point"))
-    a_zp -= 128 * a_unsigned
-    bias = -a_zp * w.sum(axis=0) if a_zp else None
-    m = int(np.prod(graph.types[a_name].shape[:-1], dtype=np.int64))
-    program = gemm_program(config, m, w.T.astype(np.int8), bias, scales, y_zero)
-    return GemmKernel(node.label, node.op, a_name, node.outputs[0], program, w.shape[0], w.shape[1],
-                      a_unsigned, out_dtype)
+def _shift(unsigned: bool, rows: np.ndarray) -> np.ndarray:
+    """uint8 values as int8 ones, minus 128 (exact); int8 values as they are."""
+    return (rows.astype(np.int16) - 128).astype(np.int8) if unsigned else rows
 
 
-def _matmul_integer(node: Node, graph: Graph, config: Accel) -> GemmKernel:
-    return _gemm(node, graph, config, None, 0, "int32")
+def _lower(node: Node, graph: Graph, config: Accel) -> GemmKernel:
+    """The kernel of a quantized product: rows of ``x`` (or of its im2col) times ``w - w_zp``, with
+    ``x``'s zero point folded into the bias, requantized for the QLinear forms."""
+    form, conv = _FORMS[node.op], "Conv" in node.op
+    w = _const(node, graph, form.w, "the weights")
+    assert w is not None
+    if conv and node.attrs.get("group", 1) != 1:
+        raise _unsupported(node, "grouped convolutions are not tiled yet")
+    if not conv and w.ndim != 2:
+        raise _unsupported(node, f"B must be 2-D, not {list(w.shape)}")
+    w_zp = _const(node, graph, form.w_zp, "the weights' zero point")
+    if w_zp is not None:
+        w_zp = w_zp.reshape(-1, *[1] * (w.ndim - 1)) if conv else w_zp.reshape(-1)
+    weights = w.astype(np.int32) - (0 if w_zp is None else w_zp.astype(np.int32))
+    if weights.min(initial=0) < -128 or weights.max(initial=0) > 127:
+        raise _unsupported(node, "the weights minus their zero point must fit int8")
+    weights = weights.reshape(w.shape[0], -1) if conv else weights.T  # (N, K)
+    x_type, y_type = graph.types[node.inputs[form.x]], graph.types[node.outputs[0]]
+    x_unsigned, y_unsigned = x_type.dtype == np.uint8, y_type.dtype == np.uint8
+    x_zp = int(_scalar(node, _const(node, graph, form.x_zp, "x's zero point"), "x's zero point"))
+    x_zp -= 128 * x_unsigned
+    bias = _const(node, graph, form.bias, "the bias")
+    total = (np.zeros(weights.shape[0], np.int64) if bias is None else bias.astype(np.int64)) \
+        - x_zp * weights.sum(axis=1)
+    scales, y_zp = None, 0
+    if form.y_scale >= 0:
+        x_scale, w_scale, y_scale = (_const(node, graph, i, what) for i, what in (
+            (form.x_scale, "x's scale"), (form.w_scale, "the weights' scale"), (form.y_scale, "y's scale")))
+        assert x_scale is not None and w_scale is not None and y_scale is not None
+        f32 = np.float32  # onnxruntime's multiplier x_scale * w_scale / y_scale, in float32
+        multiplier = f32(_scalar(node, x_scale, "x's scale")) * w_scale.astype(f32).reshape(-1)
+        scales = np.broadcast_to(multiplier / f32(_scalar(node, y_scale, "y's scale")), (weights.shape[0],))
+        y_zp = int(_scalar(node, _const(node, graph, form.y_zp, "y's zero point"), "y's zero point"))
+        y_zp -= 128 * y_unsigned
+    window = conv_window(dict(node.attrs), x_type.shape[2:], w.shape[2:]) if conv else None
+
+    def prepare(x: np.ndarray) -> np.ndarray:
+        x = _shift(x_unsigned, x)
+        return x.reshape(-1, x.shape[-1]) if window is None else _im2col(x, window, x_zp)
+
+    def finish(y: np.ndarray) -> np.ndarray:
+        y = _unshift(y_unsigned, y)
+        if window is not None:  # (N x positions, O) -> (N, O, *positions)
+            y = y.reshape(x_type.shape[0], -1, y.shape[1]).transpose(0, 2, 1)
+        return y.reshape(y_type.shape)
+
+    m = x_type.shape[0] * int(np.prod(window.out)) if window else int(np.prod(x_type.shape[:-1]))
+    bias = total.astype(np.int32) if total.any() else None
+    program = gemm_program(config, m, weights.astype(np.int8), bias, scales, y_zp)
+    return GemmKernel(node.label, node.op, node.inputs[form.x], node.outputs[0], program, weights.shape[1],
+                      weights.shape[0], prepare, finish)
 
 
-def _qlinear_matmul(node: Node, graph: Graph, config: Accel) -> GemmKernel:
-    a_scale, b_scale, y_scale = (_const(node, graph, i, name) for i, name in ((1, "a_scale"), (4, "b_scale"),
-                                                                              (6, "y_scale")))
-    assert a_scale is not None and b_scale is not None and y_scale is not None
-    _scalar(node, a_scale, "a_scale")
-    n = graph.types[node.inputs[3]].shape[-1]
-    f32 = np.float32  # onnxruntime's multiplier a_scale * b_scale / y_scale, in float32
-    scales = np.broadcast_to(a_scale.astype(f32).reshape(()) * b_scale.astype(f32)
-                             / y_scale.astype(f32).reshape(()), (n,))
-    out_dtype = str(graph.types[node.outputs[0]].dtype)
-    y_zero = int(_scalar(node, _const(node, graph, 7, "y_zero_point"), "y_zero_point"))
-    return _gemm(node, graph, config, scales, y_zero - 128 * (out_dtype == "uint8"), out_dtype)
+def _unshift(unsigned: bool, y: np.ndarray) -> np.ndarray:
+    """A program's int8 output as uint8 (plus 128) where the node's output is uint8."""
+    return (y.astype(np.int16) + 128).astype(np.uint8) if unsigned else y
 
 
-_LOWERINGS: dict[str, Callable[[Node, Graph, Accel], GemmKernel]] = {
-    "MatMulInteger": _matmul_integer,
-    "QLinearMatMul": _qlinear_matmul,
-}
+def _im2col(x: np.ndarray, window: ConvWindow, pad: int) -> np.ndarray:
+    """The convolution's input (N, C, *spatial) as rows (N x output positions, C x kernel taps),
+    padded with ``pad`` (the zero point), in the order of the weights' (C, *kernel) columns."""
+    padded = np.pad(x, [(0, 0), (0, 0), *zip(window.begin, window.end)], constant_values=pad)
+    taps = []
+    for offsets in itertools.product(*(range(k) for k in window.kernel)):
+        taps.append(padded[(slice(None), slice(None), *(
+            slice(o * d, o * d + (n - 1) * s + 1, s) for o, d, n, s in
+            zip(offsets, window.dilations, window.out, window.strides)))])
+    stacked = np.stack(taps, axis=2)  # (N, C, taps, *out)
+    n, c = x.shape[:2]
+    return stacked.reshape(n, c * len(taps), -1).transpose(0, 2, 1).reshape(-1, c * len(taps))
+
+
+_LOWERINGS: dict[str, Callable[[Node, Graph, Accel], GemmKernel]] = dict.fromkeys(_FORMS, _lower)
 """Op -> its lowering onto the accelerator."""

@@ -68,6 +68,45 @@ def test_matmul_integer_with_zero_points() -> None:
     np.testing.assert_array_equal(y, onnxruntime(model, a))
 
 
+def qlinear_conv(shape: list[int], out: int, kernel: int, attrs: dict, dtype: type, bias: bool) -> ModelProto:
+    """y = QLinearConv(x, w[, B]): x of ``dtype`` (N, C, H, W), w per output channel int8."""
+    w = RNG.integers(-127, 128, (out, shape[1], kernel, kernel), dtype=np.int8)
+    signed = dtype == np.int8
+    inits = {"xs": np.array(0.05, np.float32), "xz": np.array(-7 if signed else 121, dtype), "w": w,
+             "ws": (RNG.random(out) * 0.01 + 0.002).astype(np.float32), "wz": np.zeros(out, np.int8),
+             "ys": np.array(0.2, np.float32), "yz": np.array(4 if signed else 100, dtype)}
+    if bias:
+        inits["B"] = RNG.integers(-3000, 3000, out).astype(np.int32)
+    inputs = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", *(["B"] * bias)]
+    node = helper.make_node("QLinearConv", inputs, ["y"], **attrs)
+    return _model([node], inits, ("x", dtype, shape), ("y", dtype, None))
+
+
+@pytest.mark.parametrize(("target", "shape", "attrs", "dtype", "bias"), [
+    ("accel", [1, 16, 9, 9], {"pads": [1, 1, 1, 1]}, np.int8, True),
+    ("accel", [2, 5, 8, 7], {"strides": [2, 2], "pads": [0, 1, 2, 1], "dilations": [1, 2]}, np.uint8, False),
+    ("accel-small", [1, 12, 6, 6], {"pads": [1, 1, 1, 1]}, np.uint8, True)])
+def test_qlinear_conv_matches_onnxruntime_and_the_reference(target: str, shape: list[int], attrs: dict,
+                                                            dtype: type, bias: bool) -> None:
+    model = qlinear_conv(shape, 24, 3, attrs, dtype, bias)
+    info = np.iinfo(dtype)
+    x = RNG.integers(info.min, info.max + 1, shape).astype(dtype)
+    module = tensoregg.compile(model, target)
+    (y,) = module.run(x)
+    np.testing.assert_array_equal(y, onnxruntime(model, x))
+    np.testing.assert_array_equal(y, tensoregg.compile(model, "ref").run(x)[0])
+
+
+def test_conv_integer() -> None:
+    w = RNG.integers(-100, 100, (8, 3, 2, 2)).astype(np.int8)
+    node = helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], pads=[1, 0, 1, 0])
+    model = _model([node], {"w": w, "xz": np.array(77, np.uint8)}, ("x", np.uint8, [1, 3, 5, 5]),
+                   ("y", TensorProto.INT32, None))
+    x = RNG.integers(0, 256, (1, 3, 5, 5)).astype(np.uint8)
+    (y,) = tensoregg.compile(model, "accel-small").run(x)
+    np.testing.assert_array_equal(y, onnxruntime(model, x))
+
+
 def test_other_ops_are_unsupported_on_the_accelerator() -> None:
     model = _model([helper.make_node("Relu", ["x"], ["y"])], {}, ("x", TensorProto.FLOAT, [4]),
                    ("y", TensorProto.FLOAT, [4]))
@@ -77,5 +116,5 @@ def test_other_ops_are_unsupported_on_the_accelerator() -> None:
     model = _model([helper.make_node("MatMulInteger", ["a", "b", "", "bz"], ["y"])],
                    {"b": b, "bz": np.array(0, np.uint8)}, ("a", np.uint8, [1, 4]),
                    ("y", TensorProto.INT32, [1, 4]))
-    with pytest.raises(UnsupportedOperator, match="B minus its zero point must fit int8"):
+    with pytest.raises(UnsupportedOperator, match="weights minus their zero point must fit int8"):
         tensoregg.compile(model, "accel-small")

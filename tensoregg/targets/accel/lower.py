@@ -10,7 +10,7 @@ converts the product back (cropped, shifted, reshaped). Any other node raises
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,13 +43,37 @@ class GemmKernel:
     prepare: Convert
     finish: Convert
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, Stats]:
-        """The node's output for ``x``, and the program's Stats."""
-        rows = self.prepare(x)
+    def run(self, values: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Stats]:
+        """The node's output for the graph's ``values``, and the program's Stats."""
+        rows = self.prepare(values[self.source])
         padded = np.zeros((rows.shape[0], self.program.regions[0].shape[1]), np.int8)
         padded[:, :self.k] = rows
         outputs, stats = self.program.run({"a": padded})
         return self.finish(outputs["y"][:, :self.n]), stats
+
+
+@dataclass
+class DeferredKernel:
+    """A node whose weights, zero points or scales are computed or fed: its program is built when
+    it runs, once per distinct set of those operands."""
+
+    node: Node
+    graph: Graph
+    config: Accel
+    built: dict[bytes, GemmKernel] = field(default_factory=dict)
+
+    def run(self, values: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Stats]:
+        """The node's output for the graph's ``values``, and the program's Stats."""
+        x = self.node.inputs[_FORMS[self.node.op].x]
+        operands = {name: values[name] for name in self.node.inputs if name and name != x}
+        key = b"".join(np.ascontiguousarray(v).tobytes() + str(v.dtype).encode() for v in operands.values())
+        if key not in self.built:
+            self.built[key] = _kernel(self.node, self.graph, self.config, operands)
+        return self.built[key].run(values)
+
+    @property
+    def output(self) -> str:
+        return self.node.outputs[0]
 
 
 @dataclass
@@ -58,14 +82,14 @@ class AcceleratorProgram:
     each kernel's Stats of the last run."""
 
     graph: Graph
-    kernels: list[GemmKernel]
+    kernels: list[GemmKernel | DeferredKernel]
     stats: list[Stats] = field(default_factory=list)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         values = {**self.graph.initializers, **feeds}
         self.stats = []
         for kernel in self.kernels:
-            values[kernel.output], stats = kernel.run(values[kernel.source])
+            values[kernel.output], stats = kernel.run(values)
             self.stats.append(stats)
         return [values[name] for name in self.graph.outputs]
 
@@ -106,13 +130,11 @@ def _unsupported(node: Node, detail: str) -> UnsupportedOperator:
     return UnsupportedOperator(node.op, node=node.label, target="accel", detail=detail)
 
 
-def _const(node: Node, graph: Graph, index: int, what: str) -> np.ndarray | None:
-    """Input ``index`` of ``node`` as a constant (None if omitted); UnsupportedOperator if computed."""
+def _input(node: Node, values: Mapping[str, np.ndarray], index: int) -> np.ndarray | None:
+    """Input ``index`` of ``node`` among ``values`` (None if omitted)."""
     if index < 0 or index >= len(node.inputs) or not node.inputs[index]:
         return None
-    if node.inputs[index] not in graph.initializers:
-        raise _unsupported(node, f"{what} must be a constant")
-    return graph.initializers[node.inputs[index]]
+    return values[node.inputs[index]]
 
 
 def _scalar(node: Node, value: np.ndarray | None, what: str) -> int | float:
@@ -128,45 +150,57 @@ def _shift(unsigned: bool, rows: np.ndarray) -> np.ndarray:
     return (rows.astype(np.int16) - 128).astype(np.int8) if unsigned else rows
 
 
-def _lower(node: Node, graph: Graph, config: Accel) -> GemmKernel:
-    """The kernel of a quantized product: rows of ``x`` (or of its im2col) times ``w - w_zp``, with
-    ``x``'s zero point folded into the bias, requantized for the QLinear forms."""
+def _lower(node: Node, graph: Graph, config: Accel) -> GemmKernel | DeferredKernel:
+    """The node's kernel, built now where its operands other than ``x`` are constants, else when
+    it runs (``DeferredKernel``)."""
+    x = node.inputs[_FORMS[node.op].x]
+    if all(not name or name == x or name in graph.initializers for name in node.inputs):
+        return _kernel(node, graph, config, graph.initializers)
+    return DeferredKernel(node, graph, config)
+
+
+def _kernel(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.ndarray]) -> GemmKernel:
+    """The kernel of a quantized product with the operands in ``values`` (all but ``x``): rows of
+    ``x`` (or of its im2col) times ``w - w_zp``, with ``x``'s zero point folded into the bias,
+    requantized for the QLinear forms."""
     form, conv = _FORMS[node.op], "Conv" in node.op
-    w = _const(node, graph, form.w, "the weights")
+    w = _input(node, values, form.w)
     assert w is not None
     if conv and node.attrs.get("group", 1) != 1:
         raise _unsupported(node, "grouped convolutions are not tiled yet")
     if not conv and w.ndim != 2:
         raise _unsupported(node, f"B must be 2-D, not {list(w.shape)}")
-    w_zp = _const(node, graph, form.w_zp, "the weights' zero point")
+    w_zp = _input(node, values, form.w_zp)
     if w_zp is not None:
         w_zp = w_zp.reshape(-1, *[1] * (w.ndim - 1)) if conv else w_zp.reshape(-1)
     weights = w.astype(np.int32) - (0 if w_zp is None else w_zp.astype(np.int32))
-    if weights.min(initial=0) < -128 or weights.max(initial=0) > 127:
-        raise _unsupported(node, "the weights minus their zero point must fit int8")
     weights = weights.reshape(w.shape[0], -1) if conv else weights.T  # (N, K)
+    parts = _int8_parts(weights)
     x_type, y_type = graph.types[node.inputs[form.x]], graph.types[node.outputs[0]]
     x_unsigned, y_unsigned = x_type.dtype == np.uint8, y_type.dtype == np.uint8
-    x_zp = int(_scalar(node, _const(node, graph, form.x_zp, "x's zero point"), "x's zero point"))
+    x_zp = int(_scalar(node, _input(node, values, form.x_zp), "x's zero point"))
     x_zp -= 128 * x_unsigned
-    bias = _const(node, graph, form.bias, "the bias")
+    bias = _input(node, values, form.bias)
     total = (np.zeros(weights.shape[0], np.int64) if bias is None else bias.astype(np.int64)) \
         - x_zp * weights.sum(axis=1)
     scales, y_zp = None, 0
     if form.y_scale >= 0:
-        x_scale, w_scale, y_scale = (_const(node, graph, i, what) for i, what in (
-            (form.x_scale, "x's scale"), (form.w_scale, "the weights' scale"), (form.y_scale, "y's scale")))
+        x_scale, w_scale, y_scale = (_input(node, values, i)
+                                     for i in (form.x_scale, form.w_scale, form.y_scale))
         assert x_scale is not None and w_scale is not None and y_scale is not None
-        f32 = np.float32  # onnxruntime's multiplier x_scale * w_scale / y_scale, in float32
-        multiplier = f32(_scalar(node, x_scale, "x's scale")) * w_scale.astype(f32).reshape(-1)
-        scales = np.broadcast_to(multiplier / f32(_scalar(node, y_scale, "y's scale")), (weights.shape[0],))
-        y_zp = int(_scalar(node, _const(node, graph, form.y_zp, "y's zero point"), "y's zero point"))
+        _scalar(node, x_scale, "x's scale")
+        _scalar(node, y_scale, "y's scale")
+        # the multiplier x_scale * w_scale / y_scale in the scales' dtype (onnxruntime: float32)
+        multiplier = x_scale.reshape(()) * w_scale.reshape(-1) / y_scale.reshape(())
+        scales = np.broadcast_to(multiplier.astype(np.float32), (weights.shape[0],))
+        y_zp = int(_scalar(node, _input(node, values, form.y_zp), "y's zero point"))
         y_zp -= 128 * y_unsigned
     window = conv_window(dict(node.attrs), x_type.shape[2:], w.shape[2:]) if conv else None
 
     def prepare(x: np.ndarray) -> np.ndarray:
         x = _shift(x_unsigned, x)
-        return x.reshape(-1, x.shape[-1]) if window is None else _im2col(x, window, x_zp)
+        rows = x.reshape(-1, x.shape[-1]) if window is None else _im2col(x, window, x_zp)
+        return np.tile(rows, (1, len(parts))) if len(parts) > 1 else rows
 
     def finish(y: np.ndarray) -> np.ndarray:
         y = _unshift(y_unsigned, y)
@@ -176,9 +210,22 @@ def _lower(node: Node, graph: Graph, config: Accel) -> GemmKernel:
 
     m = x_type.shape[0] * int(np.prod(window.out)) if window else int(np.prod(x_type.shape[:-1]))
     bias = total.astype(np.int32) if total.any() else None
-    program = gemm_program(config, m, weights.astype(np.int8), bias, scales, y_zp)
-    return GemmKernel(node.label, node.op, node.inputs[form.x], node.outputs[0], program, weights.shape[1],
-                      weights.shape[0], prepare, finish)
+    program = gemm_program(config, m, np.concatenate(parts, axis=1), bias, scales, y_zp)
+    return GemmKernel(node.label, node.op, node.inputs[form.x], node.outputs[0], program,
+                      weights.shape[1] * len(parts), weights.shape[0], prepare, finish)
+
+
+def _int8_parts(weights: np.ndarray) -> list[np.ndarray]:
+    """int8 matrices that sum to ``weights``: itself where it fits int8; two or three where the
+    weights minus their zero point do not (uint8 weights with a zero point: -255 to 255). The input
+    rows are then repeated as many times along the reduction."""
+    parts: list[np.ndarray] = []
+    rest = weights
+    while not parts or rest.any():
+        part = np.clip(rest, -128, 127)
+        parts.append(part.astype(np.int8))
+        rest = rest - part
+    return parts
 
 
 def _unshift(unsigned: bool, y: np.ndarray) -> np.ndarray:
@@ -200,5 +247,6 @@ def _im2col(x: np.ndarray, window: ConvWindow, pad: int) -> np.ndarray:
     return stacked.reshape(n, c * len(taps), -1).transpose(0, 2, 1).reshape(-1, c * len(taps))
 
 
-_LOWERINGS: dict[str, Callable[[Node, Graph, Accel], GemmKernel]] = dict.fromkeys(_FORMS, _lower)
+_LOWERINGS: dict[str, Callable[[Node, Graph, Accel], GemmKernel | DeferredKernel]] = dict.fromkeys(_FORMS,
+                                                                                                   _lower)
 """Op -> its lowering onto the accelerator."""

@@ -53,6 +53,33 @@ class GemmKernel:
 
 
 @dataclass
+class BatchedKernel:
+    """A matmul whose B has batch axes: one product per batch index (A broadcast to them)."""
+
+    source: str
+    output: str
+    batch: tuple[int, ...]
+    rows: tuple[int, ...]
+    """A's last two axes."""
+    slices: list[GemmKernel]
+
+    def run(self, values: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Stats]:
+        """The node's output for the graph's ``values``, and the Stats of its products together."""
+        a = np.broadcast_to(values[self.source], (*self.batch, *self.rows))
+        results = [k.run({k.source: a[i]}) for k, i in zip(self.slices, np.ndindex(*self.batch))]
+        stats = Stats(results[0][1].macs_per_cycle)
+        for _, s in results:
+            stats.cycles += s.cycles
+            stats.busy.update(s.busy)
+            stats.stalls.update(s.stalls)
+            stats.instructions.update(s.instructions)
+            stats.dma_read += s.dma_read
+            stats.dma_written += s.dma_written
+            stats.macs += s.macs
+        return np.stack([y for y, _ in results]).reshape(*self.batch, *results[0][0].shape), stats
+
+
+@dataclass
 class DeferredKernel:
     """A node whose weights, zero points or scales are computed or fed: its program is built when
     it runs, once per distinct set of those operands."""
@@ -60,7 +87,7 @@ class DeferredKernel:
     node: Node
     graph: Graph
     config: Accel
-    built: dict[bytes, GemmKernel] = field(default_factory=dict)
+    built: dict[bytes, GemmKernel | BatchedKernel] = field(default_factory=dict)
 
     def run(self, values: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Stats]:
         """The node's output for the graph's ``values``, and the program's Stats."""
@@ -82,7 +109,7 @@ class AcceleratorProgram:
     each kernel's Stats of the last run."""
 
     graph: Graph
-    kernels: list[GemmKernel | DeferredKernel]
+    kernels: list[GemmKernel | BatchedKernel | DeferredKernel]
     stats: list[Stats] = field(default_factory=list)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -150,7 +177,7 @@ def _shift(unsigned: bool, rows: np.ndarray) -> np.ndarray:
     return (rows.astype(np.int16) - 128).astype(np.int8) if unsigned else rows
 
 
-def _lower(node: Node, graph: Graph, config: Accel) -> GemmKernel | DeferredKernel:
+def _lower(node: Node, graph: Graph, config: Accel) -> GemmKernel | BatchedKernel | DeferredKernel:
     """The node's kernel, built now where its operands other than ``x`` are constants, else when
     it runs (``DeferredKernel``)."""
     x = node.inputs[_FORMS[node.op].x]
@@ -159,17 +186,32 @@ def _lower(node: Node, graph: Graph, config: Accel) -> GemmKernel | DeferredKern
     return DeferredKernel(node, graph, config)
 
 
-def _kernel(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.ndarray]) -> GemmKernel:
+def _kernel(node: Node, graph: Graph, config: Accel,
+            values: Mapping[str, np.ndarray]) -> GemmKernel | BatchedKernel:
+    """The kernel of ``node`` with its operands but ``x`` in ``values``; a matmul whose B has batch
+    axes runs one product per batch index (``BatchedKernel``)."""
+    form = _FORMS[node.op]
+    w = values[node.inputs[form.w]]
+    if "Conv" in node.op or w.ndim == 2:
+        return _product(node, graph, config, values)
+    x, y = graph.types[node.inputs[form.x]].shape, graph.types[node.outputs[0]].shape
+    batch = y[:-2]
+    ws = np.broadcast_to(w, (*batch, *w.shape[-2:]))
+    slices = [_product(node, graph, config, {**values, node.inputs[form.w]: ws[i]}, x[-2:], y[-2:])
+              for i in np.ndindex(*batch)]
+    return BatchedKernel(node.inputs[form.x], node.outputs[0], tuple(batch), tuple(x[-2:]), slices)
+
+
+def _product(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.ndarray],
+             x_shape: tuple[int, ...] | None = None, y_shape: tuple[int, ...] | None = None) -> GemmKernel:
     """The kernel of a quantized product with the operands in ``values`` (all but ``x``): rows of
     ``x`` (or of its im2col) times ``w - w_zp``, with ``x``'s zero point folded into the bias,
-    requantized for the QLinear forms."""
+    requantized for the QLinear forms (``x_shape``, ``y_shape``: one batch index's, else the node's)."""
     form, conv = _FORMS[node.op], "Conv" in node.op
     w = _input(node, values, form.w)
     assert w is not None
     if conv and node.attrs.get("group", 1) != 1:
         raise _unsupported(node, "grouped convolutions are not tiled yet")
-    if not conv and w.ndim != 2:
-        raise _unsupported(node, f"B must be 2-D, not {list(w.shape)}")
     w_zp = _input(node, values, form.w_zp)
     if w_zp is not None:
         w_zp = w_zp.reshape(-1, *[1] * (w.ndim - 1)) if conv else w_zp.reshape(-1)
@@ -178,6 +220,7 @@ def _kernel(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.nda
     parts = _int8_parts(weights)
     x_type, y_type = graph.types[node.inputs[form.x]], graph.types[node.outputs[0]]
     x_unsigned, y_unsigned = x_type.dtype == np.uint8, y_type.dtype == np.uint8
+    x_shape, y_shape = x_shape or x_type.shape, y_shape or y_type.shape
     x_zp = int(_scalar(node, _input(node, values, form.x_zp), "x's zero point"))
     x_zp -= 128 * x_unsigned
     bias = _input(node, values, form.bias)
@@ -195,7 +238,7 @@ def _kernel(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.nda
         scales = np.broadcast_to(multiplier.astype(np.float32), (weights.shape[0],))
         y_zp = int(_scalar(node, _input(node, values, form.y_zp), "y's zero point"))
         y_zp -= 128 * y_unsigned
-    window = conv_window(dict(node.attrs), x_type.shape[2:], w.shape[2:]) if conv else None
+    window = conv_window(dict(node.attrs), x_shape[2:], w.shape[2:]) if conv else None
 
     def prepare(x: np.ndarray) -> np.ndarray:
         x = _shift(x_unsigned, x)
@@ -205,10 +248,10 @@ def _kernel(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.nda
     def finish(y: np.ndarray) -> np.ndarray:
         y = _unshift(y_unsigned, y)
         if window is not None:  # (N x positions, O) -> (N, O, *positions)
-            y = y.reshape(x_type.shape[0], -1, y.shape[1]).transpose(0, 2, 1)
-        return y.reshape(y_type.shape)
+            y = y.reshape(x_shape[0], -1, y.shape[1]).transpose(0, 2, 1)
+        return y.reshape(y_shape)
 
-    m = x_type.shape[0] * int(np.prod(window.out)) if window else int(np.prod(x_type.shape[:-1]))
+    m = x_shape[0] * int(np.prod(window.out)) if window else int(np.prod(x_shape[:-1]))
     bias = total.astype(np.int32) if total.any() else None
     program = gemm_program(config, m, np.concatenate(parts, axis=1), bias, scales, y_zp)
     return GemmKernel(node.label, node.op, node.inputs[form.x], node.outputs[0], program,
@@ -247,6 +290,6 @@ def _im2col(x: np.ndarray, window: ConvWindow, pad: int) -> np.ndarray:
     return stacked.reshape(n, c * len(taps), -1).transpose(0, 2, 1).reshape(-1, c * len(taps))
 
 
-_LOWERINGS: dict[str, Callable[[Node, Graph, Accel], GemmKernel | DeferredKernel]] = dict.fromkeys(_FORMS,
-                                                                                                   _lower)
+_LOWERINGS: dict[str, Callable[[Node, Graph, Accel], GemmKernel | BatchedKernel | DeferredKernel]] = \
+    dict.fromkeys(_FORMS, _lower)
 """Op -> its lowering onto the accelerator."""

@@ -107,6 +107,16 @@ def test_conv_integer() -> None:
     np.testing.assert_array_equal(y, onnxruntime(model, x))
 
 
+def test_batched_weights() -> None:
+    b = RNG.integers(-128, 128, (2, 1, 20, 9)).astype(np.int8)  # broadcast over A's batch axis of 3
+    node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
+    model = _model([node], {"b": b}, ("a", np.int8, [3, 4, 20]), ("y", TensorProto.INT32, [2, 3, 4, 9]))
+    a = RNG.integers(-128, 128, (3, 4, 20)).astype(np.int8)
+    module = tensoregg.compile(model, "accel-small")
+    np.testing.assert_array_equal(module.run(a)[0], onnxruntime(model, a))
+    assert module.program.stats[0].macs == 6 * 4 * 24 * 16  # six products, K and N padded to blocks of 8
+
+
 def test_other_ops_are_unsupported_on_the_accelerator() -> None:
     model = _model([helper.make_node("Relu", ["x"], ["y"])], {}, ("x", TensorProto.FLOAT, [4]),
                    ("y", TensorProto.FLOAT, [4]))

@@ -8,7 +8,10 @@ and the tokens it pops have arrived (a token arrives when the instruction pushin
 simulator runs whichever module's next instruction can start first, so the results are those of the
 order the tokens enforce. It rejects, with ``AcceleratorError`` and before any effect, an
 instruction whose scratchpad or main-memory range is out of bounds, one that reads main memory
-nothing initialised, and a token protocol that deadlocks or leaves tokens behind.
+nothing initialised, a token protocol that deadlocks or leaves tokens behind, and a race: two
+modules touching one entry of a scratchpad they share (inputs and weights: load and compute;
+accumulators: compute and store), one of them writing, with no chain of tokens ordering the two
+(vector clocks carried by the tokens tell).
 
 Imports numpy, the standard library, ``tensoregg.errors`` and the accelerator's own ISA only.
 """
@@ -81,14 +84,19 @@ class Simulator:
             "acc": np.zeros((c.acc_entries, c.batch, c.block_out), np.int32),
             "scale": np.zeros((c.scale_entries, c.block_out), np.float32),
         }
+        shared = {"inp": c.inp_entries, "wgt": c.wgt_entries, "acc": c.acc_entries}
+        self._reads = {memory: np.zeros((len(MODULES), n), np.int64) for memory, n in shared.items()}
+        self._writes = {memory: np.zeros((len(MODULES), n), np.int64) for memory, n in shared.items()}
+        self._module, self._clock = 0, np.zeros(len(MODULES), np.int64)
 
     def run(self, program: list[Instruction]) -> Stats:
         """Execute ``program`` (which ends with its only ``finish``); its Stats."""
         _check_protocol(program)
         stats = Stats(self.config.macs_per_cycle)
         queues = {m: deque(k for k, insn in enumerate(program) if module_of(insn) == m) for m in MODULES}
-        fifos: dict[str, deque[int]] = {q: deque() for q in ("l2g", "g2l", "g2s", "s2g")}
+        fifos: dict[str, deque[tuple[int, np.ndarray]]] = {q: deque() for q in ("l2g", "g2l", "g2s", "s2g")}
         free = dict.fromkeys(MODULES, 0)
+        clocks = {m: np.zeros(len(MODULES), np.int64) for m in MODULES}  # what each module has seen
         while any(queues.values()):
             ready = []
             for m in MODULES:
@@ -96,7 +104,7 @@ class Simulator:
                     head = program[queues[m][0]]
                     pops = [q for f, (q, kind) in _TOKENS[m].items() if kind == "pop" and head[f]]
                     if all(fifos[q] for q in pops):
-                        ready.append((max([free[m], *(fifos[q][0] for q in pops)]), m, pops))
+                        ready.append((max([free[m], *(fifos[q][0][0] for q in pops)]), m, pops))
             if not ready:
                 raise AcceleratorError("token deadlock: " + "; ".join(
                     f"{m} waits at instruction {queues[m][0]} ({format_instruction(program[queues[m][0]])})"
@@ -104,19 +112,36 @@ class Simulator:
             start, m, pops = min(ready)
             insn = program[queues[m].popleft()]
             for q in pops:
-                fifos[q].popleft()
+                np.maximum(clocks[m], fifos[q].popleft()[1], out=clocks[m])
+            clocks[m][MODULES.index(m)] += 1
+            self._module, self._clock = MODULES.index(m), clocks[m]
             end = start + self._execute(insn, stats)
             stats.stalls[m] += start - free[m]
             stats.instructions[insn.op] += 1
             free[m] = end
             for f, (q, kind) in _TOKENS[m].items():
                 if kind == "push" and insn[f]:
-                    fifos[q].append(end)
+                    fifos[q].append((end, clocks[m].copy()))
         left = {q: len(t) for q, t in fifos.items() if t}
         if left:
             raise AcceleratorError(f"token protocol: tokens pushed and never popped at the end: {left}")
         stats.cycles = max(free.values())
         return stats
+
+    def _touch(self, insn: Instruction, memory: str, index: np.ndarray | slice, write: bool) -> None:
+        """Record that the running instruction reads or writes entries ``index`` of a scratchpad two
+        modules share; AcceleratorError (a race) where another module's last access to one of them
+        is not ordered before this one by tokens (vector clocks carried by the tokens)."""
+        if memory not in self._writes:
+            return
+        me, seen = self._module, self._clock
+        for other in range(len(MODULES)):
+            if other != me and ((self._writes[memory][other][index] > seen[other]).any() or
+                                (write and (self._reads[memory][other][index] > seen[other]).any())):
+                raise AcceleratorError(f"{format_instruction(insn)}: a race: the {MODULES[me]} module "
+                                       f"{'writes' if write else 'reads'} {memory} entries that the "
+                                       f"{MODULES[other]} module uses, with no token ordering the two")
+        (self._writes if write else self._reads)[memory][me][index] = seen[me]
 
     def _spend(self, work: int) -> None:
         self.work_left -= work
@@ -167,6 +192,7 @@ class Simulator:
             raise AcceleratorError(f"{format_instruction(insn)}: only input loads take a pad_value")
         target = self._sram_range(insn, memory, rows * cols)
         self._spend(rows * cols)
+        self._touch(insn, memory, target, True)
         tile = c.tile_bytes(memory)
         addresses = self._dram_tiles(insn, tile)
         if not self.initialized[addresses].all():
@@ -189,6 +215,7 @@ class Simulator:
         ys, xs = insn["y_size"], insn["x_size"]
         source = self._sram_range(insn, "acc", ys * xs)
         self._spend(ys * xs)
+        self._touch(insn, "acc", source, False)
         tile = c.tile_bytes(insn.memory)
         addresses = self._dram_tiles(insn, tile)
         acc = self.sram["acc"][source]
@@ -227,6 +254,10 @@ class Simulator:
         dst, src, wgt = self._indexes(insn, ("dst", "src", "wgt"))
         for index, memory in ((dst, "acc"), (src, "inp"), (wgt, "wgt")):
             self._check(insn, index, memory)
+        self._touch(insn, "acc", dst, True)
+        if not insn["reset"]:
+            self._touch(insn, "inp", src, False)
+            self._touch(insn, "wgt", wgt, False)
         acc = self.sram["acc"]
         if insn["reset"]:
             acc[dst] = 0
@@ -244,6 +275,7 @@ class Simulator:
         op = insn.alu
         self._check(insn, dst, "acc")
         if insn["reset"]:
+            self._touch(insn, "acc", dst, True)
             self.sram["acc"][dst] = 0
             return dst.size
         if op == "req":
@@ -253,6 +285,7 @@ class Simulator:
         elif not insn["use_imm"]:
             self._check(insn, src, "acc")
         _check_immediate(insn)
+        self._touch(insn, "acc", dst, True)
         acc = self.sram["acc"]
         independent = np.unique(dst).size == dst.size and (op == "req" or insn["use_imm"] or not (
             np.isin(src, dst) & (src != dst)).any())

@@ -154,6 +154,10 @@ REGIONS = [Region("x", "input", "int8", (64,), 0), Region("y", "output", "int8",
     ("alu uop_end=1 iter_out=1 iter_in=1 alu=shr\nfinish", "alu shr takes an immediate"),
     ("alu uop_end=1 iter_out=1 iter_in=1 alu=clip use_imm imm=1\nfinish", r"bounds \(1, 0\) are reversed"),
     ("store memory=out x_pad0=1\nfinish", "a store takes no padding"),
+    ("load memory=inp y_size=1 x_size=1\ngemm uop_end=1 iter_out=1 iter_in=1\nfinish",
+     "a race: the (load module writes|compute module reads) inp entries"),
+    ("gemm reset uop_end=1 iter_out=1 iter_in=1\nstore memory=out dram=64 y_size=1 x_size=1\nfinish",
+     "a race: the (store module reads|compute module writes) acc entries"),
     ("alu uop_end=10 iter_out=10000 iter_in=10000 alu=add use_imm imm=1\nfinish", "work limit"),
 ])
 def test_rejects(text: str, message: str) -> None:

@@ -77,86 +77,109 @@ def gemm_program(config: Accel, m: int, w: np.ndarray, bias: np.ndarray | None, 
     inp_half, wgt_half = c.inp_entries // 2, c.wgt_entries // 2
     bias_base = c.acc_entries - (nb if bias is not None else 0)
     acc_half = bias_base // 2
-    layout = _Layout()
-    a_at = layout.add(Region("a", "input", "int8", (m, kb * bi), 0))
-    w_at = layout.add(Region("w", "const", "int8", packed.shape, 0, packed.tobytes()))
-    out_dtype = "int32" if scales is None else "int8"
-    y_at = layout.add(Region("y", "output", out_dtype, (m, nb * bo), 0))
-    consts: list[tuple[str, np.ndarray]] = []
-    if bias is not None:
-        consts.append(("bias", np.pad(bias.astype(np.int32), (0, nb * bo - n)).reshape(nb, 1, bo)))
-    if scales is not None:
-        consts.append(("scales", np.pad(scales.astype(np.float32), (0, nb * bo - n), constant_values=1)
-                       .reshape(nb, bo)))
+    b = Builder(c)
+    a_at = b.region("a", "input", "int8", (m, kb * bi))
+    w_at = b.constant("w", packed)
+    out = "acc" if scales is None else "out"
+    y_at = b.region("y", "output", "int32" if scales is None else "int8", (m, nb * bo))
     n_chunks = math.ceil(nb / p.tn)
-    gemm_uops = [encode_uop(a * acc_half, b * inp_half + j, b * wgt_half + j)  # accumulator half a, buffers b
-                 for a in (0, 1) for b in (0, 1) for j in range(p.tk)]
-    alu_uops = [encode_uop(a * acc_half, src) for a in (0, 1) for ch in range(n_chunks)
-                for src in ((bias_base + ch * p.tn) % c.acc_entries, ch * p.tn)]  # bias tiles, scale rows
-    if len(gemm_uops) + len(alu_uops) > c.uop_entries:
-        raise CompileError(f"{c.name}: {len(gemm_uops) + len(alu_uops)} micro-ops overflow the uop "
-                           "scratchpad")
-    consts.append(("uops", np.array(gemm_uops + alu_uops, np.uint32)))
-    at = {name: layout.add(Region(name, "const", str(v.dtype), v.shape, 0, v.tobytes()))
-          for name, v in consts}
-    compute: list[int] = []  # where the compute module's instructions are in the stream
-    stream: list[Instruction] = []
-
-    def emit(op: str, on_compute: bool = False, **fields: int) -> None:
-        if on_compute:
-            compute.append(len(stream))
-        stream.append(Instruction(op, {name: value for name, value in fields.items() if value}))
-
-    emit("load", True, memory=MEMORIES["uop"], dram=at["uops"] // 4, y_size=1,
-         x_size=len(gemm_uops) + len(alu_uops))
-    if bias is not None:
-        emit("load", True, memory=MEMORIES["acc"], sram=bias_base, dram=at["bias"] // c.tile_bytes("acc"),
-             y_size=1, x_size=nb)
-    if scales is not None:
-        emit("load", True, memory=MEMORIES["scale"], dram=at["scales"] // c.tile_bytes("scale"), y_size=1,
-             x_size=nb)
+    gemm_uops = [encode_uop(a * acc_half, h * inp_half + j, h * wgt_half + j)  # accumulator half a, buffers h
+                 for a in (0, 1) for h in (0, 1) for j in range(p.tk)]
+    alu_at = b.prologue(gemm_uops, [(a * acc_half, bias_base + ch * p.tn, ch * p.tn)
+                                    for a in (0, 1) for ch in range(n_chunks)], bias, scales, nb * bo)
     tiles = [(m0, n0) for n0 in range(0, nb, p.tn) for m0 in range(0, m, p.tm)]
     n_loads, chunk = len(tiles) * math.ceil(kb / p.tk), 0
-    out = "acc" if scales is None else "out"
     for tile, (m0, n0) in enumerate(tiles):
         tm, tn, half = min(p.tm, m - m0), min(p.tn, nb - n0), tile % 2
         loops = {"iter_out": tm, "iter_in": tn, "dst_out": tn, "dst_in": 1}
-        emit("gemm", True, reset=1, uop_bgn=2 * half * p.tk, uop_end=2 * half * p.tk + 1, **loops,
-             pop_next=int(tile >= 2))
+        b.emit("gemm", True, reset=1, uop_bgn=2 * half * p.tk, uop_end=2 * half * p.tk + 1, **loops,
+               pop_next=int(tile >= 2))
         for k0 in range(0, kb, p.tk):
-            tk, b = min(p.tk, kb - k0), chunk % 2
-            emit("load", memory=MEMORIES["inp"], sram=b * inp_half, dram=a_at // bi + m0 * kb + k0, y_size=tm,
-                 x_size=tk, x_stride=kb, pop_next=int(chunk >= 2))
-            emit("load", memory=MEMORIES["wgt"], sram=b * wgt_half, dram=w_at // (bi * bo) + n0 * kb + k0,
-                 y_size=tn, x_size=tk, x_stride=kb, push_next=1)
-            first = (half * 2 + b) * p.tk
-            emit("gemm", True, uop_bgn=first, uop_end=first + tk, **loops, src_out=tk, wgt_in=tk, pop_prev=1,
-                 push_prev=int(chunk + 2 < n_loads))
+            tk, h = min(p.tk, kb - k0), chunk % 2
+            b.emit("load", memory=MEMORIES["inp"], sram=h * inp_half, dram=a_at // bi + m0 * kb + k0,
+                   y_size=tm, x_size=tk, x_stride=kb, pop_next=int(chunk >= 2))
+            b.emit("load", memory=MEMORIES["wgt"], sram=h * wgt_half, dram=w_at // (bi * bo) + n0 * kb + k0,
+                   y_size=tn, x_size=tk, x_stride=kb, push_next=1)
+            first = (half * 2 + h) * p.tk
+            b.emit("gemm", True, uop_bgn=first, uop_end=first + tk, **loops, src_out=tk, wgt_in=tk,
+                   pop_prev=1, push_prev=int(chunk + 2 < n_loads))
             chunk += 1
-        alu_at = len(gemm_uops) + 2 * (half * n_chunks + n0 // p.tn)
-        if bias is not None:
-            emit("alu", True, uop_bgn=alu_at, uop_end=alu_at + 1, **loops, src_in=1, alu=ALU_OPS["add"])
-        if scales is not None:
-            emit("alu", True, uop_bgn=alu_at + 1, uop_end=alu_at + 2, **loops, src_in=1, alu=ALU_OPS["req"],
-                 use_imm=1, imm=zero_point)
-        last = stream[compute[-1]]  # the tile's last compute step hands it to the store module
-        stream[compute[-1]] = Instruction(last.op, {**last.fields, "push_next": 1})
-        emit("store", memory=MEMORIES[out], sram=half * acc_half,
-             dram=y_at // c.tile_bytes(out) + m0 * nb + n0, y_size=tm, x_size=tn, x_stride=nb, pop_prev=1,
-             push_prev=int(tile + 2 < len(tiles)))
-    emit("finish", True)
-    return AccelProgram(c, tuple(stream), layout.size, tuple(layout.regions))
+        b.epilogue(alu_at + 2 * (half * n_chunks + n0 // p.tn), {**loops, "src_in": 1}, zero_point)
+        b.emit("store", memory=MEMORIES[out], sram=half * acc_half,
+               dram=y_at // c.tile_bytes(out) + m0 * nb + n0, y_size=tm, x_size=tn, x_stride=nb, pop_prev=1, push_prev=int(tile + 2 < len(tiles)))
+    return b.program()
 
 
-class _Layout:
-    """Main memory filled region by region, each aligned to 256 bytes (every tile size divides it)."""
+class Builder:
+    """A program as it is written: main memory filled region by region (each aligned to 256 bytes,
+    which every tile size divides), and the instruction stream in program order."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: Accel) -> None:
+        self.config = config
         self.regions: list[Region] = []
         self.size = 0
+        self.stream: list[Instruction] = []
+        self._compute: list[int] = []  # where the compute module's instructions are in the stream
+        self._bias = self._scales = False
 
-    def add(self, region: Region) -> int:
+    def region(self, name: str, kind: str, dtype: str, shape: tuple[int, ...], data: bytes = b"") -> int:
+        """Add a region; its byte offset."""
         at = -(-self.size // 256) * 256
-        self.regions.append(Region(region.name, region.kind, region.dtype, region.shape, at, region.data))
-        self.size = at + region.nbytes
+        self.regions.append(Region(name, kind, dtype, shape, at, data))
+        self.size = at + self.regions[-1].nbytes
         return at
+
+    def constant(self, name: str, value: np.ndarray) -> int:
+        """Add a constant region holding ``value``; its byte offset."""
+        data = np.ascontiguousarray(value).tobytes()
+        return self.region(name, "const", str(value.dtype), value.shape, data)
+
+    def emit(self, op: str, on_compute: bool = False, **fields: int) -> None:
+        """Append an instruction (``on_compute``: one the compute module runs)."""
+        if on_compute:
+            self._compute.append(len(self.stream))
+        self.stream.append(Instruction(op, {name: value for name, value in fields.items() if value}))
+
+    def prologue(self, gemm_uops: list[int], tiles: list[tuple[int, int, int]], bias: np.ndarray | None,
+                 scales: np.ndarray | None, channels: int) -> int:
+        """Load the micro-ops (``gemm_uops``, then for each (accumulator base, bias tile, scale row)
+        of ``tiles`` the two ALU uops of an output tile's bias and requantization), the bias tiles
+        (resident at the top of the accumulator) and the scale rows, each padded to ``channels``;
+        the index of the first ALU uop."""
+        c = self.config
+        uops = gemm_uops + [encode_uop(acc, src % c.acc_entries) for acc, bias_tile, row in tiles
+                            for src in (bias_tile, row)]
+        if len(uops) > c.uop_entries:
+            raise CompileError(f"{c.name}: {len(uops)} micro-ops overflow the uop scratchpad")
+        at = self.constant("uops", np.array(uops, np.uint32))
+        self.emit("load", True, memory=MEMORIES["uop"], dram=at // 4, y_size=1, x_size=len(uops))
+        blocks = channels // c.block_out
+        if bias is not None:
+            padded = np.pad(bias.astype(np.int32), (0, channels - len(bias))).reshape(blocks, 1, c.block_out)
+            at = self.constant("bias", padded)
+            self.emit("load", True, memory=MEMORIES["acc"], sram=c.acc_entries - blocks,
+                      dram=at // c.tile_bytes("acc"), y_size=1, x_size=blocks)
+        if scales is not None:
+            padded = np.pad(scales.astype(np.float32), (0, channels - len(scales)), constant_values=1)
+            at = self.constant("scales", padded.reshape(blocks, c.block_out))
+            self.emit("load", True, memory=MEMORIES["scale"], dram=at // c.tile_bytes("scale"), y_size=1,
+                      x_size=blocks)
+        self._bias, self._scales = bias is not None, scales is not None
+        return len(gemm_uops)
+
+    def epilogue(self, alu_uop: int, loops: dict[str, int], zero_point: int) -> None:
+        """An output tile's bias and requantization (ALU uops ``alu_uop`` and the next, over
+        ``loops``), then hand the tile to the store module (``push_next`` on the compute module's
+        last instruction)."""
+        if self._bias:
+            self.emit("alu", True, uop_bgn=alu_uop, uop_end=alu_uop + 1, **loops, alu=ALU_OPS["add"])
+        if self._scales:
+            self.emit("alu", True, uop_bgn=alu_uop + 1, uop_end=alu_uop + 2, **loops, alu=ALU_OPS["req"],
+                      use_imm=1, imm=zero_point)
+        last = self.stream[self._compute[-1]]
+        self.stream[self._compute[-1]] = Instruction(last.op, {**last.fields, "push_next": 1})
+
+    def program(self) -> AccelProgram:
+        """The program, ended by ``finish``."""
+        self.emit("finish", True)
+        return AccelProgram(self.config, tuple(self.stream), self.size, tuple(self.regions))

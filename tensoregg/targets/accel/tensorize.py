@@ -106,7 +106,8 @@ def gemm_program(config: Accel, m: int, w: np.ndarray, bias: np.ndarray | None, 
             chunk += 1
         b.epilogue(alu_at + 2 * (half * n_chunks + n0 // p.tn), {**loops, "src_in": 1}, zero_point)
         b.emit("store", memory=MEMORIES[out], sram=half * acc_half,
-               dram=y_at // c.tile_bytes(out) + m0 * nb + n0, y_size=tm, x_size=tn, x_stride=nb, pop_prev=1, push_prev=int(tile + 2 < len(tiles)))
+               dram=y_at // c.tile_bytes(out) + m0 * nb + n0, y_size=tm, x_size=tn, x_stride=nb, pop_prev=1,
+               push_prev=int(tile + 2 < len(tiles)))
     return b.program()
 
 

@@ -1,10 +1,11 @@
 """The optimized Graph as accelerator programs: each int8 matrix product or convolution
-(MatMulInteger, QLinearMatMul, ConvInteger, QLinearConv) becomes one program
-(``tensorize.gemm_program``) with its constant weights packed at compile time and its zero points
-folded into an int32 bias. The host prepares the product's left operand (uint8 shifted to int8 by
--128, exactly; a convolution's input unfolded into rows, im2col, padded with its zero point) and
-converts the product back (cropped, shifted, reshaped). Any other node raises
-``UnsupportedOperator`` (a CPU fallback is a later step).
+(MatMulInteger, QLinearMatMul, ConvInteger, QLinearConv) becomes one program with its weights
+packed and its zero points folded into an int32 bias when it is built. A 2-D convolution runs
+directly (``conv.conv_program``: the DMA pads the input with its zero point); other convolutions
+(1-D, 3-D, padding over 15) run as a matrix product (``tensorize.gemm_program``) of the input the
+host unfolds into rows (im2col). The host also shifts uint8 tensors to int8 (by -128, exactly) and
+back, and packs and unpacks tiles. Any other node raises ``UnsupportedOperator`` (a CPU fallback is
+a later step).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir import Graph
 from tensoregg.ir.graph import Node
 from tensoregg.ir.ops.nn import ConvWindow, conv_window
+from tensoregg.targets.accel.conv import Geometry, conv_program
 from tensoregg.targets.accel.machines import Accel
 from tensoregg.targets.accel.program import AccelProgram
 from tensoregg.targets.accel.simulator import Stats
@@ -61,22 +63,60 @@ class BatchedKernel:
     batch: tuple[int, ...]
     rows: tuple[int, ...]
     """A's last two axes."""
-    slices: list[GemmKernel]
+    slices: list[GemmKernel | ConvKernel]
 
     def run(self, values: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Stats]:
         """The node's output for the graph's ``values``, and the Stats of its products together."""
         a = np.broadcast_to(values[self.source], (*self.batch, *self.rows))
         results = [k.run({k.source: a[i]}) for k, i in zip(self.slices, np.ndindex(*self.batch))]
-        stats = Stats(results[0][1].macs_per_cycle)
-        for _, s in results:
-            stats.cycles += s.cycles
-            stats.busy.update(s.busy)
-            stats.stalls.update(s.stalls)
-            stats.instructions.update(s.instructions)
-            stats.dma_read += s.dma_read
-            stats.dma_written += s.dma_written
-            stats.macs += s.macs
-        return np.stack([y for y, _ in results]).reshape(*self.batch, *results[0][0].shape), stats
+        y = np.stack([y for y, _ in results]).reshape(*self.batch, *results[0][0].shape)
+        return y, _total([s for _, s in results])
+
+
+def _total(runs: list[Stats]) -> Stats:
+    """The Stats of programs run one after another."""
+    total = Stats(runs[0].macs_per_cycle)
+    for s in runs:
+        total.cycles += s.cycles
+        total.busy.update(s.busy)
+        total.stalls.update(s.stalls)
+        total.instructions.update(s.instructions)
+        total.dma_read += s.dma_read
+        total.dma_written += s.dma_written
+        total.macs += s.macs
+    return total
+
+
+@dataclass
+class ConvKernel:
+    """A 2-D convolution run by ``conv.conv_program`` once per image: the host only shifts uint8
+    to int8, repeats the channels for multi-part weights and packs channels into BLOCK_IN tiles."""
+
+    source: str
+    output: str
+    program: AccelProgram
+    channels: int
+    out_channels: int
+    x_unsigned: bool
+    y_unsigned: bool
+    parts: int
+    y_shape: tuple[int, ...]
+
+    def run(self, values: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Stats]:
+        """The node's output for the graph's ``values``, and the Stats of its images together."""
+        x = _shift(self.x_unsigned, values[self.source])
+        x = np.tile(x, (1, self.parts, 1, 1)) if self.parts > 1 else x
+        blocks, height, width, block = self.program.regions[0].shape
+        packed = np.zeros((x.shape[0], blocks * block, height, width), np.int8)
+        packed[:, :x.shape[1]] = x
+        packed = packed.reshape(x.shape[0], blocks, block, height, width).transpose(0, 1, 3, 4, 2)
+        results = [self.program.run({"x": image}) for image in packed]
+        y = np.stack([out["y"][..., :self.out_channels].transpose(2, 0, 1) for out, _ in results])
+        return _unshift(self.y_unsigned, y).reshape(self.y_shape), _total([s for _, s in results])
+
+
+Built = GemmKernel | BatchedKernel | ConvKernel
+"""A node's kernel, its program(s) built."""
 
 
 @dataclass
@@ -87,7 +127,7 @@ class DeferredKernel:
     node: Node
     graph: Graph
     config: Accel
-    built: dict[bytes, GemmKernel | BatchedKernel] = field(default_factory=dict)
+    built: dict[bytes, Built] = field(default_factory=dict)
 
     def run(self, values: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Stats]:
         """The node's output for the graph's ``values``, and the program's Stats."""
@@ -109,7 +149,7 @@ class AcceleratorProgram:
     each kernel's Stats of the last run."""
 
     graph: Graph
-    kernels: list[GemmKernel | BatchedKernel | DeferredKernel]
+    kernels: list[Built | DeferredKernel]
     stats: list[Stats] = field(default_factory=list)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -177,7 +217,7 @@ def _shift(unsigned: bool, rows: np.ndarray) -> np.ndarray:
     return (rows.astype(np.int16) - 128).astype(np.int8) if unsigned else rows
 
 
-def _lower(node: Node, graph: Graph, config: Accel) -> GemmKernel | BatchedKernel | DeferredKernel:
+def _lower(node: Node, graph: Graph, config: Accel) -> Built | DeferredKernel:
     """The node's kernel, built now where its operands other than ``x`` are constants, else when
     it runs (``DeferredKernel``)."""
     x = node.inputs[_FORMS[node.op].x]
@@ -187,7 +227,7 @@ def _lower(node: Node, graph: Graph, config: Accel) -> GemmKernel | BatchedKerne
 
 
 def _kernel(node: Node, graph: Graph, config: Accel,
-            values: Mapping[str, np.ndarray]) -> GemmKernel | BatchedKernel:
+            values: Mapping[str, np.ndarray]) -> Built:
     """The kernel of ``node`` with its operands but ``x`` in ``values``; a matmul whose B has batch
     axes runs one product per batch index (``BatchedKernel``)."""
     form = _FORMS[node.op]
@@ -203,7 +243,8 @@ def _kernel(node: Node, graph: Graph, config: Accel,
 
 
 def _product(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.ndarray],
-             x_shape: tuple[int, ...] | None = None, y_shape: tuple[int, ...] | None = None) -> GemmKernel:
+             x_shape: tuple[int, ...] | None = None,
+             y_shape: tuple[int, ...] | None = None) -> GemmKernel | ConvKernel:
     """The kernel of a quantized product with the operands in ``values`` (all but ``x``): rows of
     ``x`` (or of its im2col) times ``w - w_zp``, with ``x``'s zero point folded into the bias,
     requantized for the QLinear forms (``x_shape``, ``y_shape``: one batch index's, else the node's)."""
@@ -253,6 +294,16 @@ def _product(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.nd
 
     m = x_shape[0] * int(np.prod(window.out)) if window else int(np.prod(x_shape[:-1]))
     bias = total.astype(np.int32) if total.any() else None
+    if window is not None and len(window.out) == 2:  # directly, without unfolding the input
+        (kh, kw), (sh, sw), (dh, dw), (top, left), (oh, ow) = (
+            window.kernel, window.strides, window.dilations, window.begin, window.out)
+        geometry = Geometry(x_shape[1] * len(parts), x_shape[2], x_shape[3], (kh, kw), (sh, sw), (dh, dw),
+                            (top, left), (oh, ow))
+        w4 = np.concatenate([p.reshape(w.shape[0], -1, *w.shape[2:]) for p in parts], axis=1)
+        direct = conv_program(config, geometry, w4, bias, scales, y_zp, x_zp)
+        if direct is not None:
+            return ConvKernel(node.inputs[form.x], node.outputs[0], direct, geometry.channels, w.shape[0],
+                              x_unsigned, y_unsigned, len(parts), tuple(y_shape))
     program = gemm_program(config, m, np.concatenate(parts, axis=1), bias, scales, y_zp)
     return GemmKernel(node.label, node.op, node.inputs[form.x], node.outputs[0], program,
                       weights.shape[1] * len(parts), weights.shape[0], prepare, finish)
@@ -290,6 +341,6 @@ def _im2col(x: np.ndarray, window: ConvWindow, pad: int) -> np.ndarray:
     return stacked.reshape(n, c * len(taps), -1).transpose(0, 2, 1).reshape(-1, c * len(taps))
 
 
-_LOWERINGS: dict[str, Callable[[Node, Graph, Accel], GemmKernel | BatchedKernel | DeferredKernel]] = \
+_LOWERINGS: dict[str, Callable[[Node, Graph, Accel], Built | DeferredKernel]] = \
     dict.fromkeys(_FORMS, _lower)
 """Op -> its lowering onto the accelerator."""

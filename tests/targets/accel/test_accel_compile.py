@@ -10,6 +10,7 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 import tensoregg
 from tensoregg.errors import UnsupportedOperator
+from tensoregg.targets.accel.lower import ConvKernel, GemmKernel
 
 RNG = np.random.default_rng(3)
 ONNX_TYPES = {np.int8: TensorProto.INT8, np.uint8: TensorProto.UINT8}
@@ -95,16 +96,20 @@ def test_qlinear_conv_matches_onnxruntime_and_the_reference(target: str, shape: 
     (y,) = module.run(x)
     np.testing.assert_array_equal(y, onnxruntime(model, x))
     np.testing.assert_array_equal(y, tensoregg.compile(model, "ref").run(x)[0])
+    assert isinstance(module.program.kernels[0], ConvKernel)  # on the accelerator, not unfolded by the host
 
 
-def test_conv_integer() -> None:
-    w = RNG.integers(-100, 100, (8, 3, 2, 2)).astype(np.int8)
-    node = helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], pads=[1, 0, 1, 0])
-    model = _model([node], {"w": w, "xz": np.array(77, np.uint8)}, ("x", np.uint8, [1, 3, 5, 5]),
+@pytest.mark.parametrize(("shape", "pads"), [([1, 3, 5, 5], [1, 0, 1, 0]), ([2, 3, 9], [1, 2])])
+def test_conv_integer(shape: list[int], pads: list[int]) -> None:
+    """2-D: directly; 1-D: unfolded by the host (im2col) into a matrix product."""
+    w = RNG.integers(-100, 100, (8, 3, *[2] * (len(shape) - 2))).astype(np.int8)
+    node = helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], pads=pads)
+    model = _model([node], {"w": w, "xz": np.array(77, np.uint8)}, ("x", np.uint8, shape),
                    ("y", TensorProto.INT32, None))
-    x = RNG.integers(0, 256, (1, 3, 5, 5)).astype(np.uint8)
-    (y,) = tensoregg.compile(model, "accel-small").run(x)
-    np.testing.assert_array_equal(y, onnxruntime(model, x))
+    x = RNG.integers(0, 256, shape).astype(np.uint8)
+    module = tensoregg.compile(model, "accel-small")
+    np.testing.assert_array_equal(module.run(x)[0], onnxruntime(model, x))
+    assert isinstance(module.program.kernels[0], ConvKernel if len(shape) == 4 else GemmKernel)
 
 
 def test_batched_weights() -> None:

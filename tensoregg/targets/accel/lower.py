@@ -35,8 +35,6 @@ class GemmKernel:
     conversions around the program (``prepare``: the value -> the product's int8 rows; ``finish``:
     the product's int8 or int32 rows -> the node's output)."""
 
-    node: str
-    op: str
     source: str
     output: str
     program: AccelProgram
@@ -167,7 +165,7 @@ def lower(graph: Graph, config: Accel) -> AcceleratorProgram:
     kernels = []
     for node in graph.nodes:
         if node.op not in _LOWERINGS:
-            raise _unsupported(node, f"the accelerator runs {', '.join(_LOWERINGS)} so far")
+            raise _unsupported(node, config, f"the accelerator runs {', '.join(_LOWERINGS)} so far")
         kernels.append(_LOWERINGS[node.op](node, graph, config))
     return AcceleratorProgram(graph, kernels)
 
@@ -193,8 +191,8 @@ _FORMS = {"MatMulInteger": _Quantized(0, 1, 2, 3), "ConvInteger": _Quantized(0, 
           "QLinearConv": _Quantized(0, 3, 2, 5, 1, 4, 6, 7, 8)}
 
 
-def _unsupported(node: Node, detail: str) -> UnsupportedOperator:
-    return UnsupportedOperator(node.op, node=node.label, target="accel", detail=detail)
+def _unsupported(node: Node, config: Accel, detail: str) -> UnsupportedOperator:
+    return UnsupportedOperator(node.op, node=node.label, target=config.name, detail=detail)
 
 
 def _input(node: Node, values: Mapping[str, np.ndarray], index: int) -> np.ndarray | None:
@@ -204,11 +202,11 @@ def _input(node: Node, values: Mapping[str, np.ndarray], index: int) -> np.ndarr
     return values[node.inputs[index]]
 
 
-def _scalar(node: Node, value: np.ndarray | None, what: str) -> int | float:
+def _scalar(node: Node, config: Accel, value: np.ndarray | None, what: str) -> int | float:
     if value is None:
         return 0
     if value.size != 1:
-        raise _unsupported(node, f"{what} must be one value per tensor")
+        raise _unsupported(node, config, f"{what} must be one value per tensor")
     return value.reshape(()).item()
 
 
@@ -252,7 +250,7 @@ def _product(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.nd
     w = _input(node, values, form.w)
     assert w is not None
     if conv and node.attrs.get("group", 1) != 1:
-        raise _unsupported(node, "grouped convolutions are not tiled yet")
+        raise _unsupported(node, config, "grouped convolutions are not tiled yet")
     w_zp = _input(node, values, form.w_zp)
     if w_zp is not None:
         w_zp = w_zp.reshape(-1, *[1] * (w.ndim - 1)) if conv else w_zp.reshape(-1)
@@ -262,7 +260,7 @@ def _product(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.nd
     x_type, y_type = graph.types[node.inputs[form.x]], graph.types[node.outputs[0]]
     x_unsigned, y_unsigned = x_type.dtype == np.uint8, y_type.dtype == np.uint8
     x_shape, y_shape = x_shape or x_type.shape, y_shape or y_type.shape
-    x_zp = int(_scalar(node, _input(node, values, form.x_zp), "x's zero point"))
+    x_zp = int(_scalar(node, config, _input(node, values, form.x_zp), "x's zero point"))
     x_zp -= 128 * x_unsigned
     bias = _input(node, values, form.bias)
     total = (np.zeros(weights.shape[0], np.int64) if bias is None else bias.astype(np.int64)) \
@@ -272,12 +270,12 @@ def _product(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.nd
         x_scale, w_scale, y_scale = (_input(node, values, i)
                                      for i in (form.x_scale, form.w_scale, form.y_scale))
         assert x_scale is not None and w_scale is not None and y_scale is not None
-        _scalar(node, x_scale, "x's scale")
-        _scalar(node, y_scale, "y's scale")
+        _scalar(node, config, x_scale, "x's scale")
+        _scalar(node, config, y_scale, "y's scale")
         # the multiplier x_scale * w_scale / y_scale in the scales' dtype (onnxruntime: float32)
         multiplier = x_scale.reshape(()) * w_scale.reshape(-1) / y_scale.reshape(())
         scales = np.broadcast_to(multiplier.astype(np.float32), (weights.shape[0],))
-        y_zp = int(_scalar(node, _input(node, values, form.y_zp), "y's zero point"))
+        y_zp = int(_scalar(node, config, _input(node, values, form.y_zp), "y's zero point"))
         y_zp -= 128 * y_unsigned
     window = conv_window(dict(node.attrs), x_shape[2:], w.shape[2:]) if conv else None
 
@@ -305,7 +303,7 @@ def _product(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.nd
             return ConvKernel(node.inputs[form.x], node.outputs[0], direct, geometry.channels, w.shape[0],
                               x_unsigned, y_unsigned, len(parts), tuple(y_shape))
     program = gemm_program(config, m, np.concatenate(parts, axis=1), bias, scales, y_zp)
-    return GemmKernel(node.label, node.op, node.inputs[form.x], node.outputs[0], program,
+    return GemmKernel(node.inputs[form.x], node.outputs[0], program,
                       weights.shape[1] * len(parts), weights.shape[0], prepare, finish)
 
 

@@ -49,8 +49,8 @@ class Stats:
 
     macs_per_cycle: int
     cycles: int = 0
-    busy: Counter[str] = field(default_factory=Counter)
-    stalls: Counter[str] = field(default_factory=Counter)
+    busy: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(UNITS, 0)))
+    stalls: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(MODULES, 0)))
     dma_read: int = 0
     dma_written: int = 0
     macs: int = 0

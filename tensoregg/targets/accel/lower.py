@@ -93,7 +93,6 @@ class ConvKernel:
     source: str
     output: str
     program: AccelProgram
-    channels: int
     out_channels: int
     x_unsigned: bool
     y_unsigned: bool
@@ -300,7 +299,7 @@ def _product(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.nd
         w4 = np.concatenate([p.reshape(w.shape[0], -1, *w.shape[2:]) for p in parts], axis=1)
         direct = conv_program(config, geometry, w4, bias, scales, y_zp, x_zp)
         if direct is not None:
-            return ConvKernel(node.inputs[form.x], node.outputs[0], direct, geometry.channels, w.shape[0],
+            return ConvKernel(node.inputs[form.x], node.outputs[0], direct, w.shape[0],
                               x_unsigned, y_unsigned, len(parts), tuple(y_shape))
     program = gemm_program(config, m, np.concatenate(parts, axis=1), bias, scales, y_zp)
     return GemmKernel(node.inputs[form.x], node.outputs[0], program,

@@ -45,12 +45,13 @@ DEFAULT_WORK_LIMIT = 1 << 26
 @dataclass
 class Stats:
     """What a run counted: cycles (the last module's end), busy cycles per unit, cycles each module
-    waited on tokens, DMA bytes, GEMM-core MACs and instructions by opcode."""
+    waited on tokens (and ``bus``: cycles loads and stores waited for the DMA bus), DMA bytes,
+    GEMM-core MACs and instructions by opcode."""
 
     macs_per_cycle: int
     cycles: int = 0
     busy: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(UNITS, 0)))
-    stalls: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(MODULES, 0)))
+    stalls: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys((*MODULES, "bus"), 0)))
     dma_read: int = 0
     dma_written: int = 0
     macs: int = 0
@@ -88,6 +89,7 @@ class Simulator:
         self._reads = {memory: np.zeros((len(MODULES), n), np.int64) for memory, n in shared.items()}
         self._writes = {memory: np.zeros((len(MODULES), n), np.int64) for memory, n in shared.items()}
         self._module, self._clock = 0, np.zeros(len(MODULES), np.int64)
+        self._bus_free = 0
 
     def run(self, program: list[Instruction]) -> Stats:
         """Execute ``program`` (which ends with its only ``finish``); its Stats."""
@@ -115,7 +117,7 @@ class Simulator:
                 np.maximum(clocks[m], fifos[q].popleft()[1], out=clocks[m])
             clocks[m][MODULES.index(m)] += 1
             self._module, self._clock = MODULES.index(m), clocks[m]
-            end = start + self._execute(insn, stats)
+            end = start + self._execute(insn, stats, start)
             stats.stalls[m] += start - free[m]
             stats.instructions[insn.op] += 1
             free[m] = end
@@ -143,19 +145,29 @@ class Simulator:
                                        f"{MODULES[other]} module uses, with no token ordering the two")
         (self._writes if write else self._reads)[memory][me][index] = seen[me]
 
+    def _bus(self, transfer: int, start: int, stats: Stats) -> int:
+        """Reserve the one DMA bus for ``transfer`` cycles after the request latency of a load or
+        store starting at ``start``; the cycles it waits for the bus (counted as ``bus`` stalls)."""
+        if not transfer:
+            return 0
+        begin = max(start + self.config.dma_latency, self._bus_free)
+        self._bus_free = begin + transfer
+        wait = begin - start - self.config.dma_latency
+        stats.stalls["bus"] += wait
+        return wait
+
     def _spend(self, work: int) -> None:
         self.work_left -= work
         if self.work_left < 0:
             raise AcceleratorError("the program exceeds the simulator's work limit (tiles moved + micro-ops)")
 
-    def _execute(self, insn: Instruction, stats: Stats) -> int:
-        """Perform ``insn``; the cycles it takes."""
-        if insn.op == "load":
-            cycles = self._load(insn, stats)
-            stats.busy["load" if module_of(insn) == "load" else "compute-load"] += cycles
-        elif insn.op == "store":
-            cycles = self._store(insn, stats)
-            stats.busy["store"] += cycles
+    def _execute(self, insn: Instruction, stats: Stats, start: int) -> int:
+        """Perform ``insn``, starting at cycle ``start``; the cycles it takes."""
+        if insn.op in ("load", "store"):
+            cycles = self._load(insn, stats) if insn.op == "load" else self._store(insn, stats)
+            stats.busy["store" if insn.op == "store" else "load" if module_of(insn) == "load"
+                       else "compute-load"] += cycles
+            return cycles + self._bus(cycles - self.config.dma_latency, start, stats)
         elif insn.op == "gemm":
             n = self._gemm(insn, stats)
             cycles = n + self.config.gemm_depth

@@ -214,3 +214,13 @@ def test_damaged_program_files_load_and_run_or_are_rejected(position: int, byte:
     damaged = good[:position] if cut else good[:position] + bytes([byte]) + good[position + 1:]
     with contextlib.suppress(AcceleratorError, InputError):
         read_program(damaged, VTA).run({"x": np.zeros(64, np.int8)}, work_limit=20_000)
+
+
+def test_loads_and_stores_share_one_dma_bus() -> None:
+    """Two loads start at once on two modules, 128 cycles of transfer each after 64 of latency: the
+    second waits for the first's transfer."""
+    prog = program(VTA, "load memory=inp y_size=1 x_size=64\nload memory=acc y_size=1 x_size=16\nfinish",
+                   [Region("x", "input", "int8", (2048,), 0)])
+    stats = prog.run({"x": np.zeros(2048, np.int8)})[1]
+    assert stats.cycles == 64 + 128 + 128 and stats.stalls["bus"] == 128
+    assert stats.busy["load"] == stats.busy["compute-load"] == 64 + 128

@@ -53,22 +53,28 @@ class GemmKernel:
 
 
 @dataclass
-class BatchedKernel:
-    """A matmul whose B has batch axes: one product per batch index (A broadcast to them)."""
+class SplitKernel:
+    """A node run as several kernels on parts of its input: a matmul whose B has batch axes (one
+    product per batch index of A broadcast to them; the results stacked), or a grouped convolution
+    (one per group of channels; the results concatenated along the channels)."""
 
     source: str
     output: str
-    batch: tuple[int, ...]
-    rows: tuple[int, ...]
-    """A's last two axes."""
-    slices: list[GemmKernel | ConvKernel]
+    shape: tuple[int, ...]
+    """The input's shape (broadcast to it)."""
+    parts: list[Part]
+    """Where each kernel's part of the input is, and the kernel."""
+    out_shape: tuple[int, ...]
+    join: int | None
+    """The axis the results are concatenated along; None: stacked."""
 
     def run(self, values: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Stats]:
-        """The node's output for the graph's ``values``, and the Stats of its products together."""
-        a = np.broadcast_to(values[self.source], (*self.batch, *self.rows))
-        results = [k.run({k.source: a[i]}) for k, i in zip(self.slices, np.ndindex(*self.batch))]
-        y = np.stack([y for y, _ in results]).reshape(*self.batch, *results[0][0].shape)
-        return y, _total([s for _, s in results])
+        """The node's output for the graph's ``values``, and the Stats of its kernels together."""
+        x = np.broadcast_to(values[self.source], self.shape)
+        results = [k.run({k.source: x[where]}) for where, k in self.parts]
+        ys = [y for y, _ in results]
+        y = np.stack(ys) if self.join is None else np.concatenate(ys, axis=self.join)
+        return y.reshape(self.out_shape), _total([s for _, s in results])
 
 
 def _total(runs: list[Stats]) -> Stats:
@@ -112,7 +118,9 @@ class ConvKernel:
         return _unshift(self.y_unsigned, y).reshape(self.y_shape), _total([s for _, s in results])
 
 
-Built = GemmKernel | BatchedKernel | ConvKernel
+Part = tuple[tuple[int | slice, ...], GemmKernel | ConvKernel]
+"""A part of a SplitKernel: where its input is in the node's input, and its kernel."""
+Built = GemmKernel | SplitKernel | ConvKernel
 """A node's kernel, its program(s) built."""
 
 
@@ -226,17 +234,27 @@ def _lower(node: Node, graph: Graph, config: Accel) -> Built | DeferredKernel:
 def _kernel(node: Node, graph: Graph, config: Accel,
             values: Mapping[str, np.ndarray]) -> Built:
     """The kernel of ``node`` with its operands but ``x`` in ``values``; a matmul whose B has batch
-    axes runs one product per batch index (``BatchedKernel``)."""
-    form = _FORMS[node.op]
-    w = values[node.inputs[form.w]]
-    if "Conv" in node.op or w.ndim == 2:
-        return _product(node, graph, config, values)
+    axes runs one product per batch index, a grouped convolution one per group (``SplitKernel``)."""
+    form, name = _FORMS[node.op], node.inputs[_FORMS[node.op].w]
+    w, conv, groups = values[name], "Conv" in node.op, node.attrs.get("group", 1)
     x, y = graph.types[node.inputs[form.x]].shape, graph.types[node.outputs[0]].shape
+    parts: list[Part] = []
+    if conv and groups > 1:
+        c, o = x[1] // groups, w.shape[0] // groups
+        per_channel = [n for n in node.inputs[1:] if n and n in values and values[n].ndim == 1
+                       and values[n].size == w.shape[0] > 1]  # the weights' zero points, scales, bias
+        for g in range(groups):
+            group = {n: values[n][g * o:(g + 1) * o] for n in (name, *per_channel)}
+            kernel = _product(node, graph, config, {**values, **group}, (x[0], c, *x[2:]), (y[0], o, *y[2:]))
+            parts.append(((slice(None), slice(g * c, (g + 1) * c)), kernel))
+        return SplitKernel(node.inputs[form.x], node.outputs[0], tuple(x), parts, tuple(y), 1)
+    if conv or w.ndim == 2:
+        return _product(node, graph, config, values)
     batch = y[:-2]
     ws = np.broadcast_to(w, (*batch, *w.shape[-2:]))
-    slices = [_product(node, graph, config, {**values, node.inputs[form.w]: ws[i]}, x[-2:], y[-2:])
-              for i in np.ndindex(*batch)]
-    return BatchedKernel(node.inputs[form.x], node.outputs[0], tuple(batch), tuple(x[-2:]), slices)
+    for i in np.ndindex(*batch):
+        parts.append((i, _product(node, graph, config, {**values, name: ws[i]}, x[-2:], y[-2:])))
+    return SplitKernel(node.inputs[form.x], node.outputs[0], (*batch, *x[-2:]), parts, tuple(y), None)
 
 
 def _product(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.ndarray],
@@ -248,8 +266,6 @@ def _product(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.nd
     form, conv = _FORMS[node.op], "Conv" in node.op
     w = _input(node, values, form.w)
     assert w is not None
-    if conv and node.attrs.get("group", 1) != 1:
-        raise _unsupported(node, config, "grouped convolutions are not tiled yet")
     w_zp = _input(node, values, form.w_zp)
     if w_zp is not None:
         w_zp = w_zp.reshape(-1, *[1] * (w.ndim - 1)) if conv else w_zp.reshape(-1)

@@ -3,9 +3,9 @@
 packed and its zero points folded into an int32 bias when it is built. A 2-D convolution runs
 directly (``conv.conv_program``: the DMA pads the input with its zero point); other convolutions
 (1-D, 3-D, padding over 15) run as a matrix product (``tensorize.gemm_program``) of the input the
-host unfolds into rows (im2col). The host also shifts uint8 tensors to int8 (by -128, exactly) and
-back, and packs and unpacks tiles. Any other node raises ``UnsupportedOperator`` (a CPU fallback is
-a later step).
+host unfolds into rows (im2col); a grouped one, one per group. The host also shifts uint8 tensors to
+int8 (by -128, exactly) and back, and packs and unpacks tiles. Any other node raises
+``UnsupportedOperator`` (a CPU fallback is a later step).
 """
 
 from __future__ import annotations

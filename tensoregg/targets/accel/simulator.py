@@ -59,7 +59,9 @@ class Stats:
 
     @property
     def utilization(self) -> float:
-        """The GEMM core's share of its peak over the run: MACs / (MACs per cycle x cycles)."""
+        """The GEMM core's share of its peak over the run: MACs / (MACs per cycle x cycles). Every
+        micro-op step counts its whole tile, so MACs on padding (channels rounded up to blocks)
+        count as work: divide a layer's own MACs by the peak for the useful share."""
         return self.macs / (self.macs_per_cycle * self.cycles) if self.cycles else 0.0
 
 

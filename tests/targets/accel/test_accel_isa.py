@@ -14,6 +14,7 @@ from tensoregg.errors import AcceleratorError
 from tensoregg.targets.accel.isa import (
     INSN_BYTES,
     LAYOUTS,
+    UOP_FIELDS,
     Instruction,
     assemble,
     decode,
@@ -104,3 +105,5 @@ def test_the_documented_encoding_is_the_encoding() -> None:
         section = next(s for s in sections if re.match(rf"`[^\n]*\b{op}\b", s))
         rows = re.findall(r"^\| `(\w+)` \| (\d+)\u2013(\d+) \|", section, flags=re.M)
         assert rows == [(f.name, str(f.lsb), str(f.lsb + f.width - 1)) for f in layout], op
+    uop = re.findall(r"`(\w+)` bits (\d+)\u2013(\d+)", next(s for s in sections if s.startswith("Micro-ops")))
+    assert uop == [(f.name, str(f.lsb), str(f.lsb + f.width - 1)) for f in UOP_FIELDS]

@@ -6,8 +6,9 @@ Its configurations (``machines``) are one registration each: ``accel`` (1x16x16,
 ``accel-small`` (1x8x8). Programs (``isa``: 128-bit instructions, assembler and disassembler;
 ``program``: the file the runtime loads) run in the simulator (``simulator``, numpy).
 
-``lower`` compiles int8 matrix products (MatMulInteger, QLinearMatMul) to programs, each tiled onto
-the GEMM core by ``tensorize``; any other op raises ``UnsupportedOperator`` (no CPU fallback yet).
+``lower`` compiles int8 matrix products and convolutions (MatMulInteger, QLinearMatMul, ConvInteger,
+QLinearConv) to programs tiled onto the GEMM core (``tensorize``: matrix products; ``conv``: 2-D
+convolutions directly); any other op raises ``UnsupportedOperator`` (no CPU fallback yet).
 """
 
 from __future__ import annotations

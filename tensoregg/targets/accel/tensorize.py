@@ -1,6 +1,6 @@
 """An int8 matrix product tiled onto the GEMM core: ``y = requantize(a @ w.T + bias)`` (or the int32
 ``a @ w.T + bias``) as one accelerator program, blocked for the scratchpads and double-buffered
-through the dependency tokens (``docs/accelerator.md``, "Tensorized matrix products").
+through the dependency tokens (``docs/accelerator.md``, "Compiling to it").
 
 Blocking: a chunk is ``tm`` rows of ``a`` by ``tk`` blocks of BLOCK_IN by ``tn`` blocks of
 BLOCK_OUT. Inputs, weights and accumulators each use two halves of their scratchpad (minus the

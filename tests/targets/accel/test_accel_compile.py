@@ -103,15 +103,21 @@ def test_qlinear_conv_matches_onnxruntime_and_the_reference(target: str, shape: 
 
 @pytest.mark.parametrize(("shape", "pads"), [([1, 3, 5, 5], [1, 0, 1, 0]), ([2, 3, 9], [1, 2])])
 def test_conv_integer(shape: list[int], pads: list[int]) -> None:
-    """2-D: directly; 1-D: unfolded by the host (im2col) into a matrix product."""
-    w = RNG.integers(-100, 100, (8, 3, *[2] * (len(shape) - 2))).astype(np.int8)
-    node = helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], pads=pads)
-    model = _model([node], {"w": w, "xz": np.array(77, np.uint8)}, ("x", np.uint8, shape),
-                   ("y", TensorProto.INT32, None))
+    """2-D: directly; 1-D: unfolded by the host (im2col) into a matrix product; uint8 weights with
+    zero point 0 run as three int8 parts (255 = 127 + 127 + 1)."""
+    w = RNG.integers(0, 256, (8, 3, *[2] * (len(shape) - 2))).astype(np.uint8)
+    w.reshape(-1)[:2] = 0, 255
+    node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], pads=pads)
+    model = _model([node], {"w": w, "xz": np.array(77, np.uint8), "wz": np.array(0, np.uint8)},
+                   ("x", np.uint8, shape), ("y", TensorProto.INT32, None))
     x = RNG.integers(0, 256, shape).astype(np.uint8)
     module = tensoregg.compile(model, "accel-small")
     np.testing.assert_array_equal(module.run(x)[0], onnxruntime(model, x))
-    assert isinstance(module.program.kernels[0], ConvKernel if len(shape) == 4 else GemmKernel)
+    kernel = module.program.kernels[0]
+    if len(shape) == 4:
+        assert isinstance(kernel, ConvKernel) and kernel.parts == 3
+    else:
+        assert isinstance(kernel, GemmKernel) and kernel.k == 3 * (3 * 2)  # three parts of C x kernel
 
 
 def test_batched_weights() -> None:

@@ -75,3 +75,9 @@ class CrossRunError(TensoreggError):
 
 class RuleError(TensoreggError):
     """A user's rule module that cannot be loaded, or holds no rule family."""
+
+
+class AcceleratorError(TensoreggError):
+    """A program for the ``accel`` target that its assembler, loader or simulator rejects: a malformed
+    instruction or program file, a scratchpad or main-memory access out of range, a read of main
+    memory nothing wrote, or a broken dependency-token protocol (deadlock, tokens left over)."""

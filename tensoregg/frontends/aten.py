@@ -1,0 +1,392 @@
+"""The ATen -> IR table: how each core ATen operator (torch.export's op set after its default
+decompositions) becomes IR nodes. ``ATEN`` is the one place that maps them; ``tensoregg.frontends.torch``
+walks the exported graph and calls these converters.
+
+A converter is called as ``fn(b, *args, **kwargs)`` with the ATen node's own arguments: a tensor
+argument is an fx ``Node``, turned into an IR value name by ``b.tensor``; other arguments are Python
+values. It returns the IR value name of its result, or a tuple of names (``None`` for an output the
+IR does not compute) for an op with several results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+INT64_MAX = np.iinfo(np.int64).max
+
+
+class Builder(Protocol):
+    """What a converter may do: read its arguments and the node's result type, add IR nodes."""
+
+    out_shape: tuple[int, ...]
+    out_dtype: np.dtype
+
+    def tensor(self, x: Any) -> str: ...
+    def dtype(self, x: Any) -> np.dtype: ...
+    def shape(self, x: Any) -> tuple[int, ...]: ...
+    def operand(self, x: Any, dtype: np.dtype) -> str: ...
+    def const(self, value: Any, dtype: Any = None) -> str: ...
+    def emit(self, op: str, inputs: Sequence[str], outputs: int = 1, **attrs: Any) -> Any: ...
+    def unsupported(self, detail: str) -> Any: ...
+
+
+Converter = Callable[..., Any]
+
+
+def _unary(op: str, **attrs: Any) -> Converter:
+    return lambda b, x: b.emit(op, [b.tensor(x)], **attrs)
+
+
+def _arith(op: str) -> Converter:
+    """``x op y`` computed in the result's dtype (torch promotes; the IR op wants one dtype)."""
+
+    def convert(b: Builder, x: Any, y: Any, *, alpha: Any = 1) -> str:
+        other = b.operand(y, b.out_dtype)
+        if alpha != 1:
+            other = b.emit("Mul", [other, b.const(alpha, b.out_dtype)])
+        return b.emit(op, [b.operand(x, b.out_dtype), other])
+
+    return convert
+
+
+def _compare(op: str, negate: bool = False) -> Converter:
+    """A comparison, both sides in their promoted dtype (a Python scalar takes the tensor's)."""
+
+    def convert(b: Builder, x: Any, y: Any) -> str:
+        dtype = np.result_type(*(b.dtype(v) for v in (x, y) if not _is_scalar(v)))
+        out = b.emit(op, [b.operand(x, dtype), b.operand(y, dtype)])
+        return b.emit("Not", [out]) if negate else out
+
+    return convert
+
+
+def _logical(op: str) -> Converter:
+    return lambda b, x, y: b.emit(op, [b.operand(x, np.dtype(bool)), b.operand(y, np.dtype(bool))])
+
+
+def _bitwise(op: str, logical: str) -> Converter:
+    """A bitwise op: the logical one on bools (torch writes ``a & b`` of masks so)."""
+
+    def convert(b: Builder, x: Any, y: Any) -> str:
+        if b.out_dtype == np.dtype(bool):
+            return _logical(logical)(b, x, y)
+        return b.emit(op, [b.operand(x, b.out_dtype), b.operand(y, b.out_dtype)])
+
+    return convert
+
+
+def _bitwise_not(b: Builder, x: Any) -> str:
+    return b.emit("Not" if b.out_dtype == np.dtype(bool) else "BitwiseNot", [b.tensor(x)])
+
+
+def _is_scalar(x: Any) -> bool:
+    return isinstance(x, (bool, int, float))
+
+
+def _axes(dims: Any, rank: int) -> list[int]:
+    """``dims`` (an int, a list, or None / [] for every axis) as non-negative axes."""
+    if dims is None or dims == []:
+        return list(range(rank))
+    return [d % max(rank, 1) for d in ([dims] if isinstance(dims, int) else dims)]
+
+
+def _reduce(op: str) -> Converter:
+    def convert(b: Builder, x: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> str:
+        axes = _axes(dim, len(b.shape(x)))
+        return b.emit(op, [b.operand(x, b.out_dtype), b.const(axes, np.int64)], keepdims=int(keepdim))
+
+    return convert
+
+
+def _any(b: Builder, x: Any, dim: Any = None, keepdim: bool = False) -> str:
+    as_int = b.emit("Cast", [b.tensor(x)], to=6)  # INT32
+    axes = b.const(_axes(dim, len(b.shape(x))), np.int64)
+    return b.emit("Cast", [b.emit("ReduceMax", [as_int, axes], keepdims=int(keepdim))], to=9)  # BOOL
+
+
+def _pair(v: Any, n: int) -> list[int]:
+    v = [v] if isinstance(v, int) else list(v)
+    return v * n if len(v) == 1 else v
+
+
+def _convolution(b: Builder, x: Any, w: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
+                 transposed: bool, output_padding: Any, groups: int) -> str:
+    if transposed:
+        return b.unsupported("transposed convolution")
+    n = len(b.shape(w)) - 2
+    pads = _pair(padding, n)
+    inputs = [b.tensor(x), b.tensor(w)] + ([b.tensor(bias)] if bias is not None else [])
+    return b.emit("Conv", inputs, strides=_pair(stride, n), pads=pads + pads,
+                  dilations=_pair(dilation, n), group=groups)
+
+
+def _batch_norm(b: Builder, x: Any, weight: Any, bias: Any, mean: Any, var: Any, momentum: float,
+                eps: float) -> tuple[str | None, ...]:
+    c = b.shape(x)[1]
+    scale = b.tensor(weight) if weight is not None else b.const(np.ones(c), b.out_dtype)
+    shift = b.tensor(bias) if bias is not None else b.const(np.zeros(c), b.out_dtype)
+    y = b.emit("BatchNormalization", [b.tensor(x), scale, shift, b.tensor(mean), b.tensor(var)], epsilon=eps)
+    return y, None, None
+
+
+def _layer_norm(b: Builder, x: Any, normalized_shape: Sequence[int], weight: Any, bias: Any,
+                eps: float) -> tuple[str | None, ...]:
+    shape = list(normalized_shape)
+    scale = b.tensor(weight) if weight is not None else b.const(np.ones(shape), b.out_dtype)
+    inputs = [b.tensor(x), scale] + ([b.tensor(bias)] if bias is not None else [])
+    return b.emit("LayerNormalization", inputs, axis=-len(shape), epsilon=eps), None, None
+
+
+def _max_pool(b: Builder, x: Any, kernel: Any, stride: Any = (), padding: Any = 0, dilation: Any = 1,
+              ceil_mode: bool = False) -> tuple[str | None, ...]:
+    n = len(b.shape(x)) - 2
+    pads = _pair(padding, n)
+    y = b.emit("MaxPool", [b.tensor(x)], kernel_shape=_pair(kernel, n),
+               strides=_pair(stride or kernel, n), pads=pads + pads, dilations=_pair(dilation, n),
+               ceil_mode=int(ceil_mode))
+    return y, None
+
+
+def _avg_pool(b: Builder, x: Any, kernel: Any, stride: Any = (), padding: Any = 0, ceil_mode: bool = False,
+              count_include_pad: bool = True, divisor_override: Any = None) -> str:
+    if divisor_override is not None:
+        return b.unsupported("avg_pool2d with divisor_override")
+    n = len(b.shape(x)) - 2
+    pads = _pair(padding, n)
+    return b.emit("AveragePool", [b.tensor(x)], kernel_shape=_pair(kernel, n),
+                  strides=_pair(stride or kernel, n), pads=pads + pads, ceil_mode=int(ceil_mode),
+                  count_include_pad=int(count_include_pad))
+
+
+def _adaptive_avg_pool(b: Builder, x: Any, output_size: Sequence[int]) -> str:
+    spatial = b.shape(x)[2:]
+    if all(o == 1 for o in output_size):
+        return b.emit("GlobalAveragePool", [b.tensor(x)])
+    if any(i % o for i, o in zip(spatial, output_size)):
+        return b.unsupported(f"adaptive average pooling from {list(spatial)} to {list(output_size)} "
+                             "(windows of unequal sizes)")
+    kernel = [i // o for i, o in zip(spatial, output_size)]
+    return b.emit("AveragePool", [b.tensor(x)], kernel_shape=kernel, strides=kernel)
+
+
+def _reshape(b: Builder, x: Any, *_: Any) -> str:
+    return b.emit("Reshape", [b.tensor(x), b.const(b.out_shape, np.int64)])
+
+
+def _expand(b: Builder, x: Any, *_: Any, **__: Any) -> str:
+    return b.emit("Expand", [b.tensor(x), b.const(b.out_shape, np.int64)])
+
+
+def _permute(b: Builder, x: Any, dims: Sequence[int]) -> str:
+    return b.emit("Transpose", [b.tensor(x)], perm=_axes(list(dims), len(dims)))
+
+
+def _transpose(b: Builder, x: Any, d0: int = 0, d1: int = 1) -> str:
+    rank = len(b.shape(x))
+    perm = list(range(rank))
+    if rank >= 2:
+        a, c = d0 % rank, d1 % rank
+        perm[a], perm[c] = perm[c], perm[a]
+    return b.emit("Transpose", [b.tensor(x)], perm=perm)
+
+
+def _unsqueeze(b: Builder, x: Any, dim: int) -> str:
+    return b.emit("Unsqueeze", [b.tensor(x), b.const([dim % len(b.out_shape)], np.int64)])
+
+
+def _squeeze(b: Builder, x: Any, dims: Any = None) -> str:
+    shape = b.shape(x)
+    axes = [a for a in _axes(dims, len(shape)) if shape[a] == 1]
+    if not axes:
+        return b.tensor(x)
+    return b.emit("Squeeze", [b.tensor(x), b.const(axes, np.int64)])
+
+
+def _select(b: Builder, x: Any, dim: int, index: int) -> str:
+    shape = b.shape(x)
+    axis = dim % len(shape)
+    return b.emit("Gather", [b.tensor(x), b.const(index % shape[axis], np.int64)], axis=axis)
+
+
+def _slice(b: Builder, x: Any, dim: int = 0, start: Any = None, end: Any = None, step: int = 1) -> str:
+    shape = b.shape(x)
+    axis = dim % len(shape)
+    start, end = start or 0, INT64_MAX if end is None else end
+    if step == 1 and start in (0, -INT64_MAX - 1) and end >= shape[axis]:
+        return b.tensor(x)
+    return b.emit("Slice", [b.tensor(x), b.const([start], np.int64), b.const([end], np.int64),
+                            b.const([axis], np.int64), b.const([step], np.int64)])
+
+
+def _cat(b: Builder, tensors: Sequence[Any], dim: int = 0) -> str:
+    return b.emit("Concat", [b.operand(t, b.out_dtype) for t in tensors], axis=dim % len(b.out_shape))
+
+
+def _split(b: Builder, x: Any, sizes: Sequence[int], dim: int = 0) -> tuple[str, ...]:
+    axis = dim % len(b.shape(x))
+    return tuple(b.emit("Split", [b.tensor(x), b.const(list(sizes), np.int64)], outputs=len(sizes),
+                        axis=axis))
+
+
+def _alias(b: Builder, x: Any, *_: Any, **__: Any) -> str:
+    return b.tensor(x)
+
+
+def _to_copy(b: Builder, x: Any, **_: Any) -> str:
+    return b.operand(x, b.out_dtype)
+
+
+def _addmm(b: Builder, bias: Any, x: Any, y: Any, *, beta: float = 1, alpha: float = 1) -> str:
+    return b.emit("Gemm", [b.tensor(x), b.tensor(y), b.operand(bias, b.out_dtype)], alpha=alpha, beta=beta)
+
+
+def _clip(b: Builder, x: Any, low: Any = None, high: Any = None) -> str:
+    bounds = [b.const(v, b.out_dtype) if v is not None else "" for v in (low, high)]
+    while bounds and not bounds[-1]:
+        bounds.pop()
+    return b.emit("Clip", [b.tensor(x), *bounds])
+
+
+def _where(b: Builder, cond: Any, x: Any, y: Any) -> str:
+    return b.emit("Where", [b.operand(cond, np.dtype(bool)), b.operand(x, b.out_dtype),
+                            b.operand(y, b.out_dtype)])
+
+
+def _full(b: Builder, value: Any) -> str:
+    """A tensor of the node's shape and dtype filled with ``value``: a broadcast scalar."""
+    return b.emit("Expand", [b.const(value, b.out_dtype), b.const(b.out_shape, np.int64)])
+
+
+def _softmax(op: str) -> Converter:
+    return lambda b, x, dim, half_to_float=False: b.emit(op, [b.tensor(x)], axis=dim % len(b.shape(x)))
+
+
+def _rsqrt(b: Builder, x: Any) -> str:
+    return b.emit("Reciprocal", [b.emit("Sqrt", [b.tensor(x)])])
+
+
+def _pad(b: Builder, x: Any, pad: Sequence[int], value: float = 0) -> str:
+    rank = len(b.shape(x))
+    begins, ends = [0] * rank, [0] * rank
+    for k in range(len(pad) // 2):  # torch lists (begin, end) pairs from the last axis
+        begins[rank - 1 - k], ends[rank - 1 - k] = pad[2 * k], pad[2 * k + 1]
+    return b.emit("Pad", [b.tensor(x), b.const(begins + ends, np.int64), b.const(value, b.out_dtype)])
+
+
+ATEN: dict[str, Converter] = {
+    # convolution, pooling, normalization
+    "aten.convolution.default": _convolution,
+    "aten._native_batch_norm_legit_no_training.default": _batch_norm,
+    "aten.native_layer_norm.default": _layer_norm,
+    "aten.max_pool2d_with_indices.default": _max_pool,
+    "aten.avg_pool2d.default": _avg_pool,
+    "aten._adaptive_avg_pool2d.default": _adaptive_avg_pool,
+    # matrix products
+    "aten.addmm.default": _addmm,
+    "aten.mm.default": lambda b, x, y: b.emit("MatMul", [b.tensor(x), b.tensor(y)]),
+    "aten.bmm.default": lambda b, x, y: b.emit("MatMul", [b.tensor(x), b.tensor(y)]),
+    # elementwise
+    "aten.add.Tensor": _arith("Add"),
+    "aten.add.Scalar": _arith("Add"),
+    "aten.sub.Tensor": _arith("Sub"),
+    "aten.sub.Scalar": _arith("Sub"),
+    "aten.mul.Tensor": _arith("Mul"),
+    "aten.mul.Scalar": _arith("Mul"),
+    "aten.div.Tensor": _arith("Div"),
+    "aten.div.Scalar": _arith("Div"),
+    "aten.pow.Tensor_Scalar": _arith("Pow"),
+    "aten.pow.Tensor_Tensor": _arith("Pow"),
+    "aten.maximum.default": _arith("Max"),
+    "aten.minimum.default": _arith("Min"),
+    "aten.relu.default": _unary("Relu"),
+    "aten.sigmoid.default": _unary("Sigmoid"),
+    "aten.tanh.default": _unary("Tanh"),
+    "aten.exp.default": _unary("Exp"),
+    "aten.log.default": _unary("Log"),
+    "aten.sqrt.default": _unary("Sqrt"),
+    "aten.rsqrt.default": _rsqrt,
+    "aten.reciprocal.default": _unary("Reciprocal"),
+    "aten.neg.default": _unary("Neg"),
+    "aten.abs.default": _unary("Abs"),
+    "aten.erf.default": _unary("Erf"),
+    "aten.sin.default": _unary("Sin"),
+    "aten.cos.default": _unary("Cos"),
+    "aten.floor.default": _unary("Floor"),
+    "aten.ceil.default": _unary("Ceil"),
+    "aten.gelu.default": lambda b, x, approximate="none": b.emit("Gelu", [b.tensor(x)],
+                                                                 approximate=approximate),
+    "aten.leaky_relu.default": lambda b, x, slope=0.01: b.emit("LeakyRelu", [b.tensor(x)], alpha=slope),
+    "aten.hardsigmoid.default": _unary("HardSigmoid", alpha=1 / 6, beta=0.5),
+    "aten.hardswish.default": _unary("HardSwish"),
+    "aten.hardtanh.default": lambda b, x, low=-1.0, high=1.0: _clip(b, x, low, high),
+    "aten.clamp.default": _clip,
+    "aten.where.self": _where,
+    "aten.eq.Scalar": _compare("Equal"),
+    "aten.eq.Tensor": _compare("Equal"),
+    "aten.ne.Scalar": _compare("Equal", negate=True),
+    "aten.ne.Tensor": _compare("Equal", negate=True),
+    "aten.lt.Scalar": _compare("Less"),
+    "aten.lt.Tensor": _compare("Less"),
+    "aten.le.Scalar": _compare("LessOrEqual"),
+    "aten.le.Tensor": _compare("LessOrEqual"),
+    "aten.gt.Scalar": _compare("Greater"),
+    "aten.gt.Tensor": _compare("Greater"),
+    "aten.ge.Scalar": _compare("GreaterOrEqual"),
+    "aten.ge.Tensor": _compare("GreaterOrEqual"),
+    "aten.logical_not.default": lambda b, x: b.emit("Not", [b.operand(x, np.dtype(bool))]),
+    "aten.logical_and.default": _logical("And"),
+    "aten.logical_or.default": _logical("Or"),
+    "aten.logical_xor.default": _logical("Xor"),
+    "aten.bitwise_and.Tensor": _bitwise("BitwiseAnd", "And"),
+    "aten.bitwise_or.Tensor": _bitwise("BitwiseOr", "Or"),
+    "aten.bitwise_xor.Tensor": _bitwise("BitwiseXor", "Xor"),
+    "aten.bitwise_not.default": _bitwise_not,
+    # reductions and softmax
+    "aten.mean.dim": _reduce("ReduceMean"),
+    "aten.sum.dim_IntList": _reduce("ReduceSum"),
+    "aten.amax.default": _reduce("ReduceMax"),
+    "aten.amin.default": _reduce("ReduceMin"),
+    "aten.any.dim": _any,
+    "aten.any.dims": _any,
+    "aten._softmax.default": _softmax("Softmax"),
+    "aten._log_softmax.default": _softmax("LogSoftmax"),
+    # shapes and copies
+    "aten.view.default": _reshape,
+    "aten._unsafe_view.default": _reshape,
+    "aten.reshape.default": _reshape,
+    "aten.expand.default": _expand,
+    "aten.permute.default": _permute,
+    "aten.t.default": _transpose,
+    "aten.transpose.int": _transpose,
+    "aten.unsqueeze.default": _unsqueeze,
+    "aten.squeeze.default": _squeeze,
+    "aten.squeeze.dim": _squeeze,
+    "aten.squeeze.dims": _squeeze,
+    "aten.select.int": _select,
+    "aten.slice.Tensor": _slice,
+    "aten.cat.default": _cat,
+    "aten.split_with_sizes.default": _split,
+    "aten.constant_pad_nd.default": _pad,
+    "aten.embedding.default": lambda b, w, idx, *_: b.emit("Gather", [b.tensor(w), b.tensor(idx)], axis=0),
+    "aten.index_select.default": lambda b, x, dim, idx: b.emit(
+        "Gather", [b.tensor(x), b.tensor(idx)], axis=dim % len(b.shape(x))),
+    "aten.clone.default": _alias,
+    "aten.alias.default": _alias,
+    "aten.detach.default": _alias,
+    "aten.lift_fresh_copy.default": _alias,
+    "aten._to_copy.default": _to_copy,
+    "aten._assert_tensor_metadata.default": lambda b, *_, **__: None,  # a check export adds; no value
+    # tensors made from nothing (static shapes: broadcast scalars)
+    "aten.full.default": lambda b, size, value, **_: _full(b, value),
+    "aten.full_like.default": lambda b, x, value, **_: _full(b, value),
+    "aten.zeros_like.default": lambda b, x, **_: _full(b, 0),
+    "aten.ones_like.default": lambda b, x, **_: _full(b, 1),
+    "aten.scalar_tensor.default": lambda b, value, **_: b.const(value, b.out_dtype),
+    "aten.arange.default": lambda b, end, **_: b.const(np.arange(end), b.out_dtype),
+    "aten.arange.start_step": lambda b, start, end, step=1, **_: b.const(np.arange(start, end, step),
+                                                                         b.out_dtype),
+}
+"""Core ATen operator (``str(OpOverload)``) -> its converter."""

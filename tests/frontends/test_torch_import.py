@@ -1,0 +1,119 @@
+"""PyTorch frontend: torch.export's core ATen graph -> IR, checked against torch eager."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import tensoregg  # noqa: E402
+from tensoregg.errors import InvalidModel, ParameterError, UnsupportedOperator  # noqa: E402
+from tensoregg.frontends import aten  # noqa: E402
+from tensoregg.frontends.torch import import_torch  # noqa: E402
+from tensoregg.ir import run_graph  # noqa: E402
+
+nn = torch.nn
+F = torch.nn.functional
+
+
+class Fn(nn.Module):
+    """A function as a module (its parameters, if any, in ``inner``)."""
+
+    def __init__(self, fn, inner: nn.Module | None = None) -> None:
+        super().__init__()
+        self.fn, self.inner = fn, inner or nn.Identity()
+
+    def forward(self, x, *rest):
+        return self.fn(self.inner, x, *rest)
+
+
+def _seq(*layers):
+    return Fn(lambda m, x: m(x), nn.Sequential(*layers))
+
+
+def _x(*shape):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(len(shape)))
+
+
+CASES = {
+    "conv-bn-relu-pool": (_seq(nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2), nn.BatchNorm2d(8),
+                               nn.ReLU(), nn.MaxPool2d(3, 2, 1), nn.AdaptiveAvgPool2d(1)),
+                          (_x(2, 4, 12, 12),)),
+    "conv-dilated-nobias-avgpool": (_seq(nn.Conv2d(3, 4, 3, dilation=2, bias=False), nn.AvgPool2d(2),
+                                         nn.AdaptiveAvgPool2d(2)), (_x(1, 3, 12, 12),)),
+    "linear-gelu-layernorm": (_seq(nn.Linear(8, 16), nn.GELU(), nn.LayerNorm(16), nn.Linear(16, 4)),
+                              (_x(3, 8),)),
+    "elementwise": (Fn(lambda m, x: F.hardswish(x) + F.hardsigmoid(x) + F.leaky_relu(x, 0.2) + x.sigmoid()
+                       + x.tanh() + F.relu6(x) + x.clamp(min=0) + x.abs().sqrt() + (x.abs() + 1).rsqrt()
+                       + ((x * 2 - 1) / 3 + 0.5) ** 2 - x.neg().exp()), (_x(4, 5),)),
+    "compare-where": (Fn(lambda m, x, y: torch.where((x > y) & (x != 0), x, y) + (x <= y).float()
+                         + ((x > 0) | ~(y < 0)).to(torch.float32)), (_x(3, 4), _x(1, 4))),
+    "reductions-made-tensors": (Fn(lambda m, x: x.softmax(-1) + x.log_softmax(1) + x.mean(1, keepdim=True)
+                                   + x.sum(-1, keepdim=True) + x.amax(-1, keepdim=True)
+                                   + torch.full((3, 5), 1.5) + torch.zeros_like(x) + torch.arange(5)),
+                                (_x(2, 3, 5),)),
+    "shapes": (Fn(lambda m, x: torch.cat([x.permute(0, 2, 1)[:, 1:3],
+                                          x.transpose(1, 2)[:, :1].expand(2, 3, 4),
+                                          x.reshape(2, 3, 4).unsqueeze(1).squeeze(1)[:, 0].unsqueeze(1),
+                                          F.pad(x[:, 1:2, :2], (1, 1)),
+                                          torch.split(x.transpose(1, 2), [2, 1], 1)[0]], 1)),
+               (_x(2, 4, 3),)),
+    "embedding-int": (Fn(lambda m, i: m(i) * (i.to(torch.int32) + 1).unsqueeze(-1), nn.Embedding(10, 3)),
+                      (torch.tensor([[1, 2, 9], [0, 0, 4]]),)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_module_matches_eager(name):
+    module, inputs = CASES[name]
+    module.eval()
+    graph = import_torch(module, inputs)
+    (got,) = run_graph(graph, {n: x.numpy() for n, x in zip(graph.inputs, inputs)})
+    with torch.no_grad():
+        want = module(*inputs).numpy()
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_state_dict_names_are_initializer_names():
+    module = _seq(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    graph = import_torch(module, (_x(1, 3, 8, 8),))
+    assert list(graph.inputs) == ["x"]
+    names = {k for k in module.state_dict() if not k.endswith("num_batches_tracked")}
+    assert names == set(graph.initializers)
+    weight = module.inner[0].weight.detach().numpy()
+    np.testing.assert_array_equal(graph.initializers["inner.0.weight"], weight)
+
+
+def test_compile_runs_a_module_natively():
+    module = _seq(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    x = _x(3, 8)
+    compiled = tensoregg.compile(module, "llvm", example_inputs=(x,))
+    assert compiled.input_names == ["x"]
+    (got,) = compiled.run(x.numpy())
+    np.testing.assert_allclose(got, module(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+class ReluPlusOne(nn.Module):
+    def forward(self, x):
+        return torch.relu(x + 1)  # the line the error names
+
+
+def test_unsupported_op_names_it_and_its_source_line(monkeypatch):
+    monkeypatch.delitem(aten.ATEN, "aten.relu.default")
+    with pytest.raises(UnsupportedOperator, match=r"'aten\.relu\.default'.*test_torch_import\.py:\d+ in "
+                                                  r"forward: return torch\.relu\(x \+ 1\)"):
+        import_torch(ReluPlusOne(), (_x(2, 2),))
+
+
+def test_training_mode_and_bad_arguments_are_refused():
+    module = _seq(nn.BatchNorm1d(3))
+    with pytest.raises(UnsupportedOperator, match="eval"):
+        import_torch(module.train(), (_x(4, 3),))
+    with pytest.raises(InvalidModel, match="example_inputs"):
+        tensoregg.compile(module.eval(), "ref")
+    with pytest.raises(ParameterError, match="input_shapes"):
+        tensoregg.compile(module, "ref", example_inputs=(_x(4, 3),), input_shapes={"x": [4, 3]})
+    with pytest.raises(ParameterError, match="example_inputs"):
+        tensoregg.compile("model.onnx", "ref", example_inputs=(_x(4, 3),))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_dtypes
@@ -40,6 +40,13 @@ def numpy_dtype(dtype: torch.dtype, where: str) -> np.dtype:
     if dtype not in _DTYPES:
         raise UnsupportedOperator(f"dtype {dtype}", detail=where)
     return _DTYPES[dtype]
+
+
+def from_numpy(a: np.ndarray) -> torch.Tensor:
+    """An array as a tensor sharing its memory (bfloat16 through its bits)."""
+    if a.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -73,9 +80,10 @@ def import_torch(model: torch.nn.Module | ExportedProgram,
     return import_exported(export(model, example_inputs))
 
 
-def import_exported(program: ExportedProgram) -> Graph:
-    """The ATen graph of a decomposed ExportedProgram as a Graph."""
-    return _Importer(program).run()
+def import_exported(program: ExportedProgram, bind: Mapping[str, torch.Tensor] | None = None) -> Graph:
+    """The ATen graph of a decomposed ExportedProgram as a Graph; the inputs named in ``bind``
+    become constants of those values (weights a torch.compile graph takes as inputs)."""
+    return _Importer(program, dict(bind or {})).run()
 
 
 def source_line(node: torch.fx.Node) -> str:
@@ -90,8 +98,9 @@ def source_line(node: torch.fx.Node) -> str:
 class _Importer:
     """Walks the fx graph in order; ``aten.ATEN``'s converters add nodes through it (``aten.Builder``)."""
 
-    def __init__(self, program: ExportedProgram) -> None:
+    def __init__(self, program: ExportedProgram, bind: dict[str, torch.Tensor]) -> None:
         self.program = program
+        self.bind = bind
         self.values: dict[torch.fx.Node, Any] = {}
         self.consts: dict[str, np.ndarray] = {}
         self.types: dict[str, TensorType] = {}
@@ -124,6 +133,8 @@ class _Importer:
         return Graph(self.inputs, consts, nodes, outputs, name=type(self.program.graph_module).__name__)
 
     def placeholder(self, node: torch.fx.Node, spec: Any) -> str:
+        if spec.kind == InputKind.USER_INPUT and node.name in self.bind:
+            return self.const(to_numpy(self.bind[node.name]), name=node.name)
         if spec.kind == InputKind.USER_INPUT:
             val = node.meta.get("val")
             if not isinstance(val, torch.Tensor):

@@ -25,7 +25,7 @@ class Builder(Protocol):
     out_dtype: np.dtype
 
     def tensor(self, x: Any) -> str: ...
-    def dtype(self, x: Any) -> np.dtype: ...
+    def dtype(self, x: Any) -> np.dtype: ...  # of a tensor argument, or an IR value by name
     def shape(self, x: Any) -> tuple[int, ...]: ...
     def operand(self, x: Any, dtype: np.dtype) -> str: ...
     def const(self, value: Any, dtype: Any = None) -> str: ...
@@ -276,6 +276,73 @@ def _pad(b: Builder, x: Any, pad: Sequence[int], value: float = 0) -> str:
     return b.emit("Pad", [b.tensor(x), b.const(begins + ends, np.int64), b.const(value, b.out_dtype)])
 
 
+def _linear(b: Builder, x: str, w: str, bias: str) -> str:
+    """x @ w.T + bias (w, bias: constant names; the transpose folds)."""
+    return b.emit("Add", [b.emit("MatMul", [x, b.emit("Transpose", [w], perm=[1, 0])]), bias])
+
+
+def _rows(b: Builder, w: Any, k: int, n: int) -> str:
+    """Rows k*n .. (k+1)*n of a packed (3n, ...) projection weight or bias."""
+    return b.emit("Slice", [b.tensor(w), b.const([k * n], np.int64), b.const([(k + 1) * n], np.int64),
+                            b.const([0], np.int64)])
+
+
+def _attention(b: Builder, q: str, k: str, v: str, embed: int, heads: int, qkv_w: Any, qkv_b: Any,
+               proj_w: Any, proj_b: Any) -> str:
+    """Multi-head attention of batch-first (B, S, E) values (IR names) with packed in-projections, as
+    the fused ATen kernels compute it (no mask)."""
+    batch, seq = b.shape(q)[:2]
+    split = b.const([batch, seq, heads, embed // heads], np.int64)
+
+    def head_major(x: str, part: int) -> str:
+        projected = _linear(b, x, _rows(b, qkv_w, part, embed), _rows(b, qkv_b, part, embed))
+        return b.emit("Transpose", [b.emit("Reshape", [projected, split])], perm=[0, 2, 1, 3])
+
+    scale = b.const(1 / np.sqrt(embed // heads), b.dtype(q))
+    keys_t = b.emit("Transpose", [head_major(k, 1)], perm=[0, 1, 3, 2])
+    scores = b.emit("MatMul", [b.emit("Mul", [head_major(q, 0), scale]), keys_t])
+    heads_out = b.emit("MatMul", [b.emit("Softmax", [scores], axis=-1), head_major(v, 2)])
+    merged = b.emit("Reshape", [b.emit("Transpose", [heads_out], perm=[0, 2, 1, 3]),
+                                b.const([batch, seq, embed], np.int64)])
+    return _linear(b, merged, b.tensor(proj_w), b.tensor(proj_b))
+
+
+def _multi_head_attention(b: Builder, q: Any, k: Any, v: Any, embed: int, heads: int, qkv_w: Any,
+                          qkv_b: Any, proj_w: Any, proj_b: Any, mask: Any = None, need_weights: bool = True,
+                          average_attn_weights: bool = True, mask_type: Any = None) -> tuple[str | None, ...]:
+    if mask is not None:
+        return b.unsupported("attention with a mask")
+    q, k, v = b.tensor(q), b.tensor(k), b.tensor(v)
+    return _attention(b, q, k, v, embed, heads, qkv_w, qkv_b, proj_w, proj_b), None
+
+
+def _encoder_layer(b: Builder, src: Any, embed: int, heads: int, qkv_w: Any, qkv_b: Any, proj_w: Any,
+                   proj_b: Any, use_gelu: bool, norm_first: bool, eps: float, norm1_w: Any, norm1_b: Any,
+                   norm2_w: Any, norm2_b: Any, ffn1_w: Any, ffn1_b: Any, ffn2_w: Any, ffn2_b: Any,
+                   mask: Any = None, mask_type: Any = None) -> str:
+    """``nn.TransformerEncoderLayer``'s fused inference kernel (its fast path in eval mode)."""
+    if mask is not None:
+        return b.unsupported("encoder layer with a mask")
+
+    def norm(x: str, w: Any, bias: Any) -> str:
+        return b.emit("LayerNormalization", [x, b.tensor(w), b.tensor(bias)], axis=-1, epsilon=eps)
+
+    def attend(x: str) -> str:
+        return _attention(b, x, x, x, embed, heads, qkv_w, qkv_b, proj_w, proj_b)
+
+    def feed_forward(x: str) -> str:
+        hidden = _linear(b, x, b.tensor(ffn1_w), b.tensor(ffn1_b))
+        hidden = b.emit("Gelu" if use_gelu else "Relu", [hidden])
+        return _linear(b, hidden, b.tensor(ffn2_w), b.tensor(ffn2_b))
+
+    x = b.tensor(src)
+    if norm_first:
+        x = b.emit("Add", [x, attend(norm(x, norm1_w, norm1_b))])
+        return b.emit("Add", [x, feed_forward(norm(x, norm2_w, norm2_b))])
+    x = norm(b.emit("Add", [x, attend(x)]), norm1_w, norm1_b)
+    return norm(b.emit("Add", [x, feed_forward(x)]), norm2_w, norm2_b)
+
+
 ATEN: dict[str, Converter] = {
     # convolution, pooling, normalization
     "aten.convolution.default": _convolution,
@@ -284,10 +351,12 @@ ATEN: dict[str, Converter] = {
     "aten.max_pool2d_with_indices.default": _max_pool,
     "aten.avg_pool2d.default": _avg_pool,
     "aten._adaptive_avg_pool2d.default": _adaptive_avg_pool,
-    # matrix products
+    # matrix products, attention
     "aten.addmm.default": _addmm,
     "aten.mm.default": lambda b, x, y: b.emit("MatMul", [b.tensor(x), b.tensor(y)]),
     "aten.bmm.default": lambda b, x, y: b.emit("MatMul", [b.tensor(x), b.tensor(y)]),
+    "aten._native_multi_head_attention.default": _multi_head_attention,
+    "aten._transformer_encoder_layer_fwd.default": _encoder_layer,
     # elementwise
     "aten.add.Tensor": _arith("Add"),
     "aten.add.Scalar": _arith("Add"),

@@ -196,10 +196,12 @@ class _Importer:
         return self.value_of(x)
 
     def dtype(self, x: Any) -> np.dtype:
-        return self.types[self.tensor(x)].dtype
+        """The dtype of a tensor argument, or of an IR value by name."""
+        return self.types[x if isinstance(x, str) else self.tensor(x)].dtype
 
     def shape(self, x: Any) -> tuple[int, ...]:
-        return self.types[self.tensor(x)].shape
+        """The shape of a tensor argument, or of an IR value by name."""
+        return self.types[x if isinstance(x, str) else self.tensor(x)].shape
 
     def operand(self, x: Any, dtype: np.dtype) -> str:
         """A tensor or Python scalar argument as a value of ``dtype`` (cast when it differs)."""

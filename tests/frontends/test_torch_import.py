@@ -36,6 +36,29 @@ def _x(*shape):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(len(shape)))
 
 
+class FusedKernels(nn.Module):
+    """nn.TransformerEncoderLayer's and nn.MultiheadAttention's fused inference kernels, called as their
+    fast paths call them in eval mode under no_grad (torch.export traces the slow path instead)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.post = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+        self.pre = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, norm_first=True,
+                                              activation="gelu")
+
+    def forward(self, x):
+        out = [torch._transformer_encoder_layer_fwd(
+            x, 8, 2, m.self_attn.in_proj_weight, m.self_attn.in_proj_bias, m.self_attn.out_proj.weight,
+            m.self_attn.out_proj.bias, m is self.pre, m.norm_first, m.norm1.eps, m.norm1.weight, m.norm1.bias,
+            m.norm2.weight, m.norm2.bias, m.linear1.weight, m.linear1.bias, m.linear2.weight, m.linear2.bias)
+            for m in (self.post, self.pre)]
+        a = self.post.self_attn
+        attended, _ = torch._native_multi_head_attention(
+            x, x, x, 8, 2, a.in_proj_weight, a.in_proj_bias, a.out_proj.weight, a.out_proj.bias,
+            need_weights=False)
+        return out[0] + out[1] + attended
+
+
 CASES = {
     "conv-bn-relu-pool": (_seq(nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2), nn.BatchNorm2d(8),
                                nn.ReLU(), nn.MaxPool2d(3, 2, 1), nn.AdaptiveAvgPool2d(1)),
@@ -59,6 +82,7 @@ CASES = {
                                           F.pad(x[:, 1:2, :2], (1, 1)),
                                           torch.split(x.transpose(1, 2), [2, 1], 1)[0]], 1)),
                (_x(2, 4, 3),)),
+    "fused-attention-kernels": (FusedKernels(), (_x(2, 5, 8),)),
     "embedding-int": (Fn(lambda m, i: m(i) * (i.to(torch.int32) + 1).unsqueeze(-1), nn.Embedding(10, 3)),
                       (torch.tensor([[1, 2, 9], [0, 0, 4]]),)),
 }

@@ -70,14 +70,17 @@ def measure(name: str, threads: list[int], seconds: float) -> list[dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="*", default=sorted(MODELS), choices=sorted(MODELS))
+    parser.add_argument("models", nargs="*", help=f"default: all of {', '.join(sorted(MODELS))}")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
+    unknown = set(args.models) - set(MODELS)
+    if unknown:
+        parser.error(f"unknown models {sorted(unknown)}; known: {sorted(MODELS)}")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    rows = [row for name in args.models for row in measure(name, threads, args.seconds)]
+    rows = [row for name in args.models or sorted(MODELS) for row in measure(name, threads, args.seconds)]
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
         with open(args.json, "w") as f:

@@ -28,6 +28,7 @@ class Builder(Protocol):
     def dtype(self, x: Any) -> np.dtype: ...  # of a tensor argument, or an IR value by name
     def shape(self, x: Any) -> tuple[int, ...]: ...
     def operand(self, x: Any, dtype: np.dtype) -> str: ...
+    def promoted(self, x: Any, y: Any) -> np.dtype: ...
     def const(self, value: Any, dtype: Any = None) -> str: ...
     def emit(self, op: str, inputs: Sequence[str], outputs: int = 1, **attrs: Any) -> Any: ...
     def unsupported(self, detail: str) -> Any: ...
@@ -53,10 +54,10 @@ def _arith(op: str) -> Converter:
 
 
 def _compare(op: str, negate: bool = False) -> Converter:
-    """A comparison, both sides in their promoted dtype (a Python scalar takes the tensor's)."""
+    """A comparison, both sides in the dtype torch promotes them to."""
 
     def convert(b: Builder, x: Any, y: Any) -> str:
-        dtype = np.result_type(*(b.dtype(v) for v in (x, y) if not _is_scalar(v)))
+        dtype = b.promoted(x, y)
         out = b.emit(op, [b.operand(x, dtype), b.operand(y, dtype)])
         return b.emit("Not", [out]) if negate else out
 
@@ -80,10 +81,6 @@ def _bitwise(op: str, logical: str) -> Converter:
 
 def _bitwise_not(b: Builder, x: Any) -> str:
     return b.emit("Not" if b.out_dtype == np.dtype(bool) else "BitwiseNot", [b.tensor(x)])
-
-
-def _is_scalar(x: Any) -> bool:
-    return isinstance(x, (bool, int, float))
 
 
 def _axes(dims: Any, rank: int) -> list[int]:
@@ -247,7 +244,7 @@ def _clip(b: Builder, x: Any, low: Any = None, high: Any = None) -> str:
     bounds = [b.const(v, b.out_dtype) if v is not None else "" for v in (low, high)]
     while bounds and not bounds[-1]:
         bounds.pop()
-    return b.emit("Clip", [b.tensor(x), *bounds])
+    return b.emit("Clip", [b.operand(x, b.out_dtype), *bounds])
 
 
 def _where(b: Builder, cond: Any, x: Any, y: Any) -> str:

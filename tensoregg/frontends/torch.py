@@ -212,6 +212,13 @@ class _Importer:
             return name
         return self.emit("Cast", [name], to=code_of(dtype))
 
+    def promoted(self, x: Any, y: Any) -> np.dtype:
+        """The dtype torch computes ``x op y`` in (tensor arguments or Python scalars)."""
+        a, c = (v.meta["val"] if isinstance(v, torch.fx.Node) else v for v in (x, y))
+        if not isinstance(a, torch.Tensor):
+            a, c = c, a
+        return numpy_dtype(torch.result_type(a, c), f"{self.current and self.current.target}")
+
     def const(self, value: Any, dtype: Any = None, name: str | None = None) -> str:
         array = np.asarray(value, dtype=dtype)
         name = self.fresh(name or "const")

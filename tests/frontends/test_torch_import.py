@@ -83,7 +83,8 @@ CASES = {
                                           torch.split(x.transpose(1, 2), [2, 1], 1)[0]], 1)),
                (_x(2, 4, 3),)),
     "fused-attention-kernels": (FusedKernels(), (_x(2, 5, 8),)),
-    "embedding-int": (Fn(lambda m, i: m(i) * (i.to(torch.int32) + 1).unsqueeze(-1), nn.Embedding(10, 3)),
+    "embedding-int": (Fn(lambda m, i: m(i) * (i.to(torch.int32) + 1).unsqueeze(-1) + (i >= 1.5).unsqueeze(-1)
+                         + (i.to(torch.int32) < i).unsqueeze(-1), nn.Embedding(10, 3)),
                       (torch.tensor([[1, 2, 9], [0, 0, 4]]),)),
 }
 

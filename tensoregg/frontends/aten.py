@@ -174,7 +174,27 @@ def _reshape(b: Builder, x: Any, *_: Any) -> str:
 
 
 def _expand(b: Builder, x: Any, *_: Any, **__: Any) -> str:
+    if b.shape(x) == b.out_shape:
+        return b.tensor(x)
     return b.emit("Expand", [b.tensor(x), b.const(b.out_shape, np.int64)])
+
+
+def _bmm(b: Builder, x: Any, y: Any) -> str:
+    """A batched matmul. torch.matmul of a batch by a matrix (a linear layer on 3-d input)
+    decomposes to expanding the matrix to every batch, then ``bmm``: MatMul broadcasts the matrix
+    instead of copying it per batch."""
+    return b.emit("MatMul", [_unexpanded(b, x), _unexpanded(b, y)])
+
+
+def _unexpanded(b: Builder, x: Any) -> str:
+    """``x``, or the matrix it was expanded from when ``x`` is view(expand(matrix, [B, M, K]))."""
+    if str(getattr(x, "target", "")) in ("aten.view.default", "aten._unsafe_view.default"):
+        expanded = x.args[0]
+        if str(getattr(expanded, "target", "")) == "aten.expand.default":
+            source = expanded.args[0]
+            if len(b.shape(source)) == 2 and b.shape(x)[1:] == b.shape(source):
+                return b.tensor(source)
+    return b.tensor(x)
 
 
 def _permute(b: Builder, x: Any, dims: Sequence[int]) -> str:
@@ -351,7 +371,7 @@ ATEN: dict[str, Converter] = {
     # matrix products, attention
     "aten.addmm.default": _addmm,
     "aten.mm.default": lambda b, x, y: b.emit("MatMul", [b.tensor(x), b.tensor(y)]),
-    "aten.bmm.default": lambda b, x, y: b.emit("MatMul", [b.tensor(x), b.tensor(y)]),
+    "aten.bmm.default": _bmm,
     "aten._native_multi_head_attention.default": _multi_head_attention,
     "aten._transformer_encoder_layer_fwd.default": _encoder_layer,
     # elementwise

@@ -111,6 +111,16 @@ def test_state_dict_names_are_initializer_names():
     np.testing.assert_array_equal(graph.initializers["inner.0.weight"], weight)
 
 
+def test_linear_on_a_permuted_batch_broadcasts_its_weight():
+    # F.linear on non-contiguous 3-d input decomposes to expand(weight, [B, K, N]) + bmm
+    module, x = Fn(lambda m, x: m(x.transpose(0, 1)), nn.Linear(6, 5)).eval(), _x(3, 4, 6)
+    graph = import_torch(module, (x,))
+    assert "Expand" not in [n.op for n in graph.nodes]
+    assert max(v.size for v in graph.initializers.values()) == 30
+    (got,) = run_graph(graph, {"x": x.numpy()})
+    np.testing.assert_allclose(got, module(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_compile_runs_a_module_natively():
     module = _seq(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
     x = _x(3, 8)

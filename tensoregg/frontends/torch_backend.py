@@ -4,7 +4,8 @@
 Each graph TorchDynamo captures is exported with ``torch.export``, imported by
 ``tensoregg.frontends.torch`` and compiled; its parameters and buffers (inputs of a Dynamo graph)
 are compiled in as constants, and a call whose weights are other tensors, or were changed in place
-since, runs the graph in eager mode. A graph tensoregg cannot take (an unsupported op, symbolic
+since, runs the graph in eager mode. A compiled graph runs on as many threads as torch's
+``torch.get_num_threads()`` at compile time. A graph tensoregg cannot take (an unsupported op, symbolic
 sizes, gradients needed, tensors off the CPU) runs in eager mode, the reason logged as a warning.
 """
 
@@ -79,6 +80,8 @@ class _Compiled:
                  if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT]
         graph = import_exported(program, {names[k]: x for k, x in self.weights.items()})
         self.module: Module = compile_graph(graph, target)
+        if hasattr(self.module.program, "num_threads"):
+            self.module.num_threads = torch.get_num_threads()  # as many threads as eager torch would use
         self.out_spec = program.call_spec.out_spec
         log.info("tensoregg: compiled a graph of %d nodes for %s (%d weights as constants)",
                  len(gm.graph.nodes), self.module.target, len(self.weights))

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import tensoregg  # noqa: E402
-from tensoregg.errors import InvalidModel, ParameterError, UnsupportedOperator  # noqa: E402
+from tensoregg.errors import InvalidModel, ParameterError, ShapeError, UnsupportedOperator  # noqa: E402
 from tensoregg.frontends import aten  # noqa: E402
 from tensoregg.frontends.torch import import_torch  # noqa: E402
 from tensoregg.ir import run_graph  # noqa: E402
@@ -140,6 +140,15 @@ def test_unsupported_op_names_it_and_its_source_line(monkeypatch):
     with pytest.raises(UnsupportedOperator, match=r"'aten\.relu\.default'.*test_torch_import\.py:\d+ in "
                                                   r"forward: return torch\.relu\(x \+ 1\)"):
         import_torch(ReluPlusOne(), (_x(2, 2),))
+
+
+def test_exported_program_compiles_and_symbolic_dims_are_refused():
+    module, x = _seq(nn.Linear(4, 3)).eval(), _x(2, 4)
+    (got,) = tensoregg.compile(torch.export.export(module, (x,)), "ref").run(x.numpy())
+    np.testing.assert_allclose(got, module(x).detach().numpy(), rtol=1e-6)
+    dynamic = torch.export.export(module, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    with pytest.raises(ShapeError, match="input 'x' has symbolic dims"):
+        import_torch(dynamic)
 
 
 def test_training_mode_and_bad_arguments_are_refused():

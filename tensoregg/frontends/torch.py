@@ -168,8 +168,9 @@ class _Importer:
     def call(self, node: torch.fx.Node) -> Any:
         if node.target is operator.getitem:
             source, index = node.args
-            assert isinstance(source, torch.fx.Node)
-            value = self.values[source][index]
+            assert isinstance(source, torch.fx.Node) and isinstance(index, int)
+            results = self.values[source]
+            value = results[index] if isinstance(results, tuple) else None
             if value is None:
                 self.unsupported(f"output {index} of {source.target}")
             return value
@@ -177,6 +178,8 @@ class _Importer:
         if convert is None:
             raise UnsupportedOperator(str(node.target), node=node.name, detail=f"at {source_line(node)}")
         val = node.meta.get("val")
+        if isinstance(val, (tuple, list)) and val:
+            val = val[0]  # an op with several results: its first one's shape and dtype
         if isinstance(val, torch.Tensor):
             self.out_shape = tuple(int(d) for d in val.shape)
             self.out_dtype = numpy_dtype(val.dtype, f"{node.target} node {node.name!r}")

@@ -72,7 +72,8 @@ CASES = {
                        + ((x * 2 - 1) / 3 + 0.5) ** 2 - x.neg().exp()), (_x(4, 5),)),
     "compare-where": (Fn(lambda m, x, y: torch.where((x > y) & (x != 0), x, y) + (x <= y).float()
                          + ((x > 0) | ~(y < 0)).to(torch.float32)), (_x(3, 4), _x(1, 4))),
-    "reductions-made-tensors": (Fn(lambda m, x: x.softmax(-1) + x.log_softmax(1) + x.mean(1, keepdim=True)
+    "reductions-made-tensors": (Fn(lambda m, x: (x > 0).sum(-1, keepdim=True) + F.layer_norm(x, (5,))
+                                   + x.softmax(-1) + x.log_softmax(1) + x.mean(1, keepdim=True)
                                    + x.sum(-1, keepdim=True) + x.amax(-1, keepdim=True)
                                    + torch.full((3, 5), 1.5) + torch.zeros_like(x) + torch.arange(5)),
                                 (_x(2, 3, 5),)),

@@ -22,9 +22,11 @@ from tensoregg.frontends.aten_nn import (
     batch_norm,
     convolution,
     encoder_layer,
+    group_norm,
     layer_norm,
     max_pool,
     multi_head_attention,
+    upsample,
 )
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -108,6 +110,62 @@ def _reduce(op: str) -> Converter:
         return b.emit(op, [b.operand(x, b.out_dtype), b.const(axes, np.int64)], keepdims=int(keepdim))
 
     return convert
+
+
+def _arg(op: str) -> Converter:
+    """argmax/argmin: over ``dim``, or over the flattened tensor when dim is None."""
+
+    def convert(b: Builder, x: Any, dim: Any = None, keepdim: bool = False) -> str:
+        if dim is None:
+            flat = b.emit("Reshape", [b.tensor(x), b.const([-1], np.int64)])
+            return b.emit("Reshape", [b.emit(op, [flat], axis=0), b.const(b.out_shape, np.int64)])
+        return b.emit(op, [b.tensor(x)], axis=dim % len(b.shape(x)), keepdims=int(keepdim))
+
+    return convert
+
+
+def _extreme(reduce: str, arg: str) -> Converter:
+    """max.dim/min.dim: (values, indices) along ``dim``."""
+
+    def convert(b: Builder, x: Any, dim: int, keepdim: bool = False) -> tuple[str, str]:
+        axis = dim % len(b.shape(x))
+        values = b.emit(reduce, [b.tensor(x), b.const([axis], np.int64)], keepdims=int(keepdim))
+        return values, b.emit(arg, [b.tensor(x)], axis=axis, keepdims=int(keepdim))
+
+    return convert
+
+
+def _var(b: Builder, x: Any, dim: Any = None, *, correction: Any = None, keepdim: bool = False) -> str:
+    """Variance: mean squared deviation, times n / (n - correction) (Bessel's by default)."""
+    shape, name = b.shape(x), b.operand(x, b.out_dtype)
+    axes = _axes(dim, len(shape))
+    n = int(np.prod([shape[a] for a in axes]))
+    deviation = b.emit("Sub", [name, b.emit("ReduceMean", [name, b.const(axes, np.int64)])])
+    squares = b.emit("Mul", [deviation, deviation])
+    total = b.emit("ReduceSum", [squares, b.const(axes, np.int64)], keepdims=int(keepdim))
+    return b.emit("Div", [total, b.const(n - (1 if correction is None else correction), b.out_dtype)])
+
+
+def _remainder(b: Builder, x: Any, y: Any) -> str:
+    """Python's modulo (the divisor's sign): Mod for integers, x - floor(x / y) * y for floats."""
+    x, y = b.operand(x, b.out_dtype), b.operand(y, b.out_dtype)
+    if b.out_dtype.kind in "iu":
+        return b.emit("Mod", [x, y])
+    return b.emit("Sub", [x, b.emit("Mul", [b.emit("Floor", [b.emit("Div", [x, y])]), y])])
+
+
+def _flip(b: Builder, x: Any, dims: Sequence[int]) -> str:
+    axes = _axes(list(dims), len(b.shape(x)))
+    return b.emit("Slice", [b.tensor(x), b.const([-1] * len(axes), np.int64),
+                            b.const([-INT64_MAX - 1] * len(axes), np.int64), b.const(axes, np.int64),
+                            b.const([-1] * len(axes), np.int64)])
+
+
+def _repeat(b: Builder, x: Any, repeats: Sequence[int]) -> str:
+    shape = b.shape(x)
+    padded = (1,) * (len(repeats) - len(shape)) + shape
+    name = b.emit("Reshape", [b.tensor(x), b.const(padded, np.int64)]) if padded != shape else b.tensor(x)
+    return b.emit("Tile", [name, b.const(list(repeats), np.int64)])
 
 
 def _any(b: Builder, x: Any, dim: Any = None, keepdim: bool = False) -> str:
@@ -244,6 +302,9 @@ ATEN: dict[str, Converter] = {
     # convolution, pooling, normalization
     "aten.convolution.default": convolution,
     "aten._native_batch_norm_legit_no_training.default": batch_norm,
+    "aten.native_group_norm.default": group_norm,
+    "aten.upsample_nearest2d.vec": upsample("nearest"),
+    "aten.upsample_bilinear2d.vec": upsample("linear"),
     "aten.native_layer_norm.default": layer_norm,
     "aten.max_pool2d_with_indices.default": max_pool,
     "aten.avg_pool2d.default": avg_pool,
@@ -265,6 +326,13 @@ ATEN: dict[str, Converter] = {
     "aten.div.Scalar": _arith("Div"),
     "aten.pow.Tensor_Scalar": _arith("Pow"),
     "aten.pow.Tensor_Tensor": _arith("Pow"),
+    "aten.pow.Scalar": _arith("Pow"),
+    "aten.fmod.Tensor": lambda b, x, y: b.emit("Mod", [b.operand(x, b.out_dtype), b.operand(y, b.out_dtype)],
+                                               fmod=1),
+    "aten.fmod.Scalar": lambda b, x, y: b.emit("Mod", [b.operand(x, b.out_dtype), b.operand(y, b.out_dtype)],
+                                               fmod=1),
+    "aten.remainder.Tensor": _remainder,
+    "aten.remainder.Scalar": _remainder,
     "aten.maximum.default": _arith("Max"),
     "aten.minimum.default": _arith("Min"),
     "aten.relu.default": _unary("Relu"),
@@ -281,6 +349,12 @@ ATEN: dict[str, Converter] = {
     "aten.sin.default": _unary("Sin"),
     "aten.cos.default": _unary("Cos"),
     "aten.floor.default": _unary("Floor"),
+    "aten.round.default": _unary("Round"),
+    "aten.sign.default": _unary("Sign"),
+    "aten.isnan.default": _unary("IsNaN"),
+    "aten.isinf.default": _unary("IsInf"),
+    "aten.log1p.default": lambda b, x: b.emit("Log", [b.emit("Add", [b.tensor(x), b.const(1, b.out_dtype)])]),
+    "aten.expm1.default": lambda b, x: b.emit("Sub", [b.emit("Exp", [b.tensor(x)]), b.const(1, b.out_dtype)]),
     "aten.ceil.default": _unary("Ceil"),
     "aten.gelu.default": lambda b, x, approximate="none": b.emit("Gelu", [b.tensor(x)],
                                                                  approximate=approximate),
@@ -315,6 +389,14 @@ ATEN: dict[str, Converter] = {
     "aten.sum.dim_IntList": _reduce("ReduceSum"),
     "aten.amax.default": _reduce("ReduceMax"),
     "aten.amin.default": _reduce("ReduceMin"),
+    "aten.prod.dim_int": lambda b, x, dim, keepdim=False, **_: _reduce("ReduceProd")(b, x, [dim], keepdim),
+    "aten.var.correction": _var,
+    "aten.argmax.default": _arg("ArgMax"),
+    "aten.argmin.default": _arg("ArgMin"),
+    "aten.max.dim": _extreme("ReduceMax", "ArgMax"),
+    "aten.min.dim": _extreme("ReduceMin", "ArgMin"),
+    "aten.cumsum.default": lambda b, x, dim, **_: b.emit(
+        "CumSum", [b.operand(x, b.out_dtype), b.const(dim % len(b.shape(x)), np.int64)]),
     "aten.any.dim": _any,
     "aten.any.dims": _any,
     "aten._softmax.default": _softmax("Softmax"),
@@ -336,6 +418,10 @@ ATEN: dict[str, Converter] = {
     "aten.cat.default": _cat,
     "aten.split_with_sizes.default": _split,
     "aten.constant_pad_nd.default": _pad,
+    "aten.flip.default": _flip,
+    "aten.repeat.default": _repeat,
+    "aten.gather.default": lambda b, x, dim, idx, **_: b.emit(
+        "GatherElements", [b.tensor(x), b.tensor(idx)], axis=dim % len(b.shape(x))),
     "aten.embedding.default": lambda b, w, idx, *_: b.emit("Gather", [b.tensor(w), b.tensor(idx)], axis=0),
     "aten.index_select.default": lambda b, x, dim, idx: b.emit(
         "Gather", [b.tensor(x), b.tensor(idx)], axis=dim % len(b.shape(x))),

@@ -20,14 +20,36 @@ def _pair(v: Any, n: int) -> list[int]:
 
 
 def convolution(b: Builder, x: Any, w: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
-                 transposed: bool, output_padding: Any, groups: int) -> str:
-    if transposed:
-        return b.unsupported("transposed convolution")
+                transposed: bool, output_padding: Any, groups: int) -> str:
     n = len(b.shape(w)) - 2
     pads = _pair(padding, n)
     inputs = [b.tensor(x), b.tensor(w)] + ([b.tensor(bias)] if bias is not None else [])
-    return b.emit("Conv", inputs, strides=_pair(stride, n), pads=pads + pads,
-                  dilations=_pair(dilation, n), group=groups)
+    window = {"strides": _pair(stride, n), "pads": pads + pads, "dilations": _pair(dilation, n),
+              "group": groups}
+    if transposed:  # torch's weight layout (C_in, C_out / groups, k...) is ConvTranspose's
+        return b.emit("ConvTranspose", inputs, output_padding=_pair(output_padding, n), **window)
+    return b.emit("Conv", inputs, **window)
+
+
+def group_norm(b: Builder, x: Any, weight: Any, bias: Any, n: int, c: int, hw: int, groups: int,
+               eps: float) -> tuple[str | None, ...]:
+    scale = b.tensor(weight) if weight is not None else b.const(np.ones(c), b.out_dtype)
+    shift = b.tensor(bias) if bias is not None else b.const(np.zeros(c), b.out_dtype)
+    y = b.emit("GroupNormalization", [b.tensor(x), scale, shift], num_groups=groups, epsilon=eps)
+    return y, None, None
+
+
+def upsample(mode: str) -> Any:
+    """``upsample_{nearest,bilinear}2d.vec`` as Resize to the node's output size (torch's nearest is
+    asymmetric with floor; bilinear is half-pixel, or align_corners)."""
+
+    def convert(b: Builder, x: Any, output_size: Any, *rest: Any) -> str:
+        align_corners = mode == "linear" and bool(rest[0])
+        transform = "align_corners" if align_corners else "asymmetric" if mode == "nearest" else "half_pixel"
+        return b.emit("Resize", [b.tensor(x), "", "", b.const(b.out_shape, np.int64)], mode=mode,
+                      coordinate_transformation_mode=transform, nearest_mode="floor")
+
+    return convert
 
 
 def batch_norm(b: Builder, x: Any, weight: Any, bias: Any, mean: Any, var: Any, momentum: float,

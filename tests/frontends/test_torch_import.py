@@ -84,6 +84,22 @@ CASES = {
                                           torch.split(x.transpose(1, 2), [2, 1], 1)[0]], 1)),
                (_x(2, 4, 3),)),
     "fused-attention-kernels": (FusedKernels(), (_x(2, 5, 8),)),
+    "conv-transpose-groupnorm-upsample": (
+        Fn(lambda m, x: m[0](x) + F.interpolate(m[1](x), scale_factor=2)
+           + F.interpolate(x, scale_factor=2, mode="bilinear")
+           + F.interpolate(x, size=(12, 12), mode="bilinear", align_corners=True),
+           nn.Sequential(nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1),
+                         nn.GroupNorm(2, 4))),
+        (_x(2, 4, 6, 6),)),
+    "more-math": (Fn(lambda m, x, i: (x.argmax(1, keepdim=True) + x.argmin() + x.max(1, keepdim=True).indices
+                                      + x.min(-1, keepdim=True)[1] + torch.remainder(i, 3)
+                                      + torch.gather(i, 1, i % 4)).float().sum(-1)
+                     + x.max(2).values + x.cumsum(2).sum(-1) + x.flip(2, 0).sum(-1)
+                     + x.var(1, keepdim=True).sum(-1) + x.std(2) + x.prod(2) + torch.tril(x).sum(-1)
+                     + (x.abs().log1p() + x.expm1() + x.sign() + (x * 3).round() + x.isnan().float()
+                        + x.isinf().float() + torch.fmod(x, 0.7) + torch.remainder(x, 0.7)
+                        + torch.pow(2.0, x)).sum(-1) + x.repeat(1, 2, 1)[:, 2:6].sum(-1)),
+                  (_x(2, 4, 5), torch.randint(0, 4, (2, 4, 5), generator=torch.Generator().manual_seed(0)))),
     "embedding-int": (Fn(lambda m, i: m(i) * (i.to(torch.int32) + 1).unsqueeze(-1) + (i >= 1.5).unsqueeze(-1)
                          + (i.to(torch.int32) < i).unsqueeze(-1), nn.Embedding(10, 3)),
                       (torch.tensor([[1, 2, 9], [0, 0, 4]]),)),

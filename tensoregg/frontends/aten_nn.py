@@ -24,8 +24,8 @@ def convolution(b: Builder, x: Any, w: Any, bias: Any, stride: Any, padding: Any
     n = len(b.shape(w)) - 2
     pads = _pair(padding, n)
     inputs = [b.tensor(x), b.tensor(w)] + ([b.tensor(bias)] if bias is not None else [])
-    window = {"strides": _pair(stride, n), "pads": pads + pads, "dilations": _pair(dilation, n),
-              "group": groups}
+    window: dict[str, Any] = {"strides": _pair(stride, n), "pads": pads + pads,
+                              "dilations": _pair(dilation, n), "group": groups}
     if transposed:  # torch's weight layout (C_in, C_out / groups, k...) is ConvTranspose's
         return b.emit("ConvTranspose", inputs, output_padding=_pair(output_padding, n), **window)
     return b.emit("Conv", inputs, **window)

@@ -37,6 +37,7 @@ _DTYPES: dict[torch.dtype, np.dtype] = {
 
 
 def numpy_dtype(dtype: torch.dtype, where: str) -> np.dtype:
+    """The numpy dtype of a torch dtype; UnsupportedOperator naming ``where`` for one the IR lacks."""
     if dtype not in _DTYPES:
         raise UnsupportedOperator(f"dtype {dtype}", detail=where)
     return _DTYPES[dtype]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tensoregg import cache as compile_cache
-from tensoregg.errors import CompileError
+from tensoregg.errors import CompileError, ParameterError
 from tensoregg.ir import Graph
 from tensoregg.progress import stage
 from tensoregg.runtime import Module
@@ -26,8 +27,10 @@ def default_target() -> str:
 
 def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (the public name users expect)
             input_shapes: Mapping[str, Sequence[int]] | None = None, optimize: bool = True,
-            rule_families: Sequence[str | Family] | None = None, cache: bool = False) -> Module:
-    """Compile a model (ONNX path, bytes, ModelProto, or an ``ir.Graph``) for ``target``.
+            rule_families: Sequence[str | Family] | None = None, cache: bool = False,
+            example_inputs: Sequence[Any] | None = None) -> Module:
+    """Compile a model (ONNX path, bytes, ModelProto, an ``ir.Graph``, or a PyTorch ``nn.Module``
+    or ``torch.export.ExportedProgram``) for ``target``.
 
     ``target`` names a registered target (``tensoregg.targets.available()``: ``"llvm"`` native code
     for this machine, ``"ref"`` the reference interpreter...; default ``default_target()``), or is a
@@ -36,6 +39,8 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
     input dimensions (shapes are static). ``optimize`` runs the e-graph optimization with the
     target's rule families, or ``rule_families`` when given (names from ``tensoregg.rules.RULESETS``
     or your own ``tensoregg.rules.Family`` objects); the Module's ``report`` says what it did.
+    An ``nn.Module`` is exported with ``torch.export`` at ``example_inputs`` (a tuple of tensors,
+    whose shapes the compiled module then takes; ``tensoregg.frontends.torch``).
 
     With ``cache``, the compile cache (``tensoregg.cache``) is looked up first: an unchanged ONNX
     model compiled again for the same target with the same options is loaded from its artifact (a
@@ -50,7 +55,7 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
         if cached is not None:
             return cached
     with stage("import"):
-        graph = to_graph(model, input_shapes)
+        graph = to_graph(model, input_shapes, example_inputs)
     report = None
     if optimize:
         from tensoregg.optimize import optimize as run_optimize
@@ -85,8 +90,19 @@ def resolve_target(target: str | Target | None) -> tuple[Registration, Target]:
     return entry, entry.describe()
 
 
-def to_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
-    """A model as ``compile`` accepts it (ONNX path, bytes, ModelProto, or an ``ir.Graph``) -> Graph."""
+def to_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None,
+             example_inputs: Sequence[Any] | None = None) -> Graph:
+    """A model as ``compile`` accepts it (ONNX path, bytes, ModelProto, an ``ir.Graph``, a torch
+    ``nn.Module`` or ExportedProgram) -> Graph."""
+    if _is_torch(model):
+        if input_shapes:
+            raise ParameterError("input_shapes applies to ONNX models; a torch model's shapes are "
+                                 "example_inputs' shapes")
+        from tensoregg.frontends.torch import import_torch
+
+        return import_torch(model, example_inputs)
+    if example_inputs is not None:
+        raise ParameterError(f"example_inputs applies to torch models, not to {type(model).__name__}")
     if isinstance(model, Graph):
         if input_shapes:
             raise CompileError("input_shapes applies to ONNX models; a Graph's shapes are already fixed")
@@ -94,3 +110,9 @@ def to_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None
     from tensoregg.frontends.onnx import import_onnx
 
     return import_onnx(model, input_shapes=input_shapes)
+
+
+def _is_torch(model: Any) -> bool:
+    """Whether ``model`` is a torch ``nn.Module`` or ExportedProgram (torch is then imported already)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, (torch.nn.Module, torch.export.ExportedProgram))

@@ -1,0 +1,242 @@
+"""Tensors as z3 terms, for proving index maps for all sizes: a tensor is its shape (z3 integers)
+and the value of element ``i`` (a term over uninterpreted source tensors), with the facts that make
+it well typed. Two terms are the same program when their shapes agree and element ``i`` of one is
+the same term as element ``i`` of the other for every ``i`` in bounds.
+
+Ranks are Python integers (a proof enumerates them); sizes, permutations and axes are z3 integers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import z3
+
+Index = Sequence[z3.ArithRef]
+Read = tuple[z3.ExprRef, tuple[z3.BoolRef, ...]]
+"""An element's value and the facts that pin the fresh variables it was read through."""
+
+VALUE = z3.DeclareSort("Value")
+"""Element values: uninterpreted, so an equality of elements is an equality of index maps."""
+
+_names = itertools.count()
+
+
+@dataclass(frozen=True)
+class Sym:
+    """A symbolic tensor: ``shape``, ``read(i)`` (element ``i``) and the facts of a well-typed term."""
+
+    shape: tuple[z3.ArithRef, ...]
+    read: Callable[[Index], Read]
+    facts: tuple[z3.BoolRef, ...] = ()
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+
+def fresh(prefix: str, n: int) -> tuple[z3.ArithRef, ...]:
+    """``n`` new z3 integers."""
+    k = next(_names)
+    return tuple(z3.Int(f"{prefix}{k}_{j}") for j in range(n))
+
+
+def in_bounds(i: Index, shape: Sequence[z3.ArithRef]) -> z3.BoolRef:
+    return z3.And(*[z3.And(a >= 0, a < d) for a, d in zip(i, shape)])
+
+
+def ravel(i: Index, shape: Sequence[z3.ArithRef]) -> z3.ArithRef:
+    """Row-major flat position of index ``i`` in ``shape``."""
+    flat: z3.ArithRef = z3.IntVal(0)
+    for a, d in zip(i, shape):
+        flat = flat * d + a
+    return flat
+
+
+def count(shape: Sequence[z3.ArithRef]) -> z3.ArithRef:
+    n: z3.ArithRef = z3.IntVal(1)
+    for d in shape:
+        n = n * d
+    return n
+
+
+def pick(items: Sequence[z3.ArithRef], k: z3.ArithRef) -> z3.ArithRef:
+    """``items[k]`` for a symbolic ``k`` in range (an array read, which z3 splits on lazily)."""
+    k = z3.simplify(z3.IntVal(k) if isinstance(k, int) else k)
+    if z3.is_int_value(k) and 0 <= k.as_long() < len(items):
+        return items[k.as_long()]
+    array = z3.K(z3.IntSort(), z3.IntVal(0))
+    for j, item in enumerate(items):
+        array = z3.Store(array, j, item)
+    return z3.Select(array, k)
+
+
+def source(name: str, rank: int, *, flat: bool = False) -> Sym:
+    """A graph input of ``rank`` with symbolic sizes. ``flat``: its elements are named by their
+    row-major position (the same element, since positions of in-bounds indices are unique), so that
+    proofs about views compare positions, not indices."""
+    shape = fresh(f"{name}_dim", rank)
+    if flat:
+        at = z3.Function(name, z3.IntSort(), VALUE)
+        return Sym(shape, lambda i: (at(ravel(i, shape)), ()), tuple(d >= 0 for d in shape))
+    fn = z3.Function(name, *[z3.IntSort()] * rank, VALUE) if rank else z3.Const(name, VALUE)
+    return Sym(shape, lambda i: (fn(*i) if rank else fn, ()), tuple(d >= 0 for d in shape))
+
+
+Perm = tuple[z3.ArrayRef, z3.ArrayRef]
+"""A permutation of axes (an array from output axis to input axis) and its inverse. Stating the
+inverse (a bijection) spares every proof the pigeonhole argument that a one-to-one perm is onto, which
+z3 finds slowly from rank 5 on; arrays let quantified facts about them match any symbolic axis."""
+
+_AXES = z3.ArraySort(z3.IntSort(), z3.IntSort())
+
+
+def permutation(rank: int, prefix: str = "perm") -> Perm:
+    """A symbolic permutation of ``rank`` axes (``transpose`` states the facts that make it one)."""
+    k = next(_names)
+    return z3.Const(f"{prefix}{k}", _AXES), z3.Const(f"{prefix}{k}_inv", _AXES)
+
+
+def axes(values: Sequence[int]) -> Perm:
+    """A constant permutation (and its inverse)."""
+    forward, inverse = z3.K(z3.IntSort(), z3.IntVal(0)), z3.K(z3.IntSort(), z3.IntVal(0))
+    for k, v in enumerate(values):
+        forward, inverse = z3.Store(forward, k, v), z3.Store(inverse, v, k)
+    return forward, inverse
+
+
+def is_permutation(perm: Perm, rank: int) -> z3.BoolRef:
+    """``perm`` maps the ``rank`` axes one to one onto themselves, its second part undoing it."""
+    forward, inverse = perm
+    j = z3.Int(f"axis{next(_names)}")
+    return z3.And(
+        z3.ForAll([j], z3.Implies(z3.And(j >= 0, j < rank), z3.And(forward[j] >= 0, forward[j] < rank,
+                                                                     inverse[forward[j]] == j))),
+        z3.ForAll([j], z3.Implies(z3.And(j >= 0, j < rank), z3.And(inverse[j] >= 0, inverse[j] < rank,
+                                                                     forward[inverse[j]] == j))))
+
+
+def transpose(t: Sym, perm: Perm | None, perm_rank: int | None = None) -> Sym:
+    """ONNX Transpose: output axis k is input axis ``perm[k]`` (``None``: the axes reversed), so input
+    axis m is read at output axis ``inverse[m]``. A perm of ``perm_rank`` axes (default: ``t``'s
+    rank) other than ``t``'s rank makes the term ill typed."""
+    rank = t.rank
+    if perm is None:
+        perm = axes(range(rank - 1, -1, -1))
+    if (rank if perm_rank is None else perm_rank) != rank:
+        return Sym(t.shape, t.read, (*t.facts, z3.BoolVal(False)))
+    forward, inverse = perm
+    shape = tuple(pick(t.shape, forward[k]) for k in range(rank))
+    return Sym(shape, lambda i: t.read([pick(list(i), inverse[m]) for m in range(rank)]),
+               (*t.facts, is_permutation(perm, rank)))
+
+
+def _broadcast_index(i: Index, shape: Sequence[z3.ArithRef]) -> list[z3.ArithRef]:
+    """The index an operand of ``shape`` is read at for output index ``i`` (trailing axes aligned)."""
+    lead = len(i) - len(shape)
+    return [z3.If(d == 1, 0, a) for a, d in zip(i[lead:], shape)]
+
+
+def broadcast_shape(shapes: Sequence[Sequence[z3.ArithRef]]
+                    ) -> tuple[tuple[z3.ArithRef, ...], list[z3.BoolRef]]:
+    """ONNX multidirectional broadcasting: the result shape and the facts that the shapes broadcast."""
+    rank = max((len(s) for s in shapes), default=0)
+    out, facts = [], []
+    for axis in range(rank):
+        dims = [s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0]
+        d = dims[0]
+        for e in dims[1:]:
+            d = z3.If(d == 1, e, d)
+        facts += [z3.Or(e == 1, e == d) for e in dims]
+        out.append(d)
+    return tuple(out), facts
+
+
+def elementwise(fn: str | Callable[..., z3.ExprRef], operands: Sequence[Sym]) -> Sym:
+    """An element-wise op with broadcasting: ``fn`` of the operands' elements (a name: an
+    uninterpreted function of them)."""
+    shape, facts = broadcast_shape([t.shape for t in operands])
+    f = z3.Function(fn, *[VALUE] * len(operands), VALUE) if isinstance(fn, str) else fn
+
+    def read(i: Index) -> Read:
+        reads = [t.read(_broadcast_index(i, t.shape)) for t in operands]
+        return f(*[v for v, _ in reads]), tuple(c for _, cs in reads for c in cs)
+    return Sym(shape, read, (*[c for t in operands for c in t.facts], *facts))
+
+
+def expand(t: Sym, target: Sequence[z3.ArithRef]) -> Sym:
+    """ONNX Expand: ``t`` broadcast with a shape ``target`` (sizes >= 0). Its facts include
+    ``expand_keeps_count``'s lemma (proved on its own) for this instance."""
+    shape, facts = broadcast_shape([t.shape, target])
+    return Sym(shape, lambda i: t.read(_broadcast_index(i, t.shape)),
+               (*t.facts, *facts, *[d >= 0 for d in target], _keeps_count(t.shape, shape)))
+
+
+def _keeps_count(before: Sequence[z3.ArithRef], after: Sequence[z3.ArithRef]) -> z3.BoolRef:
+    """An Expand from ``before`` to ``after`` that keeps a nonzero element count only adds leading 1s."""
+    lead = len(after) - len(before)
+    same = [d == 1 for d in after[:lead]] + [a == b for a, b in zip(after[lead:], before)]
+    return z3.Implies(z3.And(count(after) == count(before), count(before) > 0), z3.And(*same))
+
+
+def expand_keeps_count(rank: int, target_rank: int) -> Obligation:
+    """The lemma ``expand`` uses: for every shape of ``rank`` and Expand shape input of
+    ``target_rank`` that broadcast, ``_keeps_count`` holds."""
+    before, target = fresh("b", rank), fresh("s", target_rank)
+    after, facts = broadcast_shape([before, target])
+    given = z3.And(*facts, *[d >= 0 for d in (*before, *target)])
+    return (f"lemma: count-keeping Expand, ranks {rank}, {target_rank}",
+            z3.Implies(given, _keeps_count(before, after)))
+
+
+def view(t: Sym, shape: Sequence[z3.ArithRef]) -> Sym:
+    """A row-major view (Reshape, Flatten, Squeeze, Unsqueeze) to ``shape`` of as many elements:
+    element ``i`` is the input's element at the same flat position (found through fresh index
+    variables pinned by their facts, so no division enters the proof)."""
+    def read(i: Index) -> Read:
+        j = fresh("j", t.rank)
+        value, facts = t.read(j)
+        return value, (*facts, in_bounds(j, t.shape), ravel(j, t.shape) == ravel(i, shape))
+    return Sym(tuple(shape), read, (*t.facts, *[d >= 0 for d in shape], count(shape) == count(t.shape)))
+
+
+LINE = z3.Int("line_k")
+"""The place on a line that ``along_axis`` reads: one free variable shared by both sides of a claim,
+so a proof holds for every place (quantifier free, so a wrong rule gets a counterexample)."""
+
+
+def along_axis(fn: str, t: Sym, axis: z3.ArithRef) -> Sym:
+    """An op along one axis (Softmax...): element ``i`` is a function of the line of ``t`` through
+    ``i`` along ``axis``, its length and ``i``'s place on it. The line enters as its element at
+    ``LINE``: two elements are then the same term for every ``LINE`` exactly when they read the same
+    line (f is uninterpreted)."""
+    rank = t.rank
+    a = z3.If(axis < 0, axis + rank, axis)
+    f = z3.Function(fn, VALUE, z3.IntSort(), z3.IntSort(), VALUE)
+
+    def read(i: Index) -> Read:
+        value, facts = t.read([z3.If(a == m, LINE, i[m]) for m in range(rank)])
+        return f(value, pick(t.shape, a), pick(list(i), a)), facts
+    return Sym(t.shape, read, (*t.facts, -rank <= axis, axis < rank))
+
+
+Obligation = tuple[str, z3.BoolRef]
+"""A claim to prove valid, labelled by what it says."""
+
+
+def same_program(where: str, lhs: Sym, rhs: Sym, premises: Sequence[z3.BoolRef] = ()) -> list[Obligation]:
+    """Obligations that ``rhs`` computes what ``lhs`` does wherever ``lhs`` is well typed and the
+    premises hold: ``rhs`` is well typed, the shapes agree, and every element reads the same."""
+    given = z3.And(*lhs.facts, *premises)
+    if lhs.rank != rhs.rank:
+        return [(f"{where}: output shapes agree", z3.Implies(given, z3.BoolVal(False)))]
+    i = fresh("i", lhs.rank)
+    left, lfacts = lhs.read(i)
+    right, rfacts = rhs.read(i)
+    same_shape = z3.And(*[a == b for a, b in zip(lhs.shape, rhs.shape)])
+    reads = z3.And(given, *rhs.facts, in_bounds(i, lhs.shape), *lfacts, *rfacts)
+    return [(f"{where}: right side well typed", z3.Implies(given, z3.And(*rhs.facts))),
+            (f"{where}: output shapes agree", z3.Implies(given, same_shape)),
+            (f"{where}: elements agree", z3.Implies(reads, left == right))]

@@ -6,14 +6,15 @@ import z3
 
 from tensoregg.rules import ALL_RULES
 from tensoregg.rules.algebra import ALL, SIGNED
-from tensoregg.testing.proofs import Proof, all_proofs, check, discharge, status
+from tensoregg.testing.proofs import Proof, all_proofs, check, discharge, index_map_proofs, status
 from tensoregg.testing.proofs.index import transpose_compose
 from tensoregg.testing.proofs.laws import LAWS, ElementLaw
 from tensoregg.testing.proofs.layout import sink
 from tensoregg.testing.proofs.symbolic import along_axis, permutation, same_program, source, transpose
+from tensoregg.testing.proofs.tiling import rows_cover_once
 
 PROOFS = all_proofs()
-ENCODINGS = list({p.key: p for p in PROOFS.values()}.values())
+ENCODINGS = list({p.key: p for p in [*PROOFS.values(), *index_map_proofs().values()]}.values())
 """One proof per encoding: rules with the same encoding share its run."""
 
 
@@ -71,3 +72,8 @@ def test_axis_proof_can_fail():
     lhs = along_axis("g", transpose(x, p), axis)
     rhs = transpose(along_axis("g", x, p[1][(axis + 3) % 3]), p)  # the inverse perm's axis: wrong
     assert _failures(same_program("rank 3", lhs, rhs))
+
+
+def test_tiling_proof_can_fail():
+    # the last micro-tile of M without its clip at m: it would compute rows past the end of C
+    assert [label for label, _ in _failures(rows_cover_once(clip=False))] == ["rows: only rows of C"]

@@ -1,6 +1,7 @@
 """z3 proofs of the integer and index rules, for all sizes: each proof, keyed by its rule's name,
 is a list of obligations (z3 claims) that must be valid. ``status()`` says for every registered rule
 whether it is proved, property-tested (``check_rule`` on its example) or neither;
+``index_map_proofs()`` prove the index maps of lowering that no rule states (the tiled GEMM);
 ``python -m tensoregg.testing.proofs`` runs every proof and prints the counts.
 
 Ranks are enumerated up to a bound per proof (sizes, permutations and axes are symbolic); each
@@ -88,6 +89,13 @@ def all_proofs() -> dict[str, Proof]:
 
     proofs = [*laws.proofs(), *index.proofs(), *layout.proofs()]
     return {p.rule: p for p in proofs}
+
+
+def index_map_proofs() -> dict[str, Proof]:
+    """Proofs of index maps that no rule states: the tiled GEMM's loop nest and packing layouts."""
+    from tensoregg.testing.proofs import tiling
+
+    return {p.rule: p for p in tiling.proofs()}
 
 
 def status() -> dict[str, str]:

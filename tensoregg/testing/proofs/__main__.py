@@ -7,12 +7,13 @@ import sys
 import time
 from collections import Counter
 
-from tensoregg.testing.proofs import all_proofs, check, status
+from tensoregg.testing.proofs import all_proofs, check, index_map_proofs, status
 
 
 def main(argv: list[str]) -> int:
     start = time.perf_counter()
-    verdicts = {name: check(proof) for name, proof in all_proofs().items()}
+    proofs = {**all_proofs(), **index_map_proofs()}
+    verdicts = {name: check(proof) for name, proof in proofs.items()}
     failed = {name: v for name, v in verdicts.items() if not v.proved}
     rules = status()
     for name, what in rules.items():
@@ -20,14 +21,18 @@ def main(argv: list[str]) -> int:
             rules[name] = "proof FAILED"
         if "-v" in argv:
             print(f"{what if name not in failed else 'proof FAILED':16} {name}")
+    if "-v" in argv:
+        for name in index_map_proofs():
+            print(f"{'proof FAILED' if name in failed else 'proved':16} {name} (index map)")
     for name, v in failed.items():
         for label, problem in v.failures:
             print(f"FAILED {name}: {label}: {problem.splitlines()[0]}")
     counts = Counter(rules.values())
-    obligations = sum(v.obligations for v in {p.key: verdicts[n] for n, p in all_proofs().items()}.values())
+    obligations = sum(v.obligations for v in {p.key: verdicts[n] for n, p in proofs.items()}.values())
     print(f"{len(rules)} rules: {counts['proved']} proved, {counts['property-tested']} property-tested only, "
           f"{counts['neither']} neither" + (f", {counts['proof FAILED']} proofs FAILED" if failed else "")
-          + f"; {obligations} z3 obligations in {time.perf_counter() - start:.1f} s")
+          + f"; {len(index_map_proofs())} lowering index maps proved; {obligations} z3 obligations in "
+          f"{time.perf_counter() - start:.1f} s")
     return 1 if failed or counts["neither"] else 0
 
 

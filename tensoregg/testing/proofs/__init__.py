@@ -1,7 +1,8 @@
 """z3 proofs of the integer and index rules, for all sizes: each proof, keyed by its rule's name,
 is a list of obligations (z3 claims) that must be valid. ``status()`` says for every registered rule
 whether it is proved, property-tested (``check_rule`` on its example) or neither;
-``index_map_proofs()`` prove the index maps of lowering that no rule states (the tiled GEMM);
+``lowering_proofs()`` prove what lowering does that no rule states (the tiled GEMM's index maps,
+the llvm target's small-float conversions);
 ``python -m tensoregg.testing.proofs`` runs every proof and prints the counts.
 
 Ranks are enumerated up to a bound per proof (sizes, permutations and axes are symbolic); each
@@ -91,11 +92,12 @@ def all_proofs() -> dict[str, Proof]:
     return {p.rule: p for p in proofs}
 
 
-def index_map_proofs() -> dict[str, Proof]:
-    """Proofs of index maps that no rule states: the tiled GEMM's loop nest and packing layouts."""
-    from tensoregg.testing.proofs import tiling
+def lowering_proofs() -> dict[str, Proof]:
+    """Proofs of what lowering does that no rule states: the tiled GEMM's loop nest and packing
+    layouts, the llvm target's conversions of the small float formats."""
+    from tensoregg.testing.proofs import formats, tiling
 
-    return {p.rule: p for p in tiling.proofs()}
+    return {p.rule: p for p in [*tiling.proofs(), *formats.proofs()]}
 
 
 def status() -> dict[str, str]:

@@ -7,12 +7,12 @@ import sys
 import time
 from collections import Counter
 
-from tensoregg.testing.proofs import all_proofs, check, index_map_proofs, status
+from tensoregg.testing.proofs import all_proofs, check, lowering_proofs, status
 
 
 def main(argv: list[str]) -> int:
     start = time.perf_counter()
-    proofs = {**all_proofs(), **index_map_proofs()}
+    proofs = {**all_proofs(), **lowering_proofs()}
     verdicts = {name: check(proof) for name, proof in proofs.items()}
     failed = {name: v for name, v in verdicts.items() if not v.proved}
     rules = status()
@@ -22,8 +22,8 @@ def main(argv: list[str]) -> int:
         if "-v" in argv:
             print(f"{what if name not in failed else 'proof FAILED':16} {name}")
     if "-v" in argv:
-        for name in index_map_proofs():
-            print(f"{'proof FAILED' if name in failed else 'proved':16} {name} (index map)")
+        for name in lowering_proofs():
+            print(f"{'proof FAILED' if name in failed else 'proved':16} {name} (lowering)")
     for name, v in failed.items():
         for label, problem in v.failures:
             print(f"FAILED {name}: {label}: {problem.splitlines()[0]}")
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
     obligations = sum(v.obligations for v in {p.key: verdicts[n] for n, p in proofs.items()}.values())
     print(f"{len(rules)} rules: {counts['proved']} proved, {counts['property-tested']} property-tested only, "
           f"{counts['neither']} neither" + (f", {counts['proof FAILED']} proofs FAILED" if failed else "")
-          + f"; {len(index_map_proofs())} lowering index maps proved; {obligations} z3 obligations in "
+          + f"; {len(lowering_proofs())} lowering proofs; {obligations} z3 obligations in "
           f"{time.perf_counter() - start:.1f} s")
     return 1 if failed or counts["neither"] else 0
 

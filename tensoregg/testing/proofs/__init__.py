@@ -86,9 +86,9 @@ def _run(proof: Proof) -> tuple[int, tuple[tuple[str, str], ...], float]:
 
 def all_proofs() -> dict[str, Proof]:
     """Every proof, by rule name."""
-    from tensoregg.testing.proofs import index, laws, layout
+    from tensoregg.testing.proofs import index, laws, layout, parallel
 
-    proofs = [*laws.proofs(), *index.proofs(), *layout.proofs()]
+    proofs = [*laws.proofs(), *index.proofs(), *layout.proofs(), *parallel.proofs()]
     return {p.rule: p for p in proofs}
 
 

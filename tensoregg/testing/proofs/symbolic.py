@@ -202,6 +202,38 @@ def view(t: Sym, shape: Sequence[z3.ArithRef]) -> Sym:
     return Sym(tuple(shape), read, (*t.facts, *[d >= 0 for d in shape], count(shape) == count(t.shape)))
 
 
+def split_part(t: Sym, axis: int, parts: int, k: int) -> Sym:
+    """ONNX Split into ``parts`` outputs (``num_outputs``) along ``axis``: part ``k``. Parts hold
+    ceil(d/parts) each, the last what remains."""
+    d = t.shape[axis]
+    chunk = (d + parts - 1) / parts  # z3's integer division; d >= 0
+    start = chunk * k
+    width = z3.If(d - start < chunk, z3.If(d - start < 0, 0, d - start), chunk)
+
+    def read(i: Index) -> Read:
+        return t.read([a + start if m == axis else a for m, a in enumerate(i)])
+    return Sym((*t.shape[:axis], width, *t.shape[axis + 1:]), read, t.facts)
+
+
+def concat(ts: Sequence[Sym], axis: int) -> Sym:
+    """ONNX Concat along ``axis`` (operands of one rank, equal elsewhere)."""
+    offsets = [z3.IntVal(0)]
+    for t in ts:
+        offsets.append(offsets[-1] + t.shape[axis])
+    first = ts[0]
+    same = [a == b for t in ts[1:] for m, (a, b) in enumerate(zip(t.shape, first.shape)) if m != axis]
+
+    def read(i: Index) -> Read:
+        value, facts = ts[-1].read([a - offsets[-2] if m == axis else a for m, a in enumerate(i)])
+        for t, start, end in reversed(list(zip(ts[:-1], offsets, offsets[1:]))):
+            v, f = t.read([a - start if m == axis else a for m, a in enumerate(i)])
+            value, facts = z3.If(i[axis] < end, v, value), (*f, *facts)
+        return value, facts
+    shape = (*first.shape[:axis], offsets[-1], *first.shape[axis + 1:])
+    return Sym(shape, read, (*[f for t in ts for f in t.facts], *same,
+                             *[z3.BoolVal(t.rank == first.rank) for t in ts]))
+
+
 LINE = z3.Int("line_k")
 """The place on a line that ``along_axis`` reads: one free variable shared by both sides of a claim,
 so a proof holds for every place (quantifier free, so a wrong rule gets a counterexample)."""

@@ -12,7 +12,7 @@ from tensoregg.testing.proofs.formats import round_to_odd
 from tensoregg.testing.proofs.index import transpose_compose
 from tensoregg.testing.proofs.laws import LAWS, ElementLaw
 from tensoregg.testing.proofs.layout import sink
-from tensoregg.testing.proofs.parallel import merge_split_biases
+from tensoregg.testing.proofs.parallel import merge_gemms, merge_split_biases
 from tensoregg.testing.proofs.symbolic import along_axis, permutation, same_program, source, transpose
 from tensoregg.testing.proofs.tiling import rows_cover_once
 
@@ -91,3 +91,8 @@ def test_a_plain_narrowing_fails_the_round_to_odd_proof():
 def test_a_wrong_bias_order_fails_the_merge_proof():
     failed = {label for label, _ in _failures(merge_split_biases(2, False, reverse=True))}
     assert failed == {f"rank {r}, part {k}: elements agree" for r in (1, 2, 3) for k in (0, 1)}
+
+
+def test_joining_gemm_weights_on_the_wrong_axis_fails_the_merge_proof():
+    failed = _failures(merge_gemms(2, False, row_axis=True))
+    assert failed and all("transA" in label for label, _ in failed)

@@ -23,6 +23,11 @@ VALUE = z3.DeclareSort("Value")
 
 _names = itertools.count()
 
+LINE = z3.Int("line_k")
+"""The place on a line that ``along_axis`` and the contractions read: one free variable shared by
+both sides of a claim, so a proof holds for every place (quantifier free, so a wrong rule gets a
+counterexample); the elements are then the same term exactly when they read the same lines."""
+
 
 @dataclass(frozen=True)
 class Sym:
@@ -234,11 +239,6 @@ def concat(ts: Sequence[Sym], axis: int) -> Sym:
                              *[z3.BoolVal(t.rank == first.rank) for t in ts]))
 
 
-LINE = z3.Int("line_k")
-"""The place on a line that ``along_axis`` reads: one free variable shared by both sides of a claim,
-so a proof holds for every place (quantifier free, so a wrong rule gets a counterexample)."""
-
-
 def along_axis(fn: str, t: Sym, axis: z3.ArithRef) -> Sym:
     """An op along one axis (Softmax...): element ``i`` is a function of the line of ``t`` through
     ``i`` along ``axis``, its length and ``i``'s place on it. The line enters as its element at
@@ -252,6 +252,48 @@ def along_axis(fn: str, t: Sym, axis: z3.ArithRef) -> Sym:
         value, facts = t.read([z3.If(a == m, LINE, i[m]) for m in range(rank)])
         return f(value, pick(t.shape, a), pick(list(i), a)), facts
     return Sym(t.shape, read, (*t.facts, -rank <= axis, axis < rank))
+
+
+def _dot() -> z3.FuncDeclRef:
+    """A contraction's element: a function of the two lines it reads (at ``LINE``) and their length."""
+    return z3.Function("dot", VALUE, VALUE, z3.IntSort(), VALUE)
+
+
+def matmul(a: Sym, b: Sym) -> Sym:
+    """ONNX MatMul for ``a`` of rank >= 1 and ``b`` of rank >= 2 (batch axes broadcast): element
+    (batch, i, j) contracts row i of ``a`` with column j of ``b``."""
+    vec = a.rank == 1
+    a_batch, b_batch = a.shape[:-2], b.shape[:-2]
+    batch, facts = broadcast_shape([a_batch, b_batch])
+    shape = (*batch, *(() if vec else (a.shape[-2],)), b.shape[-1])
+
+    def read(i: Index) -> Read:
+        lead = list(i[:len(batch)])
+        av, af = a.read([LINE] if vec else [*_broadcast_index(lead, a_batch), i[-2], LINE])
+        bv, bf = b.read([*_broadcast_index(lead, b_batch), LINE, i[-1]])
+        return _dot()(av, bv, a.shape[-1]), (*af, *bf)
+    return Sym(shape, read, (*a.facts, *b.facts, *facts, a.shape[-1] == b.shape[-2]))
+
+
+def gemm(a: Sym, b: Sym, c: Sym | None, trans_a: bool, trans_b: bool) -> Sym:
+    """ONNX Gemm: alpha * A' @ B' + beta * C (C broadcast to the result), an uninterpreted function of
+    the contraction and C's element (alpha and beta pass through unchanged)."""
+    m, k = (a.shape[1], a.shape[0]) if trans_a else (a.shape[0], a.shape[1])
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else (b.shape[0], b.shape[1])
+    facts = [k == kb]
+    if c is not None:
+        facts += [z3.Or(d == 1, d == full) for d, full in zip(c.shape, (m, n)[2 - c.rank:])]
+    combine = z3.Function("gemm", VALUE, VALUE, VALUE)
+
+    def read(i: Index) -> Read:
+        av, af = a.read([LINE, i[0]] if trans_a else [i[0], LINE])
+        bv, bf = b.read([i[1], LINE] if trans_b else [LINE, i[1]])
+        value = _dot()(av, bv, k)
+        if c is None:
+            return value, (*af, *bf)
+        cv, cf = c.read(_broadcast_index(i, c.shape))
+        return combine(value, cv), (*af, *bf, *cf)
+    return Sym((m, n), read, (*a.facts, *b.facts, *(c.facts if c else ()), *facts))
 
 
 Obligation = tuple[str, z3.BoolRef]

@@ -1,7 +1,8 @@
 """Proofs of the parallel family: ``p_k + b_k`` over the ``n`` parts of one Split along the last axis
 = part k of ``Split(m + Concat(b_1..b_n))``, each bias order; ``op(x, W_k[, C_k])`` = part k of
 ``op(x, Concat(W)[, Concat(C)])`` for MatMul (x of rank 1..3, W of rank 2..3, batch axes broadcast)
-and Gemm (every transA/transB, C of rank 1..2 or none); every size. (Conv's merge stays property-tested.)"""
+and Gemm (every transA/transB, C of rank 1..2 or none), on the output's channels for Conv (group 1,
+1 to 3 spatial axes, with or without B); every size."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tensoregg.testing.proofs.symbolic import (
     Obligation,
     Sym,
     concat,
+    conv,
     elementwise,
     gemm,
     matmul,
@@ -87,6 +89,17 @@ def merge_gemms(n: int, bias: bool, row_axis: bool = False) -> Iterator[Obligati
                 yield from _merged(n, ys, merged, 1, premises, where)
 
 
+def merge_convs(n: int, bias: bool) -> Iterator[Obligation]:
+    """Conv(x, W_k, B_k) = channel part k of Conv(x, Concat(W, 0), Concat(B, 0)), group 1."""
+    for spatial in (1, 2, 3):
+        x, ws = source("x", 2 + spatial), [source(f"w{k}", 2 + spatial) for k in range(n)]
+        bs = [source(f"b{k}", 1) for k in range(n)] if bias else [None] * n
+        ys = [conv(x, w, b) for w, b in zip(ws, bs)]
+        merged = conv(x, concat(ws, 0), concat([b for b in bs if b is not None], 0) if bias else None)
+        premises = _same_shapes(ws) + (_same_shapes([b for b in bs if b is not None]) if bias else [])
+        yield from _merged(n, ys, merged, 1, premises, f"{spatial} spatial axes")
+
+
 def proofs() -> list[Proof]:
     return [Proof(f"add-merge-split-{n}{'-bias-first' if first else ''}", f"ranks 1..{RANK}, every size",
                   f"merge-split-{n}-{first}", partial(merge_split_biases, n, first))
@@ -95,4 +108,7 @@ def proofs() -> list[Proof]:
               f"merge-matmul-{n}", partial(merge_matmuls, n)) for n in WAYS] + [
         Proof(f"gemm-merge-parallel-{n}{'' if bias else '-nobias'}", "every transA/transB, C of rank 1..2",
               f"merge-gemm-{n}-{bias}", partial(merge_gemms, n, bias))
+        for n in WAYS for bias in (True, False)] + [
+        Proof(f"conv-merge-parallel-{n}{'' if bias else '-nobias'}", "group 1, 1 to 3 spatial axes",
+              f"merge-conv-{n}-{bias}", partial(merge_convs, n, bias))
         for n in WAYS for bias in (True, False)]

@@ -296,6 +296,35 @@ def gemm(a: Sym, b: Sym, c: Sym | None, trans_a: bool, trans_b: bool) -> Sym:
     return Sym((m, n), read, (*a.facts, *b.facts, *(c.facts if c else ()), *facts))
 
 
+KERNEL = tuple(z3.Int(f"kernel_{d}") for d in range(3))
+"""The kernel place a Conv reads, per spatial axis: free, shared by both sides (as ``LINE``)."""
+
+
+def conv(x: Sym, w: Sym, b: Sym | None) -> Sym:
+    """ONNX Conv with group 1 (1 to 3 spatial axes): element (n, o, position) is a function of x's
+    window (channel ``LINE``, kernel place ``KERNEL``) and W's row o there, and of B[o]. Strides, pads
+    and dilations are the same on both sides of a merge: they enter as uninterpreted functions of the
+    output position and the kernel place (and the output size as one of the input and kernel sizes)."""
+    spatial = x.rank - 2
+    ints = [z3.IntSort()] * (1 + spatial)
+    window = z3.Function(f"conv{spatial}", VALUE, VALUE, *ints, VALUE)
+    at = z3.Function("conv_input_position", z3.IntSort(), z3.IntSort(), z3.IntSort(), z3.IntSort())
+    size = z3.Function("conv_output_size", z3.IntSort(), z3.IntSort(), z3.IntSort(), z3.IntSort())
+    bias = z3.Function("conv_bias", VALUE, VALUE, VALUE)
+    shape = (x.shape[0], w.shape[0], *[size(x.shape[2 + d], w.shape[2 + d], d) for d in range(spatial)])
+
+    def read(i: Index) -> Read:
+        xv, xf = x.read([i[0], LINE, *[at(i[2 + d], KERNEL[d], d) for d in range(spatial)]])
+        wv, wf = w.read([i[1], LINE, *KERNEL[:spatial]])
+        value = window(xv, wv, x.shape[1], *w.shape[2:])
+        if b is None:
+            return value, (*xf, *wf)
+        bv, bf = b.read([i[1]])
+        return bias(value, bv), (*xf, *wf, *bf)
+    facts = [x.shape[1] == w.shape[1], *([b.shape[0] == w.shape[0]] if b is not None else [])]
+    return Sym(shape, read, (*x.facts, *w.facts, *(b.facts if b else ()), *facts))
+
+
 Obligation = tuple[str, z3.BoolRef]
 """A claim to prove valid, labelled by what it says."""
 

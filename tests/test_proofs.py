@@ -9,6 +9,7 @@ from tensoregg.rules import ALL_RULES
 from tensoregg.rules.algebra import ALL, SIGNED
 from tensoregg.testing.proofs import Proof, all_proofs, check, discharge, lowering_proofs, status
 from tensoregg.testing.proofs.formats import round_to_odd
+from tensoregg.testing.proofs.fusion import residual_joins
 from tensoregg.testing.proofs.index import transpose_compose
 from tensoregg.testing.proofs.laws import LAWS, ElementLaw
 from tensoregg.testing.proofs.layout import sink
@@ -96,3 +97,9 @@ def test_a_wrong_bias_order_fails_the_merge_proof():
 def test_joining_gemm_weights_on_the_wrong_axis_fails_the_merge_proof():
     failed = _failures(merge_gemms(2, False, row_axis=True))
     assert failed and all("transA" in label for label, _ in failed)
+
+
+def test_a_broadcasting_residual_fails_the_conv_fusion_proof():
+    # FusedConv's Z must have the Conv output's shape: without the premise, Z may broadcast
+    failed = {label for label, _ in _failures(residual_joins("conv", True, False, premise=False))}
+    assert failed == {f"rank {r}, Z rank {r}: right side well typed" for r in (3, 4, 5)}

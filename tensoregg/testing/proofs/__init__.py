@@ -90,9 +90,9 @@ def _run(proof: Proof) -> tuple[int, tuple[tuple[str, str], ...], float]:
 
 def all_proofs() -> dict[str, Proof]:
     """Every proof, by rule name."""
-    from tensoregg.testing.proofs import index, laws, layout, parallel
+    from tensoregg.testing.proofs import fusion, index, laws, layout, parallel
 
-    proofs = [*laws.proofs(), *index.proofs(), *layout.proofs(), *parallel.proofs()]
+    proofs = [*laws.proofs(), *index.proofs(), *layout.proofs(), *parallel.proofs(), *fusion.proofs()]
     return {p.rule: p for p in proofs}
 
 

@@ -68,3 +68,16 @@ def test_random_feeds_are_seeded_and_typed():
     assert {k: v.dtype for k, v in one.items()} == {k: t.dtype for k, t in types.items()}
     assert all(np.array_equal(one[k], two[k]) for k in types)
     assert compare(_graph(), _graph()) is None
+
+
+def test_extreme_integers_and_rejected_inputs():
+    # relu(|x|) = |x| is wrong for int32 only at the minimum, which the extreme draw holds
+    nodes = [Node("Abs", ("a",), ("b",)), Node("Relu", ("b",), ("y",))]
+    graph = Graph({"a": TensorType(np.dtype("int32"), (64,))}, {}, nodes, ["y"])
+    wrong = Graph(graph.inputs, {}, [Node("Abs", ("a",), ("y",))], ["y"])
+    found = compare(graph, wrong)
+    assert found is not None and found.draw == 2 and found.got == -2**31 and found.want == 0
+    # a Gather whose indices the original rejects on some draws: those draws are skipped
+    gather = Graph({"i": TensorType(np.dtype("int64"), (3,))}, {"d": np.arange(2, dtype=np.float32)},
+                   [Node("Gather", ("d", "i"), ("y",))], ["y"])
+    assert compare(gather, gather) is None

@@ -4,6 +4,7 @@ tolerances the test helpers (``tensoregg.testing``) compare with too."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,8 @@ import numpy as np
 from tensoregg.ir.graph import Graph
 from tensoregg.ir.interpreter import run_graph
 from tensoregg.ir.types import TensorType
+
+log = logging.getLogger(__name__)
 
 FLOAT_TOL = {np.dtype(np.float16): (1e-2, 1e-3), np.dtype(np.float32): (1e-5, 1e-6),
              np.dtype(np.float64): (1e-10, 1e-12)}
@@ -48,15 +51,22 @@ class Difference:
                 f"{self.index}: {self.got!r} instead of {self.want!r} (random inputs, draw {self.draw})")
 
 
-def random_feeds(types: dict[str, TensorType], rng: np.random.Generator) -> dict[str, np.ndarray]:
+def random_feeds(types: dict[str, TensorType], rng: np.random.Generator,
+                 extremes: bool = False) -> dict[str, np.ndarray]:
     """Inputs of ``types``: floats standard normal (negatives and values near 0 included), integers
-    small (0..4 unsigned, -4..4 signed, so that index inputs stay mostly in range), bools fair coins."""
+    small (0..4 unsigned, -4..4 signed, so that index inputs stay mostly in range), bools fair coins.
+    ``extremes``: integers drawn from their type's minimum and maximum, -1, 0 and 1 (where wrap-around
+    tells rules apart)."""
     feeds = {}
     for name, t in types.items():
         kind = t.dtype.kind
         value: np.ndarray
         if kind == "b":
             value = rng.random(t.shape) < 0.5
+        elif kind in "iu" and extremes:
+            info = np.iinfo(t.dtype)
+            value = rng.choice(np.array([info.min, info.max, 0, 1, info.max - 1], t.dtype)
+                               if kind == "u" else np.array([info.min, info.max, -1, 0, 1], t.dtype), t.shape)
         elif kind in "iu":
             value = rng.integers(0 if kind == "u" else -4, 5, t.shape).astype(t.dtype)
         else:
@@ -88,13 +98,28 @@ def worst(got: np.ndarray, want: np.ndarray) -> tuple[tuple[int, ...], object, o
 
 
 def compare(original: Graph, candidate: Graph, *, seed: int = 0, draws: int = 3) -> Difference | None:
-    """Run both graphs on ``draws`` seeded random inputs of ``original``'s input types; the first
-    output out of tolerance (its worst element), or None."""
+    """Run both graphs on ``draws`` seeded random inputs of ``original``'s input types (the last draw
+    with extreme integers); the first output out of tolerance (its worst element), or None. A draw
+    that ``original`` itself rejects (an index out of range...) proves nothing and is skipped; one
+    that only ``candidate`` rejects is a difference."""
     rng = np.random.default_rng(seed)
+    rejected = 0
     for draw in range(draws):
-        feeds = random_feeds(dict(original.inputs), rng)
-        for name, got, want in zip(original.outputs, run_graph(candidate, feeds), run_graph(original, feeds)):
+        feeds = random_feeds(dict(original.inputs), rng, extremes=draw == draws - 1 and draws > 1)
+        try:
+            wanted = run_graph(original, feeds)
+        except Exception:  # whatever the reference raises: the inputs are invalid, not the program
+            rejected += 1
+            continue
+        try:
+            results = run_graph(candidate, feeds)
+        except Exception as exc:  # the original ran on them: any failure is a difference
+            return Difference(original.outputs[0], (), f"{type(exc).__name__}: {exc}", "a value",
+                              float("inf"), 0.0, draw)
+        for name, got, want in zip(original.outputs, results, wanted):
             found = worst(got, want)
             if found is not None:
                 return Difference(name, *found, draw=draw)
+    if rejected == draws:
+        log.warning("%s rejected all %d random inputs: nothing compared", original.name, draws)
     return None

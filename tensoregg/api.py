@@ -28,7 +28,7 @@ def default_target() -> str:
 def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (the public name users expect)
             input_shapes: Mapping[str, Sequence[int]] | None = None, optimize: bool = True,
             rule_families: Sequence[str | Family] | None = None, cache: bool = False,
-            example_inputs: Sequence[Any] | None = None) -> Module:
+            example_inputs: Sequence[Any] | None = None, validate: bool = False) -> Module:
     """Compile a model (ONNX path, bytes, ModelProto, an ``ir.Graph``, or a PyTorch ``nn.Module``
     or ``torch.export.ExportedProgram``) for ``target``.
 
@@ -47,9 +47,14 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
     Module without its Graph object or report: ``graph_text`` has the Graph's text), and a fresh
     compile is stored. Graphs, your own ``Family`` objects and targets that cannot save are compiled
     without it.
+
+    With ``validate`` (translation validation), the optimized program is run against the imported one
+    with the reference interpreter on seeded random inputs before lowering, and a program that
+    differs is refused with a ``ValidationError`` naming the output, the error and the rules involved.
     """
     entry, description = resolve_target(target)
-    key = _cache_key(model, entry, description, input_shapes, optimize, rule_families) if cache else None
+    key = (_cache_key(model, entry, description, input_shapes, optimize, rule_families, validate)
+           if cache else None)
     if key is not None:
         cached = compile_cache.lookup(key)
         if cached is not None:
@@ -59,7 +64,12 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
     report = None
     if optimize:
         from tensoregg.optimize import optimize as run_optimize
+        from tensoregg.optimize import validate as validate_translation
+        original = graph
         graph, report = run_optimize(graph, description, rule_families, schedules=entry.schedules)
+        if validate:
+            validate_translation(original, graph, report, description, rule_families,
+                                 schedules=entry.schedules)
     with stage("codegen"):
         module = Module(graph, entry.name, entry.build(graph, description), export=entry.save)
     module.report = report
@@ -71,14 +81,14 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
 
 def _cache_key(model: Any, entry: Registration, description: Target,
                input_shapes: Mapping[str, Sequence[int]] | None, optimize: bool,
-               rule_families: Sequence[str | Family] | None) -> str | None:
+               rule_families: Sequence[str | Family] | None, validate: bool = False) -> str | None:
     """The compile cache's key, or None for what the cache cannot hold (see ``compile``)."""
     digest = compile_cache.model_digest(model)
     names = None if rule_families is None else [f for f in rule_families if isinstance(f, str)]
     if digest is None or entry.save is None or (names is not None and len(names) != len(rule_families or ())):
         return None
     options = {"input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
-               "optimize": optimize}
+               "optimize": optimize, **({"validate": True} if validate else {})}
     return compile_cache.cache_key(digest, entry.name, description, names, options)
 
 

@@ -25,6 +25,9 @@ class Explanation:
     report: OptimizeReport
     before: Graph
     after: Graph
+    plan: Any = None
+    """What the target decided about ``after`` before code generation (``Registration.plan``;
+    ``accel``: each node's placement), or None."""
 
     def op_counts(self) -> dict[str, dict[str, int]]:
         return {"before": dict(Counter(n.op for n in self.before.nodes)),
@@ -32,7 +35,7 @@ class Explanation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, **self.report.to_dict(), "ops": self.op_counts(),
-                "graph": str(self.after)}
+                "graph": str(self.after), **({"plan": self.plan.to_dict()} if self.plan is not None else {})}
 
     def __str__(self) -> str:
         counts = self.op_counts()
@@ -42,7 +45,8 @@ class Explanation:
         return "\n".join([f"target {self.target}", str(self.report),
                           f"ops: {len(self.before.nodes)} -> {len(self.after.nodes)} nodes"
                           + (f" ({delta})" if delta else " (unchanged)"),
-                          "extracted program:", str(self.after)])
+                          "extracted program:", str(self.after),
+                          *([str(self.plan)] if self.plan is not None else [])])
 
 
 def explain(model: Any, target: str | Target | None = None, *,
@@ -56,4 +60,6 @@ def explain(model: Any, target: str | Target | None = None, *,
     with stage("import"):
         before = to_graph(model, input_shapes)
     after, report = optimize(before, description, rule_families, schedules=entry.schedules)
-    return Explanation(entry.name, report, before, after)
+    with stage("plan"):
+        plan = entry.plan(after, description) if entry.plan is not None else None
+    return Explanation(entry.name, report, before, after, plan)

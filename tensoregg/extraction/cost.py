@@ -28,8 +28,8 @@ def _bytes(t: TensorType | None) -> int:
 
 
 def flops(node: ENode, inputs: list[TensorType | None], outputs: list[TensorType]) -> float:
-    """Arithmetic work of a node: 2 per multiply-accumulate for the linear ops, else per output
-    element the operations its op's registry entry states (``OpDef.ops_per_element``);
+    """Arithmetic work of a node: 2 per multiply-accumulate for the linear ops (integer ones too),
+    else per output element the operations its op's registry entry states (``OpDef.ops_per_element``);
     a fused op counts as its base op plus one operation per output element for each epilogue step
     (residual add, activation)."""
     out = outputs[0] if outputs else None
@@ -41,8 +41,17 @@ def flops(node: ENode, inputs: list[TensorType | None], outputs: list[TensorType
     return _base_flops(fused.base, node, inputs, out) + out.size * fused.epilogue_steps(node.attrs, inputs)
 
 
+INTEGER_CONTRACTIONS = {"QLinearConv": ("Conv", 3), "ConvInteger": ("Conv", 1),
+                        "QLinearMatMul": ("MatMul", 3), "MatMulInteger": ("MatMul", 1)}
+"""The integer forms of the linear ops: the op whose work they do, and the position of their weights."""
+
+
 def _base_flops(op: str, node: ENode, inputs: list[TensorType | None], out: TensorType) -> float:
-    """``flops`` of ``node`` computed as ``op`` (a fused op's base op)."""
+    """``flops`` of ``node`` computed as ``op`` (a fused op's base op; an integer contraction's
+    float form, one operation per multiply and per add as there)."""
+    if op in INTEGER_CONTRACTIONS:
+        base, w = INTEGER_CONTRACTIONS[op]
+        return _base_flops(base, node, [inputs[0], inputs[w] if w < len(inputs) else None], out)
     a, b = [*inputs, None, None][:2]
     if op in ("MatMul", "Gemm") and a is not None and a.rank >= 1:
         k = a.shape[-2] if op == "Gemm" and node.attrs.get("transA") else a.shape[-1]

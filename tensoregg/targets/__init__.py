@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tensoregg.errors import CompileError
 from tensoregg.ir.schedules import Pricer
@@ -59,6 +59,9 @@ class Registration:
     save: Callable[[Program], TargetCode] | None = None
     """Its save hook: a program it built -> the code of an artifact (``Module.save``), loaded back by
     the target's loader (``tensoregg.runtime.artifact.LOADERS``); None: the target cannot save."""
+    plan: Callable[[Graph, Target], Any] | None = None
+    """What the target decides about an optimized Graph before code generation, for ``explain``
+    (``accel``: the placement on accelerator and CPU): an object with ``__str__`` and ``to_dict``."""
 
 
 _REGISTRY: dict[str, Registration] = {}
@@ -68,12 +71,13 @@ def register_target(name: str, *, summary: str, describe: Callable[[], Target],
                     build: Callable[[Graph, Target], Program],
                     unavailable: Callable[[], str | None] = runs_anywhere,
                     schedules: Pricer | None = None, save: Callable[[Program], TargetCode] | None = None,
-                   replace: bool = False) -> Registration:
+                    plan: Callable[[Graph, Target], Any] | None = None,
+                    replace: bool = False) -> Registration:
     """Make target ``name`` known to ``compile``, ``explain`` and the ``tensoregg`` command. A second
     registration of a name is an error unless ``replace``."""
     if name in _REGISTRY and not replace:
         raise CompileError(f"target {name!r} is already registered (pass replace=True to replace it)")
-    entry = Registration(name, summary, describe, build, unavailable, schedules, save)
+    entry = Registration(name, summary, describe, build, unavailable, schedules, save, plan)
     _REGISTRY[name] = entry
     return entry
 

@@ -8,7 +8,10 @@ Its configurations (``machines``) are one registration each: ``accel`` (1x16x16,
 
 ``lower`` compiles int8 matrix products and convolutions (MatMulInteger, QLinearMatMul, ConvInteger,
 QLinearConv) to programs tiled onto the GEMM core (``tensorize``: matrix products; ``conv``: 2-D
-convolutions directly); any other op raises ``UnsupportedOperator`` (no CPU fallback yet).
+convolutions directly). ``placement`` chooses, by extraction over both devices' costs and the
+transfers between them, which nodes run there and which on the CPU beside it (every other op, and
+what is cheaper there); ``mixed`` runs the placed Graph: CPU segments compiled by ``llvm`` (or run
+by ``ref``), accelerator segments in the simulator behind a ``driver``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from tensoregg.targets.accel.machines import CONFIGS, Accel
 
 if TYPE_CHECKING:
     from tensoregg.ir import Graph
+    from tensoregg.targets.accel.mixed import MixedProgram
 
 
 def description(accel: Accel) -> Target:
@@ -34,15 +38,29 @@ def description(accel: Accel) -> Target:
 
 
 def _build(graph: Graph, target: Target) -> Program:
-    from tensoregg.targets.accel.lower import lower
+    from tensoregg.targets.accel.mixed import MixedProgram
 
-    return lower(graph, CONFIGS[target.name])
+    return MixedProgram(graph, CONFIGS[target.name])
 
 
-for _accel in CONFIGS.values():
-    _shape = f"{_accel.batch}x{_accel.block_in}x{_accel.block_out}"
-    register_target(_accel.name, summary=f"int8 accelerator {_shape} (VTA-like ISA), run in its "
-                    "cycle-counting simulator", describe=functools.partial(description, _accel),
-                    build=_build)
+def _plan(graph: Graph, target: Target) -> MixedProgram:
+    """The placement of ``graph`` with its accelerator kernels built (not its CPU segments)."""
+    from tensoregg.targets.accel.mixed import MixedProgram
 
-__all__ = ["CONFIGS", "Accel", "description"]
+    return MixedProgram(graph, CONFIGS[target.name], build_cpu=False)
+
+
+def register_accel(accel: Accel, *, replace: bool = False) -> None:
+    """Make configuration ``accel`` a target of its name (another GEMM core, scratchpads, link or
+    host CPU: ``dataclasses.replace(VTA, name=..., ...)``)."""
+    shape = f"{accel.batch}x{accel.block_in}x{accel.block_out}"
+    register_target(accel.name, summary=f"int8 accelerator {shape} (VTA-like ISA), run in its "
+                    "cycle-counting simulator, beside a CPU", describe=functools.partial(description, accel),
+                    build=_build, plan=_plan, replace=replace)
+    CONFIGS[accel.name] = accel
+
+
+for _accel in list(CONFIGS.values()):
+    register_accel(_accel)
+
+__all__ = ["CONFIGS", "Accel", "description", "register_accel"]

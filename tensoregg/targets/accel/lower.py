@@ -166,6 +166,11 @@ class AcceleratorProgram:
         return [values[name] for name in self.graph.outputs]
 
 
+def lowerable(node: Node) -> bool:
+    """Whether ``lower`` compiles ``node``'s op for the accelerator."""
+    return node.op in _LOWERINGS and not node.domain
+
+
 def lower(graph: Graph, config: Accel) -> AcceleratorProgram:
     """Every node of ``graph`` as an accelerator kernel; UnsupportedOperator for the first that
     cannot be."""

@@ -40,6 +40,27 @@ class Accel:
     alu_ii: int = 2
     clock_hz: float = 100e6
     """The clock (a Pynq-class FPGA build)."""
+    link_bandwidth: float = 0.5e9
+    """Bytes per second a value moves between the host CPU's memory and the accelerator's (on a
+    shared-DRAM SoC such as the Pynq: a cache flush plus the host's copy), for placement."""
+    link_latency_s: float = 20e-6
+    """Seconds each value moved between the CPU and the accelerator costs beyond its bytes (the
+    driver call, the flush, the synchronisation)."""
+    host_flops: float = 5.2e9
+    """Peak floating-point operations per second of the CPU beside the accelerator, which runs what
+    the accelerator cannot (the Pynq-Z1's two Cortex-A9 at 650 MHz, NEON: 4 per cycle each)."""
+    host_bandwidth: float = 1.0e9
+    """Bytes per second of that CPU's main-memory traffic."""
+    host_overhead_s: float = 5e-6
+    """Fixed cost of one kernel on that CPU."""
+    cpu_targets: tuple[str, ...] = ("llvm", "ref")
+    """The targets that run on that CPU what the accelerator does not, in order of preference: ``llvm``
+    takes every op with a compute definition, ``ref`` (the reference interpreter) every op; none:
+    every node must run on the accelerator."""
+
+    def transfer_seconds(self, nbytes: int) -> float:
+        """Seconds moving ``nbytes`` between the CPU and the accelerator costs."""
+        return self.link_latency_s + nbytes / self.link_bandwidth
 
     @property
     def macs_per_cycle(self) -> int:

@@ -1,7 +1,11 @@
 """Models compiled for the accelerator: int8 matrix products tiled onto the GEMM core and run in the
-simulator, bit-exact against onnxruntime's integer kernels and the reference interpreter."""
+simulator, bit-exact against onnxruntime's integer kernels and the reference interpreter. The
+kernels are compiled for configurations with no CPU beside them (``ALONE``), where placement puts
+every node on the accelerator (``accel``'s own CPU would take the smallest of these products)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort
@@ -10,9 +14,15 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 import tensoregg
 from tensoregg.errors import UnsupportedOperator
+from tensoregg.targets.accel import register_accel
 from tensoregg.targets.accel.lower import ConvKernel, GemmKernel
+from tensoregg.targets.accel.machines import SMALL, VTA
 
 RNG = np.random.default_rng(3)
+ALONE = {c.name: f"{c.name}-alone" for c in (VTA, SMALL)}
+"""Each configuration's target with no CPU targets: every node runs on the accelerator."""
+for _config in (VTA, SMALL):
+    register_accel(replace(_config, name=ALONE[_config.name], cpu_targets=()), replace=True)
 ONNX_TYPES = {np.int8: TensorProto.INT8, np.uint8: TensorProto.UINT8}
 
 
@@ -49,7 +59,7 @@ def test_qlinear_matmul_matches_onnxruntime_and_the_reference(target: str, dtype
     model = qlinear_matmul(9, 70, 40, dtype, per_column)
     info = np.iinfo(dtype)
     a = RNG.integers(info.min, info.max + 1, (9, 70)).astype(dtype)
-    module = tensoregg.compile(model, target)
+    module = tensoregg.compile(model, ALONE[target])
     (y,) = module.run(a)
     np.testing.assert_array_equal(y, onnxruntime(model, a))
     np.testing.assert_array_equal(y, tensoregg.compile(model, "ref").run(a)[0])
@@ -65,7 +75,7 @@ def test_matmul_integer_with_zero_points() -> None:
     node = helper.make_node("MatMulInteger", ["a", "b", "az", "bz"], ["y"])
     model = _model([node], inits, ("a", np.uint8, [2, 3, 33]), ("y", TensorProto.INT32, [2, 3, 20]))
     a = RNG.integers(0, 256, (2, 3, 33)).astype(np.uint8)
-    (y,) = tensoregg.compile(model, "accel").run(a)
+    (y,) = tensoregg.compile(model, ALONE["accel"]).run(a)
     np.testing.assert_array_equal(y, onnxruntime(model, a))
 
 
@@ -93,7 +103,7 @@ def test_qlinear_conv_matches_onnxruntime_and_the_reference(target: str, shape: 
     model = qlinear_conv(shape, 24, 3, attrs, dtype, bias)
     info = np.iinfo(dtype)
     x = RNG.integers(info.min, info.max + 1, shape).astype(dtype)
-    module = tensoregg.compile(model, target)
+    module = tensoregg.compile(model, ALONE[target])
     (y,) = module.run(x)
     np.testing.assert_array_equal(y, onnxruntime(model, x))
     np.testing.assert_array_equal(y, tensoregg.compile(model, "ref").run(x)[0])
@@ -111,7 +121,7 @@ def test_conv_integer(shape: list[int], pads: list[int]) -> None:
     model = _model([node], {"w": w, "xz": np.array(77, np.uint8), "wz": np.array(0, np.uint8)},
                    ("x", np.uint8, shape), ("y", TensorProto.INT32, None))
     x = RNG.integers(0, 256, shape).astype(np.uint8)
-    module = tensoregg.compile(model, "accel-small")
+    module = tensoregg.compile(model, ALONE["accel-small"])
     np.testing.assert_array_equal(module.run(x)[0], onnxruntime(model, x))
     kernel = module.program.kernels[0]
     if len(shape) == 4:
@@ -125,16 +135,20 @@ def test_batched_weights() -> None:
     node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
     model = _model([node], {"b": b}, ("a", np.int8, [3, 4, 20]), ("y", TensorProto.INT32, [2, 3, 4, 9]))
     a = RNG.integers(-128, 128, (3, 4, 20)).astype(np.int8)
-    module = tensoregg.compile(model, "accel-small")
+    module = tensoregg.compile(model, ALONE["accel-small"])
     np.testing.assert_array_equal(module.run(a)[0], onnxruntime(model, a))
     assert module.program.stats[0].macs == 6 * 4 * 24 * 16  # six products, K and N padded to blocks of 8
 
 
-def test_other_ops_are_unsupported_on_the_accelerator() -> None:
+def test_other_ops_run_on_the_cpu_and_without_one_are_unsupported() -> None:
     model = _model([helper.make_node("Relu", ["x"], ["y"])], {}, ("x", TensorProto.FLOAT, [4]),
                    ("y", TensorProto.FLOAT, [4]))
-    with pytest.raises(UnsupportedOperator, match=r"op 'Relu'.*target 'accel'"):
-        tensoregg.compile(model, "accel")
+    x = np.array([-1.5, 0, 2, -0.0], np.float32)
+    module = tensoregg.compile(model, "accel")
+    np.testing.assert_array_equal(module.run(x)[0], np.maximum(x, 0))
+    assert module.program.placement.devices == [("cpu",)] and not module.program.kernels
+    with pytest.raises(UnsupportedOperator, match=r"op 'Relu'.*target 'accel-alone'.*neither the accel"):
+        tensoregg.compile(model, ALONE["accel"])
 
 
 def test_weights_outside_int8_and_weights_fed_at_run_time() -> None:
@@ -150,6 +164,6 @@ def test_weights_outside_int8_and_weights_fed_at_run_time() -> None:
                                    {**weights, "az": np.array(9, np.uint8), "bz": bz}.items()])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
         feeds = {"a": RNG.integers(0, 256, (3, 20)).astype(np.uint8), **({} if weights else {"b": b})}
-        module = tensoregg.compile(model, "accel-small")
+        module = tensoregg.compile(model, ALONE["accel-small"])
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         np.testing.assert_array_equal(module.run(**feeds)[0], session.run(None, feeds)[0])

@@ -4,8 +4,9 @@ packed and its zero points folded into an int32 bias when it is built. A 2-D con
 directly (``conv.conv_program``: the DMA pads the input with its zero point); other convolutions
 (1-D, 3-D, padding over 15) run as a matrix product (``tensorize.gemm_program``) of the input the
 host unfolds into rows (im2col); a grouped one, one per group. The host also shifts uint8 tensors to
-int8 (by -128, exactly) and back, and packs and unpacks tiles. Any other node raises
-``UnsupportedOperator`` (a CPU fallback is a later step).
+int8 (by -128, exactly) and back, and packs and unpacks tiles. ``lower`` takes the nodes placement
+puts on the accelerator (``placement``: every other node runs on the CPU, ``mixed``); given any
+other node it raises ``UnsupportedOperator``.
 """
 
 from __future__ import annotations
@@ -150,8 +151,8 @@ class DeferredKernel:
 
 @dataclass
 class AcceleratorProgram:
-    """A Graph whose nodes all run on the accelerator, one program each, in order; ``stats`` holds
-    each kernel's Stats of the last run."""
+    """A Graph whose nodes all run on the accelerator (one segment of a ``mixed.MixedProgram``), one
+    program each, in order; ``stats`` holds each kernel's Stats of the last run."""
 
     graph: Graph
     kernels: list[Built | DeferredKernel]

@@ -12,11 +12,14 @@ import pytest
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 import tensoregg
+from tensoregg.api import to_graph
 from tensoregg.cli import main
+from tensoregg.ir import run_graph
 from tensoregg.targets.accel import register_accel
 from tensoregg.targets.accel.driver import SimulatorDriver
 from tensoregg.targets.accel.machines import VTA
 from tensoregg.targets.accel.mixed import MixedProgram
+from tensoregg.targets.accel.placement import place
 
 RNG = np.random.default_rng(15)
 I8, F32 = TensorProto.INT8, TensorProto.FLOAT
@@ -29,15 +32,16 @@ def _model(nodes: list, inits: dict[str, np.ndarray], x: tuple, y: tuple) -> Mod
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
 
 
-def mixed() -> ModelProto:
+def mixed(seed: int = 0) -> ModelProto:
     """QLinearConv -> DequantizeLinear -> Relu -> Softmax -> QuantizeLinear -> Reshape -> QLinearMatMul:
-    int8 products the accelerator runs around float ops it lacks."""
+    int8 products the accelerator runs around float ops it lacks (weights drawn from ``seed``)."""
+    rng = np.random.default_rng(seed)
     inits = {"xs": np.array(0.05, np.float32), "xz": np.array(-3, np.int8),
-             "w1": RNG.integers(-127, 128, (64, 16, 3, 3), dtype=np.int8),
-             "ws": (RNG.random(64) * 0.01 + 0.002).astype(np.float32), "wz": np.zeros(64, np.int8),
+             "w1": rng.integers(-127, 128, (64, 16, 3, 3), dtype=np.int8),
+             "ws": (rng.random(64) * 0.01 + 0.002).astype(np.float32), "wz": np.zeros(64, np.int8),
              "cs": np.array(0.2, np.float32), "cz": np.array(4, np.int8),
              "qs": np.array(1 / 256, np.float32), "qz": np.array(-128, np.int8), "rows": np.array([64, 64]),
-             "w2": RNG.integers(-127, 128, (64, 128), dtype=np.int8), "w2s": np.array(0.003, np.float32),
+             "w2": rng.integers(-127, 128, (64, 128), dtype=np.int8), "w2s": np.array(0.003, np.float32),
              "w2z": np.array(0, np.int8), "ys": np.array(0.1, np.float32), "yz": np.array(1, np.int8)}
     conv = ["x", "xs", "xz", "w1", "ws", "wz", "cs", "cz"]
     nodes = [helper.make_node("QLinearConv", conv, ["c"], pads=[1] * 4),
@@ -50,11 +54,11 @@ def mixed() -> ModelProto:
     return _model(nodes, inits, ("x", I8, [1, 16, 8, 8]), ("y", I8, [64, 128]))
 
 
-def sandwich() -> ModelProto:
+def sandwich(seed: int = 0) -> ModelProto:
     """QuantizeLinear -> QLinearMatMul -> DequantizeLinear: one product between two CPU ops."""
     inits = {"s": np.array(0.02, np.float32), "z": np.array(0, np.int8),
-             "w": RNG.integers(-127, 128, (256, 256), dtype=np.int8), "ws": np.array(0.004, np.float32),
-             "ys": np.array(0.3, np.float32), "yz": np.array(-2, np.int8)}
+             "w": np.random.default_rng(seed).integers(-127, 128, (256, 256), dtype=np.int8),
+             "ws": np.array(0.004, np.float32), "ys": np.array(0.3, np.float32), "yz": np.array(-2, np.int8)}
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
              helper.make_node("QLinearMatMul", ["q", "s", "z", "w", "ws", "z", "ys", "yz"], ["p"]),
              helper.make_node("DequantizeLinear", ["p", "ys", "yz"], ["y"])]
@@ -140,9 +144,6 @@ def test_a_value_moved_once_is_paid_once() -> None:
 def test_placement_is_the_cheapest(latency: float) -> None:
     """The extracted placement costs no more than putting every node the accelerator can run there,
     or none."""
-    from tensoregg.api import to_graph
-    from tensoregg.targets.accel.placement import place
-
     graph = to_graph(sandwich())
     config = replace(VTA, link_latency_s=latency)
     best = place(graph, config)
@@ -153,3 +154,16 @@ def test_placement_is_the_cheapest(latency: float) -> None:
     others = best.costs[0]["cpu"] + best.costs[2]["cpu"]
     assert best.seconds == pytest.approx(others + min(cpu, accel + moved))
     assert best.devices[matmul] == (("accel",) if accel + moved < cpu else ("cpu",))
+
+
+def test_a_node_placed_on_both_devices_runs_on_both() -> None:
+    """Where computing a value twice is cheaper than moving it, a node runs on both devices: each
+    side reads its own copy."""
+    graph = to_graph(sandwich())
+    placement = place(graph, VTA)
+    placement.devices[1] = ("accel", "cpu")
+    program = MixedProgram(graph, VTA, placement)
+    assert [s.device for s in program.segments] == ["llvm", "accel", "llvm"]
+    x = (RNG.standard_normal((64, 256)) * 2).astype(np.float32)
+    np.testing.assert_array_equal(program.run({"x": x})[0], run_graph(graph, {"x": x})[0])
+    assert [(t.value, t.to) for t in program.transfers] == [("q", "accel")] and len(program.stats) == 1

@@ -126,6 +126,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.output:
             Path(args.output).mkdir(parents=True, exist_ok=True)
             np.save(Path(args.output) / f"{k}.npy", out, allow_pickle=False)
+    report = getattr(module.program, "report", None)  # a program that tells what its run did (accel)
+    if callable(report):
+        print(report())
     if args.check and not check_against_onnx(args.model, module, feeds, outputs):
         print("check FAILED")
         return 1

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 class Program(Protocol):
     """What a target's code generator makes of a Graph: ``run`` takes the inputs by name and returns
-    the outputs in the Graph's order. A program that can use several threads has ``num_threads``."""
+    the outputs in the Graph's order. A program that can use several threads has ``num_threads``;
+    one that can tell what its last run did has ``report()`` (text; ``tensoregg run`` prints it)."""
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 

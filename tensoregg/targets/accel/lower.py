@@ -167,9 +167,15 @@ class AcceleratorProgram:
         return [values[name] for name in self.graph.outputs]
 
 
-def lowerable(node: Node) -> bool:
-    """Whether ``lower`` compiles ``node``'s op for the accelerator."""
-    return node.op in _LOWERINGS and not node.domain
+def lowerable(node: Node, graph: Graph) -> bool:
+    """Whether ``lower`` compiles ``node`` for the accelerator: its op, and one value per tensor
+    for the input's zero point and scale and the output's (as ``_product`` needs them)."""
+    if node.op not in _LOWERINGS or node.domain:
+        return False
+    form = _FORMS[node.op]
+    scalars = [node.inputs[i] for i in (form.x_zp, form.x_scale, form.y_scale, form.y_zp)
+               if 0 <= i < len(node.inputs) and node.inputs[i]]
+    return all(graph.types[name].size == 1 for name in scalars)
 
 
 def lower(graph: Graph, config: Accel) -> AcceleratorProgram:

@@ -95,7 +95,7 @@ def host_description(config: Accel) -> Target:
 def estimate(node: Node, graph: Graph, config: Accel) -> Estimate | None:
     """The accelerator kernel of ``node`` priced statically (as one matrix product per group or per
     batch index of B, of the rows the host makes of its input), or None if it cannot run there."""
-    if not lowerable(node):
+    if not lowerable(node, graph):
         return None
     x, w, y = _shapes(node, graph)
     if "Conv" in node.op:

@@ -14,6 +14,7 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 import tensoregg
 from tensoregg.api import to_graph
 from tensoregg.cli import main
+from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir import run_graph
 from tensoregg.targets.accel import register_accel
 from tensoregg.targets.accel.driver import SimulatorDriver
@@ -167,3 +168,16 @@ def test_a_node_placed_on_both_devices_runs_on_both() -> None:
     x = (RNG.standard_normal((64, 256)) * 2).astype(np.float32)
     np.testing.assert_array_equal(program.run({"x": x})[0], run_graph(graph, {"x": x})[0])
     assert [(t.value, t.to) for t in program.transfers] == [("q", "accel")] and len(program.stats) == 1
+
+
+def test_a_product_the_accelerator_cannot_take_runs_on_the_cpu() -> None:
+    """Per-row scales of A (QLinearMatMul allows them) the accelerator's requantization lacks: the
+    node goes to the CPU rather than failing to lower; with no CPU beside, UnsupportedOperator."""
+    inits = {"as": np.full(64, 0.02, np.float32), "z": np.array(0, np.int8),
+             "w": np.random.default_rng(1).integers(-127, 128, (256, 256), dtype=np.int8),
+             "ws": np.array(0.004, np.float32), "ys": np.array(0.3, np.float32)}
+    node = helper.make_node("QLinearMatMul", ["a", "as", "z", "w", "ws", "z", "ys", "z"], ["y"])
+    graph = to_graph(_model([node], inits, ("a", I8, [64, 256]), ("y", I8, [64, 256])))
+    assert place(graph, VTA).devices == [("cpu",)]
+    with pytest.raises(UnsupportedOperator, match=r"QLinearMatMul.*neither the accelerator"):
+        place(graph, replace(VTA, cpu_targets=()))

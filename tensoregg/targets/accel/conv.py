@@ -58,6 +58,8 @@ class ConvPlan:
     tob: int
     tcb: int
     cycles: float
+    dma_bytes: int
+    """Bytes the DMA moves: input rows (padding included), weights as often as reloaded, outputs."""
 
 
 def _divisors(n: int) -> list[int]:
@@ -89,8 +91,23 @@ def plan(config: Accel, g: Geometry, ob: int, cb: int, *, bias: bool) -> ConvPla
         weights = reloads * (c.dma_latency + taps * c.tile_bytes("wgt") / c.bus_bytes)
         cycles = max(gemm, inputs + weights)
         if best is None or cycles < best.cycles:
-            best = ConvPlan(toh, tob, tcb, cycles)
+            moved = (chunks * tcb * g.rows(toh) * wp * c.tile_bytes("inp")
+                     + reloads * taps * c.tile_bytes("wgt") + oh * ow * ob * c.tile_bytes("out"))
+            best = ConvPlan(toh, tob, tcb, cycles, moved)
     return best
+
+
+def direct_plan(config: Accel, g: Geometry, out_channels: int, *, bias: bool) -> ConvPlan | None:
+    """The chunks of a direct convolution of ``out_channels`` outputs (``plan``), or None where it
+    cannot run directly: a batch over 1, padding over 15 (the load's 4-bit fields), a strided row
+    past the GEMM's 11-bit loop factor, or no chunk that fits."""
+    c = config
+    wp = g.padded_width
+    x_pad1 = wp - g.begin[1] - g.width
+    bottom = g.rows(g.out[0]) - g.begin[0] - g.height
+    if c.batch != 1 or max(g.begin[0], g.begin[1], x_pad1, bottom) > 15 or g.strides[0] * wp > 2047:
+        return None
+    return plan(c, g, -(-out_channels // c.block_out), -(-g.channels // c.block_in), bias=bias)
 
 
 def conv_program(config: Accel, g: Geometry, w: np.ndarray, bias: np.ndarray | None,
@@ -104,12 +121,9 @@ def conv_program(config: Accel, g: Geometry, w: np.ndarray, bias: np.ndarray | N
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = g.kernel, g.strides, g.dilations, g.out
     wp = g.padded_width
     x_pad1 = wp - g.begin[1] - g.width
-    bottom = g.rows(oh) - g.begin[0] - g.height
-    if c.batch != 1 or max(g.begin[0], g.begin[1], x_pad1, bottom) > 15 or sh * wp > 2047:
-        return None
     o = w.shape[0]
     ob, cb = -(-o // bo), -(-g.channels // bi)
-    p = plan(c, g, ob, cb, bias=bias is not None)
+    p = direct_plan(c, g, o, bias=bias is not None)
     if p is None:
         return None
     packed = np.zeros((ob * bo, cb * bi, kh, kw), np.int8)

@@ -319,11 +319,8 @@ def _product(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.nd
 
     m = x_shape[0] * int(np.prod(window.out)) if window else int(np.prod(x_shape[:-1]))
     bias = total.astype(np.int32) if total.any() else None
-    if window is not None and len(window.out) == 2:  # directly, without unfolding the input
-        (kh, kw), (sh, sw), (dh, dw), (top, left), (oh, ow) = (
-            window.kernel, window.strides, window.dilations, window.begin, window.out)
-        geometry = Geometry(x_shape[1] * len(parts), x_shape[2], x_shape[3], (kh, kw), (sh, sw), (dh, dw),
-                            (top, left), (oh, ow))
+    geometry = None if window is None else conv_geometry(window, x_shape, len(parts))
+    if window is not None and geometry is not None:  # directly, without unfolding the input
         w4 = np.concatenate([p.reshape(w.shape[0], -1, *w.shape[2:]) for p in parts], axis=1)
         direct = conv_program(config, geometry, w4, bias, scales, y_zp, x_zp)
         if direct is not None:
@@ -332,6 +329,17 @@ def _product(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.nd
     program = gemm_program(config, m, np.concatenate(parts, axis=1), bias, scales, y_zp)
     return GemmKernel(node.inputs[form.x], node.outputs[0], program,
                       weights.shape[1] * len(parts), weights.shape[0], prepare, finish)
+
+
+def conv_geometry(window: ConvWindow, x_shape: tuple[int, ...], parts: int = 1) -> Geometry | None:
+    """The Geometry of a 2-D convolution's ``window`` over an input of ``x_shape`` (its channels
+    repeated ``parts`` times); None for other convolutions."""
+    if len(window.out) != 2:
+        return None
+    (kh, kw), (sh, sw), (dh, dw), (top, left), (oh, ow) = (
+        window.kernel, window.strides, window.dilations, window.begin, window.out)
+    return Geometry(x_shape[1] * parts, x_shape[2], x_shape[3], (kh, kw), (sh, sw), (dh, dw), (top, left),
+                    (oh, ow))
 
 
 def _int8_parts(weights: np.ndarray) -> list[np.ndarray]:

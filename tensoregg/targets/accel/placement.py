@@ -30,10 +30,12 @@ from tensoregg.extraction.view import EGraphView
 from tensoregg.ir import Graph
 from tensoregg.ir.compute.expr import compute_of
 from tensoregg.ir.graph import Node
+from tensoregg.ir.ops.nn import conv_window
 from tensoregg.ir.registry import get_op
 from tensoregg.ir.terms import ENode
 from tensoregg.targets import Target
-from tensoregg.targets.accel.lower import lowerable
+from tensoregg.targets.accel.conv import direct_plan
+from tensoregg.targets.accel.lower import conv_geometry, lowerable
 from tensoregg.targets.accel.machines import Accel
 from tensoregg.targets.accel.tensorize import plan
 
@@ -48,8 +50,7 @@ class Estimate:
 
     cycles: float
     dma_bytes: int
-    macs: int
-    """Multiply-accumulates of the GEMM core, whole blocks (padding included)."""
+    """Bytes the DMA moves: inputs, weights (each as often as the blocking reloads them), outputs."""
 
 
 @dataclass(frozen=True)
@@ -93,13 +94,21 @@ def host_description(config: Accel) -> Target:
 
 
 def estimate(node: Node, graph: Graph, config: Accel) -> Estimate | None:
-    """The accelerator kernel of ``node`` priced statically (as one matrix product per group or per
-    batch index of B, of the rows the host makes of its input), or None if it cannot run there."""
+    """The accelerator kernel of ``node`` priced statically, as ``lower`` will build it: a 2-D
+    convolution directly (``conv.direct_plan``), anything else as one matrix product (``tensorize.plan``)
+    per group or per batch index of B, of the rows the host makes of its input; None if it cannot
+    run there."""
     if not lowerable(node, graph):
         return None
     x, w, y = _shapes(node, graph)
+    out = config.tile_bytes("out") * graph.types[node.outputs[0]].dtype.itemsize
     if "Conv" in node.op:
         groups = int(node.attrs.get("group", 1))
+        window = conv_window(dict(node.attrs), x[2:], w[2:])
+        geometry = conv_geometry(window, (x[0], x[1] // groups, *x[2:]))
+        direct = None if geometry is None else direct_plan(config, geometry, w[0] // groups, bias=True)
+        if direct is not None:
+            return Estimate(x[0] * groups * direct.cycles, x[0] * groups * direct.dma_bytes)
         products, m, k, n = groups, y[0] * math.prod(y[2:]), math.prod(w[1:]), w[0] // groups
     else:
         products = math.prod(y[:-2]) if len(w) > 2 else 1
@@ -109,10 +118,10 @@ def estimate(node: Node, graph: Graph, config: Accel) -> Estimate | None:
         chosen = plan(config, m, kb, nb, bias=True)
     except CompileError:
         return None
-    out = config.tile_bytes("out") * (4 if graph.types[node.outputs[0]].dtype.itemsize == 4 else 1)
-    moved = m * kb * config.tile_bytes("inp") + kb * nb * config.tile_bytes("wgt") + m * nb * out
-    macs = products * m * kb * nb * config.macs_per_cycle
-    return Estimate(products * chosen.cycles, products * moved, macs)
+    # the blocking loads the inputs once per column of chunks and the weights once per row of them
+    moved = (m * kb * config.tile_bytes("inp") * -(-nb // chosen.tn)
+             + kb * nb * config.tile_bytes("wgt") * -(-m // chosen.tm) + m * nb * out)
+    return Estimate(products * chosen.cycles, products * moved)
 
 
 def _shapes(node: Node, graph: Graph) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:

@@ -80,11 +80,7 @@ class Placement:
     seconds: float = 0.0
     """The estimated total: the chosen nodes' and the transfers'."""
     extractor: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"devices": [list(d) for d in self.devices], "engines": self.engines,
-                "transfers": [vars(t) for t in self.transfers], "seconds": self.seconds,
-                "extractor": self.extractor}
+    """How the ILP extraction ended (``tensoregg.extraction.ilp.ILPReport.status``)."""
 
 
 def host_description(config: Accel) -> Target:

@@ -320,7 +320,7 @@ def _product(node: Node, graph: Graph, config: Accel, values: Mapping[str, np.nd
     m = x_shape[0] * int(np.prod(window.out)) if window else int(np.prod(x_shape[:-1]))
     bias = total.astype(np.int32) if total.any() else None
     geometry = None if window is None else conv_geometry(window, x_shape, len(parts))
-    if window is not None and geometry is not None:  # directly, without unfolding the input
+    if geometry is not None:  # directly, without unfolding the input
         w4 = np.concatenate([p.reshape(w.shape[0], -1, *w.shape[2:]) for p in parts], axis=1)
         direct = conv_program(config, geometry, w4, bias, scales, y_zp, x_zp)
         if direct is not None:

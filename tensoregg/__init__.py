@@ -1,7 +1,7 @@
 """tensoregg: a deep-learning compiler whose optimizations are rewrite rules."""
 
 from tensoregg import errors
-from tensoregg.api import compile  # noqa: A004
+from tensoregg.api import compile, tune  # noqa: A004
 from tensoregg.errors import (
                               ArtifactError,
                               CompileError,
@@ -17,4 +17,4 @@ from tensoregg.version import __version__
 
 __all__ = ["ArtifactError", "CompileError", "Explanation", "InputError", "InvalidModel", "Module",
            "ShapeError", "TensoreggError", "UnsupportedOperator", "__version__", "compile", "errors",
-           "explain", "extract", "load"]
+           "explain", "extract", "load", "tune"]

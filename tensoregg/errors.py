@@ -75,3 +75,7 @@ class CrossRunError(TensoreggError):
 
 class RuleError(TensoreggError):
     """A user's rule module that cannot be loaded, or holds no rule family."""
+
+
+class RecordsError(TensoreggError):
+    """A tuning records database (or a JSON lines export of one) that cannot be read or written."""

@@ -1,0 +1,203 @@
+"""The tuning loop: find a set of models' kernels, measure their best candidates, store the records.
+
+Each model is optimized for the target as ``compile`` does (with the records so far), and the
+contraction kernels of the extracted programs are collected, deduplicated by signature (a kernel two
+models share is tuned once). Kernels are tuned in order of their predicted time, longest first, each
+given an equal share of the time left. A kernel's candidates are its schedules as the target's cost
+model ranks them: the model's pick (what an untuned compile chooses; measured first, the baseline),
+Untiled, the next ``TOP`` of the ranking, then the others in seeded random order, at most ``trials``
+in all. A candidate already in the records is not measured again. Each measurement is stored as it
+ends, so a run cut short keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tensoregg.extraction.kernel_spec import KernelSpec
+from tensoregg.ir.graph import Graph
+from tensoregg.ir.schedules import Schedule, Untiled
+from tensoregg.optimize import optimize
+from tensoregg.progress import wanted
+from tensoregg.targets import Registration, Target
+from tensoregg.tuning.measure import Candidate, Result, Worker, measure
+from tensoregg.tuning.records import Records, encode_schedule, measured_pricing
+
+TOP = 4
+"""Candidates taken in the cost model's order before sampling the rest."""
+
+
+@dataclass
+class KernelTuning:
+    """What tuning found for one kernel (seconds: measured medians; None: not measured)."""
+
+    kernel: str
+    signature: str
+    untuned: str
+    untuned_seconds: float | None
+    best: str = ""
+    best_seconds: float | None = None
+    measured: int = 0
+    failed: int = 0
+    candidates: int = 0
+    """Schedules the target's templates give for it."""
+
+    @property
+    def speedup(self) -> float | None:
+        if self.untuned_seconds is None or self.best_seconds is None:
+            return None
+        return self.untuned_seconds / self.best_seconds
+
+
+@dataclass
+class TuneReport:
+    """A tuning run: the kernels, the measurements made (``failed``: crashed, hung, wrong) and the
+    wall time."""
+
+    target: str
+    records: str
+    kernels: list[KernelTuning] = field(default_factory=list)
+    measurements: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "speedup_geomean": self.speedup_geomean}
+
+    @property
+    def speedup_geomean(self) -> float | None:
+        """Geometric mean over the kernels of untuned / best measured seconds."""
+        ratios = [k.speedup for k in self.kernels if k.speedup is not None]
+        return math.exp(sum(math.log(r) for r in ratios) / len(ratios)) if ratios else None
+
+    def __str__(self) -> str:
+        lines = [f"tuned {len(self.kernels)} kernels for target {self.target} in {self.seconds:.1f} s: "
+                 f"{self.measurements} measurements ({self.failed} failed); records in {self.records}"]
+        for k in self.kernels:
+            untuned = "-" if k.untuned_seconds is None else f"{k.untuned_seconds * 1e3:.4f}"
+            best = "-" if k.best_seconds is None else f"{k.best_seconds * 1e3:.4f}"
+            lines.append(f"  {k.kernel:34s} untuned {untuned:>9s} ms  best {best:>9s} ms  "
+                         f"({k.measured} of {k.candidates} schedules)  {k.best}")
+        if self.speedup_geomean is not None:
+            lines.append("kernel speedup over the untuned choices (geometric mean): "
+                         f"{self.speedup_geomean:.2f}x")
+        return "\n".join(lines)
+
+
+def model_kernels(graphs: Sequence[Graph], entry: Registration, target: Target,
+                  records: Records) -> list[KernelSpec]:
+    """The distinct kernels (by signature) of the programs the target's extraction picks for
+    ``graphs``, with ``records`` applied."""
+    reprice = measured_pricing(records.measured(target))
+    kernels: dict[str, KernelSpec] = {}
+    for graph in graphs:
+        _, report = optimize(graph, target, schedules=entry.schedules, reprice=reprice)
+        for spec, _ in report.chosen:
+            kernels.setdefault(spec.signature, spec)
+    return list(kernels.values())
+
+
+def candidates(priced: Sequence[tuple[Schedule, float]], trials: int, seed: int) -> list[Schedule]:
+    """The order in which a kernel's schedules are measured (see the module docstring)."""
+    ranked = [s for s, _ in priced]
+    head = list(dict.fromkeys([ranked[0], Untiled(), *ranked[1:TOP]]))
+    rest = [s for s in ranked if s not in head]
+    order = np.random.default_rng(seed).permutation(len(rest))
+    return [*head, *(rest[i] for i in order)][:max(trials, 1)]
+
+
+Measure = Callable[[Candidate], Result]
+
+
+def tune_graphs(graphs: Sequence[Graph], entry: Registration, target: Target, records: Records, *,
+                minutes: float, trials: int = 32, seconds: float = 0.2, timeout: float = 60.0,
+                seed: int = 0, progress: bool | None = None, measure_fn: Measure = measure) -> TuneReport:
+    """Tune the kernels of ``graphs`` for ``target`` (compiled by ``entry``) for about ``minutes``,
+    storing each measurement in ``records``; ``trials``: candidates per kernel at most; ``seconds``:
+    timed calls per candidate; ``timeout``: a candidate's limit (compile and calls)."""
+    if entry.schedules is None:
+        raise ValueError(f"target {entry.name!r} has no schedule templates to tune")
+    start = time.monotonic()
+    deadline = start + minutes * 60.0
+    report = TuneReport(entry.name, str(records.path))
+    specs = model_kernels(graphs, entry, target, records)
+    priced = dict(zip((s.signature for s in specs), entry.schedules([s.problem for s in specs], target)))
+    specs = sorted((s for s in specs if len(priced[s.signature]) > 1),  # else nothing to choose
+                   key=lambda s: -priced[s.signature][0][1])
+    known = records.measured(target)
+    with Worker() as worker, _bars(len(specs), minutes * 60.0, progress) as show:
+        for n, spec in enumerate(specs):
+            if time.monotonic() >= deadline:
+                break
+            share = (deadline - time.monotonic()) / (len(specs) - n)
+            kernel = _tune_kernel(spec, priced[spec.signature], known.get(spec.signature, {}), worker, entry,
+                                  target, records, min(deadline, time.monotonic() + share),
+                                  trials, seconds, timeout, seed, measure_fn,
+                                  lambda k: show(n, k, time.monotonic() - start))
+            report.kernels.append(kernel)
+            report.measurements += kernel.measured
+            report.failed += kernel.failed
+            show(n + 1, kernel, time.monotonic() - start)
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _tune_kernel(spec: KernelSpec, priced: Sequence[tuple[Schedule, float]],
+                 known: dict[Schedule, float | None], worker: Worker, entry: Registration, target: Target,
+                 records: Records, until: float, trials: int, seconds: float, timeout: float, seed: int,
+                 measure_fn: Measure, show: Callable[[KernelTuning], None]) -> KernelTuning:
+    """Measure ``spec``'s candidates until ``until`` (the untuned choice at least)."""
+    order = [s for s in candidates(priced, trials, seed) if encode_schedule(s) is not None]
+    result = KernelTuning(str(spec), spec.signature, str(order[0]), None, candidates=len(priced))
+    for k, schedule in enumerate(order):
+        if k > 0 and time.monotonic() >= until:
+            break
+        if schedule in known:
+            took = known[schedule]
+        else:
+            candidate = Candidate(entry.name, target, spec, schedule, seconds)
+            status, value = worker.run(measure_fn, candidate, timeout)
+            outcome = value if status == "ok" else Result(None, error=value)
+            records.record(target, spec, schedule, outcome.seconds, outcome.repeats, outcome.error)
+            took = outcome.seconds
+            result.measured += 1
+            result.failed += took is None
+        if k == 0:
+            result.untuned_seconds = took
+        if took is not None and (result.best_seconds is None or took < result.best_seconds):
+            result.best, result.best_seconds = str(schedule), took
+        show(result)
+    return result
+
+
+@contextmanager
+def _bars(kernels: int, budget: float, enabled: bool | None,
+          ) -> Iterator[Callable[[int, KernelTuning, float], None]]:
+    """Progress bars on stderr (as ``tensoregg.progress``: a terminal, not CI): kernels done, the
+    current kernel's best against its untuned choice, and the time left of the budget."""
+    if not (wanted() if enabled is None else enabled):
+        yield lambda done, kernel, elapsed: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bars:
+        done_task = bars.add_task("kernels", total=kernels)
+        time_task = bars.add_task("time", total=budget)
+
+        def show(done: int, kernel: KernelTuning, elapsed: float) -> None:
+            untuned = "-" if kernel.untuned_seconds is None else f"{kernel.untuned_seconds * 1e3:.3f} ms"
+            best = "-" if kernel.best_seconds is None else f"{kernel.best_seconds * 1e3:.3f} ms"
+            bars.update(done_task, completed=done,
+                        description=f"kernels ({kernel.kernel}: best {best} vs untuned {untuned})")
+            bars.update(time_task, completed=min(elapsed, budget))
+
+        yield show

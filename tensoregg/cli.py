@@ -1,7 +1,7 @@
 """The ``tensoregg`` command: ``compile`` a model to an artifact, ``run`` a model or an artifact
 (optionally checking it), ``print`` its Graph, ``explain`` what the optimizer did to it, list the
 ``targets``, ``extract`` an artifact's files (the C API), ``cache clear``, ``serve`` an artifact
-over HTTP."""
+over HTTP, ``tune`` models' kernels and ``records`` export/import the tuning records."""
 
 from __future__ import annotations
 
@@ -237,6 +237,36 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    report = tensoregg.tune(args.models, target=args.target, minutes=args.minutes, records=args.records,
+                            input_shapes=parse_shapes(args.input_shape), trials=args.trials,
+                            seconds=args.seconds, timeout=args.timeout, seed=args.seed)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report)
+    return 0
+
+
+def cmd_records(args: argparse.Namespace) -> int:
+    from tensoregg.tuning.records import Records
+
+    with Records(args.records) as db:
+        if args.action == "path":
+            print(db.path)
+        elif args.action == "export":
+            if args.file in (None, "-"):
+                db.export_jsonl(sys.stdout)
+            else:
+                with open(args.file, "w") as f:
+                    print(f"exported {db.export_jsonl(f)} records from {db.path} to {args.file}")
+        else:
+            if args.file in (None, "-"):
+                count = db.import_jsonl(sys.stdin)
+            else:
+                with open(args.file) as f:
+                    count = db.import_jsonl(f)
+            print(f"imported {count} records into {db.path}")
+    return 0
+
+
 def cmd_print(args: argparse.Namespace) -> int:
     from tensoregg.api import to_graph
 
@@ -404,6 +434,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = sub.add_parser("cache", help="the compile cache: `clear` it, or print its `dir`")
     store.add_argument("action", choices=["clear", "dir"])
     store.set_defaults(fn=cmd_cache)
+    tuning = sub.add_parser("tune", help="measure the schedules of models' kernels and store the best in the "
+                                         "tuning records, which compile then uses")
+    tuning.add_argument("models", nargs="+", metavar="MODEL",
+                        help="ONNX models (a kernel they share is tuned once)")
+    tuning.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
+    tuning.add_argument("--minutes", type=float, default=10.0, help="time budget (default 10)")
+    tuning.add_argument("--trials", type=int, default=32, help="schedules measured per kernel at most")
+    tuning.add_argument("--seconds", type=float, default=0.2, help="timed calls per schedule, in seconds")
+    tuning.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds a schedule may take (compile and calls) before its worker is killed")
+    tuning.add_argument("--seed", type=int, default=0)
+    tuning.add_argument("--json", action="store_true", help="print the report as JSON")
+    tuning.set_defaults(fn=cmd_tune)
+    notes = sub.add_parser("records", help="the tuning records: `export` or `import` them as JSON lines "
+                                           "(FILE or - for stdout/stdin), or print their `path`")
+    notes.add_argument("action", choices=["export", "import", "path"])
+    notes.add_argument("file", nargs="?", help="the JSON lines file (default -)")
+    notes.set_defaults(fn=cmd_records)
+    for p in (tuning, notes):
+        p.add_argument("--records", metavar="PATH",
+                       help="the records database (default: $TENSOREGG_RECORDS, else in the user cache "
+                            "directory)")
     listing = sub.add_parser("rules", help="list the registered rewrite rules by family, with their laws")
     listing.add_argument("--json", action="store_true", help="print the rules as JSON")
     listing.set_defaults(fn=cmd_rules)
@@ -426,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host.add_argument("--max-delay-ms", type=float, default=2.0,
                       help="how long a batch waits for more requests (default 2)")
     host.set_defaults(fn=cmd_serve)
-    for p in (run, timing, prof, build, show, why):
+    for p in (run, timing, prof, build, show, why, tuning):
         p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
                        help="fix a symbolic input shape (repeatable)")
     for p in (run, timing, prof, build):

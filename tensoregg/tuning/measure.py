@@ -77,8 +77,14 @@ def measure(candidate: Candidate) -> Result:
     return Result(statistics.median(times), repeats)
 
 
+STARTUP_S = 120.0
+"""How long a worker may take to start (import tensoregg) before it counts as failed."""
+
+
 def _serve(conn: Connection) -> None:
-    """A worker's loop: (function, argument) in, ("ok", value) or ("error", text) out; None ends it."""
+    """A worker's loop: says it is ready, then (function, argument) in, ("ok", value) or ("error",
+    text) out; None ends it."""
+    conn.send("ready")
     while True:
         try:
             job = conn.recv()
@@ -102,35 +108,49 @@ class Worker:
         self._proc: Any = None
         self._conn: Connection | None = None
 
-    def _start(self) -> Connection:
-        if self._proc is None or not self._proc.is_alive() or self._conn is None:
-            parent, child = self._ctx.Pipe()
-            proc = self._ctx.Process(target=_serve, args=(child,), daemon=True)
-            proc.start()
-            child.close()
-            self._proc, self._conn = proc, parent
-        return self._conn
+    def _start(self) -> tuple[str, Any]:
+        """Start a worker unless one runs; ("ok", None), or ("error", why) where it did not start."""
+        if self._proc is not None and self._proc.is_alive() and self._conn is not None:
+            return "ok", None
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_serve, args=(child,), daemon=True)
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+        status, why = self._receive(STARTUP_S)
+        return ("ok", None) if status == "ok" else ("error", f"worker did not start: {why}")
+
+    def _receive(self, timeout: float) -> tuple[str, Any]:
+        """The worker's next message as ("ok", it), or ("error", why) after killing it: it died or
+        sent nothing for ``timeout`` seconds."""
+        assert self._conn is not None and self._proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() <= deadline:
+            if self._conn.poll(0.05):
+                try:
+                    return "ok", self._conn.recv()
+                except (EOFError, OSError):
+                    break
+            if not self._proc.is_alive():
+                break
+        else:
+            self._reset()
+            return "error", f"timed out after {timeout:.0f} s"
+        self._proc.join(5.0)
+        code = self._proc.exitcode
+        self._reset()
+        return "error", f"worker died (exit code {code})"
 
     def run(self, fn: Any, arg: Any, timeout: float) -> tuple[str, Any]:
         """``fn(arg)`` in the worker: ("ok", its value), or ("error", why): it raised, the worker
-        died, or it ran past ``timeout`` seconds (counted from the call, the worker's start
-        included) and was killed."""
-        conn = self._start()
-        conn.send((fn, arg))
-        deadline = time.monotonic() + timeout
-        while not conn.poll(0.05):
-            if not self._proc.is_alive():
-                code = self._proc.exitcode
-                self._reset()
-                return "error", f"worker died (exit code {code})"
-            if time.monotonic() > deadline:
-                self._reset()
-                return "error", f"timed out after {timeout:.0f} s"
-        try:
-            return conn.recv()
-        except (EOFError, OSError):
-            self._reset()
-            return "error", "worker died"
+        died, or it ran past ``timeout`` seconds (the worker's start not counted) and was killed."""
+        started = self._start()
+        if started[0] != "ok":
+            return started
+        assert self._conn is not None
+        self._conn.send((fn, arg))
+        status, reply = self._receive(timeout)
+        return reply if status == "ok" else (status, reply)
 
     def _reset(self) -> None:
         if self._proc is not None:

@@ -4,7 +4,8 @@ A record is target + kernel signature (``KernelSpec.signature``) + template (``u
 ``gemm-tiled``) + parameters (the template's literals, as JSON) -> the median of the measured calls
 (``seconds``; NULL with an ``error`` where the candidate failed: crashed, hung, gave a wrong result),
 with the machine fingerprint it was measured on (``fingerprint``: a hash of ``machine``, the CPU
-model, LLVM's CPU name and features and the thread count), tensoregg's version and when. One record
+model, LLVM's CPU name and features and the thread count), tensoregg's version and when, and the
+kernel's GEMM problem (``problem``, JSON: what a learned cost model reads of the kernel). One record
 per (target, signature, template, parameters, fingerprint): measuring again replaces it.
 
 The database is ``--records PATH`` / ``records=`` where given, else ``$TENSOREGG_RECORDS``, else
@@ -48,7 +49,7 @@ INSERT OR IGNORE INTO meta VALUES ('schema', '{SCHEMA_VERSION}');
 CREATE TABLE IF NOT EXISTS records (
     target TEXT NOT NULL, signature TEXT NOT NULL, template TEXT NOT NULL, params TEXT NOT NULL,
     seconds REAL, error TEXT, repeats INTEGER NOT NULL, fingerprint TEXT NOT NULL, machine TEXT NOT NULL,
-    version TEXT NOT NULL, created REAL NOT NULL, kernel TEXT NOT NULL,
+    version TEXT NOT NULL, created REAL NOT NULL, kernel TEXT NOT NULL, problem TEXT NOT NULL,
     PRIMARY KEY (target, signature, template, params, fingerprint));
 """
 
@@ -69,6 +70,7 @@ class Record:
     version: str
     created: float
     kernel: str
+    problem: str
 
 
 COLUMNS = tuple(Record.__dataclass_fields__)
@@ -195,7 +197,8 @@ class Records:
             raise RecordsError(f"schedule {schedule} of {spec} has no record form")
         info = machine(target)
         rec = Record(target.name, spec.signature, *encoded, seconds, error, repeats, fingerprint(target),
-                     json.dumps(info, sort_keys=True), __version__, time.time(), str(spec))
+                     json.dumps(info, sort_keys=True), __version__, time.time(), str(spec),
+                     json.dumps(asdict(spec.problem), sort_keys=True))
         self.add([rec])
         return rec
 

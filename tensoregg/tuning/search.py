@@ -5,9 +5,11 @@ contraction kernels of the extracted programs are collected, deduplicated by sig
 models share is tuned once). Kernels are tuned in order of their predicted time, longest first, each
 given an equal share of the time left. A kernel's candidates are its schedules as the target's cost
 model ranks them: the model's pick (what an untuned compile chooses; measured first, the baseline),
-Untiled, the next ``TOP`` of the ranking, then the others in seeded random order, at most ``trials``
-in all. A candidate already in the records is not measured again. Each measurement is stored as it
-ends, so a run cut short keeps what it measured.
+Untiled, the next ``TOP`` of the ranking, then the others in the order a learned cost model
+(``tensoregg.tuning.learned``, trained from the records at the start of the run where ``lightgbm`` is
+installed and the records hold at least ``LEARN_MIN_KERNELS`` kernels) predicts, else in seeded
+random order, at most ``trials`` in all. A candidate already in the records is not measured again.
+Each measurement is stored as it ends, so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,11 +30,14 @@ from tensoregg.ir.schedules import Schedule, Untiled
 from tensoregg.optimize import optimize
 from tensoregg.progress import wanted
 from tensoregg.targets import Registration, Target
+from tensoregg.tuning.learned import LearnedCostModel, samples
 from tensoregg.tuning.measure import Candidate, Result, Worker, measure
 from tensoregg.tuning.records import Records, encode_schedule, measured_pricing
 
 TOP = 4
 """Candidates taken in the cost model's order before sampling the rest."""
+LEARN_MIN_KERNELS = 8
+"""Kernels with records the learned model needs before it ranks candidates."""
 
 
 @dataclass
@@ -67,6 +73,8 @@ class TuneReport:
     measurements: int = 0
     failed: int = 0
     seconds: float = 0.0
+    learned: bool = False
+    """Whether a learned cost model ranked the sampled candidates."""
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "speedup_geomean": self.speedup_geomean}
@@ -79,7 +87,8 @@ class TuneReport:
 
     def __str__(self) -> str:
         lines = [f"tuned {len(self.kernels)} kernels for target {self.target} in {self.seconds:.1f} s: "
-                 f"{self.measurements} measurements ({self.failed} failed); records in {self.records}"]
+                 f"{self.measurements} measurements ({self.failed} failed); records in {self.records}"
+                 + ("; candidates ranked by the learned cost model" if self.learned else "")]
         for k in self.kernels:
             untuned = "-" if k.untuned_seconds is None else f"{k.untuned_seconds * 1e3:.4f}"
             best = "-" if k.best_seconds is None else f"{k.best_seconds * 1e3:.4f}"
@@ -104,13 +113,32 @@ def model_kernels(graphs: Sequence[Graph], entry: Registration, target: Target,
     return list(kernels.values())
 
 
-def candidates(priced: Sequence[tuple[Schedule, float]], trials: int, seed: int) -> list[Schedule]:
+Rank = Callable[[Sequence[Schedule]], np.ndarray]
+"""Predicted relative cost of each of a kernel's schedules (lower first)."""
+
+
+def candidates(priced: Sequence[tuple[Schedule, float]], trials: int, seed: int,
+               rank: Rank | None = None) -> list[Schedule]:
     """The order in which a kernel's schedules are measured (see the module docstring)."""
     ranked = [s for s, _ in priced]
     head = list(dict.fromkeys([ranked[0], Untiled(), *ranked[1:TOP]]))
     rest = [s for s in ranked if s not in head]
-    order = np.random.default_rng(seed).permutation(len(rest))
+    order = (np.argsort(rank(rest), kind="stable") if rank is not None and rest
+             else np.random.default_rng(seed).permutation(len(rest)))
     return [*head, *(rest[i] for i in order)][:max(trials, 1)]
+
+
+def learned_model(records: Records, target: Target, seed: int) -> LearnedCostModel | None:
+    """A learned cost model trained from ``records``, or None: ``lightgbm`` is not installed or the
+    records hold fewer than ``LEARN_MIN_KERNELS`` kernels."""
+    try:
+        import lightgbm  # noqa: F401  (only whether it is there)
+    except ImportError:
+        return None
+    train = samples(records, target)
+    if len({s.signature for s in train}) < LEARN_MIN_KERNELS:
+        return None
+    return LearnedCostModel.fit(train, target, seed)
 
 
 Measure = Callable[[Candidate], Result]
@@ -132,14 +160,17 @@ def tune_graphs(graphs: Sequence[Graph], entry: Registration, target: Target, re
     specs = sorted((s for s in specs if len(priced[s.signature]) > 1),  # else nothing to choose
                    key=lambda s: -priced[s.signature][0][1])
     known = records.measured(target)
+    learned = learned_model(records, target, seed)
+    report.learned = learned is not None
     with Worker() as worker, _bars(len(specs), minutes * 60.0, progress) as show:
         for n, spec in enumerate(specs):
             if time.monotonic() >= deadline:
                 break
             share = (deadline - time.monotonic()) / (len(specs) - n)
+            rank = None if learned is None else partial(learned.predict, spec.problem)
             kernel = _tune_kernel(spec, priced[spec.signature], known.get(spec.signature, {}), worker, entry,
                                   target, records, min(deadline, time.monotonic() + share),
-                                  trials, seconds, timeout, seed, measure_fn,
+                                  trials, seconds, timeout, seed, rank, measure_fn,
                                   lambda k: show(n, k, time.monotonic() - start))
             report.kernels.append(kernel)
             report.measurements += kernel.measured
@@ -152,9 +183,10 @@ def tune_graphs(graphs: Sequence[Graph], entry: Registration, target: Target, re
 def _tune_kernel(spec: KernelSpec, priced: Sequence[tuple[Schedule, float]],
                  known: dict[Schedule, float | None], worker: Worker, entry: Registration, target: Target,
                  records: Records, until: float, trials: int, seconds: float, timeout: float, seed: int,
-                 measure_fn: Measure, show: Callable[[KernelTuning], None]) -> KernelTuning:
+                 rank: Rank | None, measure_fn: Measure, show: Callable[[KernelTuning], None],
+                 ) -> KernelTuning:
     """Measure ``spec``'s candidates until ``until`` (the untuned choice at least)."""
-    order = [s for s in candidates(priced, trials, seed) if encode_schedule(s) is not None]
+    order = [s for s in candidates(priced, trials, seed, rank) if encode_schedule(s) is not None]
     result = KernelTuning(str(spec), spec.signature, str(order[0]), None, candidates=len(priced))
     for k, schedule in enumerate(order):
         if k > 0 and time.monotonic() >= until:

@@ -128,8 +128,8 @@ def decode_schedule(template: str, params: str, target: Target) -> Schedule | No
 
 class Records:
     """The records database at ``path`` (see the module docstring). Opening creates it unless
-    ``create`` is False (then a missing file holds no records); a file that is no such database
-    raises RecordsError."""
+    ``create`` is False (then it is opened read-only, and a missing file holds no records); a file
+    that is no such database raises RecordsError."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
         self.path = Path(path) if path is not None else default_path()
@@ -142,9 +142,12 @@ class Records:
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, timeout=30.0)
-            with self._db:
-                self._db.executescript(_SCHEMA)
+            if create:
+                self._db = sqlite3.connect(self.path, timeout=30.0)
+                with self._db:
+                    self._db.executescript(_SCHEMA)
+            else:  # reading only: a read-only file or directory is fine, and nothing is written
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
             (schema,) = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             columns = [row[1] for row in self._db.execute("PRAGMA table_info(records)")]
         except sqlite3.Error as e:

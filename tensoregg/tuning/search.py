@@ -28,7 +28,7 @@ from tensoregg.extraction.kernel_spec import KernelSpec
 from tensoregg.ir.graph import Graph
 from tensoregg.ir.schedules import Schedule, Untiled
 from tensoregg.optimize import optimize
-from tensoregg.progress import wanted
+from tensoregg.progress import active, shown
 from tensoregg.targets import Registration, Target
 from tensoregg.tuning.learned import LearnedCostModel, samples
 from tensoregg.tuning.measure import Candidate, Result, Worker, measure
@@ -212,24 +212,26 @@ def _tune_kernel(spec: KernelSpec, priced: Sequence[tuple[Schedule, float]],
 @contextmanager
 def _bars(kernels: int, budget: float, enabled: bool | None,
           ) -> Iterator[Callable[[int, KernelTuning, float], None]]:
-    """Progress bars on stderr (as ``tensoregg.progress``: a terminal, not CI): kernels done, the
-    current kernel's best against its untuned choice, and the time left of the budget."""
-    if not (wanted() if enabled is None else enabled):
-        yield lambda done, kernel, elapsed: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as bars:
-        done_task = bars.add_task("kernels", total=kernels)
-        time_task = bars.add_task("time", total=budget)
+    """Progress bars on stderr (``tensoregg.progress``: by default on a terminal, not under CI):
+    kernels done with the current kernel's best against its untuned time, and the time left."""
+    with shown(enabled):
+        bars = active()
+        if bars is None:
+            yield lambda done, kernel, elapsed: None
+            return
+        done_task = bars.add_task(f"kernels 0/{kernels}", total=kernels)
+        time_task = bars.add_task(f"time left {budget:.0f} s", total=budget)
 
         def show(done: int, kernel: KernelTuning, elapsed: float) -> None:
             untuned = "-" if kernel.untuned_seconds is None else f"{kernel.untuned_seconds * 1e3:.3f} ms"
             best = "-" if kernel.best_seconds is None else f"{kernel.best_seconds * 1e3:.3f} ms"
-            bars.update(done_task, completed=done,
-                        description=f"kernels ({kernel.kernel}: best {best} vs untuned {untuned})")
-            bars.update(time_task, completed=min(elapsed, budget))
+            bars.update(done_task, completed=done, description=f"kernels {done}/{kernels} ({kernel.kernel}: "
+                        f"best {best}, untuned {untuned})")
+            bars.update(time_task, completed=min(elapsed, budget),
+                        description=f"time left {max(budget - elapsed, 0.0):.0f} s")
 
-        yield show
+        try:
+            yield show
+        finally:
+            bars.remove_task(done_task)
+            bars.remove_task(time_task)

@@ -2,14 +2,18 @@
 
 Each model is optimized for the target as ``compile`` does (with the records so far), and the
 contraction kernels of the extracted programs are collected, deduplicated by signature (a kernel two
-models share is tuned once). Kernels are tuned in order of their predicted time, longest first, each
-given an equal share of the time left. A kernel's candidates are its schedules as the target's cost
-model ranks them: the model's pick (what an untuned compile chooses; measured first, the baseline),
-Untiled, the next ``TOP`` of the ranking, then the others in the order a learned cost model
-(``tensoregg.tuning.learned``, trained from the records at the start of the run where ``lightgbm`` is
-installed and the records hold at least ``LEARN_MIN_KERNELS`` kernels) predicts, else in seeded
-random order, at most ``trials`` in all. A candidate already in the records is not measured again.
-Each measurement is stored as it ends, so a run cut short keeps what it measured.
+models share is tuned once). Kernels are tuned in order of their predicted time, longest first,
+each given an equal share of the time left. A pass that ends with time left is followed by another
+over the kernels the extraction picks with the new records that this run has not tuned yet
+(measured times can change which form of a kernel wins), until there are none.
+
+A kernel's candidates are its schedules as the target's cost model ranks them: the model's pick
+(what an untuned compile chooses; measured first, the baseline), Untiled, the next ``TOP`` of the
+ranking, then the others in the order a learned cost model (``tensoregg.tuning.learned``, trained
+from the records at the start of the run where ``lightgbm`` is installed and the records hold at
+least ``LEARN_MIN_KERNELS`` kernels) predicts, else in seeded random order, at most ``trials`` in
+all. A candidate already in the records is not measured again. Each measurement is stored as it
+ends, so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -155,27 +159,34 @@ def tune_graphs(graphs: Sequence[Graph], entry: Registration, target: Target, re
     start = time.monotonic()
     deadline = start + minutes * 60.0
     report = TuneReport(entry.name, str(records.path))
-    specs = model_kernels(graphs, entry, target, records)
-    priced = dict(zip((s.signature for s in specs), entry.schedules([s.problem for s in specs], target)))
-    specs = sorted((s for s in specs if len(priced[s.signature]) > 1),  # else nothing to choose
-                   key=lambda s: -priced[s.signature][0][1])
-    known = records.measured(target)
     learned = learned_model(records, target, seed)
     report.learned = learned is not None
-    with Worker() as worker, _bars(len(specs), minutes * 60.0, progress) as show:
-        for n, spec in enumerate(specs):
-            if time.monotonic() >= deadline:
+    tuned: set[str] = set()
+    with Worker() as worker, _bars(minutes * 60.0, progress) as show:
+        while time.monotonic() < deadline:  # a pass; the next one tunes what the records changed
+            specs = [s for s in model_kernels(graphs, entry, target, records) if s.signature not in tuned]
+            prices = entry.schedules([s.problem for s in specs], target)
+            priced = dict(zip((s.signature for s in specs), prices))
+            specs = sorted((s for s in specs if len(priced[s.signature]) > 1),  # else nothing to choose
+                           key=lambda s: -priced[s.signature][0][1])
+            if not specs:
                 break
-            share = (deadline - time.monotonic()) / (len(specs) - n)
-            rank = None if learned is None else partial(learned.predict, spec.problem)
-            kernel = _tune_kernel(spec, priced[spec.signature], known.get(spec.signature, {}), worker, entry,
-                                  target, records, min(deadline, time.monotonic() + share),
-                                  trials, seconds, timeout, seed, rank, measure_fn,
-                                  lambda k: show(n, k, time.monotonic() - start))
-            report.kernels.append(kernel)
-            report.measurements += kernel.measured
-            report.failed += kernel.failed
-            show(n + 1, kernel, time.monotonic() - start)
+            known = records.measured(target)
+            for n, spec in enumerate(specs):
+                if time.monotonic() >= deadline:
+                    break
+                share = (deadline - time.monotonic()) / (len(specs) - n)
+                rank = None if learned is None else partial(learned.predict, spec.problem)
+                total = len(tuned) + len(specs) - n
+                kernel = _tune_kernel(spec, priced[spec.signature], known.get(spec.signature, {}), worker,
+                                      entry, target, records, min(deadline, time.monotonic() + share),
+                                      trials, seconds, timeout, seed, rank, measure_fn,
+                                      lambda k: show(len(tuned), total, k, time.monotonic() - start))
+                tuned.add(spec.signature)
+                report.kernels.append(kernel)
+                report.measurements += kernel.measured
+                report.failed += kernel.failed
+                show(len(tuned), total, kernel, time.monotonic() - start)
     report.seconds = time.monotonic() - start
     return report
 
@@ -210,23 +221,22 @@ def _tune_kernel(spec: KernelSpec, priced: Sequence[tuple[Schedule, float]],
 
 
 @contextmanager
-def _bars(kernels: int, budget: float, enabled: bool | None,
-          ) -> Iterator[Callable[[int, KernelTuning, float], None]]:
+def _bars(budget: float, enabled: bool | None) -> Iterator[Callable[[int, int, KernelTuning, float], None]]:
     """Progress bars on stderr (``tensoregg.progress``: by default on a terminal, not under CI):
     kernels done with the current kernel's best against its untuned time, and the time left."""
     with shown(enabled):
         bars = active()
         if bars is None:
-            yield lambda done, kernel, elapsed: None
+            yield lambda done, total, kernel, elapsed: None
             return
-        done_task = bars.add_task(f"kernels 0/{kernels}", total=kernels)
+        done_task = bars.add_task("kernels", total=None)
         time_task = bars.add_task(f"time left {budget:.0f} s", total=budget)
 
-        def show(done: int, kernel: KernelTuning, elapsed: float) -> None:
+        def show(done: int, total: int, kernel: KernelTuning, elapsed: float) -> None:
             untuned = "-" if kernel.untuned_seconds is None else f"{kernel.untuned_seconds * 1e3:.3f} ms"
             best = "-" if kernel.best_seconds is None else f"{kernel.best_seconds * 1e3:.3f} ms"
-            bars.update(done_task, completed=done, description=f"kernels {done}/{kernels} ({kernel.kernel}: "
-                        f"best {best}, untuned {untuned})")
+            bars.update(done_task, completed=done, total=total, description=f"kernels {done}/{total} "
+                        f"({kernel.kernel}: best {best}, untuned {untuned})")
             bars.update(time_task, completed=min(elapsed, budget),
                         description=f"time left {max(budget - elapsed, 0.0):.0f} s")
 

@@ -21,21 +21,10 @@ import tensoregg
 from tensoregg import cache, progress
 from tensoregg.errors import InputError, ParameterError, TensoreggError
 from tensoregg.ir import TensorType
+from tensoregg.ir.types import sample_array
 from tensoregg.runtime import Module
 from tensoregg.runtime.artifact import spec_json
-from tensoregg.runtime.signature import TensorSpec
 from tensoregg.targets import available, registration
-
-
-def random_input(t: TensorSpec, rng: np.random.Generator) -> np.ndarray:
-    """Seeded sample data for one input: standard normal floats, small ints, random bools."""
-    if t.dtype.kind == "f":
-        return rng.standard_normal(t.shape).astype(t.dtype)
-    if t.dtype.kind in "iu":
-        return rng.integers(0, 4, t.shape).astype(t.dtype)
-    if t.dtype == np.bool_:
-        return rng.random(t.shape) < 0.5
-    raise TensoreggError(f"cannot make sample data of dtype {t.dtype}")
 
 
 def parse_shapes(items: Sequence[str]) -> dict[str, list[int]]:
@@ -103,7 +92,8 @@ def read_inputs(module: Module, items: Sequence[str], seed: int) -> dict[str, np
                              f"got {item!r}")
         given[name] = np.load(path, allow_pickle=False)
     rng = np.random.default_rng(seed)
-    return {t.name: given[t.name] if t.name in given else random_input(t, rng) for t in module.inputs}
+    return {t.name: given[t.name] if t.name in given else sample_array(t.dtype, t.shape, rng)
+            for t in module.inputs}
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 
 from tensoregg.ir.graph import Graph, Node
 from tensoregg.ir.schedules import GemmProblem, Schedule
-from tensoregg.ir.types import TensorType
+from tensoregg.ir.types import TensorType, sample_array
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,7 +49,7 @@ class KernelSpec:
 
     def graph(self, schedule: Schedule | None = None, seed: int = 0) -> Graph:
         """A Graph of this kernel alone, scheduled as ``schedule``: the non-constant inputs are its
-        inputs ``x0, x1...``, the constant ones seeded random initializers ``w0, w1...``."""
+        inputs ``x0, x1...``, the constant ones seeded sample initializers ``w0, w1...``."""
         rng = np.random.default_rng(seed)
         inputs: dict[str, TensorType] = {}
         initializers: dict[str, np.ndarray] = {}
@@ -59,21 +59,12 @@ class KernelSpec:
                 names.append("")
             elif const:
                 names.append(f"w{k}")
-                initializers[f"w{k}"] = random_array(t, rng)
+                initializers[f"w{k}"] = sample_array(t.dtype, t.shape, rng)
             else:
                 names.append(f"x{k}")
                 inputs[f"x{k}"] = t
         node = Node(self.op, tuple(names), ("y",), dict(self.attrs), "kernel", self.domain, schedule)
         return Graph(inputs, initializers, [node], ["y"], name=f"kernel-{self.signature[:12]}")
-
-
-def random_array(t: TensorType, rng: np.random.Generator) -> np.ndarray:
-    """Seeded data of type ``t``: standard normal floats, small integers, else zeros."""
-    if t.dtype.kind == "f":
-        return rng.standard_normal(t.shape).astype(t.dtype)
-    if t.dtype.kind in "iu":
-        return rng.integers(0, 4, t.shape).astype(t.dtype)
-    return np.zeros(t.shape, t.dtype)
 
 
 def _canonical(value: Any) -> Any:

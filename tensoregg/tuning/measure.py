@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from tensoregg.benchmark import RTOL, max_rel_err, time_calls
-from tensoregg.extraction.kernel_spec import KernelSpec, random_array
+from tensoregg.extraction.kernel_spec import KernelSpec
 from tensoregg.ir.schedules import Schedule
 from tensoregg.ir.target import Target
+from tensoregg.ir.types import sample_array
 
 MIN_REPEATS = 5
 """Timed calls of a candidate at least, however slow."""
@@ -65,7 +66,8 @@ def measure(candidate: Candidate) -> Result:
     module = Module(graph, entry.name, entry.build(graph, c.target))
     module.num_threads = max(1, c.target.cores)
     rng = np.random.default_rng(1)
-    feeds = {name: random_array(graph.inputs[name], rng) for name in module.input_names}
+    feeds = {name: sample_array(graph.inputs[name].dtype, graph.inputs[name].shape, rng)
+             for name in module.input_names}
     got = module.run(**feeds)
     want = _references.setdefault(c.spec.signature, got)
     err = max_rel_err(got, want)

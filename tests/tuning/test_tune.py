@@ -2,8 +2,10 @@
 hanging one costing one measurement; a tuned model recompiles with no measurement and the same
 choices."""
 
+import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,3 +58,14 @@ def test_a_tuned_model_recompiles_with_no_measurement_and_the_same_choices(tmp_p
 def test_a_target_without_schedules_cannot_be_tuned(tmp_path):
     with pytest.raises(tensoregg.CompileError, match="'ref' has no schedule templates"):
         tensoregg.tune(matmul_graph(), "ref", minutes=0.1, records=tmp_path / "r.sqlite")
+
+
+def test_the_tune_command_reports_as_json(tmp_path, capsys):
+    from tensoregg.cli import main
+
+    records = tmp_path / "r.sqlite"
+    model = str(Path(__file__).resolve().parents[2] / "examples" / "tinycnn.onnx")
+    assert main(["tune", model, "--minutes", "0", "--records", str(records), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["target"] == "llvm" and report["records"] == str(records) and report["kernels"] == []
+    assert records.exists()

@@ -69,3 +69,22 @@ def test_the_tune_command_reports_as_json(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["target"] == "llvm" and report["records"] == str(records) and report["kernels"] == []
     assert records.exists()
+
+
+@pytest.mark.slow
+def test_a_tuned_zoo_model_still_computes_what_onnxruntime_does(tmp_path):
+    from tensoregg.benchmark import RTOL, max_rel_err, ort_session
+    from tensoregg.testing import light_model
+
+    model = light_model("squeezenet")
+    records = tmp_path / "records.sqlite"
+    report = tensoregg.tune(model, "llvm", minutes=1.5, records=records, trials=4, seconds=0.02,
+                            progress=False)
+    assert report.measurements > 0 and report.failed == 0
+    tuned = tensoregg.compile(model, "llvm", records=records)
+    best = {k.signature: k.best for k in report.kernels if k.best}
+    picked = [(best[spec.signature], str(s)) for spec, s in tuned.report.chosen if spec.signature in best]
+    assert picked and all(want == got for want, got in picked)  # each tuned kernel as its best measured
+    x = np.random.default_rng(0).standard_normal(tuned.input_shapes[0]).astype(F32)
+    want = ort_session(model.SerializeToString(), 1).run(None, {tuned.input_names[0]: x})
+    assert max_rel_err(tuned.run(x), want) <= RTOL

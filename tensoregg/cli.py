@@ -77,7 +77,8 @@ def obtain(args: argparse.Namespace) -> tuple[Module, str]:
     else:
         module = tensoregg.compile(args.model, target=args.target,
                                    input_shapes=parse_shapes(args.input_shape), cache=not args.no_cache,
-                                   validate=getattr(args, "validate", False))
+                                   validate=getattr(args, "validate", False),
+                                   records=args.records or True)
         how = "compiled" if module.graph is not None else "loaded from the compile cache"
     ms = (time.perf_counter() - t0) * 1e3
     return module, f"{how} {args.model} for target {module.target} in {ms:.1f} ms: {module}"
@@ -198,7 +199,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     module = tensoregg.compile(args.model, target=args.target, input_shapes=parse_shapes(args.input_shape),
-                               cache=not args.no_cache, validate=args.validate)
+                               cache=not args.no_cache, validate=args.validate, records=args.records or True)
     seconds = time.perf_counter() - t0
     path = module.save(args.output)
     info = {"artifact": str(path), "bytes": path.stat().st_size, "target": module.target,
@@ -449,10 +450,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes.add_argument("action", choices=["export", "import", "path"])
     notes.add_argument("file", nargs="?", help="the JSON lines file (default -)")
     notes.set_defaults(fn=cmd_records)
-    for p in (tuning, notes):
+    for p in (tuning, notes, run, timing, prof, build):
         p.add_argument("--records", metavar="PATH",
-                       help="the records database (default: $TENSOREGG_RECORDS, else in the user cache "
-                            "directory)")
+                       help="the tuning records database (default: $TENSOREGG_RECORDS, else in the user "
+                            "cache directory)")
     listing = sub.add_parser("rules", help="list the registered rewrite rules by family, with their laws")
     listing.add_argument("--json", action="store_true", help="print the rules as JSON")
     listing.set_defaults(fn=cmd_rules)

@@ -4,6 +4,7 @@ and imported as JSON lines, corrupt files refused with a RecordsError; and compi
 import io
 import json
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +125,14 @@ def test_records_command_exports_and_imports(tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text("{}\n")
     assert main(["records", "import", str(tmp_path / "bad.jsonl"), *b]) == 2
     assert "RecordsError: line 1 is not a tuning record" in capsys.readouterr().err
+
+
+def test_the_compiling_commands_take_records(tmp_path, capsys):
+    from tensoregg.cli import main
+
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"not a database" * 100)
+    model = str(Path(__file__).resolve().parents[2] / "examples" / "tinycnn.onnx")
+    assert main(["compile", model, "-o", str(tmp_path / "m.tegg"), "--no-cache", "--records", str(bad)]) == 2
+    assert main(["run", model, "--no-cache", "--records", str(bad)]) == 2
+    assert capsys.readouterr().err.count(f"RecordsError: tuning records {bad} cannot be read") == 2

@@ -123,21 +123,24 @@ def _records_pricing(records: RecordsOption, entry: Registration, description: T
 def tune(models: Any, target: str | Target | None = None, *, minutes: float = 10.0,
          records: str | os.PathLike[str] | None = None,
          input_shapes: Mapping[str, Sequence[int]] | None = None,
+         example_inputs: Sequence[Any] | None = None,
          trials: int = 32, seconds: float = 0.2, timeout: float = 60.0, seed: int = 0,
          progress: bool | None = None) -> TuneReport:
     """Auto-tune a model (or a list of models) for ``target`` for about ``minutes``: the kernels of
     the programs ``compile`` extracts, deduplicated across the models, are measured under up to
     ``trials`` schedules each (the cost model's best, then sampled ones), each in a worker process
     under ``timeout`` seconds, and stored in the tuning records (``records``: a path; default
-    ``$TENSOREGG_RECORDS`` or the user cache directory), which ``compile`` then uses. ``progress``:
-    show progress bars (default: on a terminal, not under CI)."""
+    ``$TENSOREGG_RECORDS`` or the user cache directory), which ``compile`` then uses. Models are
+    what ``compile`` takes, ``input_shapes`` and ``example_inputs`` (torch models) applying to each.
+    ``progress``: show progress bars (default: on a terminal, not under CI)."""
     from tensoregg.tuning.records import Records
     from tensoregg.tuning.search import tune_graphs
 
     entry, description = resolve_target(target)
     if entry.schedules is None:
         raise CompileError(f"target {entry.name!r} has no schedule templates to tune")
-    graphs = [to_graph(m, input_shapes) for m in (models if isinstance(models, (list, tuple)) else [models])]
+    graphs = [to_graph(m, input_shapes, example_inputs)
+              for m in (models if isinstance(models, (list, tuple)) else [models])]
     with Records(records) as db:
         return tune_graphs(graphs, entry, description, db, minutes=minutes, trials=trials, seconds=seconds,
                            timeout=timeout, seed=seed, progress=progress)

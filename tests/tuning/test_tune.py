@@ -71,6 +71,14 @@ def test_the_tune_command_reports_as_json(tmp_path, capsys):
     assert records.exists()
 
 
+def test_a_torch_model_is_tuned_at_its_example_inputs(tmp_path):
+    torch = pytest.importorskip("torch")
+    module = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU()).eval()
+    report = tensoregg.tune(module, "llvm", minutes=0, records=tmp_path / "r.sqlite",
+                            example_inputs=(torch.ones(3, 8),), progress=False)
+    assert report.kernels == [] and report.measurements == 0
+
+
 @pytest.mark.slow
 def test_a_tuned_zoo_model_still_computes_what_onnxruntime_does(tmp_path):
     from tensoregg.benchmark import RTOL, max_rel_err, ort_session

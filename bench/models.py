@@ -1,6 +1,7 @@
 """Whole-model latency: tensoregg's llvm target against onnxruntime, in one process, same thread count.
 
     python bench/models.py [MODEL ...] [--threads 1,2] [--runs N] [--seconds S] [--json out.json]
+                           [--tune MINUTES --records PATH]
 
 MODEL is a light zoo name (tensoregg.testing.LIGHT_MODELS, seeded random weights), ``mlp``
 (784-512-512-10, batch 64), ``encoder`` (the transformer encoder layer) or ``resnet_small`` (a
@@ -27,6 +28,12 @@ alone, took 40 ms right after an onnxruntime call). So with T > 1 each tensoregg
 ``--settle`` pause (0.1 s, not timed); onnxruntime keeps its spinning, which helps its back-to-back
 calls as in a serving loop. tensoregg's own workers block between calls, so they cost onnxruntime
 nothing.
+
+With ``--records PATH``, each model is also compiled with those tuning records (after ``--tune
+MINUTES`` of ``tensoregg.tune`` into them, when given; the time it took is reported) and the tuned
+module is timed against onnxruntime the same way, right after the untuned one (compiled with
+``records=False``): rows then have ``tuned_ms`` and ``tuned_ratio`` (against its own onnxruntime
+median) beside the untuned figures.
 
 Both runtimes share one process; each model gets a fresh (spawned) process, so that one model's
 memory does not pile onto the next, with OPENBLAS_NUM_THREADS=1 (numpy's BLAS must not start threads
@@ -77,6 +84,11 @@ class Settings:
     seconds: float
     settle: float
     """Pause before each block of tensoregg calls when several threads run."""
+    records: str | None = None
+    """Tuning records to compile a tuned module with as well (None: untuned only, with the default
+    records as ``compile`` finds them)."""
+    tune_minutes: float = 0.0
+    """Minutes of ``tensoregg.tune`` into ``records`` first."""
 
 
 def measure(name: str, settings: Settings, out: Any) -> None:
@@ -90,11 +102,19 @@ def measure(name: str, settings: Settings, out: Any) -> None:
     model = load(name)
     start = time.perf_counter()
     try:
-        module = tensoregg.compile(model, "llvm")
+        module = tensoregg.compile(model, "llvm", records=not settings.records)
     except UnsupportedOperator as e:
         out.put({"model": name, "status": f"unsupported: {e}"})
         return
     compile_s = time.perf_counter() - start
+    tuned, tune_s = None, 0.0
+    if settings.records:
+        if settings.tune_minutes > 0:
+            start = time.perf_counter()
+            print(tensoregg.tune(model, "llvm", minutes=settings.tune_minutes, records=settings.records,
+                                 progress=False), flush=True)
+            tune_s = time.perf_counter() - start
+        tuned = tensoregg.compile(model, "llvm", records=settings.records)
     rng = np.random.default_rng(0)
     feeds = {n: (rng.standard_normal(s) if np.dtype(d).kind == "f" else rng.integers(0, 10, s)).astype(d)
              for n, s, d in zip(module.input_names, module.input_shapes, module.input_dtypes, strict=True)}
@@ -109,10 +129,18 @@ def measure(name: str, settings: Settings, out: Any) -> None:
         ours, theirs = time_pair(partial(module.run, **feeds), partial(session.run, None, feeds),
                                  settings.runs, settings.seconds, settings.settle if t > 1 else 0.0)
         te_ms, ort_ms = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
-        out.put({"model": name, "threads": t, "compile_s": compile_s, "tensoregg_ms": te_ms, "ort_ms": ort_ms,
-                 "ratio": te_ms / ort_ms, "max_rel_err": err, "runs": len(ours),
-                 "tensoregg_quartiles_ms": quartiles(ours), "ort_quartiles_ms": quartiles(theirs),
-                 "status": "ok" if err <= RTOL else "MISMATCH"})
+        row = {"model": name, "threads": t, "compile_s": compile_s, "tensoregg_ms": te_ms, "ort_ms": ort_ms,
+               "ratio": te_ms / ort_ms, "max_rel_err": err, "runs": len(ours),
+               "tensoregg_quartiles_ms": quartiles(ours), "ort_quartiles_ms": quartiles(theirs)}
+        if tuned is not None:
+            tuned.num_threads = t
+            err = max(err, max_rel_err(tuned.run(**feeds), want))
+            ours, theirs = time_pair(partial(tuned.run, **feeds), partial(session.run, None, feeds),
+                                     settings.runs, settings.seconds, settings.settle if t > 1 else 0.0)
+            tuned_ms, tuned_ort_ms = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
+            row |= {"tuned_ms": tuned_ms, "tuned_ort_ms": tuned_ort_ms,
+                    "tuned_ratio": tuned_ms / tuned_ort_ms, "tune_minutes": tune_s / 60, "max_rel_err": err}
+        out.put({**row, "status": "ok" if err <= RTOL else "MISMATCH"})
 
 
 def _child(name: str, settings: Settings, out: Any) -> None:
@@ -169,8 +197,12 @@ def print_row(row: dict[str, Any]) -> None:
     if "threads" not in row:
         print(f"{row['model']:14s} {'':>3s} {row['status']}", flush=True)
         return
+    tuned = "" if "tuned_ms" not in row else (
+        f"  tuned {row['tuned_ms']:.3f} ms (ort {row['tuned_ort_ms']:.3f}) ratio {row['tuned_ratio']:.2f} "
+        f"after {row['tune_minutes']:.1f} min")
     print(f"{row['model']:14s} {row['threads']:3d} {row['compile_s']:9.2f} {row['tensoregg_ms']:12.3f} "
-          f"{row['ort_ms']:9.3f} {row['ratio']:7.2f} {row['max_rel_err']:11.1e}  {row['status']}", flush=True)
+          f"{row['ort_ms']:9.3f} {row['ratio']:7.2f} {row['max_rel_err']:11.1e}  {row['status']}{tuned}",
+          flush=True)
 
 
 def machine() -> dict[str, Any]:
@@ -205,11 +237,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds of pause before each block of tensoregg calls (threads > 1)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per model process")
     parser.add_argument("--json", help="also write the machine and the rows to this file")
+    parser.add_argument("--records", help="also time each model compiled with these tuning records")
+    parser.add_argument("--tune", type=float, default=0.0, metavar="MINUTES",
+                        help="tune each model for this long into --records first")
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in LIGHT_MODELS and m not in EXTRA_MODELS]
     if unknown:
         parser.error(f"unknown models {unknown}; known: {', '.join([*LIGHT_MODELS, *EXTRA_MODELS])}")
-    settings = Settings(tuple(int(t) for t in args.threads.split(",")), args.runs, args.seconds, args.settle)
+    if args.tune and not args.records:
+        parser.error("--tune needs --records")
+    settings = Settings(tuple(int(t) for t in args.threads.split(",")), args.runs, args.seconds, args.settle,
+                        args.records, args.tune)
     info = machine()
     print(f"machine: {info['cpu']} ({info['cpu_model']}), {info['cores']} cores for llvm, onnxruntime "
           f"{info['onnxruntime']}, load average {' '.join(f'{x:.2f}' for x in info['load_average'])}")
@@ -219,11 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     info["load_average_end"] = os.getloadavg()
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in info['load_average_end'])}")
     for t in settings.threads:
-        ratios = [r["ratio"] for r in rows if r.get("threads") == t]
-        if ratios:
-            geomean = math.exp(statistics.fmean(math.log(x) for x in ratios))
-            print(f"geometric mean of ratios, {t} thread{'s' if t > 1 else ''}: {geomean:.2f} "
-                  f"over {len(ratios)} models")
+        for key, what in (("ratio", ""), ("tuned_ratio", " (tuned)")):
+            ratios = [r[key] for r in rows if r.get("threads") == t and key in r]
+            if ratios:
+                geomean = math.exp(statistics.fmean(math.log(x) for x in ratios))
+                print(f"geometric mean of ratios{what}, {t} thread{'s' if t > 1 else ''}: {geomean:.2f} "
+                      f"over {len(ratios)} models")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "rows": rows}, f, indent=1)

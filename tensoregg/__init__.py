@@ -1,7 +1,7 @@
 """tensoregg: a deep-learning compiler whose optimizations are rewrite rules."""
 
 from tensoregg import errors
-from tensoregg.api import compile  # noqa: A004
+from tensoregg.api import compile, tune  # noqa: A004
 from tensoregg.errors import (
                               ArtifactError,
                               CompileError,
@@ -18,4 +18,4 @@ from tensoregg.version import __version__
 
 __all__ = ["ArtifactError", "CompileError", "Explanation", "InputError", "InvalidModel", "Module",
            "ShapeError", "TensoreggError", "UnsupportedOperator", "ValidationError", "__version__", "compile",
-           "errors", "explain", "extract", "load"]
+           "errors", "explain", "extract", "load", "tune"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tensoregg import cache as compile_cache
 from tensoregg.errors import CompileError, ParameterError
@@ -15,7 +15,13 @@ from tensoregg.runtime import Module
 from tensoregg.targets import Registration, Target, registration
 
 if TYPE_CHECKING:
+    from tensoregg.extraction.alternatives import Reprice
     from tensoregg.rules import Family
+    from tensoregg.tuning.search import TuneReport
+
+RecordsOption: TypeAlias = "str | os.PathLike[str] | bool"
+"""Where ``compile`` finds tuning records: True, the default database (``tensoregg.tuning.records``);
+a path, that one; False, none."""
 
 DEFAULT_TARGET = "llvm"
 """The target when none is named; the environment variable ``TENSOREGG_TARGET`` overrides it."""
@@ -28,7 +34,8 @@ def default_target() -> str:
 def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (the public name users expect)
             input_shapes: Mapping[str, Sequence[int]] | None = None, optimize: bool = True,
             rule_families: Sequence[str | Family] | None = None, cache: bool = False,
-            example_inputs: Sequence[Any] | None = None, validate: bool = False) -> Module:
+            example_inputs: Sequence[Any] | None = None, validate: bool = False,
+            records: RecordsOption = True) -> Module:
     """Compile a model (ONNX path, bytes, ModelProto, an ``ir.Graph``, or a PyTorch ``nn.Module``
     or ``torch.export.ExportedProgram``) for ``target``.
 
@@ -51,9 +58,14 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
     With ``validate`` (translation validation), the optimized program is run against the imported one
     with the reference interpreter on seeded random inputs before lowering, and a program that
     differs is refused with a ``ValidationError`` naming the output, the error and the rules involved.
+
+    Where the tuning records (``records``: see ``RecordsOption``; ``tensoregg.tune`` writes them)
+    hold measurements of a kernel on this machine for this target, its measured times replace the
+    cost model's predictions, so a tuned model compiles to its tuned choices with no measurement.
     """
     entry, description = resolve_target(target)
-    key = (_cache_key(model, entry, description, input_shapes, optimize, rule_families, validate)
+    reprice, tuned = _records_pricing(records, entry, description) if optimize else (None, "")
+    key = (_cache_key(model, entry, description, input_shapes, optimize, rule_families, tuned, validate)
            if cache else None)
     if key is not None:
         cached = compile_cache.lookup(key)
@@ -66,7 +78,8 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
         from tensoregg.optimize import optimize as run_optimize
         from tensoregg.optimize import validate as validate_translation
         original = graph
-        graph, report = run_optimize(graph, description, rule_families, schedules=entry.schedules)
+        graph, report = run_optimize(graph, description, rule_families, schedules=entry.schedules,
+                                     reprice=reprice)
         if validate:
             validate_translation(original, graph, report, description, rule_families,
                                  schedules=entry.schedules)
@@ -81,15 +94,56 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
 
 def _cache_key(model: Any, entry: Registration, description: Target,
                input_shapes: Mapping[str, Sequence[int]] | None, optimize: bool,
-               rule_families: Sequence[str | Family] | None, validate: bool = False) -> str | None:
-    """The compile cache's key, or None for what the cache cannot hold (see ``compile``)."""
+               rule_families: Sequence[str | Family] | None, tuned: str,
+               validate: bool = False) -> str | None:
+    """The compile cache's key, or None for what the cache cannot hold (see ``compile``); ``tuned``
+    is the digest of the tuning records that apply."""
     digest = compile_cache.model_digest(model)
     names = None if rule_families is None else [f for f in rule_families if isinstance(f, str)]
     if digest is None or entry.save is None or (names is not None and len(names) != len(rule_families or ())):
         return None
     options = {"input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
-               "optimize": optimize, **({"validate": True} if validate else {})}
+               "optimize": optimize, "records": tuned, **({"validate": True} if validate else {})}
     return compile_cache.cache_key(digest, entry.name, description, names, options)
+
+
+def _records_pricing(records: RecordsOption, entry: Registration, description: Target,
+                     ) -> tuple[Reprice | None, str]:
+    """The hook that prices kernels by the records of ``records`` for this target and machine, and
+    the digest of those records ("" and no hook where there are none)."""
+    if records is False or entry.schedules is None:
+        return None, ""
+    from tensoregg.tuning.records import Records, digest, measured_pricing
+
+    with Records(None if records is True else records, create=False) as db:
+        measured = db.measured(description)
+    return (measured_pricing(measured), digest(measured)) if measured else (None, "")
+
+
+def tune(models: Any, target: str | Target | None = None, *, minutes: float = 10.0,
+         records: str | os.PathLike[str] | None = None,
+         input_shapes: Mapping[str, Sequence[int]] | None = None,
+         example_inputs: Sequence[Any] | None = None,
+         trials: int = 32, seconds: float = 0.2, timeout: float = 60.0, seed: int = 0,
+         progress: bool | None = None) -> TuneReport:
+    """Auto-tune a model (or a list of models) for ``target`` for about ``minutes``: the kernels of
+    the programs ``compile`` extracts, deduplicated across the models, are measured under up to
+    ``trials`` schedules each (the cost model's best, then sampled ones), each in a worker process
+    under ``timeout`` seconds, and stored in the tuning records (``records``: a path; default
+    ``$TENSOREGG_RECORDS`` or the user cache directory), which ``compile`` then uses. Models are
+    what ``compile`` takes, ``input_shapes`` and ``example_inputs`` (torch models) applying to each.
+    ``progress``: show progress bars (default: on a terminal, not under CI)."""
+    from tensoregg.tuning.records import Records
+    from tensoregg.tuning.search import tune_graphs
+
+    entry, description = resolve_target(target)
+    if entry.schedules is None:
+        raise CompileError(f"target {entry.name!r} has no schedule templates to tune")
+    graphs = [to_graph(m, input_shapes, example_inputs)
+              for m in (models if isinstance(models, (list, tuple)) else [models])]
+    with Records(records) as db:
+        return tune_graphs(graphs, entry, description, db, minutes=minutes, trials=trials, seconds=seconds,
+                           timeout=timeout, seed=seed, progress=progress)
 
 
 def resolve_target(target: str | Target | None) -> tuple[Registration, Target]:

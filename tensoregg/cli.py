@@ -1,7 +1,7 @@
 """The ``tensoregg`` command: ``compile`` a model to an artifact, ``run`` a model or an artifact
 (optionally checking it), ``print`` its Graph, ``explain`` what the optimizer did to it, list the
 ``targets``, ``extract`` an artifact's files (the C API), ``cache clear``, ``serve`` an artifact
-over HTTP."""
+over HTTP, ``tune`` models' kernels and ``records`` export/import the tuning records."""
 
 from __future__ import annotations
 
@@ -21,21 +21,10 @@ import tensoregg
 from tensoregg import cache, progress
 from tensoregg.errors import InputError, ParameterError, TensoreggError
 from tensoregg.ir import TensorType
+from tensoregg.ir.types import sample_array
 from tensoregg.runtime import Module
 from tensoregg.runtime.artifact import spec_json
-from tensoregg.runtime.signature import TensorSpec
 from tensoregg.targets import available, registration
-
-
-def random_input(t: TensorSpec, rng: np.random.Generator) -> np.ndarray:
-    """Seeded sample data for one input: standard normal floats, small ints, random bools."""
-    if t.dtype.kind == "f":
-        return rng.standard_normal(t.shape).astype(t.dtype)
-    if t.dtype.kind in "iu":
-        return rng.integers(0, 4, t.shape).astype(t.dtype)
-    if t.dtype == np.bool_:
-        return rng.random(t.shape) < 0.5
-    raise TensoreggError(f"cannot make sample data of dtype {t.dtype}")
 
 
 def parse_shapes(items: Sequence[str]) -> dict[str, list[int]]:
@@ -88,7 +77,8 @@ def obtain(args: argparse.Namespace) -> tuple[Module, str]:
     else:
         module = tensoregg.compile(args.model, target=args.target,
                                    input_shapes=parse_shapes(args.input_shape), cache=not args.no_cache,
-                                   validate=getattr(args, "validate", False))
+                                   validate=getattr(args, "validate", False),
+                                   records=args.records or True)
         how = "compiled" if module.graph is not None else "loaded from the compile cache"
     ms = (time.perf_counter() - t0) * 1e3
     return module, f"{how} {args.model} for target {module.target} in {ms:.1f} ms: {module}"
@@ -104,7 +94,8 @@ def read_inputs(module: Module, items: Sequence[str], seed: int) -> dict[str, np
                              f"got {item!r}")
         given[name] = np.load(path, allow_pickle=False)
     rng = np.random.default_rng(seed)
-    return {t.name: given[t.name] if t.name in given else random_input(t, rng) for t in module.inputs}
+    return {t.name: given[t.name] if t.name in given else sample_array(t.dtype, t.shape, rng)
+            for t in module.inputs}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -211,7 +202,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     module = tensoregg.compile(args.model, target=args.target, input_shapes=parse_shapes(args.input_shape),
-                               cache=not args.no_cache, validate=args.validate)
+                               cache=not args.no_cache, validate=args.validate, records=args.records or True)
     seconds = time.perf_counter() - t0
     path = module.save(args.output)
     info = {"artifact": str(path), "bytes": path.stat().st_size, "target": module.target,
@@ -238,6 +229,36 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"removed {cache.clear()} entries from {cache.cache_dir()}")
     else:
         print(cache.cache_dir())
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    report = tensoregg.tune(args.models, target=args.target, minutes=args.minutes, records=args.records,
+                            input_shapes=parse_shapes(args.input_shape), trials=args.trials,
+                            seconds=args.seconds, timeout=args.timeout, seed=args.seed)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report)
+    return 0
+
+
+def cmd_records(args: argparse.Namespace) -> int:
+    from tensoregg.tuning.records import Records
+
+    with Records(args.records) as db:
+        if args.action == "path":
+            print(db.path)
+        elif args.action == "export":
+            if args.file in (None, "-"):
+                db.export_jsonl(sys.stdout)
+            else:
+                with open(args.file, "w") as f:
+                    print(f"exported {db.export_jsonl(f)} records from {db.path} to {args.file}")
+        else:
+            if args.file in (None, "-"):
+                count = db.import_jsonl(sys.stdin)
+            else:
+                with open(args.file) as f:
+                    count = db.import_jsonl(f)
+            print(f"imported {count} records into {db.path}")
     return 0
 
 
@@ -414,6 +435,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = sub.add_parser("cache", help="the compile cache: `clear` it, or print its `dir`")
     store.add_argument("action", choices=["clear", "dir"])
     store.set_defaults(fn=cmd_cache)
+    tuning = sub.add_parser("tune", help="measure the schedules of models' kernels and store the best in the "
+                                         "tuning records, which compile then uses")
+    tuning.add_argument("models", nargs="+", metavar="MODEL",
+                        help="ONNX models (a kernel they share is tuned once)")
+    tuning.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
+    tuning.add_argument("--minutes", type=float, default=10.0, help="time budget (default 10)")
+    tuning.add_argument("--trials", type=int, default=32, help="schedules measured per kernel at most")
+    tuning.add_argument("--seconds", type=float, default=0.2, help="timed calls per schedule, in seconds")
+    tuning.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds a schedule may take (compile and calls) before its worker is killed")
+    tuning.add_argument("--seed", type=int, default=0)
+    tuning.add_argument("--json", action="store_true", help="print the report as JSON")
+    tuning.set_defaults(fn=cmd_tune)
+    notes = sub.add_parser("records", help="the tuning records: `export` or `import` them as JSON lines "
+                                           "(FILE or - for stdout/stdin), or print their `path`")
+    notes.add_argument("action", choices=["export", "import", "path"])
+    notes.add_argument("file", nargs="?", help="the JSON lines file (default -)")
+    notes.set_defaults(fn=cmd_records)
+    for p in (tuning, notes, run, timing, prof, build):
+        p.add_argument("--records", metavar="PATH",
+                       help="the tuning records database (default: $TENSOREGG_RECORDS, else in the user "
+                            "cache directory)")
     listing = sub.add_parser("rules", help="list the registered rewrite rules by family, with their laws")
     listing.add_argument("--json", action="store_true", help="print the rules as JSON")
     listing.set_defaults(fn=cmd_rules)
@@ -436,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host.add_argument("--max-delay-ms", type=float, default=2.0,
                       help="how long a batch waits for more requests (default 2)")
     host.set_defaults(fn=cmd_serve)
-    for p in (run, timing, prof, build, show, why):
+    for p in (run, timing, prof, build, show, why, tuning):
         p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
                        help="fix a symbolic input shape (repeatable)")
     for p in (run, timing, prof, build):

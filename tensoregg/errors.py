@@ -86,6 +86,10 @@ class RuleError(TensoreggError):
     """A user's rule module that cannot be loaded, or holds no rule family."""
 
 
+class RecordsError(TensoreggError):
+    """A tuning records database (or a JSON lines export of one) that cannot be read or written."""
+
+
 class AcceleratorError(TensoreggError):
     """A program for the ``accel`` target that its assembler, loader or simulator rejects: a malformed
     instruction or program file, a scratchpad or main-memory access out of range, a read of main

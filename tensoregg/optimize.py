@@ -16,9 +16,11 @@ from tensoregg.progress import stage
 from tensoregg.targets import Target
 
 if TYPE_CHECKING:
+    from tensoregg.extraction.alternatives import Reprice
+    from tensoregg.extraction.kernel_spec import KernelSpec
     from tensoregg.extraction.view import EGraphView
     from tensoregg.ir.equivalence import Difference
-    from tensoregg.ir.schedules import Pricer
+    from tensoregg.ir.schedules import Pricer, Schedule
     from tensoregg.rules import Family
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,13 @@ class OptimizeReport:
     kernels: list[str] = field(default_factory=list)
     """Per contraction of the extracted program: its schedule alternatives with their predicted
     cost, the chosen one marked ``*`` (``tensoregg.extraction.alternatives.format_kernels``)."""
+    chosen: list[tuple[KernelSpec, Schedule]] = field(default_factory=list)
+    """The same kernels as objects, each with its chosen schedule (what auto-tuning measures)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for ``tensoregg explain --json``)."""
-        return {**dataclasses.asdict(self), "phases": [dataclasses.asdict(p) for p in self.phases]}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "chosen"}
+        return {**fields, "phases": [dataclasses.asdict(p) for p in self.phases]}
 
     def __str__(self) -> str:
         lines = [str(p) for p in self.phases]
@@ -78,11 +83,12 @@ def resolve_families(families: Sequence[str | Family]) -> list[Family]:
 
 
 def optimize(graph: Graph, target: Target, families: Sequence[str | Family] | None = None, *,
-             schedules: Pricer | None = None) -> tuple[Graph, OptimizeReport]:
+             schedules: Pricer | None = None, reprice: Reprice | None = None) -> tuple[Graph, OptimizeReport]:
     """Saturate ``graph`` with the target's rule families (or ``families``: names or Family objects)
     and extract the cheapest program; with ``schedules`` (the target's priced schedule templates),
     every contraction's schedule is an alternative in its e-class, so extraction also picks how each
-    kernel is tiled (the result's contraction nodes carry their ``schedule``).
+    kernel is tiled (the result's contraction nodes carry their ``schedule``); ``reprice`` replaces
+    the predicted prices of the kernels it has measurements of (``tensoregg.tuning``).
 
     The result is never estimated costlier than the input: if extraction finds nothing better, the
     input comes back (its contractions scheduled). An extracted program whose outputs are typed
@@ -113,7 +119,7 @@ def optimize(graph: Graph, target: Target, families: Sequence[str | Family] | No
 
     def priced(view: EGraphView) -> tuple[dict[str, float], dict[str, Kernel]]:
         costs = node_costs(view, analytic_cost, target)
-        return costs, add_schedules(view, costs, target, schedules) if schedules is not None else {}
+        return costs, add_schedules(view, costs, target, schedules, reprice) if schedules is not None else {}
 
     enc = encode(graph)
     js0 = serialize(enc.egraph)
@@ -146,7 +152,10 @@ def optimize(graph: Graph, target: Target, families: Sequence[str | Family] | No
                 return graph, report
         names: dict[str, str] = {}
         result = fold_constants(decode(js, choice, enc, view.classes, names))
-        report.kernels = format_kernels(chosen_kernels(kernels, choice, names), names)
+        picked = chosen_kernels(kernels, choice, names)
+        report.kernels = format_kernels(picked, names)
+        report.chosen = [(k.spec, next(s for i, s, _ in k.alternatives if i == node_id))
+                         for k, node_id in picked]
         lap("extract")
     before = [graph.types[o] for o in graph.outputs]
     after = [result.types[o] for o in result.outputs]

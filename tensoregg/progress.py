@@ -41,6 +41,12 @@ def shown(enabled: bool | None = None) -> Iterator[None]:
             _progress = None
 
 
+def active() -> Any:
+    """The rich Progress being shown (inside ``shown``), or None: a long step may add bars of its own
+    to it (one live display at a time)."""
+    return _progress
+
+
 @contextmanager
 def stage(name: str, total: int | None = None) -> Iterator[Callable[[], None]]:
     """A step called ``name`` of ``total`` parts (None: unknown); the block calls what it is given

@@ -15,3 +15,5 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 # user's: tests that look at the cache point it elsewhere themselves.
 os.environ["TENSOREGG_CACHE_DIR"] = tempfile.mkdtemp(prefix="tensoregg-test-cache-")
 atexit.register(shutil.rmtree, os.environ["TENSOREGG_CACHE_DIR"], ignore_errors=True)
+# Likewise the tuning records: a path with no database, so no test compiles with the user's records.
+os.environ["TENSOREGG_RECORDS"] = os.path.join(os.environ["TENSOREGG_CACHE_DIR"], "records.sqlite")

@@ -8,24 +8,31 @@ lowering finds it: ``tensoregg.ir.lower.contraction_problem``) is re-priced as `
 siblings in its e-class, one per tiled schedule: same op, inputs and attributes, a ``schedule`` and
 that schedule's predicted seconds. Siblings differ only in their own cost, so any extractor takes the
 cheapest of them; only the ``KEEP`` cheapest tiled ones enter the view (the ILP stays small), and
-``Kernel`` records how many the templates gave.
+``Kernel`` records how many the templates gave. A ``Reprice`` hook (auto-tuning's records,
+``tensoregg.tuning``) may replace a kernel's predicted prices with measured ones before that.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from tensoregg.extraction.greedy import constant_classes
+from tensoregg.extraction.kernel_spec import KernelSpec
 from tensoregg.extraction.view import EGraphView
 from tensoregg.ir.graph import Node
 from tensoregg.ir.lower import contraction_problem
 from tensoregg.ir.schedules import GemmProblem, Pricer, Schedule, Untiled
 from tensoregg.ir.target import Target
 from tensoregg.ir.terms import CONSTRUCTORS, ENode
+from tensoregg.ir.types import TensorType
 
 KEEP = 4
 """Tiled alternatives per contraction e-node in the extraction's view (the cheapest)."""
+
+Reprice = Callable[[KernelSpec, Sequence[tuple[Schedule, float]]], Sequence[tuple[Schedule, float]]]
+"""Given a kernel and its schedules as the target's pricer priced them, the schedules to offer with
+their seconds (``Untiled`` among them): measured ones where there are records, else the same."""
 
 
 @dataclass(frozen=True)
@@ -34,31 +41,41 @@ class Kernel:
     untiled one (the e-node itself) first, then the tiled ones cheapest first."""
 
     eclass: str
-    op: str
-    problem: GemmProblem
+    spec: KernelSpec
     alternatives: tuple[tuple[str, Schedule, float], ...]
     enumerated: int
     """Schedules the target's templates gave (Untiled included)."""
 
+    @property
+    def op(self) -> str:
+        return self.spec.op
+
+    @property
+    def problem(self) -> GemmProblem:
+        return self.spec.problem
+
 
 def add_schedules(view: EGraphView, costs: dict[str, float], target: Target, pricer: Pricer,
-                  ) -> dict[str, Kernel]:
-    """Add the schedule alternatives of every contraction e-node of ``view`` (and their ``costs``);
-    returns the kernels by base e-node id. Nodes over constants only (folded, cost 0) and nodes that
-    cannot be built (infinite cost) are left as they are."""
+                  reprice: Reprice | None = None) -> dict[str, Kernel]:
+    """Add the schedule alternatives of every contraction e-node of ``view`` (and their ``costs``),
+    priced by ``pricer`` and then ``reprice``; returns the kernels by base e-node id. Nodes over
+    constants only (folded, cost 0) and nodes that cannot be built (infinite cost) are left as they
+    are."""
     types = {cid: ts[0] for cid, ts in view.types.items() if len(ts) == 1}
-    problems: dict[tuple[object, ...], GemmProblem | None] = {}
+    specs: dict[tuple[object, ...], KernelSpec | None] = {}
     constant = constant_classes(view)
-    found: list[tuple[str, ENode, GemmProblem]] = []
+    found: list[tuple[str, ENode, KernelSpec]] = []
     for cid, nodes in view.classes.items():
         for node in nodes:
             if (node.op in CONSTRUCTORS and not CONSTRUCTORS[node.op].multi
                     and 0 < costs.get(node.id, 0.0) < float("inf")):
-                problem = _problem(node, types, view, constant, problems)
-                if problem is not None:
-                    found.append((cid, node, problem))
+                spec = _spec(node, types, view, constant, specs)
+                if spec is not None:
+                    found.append((cid, node, spec))
     kernels: dict[str, Kernel] = {}
-    for (cid, node, problem), priced in zip(found, pricer([p for _, _, p in found], target)):
+    for (cid, node, spec), priced in zip(found, pricer([s.problem for _, _, s in found], target)):
+        if reprice is not None:
+            priced = reprice(spec, priced)
         untiled = next((s, c) for s, c in priced if not _tiled(s))
         node.schedule, costs[node.id] = untiled
         alternatives = [(node.id, *untiled)]
@@ -67,7 +84,7 @@ def add_schedules(view: EGraphView, costs: dict[str, float], target: Target, pri
             view.classes[cid].append(sibling)
             costs[sibling.id] = cost
             alternatives.append((sibling.id, schedule, cost))
-        kernels[node.id] = Kernel(cid, node.op, problem, tuple(alternatives), len(priced))
+        kernels[node.id] = Kernel(cid, spec, tuple(alternatives), len(priced))
     return kernels
 
 
@@ -75,10 +92,10 @@ def _tiled(schedule: Schedule) -> bool:
     return not isinstance(schedule, Untiled)
 
 
-def _problem(node: ENode, types: Mapping[str, object], view: EGraphView, constant: Collection[str],
-             memo: dict[tuple[object, ...], GemmProblem | None]) -> GemmProblem | None:
-    """The node's GEMM problem (memoized by op, attributes, input types and constness: ``constant``
-    holds the e-classes computable at compile time)."""
+def _spec(node: ENode, types: Mapping[str, TensorType], view: EGraphView, constant: Collection[str],
+          memo: dict[tuple[object, ...], KernelSpec | None]) -> KernelSpec | None:
+    """The node as a kernel, None if it is no GEMM (memoized by op, attributes, input types and
+    constness: ``constant`` holds the e-classes computable at compile time)."""
     if any(c and c not in types for c in node.inputs):
         return None
     ctor = CONSTRUCTORS[node.op]
@@ -89,9 +106,12 @@ def _problem(node: ENode, types: Mapping[str, object], view: EGraphView, constan
                  for a, v in node.attrs.items()}
         as_node = Node(node.op, tuple(node.inputs), (node.eclass,), attrs, node.id, ctor.opdef.domain)
         try:
-            memo[key] = contraction_problem(ctor.opdef, as_node, types, constant)  # type: ignore[arg-type]
+            problem = contraction_problem(ctor.opdef, as_node, types, constant)  # type: ignore[arg-type]
         except Exception:  # a definition that needs its constant inputs' values (Pad's pads,
-            memo[key] = None  # Gather's indices...) is no GEMM: nothing to price
+            problem = None  # Gather's indices...) is no GEMM: nothing to price
+        memo[key] = None if problem is None else KernelSpec(
+            node.op, ctor.opdef.domain, attrs, tuple(types[c] if c else None for c in node.inputs),
+            tuple(bool(c) and c in constant for c in node.inputs), problem)
     return memo[key]
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tensoregg.errors import TensoreggError
+
 
 @dataclass(frozen=True)
 class TensorType:
@@ -50,3 +52,15 @@ def dtype_name(dtype: np.dtype) -> str:
     if dtype == np.dtype(object):
         return "str"
     return dtype.name
+
+
+def sample_array(dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Seeded sample data: standard normal floats, small integers (0 to 3), random bools."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind in "iu":
+        return rng.integers(0, 4, shape).astype(dtype)
+    if dtype == np.bool_:
+        return rng.random(shape) < 0.5
+    raise TensoreggError(f"cannot make sample data of dtype {dtype}")

@@ -129,9 +129,11 @@ class _Plan:
     def __init__(self, proto: onnx.ModelProto) -> None:
         self.proto = proto
         self.consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-        for node in proto.graph.node:
+        for node in proto.graph.node:  # constants: Constant values, Identity of a constant (torch's export)
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 self.consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            elif node.op_type == "Identity" and node.input[0] in self.consts:
+                self.consts[node.output[0]] = self.consts[node.input[0]]
         consumers: dict[str, list[onnx.NodeProto]] = {}
         for node in proto.graph.node:
             for name in node.input:
@@ -211,8 +213,9 @@ class _Plan:
             info = np.iinfo(np.int32)
             value = quantize_array(self.consts[b], q, info.min, info.max, np.int32)
             self._dequantized(b, value, q, inits, nodes, renamed)
+        replaced = set(self.dropped) | set(self.weights) | set(self.biases)
         for node in graph.node:
-            if node.output and node.output[0] in self.dropped:
+            if node.output and node.output[0] in replaced:  # a dropped activation; a weight's Identity
                 continue
             copy = onnx.NodeProto()
             copy.CopyFrom(node)

@@ -8,7 +8,8 @@ the float program rounds each product, the sum and the division. The two agree e
 float program is exact (scales powers of two, as the examples draw them); otherwise they can differ
 by one quantization step at a tie, as onnxruntime's own QDQ fusion does. The bias, int32 at scale
 b_scale, becomes ``round(DQ(b) / (x_scale * w_scale))``, a term over constants that folds away
-(``b`` itself when b_scale = x_scale * w_scale, as quantizers write it).
+(``b`` itself when b_scale = x_scale * w_scale, as quantizers write it). A Relu between a DQ and a
+Q of the same scale and zero point is ``Max(q, z)`` on the 8-bit data.
 
 Premises: activation scales and zero points per tensor (one element), the weight's per tensor or
 (Conv) per output channel (DequantizeLinear axis 0), every zero point present (the QLinear ops need
@@ -49,8 +50,8 @@ def _dq(data: Any, scale: Any, zero_point: Any, axis: Any) -> Any:
                 output_dtype=i64(0))
 
 
-def _q(t: Any) -> Any:
-    return term("QuantizeLinear", t, ys, yz, axis=y_axis, block_size=i64(0), output_dtype=i64(0),
+def _q(t: Any, scale: Any = ys, zero_point: Any = yz) -> Any:
+    return term("QuantizeLinear", t, scale, zero_point, axis=y_axis, block_size=i64(0), output_dtype=i64(0),
                 saturate=i64(1), precision=i64(0))
 
 
@@ -115,6 +116,12 @@ quantization.rewrite(
     term("QLinearMatMul", xq, xs, xz, wq, ws, wz, ys, yz),
     *_activations(), *_quantized(wq, ws, wz, "w"), *_scalar(ws, "ws"),
     example=lambda: _matmul_example())
+
+quantization.rewrite(
+    "qdq-relu-to-max", "Q(relu(DQ(q, s, z)), s, z) = max(q, z): relu keeps q >= z and makes the rest z "
+    "(exact: f32((q - z)*s) / s rounds back to q - z for scales whose products stay normal floats)",
+    _q(term("Relu", _dq(xq, xs, xz, x_axis)), xs, xz), term("Max", Vec[Tensor](xq, xz)),
+    *_quantized(xq, xs, xz, "x"), *_scalar(xs, "xs"), example=lambda: _relu_example())
 
 
 # ---- witnesses --------------------------------------------------------------------------------------
@@ -196,5 +203,25 @@ def _matmul_example() -> Any:
         consts = _qdq(rng, draw, False, (k, n))
         feeds = {"xq": _ints(rng, consts["xz"].dtype, (*batch, k))}
         return _case(_qdq_nodes(Node("MatMul", ("x", "w"), ("p",)), False), feeds, consts)
+
+    return build()
+
+
+def _relu_example() -> Any:
+    """DQ(x) (8-bit, rank 0-3) -> Relu -> Q with the same scale (any normal float) and zero point."""
+    from hypothesis import strategies as st
+
+    from tensoregg.strategies import shapes
+
+    @st.composite
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+        dtype = draw(st.sampled_from([np.uint8, np.int8]))
+        scale = np.asarray(draw(st.floats(2.0 ** -10, 2.0 ** 10, width=32)), np.float32)
+        consts = {"xs": scale, "xz": _ints(rng, dtype, ())}
+        feeds = {"xq": _ints(rng, dtype, draw(shapes(0, 3, max_side=4)))}
+        nodes = [Node("DequantizeLinear", ("xq", "xs", "xz"), ("x",)), Node("Relu", ("x",), ("r",)),
+                 Node("QuantizeLinear", ("r", "xs", "xz"), ("y",))]
+        return _case(nodes, feeds, consts)
 
     return build()

@@ -85,3 +85,16 @@ def test_matmul_with_per_column_weight_scale_stays():
     assert fired(graph) == {}
     consts["bs"], consts["bz"] = np.float32(0.5), np.int8(0)
     assert fired(Graph(graph.inputs, consts, nodes, ["y"])) == {"qdq-matmul-to-qlinearmatmul": 1}
+
+
+def relu_case(q_scale):
+    consts = {"s": np.float32(0.1), "z": np.uint8(100), "s2": np.float32(q_scale)}
+    nodes = [Node("DequantizeLinear", ("q", "s", "z"), ("x",)), Node("Relu", ("x",), ("r",)),
+             Node("QuantizeLinear", ("r", "s2" if q_scale else "s", "z"), ("y",))]
+    return Graph({"q": TensorType(np.dtype(np.uint8), (3, 4))}, consts, nodes, ["y"])
+
+
+def test_relu_folds_only_between_the_same_scale_and_zero_point():
+    assert fired(relu_case(0)) == {"qdq-relu-to-max": 1}
+    assert fired(relu_case(0.2)) == {}  # another scale: relu then requantization, not a max
+    assert fired(relu_case(0.1)) == {}  # an equal value under another name: premises see terms only

@@ -2,13 +2,14 @@
 
 The float model runs on the calibration feeds in the reference interpreter, which records each
 activation's minimum and maximum (MinMax calibration). Activations feeding or leaving Conv and
-MatMul, and feeding Gemm, then pass through a QuantizeLinear/DequantizeLinear pair (uint8,
-asymmetric); weights become int8 initializers (symmetric in [-127, 127], per output channel for
-Conv with ``per_channel``) read through DequantizeLinear, and biases int32 with scale
-x_scale * w_scale and zero point 0. A Relu, or a Clip from 0 to at least the calibrated maximum,
-that alone consumes a Conv or MatMul output is dropped: its output's quantization (zero point 0)
-clips the same values. Scales and zero points follow onnxruntime's ``compute_scale_zp``, so the
-rules of ``rules/quantization.py`` can turn each DQ -> Conv/MatMul -> Q into an integer kernel.
+MatMul (graph outputs stay float), and feeding Gemm, then pass through a QuantizeLinear/
+DequantizeLinear pair (uint8, asymmetric); weights become int8 initializers (symmetric in
+[-127, 127], per output channel for Conv with ``per_channel``) read through DequantizeLinear, and
+biases int32 with scale x_scale * w_scale and zero point 0. A Relu, or a Clip from 0, that alone
+consumes a Conv or MatMul output is dropped: its output's range is calibrated, so its quantization
+(zero point 0, saturating at the calibrated maximum) clips the same values. Scales and zero points
+follow onnxruntime's ``compute_scale_zp``, so the rules of ``rules/quantization.py`` can turn each
+DQ -> Conv/MatMul -> Q into an integer kernel.
 """
 
 from __future__ import annotations
@@ -159,14 +160,14 @@ class _Plan:
             bias = node.input[b_at] if 0 <= b_at < len(node.input) else ""
             if bias and self._float_const(bias) and self.consts[bias].ndim == 1 and x not in self.consts:
                 self.biases[bias] = (x, w)
-            if node.op_type in OUTPUT_QUANTIZED:
-                y = node.output[0]
-                after = consumers.get(y, [])
-                if len(after) == 1 and y not in outputs and self._clips_below_zero(after[0]) and \
-                        after[0].output[0] not in outputs:
-                    self.dropped[after[0].output[0]] = y
-                    y = after[0].output[0]
-                self.activations.add(y)
+            y = node.output[0]
+            if node.op_type not in OUTPUT_QUANTIZED or y in outputs:  # a graph output stays float
+                continue
+            after = consumers.get(y, [])
+            if len(after) == 1 and self._clips_below_zero(after[0]) and after[0].output[0] not in outputs:
+                self.dropped[after[0].output[0]] = y
+                y = after[0].output[0]
+            self.activations.add(y)
         self.activations -= set(self.consts)
 
     def _float_const(self, name: str) -> bool:

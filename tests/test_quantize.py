@@ -54,6 +54,7 @@ def test_quantize_inserts_qdq_and_drops_activations_the_quantization_clips():
     assert inits["r1_zero_point"] == 0 and inits["x_zero_point"].dtype == np.uint8
     np.testing.assert_array_equal(inits["b1_scale"], inits["x_scale"] * inits["w1_scale"])
     assert np.abs(inits["w1_quantized"]).max() == 127  # symmetric in [-127, 127]
+    assert _inits(tensoregg.quantize(_small_cnn(), _feeds(3), per_channel=False))["w1_scale"].shape == ()
     graph, model = import_onnx(q), import_onnx(_small_cnn())
     for feed in _feeds(3):  # the calibration feeds: no value beyond the calibrated ranges
         got, want = run_graph(graph, feed)[0], run_graph(model, feed)[0]

@@ -73,16 +73,17 @@ def test_quantized_model(name: str) -> None:
     native = tensoregg.compile(quantized, "llvm", rule_families=FAMILIES)
     float_model = tensoregg.compile(model, "llvm")
     tests = feeds(model, 20, seed=1)
-    agree, worst, classes = 0, 0.0, set()
+    agree, worst, classes, error = 0, 0.0, set(), 0.0
     for feed in tests:
         (want,), (got,), (exact,) = float_model.run(**feed), native.run(**feed), reference.run(**feed)
         worst = max(worst, float(np.abs(got - exact).max()))
         agree += int(np.argmax(got) == np.argmax(want))
         classes.add(int(np.argmax(want)))
+        error = max(error, float(np.linalg.norm(got - want) / np.linalg.norm(want)))
     n_kernels, cycles, utilization = accel_matches_reference(reference.graph, tests[0])
     left = sorted({op for op in ops if op not in INTEGER_KERNELS})
-    print(f"\n{name} {SIZE}x{SIZE}: top-1 agreement with float {agree}/{len(tests)} (the float model's "
-          f"top-1 takes {len(classes)} classes); llvm vs ref max "
-          f"|diff| {worst:.2e}; {n_kernels} integer kernels bit-exact on accel, {cycles} cycles, "
-          f"utilization {utilization:.2f}; left on the CPU: {', '.join(left)}")
+    print(f"\n{name} {SIZE}x{SIZE}: top-1 agreement with float {agree}/{len(tests)} (the float "
+          f"model's top-1 takes {len(classes)} classes), logits' relative L2 error at most {error:.3f}; "
+          f"llvm vs ref max |diff| {worst:.2e}; {n_kernels} integer kernels bit-exact on accel, "
+          f"{cycles} cycles, utilization {utilization:.2f}; left on the CPU: {', '.join(left)}")
     assert worst <= 1e-4 and agree >= len(tests) // 2

@@ -130,7 +130,7 @@ class _Plan:
     def __init__(self, proto: onnx.ModelProto) -> None:
         self.proto = proto
         self.consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-        for node in proto.graph.node:  # constants: Constant values, Identity of a constant (torch's export)
+        for node in proto.graph.node:  # also constants: Constant, Identity of a constant (torch's export)
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 self.consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
             elif node.op_type == "Identity" and node.input[0] in self.consts:
@@ -153,13 +153,13 @@ class _Plan:
             w_at, b_at = PRODUCTS[node.op_type]
             x, w = node.input[0], node.input[w_at]
             self.activations.add(x)
-            if not self._float_const(w):
-                self.activations.add(w)
-                continue
-            self.weights[w] = node.op_type
             bias = node.input[b_at] if 0 <= b_at < len(node.input) else ""
-            if bias and self._float_const(bias) and self.consts[bias].ndim == 1 and x not in self.consts:
-                self.biases[bias] = (x, w)
+            if not self._float_const(w):  # weights computed at run time: quantized as activations
+                self.activations.add(w)
+            else:
+                self.weights[w] = node.op_type
+                if bias and self._float_const(bias) and self.consts[bias].ndim == 1 and x not in self.consts:
+                    self.biases[bias] = (x, w)
             y = node.output[0]
             if node.op_type not in OUTPUT_QUANTIZED or y in outputs:  # a graph output stays float
                 continue

@@ -105,3 +105,18 @@ def test_quantize_names_the_feed_and_input_at_fault():
         quantize(model, [{"x": np.zeros((1, 3, 4, 4), np.float32)}])
     with pytest.raises(InputError, match="input 'x' must be float32"):
         quantize(model, [{"x": np.zeros((1, 3, 8, 8), np.float64)}])
+
+
+def test_a_product_of_two_activations_becomes_an_integer_kernel():
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["p"]), helper.make_node("Sigmoid", ["p"], ["y"])]
+    graph = helper.make_graph(nodes, "mm", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3]),
+                                            helper.make_tensor_value_info("b", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rng = np.random.default_rng(0)
+    feeds = [{"a": rng.standard_normal((2, 3)).astype(np.float32),
+              "b": rng.standard_normal((3, 4)).astype(np.float32)} for _ in range(2)]
+    q = quantize(model, feeds)
+    assert {"a_scale", "b_scale", "p_scale"} <= set(_inits(q))
+    module = tensoregg.compile(q, "ref", rule_families=("quantization",))
+    assert [n.op for n in module.graph.nodes].count("QLinearMatMul") == 1

@@ -13,9 +13,10 @@ from tensoregg.errors import (
                               ValidationError,
 )
 from tensoregg.explain import Explanation, explain
+from tensoregg.quantize import quantize
 from tensoregg.runtime import Module, extract, load
 from tensoregg.version import __version__
 
 __all__ = ["ArtifactError", "CompileError", "Explanation", "InputError", "InvalidModel", "Module",
            "ShapeError", "TensoreggError", "UnsupportedOperator", "ValidationError", "__version__", "compile",
-           "errors", "explain", "extract", "load", "tune"]
+           "errors", "explain", "extract", "load", "quantize", "tune"]

@@ -149,7 +149,7 @@ def optimize(graph: Graph, target: Target, families: Sequence[str | Family] | No
             js, view, choice, kernels = js0, view0, original, kernels0
             if not kernels:
                 lap("extract")
-                return graph, report
+                return fold_constants(graph), report
         names: dict[str, str] = {}
         result = fold_constants(decode(js, choice, enc, view.classes, names))
         picked = chosen_kernels(kernels, choice, names)

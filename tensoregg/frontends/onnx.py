@@ -340,7 +340,7 @@ class _Importer:
         for out, t in zip(node.outputs, types):
             if out:
                 self.types[out] = t
-        args = fold_args(opdef, node, self.types, self.consts)
+        args = fold_args(opdef, node, self.types, self.consts) if opdef.folds_at_import else None
         if args is None:
             self.nodes.append(node)
             return

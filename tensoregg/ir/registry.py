@@ -171,6 +171,9 @@ class OpDef:
     deterministic: bool = True
     folds_on_types: bool = False
     """The outputs depend only on input types (Shape, Size): folded to constants at import."""
+    folds_at_import: bool = True
+    """False: a node over constants stays through import, for rules to match (DequantizeLinear of
+    quantized weights becomes part of an integer kernel); ``fold_constants`` folds what is left."""
     adapt: Callable[[Upgrade], None] | None = None
     doc: str = ""
     ops_per_element: float = 1.0
@@ -253,7 +256,7 @@ OPS: dict[tuple[str, str], OpDef] = {}
 def op(name: str, inputs: str, outputs: str, *, shape: ShapeRule,
        attrs: Mapping[str, Attr] | None = None, static: Iterable[int] = (),
        adapt: Callable[[Upgrade], None] | None = None, domain: str = "",
-       deterministic: bool = True, folds_on_types: bool = False,
+       deterministic: bool = True, folds_on_types: bool = False, folds_at_import: bool = True,
        ops_per_element: float = 1.0) -> Callable[[Reference], Reference]:
     """Register an operator whose reference semantics is the decorated function.
 
@@ -269,7 +272,8 @@ def op(name: str, inputs: str, outputs: str, *, shape: ShapeRule,
         OPS[key] = OpDef(name=name, inputs=parse_params(inputs), outputs=parse_params(outputs),
                          attrs=dict(attrs or {}), infer=shape, reference=fn,
                          static_inputs=frozenset(static), domain=domain,
-                         deterministic=deterministic, folds_on_types=folds_on_types, adapt=adapt,
+                         deterministic=deterministic, folds_on_types=folds_on_types,
+                         folds_at_import=folds_at_import, adapt=adapt,
                          doc=(fn.__doc__ or "").strip(), ops_per_element=ops_per_element)
         return fn
 

@@ -376,7 +376,8 @@ def _dequantize_shape(ctx: InferCtx) -> TensorType:
     return TensorType(out, ctx.shape(0))
 
 
-@op("DequantizeLinear", "x x_scale x_zero_point?", "y", shape=_dequantize_shape, attrs=QUANT_ATTRS)
+@op("DequantizeLinear", "x x_scale x_zero_point?", "y", shape=_dequantize_shape, attrs=QUANT_ATTRS,
+    folds_at_import=False)
 def dequantize_linear(attrs, x, scale, zero_point=None):
     """y = (x - x_zero_point) * x_scale, per tensor, per axis or per block; computed exactly, then rounded."""
     axis, block = attrs["axis"], attrs["block_size"]

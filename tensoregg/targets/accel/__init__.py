@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
+from tensoregg.ir.target import RULE_FAMILIES
 from tensoregg.targets import Program, Target, register_target
 from tensoregg.targets.accel.machines import CONFIGS, Accel
 
@@ -29,12 +30,14 @@ if TYPE_CHECKING:
 
 def description(accel: Accel) -> Target:
     """The target description the graph cost model reads: the GEMM core's peak (two operations per
-    MAC), the DMA bus's bandwidth, one scratchpad as the cache."""
+    MAC), the DMA bus's bandwidth, one scratchpad as the cache; the quantization rules first (QDQ
+    products become the integer kernels the GEMM core runs)."""
     return Target(accel.name, peak_flops=2 * accel.macs_per_cycle * accel.clock_hz,
                   mem_bandwidth=accel.bus_bytes * accel.clock_hz,
                   kernel_overhead_s=accel.dma_latency / accel.clock_hz,
                   vector_bits=8 * accel.block_in,
-                  caches=(("L1", accel.inp_entries * accel.tile_bytes("inp")),))
+                  caches=(("L1", accel.inp_entries * accel.tile_bytes("inp")),),
+                  rule_families=("quantization", *RULE_FAMILIES))
 
 
 def _build(graph: Graph, target: Target) -> Program:

@@ -1,0 +1,227 @@
+"""Quantization: QDQ patterns (as ``tensoregg.quantize`` and onnxruntime's ``quantize_static`` write
+them) into integer kernels with fused requantization.
+
+``Q(Conv(DQ(x), DQ(w), DQ(b)), y_scale, y_zp)`` becomes ``QLinearConv`` and ``Q(MatMul(DQ(a),
+DQ(b)), ...)`` becomes ``QLinearMatMul``: the integer kernel sums (x - x_zp)(w - w_zp) exactly in
+int32 and requantizes once, ``round_half_even(acc * x_scale * w_scale / y_scale) + y_zp``, where
+the float program rounds each product, the sum and the division. The two agree exactly where the
+float program is exact (scales powers of two, as the examples draw them); otherwise they can differ
+by one quantization step at a tie, as onnxruntime's own QDQ fusion does. The bias, int32 at scale
+b_scale, becomes ``round(DQ(b) / (x_scale * w_scale))``, a term over constants that folds away
+(``b`` itself when b_scale = x_scale * w_scale, as quantizers write it). A Relu between a DQ and a
+Q of the same scale and zero point is ``Max(q, z)`` on the 8-bit data.
+
+Premises: activation scales and zero points per tensor (one element), the weight's per tensor or
+(Conv) per output channel (DequantizeLinear axis 0), every zero point present (the QLinear ops need
+them), 8-bit integer data and output, float32 scales, no blocked quantization, default Q/DQ
+attributes otherwise. The accel target saturates this family (integer kernels are what its GEMM
+core runs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from egglog import String, Vec, eq, i64, var
+
+from tensoregg.ir.graph import Graph, Node
+from tensoregg.ir.terms import Tensor, dtype_of, shape_of, term
+from tensoregg.ir.types import TensorType
+from tensoregg.rules.registry import Family
+
+quantization = Family("quantization", __doc__ or "")
+
+xq, xs, xz, wq, ws, wz, ys, yz, bq, bs, bz = (var(n, Tensor) for n in (
+    "xq", "xs", "xz", "wq", "ws", "wz", "ys", "yz", "bq", "bs", "bz"))
+x_axis, w_axis, b_axis, y_axis, group = (var(n, i64) for n in ("x_axis", "w_axis", "b_axis", "y_axis",
+                                                                  "group"))
+auto_pad = var("auto_pad", String)
+dilations, kernel_shape, pads, strides = (var(n, Vec[Vec[i64]]) for n in ("dilations", "kernel_shape", "pads",
+                                                                          "strides"))
+EIGHT_BITS = Vec[String](String("uint8"), String("int8"))
+F32 = String("float32")
+INT32 = 6
+"""onnx.TensorProto.INT32, Cast's ``to``."""
+
+
+def _dq(data: Any, scale: Any, zero_point: Any, axis: Any) -> Any:
+    return term("DequantizeLinear", data, scale, zero_point, axis=axis, block_size=i64(0),
+                output_dtype=i64(0))
+
+
+def _q(t: Any, scale: Any = ys, zero_point: Any = yz) -> Any:
+    return term("QuantizeLinear", t, scale, zero_point, axis=y_axis, block_size=i64(0), output_dtype=i64(0),
+                saturate=i64(1), precision=i64(0))
+
+
+def _scalar(t: Any, name: str) -> list[Any]:
+    """Facts: ``t`` has shape () or (1,) (the first of shape + (1,) is 1)."""
+    shape = var(f"{name}_shape", Vec[i64])
+    return [eq(shape_of(t)).to(shape), shape.length() < i64(2), eq(shape.push(i64(1))[0]).to(i64(1))]
+
+
+def _quantized(data: Any, scale: Any, zero_point: Any, name: str) -> list[Any]:
+    """Facts: 8-bit ``data`` and a present zero point of its dtype, a float32 scale."""
+    dt = var(f"{name}_dtype", String)
+    return [eq(dtype_of(data)).to(dt), EIGHT_BITS.contains(dt), eq(dtype_of(zero_point)).to(dt),
+            eq(dtype_of(scale)).to(F32)]
+
+
+def _activations() -> list[Any]:
+    """Facts on x and y: 8-bit, zero points present, float32 scales, all per tensor."""
+    return [*_quantized(xq, xs, xz, "x"), *_scalar(xs, "xs"), *_quantized(yz, ys, yz, "y"),
+            *_scalar(ys, "ys")]
+
+
+def _weight_scale(per_channel: bool) -> list[Any]:
+    """Facts on w's scale: per output channel (axis 0), or one element."""
+    return [eq(w_axis).to(i64(0))] if per_channel else _scalar(ws, "ws")
+
+
+def _conv(op: str, *inputs: Any) -> Any:
+    return term(op, *inputs, auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape,
+                pads=pads, strides=strides)
+
+
+def _integer_bias() -> Any:
+    """The int32 bias at scale x_scale * w_scale: round(DQ(b) / (x_scale * w_scale))."""
+    exact = term("Div", _dq(bq, bs, bz, b_axis), term("Mul", xs, ws))
+    return term("Cast", term("Round", exact), round_mode=String("up"), saturate=i64(1), to=i64(INT32))
+
+
+def _conv_rule(per_channel: bool, with_bias: bool) -> None:
+    bias = _dq(bq, bs, bz, b_axis) if with_bias else Tensor.none()
+    lhs = _q(_conv("Conv", _dq(xq, xs, xz, x_axis), _dq(wq, ws, wz, w_axis), bias))
+    rhs = _conv("QLinearConv", xq, xs, xz, wq, ws, wz, ys, yz,
+                _integer_bias() if with_bias else Tensor.none())
+    name = ("qdq-conv-to-qlinearconv" + ("-per-channel" if per_channel else "")
+            + ("-bias" if with_bias else ""))
+    int32 = [eq(dtype_of(bq)).to(String("int32"))] if with_bias else []
+    quantization.rewrite(
+        name, "Q(conv(DQ(x), DQ(w), DQ(b))) = QLinearConv(x, w, round(DQ(b)/(x_s*w_s))): the int32 sum "
+        "requantized once (exact for power-of-two scales, else up to a tie's rounding)",
+        lhs, rhs, *_activations(), *_quantized(wq, ws, wz, "w"), *_weight_scale(per_channel), *int32,
+        example=lambda: _conv_example(per_channel, with_bias))
+
+
+for _per_channel in (False, True):
+    for _with_bias in (False, True):
+        _conv_rule(_per_channel, _with_bias)
+
+quantization.rewrite(
+    "qdq-matmul-to-qlinearmatmul", "Q(DQ(a) @ DQ(b)) = QLinearMatMul(a, b): the int32 product requantized "
+    "once (exact for power-of-two scales, else up to a tie's rounding)",
+    _q(term("MatMul", _dq(xq, xs, xz, x_axis), _dq(wq, ws, wz, w_axis))),
+    term("QLinearMatMul", xq, xs, xz, wq, ws, wz, ys, yz),
+    *_activations(), *_quantized(wq, ws, wz, "w"), *_scalar(ws, "ws"),
+    example=lambda: _matmul_example())
+
+quantization.rewrite(
+    "qdq-relu-to-max", "Q(relu(DQ(q, s, z)), s, z) = max(q, z): relu keeps q >= z and makes the rest z "
+    "(exact: f32((q - z)*s) / s rounds back to q - z for scales whose products stay normal floats)",
+    _q(term("Relu", _dq(xq, xs, xz, x_axis)), xs, xz), term("Max", Vec[Tensor](xq, xz)),
+    *_quantized(xq, xs, xz, "x"), *_scalar(xs, "xs"), example=lambda: _relu_example())
+
+
+# ---- witnesses --------------------------------------------------------------------------------------
+
+def _pow2(rng: np.random.Generator, low: int, high: int, shape: tuple[int, ...] = ()) -> np.ndarray:
+    return np.exp2(rng.integers(low, high + 1, shape)).astype(np.float32)
+
+
+def _ints(rng: np.random.Generator, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return rng.integers(int(info.min), int(info.max) + 1, shape).astype(dtype)
+
+
+def _qdq(rng: np.random.Generator, draw: Any, per_channel: bool,
+         w_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The constants of a QDQ product: power-of-two scales (the float program is then
+    exact), random 8-bit data and zero points; y's scale 2^4..2^10 times x_s * w_s's largest."""
+    from hypothesis import strategies as st
+
+    x_dt, w_dt, y_dt = (draw(st.sampled_from([np.uint8, np.int8])) for _ in range(3))
+    channels = (w_shape[0],) if per_channel else ()
+    consts = {"xs": _pow2(rng, -6, 0), "xz": _ints(rng, x_dt, ()), "wq": _ints(rng, w_dt, w_shape),
+              "ws": _pow2(rng, -7, -1, channels), "wz": _ints(rng, w_dt, channels),
+              "yz": _ints(rng, y_dt, ())}
+    consts["ys"] = np.asarray(consts["xs"] * consts["ws"].max() * 2.0 ** rng.integers(4, 11), np.float32)
+    return consts
+
+
+def _case(nodes: list[Node], feeds: dict[str, np.ndarray], consts: dict[str, np.ndarray]
+          ) -> tuple[Graph, dict[str, np.ndarray]]:
+    inputs = {k: TensorType.of(v) for k, v in feeds.items()}
+    return Graph(inputs, consts, nodes, ["y"]), feeds
+
+
+def _qdq_nodes(product: Node, per_channel: bool) -> list[Node]:
+    """DQ of x and w into ``product`` (writing ``p``), then Q into y."""
+    return [Node("DequantizeLinear", ("xq", "xs", "xz"), ("x",)),
+            Node("DequantizeLinear", ("wq", "ws", "wz"), ("w",), {"axis": 0} if per_channel else {}),
+            product, Node("QuantizeLinear", ("p", "ys", "yz"), ("y",))]
+
+
+def _conv_example(per_channel: bool, with_bias: bool) -> Any:
+    """x (N=1, C, 1 or 2 spatial dims) -> Conv (groups, strides, pads) with DQ'd 8-bit data,
+    per-tensor or per-channel weights, an int32 bias at scale x_s * w_s -> Q."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+        spatial, group = draw(st.integers(1, 2)), draw(st.sampled_from([1, 2]))
+        cin, cout = group * draw(st.integers(1, 2)), group * draw(st.integers(1, 3))
+        kernel = tuple(draw(st.integers(1, 2)) for _ in range(spatial))
+        size = tuple(draw(st.integers(k, 4)) for k in kernel)
+        attrs = {"group": group, "strides": [draw(st.integers(1, 2)) for _ in kernel],
+                 "pads": [draw(st.integers(0, 1)) for _ in range(2 * spatial)]}
+        consts = _qdq(rng, draw, per_channel, (cout, cin // group, *kernel))
+        feeds = {"xq": _ints(rng, consts["xz"].dtype, (1, cin, *size))}
+        nodes = _qdq_nodes(Node("Conv", ("x", "w", "b" if with_bias else ""), ("p",), attrs), per_channel)
+        if with_bias:
+            scale = (consts["xs"] * consts["ws"]).astype(np.float32)
+            consts.update(bq=rng.integers(-2 ** 16, 2 ** 16, cout).astype(np.int32), bs=scale,
+                          bz=np.zeros(scale.shape, np.int32))
+            axis = {"axis": 0} if per_channel else {}
+            nodes.insert(0, Node("DequantizeLinear", ("bq", "bs", "bz"), ("b",), axis))
+        return _case(nodes, feeds, consts)
+
+    return build()
+
+
+def _matmul_example() -> Any:
+    """a (rank 1-3) @ constant 2-D b, both DQ'd 8-bit with per-tensor scales -> Q."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+        k, n = draw(st.integers(1, 8)), draw(st.integers(1, 4))
+        batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+        consts = _qdq(rng, draw, False, (k, n))
+        feeds = {"xq": _ints(rng, consts["xz"].dtype, (*batch, k))}
+        return _case(_qdq_nodes(Node("MatMul", ("x", "w"), ("p",)), False), feeds, consts)
+
+    return build()
+
+
+def _relu_example() -> Any:
+    """DQ(x) (8-bit, rank 0-3) -> Relu -> Q with the same scale (any normal float) and zero point."""
+    from hypothesis import strategies as st
+
+    from tensoregg.strategies import shapes
+
+    @st.composite
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+        dtype = draw(st.sampled_from([np.uint8, np.int8]))
+        scale = np.asarray(draw(st.floats(2.0 ** -10, 2.0 ** 10, width=32)), np.float32)
+        consts = {"xs": scale, "xz": _ints(rng, dtype, ())}
+        feeds = {"xq": _ints(rng, dtype, draw(shapes(0, 3, max_side=4)))}
+        nodes = [Node("DequantizeLinear", ("xq", "xs", "xz"), ("x",)), Node("Relu", ("x",), ("r",)),
+                 Node("QuantizeLinear", ("r", "xs", "xz"), ("y",))]
+        return _case(nodes, feeds, consts)
+
+    return build()

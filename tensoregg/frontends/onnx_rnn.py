@@ -4,9 +4,9 @@ and the state update; the step outputs are concatenated into Y.
 
 Supported: directions forward/reverse/bidirectional, layout 0/1, the bias, initial states, LSTM
 peepholes and ``input_forget`` (f = 1 - i, as onnxruntime), GRU ``linear_before_reset``, ``clip``
-(on every activation's input), every ONNX activation with ``activation_alpha``/``activation_beta``
-consumed in order by the activations that take them. ``sequence_lens`` must be a constant equal to
-the sequence length for every batch entry.
+(on the input of the gates' activations, not of the LSTM cell's: as onnxruntime), every ONNX
+activation, ``activation_alpha``/``activation_beta`` consumed in order by those that take them.
+``sequence_lens`` must be a constant equal to the sequence length for every batch entry.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ class _Kind:
     step: Callable[[_Rnn, int, str, list[str]], list[str]]
     """(rnn, direction, x_t (the step's input times W, plus the bias), state) -> new state."""
     states: int = 1
+    clipped: int = 2
+    """How many of the activations get ``clip`` on their input (LSTM's h, of the cell, does not:
+    as onnxruntime)."""
 
 
 class _Rnn:
@@ -104,7 +107,7 @@ class _Rnn:
             names *= len(self.dirs)
         alphas, betas = list(ex.attrs["activation_alpha"] or ()), list(ex.attrs["activation_beta"] or ())
         acts = []
-        for name in names:
+        for k, name in enumerate(names):
             if name not in _ARGS or len(names) != n * len(self.dirs):
                 ex.unsupported(f"activations {ex.attrs['activations']!r}")
             n_alpha, n_beta = _ARGS[name]
@@ -113,7 +116,8 @@ class _Rnn:
             beta = betas.pop(0) if n_beta and betas else beta
             if (n_alpha and alpha is None) or (n_beta and beta is None):
                 ex.unsupported(f"activation {name!r} without its activation_alpha/activation_beta")
-            acts.append(self.clipped(partial(self.activation, name, alpha, beta)))
+            act = partial(self.activation, name, alpha, beta)
+            acts.append(self.clipped(act) if k % n < self.kind.clipped else act)
         return [acts[d * n:(d + 1) * n] for d in range(len(self.dirs))]
 
     def activation(self, name: str, alpha: float | None, beta: float | None, v: str) -> str:
@@ -233,7 +237,7 @@ def _expansion(kind: _Kind, **attrs: Attr) -> Expansion:
 
 
 EXPANSIONS = {
-    "RNN": _expansion(_Kind(1, ("Tanh",), _rnn_step)),
+    "RNN": _expansion(_Kind(1, ("Tanh",), _rnn_step, clipped=1)),
     "GRU": _expansion(_Kind(3, ("Sigmoid", "Tanh"), _gru_step), linear_before_reset=Attr("int", 0)),
     "LSTM": _expansion(_Kind(4, ("Sigmoid", "Tanh", "Tanh"), _lstm_step, states=2),
                        input_forget=Attr("int", 0)),

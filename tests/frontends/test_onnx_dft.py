@@ -9,6 +9,7 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 from tensoregg.errors import UnsupportedOperator
+from tensoregg.frontends import onnx_backend
 from tensoregg.frontends.onnx import import_onnx
 from tensoregg.ir import run_graph
 
@@ -92,3 +93,18 @@ def test_a_dft_axis_known_only_at_run_time_is_declined():
     node = helper.make_node("DFT", ["x", "", "axis"], ["y"])
     with pytest.raises(UnsupportedOperator, match=r"'DFT'.*node 'y'.*input 2 \(axis\) must be a constant"):
         import_onnx(one_node_model(node, {"x": x, "axis": np.array(1)}, 20))
+
+
+def test_compiled_on_llvm_through_the_backend():
+    # axis, dft_length and frame_step as graph inputs: the backend adapter binds them
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (2, 6, 5, 2)).astype(np.float32)
+    dft = one_node_model(helper.make_node("DFT", ["x", "n", "axis"], ["y"], inverse=1, onesided=1),
+                         {"x": x, "n": np.array(9), "axis": np.array(-3)}, 20)
+    got = onnx_backend.prepare(dft, target="llvm").run([x, np.array(9), np.array(-3)])[0]
+    np.testing.assert_allclose(got, numpy_dft(x, 9, 1, True, True), rtol=1e-4, atol=1e-5)
+    inputs = {"signal": x[:, :, :, 0].reshape(2, 30, 1), "step": np.array(4),
+              "window": rng.uniform(0, 1, 7).astype(np.float32)}
+    stft = one_node_model(helper.make_node("STFT", ["signal", "step", "window"], ["y"]), inputs, 17)
+    got = onnx_backend.prepare(stft, target="llvm").run(list(inputs.values()))[0]
+    np.testing.assert_allclose(got, ReferenceEvaluator(stft).run(None, inputs)[0], rtol=1e-4, atol=1e-5)

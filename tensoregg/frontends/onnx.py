@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper, helper, numpy_helper
 
 from tensoregg.errors import InvalidModel, ParameterError, ShapeError, UnsupportedOperator
-from tensoregg.frontends import onnx_dft, onnx_rnn
+from tensoregg.frontends import onnx_dft, onnx_rnn, onnx_roialign
 from tensoregg.frontends.onnx_expand import Expanding, Expansion
 from tensoregg.frontends.onnx_functions import expand_functions
 from tensoregg.ir import Graph, Node, TensorType, Upgrade, get_op, run_node
@@ -29,7 +29,7 @@ from tensoregg.ir.graph import infer_node, toposort
 
 ModelLike = "str | os.PathLike[str] | bytes | onnx.ModelProto"
 
-EXPANSIONS: dict[tuple[str, str], Expansion] = {("", op): e for family in (onnx_rnn, onnx_dft)
+EXPANSIONS: dict[tuple[str, str], Expansion] = {("", op): e for family in (onnx_rnn, onnx_dft, onnx_roialign)
                                                 for op, e in family.EXPANSIONS.items()}
 """ONNX operators imported as a few registered ones (``onnx_expand``), by ``(domain, name)``."""
 NEWEST_OPSET = onnx.defs.onnx_opset_version()

@@ -6,7 +6,7 @@ Supported: directions forward/reverse/bidirectional, layout 0/1, the bias, initi
 peepholes and ``input_forget`` (f = 1 - i, as onnxruntime), GRU ``linear_before_reset``, ``clip``
 (on the input of the gates' activations, not of the LSTM cell's: as onnxruntime), every ONNX
 activation, ``activation_alpha``/``activation_beta`` consumed in order by those that take them.
-``sequence_lens`` must be a constant equal to the sequence length for every batch entry.
+``sequence_lens`` must be a constant (each length 1 .. the sequence length).
 """
 
 from __future__ import annotations
@@ -69,9 +69,12 @@ class _Rnn:
                 or a["hidden_size"] not in (None, self.hidden)):
             raise ShapeError(f"{ex.where}: W {w.shape}, R {r.shape}, hidden_size {a['hidden_size']} do "
                              f"not fit X {x.shape} with {len(self.dirs)} direction(s)")
-        if ex.has(4) and not (ex.value(4, "sequence_lens") == self.seq).all():
-            ex.unsupported(f"sequence_lens {ex.value(4, 'sequence_lens').tolist()} differ from the "
-                           f"sequence length {self.seq}")
+        lens = ex.value(4, "sequence_lens").astype(np.int64) if ex.has(4) else np.full(self.batch, self.seq)
+        if lens.shape != (self.batch,) or not ((lens >= 1) & (lens <= self.seq)).all():
+            ex.unsupported(f"sequence_lens {lens.tolist()}: each must lie in 1 .. {self.seq}")
+        self.lens = None if (lens == self.seq).all() else lens
+        """The sequence lengths when some are shorter than X: steps past an entry's end keep its
+        state and output zeros, and the reverse direction reverses each entry's own steps."""
         self.acts = self.activations()
 
     def c(self, value: object) -> str:
@@ -138,10 +141,13 @@ class _Rnn:
             return self.pick(self.layout0(i), d)
         return self.c(np.zeros((self.batch, self.hidden)))
 
-    def direction(self, d: int, reverse: bool) -> tuple[list[str], list[str]]:
-        """The hidden state after each step (in time order) and the last state of direction ``d``."""
+    def direction(self, d: int, reverse: bool) -> tuple[str, list[str]]:
+        """Direction ``d``'s hidden states [seq, batch, hidden] (in time order) and its last state."""
         ex, g = self.ex, self.kind.gates * self.hidden
-        x_w = ex.add("MatMul", [self.layout0(0), ex.add("Transpose", [self.pick(ex.input(1), d)])])
+        x = self.layout0(0)
+        if reverse and self.lens is not None:
+            x = ex.add("ReverseSequence", [x, self.i64(self.lens)], batch_axis=1, time_axis=0)
+        x_w = ex.add("MatMul", [x, ex.add("Transpose", [self.pick(ex.input(1), d)])])
         if ex.has(3):
             b = self.pick(ex.input(3), d)
             w_b, r_b = (ex.add("Slice", [b, self.i64([k * g]), self.i64([(k + 1) * g])]) for k in (0, 1))
@@ -150,33 +156,39 @@ class _Rnn:
             x_w = ex.add("Add", [x_w, ex.add("Add", [w_b, r_b])])
         state = [self.initial(5, d)] + ([self.initial(6, d)] if self.kind.states == 2 else [])
         hs: dict[int, str] = {}
-        for t in reversed(range(self.seq)) if reverse else range(self.seq):
-            state = self.kind.step(self, d, ex.add("Gather", [x_w, self.i64(t)], axis=0), state)
-            hs[t] = state[0]
-        return [hs[t] for t in range(self.seq)], state
+        for t in reversed(range(self.seq)) if reverse and self.lens is None else range(self.seq):
+            new = self.kind.step(self, d, ex.add("Gather", [x_w, self.i64(t)], axis=0), state)
+            if self.lens is None:
+                state, hs[t] = new, new[0]
+                continue
+            live = ex.const((t < self.lens)[:, None])
+            state = [ex.add("Where", [live, n, old]) for n, old in zip(new, state)]
+            hs[t] = ex.add("Where", [live, new[0], self.c(0)])
+        ys = ex.add("Concat", [ex.add("Unsqueeze", [hs[t], self.i64([0])]) for t in range(self.seq)], axis=0)
+        if reverse and self.lens is not None:
+            ys = ex.add("ReverseSequence", [ys, self.i64(self.lens)], batch_axis=1, time_axis=0)
+        return ys, state
 
     def r_t(self, d: int) -> str:
         return self.ex.add("Transpose", [self.pick(self.ex.input(2), d)])
 
-    def output(self, k: int, parts: list[str], perm: tuple[int, ...]) -> None:
-        """Output ``k``: ``parts`` concatenated on axis 0, in layout 1 transposed by ``perm``."""
+    def output(self, k: int, parts: list[str], axis: int, perm: tuple[int, ...]) -> None:
+        """Output ``k``: ``parts`` concatenated on ``axis``, in layout 1 transposed by ``perm``."""
         ex = self.ex
         if ex.attrs["layout"]:
-            ex.add("Transpose", [ex.add("Concat", parts, axis=0)], out=k, perm=perm)
+            ex.add("Transpose", [ex.add("Concat", parts, axis=axis)], out=k, perm=perm)
         else:
-            ex.add("Concat", parts, out=k, axis=0)
+            ex.add("Concat", parts, out=k, axis=axis)
 
     def expand(self) -> None:
         ex = self.ex
         runs = [self.direction(d, rev) for d, rev in enumerate(self.dirs)]
         if ex.wants(0):
-            steps = [ex.add("Concat", [ex.add("Unsqueeze", [hs[t], self.i64([0, 1])]) for hs, _ in runs],
-                            axis=1) for t in range(self.seq)]
-            self.output(0, steps, (2, 0, 1, 3))
+            self.output(0, [ex.add("Unsqueeze", [ys, self.i64([1])]) for ys, _ in runs], 1, (2, 0, 1, 3))
         for k in range(1, 1 + self.kind.states):
             if ex.wants(k):
                 lasts = [ex.add("Unsqueeze", [last[k - 1], self.i64([0])]) for _, last in runs]
-                self.output(k, lasts, (1, 0, 2))
+                self.output(k, lasts, 0, (1, 0, 2))
 
 
 def _rnn_step(rnn: _Rnn, d: int, x_t: str, state: list[str]) -> list[str]:

@@ -125,8 +125,7 @@ def test_unsupported_forms_name_node_and_cause():
 
 
 @pytest.mark.parametrize(("op", "attrs"), [("LSTM", {"direction": "bidirectional"}),
-                                           ("GRU", {"linear_before_reset": 1, "layout": 1}),
-                                           ("RNN", {"direction": "reverse", "clip": 0.5})])
+                                           ("GRU", {"linear_before_reset": 1, "layout": 1})])
 def test_compiled_on_llvm_through_the_backend(op, attrs):
     # sequence_lens a graph input: the backend adapter binds it, as the conformance cases need
     dirs, g = 2 if attrs.get("direction") == "bidirectional" else 1, GATES[op] * 3

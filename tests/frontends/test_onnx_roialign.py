@@ -82,9 +82,8 @@ def test_a_sample_on_the_maps_far_edge_takes_its_last_row_and_column(mode):
     assert got.item() == 20
 
 
-@pytest.mark.parametrize("mode", ["avg", "max"])
-def test_compiled_on_llvm_through_the_backend(mode):
-    model = roi_align_model(2, 3, 7, 6, 3, sampling_ratio=2, output_height=3, output_width=2, mode=mode)
+def test_compiled_on_llvm_through_the_backend():  # max: the form with the most ops (avg's are a subset)
+    model = roi_align_model(2, 3, 7, 6, 3, sampling_ratio=2, output_height=3, output_width=2, mode="max")
     rng = np.random.default_rng(1)
     feeds = [rng.uniform(-1, 1, (2, 3, 7, 6)).astype(np.float32),
              np.array([[0, 0, 5, 6], [1.5, 0.5, 3, 7.5], [-1, 2, 2, 4]], np.float32), np.array([1, 0, 1])]

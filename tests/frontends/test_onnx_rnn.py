@@ -7,7 +7,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from tensoregg.errors import UnsupportedOperator
+from tensoregg.errors import InvalidModel, UnsupportedOperator
 from tensoregg.frontends import onnx_backend
 from tensoregg.frontends.onnx import import_onnx
 from tensoregg.ir import run_graph
@@ -137,3 +137,15 @@ def test_compiled_on_llvm_through_the_backend(op, attrs):
     got = onnx_backend.prepare(model, target="llvm").run(feeds)
     for a, b in zip(got, run_expanded(model, feeds), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_malformed_and_older_forms_name_the_node():
+    shapes = {"X": (3, 2, 2), "W": (1, 4, 2), "R": (1, 4, 4)}
+    with pytest.raises(InvalidModel, match=r"RNN node 'Y': unknown attribute 'bogus'"):
+        import_onnx(rnn_model("RNN", shapes, bogus=1))
+    with pytest.raises(InvalidModel, match=r"RNN node 'Y': unknown direction 'sideways'"):
+        import_onnx(rnn_model("RNN", shapes, direction="sideways"))
+    old = rnn_model("RNN", shapes)
+    old.opset_import[0].version = 6
+    with pytest.raises(UnsupportedOperator, match=r"'RNN', opset 6, node 'Y': the opset 6 form"):
+        import_onnx(old)

@@ -39,6 +39,19 @@ def dft_matrix(n: int, parts: int, length: int, *, inverse: bool, onesided: bool
     return m / length if inverse else m
 
 
+MAX_MATRIX = 1 << 24
+"""The most elements a transform's matrix may hold (64 MiB in float32): it grows as the square of
+the length, where an FFT would not."""
+
+
+def _matrix(ex: Expanding, n: int, parts: int, length: int, *, inverse: bool, onesided: bool) -> np.ndarray:
+    """``dft_matrix``, declined (UnsupportedOperator naming the node) past ``MAX_MATRIX`` elements."""
+    if n * parts * 2 * length > MAX_MATRIX:
+        ex.unsupported(f"a transform of length {length} over {n} samples (its matrix would exceed "
+                       f"{MAX_MATRIX} elements)")
+    return dft_matrix(n, parts, length, inverse=inverse, onesided=onesided)
+
+
 def _transform(ex: Expanding, x: str, shape: tuple[int, ...], axis: int, m: np.ndarray) -> None:
     """Output 0: ``m`` (a ``dft_matrix``) applied along ``axis`` of ``x``, whose last axis holds
     the real/imaginary parts."""
@@ -76,7 +89,8 @@ def _dft(ex: Expanding) -> None:
     length = int(ex.value(1, "dft_length")) if ex.has(1) else 2 * (n - 1) if inverse and onesided else n
     if length < 1:
         raise InvalidModel(f"{ex.where}: dft_length {length}")
-    _transform(ex, ex.input(0), shape, axis, dft_matrix(n, parts, length, inverse=inverse, onesided=onesided))
+    m = _matrix(ex, n, parts, length, inverse=inverse, onesided=onesided)
+    _transform(ex, ex.input(0), shape, axis, m)
 
 
 def _stft(ex: Expanding) -> None:
@@ -99,7 +113,7 @@ def _stft(ex: Expanding) -> None:
     frames = ex.add("Gather", [x, ex.const(index, np.int64)], axis=1)
     if window:
         frames = ex.add("Mul", [frames, ex.add("Unsqueeze", [ex.input(2), ex.const([1], np.int64)])])
-    m = dft_matrix(size, parts, length, inverse=False, onesided=bool(ex.attrs["onesided"]))
+    m = _matrix(ex, size, parts, length, inverse=False, onesided=bool(ex.attrs["onesided"]))
     _transform(ex, frames, (shape[0], len(starts), size, parts), 2, m)
 
 

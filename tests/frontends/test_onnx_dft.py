@@ -108,3 +108,10 @@ def test_compiled_on_llvm_through_the_backend():
     stft = one_node_model(helper.make_node("STFT", ["signal", "step", "window"], ["y"]), inputs, 17)
     got = onnx_backend.prepare(stft, target="llvm").run(list(inputs.values()))[0]
     np.testing.assert_allclose(got, ReferenceEvaluator(stft).run(None, inputs)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_transform_whose_matrix_would_be_huge_is_declined():
+    x = np.zeros((1, 4096, 2), np.float32)
+    node = helper.make_node("DFT", ["x"], ["y"], axis=1)
+    with pytest.raises(UnsupportedOperator, match=r"'DFT'.*node 'y'.*length 4096 over 4096 samples"):
+        import_onnx(one_node_model(node, {"x": x}, 17))

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +76,7 @@ class _Rnn:
         self.lens = None if (lens == self.seq).all() else lens
         """The sequence lengths when some are shorter than X: steps past an entry's end keep its
         state and output zeros, and the reverse direction reverses each entry's own steps."""
+        self._once: dict[tuple, str] = {}
         self.acts = self.activations()
 
     def c(self, value: object) -> str:
@@ -83,18 +85,25 @@ class _Rnn:
     def i64(self, value: object) -> str:
         return self.ex.const(value, np.int64)
 
+    def once(self, op: str, inputs: list[str], **attrs: Any) -> str:
+        """``ex.add``, emitting a node the steps ask for again (a weight's slice) only once."""
+        key = (op, tuple(inputs), tuple(sorted(attrs.items())))
+        if key not in self._once:
+            self._once[key] = self.ex.add(op, inputs, **attrs)
+        return self._once[key]
+
     def cols(self, v: str, k: int, n: int = 1) -> str:
         """Gate columns k .. k+n-1 of ``v`` (its last axis holds the gates, ``hidden`` each)."""
         h = self.hidden
-        return self.ex.add("Slice", [v, self.i64([k * h]), self.i64([(k + n) * h]), self.i64([-1])])
+        return self.once("Slice", [v, self.i64([k * h]), self.i64([(k + n) * h]), self.i64([-1])])
 
     def pick(self, v: str, d: int) -> str:
         """Direction ``d`` of a per-direction input."""
-        return self.ex.add("Gather", [v, self.i64(d)], axis=0)
+        return self.once("Gather", [v, self.i64(d)], axis=0)
 
     def layout0(self, i: int) -> str:
         v = self.ex.input(i)
-        return self.ex.add("Transpose", [v], perm=(1, 0, 2)) if self.ex.attrs["layout"] else v
+        return self.once("Transpose", [v], perm=(1, 0, 2)) if self.ex.attrs["layout"] else v
 
     def clipped(self, act: Act) -> Act:
         clip = self.ex.attrs["clip"]
@@ -170,7 +179,7 @@ class _Rnn:
         return ys, state
 
     def r_t(self, d: int) -> str:
-        return self.ex.add("Transpose", [self.pick(self.ex.input(2), d)])
+        return self.once("Transpose", [self.pick(self.ex.input(2), d)])
 
     def output(self, k: int, parts: list[str], axis: int, perm: tuple[int, ...]) -> None:
         """Output ``k``: ``parts`` concatenated on ``axis``, in layout 1 transposed by ``perm``."""

@@ -20,12 +20,20 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper, helper, numpy_helper
 
 from tensoregg.errors import InvalidModel, ParameterError, ShapeError, UnsupportedOperator
+from tensoregg.frontends import onnx_dft, onnx_rnn, onnx_roialign
+from tensoregg.frontends.onnx_expand import Expanding, Expansion
 from tensoregg.frontends.onnx_functions import expand_functions
 from tensoregg.ir import Graph, Node, TensorType, Upgrade, get_op, run_node
 from tensoregg.ir.fold import fold_args, live_nodes
 from tensoregg.ir.graph import infer_node, toposort
 
 ModelLike = "str | os.PathLike[str] | bytes | onnx.ModelProto"
+
+EXPANSIONS: dict[tuple[str, str], Expansion] = {("", op): e for family in (onnx_rnn, onnx_dft, onnx_roialign)
+                                                for op, e in family.EXPANSIONS.items()}
+"""ONNX operators imported as a few registered ones (``onnx_expand``), by ``(domain, name)``."""
+NEWEST_OPSET = onnx.defs.onnx_opset_version()
+"""The opset an expansion's nodes are imported at: they are written in the registry's current form."""
 
 
 def load_model(model: Any) -> onnx.ModelProto:
@@ -318,13 +326,30 @@ class _Importer:
 
         return emit
 
-    def import_node(self, node: Node) -> None:
-        """Upgrade, type and fold one node; nodes that stay are appended to ``self.nodes``."""
+    def expand(self, node: Node, expansion: Expansion, opset: int) -> None:
+        """Import ``node`` as the registered ops its expansion emits."""
+
+        def emit(part: Node, out: str | None) -> str:
+            self.n_fresh += 1
+            name = out or f"__t{self.n_fresh}"
+            self.import_node(Node(part.op, part.inputs, (name,), part.attrs,
+                                  f"{part.name}/{part.op}{self.n_fresh}", part.domain), NEWEST_OPSET)
+            return name
+
+        expansion.expand(Expanding(node, opset, expansion, self.types, self.consts, emit, self.fresh_const))
+
+    def import_node(self, node: Node, opset: int | None = None) -> None:
+        """Upgrade (from the model's opset, or ``opset``), type and fold one node; nodes that stay
+        are appended to ``self.nodes``."""
         domain = "" if node.domain == "ai.onnx" else node.domain
-        opset = self.opsets.get(domain)
+        opset = opset or self.opsets.get(domain)
         if opset is None:
             raise InvalidModel(f"{node.op} node {node.label!r}: domain {domain!r} is not in the "
                                f"model's opset_import")
+        expansion = EXPANSIONS.get((domain, node.op))
+        if expansion is not None:
+            self.expand(node, expansion, opset)
+            return
         opdef = get_op(node.op, domain, opset=opset, node=node.label)
         if opdef.adapt is not None:
             up = Upgrade(node.op, opset, node.label, list(node.inputs), dict(node.attrs), self.fresh_const,

@@ -19,7 +19,7 @@ from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
 from tensoregg.api import compile as compile_model
 from tensoregg.errors import InputError, UnsupportedOperator
-from tensoregg.frontends.onnx import load_model
+from tensoregg.frontends.onnx import EXPANSIONS, load_model
 from tensoregg.ir import OPS
 from tensoregg.runtime import Module
 
@@ -30,9 +30,10 @@ def shape_inputs(model: onnx.ModelProto) -> set[str]:
     needed: set[str] = set()
     stack = []
     for n in model.graph.node:
-        opdef = OPS.get(("" if n.domain == "ai.onnx" else n.domain, n.op_type))
-        if opdef is not None:
-            stack += [n.input[i] for i in opdef.static_inputs if i < len(n.input) and n.input[i]]
+        key = ("" if n.domain == "ai.onnx" else n.domain, n.op_type)
+        op = OPS.get(key) or EXPANSIONS.get(key)
+        if op is not None:
+            stack += [n.input[i] for i in op.static_inputs if i < len(n.input) and n.input[i]]
     while stack:
         name = stack.pop()
         if name in needed:

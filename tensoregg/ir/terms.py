@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from egglog import EGraph, Expr, String, StringLike, Vec, f64, function, i64, i64Like, set_, union
@@ -365,7 +365,17 @@ class _Decoder:
         return self.by_id[node_id]
 
     def value(self, cid: str) -> str:
-        """The value name of a tensor e-class, building its producer first."""
+        """The value name of a tensor e-class, building its producer (and theirs) first."""
+        return _trampoline(self._value(cid))
+
+    def outputs(self, cid: str) -> list[str]:
+        """The value names of a multi-output e-class, building its node first."""
+        return _trampoline(self._outputs(cid))
+
+    # The builders below are generators that yield the builder of each e-class they need and are sent
+    # its result (``_trampoline``), so a program's depth is not bounded by Python's recursion limit.
+
+    def _value(self, cid: str) -> Build[str]:
         if not cid:
             return ""
         if cid in self.values:
@@ -382,34 +392,56 @@ class _Decoder:
         elif node.op == "Tensor.none":
             name = ""
         elif node.op == GET:
-            name = self.outputs(node.inputs[0])[node.index]
+            name = (yield self._outputs(node.inputs[0]))[node.index]
         else:
             name = self.fresh()
-            self.emit(node, [name])
+            yield self._emit(node, [name])
         self.active.discard(cid)
         self.values[cid] = name
         return name
 
-    def outputs(self, cid: str) -> list[str]:
+    def _outputs(self, cid: str) -> Build[list[str]]:
         if cid not in self.multi:
             if cid in self.active:
                 raise CompileError(f"extracted program is cyclic at e-class {cid}")
             self.active.add(cid)
             base = self.fresh()
             self.multi[cid] = [f"{base}_{k}" for k in range(self.n_outputs.get(cid, 1))]
-            self.emit(self.node(cid), self.multi[cid])
+            yield self._emit(self.node(cid), self.multi[cid])
             self.active.discard(cid)
         return self.multi[cid]
 
-    def emit(self, node: ENode, outputs: list[str]) -> None:
+    def _emit(self, node: ENode, outputs: list[str]) -> Build[None]:
         ctor = CONSTRUCTORS[node.op]
-        inputs = [self.value(c) for c in node.inputs]
+        inputs = []
+        for c in node.inputs:
+            inputs.append((yield self._value(c)))
         while inputs and not inputs[-1]:
             inputs.pop()
         attrs = {a: (self.enc.consts[v] if ctor.opdef.attrs[a].kind == "tensor" and v else v)
                  for a, v in node.attrs.items()}
         self.nodes.append(Node(node.op, tuple(inputs), tuple(outputs), attrs, outputs[0], ctor.opdef.domain,
                                node.schedule))
+
+
+T = TypeVar("T")
+Build = Generator[Any, Any, T]
+"""A decoder step: yields the steps whose results it needs, is sent each result, returns its own."""
+
+
+def _trampoline(step: Build[T]) -> T:
+    """Run ``step`` and the steps it yields with an explicit stack (depth-first, in order)."""
+    stack: list[Build[Any]] = [step]
+    result: Any = None
+    while True:
+        try:
+            stack.append(stack[-1].send(result))
+            result = None
+        except StopIteration as done:
+            stack.pop()
+            result = done.value
+            if not stack:
+                return result
 
 
 def first_choice(js: Mapping[str, Any]) -> dict[str, str]:

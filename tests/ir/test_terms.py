@@ -1,5 +1,6 @@
 """Graph -> egglog term -> Graph round trips (tensoregg.ir.terms)."""
 
+import sys
 from collections import Counter
 
 import numpy as np
@@ -137,3 +138,14 @@ def test_rules_build_terms_by_attribute_name():
     with pytest.raises(ValueError, match=r"\['eqation'\] unknown"):
         term("Einsum", Vec[Tensor](x), equation=String("i->i"), eqation=String("i->i"))
     assert set(attr_vars("Conv")) == set(CONSTRUCTORS["Conv"].attrs)
+
+
+def test_a_deep_chain_round_trips():
+    """A dependency chain deeper than Python's default recursion limit (a 128-step bidirectional
+    LSTM unrolls to ~4400 nodes) decodes: the decoder recurses once per node along the chain."""
+    n = sys.getrecursionlimit()
+    nodes = [Node("Neg", ("x" if k == 0 else f"v{k - 1}",), (f"v{k}" if k < n - 1 else "y",))
+             for k in range(n)]
+    graph = graph_of(nodes, shape=(2,))
+    x = np.arange(2, dtype=np.float32)
+    assert_same_program(graph, round_trip(graph), {"x": x})

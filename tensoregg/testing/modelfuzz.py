@@ -193,13 +193,15 @@ def _random_attribute(name: str, rng: Rng) -> onnx.AttributeProto:
         lambda: int(_pick(rng, INTS)),
         lambda: float(_pick(rng, FLOATS)),
         lambda: _pick(rng, ["", "zero", "NOTSET", "SAME_UPPER", "linear", "é\x00"]),
-        lambda: [int(_pick(rng, INTS)) for _ in range(int(rng.integers(0, 9)))],
+        lambda: [int(_pick(rng, INTS)) for _ in range(int(rng.integers(0, 9)))] or onnx.AttributeProto(
+            name=name, type=onnx.AttributeProto.INTS),  # an empty list: its type said, not inferred
         lambda: [float(_pick(rng, FLOATS)) for _ in range(int(rng.integers(1, 5)))],
         lambda: numpy_helper.from_array(np.full([1] * int(rng.integers(3)), _pick(rng, FLOATS), np.float32)),
     ]
     kind = int(rng.integers(len(values) + 1))
     if kind < len(values):
-        return helper.make_attribute(name, values[kind]())
+        value = values[kind]()
+        return value if isinstance(value, onnx.AttributeProto) else helper.make_attribute(name, value)
     return onnx.AttributeProto(name=name, type=_pick(rng, [onnx.AttributeProto.UNDEFINED,
                                                            onnx.AttributeProto.INTS,
                                                            onnx.AttributeProto.GRAPH]))

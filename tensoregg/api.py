@@ -52,6 +52,7 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
     with the reference interpreter on seeded random inputs before lowering, and a program that
     differs is refused with a ``ValidationError`` naming the output, the error and the rules involved.
     """
+    _check_options(optimize=optimize, cache=cache, validate=validate, rule_families=rule_families)
     entry, description = resolve_target(target)
     key = (_cache_key(model, entry, description, input_shapes, optimize, rule_families, validate)
            if cache else None)
@@ -77,6 +78,18 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
         with stage("cache"):
             compile_cache.store(key, module)
     return module
+
+
+def _check_options(*, optimize: object, cache: object, validate: object, rule_families: object) -> None:
+    """ParameterError for a flag that is not a bool (``optimize="no"`` would optimize) or rule
+    families that are not a sequence of names and Family objects (a str is one name, not many)."""
+    for name, value in (("optimize", optimize), ("cache", cache), ("validate", validate)):
+        if not isinstance(value, bool):
+            raise ParameterError(f"compile's {name} must be a bool, got {type(value).__name__} {value!r}")
+    if rule_families is not None and (isinstance(rule_families, str)
+                                      or not isinstance(rule_families, Sequence)):
+        raise ParameterError(f"rule_families must be a sequence of family names, got "
+                             f"{type(rule_families).__name__} {rule_families!r}")
 
 
 def _cache_key(model: Any, entry: Registration, description: Target,

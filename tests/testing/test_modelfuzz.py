@@ -87,11 +87,18 @@ def test_a_seeded_sample_is_matched_or_refused():
     assert counts["matched"] >= 1 and counts["refused"] >= 4, counts
 
 
-@pytest.mark.parametrize("path", sorted(MUTANTS.glob("*.onnx")), ids=lambda p: p.stem)
+OPEN = {"bn_mean_inf_tinycnn": "conv-bn-fold builds its zero as mean - mean, NaN where the running mean "
+                               "is infinite: the folded weights are NaN (mutant 0:632, small seeds)"}
+"""Kept mutants of bugs not fixed yet: expected to fail until they are."""
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(reason=OPEN[p.stem], strict=True))
+                                  if p.stem in OPEN else p for p in sorted(MUTANTS.glob("*.onnx"))],
+                         ids=lambda p: p.stem)
 def test_mutants_that_found_bugs(path):
     """huge_input_small_resnet: a 3 GiB input (dim 16777216) spent 86 s and more than 4 GiB of
     index tables in the GEMM lowering before the memory plan refused it, and escaped as a raw
-    MemoryError under an address-space limit."""
+    MemoryError under an address-space limit. bn_mean_inf_tinycnn: see ``OPEN``."""
     found = check_mutant(path.read_bytes(), timeout=60)
     assert not found.bug, (found.kind, found.detail)
 

@@ -63,6 +63,7 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
     hold measurements of a kernel on this machine for this target, its measured times replace the
     cost model's predictions, so a tuned model compiles to its tuned choices with no measurement.
     """
+    _check_options(optimize=optimize, cache=cache, validate=validate, rule_families=rule_families)
     entry, description = resolve_target(target)
     reprice, tuned = _records_pricing(records, entry, description) if optimize else (None, "")
     key = (_cache_key(model, entry, description, input_shapes, optimize, rule_families, tuned, validate)
@@ -90,6 +91,18 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
         with stage("cache"):
             compile_cache.store(key, module)
     return module
+
+
+def _check_options(*, optimize: object, cache: object, validate: object, rule_families: object) -> None:
+    """ParameterError for a flag that is not a bool (``optimize="no"`` would optimize) or rule
+    families that are not a sequence of names and Family objects (a str is one name, not many)."""
+    for name, value in (("optimize", optimize), ("cache", cache), ("validate", validate)):
+        if not isinstance(value, bool):
+            raise ParameterError(f"compile's {name} must be a bool, got {type(value).__name__} {value!r}")
+    if rule_families is not None and (isinstance(rule_families, str)
+                                      or not isinstance(rule_families, Sequence)):
+        raise ParameterError(f"rule_families must be a sequence of family names, got "
+                             f"{type(rule_families).__name__} {rule_families!r}")
 
 
 def _cache_key(model: Any, entry: Registration, description: Target,

@@ -112,13 +112,7 @@ class MemoryPlan:
         g = self.graph
         io = sum(g.types[n].nbytes for n in {*g.inputs, *g.outputs})
         total = weights + self.work_size + io
-        made = {out: node for node in g.nodes for out in node.outputs if out}
-        big = max((n for n in g.types if n in made or n in g.inputs), key=lambda n: g.types[n].nbytes,
-                  default=None)
-        largest = ""
-        if big is not None:
-            by = f"{made[big].op} node {made[big].label!r} output" if big in made else "graph input"
-            largest = f"; the largest value: {by} {big!r} {g.types[big]}"
+        _, largest = _largest_value(g)
         check_memory(total, f"graph {g.name!r} (weights {weights} bytes, workspace {self.work_size} "
                             f"bytes, inputs and outputs {io} bytes{largest})")
 
@@ -175,3 +169,24 @@ class MemoryPlan:
         return out
 
 
+
+
+def _largest_value(g: Graph) -> tuple[int, str]:
+    """The bytes of the largest input or node output of ``g``, and "; the largest value: ..." naming
+    it and the node that makes it ("" for a graph without values)."""
+    made = {out: node for node in g.nodes for out in node.outputs if out}
+    big = max((n for n in g.types if n in made or n in g.inputs), key=lambda n: g.types[n].nbytes,
+              default=None)
+    if big is None:
+        return 0, ""
+    by = f"{made[big].op} node {made[big].label!r} output" if big in made else "graph input"
+    return g.types[big].nbytes, f"; the largest value: {by} {big!r} {g.types[big]}"
+
+
+def check_values_fit(g: Graph) -> None:
+    """ResourceError, before lowering, if the graph's inputs and outputs together or its largest value
+    alone exceed the memory limit: a memory plan holds them all (``MemoryPlan`` checks the whole
+    plan after lowering, whose tables and packed constants grow with the values)."""
+    io = sum(g.types[n].nbytes for n in {*g.inputs, *g.outputs})
+    size, largest = _largest_value(g)
+    check_memory(max(io, size), f"graph {g.name!r} (inputs and outputs {io} bytes{largest})")

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tensoregg.errors import ResourceError
 from tensoregg.ir.compute import Buffer, Const, Expr, Load, walk
 from tensoregg.ir.graph import Graph
 from tensoregg.ir.loops import For, Invoke, Kernel, Local, Store, format_kernel, statements, work
 from tensoregg.ir.lower import Chooser, Inlined, LoweredNode, lower_node
-from tensoregg.ir.memory_plan import MemoryPlan
+from tensoregg.ir.memory_plan import MemoryPlan, check_values_fit
 from tensoregg.ir.registry import get_op
 from tensoregg.ir.schedules import Schedule
 from tensoregg.runtime.signature import collect_outputs as gather
@@ -56,6 +57,7 @@ def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, grid: b
     that node's kernel when it is element-wise too (BatchNorm + Relu, a Mul/Add/Relu chain: one pass
     over memory instead of one per op). ``row`` and ``grid`` choose the loop form of what is not tiled
     (``assign``: ``grid`` for a GPU). ``target`` names the target in errors."""
+    check_values_fit(graph)
     lowered: list[LoweredNode] = []
     uses = Counter(n for node in graph.nodes for n in node.inputs)
     uses.update(graph.outputs)
@@ -65,8 +67,14 @@ def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, grid: b
         opdef = get_op(node.op, node.domain)
         producers = {n: inlinable[n][1] for n in node.inputs if n in inlinable}
         chosen = None if not tile else choose if node.schedule is None else _fixed(node.schedule)
-        low = lower_node(opdef, node, graph.types, graph.initializers, target=target, name=f"k{k}",
-                         row=row, grid=grid, choose=chosen, producers=producers)
+        try:
+            low = lower_node(opdef, node, graph.types, graph.initializers, target=target, name=f"k{k}",
+                             row=row, grid=grid, choose=chosen, producers=producers)
+        except ResourceError:
+            raise
+        except MemoryError as e:  # numpy could not allocate a table of the lowering (index offsets)
+            raise ResourceError(f"{node.op} node {node.label!r}: out of memory while lowering it for "
+                                f"{graph.types[node.outputs[0]]}: {e}") from e
         lowered.append(low)
         fused.update(inlinable[n][0] for n in low.fused)
         if low.inline is not None and fuse and uses[node.outputs[0]] == 1:
@@ -164,9 +172,18 @@ def canonical_text(kernel: Kernel) -> str:
             names.add(s.buffer.name)
     text = format_kernel(kernel).split("(", 1)[1]
     renamed: dict[str, str] = {}
-    pattern = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-    return re.sub(rf"(?<![\w.])(?:{pattern})(?![\w.])",
-                  lambda m: renamed.setdefault(m.group(0), f"#{len(renamed)}"), text) if names else text
+
+    def rename(word: re.Match[str]) -> str:
+        name = word.group(0)
+        return renamed.setdefault(name, f"#{len(renamed)}") if name in names else name
+
+    return _WORD.sub(rename, text)
+
+
+_WORD = re.compile(r"[\w.]+")
+"""A run of name characters (and dots, so that no name matches inside a number like ``1.5e-06``): one
+fixed pattern, where a pattern built from each kernel's names (fresh ones every compile) filled
+``re``'s cache with a 10 KB entry per kernel."""
 
 
 def collect_outputs(graph: Graph, produced: Mapping[str, np.ndarray],

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from tensoregg.errors import ArtifactError
+from tensoregg.errors import ArtifactError, ParameterError
 from tensoregg.runtime.signature import TensorSpec
 from tensoregg.version import __version__
 
@@ -137,10 +137,18 @@ def build_artifact(target: str, inputs: list[TensorSpec], outputs: list[TensorSp
     return Artifact(manifest, parts)
 
 
+def artifact_path(path: object) -> Path:
+    """``path`` as a Path; ParameterError unless it is a str or os.PathLike."""
+    if not isinstance(path, str | os.PathLike):
+        raise ParameterError(f"an artifact's path must be a str or os.PathLike, got {type(path).__name__} "
+                             f"{path!r}")
+    return Path(path)
+
+
 def write_artifact(artifact: Artifact, path: str | os.PathLike[str]) -> Path:
     """Write ``artifact`` to ``path`` atomically (a temporary file renamed over it), every entry
     stored uncompressed."""
-    path = Path(path)
+    path = artifact_path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w") as zf:  # stored, not compressed: every byte is checked (a
@@ -156,6 +164,7 @@ def write_artifact(artifact: Artifact, path: str | os.PathLike[str]) -> Path:
 def read_artifact(path: str | os.PathLike[str]) -> Artifact:
     """The artifact at ``path``, checked (see the module docstring); ArtifactError naming the part
     otherwise. Parts are views of the file mapped into memory (read-only), not copies."""
+    path = artifact_path(path)
     try:
         with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
             entries = {e.filename: e for e in zf.infolist()}

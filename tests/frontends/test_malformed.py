@@ -277,6 +277,26 @@ def test_input_shapes_must_be_sequences_of_ints(dims):
     assert tensoregg.compile(m, input_shapes={"x": np.array([2, 3])}).input_shapes == [(2, 3)]
 
 
+@pytest.mark.parametrize("option", [{"optimize": "no"}, {"optimize": None}, {"cache": "x"},
+                                    {"validate": 1}, {"rule_families": "algebra"}, {"rule_families": 5}])
+def test_compile_options_are_checked(option):
+    """``optimize="no"`` optimized, ``rule_families="algebra"`` was read as seven one-letter names:
+    a ParameterError names the option."""
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2, 3])], [vi("y", [2, 3])])
+    with pytest.raises(ParameterError, match=next(iter(option))):
+        tensoregg.compile(m, **option)
+
+
+@pytest.mark.parametrize("path", [5, None, [b"m.tegg"]])
+def test_artifact_paths_are_checked(path):
+    """A path that is no path escaped from save and load as a raw TypeError."""
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2, 3])], [vi("y", [2, 3])])
+    with pytest.raises(ParameterError, match="artifact's path"):
+        tensoregg.load(path)
+    with pytest.raises(ParameterError, match="artifact's path"):
+        tensoregg.compile(m, optimize=False).save(path)
+
+
 def test_input_shapes_must_fit_the_declared_shape():
     """Another rank, or another value for a static dim, is a ShapeError showing the declared shape."""
     m = model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", ["N", 3])], [vi("y", ["N", 3])])

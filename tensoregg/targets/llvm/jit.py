@@ -2,7 +2,8 @@
 
 Follows ../shared/notes/llvmlite.md: opaque pointers in the IR layer, the host's CPU name and
 features on every target machine (else generic SSE2 code), a fresh pass manager per module (running
-one twice aborts the process), one MCJIT engine (with its own target machine) per compiled model.
+one twice aborts the process), one MCJIT engine (with its own target machine) per compiled model,
+loading the module's object code (kept per distinct module: ``machine_code``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ os.environ.setdefault("LLVMLITE_ENABLE_IR_LAYER_TYPED_POINTERS", "0")
 import ctypes
 import ctypes.util
 import functools
+import hashlib
+import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 import llvmlite.binding as llvm
@@ -81,11 +86,13 @@ def missing_features(features: str) -> list[str]:
 def optimize(module: ir.Module, tm: llvm.TargetMachine) -> llvm.ModuleRef:
     """Parse, verify and run the O3 pipeline on ``module``; raise CompileError if LLVM rejects it.
 
-    Running the pipeline keeps memory for the life of the process (llvmlite 0.50, LLVM 22): about
-    60 KB per run for a one-function module, 0.3 MB for examples/tinycnn.onnx's; nothing at O0, and
-    neither a fresh PassBuilder, a fresh LLVMContext, closing every llvmlite object nor
-    ``malloc_trim`` releases it. It is the memory a compile leaves behind, inside llvmlite's
-    binding of the new pass manager, not tensoregg's."""
+    Running the pipeline keeps memory for the life of the process (llvmlite 0.50, LLVM 22), inside
+    llvmlite's binding of the new pass manager: ``LLVMPY_CreatePassBuilder`` allocates a
+    ``PassInstrumentationCallbacks`` that nothing deletes (about 32 KB once the pipeline is built),
+    and each run keeps more in proportion to the module (malloc's bytes in use: 50 KB for a
+    one-function module, 270 KB for examples/tinycnn.onnx's optimized one); nothing at O0, and
+    neither a fresh LLVMContext, closing every llvmlite object nor ``malloc_trim`` releases it.
+    ``machine_code`` therefore runs it once per distinct module."""
     module.triple = tm.triple
     module.data_layout = str(tm.target_data)
     try:
@@ -101,15 +108,61 @@ def optimize(module: ir.Module, tm: llvm.TargetMachine) -> llvm.ModuleRef:
     return parsed
 
 
+MACHINE_CODE_CACHE = 32
+"""How many distinct modules' object code ``machine_code`` keeps (least recently used dropped)."""
+_machine_code: OrderedDict[tuple[bytes, str, str], bytes] = OrderedDict()
+_machine_code_lock = threading.Lock()
+
+
+def machine_code(module: ir.Module, cpu: str = "", features: str = "") -> bytes:
+    """``module`` optimized and compiled to an object file for the JIT on ``cpu`` with ``features``
+    (default: the host's). The last ``MACHINE_CODE_CACHE`` distinct modules' objects are kept, keyed
+    by their text: compiling a model again (a server reloading it, a test suite, a tuning loop) loads
+    its object without running the O3 pipeline again, which is faster and keeps no more memory
+    (see ``optimize``)."""
+    if not cpu:
+        cpu, features = host_cpu()
+    key = (hashlib.sha256(_without_local_names(str(module)).encode()).digest(), cpu, features)
+    with _machine_code_lock:
+        if key in _machine_code:
+            _machine_code.move_to_end(key)
+            return _machine_code[key]
+    tm = target_machine(cpu, features)
+    code = bytes(tm.emit_object(optimize(module, tm)))
+    with _machine_code_lock:
+        _machine_code[key] = code
+        while len(_machine_code) > MACHINE_CODE_CACHE:
+            _machine_code.popitem(last=False)
+    return code
+
+
+_LOCAL_NAME = re.compile(r'(%"|%|^"|^)([-a-zA-Z$._][-\w$.]*|(?<=")[^"]*)("?:?)', re.MULTILINE)
+
+
+def _without_local_names(text: str) -> str:
+    """The IR text with its local value and label names numbered in order of appearance: equal for
+    modules that differ only in the fresh names of their loop variables (which every compile draws
+    anew). Global names (``@``) are kept."""
+    names: dict[str, str] = {}
+
+    def number(m: re.Match[str]) -> str:
+        sigil, name, end = m.groups()
+        if not sigil and not end.endswith(":"):  # a word at the start of a line, not a label
+            return m.group(0)
+        return sigil + names.setdefault(name, f"n{len(names)}") + end
+
+    return _LOCAL_NAME.sub(number, text)
+
+
 class JitModule:
     """Machine code of an optimized module for ``cpu`` and ``features`` (default: the host's), alive
     as long as this object is."""
 
     def __init__(self, module: ir.Module, cpu: str = "", features: str = "") -> None:
         _initialized()
-        tm = target_machine(cpu, features)
-        self.llvm_module = optimize(module, tm)
-        self.engine = llvm.create_mcjit_compiler(self.llvm_module, tm)
+        code = machine_code(module, cpu, features)
+        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine(cpu, features))
+        self.engine.add_object_file(llvm.ObjectFileRef.from_data(code))
         self.engine.finalize_object()
 
     def address(self, name: str) -> int:

@@ -5,7 +5,7 @@ New weights are written as ordinary ops over the ``Tensor.const`` leaves, so the
 as free and ``ir/fold.py`` folds them into constants. No new constant is needed: with
 k = scale / sqrt(var + eps) per channel, BatchNormalization over the constants themselves computes
 ``W * k`` (zero mean and shift, the channel axis moved to axis 1) and ``(B - mean) * k + shift``;
-zeros are ``mean - mean``; Einsum moves axes and drops the unit axis that Flatten added. A
+zeros are ``mean < mean`` cast like the mean; Einsum moves axes and drops the unit axis that Flatten added. A
 per-channel constant s of a Mul/Add after a Conv becomes the vector ``Einsum(Flatten(s, 0), "ij->j")``
 (length C, or 1 for a one-element s), which scales W's rows and B, or adds to B.
 """
@@ -65,8 +65,9 @@ def _einsum(t: Any, equation: str) -> Any:
 
 
 def _zero() -> Any:
-    """A per-channel zero vector: mean - mean."""
-    return Sub(mean, mean)
+    """A per-channel zero vector in the mean's dtype: ``mean < mean`` (false for every value, an
+    infinite or NaN mean too, where ``mean - mean`` is NaN) cast like the mean."""
+    return term("CastLike", term("Less", mean, mean), mean, saturate=i64(1), round_mode=String("up"))
 
 
 def _scaled_columns(t: Any) -> Any:

@@ -40,10 +40,26 @@ DTYPES = tuple(np.dtype(t) for t in (np.int32, np.int64, np.float16, np.float32)
 FLOATS = tuple(d for d in DTYPES if d.kind == "f")
 MIN_NODES, MAX_NODES = 3, 30
 TRIES = 12
-"""Drafts per node before the graph is ended where it stands."""
+"""Ops drawn per node (each drafted up to three times) before the graph is ended where it stands."""
 STRUCTURAL = ("Concat", "Split", "Slice", "Gather", "MatMul", "Gemm", "Conv", "Reshape", "Transpose")
 """Drawn as often as all the other ops together: the ops that move data between layouts and the
 contractions, where lowering has the most choices."""
+
+
+EXACT = frozenset({"Reshape", "Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND",
+                   "Squeeze", "Unsqueeze", "Expand", "Tile", "Pad", "Identity", "Flatten", "DepthToSpace",
+                   "SpaceToDepth", "Relu", "Neg", "Abs", "Max", "Min", "Where", "ReduceMax", "ReduceMin",
+                   "MaxPool", "GlobalMaxPool", "Dropout", "Trilu", "ScatterElements", "ScatterND", "Scatter"})
+"""Ops that round nothing: their float outputs are exact copies of input values (or zeros)."""
+SENSITIVE = frozenset("""Reciprocal Div Mod Floor Ceil Round Sign Equal Greater GreaterOrEqual Less
+LessOrEqual
+ArgMax ArgMin TopK Hardmax Cast CastLike Log Sqrt Pow Acos Asin Atanh Acosh Tan QuantizeLinear
+DynamicQuantizeLinear ReduceLogSum ReduceL2 Shrink ThresholdedRelu LpNormalization MeanVarianceNormalization
+InstanceNormalization LayerNormalization GroupNormalization RMSNormalization BatchNormalization IsNaN IsInf
+Resize GridSample Det LpPool GlobalLpPool""".split())
+"""Ops that turn a last-place rounding difference of a float input into a large one (a division by
+a value near zero, a step, a comparison, a tie, a domain edge): they only read exact float values
+(graph inputs, constants and what ``EXACT`` ops make of them), so that two correct compilers agree."""
 
 
 @dataclass
@@ -75,6 +91,8 @@ class Builder:
     types: dict[str, TensorType] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
     feeds: dict[str, np.ndarray] = field(default_factory=dict)
+    inexact: set[str] = field(default_factory=set)
+    """Float values computed with rounding (see ``EXACT`` and ``SENSITIVE``)."""
 
     def integer(self, low: int, high: int) -> int:
         """An int in [low, high]."""
@@ -130,6 +148,9 @@ class Builder:
     def add(self, opdef: OpDef, draft: Draft) -> bool:
         """Add the drafted node if its shape rule accepts it."""
         inputs, attrs, n_out = draft
+        rounded = [n for n in inputs if n in self.inexact]
+        if rounded and opdef.name in SENSITIVE:
+            return False
         k = len(self.nodes)
         outs = tuple(f"v{k}" if n_out == 1 else f"v{k}_{j}" for j in range(n_out))
         node = Node(opdef.name, tuple(inputs), outs, opdef.check_attrs(attrs, outs[0]))
@@ -141,6 +162,8 @@ class Builder:
             return False
         self.nodes.append(node)
         self.types.update(zip(outs, types))
+        if rounded or opdef.name not in EXACT:
+            self.inexact.update(o for o, t in zip(outs, types) if t.dtype.kind == "f")
         return True
 
 
@@ -417,6 +440,85 @@ def _normalization(b: Builder, opdef: OpDef) -> Draft | None:
     return [x, *(b.const(b.array(t.dtype, t.shape[-1:])) for _ in range(2))], {"axis": -1}, 1
 
 
+def _conv_transpose(b: Builder, opdef: OpDef) -> Draft | None:
+    x = b.pick(lambda t: t.rank == 4 and t.dtype in FLOATS)
+    if x is None:
+        return None
+    t = b.types[x]
+    c, kernel = t.shape[1], [b.integer(1, 3), b.integer(1, 3)]
+    m = b.integer(1, 4)
+    w = b.const(b.array(t.dtype, (c, m, *kernel), 1.0 / math.sqrt(c * math.prod(kernel))))
+    strides = [b.integer(1, 2), b.integer(1, 2)]
+    return [x, w], {"strides": strides, "pads": [b.integer(0, k - 1) for k in kernel] * 2}, 1
+
+
+EQUATIONS = ("ij,jk->ik", "bij,bjk->bik", "ij->ji", "ij->i", "i,i->", "ij,j->i", "bij->bj")
+
+
+def _einsum(b: Builder, opdef: OpDef) -> Draft | None:
+    equation = b.choice(EQUATIONS)
+    terms = equation.split("->")[0].split(",")
+    x = b.pick(lambda t: t.rank == len(terms[0]) and t.dtype in FLOATS)
+    if x is None:
+        return None
+    sizes = dict(zip(terms[0], b.types[x].shape))
+    others = [b.const(b.array(b.types[x].dtype, tuple(sizes.setdefault(c, b.integer(1, 8)) for c in term)))
+              for term in terms[1:]]
+    return [x, *others], {"equation": equation}, 1
+
+
+def _cumulative(b: Builder, opdef: OpDef) -> Draft | None:
+    x = b.pick(_rank(1))
+    if x is None:
+        return None
+    axis = b.integer(-b.types[x].rank, b.types[x].rank - 1)
+    attrs = {"reverse": b.integer(0, 1), "exclusive": b.integer(0, 1)}
+    return [x, b.const(np.array(axis, np.int64))], attrs, 1
+
+
+def _blocks(b: Builder, opdef: OpDef) -> Draft | None:
+    if opdef.name == "DepthToSpace":
+        x = b.pick(lambda t: t.rank == 4 and t.shape[1] % 4 == 0)
+    else:
+        x = b.pick(lambda t: t.rank == 4 and t.shape[2] % 2 == 0 and t.shape[3] % 2 == 0)
+    if x is None:
+        return None
+    attrs: dict[str, Any] = {"blocksize": 2}
+    if opdef.name == "DepthToSpace":
+        attrs["mode"] = b.choice(["DCR", "CRD"])
+    return [x], attrs, 1
+
+
+def _one_hot(b: Builder, opdef: OpDef) -> Draft | None:
+    depth = b.integer(2, 6)
+    shape = tuple(b.integer(1, 4) for _ in range(b.integer(1, 2)))
+    values = b.pick(lambda t: t.rank == 1 and t.shape == (2,))
+    return [b.const(b.rng.integers(-depth, depth, shape)), b.const(np.array(depth, np.int64)),
+            values or b.const(b.array(b.choice(DTYPES), (2,)))], {"axis": b.integer(-1, len(shape))}, 1
+
+
+def _resize(b: Builder, opdef: OpDef) -> Draft | None:
+    x = b.pick(lambda t: t.rank == 4 and t.dtype in FLOATS)
+    if x is None:
+        return None
+    scales = np.array([1, 1, b.choice([0.5, 1.5, 2.0]), b.choice([1.0, 2.0, 3.0])], np.float32)
+    mode = b.choice(["nearest", "linear", "cubic"])
+    return [x, "", b.const(scales)], {"mode": mode}, 1
+
+
+def _attributed(b: Builder, opdef: OpDef) -> Draft | None:
+    """GroupNormalization and LRN: a required attribute over the channels of a float tensor."""
+    x = b.pick(lambda t: t.rank >= 3 and t.dtype in FLOATS)
+    if x is None:
+        return None
+    t = b.types[x]
+    c = t.shape[1]
+    if opdef.name == "LRN":
+        return [x], {"size": b.choice([1, 3, 5])}, 1
+    groups = b.choice([g for g in range(1, c + 1) if c % g == 0])
+    return [x, b.const(b.array(t.dtype, (c,))), b.const(b.array(t.dtype, (c,)))], {"num_groups": groups}, 1
+
+
 DRAFTERS: dict[str, Callable[[Builder, OpDef], Draft | None]] = {
     "MatMul": _matmul, "Gemm": _gemm, "Conv": _conv, "Concat": _concat, "Split": _split, "Slice": _slice,
     "Gather": _gather, "GatherElements": _gather, "Reshape": _reshape, "Transpose": _transpose,
@@ -424,6 +526,9 @@ DRAFTERS: dict[str, Callable[[Builder, OpDef], Draft | None]] = {
     "Pad": _pad, "Cast": _cast, "CastLike": _cast, "MaxPool": _pool, "AveragePool": _pool, "LpPool": _pool,
     "TopK": _topk, "Where": _where, "BatchNormalization": _normalization,
     "InstanceNormalization": _normalization, "LayerNormalization": _normalization,
+    "ConvTranspose": _conv_transpose, "Einsum": _einsum, "CumSum": _cumulative, "CumProd": _cumulative,
+    "DepthToSpace": _blocks, "SpaceToDepth": _blocks, "OneHot": _one_hot, "Resize": _resize,
+    "GroupNormalization": _attributed, "LRN": _attributed,
     **{op.name: _reduce for op in OPS.values() if op.name.startswith("Reduce")},
 }
 
@@ -490,8 +595,8 @@ def random_case(seed: int, *, large: float = 0.2, min_nodes: int = MIN_NODES,
         while len(b.nodes) < target:
             for _ in range(TRIES):
                 opdef = b.choice(structural if b.chance(0.5) else ops)
-                draft = _draft(b, opdef)
-                if draft is not None and b.add(opdef, draft):
+                drafts = (_draft(b, opdef) for _ in range(3))
+                if any(draft is not None and b.add(opdef, draft) for draft in drafts):
                     break
             else:
                 break

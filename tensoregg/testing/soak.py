@@ -17,7 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -173,12 +173,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="soak")
     parser.add_argument("--first", type=int, default=0, help="the first seed")
+    parser.add_argument("--targets", help="comma-separated targets instead of the profile's")
     parser.add_argument("--out", type=Path, default=Path("fuzz-failures"),
                         help="where reproducers are saved")
     parser.add_argument("--json", type=Path, help="also write the tally here")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    tally = soak(PROFILES[args.profile], cases=args.cases, minutes=args.minutes, out=args.out,
+    profile = PROFILES[args.profile]
+    if args.targets:
+        profile = replace(profile, targets=tuple(args.targets.split(",")))
+    tally = soak(profile, cases=args.cases, minutes=args.minutes, out=args.out,
                  first=args.first)
     print(tally.report())
     if args.json:

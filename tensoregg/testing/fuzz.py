@@ -52,8 +52,7 @@ EXACT = frozenset({"Reshape", "Transpose", "Concat", "Split", "Slice", "Gather",
                    "MaxPool", "GlobalMaxPool", "Dropout", "Trilu", "ScatterElements", "ScatterND", "Scatter"})
 """Ops that round nothing: their float outputs are exact copies of input values (or zeros)."""
 SENSITIVE = frozenset("""Reciprocal Div Mod Floor Ceil Round Sign Equal Greater GreaterOrEqual Less
-LessOrEqual
-ArgMax ArgMin TopK Hardmax Cast CastLike Log Sqrt Pow Acos Asin Atanh Acosh Tan QuantizeLinear
+LessOrEqual ArgMax ArgMin TopK Hardmax Cast CastLike Log Sqrt Pow Acos Asin Atanh Acosh Tan QuantizeLinear
 DynamicQuantizeLinear ReduceLogSum ReduceL2 Shrink ThresholdedRelu LpNormalization MeanVarianceNormalization
 InstanceNormalization LayerNormalization GroupNormalization RMSNormalization BatchNormalization IsNaN IsInf
 Resize GridSample Det LpPool GlobalLpPool""".split())

@@ -166,9 +166,9 @@ def soak(profile: Profile, *, cases: int, minutes: float, out: Path | None, firs
     return tally
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command: prints the tally; exit status 1 if anything failed."""
-    parser = argparse.ArgumentParser(prog="python -m tensoregg.testing.soak", description=__doc__)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m tensoregg.testing.soak") -> int:
+    """The command (also ``tensoregg soak``): prints the tally; exit status 1 if anything failed."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--cases", type=int, default=PROFILES["soak"].cases)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="soak")

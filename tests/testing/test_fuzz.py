@@ -133,3 +133,11 @@ def test_the_soak_reports_cases_and_templates(tmp_path):
     assert tally.tried == 2 and not tally.failures
     assert tally.ran["llvm"] == 2 and "gemm-tiled" in tally.templates["llvm"]
     assert "cases tried: 2" in tally.report()
+
+
+def test_tensoregg_soak_is_the_soak_command(capsys):
+    from tensoregg.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["soak", "--help"])
+    assert done.value.code == 0 and "usage: tensoregg soak" in capsys.readouterr().out

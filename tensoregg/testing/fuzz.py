@@ -549,7 +549,7 @@ def _large_matmul(b: Builder) -> None:
     """A MatMul above the untiled size, sometimes above the threading threshold, A computed or not."""
     side = round((TINY_FLOPS / 2) ** (1 / 3))
     m, n, k = (b.integer(side, 4 * side) for _ in range(3))
-    if b.chance(0.3):  # enough work for the thread team
+    if b.chance(0.4):  # enough work for the thread team
         m = max(m, PARALLEL_MIN_WORK // (n * k) + 1)
     x = b.input(np.dtype(np.float32), (m, k))
     b.add(OPS[("", "MatMul")], ([x, b.const(b.array(np.dtype(np.float32), (k, n), 1 / math.sqrt(k)))], {}, 1))
@@ -568,6 +568,20 @@ def _large_conv(b: Builder) -> None:
 
 
 LARGE: dict[str, Callable[[Builder], None]] = {"matmul": _large_matmul, "conv": _large_conv}
+EPILOGUE_ACTIVATIONS = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "HardSigmoid")
+
+
+def _epilogue(b: Builder) -> None:
+    """A bias and an activation after the large kernel, sometimes: what the fusion rules fold into
+    it, so the tiled kernel runs them as its epilogue."""
+    out = b.nodes[-1].outputs[0]
+    t = b.types[out]
+    if b.chance(0.6):
+        bias = (t.shape[1], 1, 1) if t.rank == 4 else t.shape[-1:]
+        b.add(OPS[("", "Add")], ([out, b.const(b.array(t.dtype, bias))], {}, 1))
+        out = b.nodes[-1].outputs[0]
+    if b.chance(0.6):
+        b.add(OPS[("", b.choice(EPILOGUE_ACTIVATIONS))], ([out], {}, 1))
 
 
 # ---- whole cases ------------------------------------------------------------------------------------
@@ -588,6 +602,7 @@ def random_case(seed: int, *, large: float = 0.2, min_nodes: int = MIN_NODES,
         if b.chance(large):
             kind = b.choice(sorted(LARGE))
             LARGE[kind](b)
+            _epilogue(b)
         for _ in range(b.integer(1, 2) if not b.inputs else b.integer(0, 1)):
             b.input(b.choice(DTYPES), tuple(b.integer(1, 6) for _ in range(b.integer(1, 4))))
         target = b.integer(min_nodes, max_nodes)

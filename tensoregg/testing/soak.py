@@ -47,6 +47,8 @@ class Soak:
     ran: Counter[str] = field(default_factory=Counter)
     templates: dict[str, Counter[str]] = field(default_factory=dict)
     unsupported: Counter[str] = field(default_factory=Counter)
+    refusals: Counter[str] = field(default_factory=Counter)
+    """``target: reason`` of each refusal (an op or dtype without a lowering)."""
     ops: Counter[str] = field(default_factory=Counter)
     large: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
@@ -58,7 +60,9 @@ class Soak:
         for target, used in outcome.get("templates", {}).items():
             self.ran[target] += 1
             self.templates.setdefault(target, Counter()).update(used)
-        self.unsupported.update(outcome.get("unsupported", ()))
+        for target, why in outcome.get("unsupported", {}).items():
+            self.unsupported[target] += 1
+            self.refusals[f"{target}: {why[:160]}"] += 1
         for f in outcome.get("findings", []):
             self.failures.append({"seed": seed, **f})
 
@@ -73,7 +77,8 @@ class Soak:
                          f"{f['detail'][:300]}")
             if f.get("reproducer"):
                 lines.append(f"    reproducer ({f['nodes'][1]} of {f['nodes'][0]} nodes): {f['reproducer']}")
-        lines.append(f"refused (unsupported) by target: {dict(self.unsupported)}")
+        lines.append(f"refused (unsupported) by target: {dict(self.unsupported)}; most often:")
+        lines += [f"  {n} x {why}" for why, n in self.refusals.most_common(8)]
         for target, used in sorted(self.templates.items()):
             n = self.ran[target]
             shares = ", ".join(f"{t} {c / n:.1%}" for t, c in sorted(used.items(), key=lambda kv: -kv[1]))
@@ -96,7 +101,7 @@ def outcome(seed: int, profile: Profile, targets: Sequence[str], out: Path | Non
             entry["nodes"] = [len(case.graph.nodes), len(small.nodes)]
         findings.append(entry)
     return {"findings": findings, "templates": {t: sorted(u) for t, u in result.templates.items()},
-            "unsupported": sorted(result.unsupported), "ops": sorted(case.ops), "large": case.large}
+            "unsupported": result.unsupported, "ops": sorted(case.ops), "large": case.large}
 
 
 def _work(tasks: Any, results: Any, profile: Profile, targets: Sequence[str], out: Path | None) -> None:

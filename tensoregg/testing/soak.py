@@ -15,6 +15,7 @@ import multiprocessing
 import queue
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -106,6 +107,7 @@ def outcome(seed: int, profile: Profile, targets: Sequence[str], out: Path | Non
 
 def _work(tasks: Any, results: Any, profile: Profile, targets: Sequence[str], out: Path | None) -> None:
     """The worker process: runs each seed it is sent until it is sent None."""
+    warnings.simplefilter("ignore", RuntimeWarning)  # numpy's, on the reference's inf and NaN values
     for seed in iter(tasks.get, None):
         try:
             data = outcome(seed, profile, targets, out)

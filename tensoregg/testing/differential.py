@@ -47,7 +47,7 @@ class Profile:
 
 
 PROFILES = {
-    "ci": Profile("ci", cases=3, targets=("llvm", "interp", "ref"), large=0.25, max_nodes=12),
+    "ci": Profile("ci", cases=3, targets=("llvm", "interp", "ref"), large=0.4, first=1, max_nodes=12),
     "soak": Profile("soak", cases=10_000, targets=("llvm", "interp", "ref", "aarch64", "riscv64")),
 }
 

@@ -11,7 +11,8 @@ Some graphs are built around a large kernel, sized from the thresholds the compi
 contraction above the llvm target's untiled size (``TINY_FLOPS``, so it is tiled and packed), a
 3x3 Conv the Winograd rule accepts (``MIN_CHANNELS``, ``MIN_OUTPUTS``), strided and 1x1 Convs
 (im2col gathers and row packing), and work above the native model's threading threshold
-(``PARALLEL_MIN_WORK``). Small element-wise ops after it are fused epilogues.
+(``PARALLEL_MIN_WORK``; a wide feature map takes the element-wise kernels there). A bias and an
+activation after the large kernel are fused into its epilogue.
 
 Everything a graph is made of comes from one seed (``random_case``), so a case is reproduced by its
 seed; ``cases`` is the same as a hypothesis strategy.
@@ -567,7 +568,18 @@ def _large_conv(b: Builder) -> None:
     b.add(OPS[("", "Conv")], (inputs, {"pads": [kernel // 2] * 4, "strides": [stride, stride]}, 1))
 
 
-LARGE: dict[str, Callable[[Builder], None]] = {"matmul": _large_matmul, "conv": _large_conv}
+def _large_wide(b: Builder) -> None:
+    """A feature map of about a quarter of ``PARALLEL_MIN_WORK`` elements scaled per channel: the
+    element-wise, reduction and layout kernels after it reach the threading threshold together."""
+    n, c = b.integer(1, 4), b.choice([8, 16, 32])
+    side = math.isqrt(PARALLEL_MIN_WORK // 4 // (n * c))
+    dtype = b.choice(FLOATS)
+    x = b.input(dtype, (n, c, side, side + b.integer(0, 5)))
+    b.add(OPS[("", "Mul")], ([x, b.const(b.array(dtype, (c, 1, 1)))], {}, 1))
+
+
+LARGE: dict[str, Callable[[Builder], None]] = {"matmul": _large_matmul, "conv": _large_conv,
+                                               "wide": _large_wide}
 EPILOGUE_ACTIVATIONS = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "HardSigmoid")
 
 

@@ -37,7 +37,7 @@ def test_graphs_are_deep_typed_and_varied():
     assert len(ops) >= 60  # drawn from the whole registry, not a hand-picked list
     dtypes = {t.dtype for c in drawn for t in c.graph.types.values()}
     assert set(DTYPES) <= dtypes
-    assert {c.large for c in drawn} == {"", "matmul", "conv"}
+    assert {c.large for c in drawn} == {"", "matmul", "conv", "wide"}
     again = random_case(7)
     assert str(again.graph) == str(drawn[7].graph)  # a seed is a reproducer
     assert all(np.array_equal(again.feeds[n], drawn[7].feeds[n]) for n in again.feeds)

@@ -212,7 +212,7 @@ def _outputs(opdef: OpDef) -> int:
 # ---- drafters: ops whose inputs need a form the signature does not say -----------------------------
 
 def _matmul(b: Builder, opdef: OpDef) -> Draft | None:
-    floats = b.chance(0.9)  # integer MatMul has no native lowering: mostly refused
+    floats = b.chance(0.97)  # integer MatMul has no native lowering: the whole graph would be refused
     a = b.pick(lambda t: t.rank >= 1 and t.dtype in (FLOATS if floats else DTYPES))
     if a is None:
         return None

@@ -26,6 +26,8 @@ from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir import Graph, run_graph
 from tensoregg.ir.ops.fused import DOMAIN
 from tensoregg.targets import registration
+from tensoregg.targets.accel import CONFIGS
+from tensoregg.targets.accel.lower import LOWERED_OPS
 from tensoregg.testing import NATIVE_SLACK, assert_same, tolerance
 from tensoregg.testing.fuzz import Case
 
@@ -47,9 +49,16 @@ class Profile:
 
 
 PROFILES = {
-    "ci": Profile("ci", cases=3, targets=("llvm", "interp", "ref"), large=0.4, first=1, max_nodes=12),
-    "soak": Profile("soak", cases=10_000, targets=("llvm", "interp", "ref", "aarch64", "riscv64")),
+    "ci": Profile("ci", cases=5, targets=("llvm", "interp", "ref", "accel", "accel-small"), large=0.4,
+                  first=18, max_nodes=12),
+    "soak": Profile("soak", cases=10_000, targets=("llvm", "interp", "ref", "accel", "accel-small", "aarch64",
+                                                   "riscv64")),
 }
+
+
+ONLY_OPS = dict.fromkeys(CONFIGS, LOWERED_OPS)
+"""Targets that lower only a few ops and have no fallback: a graph with any other op is not compiled
+for them (it would be refused, after a whole optimization)."""
 
 
 def runnable(targets: Sequence[str]) -> list[str]:
@@ -108,11 +117,14 @@ def mismatch(got: np.ndarray, want: np.ndarray, depth: int, where: str) -> str |
 
 def templates_of(module: Any, threads: int) -> set[str]:
     """The kernel templates a compiled module used: its loop program's (where the target lowers to
-    one), ``op-<name>`` for the fused and Winograd ops its optimized graph holds, and
+    one), ``kernel-<class>`` for the kernels of a program made of kernel objects, not loops (the
+    accelerator's), ``op-<name>`` for the fused and Winograd ops its optimized graph holds, and
     ``thread-team`` where its native code ran on more than one thread."""
     found = {f"op-{n.op}" for n in module.graph.nodes if n.domain == DOMAIN}
     program = getattr(module.program, "program", None)
     found.update(program.templates if program is not None and hasattr(program, "templates") else ())
+    if program is None:
+        found.update(f"kernel-{type(k).__name__}" for k in getattr(module.program, "kernels", ()))
     executor = getattr(module.program, "executor", None)
     if executor is not None and getattr(executor, "parallel", False) and threads > 1:
         found.add("thread-team")
@@ -137,6 +149,9 @@ def check(case: Case, targets: Sequence[str], threads: Sequence[int] = (1, 2), *
                 return
 
     for target in targets:
+        if target in ONLY_OPS and not case.ops <= ONLY_OPS[target]:
+            result.unsupported[target] = "ops it does not lower (not compiled)"
+            continue
         try:
             module = compile_model(graph, target)
         except UnsupportedOperator as exc:

@@ -578,8 +578,56 @@ def _large_wide(b: Builder) -> None:
     b.add(OPS[("", "Mul")], ([x, b.const(b.array(dtype, (c, 1, 1)))], {}, 1))
 
 
+def _int8(b: Builder) -> None:
+    """A chain of three to five int8 matrix products (QLinearMatMul) or 2-D convolutions (QLinearConv),
+    a MatMulInteger or ConvInteger (int32 out) last sometimes: all the accel targets lower, so the
+    graph ends there. Weights int8 about the zero point 0, the output scale sized so that few values
+    saturate."""
+    dtype = np.dtype(b.choice([np.int8, np.uint8]))
+    info = np.iinfo(dtype)
+    conv = b.chance(0.5)
+    shape = (b.integer(1, 2), b.integer(2, 20), b.integer(3, 9), b.integer(3, 9)) if conv \
+        else (b.integer(1, 24), b.integer(4, 72))
+    x = b.input(dtype, shape)
+    b.feeds[x] = b.rng.integers(info.min, info.max + 1, shape).astype(dtype)
+
+    def zero_point() -> str:
+        return b.const(np.array(b.integer(-8, 8) + info.min + 128, dtype))  # about the middle
+
+    for k in range(b.integer(3, 5)):
+        c = b.types[x].shape[1 if conv else -1]
+        last = k >= 2 and b.chance(0.25)
+        attrs: dict[str, Any] = {}
+        if conv:
+            kernel, group = b.choice([1, 3]), b.choice([g for g in (1, 1, c) if c % g == 0])
+            m = group * b.integer(1, 2) if group > 1 else b.integer(1, 24)
+            w = b.rng.integers(-127, 128, (m, c // group, kernel, kernel)).astype(np.int8)
+            attrs = {"group": group, "pads": [b.integer(0, kernel // 2) for _ in range(4)],
+                     "strides": [b.choice([1, 1, 2])] * 2}
+        else:
+            w = b.rng.integers(-127, 128, (c, b.integer(4, 72))).astype(np.int8)
+        out = w.shape[0 if conv else 1]
+        if last:
+            op, inputs = "ConvInteger" if conv else "MatMulInteger", [x, b.const(w), zero_point(),
+                                                                     b.const(np.zeros((), np.int8))]
+        else:
+            x_scale, w_scale = b.rng.uniform(0.01, 0.05), b.rng.uniform(0.002, 0.01, b.choice([(), (out,)]))
+            y_scale = x_scale * np.mean(w_scale) * 128 * math.sqrt(w[0].size if conv else c)  # y about +-40
+            scales = [b.const(np.asarray(v, np.float32)) for v in (x_scale, w_scale, y_scale)]
+            op, inputs = "QLinearConv" if conv else "QLinearMatMul", [
+                x, scales[0], zero_point(), b.const(w), scales[1], b.const(np.zeros(w_scale.shape, np.int8)),
+                scales[2], zero_point()]
+            if conv and b.chance(0.5):
+                inputs.append(b.const(b.rng.integers(-3000, 3000, (out,)).astype(np.int32)))
+        if not b.add(OPS[("", op)], (inputs, attrs, 1)) or last:
+            return
+        x = b.nodes[-1].outputs[0]
+
+
 LARGE: dict[str, Callable[[Builder], None]] = {"matmul": _large_matmul, "conv": _large_conv,
-                                               "wide": _large_wide}
+                                               "wide": _large_wide, "int8": _int8}
+CLOSED = frozenset({"int8"})
+"""Kinds whose graph is the large kernel alone (no epilogue, no random ops after it)."""
 EPILOGUE_ACTIVATIONS = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "HardSigmoid")
 
 
@@ -614,10 +662,11 @@ def random_case(seed: int, *, large: float = 0.2, min_nodes: int = MIN_NODES,
         if b.chance(large):
             kind = b.choice(sorted(LARGE))
             LARGE[kind](b)
-            _epilogue(b)
-        for _ in range(b.integer(1, 2) if not b.inputs else b.integer(0, 1)):
+            if kind not in CLOSED:
+                _epilogue(b)
+        for _ in range((b.integer(1, 2) if not b.inputs else b.integer(0, 1)) * (kind not in CLOSED)):
             b.input(b.choice(DTYPES), tuple(b.integer(1, 6) for _ in range(b.integer(1, 4))))
-        target = b.integer(min_nodes, max_nodes)
+        target = b.integer(min_nodes, max_nodes) if kind not in CLOSED else 0
         while len(b.nodes) < target:
             for _ in range(TRIES):
                 opdef = b.choice(structural if b.chance(0.5) else ops)

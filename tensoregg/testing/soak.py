@@ -13,6 +13,7 @@ import argparse
 import json
 import multiprocessing
 import queue
+import signal
 import sys
 import time
 import warnings
@@ -168,9 +169,15 @@ def soak(profile: Profile, *, cases: int, minutes: float, out: Path | None, firs
             tally.seconds = time.monotonic() - start
             if echo and found.get("findings"):
                 print(f"seed {seed}: {len(found['findings'])} finding(s)", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # interrupted (or SIGTERM, see main): the tally so far
+        pass
     finally:
         worker.close()
     return tally
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m tensoregg.testing.soak") -> int:
@@ -189,6 +196,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m tensoregg.tes
     profile = PROFILES[args.profile]
     if args.targets:
         profile = replace(profile, targets=tuple(args.targets.split(",")))
+    signal.signal(signal.SIGTERM, _interrupt)  # `timeout` stops a soak: it still reports
     tally = soak(profile, cases=args.cases, minutes=args.minutes, out=args.out,
                  first=args.first)
     print(tally.report())

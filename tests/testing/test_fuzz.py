@@ -37,7 +37,7 @@ def test_graphs_are_deep_typed_and_varied():
     assert len(ops) >= 60  # drawn from the whole registry, not a hand-picked list
     dtypes = {t.dtype for c in drawn for t in c.graph.types.values()}
     assert set(DTYPES) <= dtypes
-    assert {c.large for c in drawn} == {"", "matmul", "conv", "wide"}
+    assert {c.large for c in drawn} == {"", "matmul", "conv", "wide", "int8"}
     again = random_case(7)
     assert str(again.graph) == str(drawn[7].graph)  # a seed is a reproducer
     assert all(np.array_equal(again.feeds[n], drawn[7].feeds[n]) for n in again.feeds)
@@ -130,14 +130,24 @@ def test_the_lowering_counts_the_templates_it_uses():
 
 
 def test_the_ci_profile_finds_nothing():
-    """The ``ci`` profile's seeds on every target that runs here (onnxruntime too), at 1 and 2 threads."""
+    """The ``ci`` profile's seeds on every target that runs here (onnxruntime too), at 1 and 2 threads;
+    they reach Winograd, a tiled GEMM with a split and an epilogue, and the accelerator."""
     ci = PROFILES["ci"]
     targets = runnable(ci.targets)
+    reached: set[str] = set()
     for seed in range(ci.first, ci.first + ci.cases):
         case = random_case(seed, large=ci.large, max_nodes=ci.max_nodes)
         result = check(case, targets, ci.threads, onnxruntime=ci.onnxruntime)
+        reached.update(f"{target}:{t}" for target, used in result.templates.items() for t in used)
         found = "\n".join(map(str, result.findings))
         assert not result.findings, f"seed {seed}:\n{found}\n{case.graph}"
+    assert {"llvm:op-WinogradInput", "llvm:gemm-split", "llvm:gemm-epilogue",
+            "accel:kernel-ConvKernel"} <= reached
+
+
+def test_graphs_with_ops_the_accelerator_lacks_are_not_compiled_for_it():
+    result = check(random_case(21, large=0.4, max_nodes=12), ["accel"], onnxruntime=False)
+    assert result.unsupported == {"accel": "ops it does not lower (not compiled)"} and not result.findings
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import multiprocessing
 import queue
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections import Counter
@@ -74,7 +75,7 @@ class Soak:
         lines = [f"cases tried: {self.tried} in {self.seconds / 60:.1f} min ({rate:.1f} graphs/minute)",
                  f"large kernels: {dict(self.large)}",
                  f"failures: {len(self.failures)}"]
-        for f in self.failures:
+        for f in sorted(self.failures, key=lambda f: f["seed"]):
             lines.append(f"  seed {f['seed']}: {f['target']} ({f['threads']} threads) {f['kind']}: "
                          f"{f['detail'][:300]}")
             if f.get("reproducer"):
@@ -133,46 +134,65 @@ class Worker:
             self.tasks, self.results = ctx.Queue(), ctx.Queue()
             self.process = ctx.Process(target=_work, args=(self.tasks, self.results, *self.args), daemon=True)
             self.process.start()
+        process = self.process  # ``close`` may run meanwhile, from another thread
         self.tasks.put(seed)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 return dict(self.results.get(timeout=1))
             except queue.Empty:
-                if not self.process.is_alive():
+                if not process.is_alive():
                     break
-        died = not self.process.is_alive()
-        why = f"the worker died (exit status {self.process.exitcode})" if died else "hang (time limit)"
+        died = not process.is_alive()
+        why = f"the worker died (exit status {process.exitcode})" if died else "hang (time limit)"
         self.close()
         return {"findings": [asdict(Finding(",".join(self.args[1]), 1, "crash", why))]}
 
     def close(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.join()
-            self.process = None
+        process, self.process = self.process, None
+        if process is not None:
+            process.kill()
+            process.join()
 
 
 def soak(profile: Profile, *, cases: int, minutes: float, out: Path | None, first: int = 0,
-         echo: bool = True) -> Soak:
-    """Run seeds ``first``.. until ``cases`` are tried or ``minutes`` have passed."""
+         echo: bool = True, jobs: int = 1) -> Soak:
+    """Run seeds ``first``.. until ``cases`` are tried or ``minutes`` have passed, ``jobs`` at a time
+    (each in its own worker process)."""
     targets = runnable(profile.targets)
     tally = Soak()
     start = time.monotonic()
-    worker = Worker(profile, targets, out)
-    try:
-        for seed in range(first, first + cases):
-            if time.monotonic() - start > minutes * 60:
-                break
+    seeds = iter(range(first, first + cases))
+    lock, stop = threading.Lock(), threading.Event()
+
+    def drive(worker: Worker) -> None:
+        while not stop.is_set():
+            with lock:
+                seed = next(seeds, None) if time.monotonic() - start <= minutes * 60 else None
+            if seed is None:
+                return
             found = worker.run(seed)
-            tally.add(seed, found)
-            tally.seconds = time.monotonic() - start
+            if stop.is_set():  # the worker was killed under it
+                return
+            with lock:
+                tally.add(seed, found)
+                tally.seconds = time.monotonic() - start
             if echo and found.get("findings"):
                 print(f"seed {seed}: {len(found['findings'])} finding(s)", file=sys.stderr, flush=True)
+
+    workers = [Worker(profile, targets, out) for _ in range(max(1, jobs))]
+    threads = [threading.Thread(target=drive, args=(w,), daemon=True) for w in workers]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     except KeyboardInterrupt:  # interrupted (or SIGTERM, see main): the tally so far
-        pass
+        stop.set()
     finally:
-        worker.close()
+        for w in workers:
+            w.close()
+    tally.seconds = time.monotonic() - start
     return tally
 
 
@@ -187,6 +207,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m tensoregg.tes
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="soak")
     parser.add_argument("--first", type=int, default=0, help="the first seed")
+    parser.add_argument("--jobs", type=int, default=1, help="cases run at a time (one worker process each)")
     parser.add_argument("--targets", help="comma-separated targets instead of the profile's")
     parser.add_argument("--out", type=Path, default=Path("fuzz-failures"),
                         help="where reproducers are saved")
@@ -197,8 +218,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m tensoregg.tes
     if args.targets:
         profile = replace(profile, targets=tuple(args.targets.split(",")))
     signal.signal(signal.SIGTERM, _interrupt)  # `timeout` stops a soak: it still reports
-    tally = soak(profile, cases=args.cases, minutes=args.minutes, out=args.out,
-                 first=args.first)
+    tally = soak(profile, cases=args.cases, minutes=args.minutes, out=args.out, first=args.first,
+                 jobs=args.jobs)
     print(tally.report())
     if args.json:
         args.json.write_text(json.dumps(vars(tally), indent=1))

@@ -452,6 +452,18 @@ def _conv_transpose(b: Builder, opdef: OpDef) -> Draft | None:
     return [x, w], {"strides": strides, "pads": [b.integer(0, k - 1) for k in kernel] * 2}, 1
 
 
+def _pow(b: Builder, opdef: OpDef) -> Draft | None:
+    """Pow; an integer base gets a constant exponent in [0, 3]: 0 to a negative power is a division by
+    zero the spec leaves undefined (tensoregg gives 0, onnxruntime INT_MIN; seed 1084)."""
+    x = b.pick()
+    if x is None:
+        return None
+    t = b.types[x]
+    if t.dtype.kind == "f":
+        return [x, b.like(x)], {}, 1
+    return [x, b.const(b.rng.integers(0, 4, t.shape[b.integer(0, t.rank):]).astype(t.dtype))], {}, 1
+
+
 EQUATIONS = ("ij,jk->ik", "bij,bjk->bik", "ij->ji", "ij->i", "i,i->", "ij,j->i", "bij->bj")
 
 
@@ -528,7 +540,7 @@ DRAFTERS: dict[str, Callable[[Builder, OpDef], Draft | None]] = {
     "InstanceNormalization": _normalization, "LayerNormalization": _normalization,
     "ConvTranspose": _conv_transpose, "Einsum": _einsum, "CumSum": _cumulative, "CumProd": _cumulative,
     "DepthToSpace": _blocks, "SpaceToDepth": _blocks, "OneHot": _one_hot, "Resize": _resize,
-    "GroupNormalization": _attributed, "LRN": _attributed,
+    "GroupNormalization": _attributed, "LRN": _attributed, "Pow": _pow,
     **{op.name: _reduce for op in OPS.values() if op.name.startswith("Reduce")},
 }
 

@@ -56,6 +56,13 @@ def test_ops_that_amplify_rounding_read_only_exact_values():
                 rounded.update(o for o in node.outputs if o and graph.types[o].dtype.kind == "f")
 
 
+def test_integer_powers_have_nonnegative_exponents():
+    """0 to a negative integer power is undefined (tensoregg: 0, onnxruntime: INT_MIN; seed 1084)."""
+    graph = random_case(17).graph
+    pows = [n for n in graph.nodes if n.op == "Pow" and graph.types[n.inputs[0]].dtype.kind == "i"]
+    assert pows and all((graph.initializers[n.inputs[1]] >= 0).all() for n in pows)
+
+
 @settings(max_examples=5)
 @given(cases(max_nodes=8, large=0.0))
 def test_the_strategy_draws_graphs_the_reference_runs(case):

@@ -152,6 +152,13 @@ def test_the_ci_profile_finds_nothing():
             "accel:kernel-ConvKernel"} <= reached
 
 
+def test_onnxruntime_refusals_give_the_reason_without_names():
+    graph = Graph({"x0": TensorType(np.dtype(np.int64), (3,))}, {}, [Node("Relu", ("x0",), ("v0",))], ["v0"])
+    found = check(differential.Case(0, graph, {"x0": np.arange(3)}), []).unsupported
+    assert found == {"onnxruntime": "NOT_IMPLEMENTED : Could not find an implementation for Relu(14) "
+                                    "node with name '_'"}
+
+
 def test_graphs_with_ops_the_accelerator_lacks_are_not_compiled_for_it():
     result = check(random_case(21, large=0.4, max_nodes=12), ["accel"], onnxruntime=False)
     assert result.unsupported == {"accel": "ops it does not lower (not compiled)"} and not result.findings

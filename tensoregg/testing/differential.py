@@ -52,7 +52,7 @@ PROFILES = {
     "ci": Profile("ci", cases=5, targets=("llvm", "interp", "ref", "accel", "accel-small"), large=0.4,
                   first=18, max_nodes=12),
     "soak": Profile("soak", cases=10_000, targets=("llvm", "interp", "ref", "accel", "accel-small", "aarch64",
-                                                   "riscv64")),
+                                                   "riscv64"), large=0.35),
 }
 
 

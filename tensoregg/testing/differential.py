@@ -61,6 +61,17 @@ ONLY_OPS = dict.fromkeys(CONFIGS, LOWERED_OPS)
 for them (it would be refused, after a whole optimization)."""
 
 
+TOOL_BUGS = {"qemu-riscv64 before 8.1 asserts on some vector instructions (qemu issue 1441)":
+             r"qemu-riscv64: .*decode_save_opc: Assertion"}
+"""Failures of the tools a target runs on (the emulators), not of tensoregg: such a run counts as
+refused, with the reason; pattern searched for in the error's text."""
+
+
+def tool_bug(exc: Exception) -> str | None:
+    """The ``TOOL_BUGS`` entry ``exc`` is, if any."""
+    return next((bug for bug, pattern in TOOL_BUGS.items() if re.search(pattern, str(exc))), None)
+
+
 def runnable(targets: Sequence[str]) -> list[str]:
     """The ``targets`` that can run on this machine."""
     return [t for t in targets if registration(t).unavailable() is None]
@@ -168,19 +179,29 @@ def check(case: Case, targets: Sequence[str], threads: Sequence[int] = (1, 2), *
             try:
                 got = module.run(**feeds)
             except Exception as exc:
+                bug = tool_bug(exc)
+                if bug is not None:
+                    result.unsupported[target] = bug
+                    break
                 why = f"run: {type(exc).__name__}: {exc}"
                 result.findings.append(Finding(target, n, "error", why[:2000]))
                 continue
             used.update(templates_of(module, n))
             compare(target, n, got)
     if onnxruntime:
-        try:
-            got_ort = run_onnxruntime(graph, feeds)
-        except Exception as exc:  # onnxruntime's errors have no common base class
-            result.unsupported["onnxruntime"] = _ort_reason(str(exc))
-        else:
+        got_ort = _onnxruntime(graph, feeds, result)
+        if got_ort is not None:
             compare("onnxruntime", 1, got_ort)
     return result
+
+
+def _onnxruntime(graph: Graph, feeds: dict[str, np.ndarray], result: Result) -> list[np.ndarray] | None:
+    """onnxruntime's outputs, or None with the reason it refused the graph in ``result``."""
+    try:
+        return run_onnxruntime(graph, feeds)
+    except Exception as exc:  # onnxruntime's errors have no common base class
+        result.unsupported["onnxruntime"] = _ort_reason(str(exc))
+        return None
 
 
 def run_onnxruntime(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

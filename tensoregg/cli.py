@@ -1,7 +1,8 @@
 """The ``tensoregg`` command: ``compile`` a model to an artifact, ``run`` a model or an artifact
 (optionally checking it), ``print`` its Graph, ``explain`` what the optimizer did to it, list the
 ``targets``, ``extract`` an artifact's files (the C API), ``cache clear``, ``serve`` an artifact
-over HTTP, ``tune`` models' kernels and ``records`` export/import the tuning records."""
+over HTTP, ``tune`` models' kernels, ``records`` export/import the tuning records, and ``soak`` the
+differential fuzzer."""
 
 from __future__ import annotations
 
@@ -360,6 +361,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if any(v.problem for v in verdicts) else 0
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from tensoregg.testing.soak import main as soak
+
+    return soak(args.options, prog="tensoregg soak")
+
+
 VALIDATE_HELP = ("translation validation: run the optimized program against the imported one on random "
                  "inputs (reference interpreter) and refuse it if they differ")
 
@@ -479,12 +486,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     host.add_argument("--max-delay-ms", type=float, default=2.0,
                       help="how long a batch waits for more requests (default 2)")
     host.set_defaults(fn=cmd_serve)
+    fuzz = sub.add_parser("soak", add_help=False,
+                          help="the differential fuzzer's soak: random graphs on every target that runs here "
+                               "vs the reference and onnxruntime (the test extra; `tensoregg soak --help`)")
+    fuzz.set_defaults(fn=cmd_soak)
     for p in (run, timing, prof, build, show, why, tuning):
         p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
                        help="fix a symbolic input shape (repeatable)")
     for p in (run, timing, prof, build):
         p.add_argument("--no-cache", action="store_true", help="compile without the compile cache")
-    args = parser.parse_args(argv)
+    args, options = parser.parse_known_args(argv)
+    if args.command == "soak":  # its options are the soak module's own
+        args.options = options
+    elif options:
+        parser.error(f"unrecognized arguments: {' '.join(options)}")
     try:
         with progress.shown():
             return int(args.fn(args))

@@ -74,6 +74,11 @@ class LoweredNode:
     reduction, no stages or constants): a consumer may compute it instead of loading its output."""
     fused: list[str] = field(default_factory=list)
     """The inputs this kernel computes from their producers' ``inline`` instead of loading."""
+    templates: list[str] = field(default_factory=list)
+    """The names of the kernel templates the kernel was built from, as the lowering chose them:
+    ``gemm-untiled`` or a tiled GEMM's parts (``tensoregg.ir.tiling.template_parts``, or a target's
+    own ``Template`` class name) for a contraction, ``fused-producers`` when it computes producers
+    in place; empty for a plain loop nest. What a fuzzer counts to know which templates it reached."""
 
 
 def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
@@ -115,15 +120,17 @@ def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
     known = {id(by_value[n]): np.asarray(values[n]) for n in distinct if values.get(n) is not None}
     known.update((id(b), v) for b, v in ctx.constants)
     constants = list(ctx.constants)
+    templates = ["fused-producers"] if fused else []
     for k, (buf, e) in enumerate(zip(outs, exprs)):
         if e.dtype != buf.dtype:
             raise TypeError(f"{node.op} output {k}: compute gives {e.dtype}, type says {buf.dtype}")
         tiled = None if choose is None else scheduled(buf, ctx.index(k), e, choose, known)
-        if tiled is None:
+        if tiled is None or not tiled[0]:
             body += assign(buf, ctx.index(k), e, row=row, grid=grid)
-        else:
+        if tiled is not None:
             body += tiled[0]
             constants += tiled[1]
+            templates += tiled[2]
     scratch = [s.buffer for s in ctx.stages]
     read = _loaded(body)
     kept = [n for n in distinct if id(by_value[n]) in read]  # e.g. weights the definition re-laid out
@@ -131,7 +138,7 @@ def lower_node(opdef: OpDef, node: Node, types: Mapping[str, TensorType],
     params = [*(by_value[n] for n in kept), *outs, *scratch, *(b for b, _ in constants)]
     kernel = Kernel(name, params, body, [*outs, *scratch])
     inline = Inlined(ctx.index(0), exprs[0], {n: by_value[n] for n in distinct}) if pure else None
-    return LoweredNode(kernel, kept, list(node.outputs), scratch, constants, inline, fused)
+    return LoweredNode(kernel, kept, list(node.outputs), scratch, constants, inline, fused, templates)
 
 
 INLINE_MAX_NODES = 64
@@ -187,16 +194,19 @@ Chooser = Callable[[GemmProblem], Schedule]
 
 
 def scheduled(buf: Buffer, index: Sequence[Var], e: Expr, choose: Chooser, known: Mapping[int, np.ndarray],
-              ) -> tuple[list[Stmt], list[tuple[Buffer, np.ndarray]]] | None:
-    """``e`` stored into ``buf`` as the schedule ``choose`` picks, if it is a contraction and the
-    schedule is tiled (loop IR and the constants it packed); else None."""
+              ) -> tuple[list[Stmt], list[tuple[Buffer, np.ndarray]], list[str]] | None:
+    """``e`` stored into ``buf`` as the schedule ``choose`` picks, if it is a contraction: the loop IR
+    and the constants it packed (no loop IR if the schedule is untiled: the default lowering's), and
+    the names of the templates used (``LoweredNode.templates``); None if it is no contraction."""
     c = find_contraction(buf, index, e)
     if c is None:
         return None
     schedule = choose(_problem(c, known))
     if isinstance(schedule, Untiled):
-        return None
-    return lower_gemm(c, schedule, known) if isinstance(schedule, GemmSchedule) else schedule.lower(c, known)
+        return [], [], ["gemm-untiled"]
+    if isinstance(schedule, GemmSchedule):
+        return lower_gemm(c, schedule, known)
+    return (*schedule.lower(c, known), [type(schedule).__name__])
 
 
 def _problem(c: Contraction, known: Mapping[int, np.ndarray]) -> GemmProblem:

@@ -43,6 +43,12 @@ class LoopProgram:
         """Stores (multiply-adds for micro-kernels) one run executes."""
         return sum(work(low.kernel.body) for low in self.lowered)
 
+    @property
+    def templates(self) -> Counter[str]:
+        """How many kernels that run used each template (``LoweredNode.templates``)."""
+        return Counter(t for k, low in enumerate(self.lowered) if k not in self.skipped
+                       for t in low.templates)
+
 
 def _fixed(schedule: Schedule) -> Chooser:
     return lambda problem: schedule

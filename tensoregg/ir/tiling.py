@@ -315,10 +315,11 @@ def _sources(c: Contraction, mr: int, nr: int, kc: int, known: Mapping[int, np.n
     return found
 
 
-def lower_gemm(c: Contraction, s: GemmSchedule,
-               known: Mapping[int, np.ndarray]) -> tuple[list[Stmt], list[tuple[Buffer, np.ndarray]]]:
-    """Loop IR computing ``c.out`` with schedule ``s``, and the constants it packed (buffer, value).
-    ``known`` holds the values of constant buffers (by Buffer id)."""
+def lower_gemm(c: Contraction, s: GemmSchedule, known: Mapping[int, np.ndarray],
+               ) -> tuple[list[Stmt], list[tuple[Buffer, np.ndarray]], list[str]]:
+    """Loop IR computing ``c.out`` with schedule ``s``, the constants it packed (buffer, value) and
+    the names of the template's parts it used (``template_parts``). ``known`` holds the values of
+    constant buffers (by Buffer id)."""
     uk = s.ukernel
     mr, nr = uk.mr, uk.nr
     m, n, k, batch = c.m, c.n, c.k, c.batch
@@ -392,4 +393,21 @@ def lower_gemm(c: Contraction, s: GemmSchedule,
     tasks = batch * s.split_n * s.split_m
     loop = For(fresh("t"), idx(0), idx(tasks), task, "parallel",
                ((bi, batch), (tn, s.split_n), (tm, s.split_m)))
-    return [loop], constants
+    return [loop], constants, template_parts(s, src, epilogue=c.value is not c.reduce)
+
+
+def template_parts(s: GemmSchedule, src: Sources, *, epilogue: bool) -> list[str]:
+    """What a tiled kernel is made of, by name: ``gemm-tiled``, its micro-kernel (``ukernel-<name>``),
+    ``gemm-split`` (M x N in several parallel tasks), ``gemm-epilogue`` (an epilogue run on each
+    tile) and how each factor is packed (``pack-<a|b>-<prepacked|rows|gather|runs|loop>``; gather and
+    runs are a Conv's im2col)."""
+    parts = ["gemm-tiled", f"ukernel-{s.ukernel.name}"]
+    if s.split_m * s.split_n > 1:
+        parts.append("gemm-split")
+    if epilogue:
+        parts.append("gemm-epilogue")
+    for side in ("a", "b"):
+        kinds = [kind for kind, found in (("prepacked", src.prepacked), ("rows", src.rows),
+                                          ("runs", src.runs), ("gather", src.gather)) if side in found]
+        parts.append(f"pack-{side}-{kinds[0] if kinds else 'loop'}")
+    return parts

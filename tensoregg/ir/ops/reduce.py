@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tensoregg.ir.ops.casts import cast_array
 from tensoregg.ir.registry import Attr, InferCtx, Upgrade, op
 from tensoregg.ir.shapes import norm_axes, reduced_shape
 from tensoregg.ir.types import TensorType
@@ -53,7 +54,7 @@ def _reduce(name: str, kernel: Kernel, doc: str, *, axes_input_since: int = 18) 
             out = np.asarray(kernel(_wide(data), reduced))
         if not attrs["keepdims"]:
             out = np.squeeze(out, reduced)
-        return out.astype(data.dtype)
+        return cast_array(out, data.dtype)  # an integer's log or root of NaN or -inf: as Cast defines it
 
     reference.__doc__ = doc
     op(name, "data axes?", "reduced", shape=_reduce_shape, static=(1,),

@@ -377,3 +377,5 @@ def _im2col(x: np.ndarray, window: ConvWindow, pad: int) -> np.ndarray:
 _LOWERINGS: dict[str, Callable[[Node, Graph, Accel], Built | DeferredKernel]] = \
     dict.fromkeys(_FORMS, _lower)
 """Op -> its lowering onto the accelerator."""
+LOWERED_OPS = frozenset(_LOWERINGS)
+"""The ops the accelerator runs: a graph with any other is refused (no CPU fallback)."""

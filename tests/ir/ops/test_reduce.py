@@ -54,6 +54,14 @@ def test_reduce_keeps_int_dtype():
     check_op("ReduceMean", [x, np.array([0], I64)], constant=(1,), expected=[np.array([[2, 3]], np.int32)])
 
 
+def test_reduce_of_ints_through_nan_and_inf_converts_as_cast():
+    """Found by the fuzzer (seed 1034): ReduceLogSum of int32 sums <= 0 (log: NaN, -inf) gave numpy's
+    INT_MIN where Cast's conversion (and the llvm target) gives 0."""
+    x = np.array([[1, -3], [0, 0], [2, 5]], np.int32)
+    want = np.array([0, 0, 1], np.int32)  # log(-2) = NaN -> 0, log(0) = -inf -> 0 (low bits), log(7) -> 1
+    check_op("ReduceLogSum", [x, np.array([1], I64)], {"keepdims": 0}, constant=(1,), expected=[want])
+
+
 def test_reduce_all_axes_or_none():
     check_op("ReduceSum", [X], expected=[np.array([[10]], F32)])
     check_op("ReduceMax", [X, np.zeros(0, I64)], {"keepdims": 0}, constant=(1,), expected=[np.array(4, F32)])

@@ -49,16 +49,16 @@ class Profile:
 
 
 PROFILES = {
-    "ci": Profile("ci", cases=5, targets=("llvm", "interp", "ref", "accel", "accel-small"), large=0.4,
-                  first=18, max_nodes=12),
-    "soak": Profile("soak", cases=10_000, targets=("llvm", "interp", "ref", "accel", "accel-small", "aarch64",
-                                                   "riscv64"), large=0.35),
+    "ci": Profile("ci", cases=5, targets=("llvm", "interp", "ref", "accel-alone", "accel-small-alone"),
+                  large=0.4, first=18, max_nodes=12),
+    "soak": Profile("soak", cases=10_000, large=0.35, targets=("llvm", "interp", "ref", "accel-alone",
+                                                               "accel-small-alone", "aarch64", "riscv64")),
 }
 
 
-ONLY_OPS = dict.fromkeys(CONFIGS, LOWERED_OPS)
-"""Targets that lower only a few ops and have no fallback: a graph with any other op is not compiled
-for them (it would be refused, after a whole optimization)."""
+ONLY_OPS = {name: LOWERED_OPS for name, config in CONFIGS.items() if not config.cpu_targets}
+"""Targets that lower only a few ops and have no fallback (the accelerators alone): a graph with any
+other op is not compiled for them (it would be refused, after a whole optimization)."""
 
 
 TOOL_BUGS = {"qemu-riscv64 before 8.1 asserts on some vector instructions (qemu issue 1441)":

@@ -16,6 +16,7 @@ by ``ref``), accelerator segments in the simulator behind a ``driver``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import TYPE_CHECKING
 
@@ -57,13 +58,16 @@ def register_accel(accel: Accel, *, replace: bool = False) -> None:
     """Make configuration ``accel`` a target of its name (another GEMM core, scratchpads, link or
     host CPU: ``dataclasses.replace(VTA, name=..., ...)``)."""
     shape = f"{accel.batch}x{accel.block_in}x{accel.block_out}"
+    beside = f"beside a CPU ({', '.join(accel.cpu_targets)})" if accel.cpu_targets else "alone (no CPU)"
     register_target(accel.name, summary=f"int8 accelerator {shape} (VTA-like ISA), run in its "
-                    "cycle-counting simulator, beside a CPU", describe=functools.partial(description, accel),
+                    f"cycle-counting simulator, {beside}", describe=functools.partial(description, accel),
                     build=_build, plan=_plan, replace=replace)
     CONFIGS[accel.name] = accel
 
 
 for _accel in list(CONFIGS.values()):
     register_accel(_accel)
+    # the same accelerator with no CPU beside it: every node on the accelerator, or refused
+    register_accel(dataclasses.replace(_accel, name=f"{_accel.name}-alone", cpu_targets=()))
 
 __all__ = ["CONFIGS", "Accel", "description", "register_accel"]

@@ -5,8 +5,6 @@ every node on the accelerator (``accel``'s own CPU would take the smallest of th
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -14,15 +12,12 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 import tensoregg
 from tensoregg.errors import UnsupportedOperator
-from tensoregg.targets.accel import register_accel
 from tensoregg.targets.accel.lower import ConvKernel, GemmKernel
 from tensoregg.targets.accel.machines import SMALL, VTA
 
 RNG = np.random.default_rng(3)
 ALONE = {c.name: f"{c.name}-alone" for c in (VTA, SMALL)}
 """Each configuration's target with no CPU targets: every node runs on the accelerator."""
-for _config in (VTA, SMALL):
-    register_accel(replace(_config, name=ALONE[_config.name], cpu_targets=()), replace=True)
 ONNX_TYPES = {np.int8: TensorProto.INT8, np.uint8: TensorProto.UINT8}
 
 

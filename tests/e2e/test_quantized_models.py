@@ -1,7 +1,9 @@
 """ResNet-18 and MobileNetV2 (tensoregg.testing.torch_models, seeded random weights) quantized by
 tensoregg.quantize and compiled with the quantization rules: every Conv becomes a QLinearConv, llvm
 agrees with the reference interpreter's int8 semantics, each QLinearConv run on the accelerator's
-simulator equals the reference's output bit for bit, and top-1 agrees with the float model."""
+simulator equals the reference's output bit for bit, the whole model compiled for accel (integer
+kernels placed on the accelerator, the rest on the CPU) agrees with the reference, and top-1 agrees
+with the float model."""
 
 from __future__ import annotations
 
@@ -81,9 +83,14 @@ def test_quantized_model(name: str) -> None:
         classes.add(int(np.argmax(want)))
         error = max(error, float(np.linalg.norm(got - want) / np.linalg.norm(want)))
     n_kernels, cycles, utilization = accel_matches_reference(reference.graph, tests[0])
+    whole = tensoregg.compile(quantized, "accel")  # integer kernels placed on accel, the rest on the CPU
+    (mixed,), (exact,) = whole.run(**tests[0]), reference.run(**tests[0])
+    np.testing.assert_allclose(mixed, exact, rtol=0, atol=1e-4)
+    on_accel = len(whole.program.stats)
     left = sorted({op for op in ops if op not in INTEGER_KERNELS})
     print(f"\n{name} {SIZE}x{SIZE}: top-1 agreement with float {agree}/{len(tests)} (the float "
           f"model's top-1 takes {len(classes)} classes), logits' relative L2 error at most {error:.3f}; "
           f"llvm vs ref max |diff| {worst:.2e}; {n_kernels} integer kernels bit-exact on accel, "
-          f"{cycles} cycles, utilization {utilization:.2f}; left on the CPU: {', '.join(left)}")
+          f"{cycles} cycles, utilization {utilization:.2f}; the whole model on accel: {on_accel} kernels "
+          f"placed on the accelerator, the rest on the CPU; float ops: {', '.join(left)}")
     assert worst <= 1e-4 and agree >= len(tests) // 2

@@ -106,7 +106,7 @@ def _conv_fold(name: str, law: str, lhs: Any, weight: Any, new_bias: Any | None,
     typed = ([] if new_bias is None else
              [set_(shape_of(new_bias)).to(Vec[i64](sy[1])), set_(dtype_of(new_bias)).to(dt)])
     linalg.rule(name, law, [lhs, *facts, eq(shape_of(lhs)).to(sy), eq(dtype_of(lhs)).to(dt)],
-                [union(lhs).with_(rhs), *typed], example=example)
+                [union(lhs).with_(rhs), *typed], example=example, exact=False)
 
 
 def _conv_bn_rule(with_bias: bool) -> None:
@@ -136,8 +136,9 @@ def _gemm_bn_rule(trans_b: int, with_c: bool) -> None:
                  eq(shape_of(lhs)).to(sy), eq(sc[sc.length() - 1]).to(sy[1])] if with_c
                 else ZERO_FITS_W)
     linalg.rewrite(name, "bn(alpha*A'B' + C) = alpha*A'(B'*k) + (C-mean)*k+shift, k = scale/sqrt(var+eps)",
-                   lhs, rhs, *is_const(w), *BN_CONSTS, *premises,
-                   example=lambda: _gemm_bn_example(trans_b, with_c))
+                   lhs, rhs, *is_const(w), *BN_CONSTS, *premises, exact=False,
+                   example=lambda: _gemm_bn_example(trans_b, with_c),
+                   counter=lambda: _gemm_bn_example(trans_b, with_c, any_c=True))
 
 
 for _trans_b in (0, 1):
@@ -204,7 +205,7 @@ def _matmul_add_rule(name: str, commuted: bool) -> None:
                    lhs, term("Gemm", a, b, c, alpha=f64(1.0), beta=f64(1.0), transA=i64(0), transB=i64(0)),
                    *rank_is(a, sa, 2), *rank_is(b, sb, 2), eq(shape_of(MatMul(a, b))).to(sy),
                    eq(shape_of(lhs)).to(sy), eq(dtype_of(lhs)).to(F32),
-                   example=lambda: _matmul_add_example(commuted))
+                   example=lambda: _matmul_add_example(commuted), counter=lambda: _matmul_add_counter(commuted))
 
 
 _matmul_add_rule("matmul-add-to-gemm", False)
@@ -220,7 +221,7 @@ def _scalar_rule(name: str, op: str, scalar_first: bool = False) -> None:
     linalg.rewrite(name, f"{op}(a @ b, s) = a @ {op}(b, s) for a one-element s and constant b, s",
                    lhs, rhs, *is_const(b, s), eq(shape_of(s)).to(sc), sc.length() < i64(2),
                    eq(sc.push(i64(1))[0]).to(i64(1)),  # () or (1,): the first of sc + (1,) is 1
-                   eq(shape_of(MatMul(a, b))).to(sy), eq(shape_of(lhs)).to(sy),
+                   eq(shape_of(MatMul(a, b))).to(sy), eq(shape_of(lhs)).to(sy), exact=False,
                    example=lambda: _scalar_example(op, scalar_first))
 
 
@@ -307,20 +308,23 @@ def _conv_affine_example(op: str, commuted: bool, with_bias: bool) -> Any:
     return build()
 
 
-def _gemm_bn_example(trans_b: int, with_c: bool) -> Any:
-    """a -> Gemm(B, C?; alpha, transA, transB) -> BatchNormalization over the N columns."""
+def _gemm_bn_example(trans_b: int, with_c: bool, any_c: bool = False) -> Any:
+    """a -> Gemm(B, C?; alpha, transA, transB) -> BatchNormalization over the N columns; ``any_c``:
+    N >= 2 and C one value per row, a scalar or of shape () and beta 1 or not (premises broken)."""
     from hypothesis import strategies as st
 
     from tensoregg.strategies import broadcastable_shapes
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
+        m, k, n = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(2 if any_c else 1, 4))
         trans_a = draw(st.integers(0, 1))
-        attrs = {"alpha": draw(st.sampled_from([1.0, 0.5])), "transA": trans_a, "transB": trans_b}
+        attrs = {"alpha": draw(st.sampled_from([1.0, 0.5])), "transA": trans_a, "transB": trans_b,
+                 "beta": draw(st.sampled_from([1.0, 0.5])) if any_c else 1.0}
         consts = {"w": _f32(draw, (n, k) if trans_b else (k, n)), **_bn_consts(draw, n)}
         if with_c:
-            c_shape = draw(broadcastable_shapes((m, n)).filter(lambda sh: len(sh) >= 1 and sh[-1] == n))
+            c_shape = (draw(st.sampled_from([(m, 1), (1,), (1, 1), ()])) if any_c else
+                       draw(broadcastable_shapes((m, n)).filter(lambda sh: len(sh) >= 1 and sh[-1] == n)))
             consts["c"] = _f32(draw, c_shape)
         gemm = Node("Gemm", ("a", "w", "c" if with_c else ""), ("t",), attrs)
         return _case([gemm, _bn_node(draw, "t")], {"a": _f32(draw, (k, m) if trans_a else (m, k))}, consts)
@@ -339,6 +343,27 @@ def _matmul_add_example(commuted: bool) -> Any:
         m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
         c_shape = draw(broadcastable_shapes((m, n)))
         feeds = {"a": _f32(draw, (m, k)), "b": _f32(draw, (k, n)), "c": _f32(draw, c_shape)}
+        add = Node("Add", ("c", "t") if commuted else ("t", "c"), ("y",))
+        return _case([Node("MatMul", ("a", "b"), ("t",)), add], feeds, {})
+
+    return build()
+
+
+def _matmul_add_counter(commuted: bool) -> Any:
+    """MatMul of a and b plus c, one of them breaking the Gemm premises: a or b of rank 1 or 3, or
+    c widening the product (a leading axis, or rows where the product has one)."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        m, k, n = (draw(st.integers(1, 3)) for _ in range(3))
+        broken = draw(st.sampled_from("abc"))
+        a_shape = draw(st.sampled_from([(k,), (2, m, k)])) if broken == "a" else (m, k)
+        b_shape = draw(st.sampled_from([(k,), (2, k, n)])) if broken == "b" else (k, n)
+        product = np.matmul(np.zeros(a_shape), np.zeros(b_shape)).shape
+        widen = [(3, *product)] + ([(3, *product[1:])] if product[0] == 1 else [])
+        c_shape = draw(st.sampled_from(widen)) if broken == "c" else product
+        feeds = {"a": _f32(draw, a_shape), "b": _f32(draw, b_shape), "c": _f32(draw, c_shape)}
         add = Node("Add", ("c", "t") if commuted else ("t", "c"), ("y",))
         return _case([Node("MatMul", ("a", "b"), ("t",)), add], feeds, {})
 

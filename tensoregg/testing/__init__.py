@@ -54,6 +54,23 @@ def assert_same(got: np.ndarray, want: np.ndarray, where: str, rtol: float | Non
         np.testing.assert_array_equal(got, want, err_msg=where)
 
 
+def assert_identical(got: np.ndarray, want: np.ndarray, where: str) -> None:
+    """Equal dtype, shape and values in IEEE terms: floats bit for bit (so -0 != +0 and inf != -inf),
+    except that any NaN equals any NaN (payloads and signs of NaNs are not compared)."""
+    assert got.shape == want.shape, f"{where}: shape {got.shape} != expected {want.shape}"
+    assert got.dtype == want.dtype, f"{where}: dtype {got.dtype} != expected {want.dtype}"
+    if want.dtype.kind == "f" or (want.dtype.kind == "V" and want.dtype.name.startswith(("bfloat", "float"))):
+        nan_got, nan_want = np.isnan(got.astype(np.float64)), np.isnan(want.astype(np.float64))
+        bits = np.dtype(f"u{want.dtype.itemsize}")
+        same = (got.view(bits) == want.view(bits)) | (nan_got & nan_want)
+    else:
+        same = (got == want) if want.dtype.kind != "V" else (got.view(np.uint8) == want.view(np.uint8))
+    if not np.all(same):
+        k = tuple(int(i) for i in np.argwhere(~np.asarray(same))[0])
+        raise AssertionError(f"{where}: at {k} got {got[k]!r}, expected {want[k]!r} (IEEE-exact comparison, "
+                             f"{int(np.size(same) - np.count_nonzero(same))} of {np.size(same)} differ)")
+
+
 def single_op_model(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping[str, Any] | None = None,
                     *, n_outputs: int = 1, constant: Sequence[int] = (), opset: int | None = None,
                     domain: str = "") -> onnx.ModelProto:
@@ -423,9 +440,13 @@ def programs(js: Mapping[str, Any], enc: Any, limit: int = 64) -> list[Any]:
     return found
 
 
-def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit: int = 64) -> int:
-    """Prove ``rule`` on one concrete graph: it must fire, add at least one new program, and every
-    program the e-graph then holds must compute what ``graph`` computes (dtype-aware tolerance).
+def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit: int = 64,
+               must_fire: bool = True) -> int:
+    """Prove ``rule`` on one concrete graph: it must fire (unless ``must_fire`` is False: a premise-
+    breaking case, where firing is allowed only if sound), add at least one new program, and every
+    program the e-graph then holds must compute what ``graph`` computes: bit for bit (NaN equals
+    NaN) when ``rule.exact``, else within the dtype's tolerance. A tensoregg error from the rewritten
+    programs fails the check too, naming the rule.
 
     Returns how many programs were compared. Use with the rule's ``example`` strategy::
 
@@ -433,6 +454,7 @@ def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit:
         def test(case):
             check_rule(rule, *case)
     """
+    from tensoregg.errors import TensoreggError
     from tensoregg.ir import run_graph
     from tensoregg.ir.terms import encode, serialize
     from tensoregg.rules import ruleset_of
@@ -440,12 +462,22 @@ def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit:
     enc = encode(graph)
     report = enc.egraph.run(ruleset_of([rule], name=f"check-{rule.name}"))
     fired = sum(report.num_matches_per_rule.values())
-    assert fired, f"rule {rule.name} did not fire on its example:\n{graph}"
-    found = programs(serialize(enc.egraph), enc, limit)
+    if not fired:
+        assert not must_fire, f"rule {rule.name} did not fire on its example:\n{graph}"
+        return 0
+    try:
+        found = programs(serialize(enc.egraph), enc, limit)
+    except TensoreggError as exc:
+        raise AssertionError(f"rule {rule.name}: the rewritten e-graph cannot be decoded: {exc}\n{graph}") from exc
     original = _canonical(graph)
-    assert any(_canonical(g) != original for g in found), f"rule {rule.name} added no new program"
+    assert any(_canonical(g) != original for g in found) or not must_fire, f"rule {rule.name} added no new program"
     want = run_graph(graph, feeds)
+    same = assert_same if not getattr(rule, "exact", True) else assert_identical
     for g in found:
-        for k, (got, ref) in enumerate(zip(run_graph(g, feeds), want)):
-            assert_same(got, ref, f"rule {rule.name}, output {k} of\n{g}")
+        try:
+            results = run_graph(g, feeds)
+        except TensoreggError as exc:
+            raise AssertionError(f"rule {rule.name}: a rewritten program fails: {exc}\n{g}") from exc
+        for k, (got, ref) in enumerate(zip(results, want)):
+            same(got, ref, f"rule {rule.name}, output {k} of\n{g}")
     return len(found)

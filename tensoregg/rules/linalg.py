@@ -98,7 +98,7 @@ def _conv(weight: Any, conv_bias: Any) -> Any:
 
 
 def _conv_fold(name: str, law: str, lhs: Any, weight: Any, new_bias: Any | None, facts: list[Any],
-               example: Any) -> None:
+               example: Any, counter: Any = None) -> None:
     """Register ``lhs = conv(x, weight, new_bias)`` (``None``: no bias) where ``lhs`` has shape sy
     and dtype dt. A new bias gets its type facts, shape (C,) = (sy[1],) and dtype dt, so that a
     later fold over the new Conv sees it as present (``HAS_BIAS``)."""
@@ -106,7 +106,7 @@ def _conv_fold(name: str, law: str, lhs: Any, weight: Any, new_bias: Any | None,
     typed = ([] if new_bias is None else
              [set_(shape_of(new_bias)).to(Vec[i64](sy[1])), set_(dtype_of(new_bias)).to(dt)])
     linalg.rule(name, law, [lhs, *facts, eq(shape_of(lhs)).to(sy), eq(dtype_of(lhs)).to(dt)],
-                [union(lhs).with_(rhs), *typed], example=example, exact=False)
+                [union(lhs).with_(rhs), *typed], example=example, counter=counter, exact=False)
 
 
 def _conv_bn_rule(with_bias: bool) -> None:
@@ -187,7 +187,8 @@ def _conv_affine_rule(op: str, commuted: bool, with_bias: bool) -> None:
     _conv_fold(name, law + " for a constant s varying only along the output channels (or one-element s)",
                lhs, weight, new_bias,
                [*_per_channel(conv, op == "Add" and not with_bias), *(HAS_BIAS if with_bias else [])],
-               lambda: _conv_affine_example(op, commuted, with_bias))
+               lambda: _conv_affine_example(op, commuted, with_bias),
+               lambda: _conv_affine_example(op, commuted, with_bias, any_s=True))
 
 
 for _op in ("Mul", "Add"):
@@ -259,21 +260,27 @@ def _bn_node(draw: Any, t: str) -> Node:
 
 
 def _draw_conv(draw: Any, with_bias: bool) -> tuple[Node, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Conv x -> t (W, B?) with 1 or 2 spatial dims, random groups/strides/pads: (node, consts, feeds)."""
+    """Conv x -> t (W, B?) with 1 to 3 spatial dims, batch 1 or 2, random groups/strides/pads, dilations and
+    kernel_shape set or unset: (node, consts, feeds)."""
     from hypothesis import strategies as st
 
-    spatial = draw(st.integers(1, 2))
+    spatial = draw(st.integers(1, 3))
     group = draw(st.sampled_from([1, 2]))
     cin, cout = group * draw(st.integers(1, 2)), group * draw(st.integers(1, 2))
     kernel = tuple(draw(st.integers(1, 2)) for _ in range(spatial))
-    size = tuple(draw(st.integers(k, 4)) for k in kernel)
+    dilations = [draw(st.integers(1, 2)) for _ in kernel]
+    size = tuple(draw(st.integers((k - 1) * d + 1, 4)) for k, d in zip(kernel, dilations))
     attrs = {"group": group, "strides": [draw(st.integers(1, 2)) for _ in kernel],
              "pads": [draw(st.integers(0, 1)) for _ in range(2 * spatial)]}
+    if draw(st.booleans()):  # set explicitly, or left to their defaults
+        attrs.update(dilations=dilations, kernel_shape=list(kernel))
+    elif dilations != [1] * spatial:
+        size = tuple(k + draw(st.integers(0, 2)) for k in kernel)
     consts = {"w": _f32(draw, (cout, cin // group, *kernel))}
     if with_bias:
         consts["b"] = _f32(draw, (cout,))
     conv = Node("Conv", ("x", "w", "b" if with_bias else ""), ("t",), attrs)
-    return conv, consts, {"x": _f32(draw, (1, cin, *size))}
+    return conv, consts, {"x": _f32(draw, (draw(st.integers(1, 2)), cin, *size))}
 
 
 def _conv_bn_example(with_bias: bool) -> Any:
@@ -289,9 +296,10 @@ def _conv_bn_example(with_bias: bool) -> Any:
     return build()
 
 
-def _conv_affine_example(op: str, commuted: bool, with_bias: bool) -> Any:
+def _conv_affine_example(op: str, commuted: bool, with_bias: bool, any_s: bool = False) -> Any:
     """x -> Conv(W, B?) (see ``_draw_conv``) -> Mul/Add with a constant s of shape (1, C, 1, ...) or
-    (C, 1, ...), or (when B is present or op is Mul) () or (1,)."""
+    (C, 1, ...), or (when B is present or op is Mul) () or (1,); ``any_s``: s not per-channel (the
+    premises broken): varying along one non-channel axis (and maybe the channels)."""
     from hypothesis import strategies as st
 
     @st.composite
@@ -301,6 +309,11 @@ def _conv_affine_example(op: str, commuted: bool, with_bias: bool) -> Any:
         shapes = [(1, channels, *ones), (channels, *ones)]
         if op == "Mul" or with_bias:
             shapes += [(), (1,)]
+        if any_s:  # s varying along one axis j other than the channels' (and maybe along them too)
+            out = Graph({"x": TensorType.of(feeds["x"])}, consts, [conv], ["t"]).types["t"].shape
+            axes = [k for k in range(len(out)) if k != 1 and out[k] > 1] or [0]
+            j, keep = draw(st.sampled_from(axes)), draw(st.booleans())
+            shapes = [tuple(d if k == j or (k == 1 and keep) else 1 for k, d in enumerate(out))]
         consts["s"] = _f32(draw, draw(st.sampled_from(shapes)), -2.0, 2.0)
         affine = Node(op, ("s", "t") if commuted else ("t", "s"), ("y",))
         return _case([conv, affine], feeds, consts)

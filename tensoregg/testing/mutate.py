@@ -46,6 +46,16 @@ EQUIVALENT: dict[str, str] = {
     **{f"matmul-add-to-gemm{c}~drop7": "the reference's Gemm equals MatMul + Add in every dtype both take (the "
        "dtype sweep shows it); the float32 premise keeps the rewrite to what the targets' kernels handle"
        for c in ("", "-commuted")},
+    **{f"{r}~{m}": "Flatten(t, -1) = Flatten(t, 0) for the 1-D bias (or zero) vector t"
+       for r, m in [("conv-bn-fold", "const5"), ("gemm-bn-fold-no-c", "const4"),
+                    ("gemm-bn-fold-trans-b-no-c", "const4"), ("conv-bn-fold-no-bias", "const5")]},
+    **{f"{r}~{m}": "BatchNormalization of a zero vector computes -mean * scale / sqrt(var + eps) + shift, "
+       "symmetric in scale and mean" for r, m in [("conv-bn-fold-no-bias", "swap25"), ("gemm-bn-fold-no-c", "swap21"),
+                                                   ("gemm-bn-fold-trans-b-no-c", "swap21")]},
+    **{f"gemm-bn-fold{t}~drop9": "for a C of shape () the next premise's sc[-1] fails the match"
+       for t in ("", "-trans-b")},
+    **{f"gemm-bn-fold-trans-b{c}~const{k}": "transB = 2 means transposed as 1 does (ONNX: nonzero)"
+       for c, k in (("", 12), ("-no-c", 7))},
     "abs-of-neg~drop2": "ONNX's Neg takes no unsigned type, so the signed-dtype premise excludes no valid graph",
 }
 """Mutants (by name) that are still sound, with the reason: survivors here are not misses."""

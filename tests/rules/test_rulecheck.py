@@ -3,7 +3,7 @@ of a few rules; and each family checked in context on merged witnesses."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from tensoregg.rules import RULESETS
@@ -75,7 +75,8 @@ def test_family_in_context(family):
     rules = RULESETS[family].rules
     checked = []
 
-    @settings(max_examples=8 if family != "winograd" else 2, deadline=None, database=None)
+    @settings(max_examples=8 if family != "winograd" else 2, deadline=None, database=None,
+              phases=(Phase.explicit, Phase.generate))
     @given(st.data())
     def check(data):
         cases = [data.draw(data.draw(st.sampled_from(rules)).example()) for _ in range(25)]

@@ -156,8 +156,9 @@ def _holds_all_of(src: np.dtype, dst: np.dtype) -> bool:
 OTHER_CASTS = [(t, t) for t in SELF_CAST_CHANGES] + [("float32", "float16"), ("float16", "float32"),
                                                     ("int32", "float32"), ("float64", "int64")]
 """Casts the same-type rules must leave alone: to another dtype, or to a dtype that changes values."""
-LOSSY_ROUND_TRIPS = [("float32", "float16", "float32"), ("float32", "int32", "float32"), ("int32", "int8", "int32"),
-                     ("float64", "float32", "float64"), ("int64", "float64", "int64")]
+LOSSY_ROUND_TRIPS = [("float32", "float16", "float32"), ("float32", "int32", "float32"),
+                     ("int32", "int8", "int32"), ("float64", "float32", "float64"),
+                     ("int64", "float64", "int64")]
 """Round trips through a dtype that loses values: cast-round-trip must leave them alone."""
 EXACT_CASTS = [(s, m) for s, m in itertools.permutations(("bool", *INTEGERS, *FLOATS), 2)
                if _holds_all_of(np_dtype(s), np_dtype(m))]
@@ -169,7 +170,8 @@ for _op in ("Cast", "CastLike"):
     algebra.rewrite(f"{_op.lower()}-same-type-elim", f"{_op}(x) to x's own dtype = x (not float8e5m2/e8m0)",
                     _cast, x, eq(dtype_of(x)).to(dt), eq(dtype_of(_cast)).to(dt),
                     _names(SELF_CAST_CHANGES).not_contains(dt),
-                    example=partial(cast_chain, _op, SELF_CASTS), counter=partial(cast_chain, _op, OTHER_CASTS))
+                    example=partial(cast_chain, _op, SELF_CASTS),
+                    counter=partial(cast_chain, _op, OTHER_CASTS))
 _inner_cast = _pattern("Cast", x, "c0")
 _round_trip = _pattern("Cast", _inner_cast, "c1")
 # cast(cast(x, mid), dtype of x) = x where mid holds every value of x's dtype

@@ -206,7 +206,8 @@ def _matmul_add_rule(name: str, commuted: bool) -> None:
                    lhs, term("Gemm", a, b, c, alpha=f64(1.0), beta=f64(1.0), transA=i64(0), transB=i64(0)),
                    *rank_is(a, sa, 2), *rank_is(b, sb, 2), eq(shape_of(MatMul(a, b))).to(sy),
                    eq(shape_of(lhs)).to(sy), eq(dtype_of(lhs)).to(F32),
-                   example=lambda: _matmul_add_example(commuted), counter=lambda: _matmul_add_counter(commuted))
+                   example=lambda: _matmul_add_example(commuted),
+                   counter=lambda: _matmul_add_counter(commuted))
 
 
 _matmul_add_rule("matmul-add-to-gemm", False)

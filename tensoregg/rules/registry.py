@@ -64,8 +64,9 @@ class Family:
         set for new terms) under ``name``; see ``Rule`` for ``counter`` and ``exact``."""
         if any(r.name == name for r in self.rules):
             raise ValueError(f"rule {name!r} registered twice in family {self.name!r}")
-        registered = Rule(name, law, self.name, rule(*facts, name=name).then(*actions), example, counter, exact,
-                          tuple(facts), tuple(actions))
+        command = rule(*facts, name=name).then(*actions)
+        registered = Rule(name, law, self.name, command, example, counter, exact, tuple(facts),
+                          tuple(actions))
         self.rules.append(registered)
         return registered
 

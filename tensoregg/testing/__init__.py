@@ -468,9 +468,11 @@ def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit:
     try:
         found = programs(serialize(enc.egraph), enc, limit)
     except TensoreggError as exc:
-        raise AssertionError(f"rule {rule.name}: the rewritten e-graph cannot be decoded: {exc}\n{graph}") from exc
+        raise AssertionError(f"rule {rule.name}: the rewritten e-graph cannot be decoded: {exc}\n"
+                             f"{graph}") from exc
     original = _canonical(graph)
-    assert any(_canonical(g) != original for g in found) or not must_fire, f"rule {rule.name} added no new program"
+    new = any(_canonical(g) != original for g in found)
+    assert new or not must_fire, f"rule {rule.name} added no new program"
     want = run_graph(graph, feeds)
     same = assert_same if not getattr(rule, "exact", True) else assert_identical
     for g in found:

@@ -43,20 +43,21 @@ EQUIVALENT: dict[str, str] = {
        "fails the action, so the length premise only restates that" for r in range(1, 7) for k in (1, 2)},
     "sub-of-neg~swap1": "a + b = b + a in IEEE arithmetic (NaNs compare equal whatever their payload)",
     "mul-of-negs~swap1": "a * b = b * a in IEEE arithmetic",
-    **{f"matmul-add-to-gemm{c}~drop7": "the reference's Gemm equals MatMul + Add in every dtype both take (the "
-       "dtype sweep shows it); the float32 premise keeps the rewrite to what the targets' kernels handle"
+    **{f"matmul-add-to-gemm{c}~drop7": "the reference's Gemm equals MatMul + Add in every dtype both take "
+       "(the dtype sweep shows it); the float32 premise keeps the rewrite to what the targets' kernels handle"
        for c in ("", "-commuted")},
     **{f"{r}~{m}": "Flatten(t, -1) = Flatten(t, 0) for the 1-D bias (or zero) vector t"
        for r, m in [("conv-bn-fold", "const5"), ("gemm-bn-fold-no-c", "const4"),
                     ("gemm-bn-fold-trans-b-no-c", "const4"), ("conv-bn-fold-no-bias", "const5")]},
     **{f"{r}~{m}": "BatchNormalization of a zero vector computes -mean * scale / sqrt(var + eps) + shift, "
-       "symmetric in scale and mean" for r, m in [("conv-bn-fold-no-bias", "swap25"), ("gemm-bn-fold-no-c", "swap21"),
-                                                   ("gemm-bn-fold-trans-b-no-c", "swap21")]},
+       "symmetric in scale and mean"
+       for r, m in [("conv-bn-fold-no-bias", "swap25"), ("gemm-bn-fold-no-c", "swap21"),
+                    ("gemm-bn-fold-trans-b-no-c", "swap21")]},
     **{f"gemm-bn-fold{t}~drop9": "for a C of shape () the next premise's sc[-1] fails the match"
        for t in ("", "-trans-b")},
     **{f"gemm-bn-fold-trans-b{c}~const{k}": "transB = 2 means transposed as 1 does (ONNX: nonzero)"
        for c, k in (("", 12), ("-no-c", 7))},
-    "abs-of-neg~drop2": "ONNX's Neg takes no unsigned type, so the signed-dtype premise excludes no valid graph",
+    "abs-of-neg~drop2": "ONNX's Neg takes no unsigned type: the signed-dtype premise excludes no valid graph",
 }
 """Mutants (by name) that are still sound, with the reason: survivors here are not misses."""
 
@@ -90,7 +91,8 @@ Edit = Callable[[TypedExprDecl, TypedExprDecl | None], Iterator[tuple[str, Typed
 """Given a typed expression and its parent, the (kind, replacement) mutants of that node alone."""
 
 
-def _variants(e: TypedExprDecl, parent: TypedExprDecl | None, edit: Edit) -> Iterator[tuple[str, TypedExprDecl]]:
+def _variants(e: TypedExprDecl, parent: TypedExprDecl | None,
+              edit: Edit) -> Iterator[tuple[str, TypedExprDecl]]:
     """Every (kind, mutated ``e``) with exactly one node of ``e`` replaced by ``edit``."""
     yield from edit(e, parent)
     if isinstance(e.expr, CallDecl):
@@ -122,7 +124,8 @@ def _swap_edits(e: TypedExprDecl, parent: TypedExprDecl | None) -> Iterator[tupl
             if args[i].tp == args[j].tp and args[i] != args[j] and not isinstance(args[i].expr, LitDecl):
                 swapped = list(args)
                 swapped[i], swapped[j] = args[j], args[i]
-                yield "swap", TypedExprDecl(e.tp, CallDecl(call.callable, tuple(swapped), call.bound_tp_params))
+                new = CallDecl(call.callable, tuple(swapped), call.bound_tp_params)
+                yield "swap", TypedExprDecl(e.tp, new)
 
 
 def _fact_variants(f: Fact, edit: Edit) -> Iterator[tuple[str, Fact]]:
@@ -165,7 +168,7 @@ def mutants(rule: Rule) -> list[Mutant]:
         name = f"{rule.name}~{kind}{counts[kind]}"
         try:
             out.append(Mutant(rule.rebuilt(fs, acts, name=name), kind, name, dropped))
-        except Exception:  # egglog refused to build it: stillborn  # noqa: BLE001
+        except Exception:  # egglog refused to build it: stillborn
             continue
     return out
 
@@ -174,7 +177,7 @@ def viable(mutant: Mutant) -> bool:
     """Whether egglog accepts the mutant's rule (no unbound variable, well-typed)."""
     try:
         EGraph().run(ruleset_of([mutant.rule], name=f"viable-{mutant.name}"))
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     return True
 
@@ -248,7 +251,8 @@ def report(scores: dict[str, FamilyScore]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tensoregg.testing.mutate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tensoregg.testing.mutate",
+                                     description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--family", action="append", help="only this family (repeatable)")
     parser.add_argument("--rule", action="append", help="only this rule (repeatable)")
     parser.add_argument("--examples", type=int, default=6, help="witness cases per mutant")

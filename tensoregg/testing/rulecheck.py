@@ -2,7 +2,8 @@
 right) and on cases that break its premises, where it may fire only if it is still right.
 
 The premise-breaking cases come from the rule's ``counter`` strategy (declared next to the rule)
-and from two sweeps derived from its example (``derived_cases``), so that every rule gets them without code of its own:
+and from two sweeps derived from its example (``derived_cases``), so that every rule gets them
+without code of its own:
 
 - **dtypes**: the example with its data (every array of its first input's dtype) cast to another
   dtype of ``DTYPES``; a rule whose dtype premise was dropped then meets a dtype where its law fails;
@@ -52,9 +53,10 @@ def retyped(graph: Graph, feeds: Mapping[str, np.ndarray], dtype: str) -> Case |
             return v.astype(new)
 
     new_feeds = {k: cast(np.asarray(v)) for k, v in feeds.items()}
+    consts = {k: cast(v) for k, v in graph.initializers.items()}
     try:
-        return Graph({k: TensorType.of(v) for k, v in new_feeds.items()},
-                     {k: cast(v) for k, v in graph.initializers.items()}, graph.nodes, graph.outputs), new_feeds
+        return Graph({k: TensorType.of(v) for k, v in new_feeds.items()}, consts, graph.nodes,
+                     graph.outputs), new_feeds
     except TensoreggError:
         return None
 
@@ -82,7 +84,8 @@ def derived_cases(rule: Any) -> Any:
     """Strategy of (Graph, feeds) or None (a case that is not a valid graph): the rule's example
     retyped (``DTYPES``) and, for exact rules, with IEEE specials."""
     assert rule.example is not None, f"rule {rule.name} has no example"
-    kinds = [st.tuples(rule.example(), st.sampled_from(DTYPES)).map(lambda c: retyped(*c[0], c[1]))]
+    sweep = st.tuples(rule.example(), st.sampled_from(DTYPES))
+    kinds = [sweep.map(lambda c: retyped(c[0][0], c[0][1], c[1]))]
     if rule.exact:
         kinds.append(rule.example().flatmap(with_specials))
     return st.one_of(*kinds)
@@ -166,7 +169,8 @@ def random_choice(classes: Mapping[str, list[Any]], rng: np.random.Generator) ->
     choice: dict[str, str] = {}
     pending = dict(classes)
     while pending:
-        ready = {c: [n for n in ns if all(i == "" or i in choice for i in n.inputs)] for c, ns in pending.items()}
+        ready = {c: [n for n in ns if all(i == "" or i in choice for i in n.inputs)]
+                 for c, ns in pending.items()}
         ready = {c: ns for c, ns in ready.items() if ns}
         if not ready:
             break  # the rest is unreachable from the leaves (only cyclic nodes)

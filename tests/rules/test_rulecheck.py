@@ -26,7 +26,7 @@ def test_neg_of_sub_without_its_integer_premise_is_caught():
     """-(a - b) = b - a fails in floats at a = b (-0 vs +0): the dtype sweep finds it."""
     mutant = without_fact("neg-of-sub", ".contains(dt)")
     check_rule_cases(RULES["neg-of-sub"], 2, 12, quick=True)
-    with pytest.raises(AssertionError, match="(?s)neg-of-sub-premise-dropped.*IEEE-exact"):
+    with pytest.raises(AssertionError, match=r"(?s)neg-of-sub-premise-dropped.*IEEE-exact"):
         check_rule_cases(mutant, 2, 12, quick=True)
 
 

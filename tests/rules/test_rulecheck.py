@@ -47,14 +47,14 @@ def test_identical_tells_signed_zeros_and_infinities_apart_but_not_nans():
         assert_identical(np.array([np.inf], np.float16), np.array([-np.inf], np.float16), "inf")
 
 
-SAMPLE = ("neg-of-sub", "abs-of-neg", "transpose-compose-rank2", "matmul-add-to-gemm")
+SAMPLE = ("neg-of-sub", "abs-of-neg", "transpose-compose-rank2")
 
 
 def test_mutation_tool_kills_the_mutants_of_a_sample():
-    scores = score([RULES[n] for n in SAMPLE], examples=3, premise_breaking=6)
+    scores = score([RULES[n] for n in SAMPLE], examples=2, premise_breaking=4)
     text = report(scores)
     assert all(not s.survivors for s in scores.values()), text
-    assert sum(s.killed for s in scores.values()) >= 10, text
+    assert sum(s.killed for s in scores.values()) >= 10 and scores["algebra"].equivalent == 3, text
 
 
 def test_mutants_cover_each_kind():
@@ -85,3 +85,18 @@ def test_family_in_context(family):
 
     check()
     assert sum(checked) >= (200 if family != "winograd" else 50)
+
+
+def test_an_unsound_rule_fails_in_context():
+    from tensoregg.ir import Graph, Node, TensorType
+    from tensoregg.ir.terms import CONSTRUCTORS
+    from tensoregg.rules.algebra import a
+    from tensoregg.rules.registry import Family
+
+    relu, neg = CONSTRUCTORS["Relu"].fn, CONSTRUCTORS["Neg"].fn
+    bad = Family("bad", "")
+    bad.rewrite("relu-drops-neg", "wrong", relu(neg(a)), relu(a), example=lambda: None)
+    x = np.array([-2.0, 0.5], np.float32)
+    graph = Graph({"x": TensorType.of(x)}, {}, [Node("Neg", ("x",), ("v",)), Node("Relu", ("v",), ("y",))], ["y"])
+    with pytest.raises(AssertionError, match="family bad"):
+        check_in_context(bad, [(graph, {"x": x})] * 3, choices=8)

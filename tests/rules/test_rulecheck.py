@@ -97,6 +97,7 @@ def test_an_unsound_rule_fails_in_context():
     bad = Family("bad", "")
     bad.rewrite("relu-drops-neg", "wrong", relu(neg(a)), relu(a), example=lambda: None)
     x = np.array([-2.0, 0.5], np.float32)
-    graph = Graph({"x": TensorType.of(x)}, {}, [Node("Neg", ("x",), ("v",)), Node("Relu", ("v",), ("y",))], ["y"])
+    nodes = [Node("Neg", ("x",), ("v",)), Node("Relu", ("v",), ("y",))]
+    graph = Graph({"x": TensorType.of(x)}, {}, nodes, ["y"])
     with pytest.raises(AssertionError, match="family bad"):
         check_in_context(bad, [(graph, {"x": x})] * 3, choices=8)

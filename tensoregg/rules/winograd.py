@@ -64,7 +64,7 @@ def _conv_winograd() -> None:
     winograd.rule("conv-winograd", "conv(x, W, B) = A^T [sum over C of (G W G^T) * (B^T d B) per 4x4 tile d] "
                   "A + B for a 3x3 stride-1 Conv (Winograd F(2x2, 3x3), Lavin & Gray)", premises,
                   [union(conv).with_(term("WinogradOutput", product, bias, output_shape=sy)), *facts],
-                  example=lambda: _example(), exact=False)
+                  example=lambda: _example(), counter=lambda: _example(broken=True), exact=False)
 
 
 _conv_winograd()
@@ -72,10 +72,11 @@ _conv_winograd()
 
 # ---- witness ----------------------------------------------------------------------------------------
 
-def _example() -> Any:
+def _example(broken: bool = False) -> Any:
     """x [N, C, H, W] -> Conv(W [K, C, 3, 3], B?) with pads, strides/dilations [1, 1] or unset,
     C, K >= 16 and an output of 8 to 11 rows and columns (even and odd). Values are positive, so that
-    no output cancels to near zero (the check's tolerance is relative)."""
+    no output cancels to near zero (the check's tolerance is relative). ``broken``: one of stride,
+    dilation or kernel size differs along one axis (the rule's premises broken)."""
     from hypothesis import strategies as st
 
     @st.composite
@@ -84,12 +85,18 @@ def _example() -> Any:
         n, c, k = draw(st.integers(1, 2)), draw(st.integers(16, 20)), draw(st.integers(16, 20))
         ho, wo = draw(st.integers(8, 11)), draw(st.integers(8, 11))
         pads = [draw(st.integers(0, 1)) for _ in range(4)]
-        given = {"pads": pads, "strides": [1, 1], "dilations": [1, 1], "kernel_shape": [3, 3]}
-        attrs = {a: v for a, v in given.items() if draw(st.booleans())}  # unset pads: zeros
-        if "pads" not in attrs:
+        strides, dilations, kernel = [1, 1], [1, 1], [3, 3]
+        if broken:
+            which, axis = draw(st.sampled_from([strides, dilations, kernel])), draw(st.integers(0, 1))
+            which[axis] = draw(st.sampled_from([1, 5])) if which is kernel else 2
+        given = {"pads": pads, "strides": strides, "dilations": dilations, "kernel_shape": kernel}
+        needed = {a for a in ("strides", "dilations") if given[a] != [1, 1]}  # unset: 1s
+        attrs = {a: v for a, v in given.items() if a in needed or draw(st.booleans())}
+        if "pads" not in attrs:  # unset pads: zeros
             pads = [0] * 4
-        h, wd = ho + 2 - pads[0] - pads[2], wo + 2 - pads[1] - pads[3]
-        consts = {"w": rng.uniform(0, 1, (k, c, 3, 3)).astype(np.float32)}
+        h, wd = ((o - 1) * s + (kk - 1) * d + 1 - pads[a] - pads[a + 2]
+                 for a, (o, s, d, kk) in enumerate(zip((ho, wo), strides, dilations, kernel)))
+        consts = {"w": rng.uniform(0, 1, (k, c, *kernel)).astype(np.float32)}
         if draw(st.booleans()):
             consts["b"] = rng.uniform(0, 1, k).astype(np.float32)
         feeds = {"x": rng.uniform(0, 1, (n, c, h, wd)).astype(np.float32)}

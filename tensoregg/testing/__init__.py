@@ -419,9 +419,11 @@ def _canonical(graph: Any) -> str:
     return "\n".join([*lines, "->" + ",".join(names[o] for o in graph.outputs)])
 
 
-def programs(js: Mapping[str, Any], enc: Any, limit: int = 64) -> list[Any]:
+def programs(js: Mapping[str, Any], enc: Any, limit: int = 64,
+             names: list[dict[str, str]] | None = None) -> list[Any]:
     """Decoded acyclic programs held by a serialized e-graph: every combination of e-node choices
-    over the e-classes that hold several (up to ``limit`` combinations)."""
+    over the e-classes that hold several (up to ``limit`` combinations). ``names``, if given,
+    receives for each program the value name each tensor e-class became."""
     import itertools
 
     from tensoregg.errors import CompileError
@@ -433,11 +435,47 @@ def programs(js: Mapping[str, Any], enc: Any, limit: int = 64) -> list[Any]:
     for picks in itertools.islice(itertools.product(*[ids for _, ids in open_classes]), limit):
         choice = dict(base)
         choice.update({c: pick for (c, _), pick in zip(open_classes, picks)})
+        named: dict[str, str] = {}
         try:
-            found.append(decode(js, choice, enc))
+            found.append(decode(js, choice, enc, names=named))
         except CompileError:  # a cyclic choice
             continue
+        if names is not None:
+            names.append(named)
     return found
+
+
+def type_facts(js: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``shape_of`` and ``dtype_of`` facts of a serialized e-graph: per tensor e-class, its
+    ``shape`` (a tuple) and ``dtype`` (a name), where the e-graph holds them."""
+    from tensoregg.ir.terms import read_literal
+
+    literal: dict[str, str] = {}  # e-class -> a Vec or String node in it
+    for node_id, node in js["nodes"].items():
+        if node["op"] == "Vec" or node["op"].startswith('"'):
+            literal.setdefault(node["eclass"], node_id)
+    facts: dict[str, dict[str, Any]] = {}
+    for node in js["nodes"].values():
+        if node["op"] in ("shape_of", "dtype_of") and node["eclass"] in literal:
+            tensor = js["nodes"][node["children"][0]]["eclass"]
+            facts.setdefault(tensor, {})[node["op"][:5]] = read_literal(js, literal[node["eclass"]])
+    return facts
+
+
+def assert_type_facts_hold(facts: Mapping[str, Mapping[str, Any]], names: Mapping[str, str], program: Any,
+                           where: str) -> None:
+    """Every shape/dtype fact of an e-class that ``program`` computes (as value ``names[class]``)
+    is the type the program gives that value: a rule that sets a wrong fact misleads later rules."""
+    for cid, fact in facts.items():
+        t = program.types.get(names.get(cid, ""))
+        if t is None:
+            continue
+        if "shape" in fact and tuple(fact["shape"]) != tuple(t.shape):
+            raise AssertionError(f"{where}: the e-graph says {names[cid]} has shape {tuple(fact['shape'])}, "
+                                 f"the program computes {tuple(t.shape)}")
+        if "dtype" in fact and fact["dtype"] != t.dtype.name:
+            raise AssertionError(f"{where}: the e-graph says {names[cid]} has dtype {fact['dtype']}, "
+                                 f"the program computes {t.dtype.name}")
 
 
 def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit: int = 64,
@@ -445,8 +483,9 @@ def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit:
     """Prove ``rule`` on one concrete graph: it must fire (unless ``must_fire`` is False: a premise-
     breaking case, where firing is allowed only if sound), add at least one new program, and every
     program the e-graph then holds must compute what ``graph`` computes: bit for bit (NaN equals
-    NaN) when ``rule.exact``, else within the dtype's tolerance. A tensoregg error from the rewritten
-    programs fails the check too, naming the rule.
+    NaN) when ``rule.exact``, else within the dtype's tolerance, and give each value the shape and
+    dtype the e-graph's facts say. A tensoregg error from the rewritten programs fails the check too,
+    naming the rule.
 
     Returns how many programs were compared. Use with the rule's ``example`` strategy::
 
@@ -465,8 +504,9 @@ def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit:
     if not fired:
         assert not must_fire, f"rule {rule.name} did not fire on its example:\n{graph}"
         return 0
+    js, names = serialize(enc.egraph), []
     try:
-        found = programs(serialize(enc.egraph), enc, limit)
+        found = programs(js, enc, limit, names)
     except TensoreggError as exc:
         raise AssertionError(f"rule {rule.name}: the rewritten e-graph cannot be decoded: {exc}\n"
                              f"{graph}") from exc
@@ -475,7 +515,9 @@ def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit:
     assert new or not must_fire, f"rule {rule.name} added no new program"
     want = run_graph(graph, feeds)
     same = assert_same if not getattr(rule, "exact", True) else assert_identical
-    for g in found:
+    facts = type_facts(js)
+    for g, named in zip(found, names):
+        assert_type_facts_hold(facts, named, g, f"rule {rule.name}, program\n{g}")
         try:
             results = run_graph(g, feeds)
         except TensoreggError as exc:

@@ -101,3 +101,24 @@ def test_an_unsound_rule_fails_in_context():
     graph = Graph({"x": TensorType.of(x)}, {}, nodes, ["y"])
     with pytest.raises(AssertionError, match="family bad"):
         check_in_context(bad, [(graph, {"x": x})] * 3, choices=8)
+
+
+def test_a_rule_that_sets_a_wrong_shape_fact_is_caught():
+    """Relu(x) = Relu(-(-x)) is sound, but giving the new term -x a wrong shape misleads later rules."""
+    from egglog import Vec, i64, set_, union
+
+    from tensoregg.ir import Graph, Node, TensorType
+    from tensoregg.ir.terms import CONSTRUCTORS, dtype_of, shape_of
+    from tensoregg.rules.algebra import a
+    from tensoregg.rules.registry import Family
+    from tensoregg.testing import check_rule
+
+    relu, neg = CONSTRUCTORS["Relu"].fn, CONSTRUCTORS["Neg"].fn
+    bad = Family("bad", "")
+    rule = bad.rule("relu-of-negs-misshaped", "wrong shape", [relu(a)],
+                    [union(relu(a)).with_(relu(neg(neg(a)))), set_(shape_of(neg(a))).to(Vec[i64](i64(7))),
+                     set_(dtype_of(neg(a))).to("float32")], example=lambda: None)
+    x = np.array([-2.0, 0.5], np.float32)
+    graph = Graph({"x": TensorType.of(x)}, {}, [Node("Relu", ("x",), ("y",))], ["y"])
+    with pytest.raises(AssertionError, match=r"the e-graph says .* has shape \(7,\)"):
+        check_rule(rule, graph, {"x": x})

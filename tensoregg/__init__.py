@@ -10,11 +10,12 @@ from tensoregg.errors import (
                               ShapeError,
                               TensoreggError,
                               UnsupportedOperator,
+                              ValidationError,
 )
 from tensoregg.explain import Explanation, explain
 from tensoregg.runtime import Module, extract, load
 from tensoregg.version import __version__
 
 __all__ = ["ArtifactError", "CompileError", "Explanation", "InputError", "InvalidModel", "Module",
-           "ShapeError", "TensoreggError", "UnsupportedOperator", "__version__", "compile", "errors",
-           "explain", "extract", "load"]
+           "ShapeError", "TensoreggError", "UnsupportedOperator", "ValidationError", "__version__", "compile",
+           "errors", "explain", "extract", "load"]

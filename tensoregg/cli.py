@@ -87,7 +87,8 @@ def obtain(args: argparse.Namespace) -> tuple[Module, str]:
         how = "loaded"
     else:
         module = tensoregg.compile(args.model, target=args.target,
-                                   input_shapes=parse_shapes(args.input_shape), cache=not args.no_cache)
+                                   input_shapes=parse_shapes(args.input_shape), cache=not args.no_cache,
+                                   validate=getattr(args, "validate", False))
         how = "compiled" if module.graph is not None else "loaded from the compile cache"
     ms = (time.perf_counter() - t0) * 1e3
     return module, f"{how} {args.model} for target {module.target} in {ms:.1f} ms: {module}"
@@ -207,7 +208,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     module = tensoregg.compile(args.model, target=args.target, input_shapes=parse_shapes(args.input_shape),
-                               cache=not args.no_cache)
+                               cache=not args.no_cache, validate=args.validate)
     seconds = time.perf_counter() - t0
     path = module.save(args.output)
     info = {"artifact": str(path), "bytes": path.stat().st_size, "target": module.target,
@@ -335,6 +336,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if any(v.problem for v in verdicts) else 0
 
 
+VALIDATE_HELP = ("translation validation: run the optimized program against the imported one on random "
+                 "inputs (reference interpreter) and refuse it if they differ")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tensoregg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -349,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                      help="an input's value (repeatable; the others are seeded random data)")
     run.add_argument("--output", "-o", metavar="DIR", help="write output k to DIR/k.npy")
+    run.add_argument("--validate", action="store_true", help=VALIDATE_HELP)
     run.set_defaults(fn=cmd_run)
     timing = sub.add_parser("bench", help="time a model's (or an artifact's) runs: median and quartiles, "
                                           "optionally against onnxruntime")
@@ -376,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("--target", "-t", default=None, choices=available(), help=target_help)
     build.add_argument("--output", "-o", required=True, metavar="OUT.tegg", help="the artifact to write")
     build.add_argument("--json", action="store_true", help="print what was written as JSON")
+    build.add_argument("--validate", action="store_true", help=VALIDATE_HELP)
     build.set_defaults(fn=cmd_compile)
     show = sub.add_parser("print", help="import a model and print its Graph (as imported, or --optimized)")
     show.add_argument("model")

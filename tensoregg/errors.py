@@ -61,6 +61,15 @@ class RaceError(CompileError):
     values into one): the kernel's result depends on their timing. Found by the interpreter."""
 
 
+class ValidationError(CompileError):
+    """Translation validation (``compile(..., validate=True)``) found the optimized program computing
+    something else than the imported one: an unsound rule. Names the output, the error and the rules."""
+
+    def __init__(self, message: str, *, output: str, error: float, rules: list[str]) -> None:
+        super().__init__(message)
+        self.output, self.error, self.rules = output, error, rules
+
+
 class ArtifactError(TensoreggError):
     """A saved artifact is missing, corrupted or from an incompatible version."""
 
@@ -75,3 +84,9 @@ class CrossRunError(TensoreggError):
 
 class RuleError(TensoreggError):
     """A user's rule module that cannot be loaded, or holds no rule family."""
+
+
+class AcceleratorError(TensoreggError):
+    """A program for the ``accel`` target that its assembler, loader or simulator rejects: a malformed
+    instruction or program file, a scratchpad or main-memory access out of range, a read of main
+    memory nothing wrote, or a broken dependency-token protocol (deadlock, tokens left over)."""

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tensoregg.errors import CompileError
+from tensoregg.errors import CompileError, ValidationError
 from tensoregg.ir.fold import fold_constants
 from tensoregg.ir.graph import Graph
 from tensoregg.progress import stage
@@ -17,6 +17,7 @@ from tensoregg.targets import Target
 
 if TYPE_CHECKING:
     from tensoregg.extraction.view import EGraphView
+    from tensoregg.ir.equivalence import Difference
     from tensoregg.ir.schedules import Pricer
     from tensoregg.rules import Family
 
@@ -26,6 +27,11 @@ ILP_MAX_ENODES = 20_000
 """Above this many e-nodes extraction is greedy only (the ILP grows with the e-graph)."""
 ILP_SECONDS = 3.0
 """HiGHS's time limit; at the limit its best solution (or greedy's, if cheaper) is used."""
+VALIDATION_DRAWS = 3
+"""Random inputs translation validation runs both programs on."""
+NARROWING_RUNS = 12
+"""Most optimizations translation validation reruns (on subsets of the rules that fired) to narrow
+down the rules behind a difference."""
 
 
 @dataclass
@@ -149,3 +155,65 @@ def optimize(graph: Graph, target: Target, families: Sequence[str | Family] | No
                            "a rule is unsound")
     log.info("%s", report)
     return result, report
+
+
+def fired_rules(report: OptimizeReport) -> list[str]:
+    """The rules that matched at least once in ``report``'s saturation, in the order they first did."""
+    return list(dict.fromkeys(name for phase in report.phases for name, n in phase.fired.items() if n))
+
+
+def validate(original: Graph, optimized: Graph, report: OptimizeReport, target: Target,
+             families: Sequence[str | Family] | None = None, *, schedules: Pricer | None = None,
+             seed: int = 0) -> None:
+    """Translation validation: run ``optimized`` (what ``optimize`` extracted from ``original`` with
+    these families) and ``original`` with the reference interpreter on seeded random inputs, and raise
+    ValidationError, naming the output, the error and the rules involved, if an output differs
+    beyond its dtype's tolerance. The rules are those that fired, narrowed by optimizing again with
+    halves of them (``NARROWING_RUNS`` at most) while a half alone still yields a difference."""
+    from tensoregg.ir.equivalence import compare
+
+    with stage("validate"):
+        difference = compare(original, optimized, seed=seed, draws=VALIDATION_DRAWS)
+    if difference is None:
+        return
+    fired = fired_rules(report)
+    with stage("narrow"):
+        culprits, difference = _narrow(original, target, families, schedules, fired, difference, seed)
+    which = ("the rules that fired" if culprits == fired
+             else f"narrowed to {len(culprits)} of the {len(fired)} that fired")
+    raise ValidationError(f"the optimized program differs from the imported one: {difference}; "
+                          f"{which}: {', '.join(culprits) or '(none fired)'}",
+                          output=difference.output, error=difference.error, rules=culprits)
+
+
+def _narrow(original: Graph, target: Target, families: Sequence[str | Family] | None,
+            schedules: Pricer | None, rules: list[str], difference: Difference,
+            seed: int) -> tuple[list[str], Difference]:
+    """A subset of ``rules`` whose rules alone still make the optimized program differ (halving while
+    one half does), and that difference."""
+    from tensoregg.ir.equivalence import compare
+    from tensoregg.rules import Family
+
+    chosen = resolve_families(families if families is not None else target.rule_families)
+    runs = 0
+
+    def differs(subset: list[str]) -> Difference | None:
+        nonlocal runs
+        runs += 1
+        keep = set(subset)
+        # a Family subclass (layout's) adds rules of its own: narrowing keeps its class
+        parts = [type(f)(f.name, f.doc, [r for r in f.rules if r.name in keep]) for f in chosen]
+        graph, _ = optimize(original, target, [f for f in parts if isinstance(f, Family)],
+                            schedules=schedules)
+        return compare(original, graph, seed=seed, draws=VALIDATION_DRAWS)
+
+    while len(rules) > 1 and runs + 2 <= NARROWING_RUNS:
+        half = len(rules) // 2
+        for part in (rules[:half], rules[half:]):
+            found = differs(part)
+            if found is not None:
+                rules, difference = part, found
+                break
+        else:
+            break
+    return rules, difference

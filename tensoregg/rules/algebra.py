@@ -37,6 +37,8 @@ INTEGERS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uin
 FLOATS = ("float16", "bfloat16", "float32", "float64")
 SIGNED = FLOATS + INTEGERS[:4]
 ALL = FLOATS + INTEGERS
+RELU_OF_ABS = FLOATS
+"""The dtypes relu-of-abs holds for."""
 VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand")
 
 
@@ -57,8 +59,10 @@ algebra.rewrite("relu-idempotent", "relu(relu(x)) = relu(x)", Relu(Relu(x)), Rel
 # |(|x|)| = |x|
 algebra.rewrite("abs-idempotent", "abs(abs(x)) = abs(x)", Abs(Abs(x)), Abs(x),
                 example=lambda: chain([("Abs", {}), ("Abs", {})]))
-# relu(|x|) = |x| since |x| >= 0
-algebra.rewrite("relu-of-abs", "relu(abs(x)) = abs(x)", Relu(Abs(x)), Abs(x),
+# relu(|x|) = |x| since |x| >= 0, in floats only: |x| wraps to the minimum of a signed integer type
+# (|-128| is -128 in int8), which relu maps to 0
+algebra.rewrite("relu-of-abs", "relu(abs(x)) = abs(x) for float x (integers: |min| wraps below 0)",
+                Relu(Abs(x)), Abs(x), eq(dtype_of(x)).to(dt), _names(RELU_OF_ABS).contains(dt),
                 example=lambda: chain([("Abs", {}), ("Relu", {})]))
 # -(-x) = x
 algebra.rewrite("neg-involution", "neg(neg(x)) = x", Neg(Neg(x)), x,

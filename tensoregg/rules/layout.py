@@ -7,7 +7,8 @@ extraction picks). Attributes pass through unchanged, as do the inputs that are 
 data (Clip's bounds, CastLike's target). An op with several data operands moves a Transpose when
 each operand is transposed by the same explicit perm, which gives all of them its rank
 (broadcasting aligns trailing axes, which a Transpose of a lower-rank operand would misplace), or
-has shape () or (1,), which broadcasts alike along any axes.
+has shape () or (1,), which broadcasts alike along any axes (then an explicit perm must have an axis:
+a scalar's ``T(x, [])`` broadcast to shape (1,) cannot be written ``T(op(x, s), [])``).
 
 Transposes meet through algebra's ``transpose-*`` rules (compose, identity). Phases run one after
 another, so this family's ruleset runs those rules too: the Transposes it moves cancel within its
@@ -108,6 +109,8 @@ def _sink(op: str, form: str) -> None:
     data = [var(f"in{i}", Tensor) for i in range(len(form))]
     outer = [Transpose(v, p) if k == "t" else v for v, k in zip(data, form)]
     facts = [fact for v, k in zip(data, form) if k == "s" for fact in _scalar_shaped(v)]
+    if "s" in form:  # an explicit perm has >= 1 axis: T(x, []) of a scalar x, broadcast to (1,), is
+        facts.append(p.push(Vec[i64](i64(0)))[0].length() > i64(0))  # not T(op(x, s), []) (ill typed)
     if form.count("t") > 1:
         facts.append(eq(p.length()).to(i64(1)))  # an explicit perm: every transposed operand has its rank
     if ctor.variadic:

@@ -6,7 +6,8 @@ and executor (``build``: optimized Graph -> ``Program``), and whether it can run
 Cost models and lowerings read only the Target. The built-in targets are ``ref`` (the reference
 interpreter, ``targets/ref``), ``llvm`` (native code for the host, ``targets/llvm``), ``interp`` (the
 loop program executed by numpy, ``targets/interp``), and ``aarch64`` and ``riscv64`` (native code for
-those CPUs run under qemu-user, ``targets/cross``).
+those CPUs run under qemu-user, ``targets/cross``), ``accel`` and ``accel-small`` (an int8 accelerator
+and its simulator, ``targets/accel``).
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ def get_target(name: str) -> Target:
     return registration(name).describe()
 
 
-from tensoregg.targets import cross, cuda, interp, llvm, ref  # noqa: E402  (the built-in targets register themselves)
+from tensoregg.targets import accel, cross, cuda, interp, llvm, ref  # noqa: E402  (the built-in targets register themselves)
 from tensoregg.targets.ref import REF  # noqa: E402
 
-__all__ = ["REF", "RULE_FAMILIES", "Program", "Registration", "Target", "available", "cross", "cuda",
+__all__ = ["REF", "RULE_FAMILIES", "Program", "Registration", "Target", "accel", "available", "cross", "cuda",
            "get_target", "interp", "llvm", "ref", "register_target", "registration"]

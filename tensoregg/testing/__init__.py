@@ -19,23 +19,8 @@ from onnx import helper
 
 from tensoregg.frontends.onnx import import_onnx
 from tensoregg.ir import run_graph
+from tensoregg.ir.equivalence import tolerance
 from tensoregg.strategies import arrays, broadcastable_shapes, shapes
-
-FLOAT_TOL = {np.dtype(np.float16): (1e-2, 1e-3), np.dtype(np.float32): (1e-5, 1e-6),
-             np.dtype(np.float64): (1e-10, 1e-12)}
-
-
-def tolerance(dtype: np.dtype) -> tuple[float, float]:
-    """(rtol, atol) for comparing results of ``dtype``: exact for integers and bools, two units in
-    the last place for the low-precision floats of ml_dtypes (bfloat16, float8...)."""
-    dtype = np.dtype(dtype)
-    if dtype in FLOAT_TOL:
-        return FLOAT_TOL[dtype]
-    if dtype.kind == "V" and dtype.name.startswith(("bfloat", "float")):
-        import ml_dtypes
-
-        return 2 * float(ml_dtypes.finfo(dtype).eps), 0.0
-    return (1e-5, 1e-6) if dtype.kind == "f" else (0.0, 0.0)
 
 
 def assert_same(got: np.ndarray, want: np.ndarray, where: str, rtol: float | None = None,

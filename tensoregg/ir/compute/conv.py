@@ -182,11 +182,12 @@ def _conv_integer(ctx: ComputeCtx) -> Sequence[Expr]:
 
 @define("QLinearConv")
 def _qlinear_conv(ctx: ComputeCtx) -> Sequence[Expr]:
-    """(the int32 sum + B) * (x_scale * w_scale / y_scale, in the scales' dtype), requantized."""
+    """(the int32 sum + B) * (x_scale * w_scale / y_scale, in the scales' dtype), requantized in
+    float32."""
     acc = _integer_sum(ctx, ctx.input(0), ctx.input(3), 2, 5)
     m = ctx.index()[1]
     if ctx.has(8):
-        acc = cast(acc, F64) + cast(ctx.input(8)[m], F64)
+        acc = acc + ctx.input(8)[m]  # int32, as onnxruntime accumulates
     w_scale = ctx.input(4)
     scale = first(ctx.input(1)) * (first(w_scale) if w_scale.size == 1 else w_scale[m]) / first(ctx.input(6))
     return [requantized(acc, scale, ctx.input(7))]

@@ -83,7 +83,7 @@ def _matmul(ctx: ComputeCtx) -> Sequence[Expr]:
 
 # ---- MatMulInteger and QLinearMatMul -------------------------------------------------------------
 
-I32, F64 = np.dtype(np.int32), np.dtype(np.float64)
+I32, F32, F64 = np.dtype(np.int32), np.dtype(np.float32), np.dtype(np.float64)
 
 
 def line_param(p: Buffer, batch: Sequence[Expr], line: Expr | None, per_row: bool) -> Expr:
@@ -106,10 +106,10 @@ def _zero_point(ctx: ComputeCtx, i: int, per_row: bool) -> Shift | None:
 
 
 def requantized(acc: Expr, scale: Expr, zero_point: Buffer) -> Expr:
-    """saturate(round_half_even(acc * scale) + zero_point) in float64 (numpy's int32 * float), to the
-    zero point's dtype."""
-    y = call("round", cast(acc, F64) * cast(scale, F64))
-    return saturate(y + cast(first(zero_point), F64), zero_point.dtype)
+    """saturate(round_half_even(float32(acc) * scale) + zero_point) in float32, as onnxruntime's
+    ``MlasRequantizeOutput`` (float64 rounds differently near ties), to the zero point's dtype."""
+    y = call("round", cast(acc, F32) * cast(scale, F32))
+    return saturate(y + cast(first(zero_point), F32), zero_point.dtype)
 
 
 @define("MatMulInteger")

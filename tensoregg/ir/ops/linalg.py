@@ -127,12 +127,14 @@ def _qlinear_matmul_shape(ctx: InferCtx) -> TensorType:
 @op("QLinearMatMul", "a a_scale a_zero_point b b_scale b_zero_point y_scale y_zero_point", "y",
     shape=_qlinear_matmul_shape)
 def qlinear_matmul(attrs, a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point):
-    """saturate(round_half_even((a - a_zp) @ (b - b_zp) * a_scale * b_scale / y_scale) + y_zp); the
-    scales and zero points of a per tensor or per row, of b per tensor or per column."""
+    """saturate(round_half_even((a - a_zp) @ (b - b_zp) * a_scale * b_scale / y_scale) + y_zp), the
+    product converted to float32 and multiplied in float32 as onnxruntime does; the scales and zero
+    points of a per tensor or per row, of b per tensor or per column."""
     product = np.matmul(_centered(a, a_zero_point, True), _centered(b, b_zero_point, False))
     scale = np.matmul(_lined_up(a_scale, a, True), _lined_up(b_scale, b, False)) / y_scale.reshape(())
     info = np.iinfo(y_zero_point.dtype)
-    y = np.rint(product * scale) + y_zero_point.reshape(()).astype(np.int32)
+    y = np.rint(product.astype(np.float32) * scale.astype(np.float32))
+    y = y + y_zero_point.reshape(()).astype(np.float32)
     return np.clip(y, info.min, info.max).astype(y_zero_point.dtype)
 
 

@@ -325,11 +325,13 @@ def _qlinear_conv_shape(ctx: InferCtx) -> TensorType:
 @op("QLinearConv", "x x_scale x_zero_point w w_scale w_zero_point y_scale y_zero_point B?", "y",
     shape=_qlinear_conv_shape, attrs=_CONV_ATTRS)
 def qlinear_conv(attrs, x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, b=None):
-    """saturate(round_half_even((conv(x - x_zp, w - w_zp) + B) * x_scale * w_scale / y_scale) + y_zp);
-    w's scale and zero point per tensor or per output channel."""
-    acc = _add_bias(_integer_conv(attrs, x, w, x_zero_point, w_zero_point), b)
-    scale = x_scale.reshape(()) * w_scale / y_scale.reshape(())
-    y = np.rint(acc * _per_channel(scale, x.ndim - 2)) + y_zero_point.reshape(()).astype(np.float64)
+    """saturate(round_half_even((conv(x - x_zp, w - w_zp) + B) * x_scale * w_scale / y_scale) + y_zp),
+    the int32 sum converted to float32 and multiplied in float32 as onnxruntime does; w's scale and
+    zero point per tensor or per output channel."""
+    acc = _add_bias(_integer_conv(attrs, x, w, x_zero_point, w_zero_point).astype(np.int32), b)
+    scale = (x_scale.reshape(()) * w_scale / y_scale.reshape(())).astype(np.float32)
+    y = np.rint(acc.astype(np.float32) * _per_channel(scale, x.ndim - 2))
+    y = y + y_zero_point.reshape(()).astype(np.float32)
     info = np.iinfo(y_zero_point.dtype)
     return np.clip(y, info.min, info.max).astype(y_zero_point.dtype)
 

@@ -489,7 +489,8 @@ def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit:
     if not fired:
         assert not must_fire, f"rule {rule.name} did not fire on its example:\n{graph}"
         return 0
-    js, names = serialize(enc.egraph), []
+    js = serialize(enc.egraph)
+    names: list[dict[str, str]] = []
     try:
         found = programs(js, enc, limit, names)
     except TensoreggError as exc:

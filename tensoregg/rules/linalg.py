@@ -157,15 +157,19 @@ def _per_channel(conv: Any, full: bool) -> list[Any]:
     of rank <= 5; s is 1 on every axis of sy but the channel axis 1 (``_conv_fold`` checks that it
     keeps sy when broadcast, so s's channel side is C or 1); ``full``: it is C.
 
-    s's shape right-aligned to sy (numpy broadcasting) lies in ones(5) + shape(s) + ones(5) at
-    ``offset`` = len(s) + 5 - rank(sy): axis i of sy is ``padded[offset + i]``, a one where s has
-    no axis."""
-    ones = Vec[i64](*[i64(1)] * MAX_CONV_RANK)
-    padded, offset = ones.append(ss, ones), ss.length() + i64(MAX_CONV_RANK) - sy.length()
-    channel = [eq(padded[offset + 1]).to(sy[1])] if full else []
+    s's shape right-aligned to sy (numpy broadcasting): its extent along axis i of sy is element
+    ``len(s) + 5 - rank(sy)`` of ones(5 - i) + shape(s) + ones(i - 2), a one where s has no axis
+    (the ones before stand for the axes before s's first, those after for axes past sy's last)."""
+    offset = ss.length() + i64(MAX_CONV_RANK) - sy.length()
+
+    def extent(i: int) -> Any:
+        ones = [Vec[i64](*[i64(1)] * n) for n in (MAX_CONV_RANK - i, i - 2)]
+        return ones[0].append(ss, *ones[1:] if i > 2 else [])[offset]
+
+    channel = [eq(extent(1)).to(sy[1])] if full else []
     return [*is_const(s), eq(dtype_of(s)).to(dt), eq(dtype_of(conv)).to(dt), FOLD_DTYPES.contains(dt),
             eq(shape_of(s)).to(ss), eq(shape_of(conv)).to(sy), sy.length() < i64(MAX_CONV_RANK + 1),
-            *[eq(padded[offset + i]).to(i64(1)) for i in range(MAX_CONV_RANK) if i != 1], *channel]
+            *[eq(extent(i)).to(i64(1)) for i in range(MAX_CONV_RANK) if i != 1], *channel]
 
 
 def _conv_affine_rule(op: str, commuted: bool, with_bias: bool) -> None:
@@ -260,12 +264,13 @@ def _bn_node(draw: Any, t: str) -> Node:
     return Node("BatchNormalization", (t, "scale", "shift", "mean", "var"), ("y",), {"epsilon": eps})
 
 
-def _draw_conv(draw: Any, with_bias: bool) -> tuple[Node, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Conv x -> t (W, B?) with 1 to 3 spatial dims, batch 1 or 2, random groups/strides/pads, dilations and
-    kernel_shape set or unset: (node, consts, feeds)."""
+def _draw_conv(draw: Any, with_bias: bool,
+               spatial: int | None = None) -> tuple[Node, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Conv x -> t (W, B?) with ``spatial`` (default: 1 to 3) spatial dims, batch 1 or 2, random
+    groups/strides/pads, dilations and kernel_shape set or unset: (node, consts, feeds)."""
     from hypothesis import strategies as st
 
-    spatial = draw(st.integers(1, 3))
+    spatial = spatial or draw(st.integers(1, 3))
     group = draw(st.sampled_from([1, 2]))
     cin, cout = group * draw(st.integers(1, 2)), group * draw(st.integers(1, 2))
     kernel = tuple(draw(st.integers(1, 2)) for _ in range(spatial))
@@ -299,22 +304,28 @@ def _conv_bn_example(with_bias: bool) -> Any:
 
 def _conv_affine_example(op: str, commuted: bool, with_bias: bool, any_s: bool = False) -> Any:
     """x -> Conv(W, B?) (see ``_draw_conv``) -> Mul/Add with a constant s of shape (1, C, 1, ...) or
-    (C, 1, ...), or (when B is present or op is Mul) () or (1,); ``any_s``: s not per-channel (the
-    premises broken): varying along one non-channel axis (and maybe the channels)."""
+    (C, 1, ...), or (when B is present or op is Mul) ones of any length up to the output's rank;
+    ``any_s``: s not per-channel (the premises broken): varying along one non-channel axis (and maybe
+    the channels), that axis the last of a Conv with 4 spatial axes (past the rank the premises
+    check), or with an extra leading axis (s widens the result)."""
     from hypothesis import strategies as st
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        conv, consts, feeds = _draw_conv(draw, with_bias)
+        how = draw(st.sampled_from(["axis", "rank", "wider"])) if any_s else ""
+        conv, consts, feeds = _draw_conv(draw, with_bias, 4 if how == "rank" else None)
         channels, ones = consts["w"].shape[0], (1,) * (consts["w"].ndim - 2)
         shapes = [(1, channels, *ones), (channels, *ones)]
         if op == "Mul" or with_bias:
-            shapes += [(), (1,)]
+            shapes += [(1,) * n for n in range(consts["w"].ndim + 1)]
         if any_s:  # s varying along one axis j other than the channels' (and maybe along them too)
             out = Graph({"x": TensorType.of(feeds["x"])}, consts, [conv], ["t"]).types["t"].shape
             axes = [k for k in range(len(out)) if k != 1 and out[k] > 1] or [0]
-            j, keep = draw(st.sampled_from(axes)), draw(st.booleans())
+            j = len(out) - 1 if how == "rank" else draw(st.sampled_from(axes))
+            keep = draw(st.booleans())
             shapes = [tuple(d if k == j or (k == 1 and keep) else 1 for k, d in enumerate(out))]
+            if how == "wider":
+                shapes = [(2, *(1,) * len(out))]
         consts["s"] = _f32(draw, draw(st.sampled_from(shapes)), -2.0, 2.0)
         affine = Node(op, ("s", "t") if commuted else ("t", "s"), ("y",))
         return _case([conv, affine], feeds, consts)

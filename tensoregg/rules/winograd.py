@@ -75,31 +75,41 @@ _conv_winograd()
 def _example(broken: bool = False) -> Any:
     """x [N, C, H, W] -> Conv(W [K, C, 3, 3], B?) with pads, strides/dilations [1, 1] or unset,
     C, K >= 16 and an output of 8 to 11 rows and columns (even and odd). Values are positive, so that
-    no output cancels to near zero (the check's tolerance is relative). ``broken``: one of stride,
-    dilation or kernel size differs along one axis (the rule's premises broken)."""
+    no output cancels to near zero (the check's tolerance is relative). ``broken``: a premise broken,
+    one of: a kernel of 1 or 5 along one axis, a kernel of 2 dilated by 2 (3 wide, as the shapes
+    premises see it) along one axis, or a third spatial axis. (A stride breaks nothing the shape
+    premises do not: along an axis with one output row it does not matter.)"""
     from hypothesis import strategies as st
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
         rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
         n, c, k = draw(st.integers(1, 2)), draw(st.integers(16, 20)), draw(st.integers(16, 20))
-        ho, wo = draw(st.integers(8, 11)), draw(st.integers(8, 11))
+        outs = [draw(st.integers(8, 11)), draw(st.integers(8, 11))]
+        dilations, kernel = [1, 1], [3, 3]
+        how = draw(st.sampled_from(["kernel", "dilation", "rank"])) if broken else ""
+        axis = draw(st.integers(0, 1))
+        if how == "kernel":
+            kernel[axis] = draw(st.sampled_from([1, 5]))
+        elif how == "dilation":
+            kernel[axis], dilations[axis] = 2, 2
+        elif how == "rank":  # pads and dilations unset, so that only the rank premise breaks
+            outs, dilations, kernel = [*outs, 2], [1] * 3, [3, 3, draw(st.integers(1, 3))]
         pads = [draw(st.integers(0, 1)) for _ in range(4)]
-        strides, dilations, kernel = [1, 1], [1, 1], [3, 3]
-        if broken:
-            which, axis = draw(st.sampled_from([strides, dilations, kernel])), draw(st.integers(0, 1))
-            which[axis] = draw(st.sampled_from([1, 5])) if which is kernel else 2
-        given = {"pads": pads, "strides": strides, "dilations": dilations, "kernel_shape": kernel}
-        needed = {a for a in ("strides", "dilations") if given[a] != [1, 1]}  # unset: 1s
-        attrs = {a: v for a, v in given.items() if a in needed or draw(st.booleans())}
+        given = {"pads": pads, "dilations": dilations, "kernel_shape": kernel}
+        attrs = {a: v for a, v in given.items()
+                 if (a == "dilations" and how == "dilation") or (how != "rank" and draw(st.booleans()))}
+        if "strides" not in attrs and draw(st.booleans()) and how != "rank":
+            attrs["strides"] = [1, 1]
         if "pads" not in attrs:  # unset pads: zeros
-            pads = [0] * 4
-        h, wd = ((o - 1) * s + (kk - 1) * d + 1 - pads[a] - pads[a + 2]
-                 for a, (o, s, d, kk) in enumerate(zip((ho, wo), strides, dilations, kernel)))
+            pads = [0] * (2 * len(outs))
+        rank = len(outs)
+        space = [o + (kk - 1) * d - pads[a] - pads[a + rank]
+                 for a, (o, d, kk) in enumerate(zip(outs, dilations, kernel))]
         consts = {"w": rng.uniform(0, 1, (k, c, *kernel)).astype(np.float32)}
         if draw(st.booleans()):
             consts["b"] = rng.uniform(0, 1, k).astype(np.float32)
-        feeds = {"x": rng.uniform(0, 1, (n, c, h, wd)).astype(np.float32)}
+        feeds = {"x": rng.uniform(0, 1, (n, c, *space)).astype(np.float32)}
         conv = Node("Conv", ("x", "w", "b" if "b" in consts else ""), ("y",), attrs)
         return Graph({"x": TensorType.of(feeds["x"])}, consts, [conv], ["y"]), feeds
 

@@ -9,7 +9,8 @@ and not counted. A surviving mutant that is still sound (an equivalent mutant, l
 
 Mutants:
 - ``drop``: one premise (any fact but a rewrite's left-hand side) removed;
-- ``swap``: two operands of one sort swapped in a term the rule creates (its actions);
+- ``swap``: two operands of one sort swapped in a term the rule creates (its actions), except the
+  operands of i64 ``+`` and ``*`` (``COMMUTATIVE``), which would give the same rule;
 - ``const``: an int or float literal of a fact or action changed (int + 1, float + 0.5);
 - ``axis``: an index literal (``v[i]``, ``.get(i)``) changed by one.
 """
@@ -17,6 +18,7 @@ Mutants:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +34,9 @@ from tensoregg.testing.rulecheck import check_rule_cases
 
 INDEX_METHODS = ("__getitem__", "get")
 """Methods whose int argument is an index (an axis, an output slot): its mutants are ``axis``."""
+
+COMMUTATIVE = ("__add__", "__mul__")
+"""i64 methods whose operands commute: swapping them is not a mutant."""
 
 CONSTANT_LEAF = "Tensor.const("
 """How a premise that a tensor is a constant (an initializer) prints: such premises make a rule pay
@@ -58,8 +63,19 @@ EQUIVALENT: dict[str, str] = {
     **{f"gemm-bn-fold-trans-b{c}~const{k}": "transB = 2 means transposed as 1 does (ONNX: nonzero)"
        for c, k in (("", 12), ("-no-c", 7))},
     "abs-of-neg~drop2": "ONNX's Neg takes no unsigned type: the signed-dtype premise excludes no valid graph",
+    "conv-winograd~drop2": "the shape premises leave a stride other than 1 only along an axis with one "
+    "output row, where it does not matter",
+    **{f"conv-winograd~{m}": "a premise that makes the rule pay (enough channels and outputs); Winograd is "
+       "exact for any" for m in ("drop10", "drop11", "drop12", "axis17")},
+    **{f"conv-winograd~const{k}": "changes an element of the unset-pads default that the premise does not "
+       "read" for k in (14, 15, 16, 17, 18, 20, 22, 24, 25, 26, 27, 28)},
 }
 """Mutants (by name) that are still sound, with the reason: survivors here are not misses."""
+
+IMPLIED: dict[str, tuple[str, str]] = {
+    f"conv-{op.lower()}-fold": (f"eq(dtype_of({op}(", f"the dtype of {op}(conv, s) is that of conv and s, "
+                                "which other premises fix") for op in ("Mul", "Add")}
+"""Rules (by name prefix) with a premise (by how it prints) that others imply: dropping it is no miss."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +86,19 @@ class Mutant:
     name: str
     dropped: str = ""
     """For ``drop``: the premise removed, as egglog prints it."""
+    restated: bool = False
+    """For ``drop``: the premise is a pattern that another premise contains, so it is still matched."""
 
     @property
     def equivalent(self) -> str | None:
         """Why this mutant is still sound, if it is known to be (else None)."""
         if CONSTANT_LEAF in self.dropped:
             return "drops a constant-leaf premise, which only makes the rule pay"
+        if self.restated:
+            return "drops a pattern another premise contains"
+        for prefix, (premise, why) in IMPLIED.items():
+            if self.name.startswith(prefix) and self.dropped.startswith(premise):
+                return why
         return EQUIVALENT.get(self.name)
 
 
@@ -119,6 +142,8 @@ def _swap_edits(e: TypedExprDecl, parent: TypedExprDecl | None) -> Iterator[tupl
     if not isinstance(e.expr, CallDecl):
         return
     call, args = e.expr, e.expr.args
+    if getattr(call.callable, "method_name", None) in COMMUTATIVE and e.tp.ident.name == "i64":
+        return
     for i in range(len(args)):
         for j in range(i + 1, len(args)):
             if args[i].tp == args[j].tp and args[i] != args[j] and not isinstance(args[i].expr, LitDecl):
@@ -154,6 +179,9 @@ def mutants(rule: Rule) -> list[Mutant]:
     is_rewrite = len(actions) == 1 and isinstance(actions[0].action, UnionDecl)
     for k in range(1 if is_rewrite else 0, len(facts)):
         found.append(("drop", facts[:k] + facts[k + 1:], actions, str(facts[k])))
+    texts = [str(f) for f in facts]
+    patterns = {t for f, t in zip(facts, texts) if isinstance(f.fact, ExprFactDecl)
+                and f.fact.typed_expr.tp.ident.name == "Tensor"}  # a bare term: it exists
     for k, f in enumerate(facts):
         for kind, new in _fact_variants(f, _literal_edits):
             found.append((kind, [*facts[:k], new, *facts[k + 1:]], actions, ""))
@@ -167,7 +195,8 @@ def mutants(rule: Rule) -> list[Mutant]:
         counts[kind] += 1
         name = f"{rule.name}~{kind}{counts[kind]}"
         try:
-            out.append(Mutant(rule.rebuilt(fs, acts, name=name), kind, name, dropped))
+            restated = dropped in patterns and any(dropped in t for t in texts if t != dropped)
+            out.append(Mutant(rule.rebuilt(fs, acts, name=name), kind, name, dropped, restated))
         except Exception:  # egglog refused to build it: stillborn
             continue
     return out
@@ -177,7 +206,9 @@ def viable(mutant: Mutant) -> bool:
     """Whether egglog accepts the mutant's rule (no unbound variable, well-typed)."""
     try:
         EGraph().run(ruleset_of([mutant.rule], name=f"viable-{mutant.name}"))
-    except Exception:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # egglog's panics are BaseExceptions
         return False
     return True
 
@@ -195,7 +226,10 @@ def run_mutant(mutant: Mutant, examples: int = 6, premise_breaking: int = 8) -> 
         check_rule_cases(mutant.rule, examples, premise_breaking, quick=True)
     except AssertionError as exc:
         return Outcome(mutant, True, str(exc).strip().splitlines()[0][:120])
-    except Exception as exc:  # a crash is a kill too, but tells of an error that should be a tensoregg one
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # a crash (an egglog panic too) is a kill, but tells of an error that
+        # should be a tensoregg one
         return Outcome(mutant, True, f"crash: {type(exc).__name__}: {str(exc)[:100]}")
     return Outcome(mutant, False, "survived")
 
@@ -259,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--premise-cases", type=int, default=8, help="premise-breaking cases per mutant")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every mutant's outcome")
     args = parser.parse_args(argv)
+    os.environ["RUST_BACKTRACE"] = "0"  # a mutant's egglog panic is a kill, not pages of stack
     rules = [r for f in RULESETS.values() if not args.family or f.name in args.family for r in f.rules
              if not args.rule or r.name in args.rule]
     start = time.perf_counter()

@@ -154,6 +154,7 @@ def view_chain(ops: Sequence[str], same_end: bool = True) -> Any:
     """Strategy: x through the view ops ``ops`` (one or two), the last giving back x's shape (not
     ``same_end``: another shape); the middle shape is a reshape of x (flat, a 1 added or removed,
     two factors, reversed) when it can be."""
+    from hypothesis import assume
     from hypothesis import strategies as st
 
     from tensoregg.strategies import shapes
@@ -173,7 +174,9 @@ def view_chain(ops: Sequence[str], same_end: bool = True) -> Any:
                 ends = [shape, *[mid_shape] * (len(ops) - 1), final]
                 routes[mid_shape == shape] += itertools.product(
                     *[_view_options(op, src, dst) for op, src, dst in zip(ops, ends, ends[1:])])
-        route = draw(st.sampled_from(routes[False] or routes[True]))
+        options = routes[False] or routes[True]
+        assume(options)  # (not ``same_end``) no other shape these ops reach from x's
+        route = draw(st.sampled_from(options))
         consts = {f"s{k}": second for k, (_, second) in enumerate(route) if second is not None}
         steps = [(op, ("x" if k == 0 else f"v{k - 1}",) + ((f"s{k}",) if second is not None else ()), attrs)
                  for k, (op, (attrs, second)) in enumerate(zip(ops, route))]

@@ -62,6 +62,11 @@ EQUIVALENT: dict[str, str] = {
        for t in ("", "-trans-b")},
     **{f"gemm-bn-fold-trans-b{c}~const{k}": "transB = 2 means transposed as 1 does (ONNX: nonzero)"
        for c, k in (("", 12), ("-no-c", 7))},
+    **{f"{op}-transpose-sink-{form}~{m}": "an unset perm's default only needs a length > 0: any 1-element "
+       "default passes as the real one does" for op in ("add", "sub", "mul", "div", "pow", "mod")
+       for form in ("ts", "st") for m in ("const4",)},
+    **{f"{op}-transpose-sink{form}~swap1": "a + b = b + a and a * b = b * a in IEEE arithmetic"
+       for op in ("add", "mul") for form in ("", "-ts", "-st")},
     "abs-of-neg~drop2": "ONNX's Neg takes no unsigned type: the signed-dtype premise excludes no valid graph",
     "conv-winograd~drop2": "the shape premises leave a stride other than 1 only along an axis with one "
     "output row, where it does not matter",

@@ -181,7 +181,8 @@ def _example(base: str, epilogue: Sequence[str], broken: bool = False) -> Any:
         for k, step in enumerate(epilogue, 1):
             if step.startswith(("Add", "Sum")):
                 feeds[f"r{k}"] = residual()
-                args = (f"v{k - 1}", f"r{k}") if step.endswith("right") else (f"r{k}", f"v{k - 1}")
+                pair = (f"v{k - 1}", f"r{k}")
+                args: tuple[str, ...] = pair if step.endswith("right") else pair[::-1]
                 if how == "three" and step.startswith("Sum"):
                     feeds[f"t{k}"] = residual()
                     args += (f"t{k}",)

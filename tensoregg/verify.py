@@ -1,6 +1,7 @@
 """``tensoregg verify RULES.py``: a user's rule module checked as tests/rules checks ours: every rule
 of every ``Family`` it defines needs a law, a unique kebab-case name and an ``example``, and must pass
-``tensoregg.testing.check_rule`` on that many random instances of its example."""
+``tensoregg.testing.check_rule`` on that many random instances of its example, and as many cases that
+break its premises (``tensoregg.testing.rulecheck``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from tensoregg.errors import RuleError
 from tensoregg.rules import ALL_RULES, Family, Rule
-from tensoregg.testing import check_rule
+from tensoregg.testing.rulecheck import check_rule_cases
 
 KEBAB = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
@@ -47,9 +48,6 @@ def families_in(path: str | Path) -> list[Family]:
 
 def verify_rule(rule: Rule, examples: int, taken: set[str]) -> str | None:
     """What is wrong with ``rule`` (None: nothing): its name, law, example, or soundness."""
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
-
     if not KEBAB.fullmatch(rule.name):
         return f"name {rule.name!r} is not kebab-case"
     if rule.name in taken:
@@ -58,16 +56,8 @@ def verify_rule(rule: Rule, examples: int, taken: set[str]) -> str | None:
         return "no law: say why the rule is sound"
     if rule.example is None:
         return "no example strategy, so it cannot be checked"
-    example = rule.example
-
-    @settings(max_examples=examples, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(st.data())
-    def check(data: st.DataObject) -> None:
-        check_rule(rule, *data.draw(example()))
-
     try:
-        check()
+        check_rule_cases(rule, examples, examples)
     except Exception as exc:  # AssertionError: unsound or inert; anything else: the rule is broken
         return f"{type(exc).__name__}: {exc}".strip()
     return None

@@ -83,6 +83,20 @@ def _two_transposes(rank: int):
                                           rank=rank))
 
 
+def _other_transposes(rank: int) -> Any:
+    """Counter-witness of the rank-``rank`` rules: two Transposes of rank ``rank`` + 1 with perms set,
+    or of any rank with perms set or unset."""
+    from hypothesis import strategies as st
+
+    def steps(r: int, perm: Any) -> Any:
+        return st.tuples(perm, perm).flatmap(lambda ab: chain([("Transpose", ab[0]), ("Transpose", ab[1])],
+                                                               rank=r))
+
+    set_perm = permutations(rank + 1).map(lambda p: {"perm": p})
+    return steps(rank + 1, set_perm) | st.integers(1, MAX_RANK).flatmap(
+        lambda r: steps(r, st.just({}) | permutations(r).map(lambda p: {"perm": p})))
+
+
 def _transpose_rules(rank: int) -> None:
     wrap = Vec[Vec[i64]]
     composed = Vec[i64](*[p[0][q[0][i]] for i in range(rank)])
@@ -90,13 +104,13 @@ def _transpose_rules(rank: int) -> None:
     algebra.rewrite(f"transpose-compose-rank{rank}", "transpose(transpose(x, p), q) = transpose(x, p∘q)",
                     Transpose(Transpose(x, p), q), Transpose(x, wrap(composed)),
                     eq(p.length()).to(i64(1)), eq(q.length()).to(i64(1)), eq(q[0].length()).to(i64(rank)),
-                    example=lambda: _two_transposes(rank))
+                    example=lambda: _two_transposes(rank), counter=lambda: _other_transposes(rank))
     # transpose(x, identity permutation) = x
     identity = Vec[i64](*[i64(i) for i in range(rank)])
     algebra.rewrite(f"transpose-identity-rank{rank}", "transpose(x, [0..n)) = x",
                     Transpose(x, wrap(identity)), x,
                     example=lambda: chain([("Transpose", {"perm": tuple(range(rank))}), ("Relu", {})],
-                                          rank=rank))
+                                          rank=rank), counter=lambda: _other_transposes(rank))
 
 
 for _rank in range(1, MAX_RANK + 1):
@@ -143,6 +157,14 @@ def _holds_all_of(src: np.dtype, dst: np.dtype) -> bool:
     return True
 
 
+OTHER_CASTS = [(t, t) for t in SELF_CAST_CHANGES] + [("float32", "float16"), ("float16", "float32"),
+                                                    ("int32", "float32"), ("float64", "int64")]
+"""Casts the same-type rules must leave alone: to another dtype, or to a dtype that changes values."""
+NOT_ROUND_TRIPS = [("float32", "float16", "float32"), ("float32", "int32", "float32"),
+                   ("int32", "int8", "int32"), ("float64", "float32", "float64"),
+                   ("int64", "float64", "int64"), ("float16", "float32", "float64"),
+                   ("int8", "int32", "int16")]
+"""Casts cast-round-trip must leave alone: through a dtype that loses values, or to another dtype."""
 EXACT_CASTS = [(s, m) for s, m in itertools.permutations(("bool", *INTEGERS, *FLOATS), 2)
                if _holds_all_of(np_dtype(s), np_dtype(m))]
 """(src, mid) where Cast(Cast(x: src, mid), src) = x."""
@@ -153,7 +175,8 @@ for _op in ("Cast", "CastLike"):
     algebra.rewrite(f"{_op.lower()}-same-type-elim", f"{_op}(x) to x's own dtype = x (not float8e5m2/e8m0)",
                     _cast, x, eq(dtype_of(x)).to(dt), eq(dtype_of(_cast)).to(dt),
                     _names(SELF_CAST_CHANGES).not_contains(dt),
-                    example=partial(cast_chain, _op, SELF_CASTS))
+                    example=partial(cast_chain, _op, SELF_CASTS),
+                    counter=partial(cast_chain, _op, OTHER_CASTS))
 _inner_cast = _pattern("Cast", x, "c0")
 _round_trip = _pattern("Cast", _inner_cast, "c1")
 # cast(cast(x, mid), dtype of x) = x where mid holds every value of x's dtype
@@ -161,7 +184,8 @@ algebra.rewrite("cast-round-trip", "cast(cast(x, mid), src) = x where mid holds 
                 _round_trip, x, eq(dtype_of(x)).to(dt), eq(dtype_of(_round_trip)).to(dt),
                 eq(dtype_of(_inner_cast)).to(mid),
                 _names(tuple(f"{s}>{m}" for s, m in EXACT_CASTS)).contains(join(dt, ">", mid)),
-                example=lambda: cast_chain("Cast", [(s, m, s) for s, m in EXACT_CASTS]))
+                example=lambda: cast_chain("Cast", [(s, m, s) for s, m in EXACT_CASTS]),
+                counter=lambda: cast_chain("Cast", NOT_ROUND_TRIPS))
 
 # ---- views: Reshape, Flatten, Squeeze, Unsqueeze and (count-keeping) Expand keep the elements in
 # row-major order, so a chain of them that ends in x's shape is x. (An Expand that keeps the element
@@ -172,11 +196,12 @@ for _op in VIEWS:
     # view(x) = x when it keeps x's shape
     algebra.rewrite(f"{_op.lower()}-same-shape-elim", f"{_op}(x) = x when the result has x's shape",
                     _view, x, eq(shape_of(x)).to(sx), eq(shape_of(_view)).to(sx),
-                    example=partial(view_chain, (_op,)))
+                    example=partial(view_chain, (_op,)), counter=partial(view_chain, (_op,), same_end=False))
 for _inner, _outer in itertools.product(VIEWS, VIEWS):
     _chain = _pattern(_outer, _pattern(_inner, x, "v0"), "v1")
     # outer(inner(x)) = x when the result has x's shape
     algebra.rewrite(f"{_inner.lower()}-{_outer.lower()}-round-trip",
                     f"{_outer}({_inner}(x)) = x when the result has x's shape",
                     _chain, x, eq(shape_of(x)).to(sx), eq(shape_of(_chain)).to(sx),
-                    example=partial(view_chain, (_inner, _outer)))
+                    example=partial(view_chain, (_inner, _outer)),
+                    counter=partial(view_chain, (_inner, _outer), same_end=False))

@@ -93,7 +93,8 @@ def _fuse_residual(base: str, product: Any, fused: Any, when: Any) -> None:
                       f"Sum-{side}"))
     for rule_name, lhs, pair, step in forms:
         fusion.rewrite(rule_name, f"{base}(..) + z = z + {base}(..) = Fused{base}(.., z)", lhs, fused,
-                       *pair, *when(lhs), example=partial(_example, base, [step]))
+                       *pair, *when(lhs), example=partial(_example, base, [step]),
+                       counter=partial(_example, base, [step], broken=True))
 
 
 # ---- witnesses ----------------------------------------------------------------------------------
@@ -141,10 +142,15 @@ def _draw_matmul(draw: Any) -> tuple[dict[str, Any], Shape, Shape, None]:
 _DRAWS = {"Conv": _draw_conv, "Gemm": _draw_gemm, "MatMul": _draw_matmul}
 
 
-def _example(base: str, epilogue: Sequence[str]) -> Any:
+def _example(base: str, epilogue: Sequence[str], broken: bool = False) -> Any:
     """Strategy of (Graph, feeds): a random ``base`` node (a fused one: with no activation, with or
     without its residual), then ``epilogue`` steps: an activation, or ``Add``/``Sum`` with a residual
-    input (of the value's shape; for MatMul broadcasting to it) on the ``-right`` or ``-left``."""
+    input (of the value's shape; for MatMul broadcasting to it) on the ``-right`` or ``-left``.
+
+    ``broken`` (the residual rules' premises broken), one of: each residual widens the value (an
+    extra leading axis of 2); each Sum takes a third operand; or a second output, the Sum of two
+    residuals of the value's shape (a Sum that is no residual add, and tensors of the value's shape
+    that are not the residual)."""
     from hypothesis import strategies as st
 
     from tensoregg.strategies import arrays, broadcastable_shapes
@@ -154,6 +160,7 @@ def _example(base: str, epilogue: Sequence[str]) -> Any:
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        how = draw(st.sampled_from(["wider", "three", "stray"])) if broken else ""
         attrs, x_shape, w_shape, bias = _DRAWS[unfused](draw)
         feeds = {"x": draw(arrays(np.float32, x_shape))}
         inits = {"w": draw(arrays(np.float32, w_shape))}
@@ -164,8 +171,8 @@ def _example(base: str, epilogue: Sequence[str]) -> Any:
         out = _output_shape(unfused, inputs, attrs, feeds, inits)
 
         def residual() -> np.ndarray:
-            shape = draw(broadcastable_shapes(out)) if unfused == "MatMul" else out
-            return draw(arrays(np.float32, shape))
+            shape = draw(broadcastable_shapes(out)) if unfused == "MatMul" and not how else out
+            return draw(arrays(np.float32, (2, *shape) if how == "wider" else shape))
 
         if z_at is not None and draw(st.booleans()):
             feeds["z"] = residual()
@@ -174,12 +181,21 @@ def _example(base: str, epilogue: Sequence[str]) -> Any:
         for k, step in enumerate(epilogue, 1):
             if step.startswith(("Add", "Sum")):
                 feeds[f"r{k}"] = residual()
-                args = (f"v{k - 1}", f"r{k}") if step.endswith("right") else (f"r{k}", f"v{k - 1}")
+                pair = (f"v{k - 1}", f"r{k}")
+                args: tuple[str, ...] = pair if step.endswith("right") else pair[::-1]
+                if how == "three" and step.startswith("Sum"):
+                    feeds[f"t{k}"] = residual()
+                    args += (f"t{k}",)
                 nodes.append(Node(step[:3], args, (f"v{k}",)))
             else:
                 nodes.append(Node(step, (f"v{k - 1}",), (f"v{k}",), EXAMPLE_ATTRS.get(step, {})))
+        outputs = [f"v{len(epilogue)}"]
+        if how == "stray":
+            feeds["s0"], feeds["s1"] = residual(), residual()
+            nodes.append(Node("Sum", ("s0", "s1"), ("stray",)))
+            outputs.append("stray")
         types = {n: TensorType.of(a) for n, a in feeds.items()}
-        return Graph(types, inits, nodes, [f"v{len(epilogue)}"]), feeds
+        return Graph(types, inits, nodes, outputs), feeds
 
     return build()
 

@@ -124,7 +124,8 @@ def _sink(op: str, form: str) -> None:
     unary = op in UNARY
     suffix = "" if set(form) == {"t"} else "-" + form
     layout.rewrite(f"{_kebab(op)}-transpose-sink{suffix}", _law(op, form, unary), lhs, Transpose(inner, p),
-                   *facts, example=partial(_example, op, form))
+                   *facts, example=partial(_example, op, form),
+                   counter=partial(_example, op, form, True) if "s" in form or form.count("t") > 1 else None)
 
 
 def _sink_axis(op: str) -> None:
@@ -163,20 +164,39 @@ def _extra_inputs(op: str, draw: Any, consts: dict[str, np.ndarray]) -> list[str
     return names
 
 
-def _example(op: str, form: str) -> Any:
+def _example(op: str, form: str, broken: bool = False) -> Any:
     """Strategy of (Graph, feeds): ``op`` over operands of ``form``: each ``t`` operand a graph input
     of one rank (after the first, some sides 1) transposed by one random perm, each ``s`` operand a
-    constant of shape () or (1,)."""
+    constant of shape () or (1,).
+
+    ``broken`` (a premise broken), for a form with an ``s``: s of shape (n,) or (1, n) for the
+    transposed value's last side n > 1, or a scalar x transposed by the explicit perm []; for a form
+    with several ``t``: the perms left unset (each reverses its operand's axes), operands after the
+    first (but SwiGLU's) with their leading axis dropped (all sides equal, so that both sides
+    broadcast)."""
+    from hypothesis import assume
     from hypothesis import strategies as st
 
+    from tensoregg.errors import TensoreggError
     from tensoregg.strategies import arrays, shapes
 
     dtypes = EXAMPLE_DTYPES.get(op, ("float32",) * 3)
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        how = ""
+        if broken:
+            how = draw(st.sampled_from(["wide", "empty-perm"])) if "s" in form else "unset"
         base = draw(shapes(1, 4))
+        if how == "unset":
+            base = (draw(st.integers(2, 3)),) * draw(st.integers(2, 3))
+        elif how == "wide":
+            base = (*base[:-1], draw(st.integers(2, 3)), base[-1])
+        elif how == "empty-perm":
+            base = ()
         perm = draw(permutations(len(base)))
+        if how == "wide":  # the transposed value's last side is n > 1
+            perm = [*(a for a in perm if a != len(base) - 2), len(base) - 2]
         feeds: dict[str, np.ndarray] = {}
         consts: dict[str, np.ndarray] = {}
         nodes, operands = [], []
@@ -184,16 +204,28 @@ def _example(op: str, form: str) -> Any:
             if kind == "t":
                 full = i == 0 or op == "SwiGLU"  # PRelu's slope broadcasts to X; SwiGLU does not broadcast
                 shape = base if full else tuple(draw(st.sampled_from([d, 1])) for d in base)
+                if how == "unset" and not full:
+                    shape = base[1:]
                 feeds[f"a{i}"] = draw(arrays(dtype, shape))
-                nodes.append(Node("Transpose", (f"a{i}",), (f"t{i}",), {"perm": perm}))
+                attrs = {} if how == "unset" else {"perm": perm}
+                nodes.append(Node("Transpose", (f"a{i}",), (f"t{i}",), attrs))
                 operands.append(f"t{i}")
             else:
-                consts[f"c{i}"] = draw(arrays(dtype, draw(st.sampled_from([(), (1,)]))))
+                shape = draw(st.sampled_from([(), (1,)]))
+                if how == "wide":
+                    shape = draw(st.sampled_from([(base[-2],), (1, base[-2])]))
+                elif how == "empty-perm":
+                    shape = (1,)
+                consts[f"c{i}"] = draw(arrays(dtype, shape))
                 operands.append(f"c{i}")
         operands += _extra_inputs(op, draw, consts)
         nodes.append(Node(op, tuple(operands), ("y",), EXAMPLE_ATTRS.get(op, {})))
         inputs = {k: TensorType.of(v) for k, v in feeds.items()}
-        return Graph(inputs, consts, nodes, ["y"]), feeds
+        try:
+            return Graph(inputs, consts, nodes, ["y"]), feeds
+        except TensoreggError:  # a broken case that is no valid graph for this op
+            assume(False)
+            raise
 
     return build()
 

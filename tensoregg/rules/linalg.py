@@ -99,7 +99,7 @@ def _conv(weight: Any, conv_bias: Any) -> Any:
 
 
 def _conv_fold(name: str, law: str, lhs: Any, weight: Any, new_bias: Any | None, facts: list[Any],
-               example: Any) -> None:
+               example: Any, counter: Any = None) -> None:
     """Register ``lhs = conv(x, weight, new_bias)`` (``None``: no bias) where ``lhs`` has shape sy
     and dtype dt. A new bias gets its type facts, shape (C,) = (sy[1],) and dtype dt, so that a
     later fold over the new Conv sees it as present (``HAS_BIAS``)."""
@@ -107,7 +107,7 @@ def _conv_fold(name: str, law: str, lhs: Any, weight: Any, new_bias: Any | None,
     typed = ([] if new_bias is None else
              [set_(shape_of(new_bias)).to(Vec[i64](sy[1])), set_(dtype_of(new_bias)).to(dt)])
     linalg.rule(name, law, [lhs, *facts, eq(shape_of(lhs)).to(sy), eq(dtype_of(lhs)).to(dt)],
-                [union(lhs).with_(rhs), *typed], example=example)
+                [union(lhs).with_(rhs), *typed], example=example, counter=counter, exact=False)
 
 
 def _conv_bn_rule(with_bias: bool) -> None:
@@ -137,8 +137,9 @@ def _gemm_bn_rule(trans_b: int, with_c: bool) -> None:
                  eq(shape_of(lhs)).to(sy), eq(sc[sc.length() - 1]).to(sy[1])] if with_c
                 else ZERO_FITS_W)
     linalg.rewrite(name, "bn(alpha*A'B' + C) = alpha*A'(B'*k) + (C-mean)*k+shift, k = scale/sqrt(var+eps)",
-                   lhs, rhs, *is_const(w), *BN_CONSTS, *premises,
-                   example=lambda: _gemm_bn_example(trans_b, with_c))
+                   lhs, rhs, *is_const(w), *BN_CONSTS, *premises, exact=False,
+                   example=lambda: _gemm_bn_example(trans_b, with_c),
+                   counter=lambda: _gemm_bn_example(trans_b, with_c, any_c=True))
 
 
 for _trans_b in (0, 1):
@@ -157,15 +158,19 @@ def _per_channel(conv: Any, full: bool) -> list[Any]:
     of rank <= 5; s is 1 on every axis of sy but the channel axis 1 (``_conv_fold`` checks that it
     keeps sy when broadcast, so s's channel side is C or 1); ``full``: it is C.
 
-    s's shape right-aligned to sy (numpy broadcasting) lies in ones(5) + shape(s) + ones(5) at
-    ``offset`` = len(s) + 5 - rank(sy): axis i of sy is ``padded[offset + i]``, a one where s has
-    no axis."""
-    ones = Vec[i64](*[i64(1)] * MAX_CONV_RANK)
-    padded, offset = ones.append(ss, ones), ss.length() + i64(MAX_CONV_RANK) - sy.length()
-    channel = [eq(padded[offset + 1]).to(sy[1])] if full else []
+    s's shape right-aligned to sy (numpy broadcasting): its extent along axis i of sy is element
+    ``len(s) + 5 - rank(sy)`` of ones(5 - i) + shape(s) + ones(i - 2), a one where s has no axis
+    (the ones before stand for the axes before s's first, those after for axes past sy's last)."""
+    offset = ss.length() + i64(MAX_CONV_RANK) - sy.length()
+
+    def extent(i: int) -> Any:
+        ones = [Vec[i64](*[i64(1)] * n) for n in (MAX_CONV_RANK - i, i - 2)]
+        return ones[0].append(ss, *ones[1:] if i > 2 else [])[offset]
+
+    channel = [eq(extent(1)).to(sy[1])] if full else []
     return [*is_const(s), eq(dtype_of(s)).to(dt), eq(dtype_of(conv)).to(dt), FOLD_DTYPES.contains(dt),
             eq(shape_of(s)).to(ss), eq(shape_of(conv)).to(sy), sy.length() < i64(MAX_CONV_RANK + 1),
-            *[eq(padded[offset + i]).to(i64(1)) for i in range(MAX_CONV_RANK) if i != 1], *channel]
+            *[eq(extent(i)).to(i64(1)) for i in range(MAX_CONV_RANK) if i != 1], *channel]
 
 
 def _conv_affine_rule(op: str, commuted: bool, with_bias: bool) -> None:
@@ -187,7 +192,8 @@ def _conv_affine_rule(op: str, commuted: bool, with_bias: bool) -> None:
     _conv_fold(name, law + " for a constant s varying only along the output channels (or one-element s)",
                lhs, weight, new_bias,
                [*_per_channel(conv, op == "Add" and not with_bias), *(HAS_BIAS if with_bias else [])],
-               lambda: _conv_affine_example(op, commuted, with_bias))
+               lambda: _conv_affine_example(op, commuted, with_bias),
+               lambda: _conv_affine_example(op, commuted, with_bias, any_s=True))
 
 
 for _op in ("Mul", "Add"):
@@ -205,7 +211,8 @@ def _matmul_add_rule(name: str, commuted: bool) -> None:
                    lhs, term("Gemm", a, b, c, alpha=f64(1.0), beta=f64(1.0), transA=i64(0), transB=i64(0)),
                    *rank_is(a, sa, 2), *rank_is(b, sb, 2), eq(shape_of(MatMul(a, b))).to(sy),
                    eq(shape_of(lhs)).to(sy), eq(dtype_of(lhs)).to(F32),
-                   example=lambda: _matmul_add_example(commuted))
+                   example=lambda: _matmul_add_example(commuted),
+                   counter=lambda: _matmul_add_counter(commuted))
 
 
 _matmul_add_rule("matmul-add-to-gemm", False)
@@ -221,7 +228,7 @@ def _scalar_rule(name: str, op: str, scalar_first: bool = False) -> None:
     linalg.rewrite(name, f"{op}(a @ b, s) = a @ {op}(b, s) for a one-element s and constant b, s",
                    lhs, rhs, *is_const(b, s), eq(shape_of(s)).to(sc), sc.length() < i64(2),
                    eq(sc.push(i64(1))[0]).to(i64(1)),  # () or (1,): the first of sc + (1,) is 1
-                   eq(shape_of(MatMul(a, b))).to(sy), eq(shape_of(lhs)).to(sy),
+                   eq(shape_of(MatMul(a, b))).to(sy), eq(shape_of(lhs)).to(sy), exact=False,
                    example=lambda: _scalar_example(op, scalar_first))
 
 
@@ -258,22 +265,29 @@ def _bn_node(draw: Any, t: str) -> Node:
     return Node("BatchNormalization", (t, "scale", "shift", "mean", "var"), ("y",), {"epsilon": eps})
 
 
-def _draw_conv(draw: Any, with_bias: bool) -> tuple[Node, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Conv x -> t (W, B?) with 1 or 2 spatial dims, random groups/strides/pads: (node, consts, feeds)."""
+def _draw_conv(draw: Any, with_bias: bool,
+               spatial: int | None = None) -> tuple[Node, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Conv x -> t (W, B?) with ``spatial`` (default: 1 to 3) spatial dims, batch 1 or 2, random
+    groups/strides/pads, dilations and kernel_shape set or unset: (node, consts, feeds)."""
     from hypothesis import strategies as st
 
-    spatial = draw(st.integers(1, 2))
+    spatial = spatial or draw(st.integers(1, 3))
     group = draw(st.sampled_from([1, 2]))
     cin, cout = group * draw(st.integers(1, 2)), group * draw(st.integers(1, 2))
     kernel = tuple(draw(st.integers(1, 2)) for _ in range(spatial))
-    size = tuple(draw(st.integers(k, 4)) for k in kernel)
+    dilations = [draw(st.integers(1, 2)) for _ in kernel]
+    size = tuple(draw(st.integers((k - 1) * d + 1, 4)) for k, d in zip(kernel, dilations))
     attrs = {"group": group, "strides": [draw(st.integers(1, 2)) for _ in kernel],
              "pads": [draw(st.integers(0, 1)) for _ in range(2 * spatial)]}
+    if draw(st.booleans()):  # set explicitly, or left to their defaults
+        attrs.update(dilations=dilations, kernel_shape=list(kernel))
+    elif dilations != [1] * spatial:
+        size = tuple(k + draw(st.integers(0, 2)) for k in kernel)
     consts = {"w": _f32(draw, (cout, cin // group, *kernel))}
     if with_bias:
         consts["b"] = _f32(draw, (cout,))
     conv = Node("Conv", ("x", "w", "b" if with_bias else ""), ("t",), attrs)
-    return conv, consts, {"x": _f32(draw, (1, cin, *size))}
+    return conv, consts, {"x": _f32(draw, (draw(st.integers(1, 2)), cin, *size))}
 
 
 def _conv_bn_example(with_bias: bool) -> Any:
@@ -289,18 +303,30 @@ def _conv_bn_example(with_bias: bool) -> Any:
     return build()
 
 
-def _conv_affine_example(op: str, commuted: bool, with_bias: bool) -> Any:
+def _conv_affine_example(op: str, commuted: bool, with_bias: bool, any_s: bool = False) -> Any:
     """x -> Conv(W, B?) (see ``_draw_conv``) -> Mul/Add with a constant s of shape (1, C, 1, ...) or
-    (C, 1, ...), or (when B is present or op is Mul) () or (1,)."""
+    (C, 1, ...), or (when B is present or op is Mul) ones of any length up to the output's rank;
+    ``any_s``: s not per-channel (the premises broken): varying along one non-channel axis (and maybe
+    the channels), that axis the last of a Conv with 4 spatial axes (past the rank the premises
+    check), or with an extra leading axis (s widens the result)."""
     from hypothesis import strategies as st
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        conv, consts, feeds = _draw_conv(draw, with_bias)
+        how = draw(st.sampled_from(["axis", "rank", "wider"])) if any_s else ""
+        conv, consts, feeds = _draw_conv(draw, with_bias, 4 if how == "rank" else None)
         channels, ones = consts["w"].shape[0], (1,) * (consts["w"].ndim - 2)
         shapes = [(1, channels, *ones), (channels, *ones)]
         if op == "Mul" or with_bias:
-            shapes += [(), (1,)]
+            shapes += [(1,) * n for n in range(consts["w"].ndim + 1)]
+        if any_s:  # s varying along one axis j other than the channels' (and maybe along them too)
+            out = Graph({"x": TensorType.of(feeds["x"])}, consts, [conv], ["t"]).types["t"].shape
+            axes = [k for k in range(len(out)) if k != 1 and out[k] > 1] or [0]
+            j = len(out) - 1 if how == "rank" else draw(st.sampled_from(axes))
+            keep = draw(st.booleans())
+            shapes = [tuple(d if k == j or (k == 1 and keep) else 1 for k, d in enumerate(out))]
+            if how == "wider":
+                shapes = [(2, *(1,) * len(out))]
         consts["s"] = _f32(draw, draw(st.sampled_from(shapes)), -2.0, 2.0)
         affine = Node(op, ("s", "t") if commuted else ("t", "s"), ("y",))
         return _case([conv, affine], feeds, consts)
@@ -308,20 +334,23 @@ def _conv_affine_example(op: str, commuted: bool, with_bias: bool) -> Any:
     return build()
 
 
-def _gemm_bn_example(trans_b: int, with_c: bool) -> Any:
-    """a -> Gemm(B, C?; alpha, transA, transB) -> BatchNormalization over the N columns."""
+def _gemm_bn_example(trans_b: int, with_c: bool, any_c: bool = False) -> Any:
+    """a -> Gemm(B, C?; alpha, transA, transB) -> BatchNormalization over the N columns; ``any_c``:
+    N >= 2 and C one value per row, a scalar or of shape () and beta 1 or not (premises broken)."""
     from hypothesis import strategies as st
 
     from tensoregg.strategies import broadcastable_shapes
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
+        m, k, n = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(2 if any_c else 1, 4))
         trans_a = draw(st.integers(0, 1))
-        attrs = {"alpha": draw(st.sampled_from([1.0, 0.5])), "transA": trans_a, "transB": trans_b}
+        attrs = {"alpha": draw(st.sampled_from([1.0, 0.5])), "transA": trans_a, "transB": trans_b,
+                 "beta": draw(st.sampled_from([1.0, 0.5])) if any_c else 1.0}
         consts = {"w": _f32(draw, (n, k) if trans_b else (k, n)), **_bn_consts(draw, n)}
         if with_c:
-            c_shape = draw(broadcastable_shapes((m, n)).filter(lambda sh: len(sh) >= 1 and sh[-1] == n))
+            c_shape = (draw(st.sampled_from([(m, 1), (1,), (1, 1), ()])) if any_c else
+                       draw(broadcastable_shapes((m, n)).filter(lambda sh: len(sh) >= 1 and sh[-1] == n)))
             consts["c"] = _f32(draw, c_shape)
         gemm = Node("Gemm", ("a", "w", "c" if with_c else ""), ("t",), attrs)
         return _case([gemm, _bn_node(draw, "t")], {"a": _f32(draw, (k, m) if trans_a else (m, k))}, consts)
@@ -340,6 +369,27 @@ def _matmul_add_example(commuted: bool) -> Any:
         m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
         c_shape = draw(broadcastable_shapes((m, n)))
         feeds = {"a": _f32(draw, (m, k)), "b": _f32(draw, (k, n)), "c": _f32(draw, c_shape)}
+        add = Node("Add", ("c", "t") if commuted else ("t", "c"), ("y",))
+        return _case([Node("MatMul", ("a", "b"), ("t",)), add], feeds, {})
+
+    return build()
+
+
+def _matmul_add_counter(commuted: bool) -> Any:
+    """MatMul of a and b plus c, one of them breaking the Gemm premises: a or b of rank 1 or 3, or
+    c widening the product (a leading axis, or rows where the product has one)."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        m, k, n = (draw(st.integers(1, 3)) for _ in range(3))
+        broken = draw(st.sampled_from("abc"))
+        a_shape = draw(st.sampled_from([(k,), (2, m, k)])) if broken == "a" else (m, k)
+        b_shape = draw(st.sampled_from([(k,), (2, k, n)])) if broken == "b" else (k, n)
+        product = np.matmul(np.zeros(a_shape), np.zeros(b_shape)).shape
+        widen = [(3, *product)] + ([(3, *product[1:])] if product[0] == 1 else [])
+        c_shape = draw(st.sampled_from(widen)) if broken == "c" else product
+        feeds = {"a": _f32(draw, a_shape), "b": _f32(draw, b_shape), "c": _f32(draw, c_shape)}
         add = Node("Add", ("c", "t") if commuted else ("t", "c"), ("y",))
         return _case([Node("MatMul", ("a", "b"), ("t",)), add], feeds, {})
 

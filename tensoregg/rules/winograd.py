@@ -64,7 +64,7 @@ def _conv_winograd() -> None:
     winograd.rule("conv-winograd", "conv(x, W, B) = A^T [sum over C of (G W G^T) * (B^T d B) per 4x4 tile d] "
                   "A + B for a 3x3 stride-1 Conv (Winograd F(2x2, 3x3), Lavin & Gray)", premises,
                   [union(conv).with_(term("WinogradOutput", product, bias, output_shape=sy)), *facts],
-                  example=lambda: _example())
+                  example=lambda: _example(), counter=lambda: _example(broken=True), exact=False)
 
 
 _conv_winograd()
@@ -72,27 +72,44 @@ _conv_winograd()
 
 # ---- witness ----------------------------------------------------------------------------------------
 
-def _example() -> Any:
+def _example(broken: bool = False) -> Any:
     """x [N, C, H, W] -> Conv(W [K, C, 3, 3], B?) with pads, strides/dilations [1, 1] or unset,
     C, K >= 16 and an output of 8 to 11 rows and columns (even and odd). Values are positive, so that
-    no output cancels to near zero (the check's tolerance is relative)."""
+    no output cancels to near zero (the check's tolerance is relative). ``broken``: a premise broken,
+    one of: a kernel of 1 or 5 along one axis, a kernel of 2 dilated by 2 (3 wide, as the shapes
+    premises see it) along one axis, or a third spatial axis. (A stride breaks nothing the shape
+    premises do not: along an axis with one output row it does not matter.)"""
     from hypothesis import strategies as st
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
         rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
         n, c, k = draw(st.integers(1, 2)), draw(st.integers(16, 20)), draw(st.integers(16, 20))
-        ho, wo = draw(st.integers(8, 11)), draw(st.integers(8, 11))
+        outs = [draw(st.integers(8, 11)), draw(st.integers(8, 11))]
+        dilations, kernel = [1, 1], [3, 3]
+        how = draw(st.sampled_from(["kernel", "dilation", "rank"])) if broken else ""
+        axis = draw(st.integers(0, 1))
+        if how == "kernel":
+            kernel[axis] = draw(st.sampled_from([1, 5]))
+        elif how == "dilation":
+            kernel[axis], dilations[axis] = 2, 2
+        elif how == "rank":  # pads and dilations unset, so that only the rank premise breaks
+            outs, dilations, kernel = [*outs, 2], [1] * 3, [3, 3, draw(st.integers(1, 3))]
         pads = [draw(st.integers(0, 1)) for _ in range(4)]
-        given = {"pads": pads, "strides": [1, 1], "dilations": [1, 1], "kernel_shape": [3, 3]}
-        attrs = {a: v for a, v in given.items() if draw(st.booleans())}  # unset pads: zeros
-        if "pads" not in attrs:
-            pads = [0] * 4
-        h, wd = ho + 2 - pads[0] - pads[2], wo + 2 - pads[1] - pads[3]
-        consts = {"w": rng.uniform(0, 1, (k, c, 3, 3)).astype(np.float32)}
+        given = {"pads": pads, "dilations": dilations, "kernel_shape": kernel}
+        attrs = {a: v for a, v in given.items()
+                 if (a == "dilations" and how == "dilation") or (how != "rank" and draw(st.booleans()))}
+        if "strides" not in attrs and draw(st.booleans()) and how != "rank":
+            attrs["strides"] = [1, 1]
+        if "pads" not in attrs:  # unset pads: zeros
+            pads = [0] * (2 * len(outs))
+        rank = len(outs)
+        space = [o + (kk - 1) * d - pads[a] - pads[a + rank]
+                 for a, (o, d, kk) in enumerate(zip(outs, dilations, kernel))]
+        consts = {"w": rng.uniform(0, 1, (k, c, *kernel)).astype(np.float32)}
         if draw(st.booleans()):
             consts["b"] = rng.uniform(0, 1, k).astype(np.float32)
-        feeds = {"x": rng.uniform(0, 1, (n, c, h, wd)).astype(np.float32)}
+        feeds = {"x": rng.uniform(0, 1, (n, c, *space)).astype(np.float32)}
         conv = Node("Conv", ("x", "w", "b" if "b" in consts else ""), ("y",), attrs)
         return Graph({"x": TensorType.of(feeds["x"])}, consts, [conv], ["y"]), feeds
 

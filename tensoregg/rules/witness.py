@@ -150,9 +150,11 @@ def _view_options(op: str, src: Shape, dst: Shape) -> list[ViewNode]:
     return []
 
 
-def view_chain(ops: Sequence[str]) -> Any:
-    """Strategy: x through the view ops ``ops`` (one or two), the last giving back x's shape; the
-    middle shape is a reshape of x (flat, a 1 added or removed, two factors, reversed) when it can be."""
+def view_chain(ops: Sequence[str], same_end: bool = True) -> Any:
+    """Strategy: x through the view ops ``ops`` (one or two), the last giving back x's shape (not
+    ``same_end``: another shape); the middle shape is a reshape of x (flat, a 1 added or removed,
+    two factors, reversed) when it can be."""
+    from hypothesis import assume
     from hypothesis import strategies as st
 
     from tensoregg.strategies import shapes
@@ -167,11 +169,14 @@ def view_chain(ops: Sequence[str]) -> Any:
                 *[_without(shape, (k,)) for k in range(rank) if shape[k] == 1],
                 *[(math.prod(shape[:k]), math.prod(shape[k:])) for k in range(rank + 1)]}
         routes: dict[bool, list[Any]] = {True: [], False: []}  # by whether the middle shape is x's
-        for mid_shape in sorted(mids if len(ops) > 1 else {shape}):
-            ends = [shape, *[mid_shape] * (len(ops) - 1), shape]
-            routes[mid_shape == shape] += itertools.product(
-                *[_view_options(op, src, dst) for op, src, dst in zip(ops, ends, ends[1:])])
-        route = draw(st.sampled_from(routes[False] or routes[True]))
+        for final in [shape] if same_end else sorted(mids - {shape}):
+            for mid_shape in sorted(mids if len(ops) > 1 else {final}):
+                ends = [shape, *[mid_shape] * (len(ops) - 1), final]
+                routes[mid_shape == shape] += itertools.product(
+                    *[_view_options(op, src, dst) for op, src, dst in zip(ops, ends, ends[1:])])
+        options = routes[False] or routes[True]
+        assume(options)  # (not ``same_end``) no other shape these ops reach from x's
+        route = draw(st.sampled_from(options))
         consts = {f"s{k}": second for k, (_, second) in enumerate(route) if second is not None}
         steps = [(op, ("x" if k == 0 else f"v{k - 1}",) + ((f"s{k}",) if second is not None else ()), attrs)
                  for k, (op, (attrs, second)) in enumerate(zip(ops, route))]

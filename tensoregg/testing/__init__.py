@@ -39,6 +39,23 @@ def assert_same(got: np.ndarray, want: np.ndarray, where: str, rtol: float | Non
         np.testing.assert_array_equal(got, want, err_msg=where)
 
 
+def assert_identical(got: np.ndarray, want: np.ndarray, where: str) -> None:
+    """Equal dtype, shape and values in IEEE terms: floats bit for bit (so -0 != +0 and inf != -inf),
+    except that any NaN equals any NaN (payloads and signs of NaNs are not compared)."""
+    assert got.shape == want.shape, f"{where}: shape {got.shape} != expected {want.shape}"
+    assert got.dtype == want.dtype, f"{where}: dtype {got.dtype} != expected {want.dtype}"
+    if want.dtype.kind == "f" or (want.dtype.kind == "V" and want.dtype.name.startswith(("bfloat", "float"))):
+        nan_got, nan_want = np.isnan(got.astype(np.float64)), np.isnan(want.astype(np.float64))
+        bits = np.dtype(f"u{want.dtype.itemsize}")
+        same = (got.view(bits) == want.view(bits)) | (nan_got & nan_want)
+    else:
+        same = (got == want) if want.dtype.kind != "V" else (got.view(np.uint8) == want.view(np.uint8))
+    if not np.all(same):
+        k = tuple(int(i) for i in np.argwhere(~np.asarray(same))[0])
+        raise AssertionError(f"{where}: at {k} got {got[k]!r}, expected {want[k]!r} (IEEE-exact comparison, "
+                             f"{int(np.size(same) - np.count_nonzero(same))} of {np.size(same)} differ)")
+
+
 def single_op_model(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping[str, Any] | None = None,
                     *, n_outputs: int = 1, constant: Sequence[int] = (), opset: int | None = None,
                     domain: str = "") -> onnx.ModelProto:
@@ -387,9 +404,11 @@ def _canonical(graph: Any) -> str:
     return "\n".join([*lines, "->" + ",".join(names[o] for o in graph.outputs)])
 
 
-def programs(js: Mapping[str, Any], enc: Any, limit: int = 64) -> list[Any]:
+def programs(js: Mapping[str, Any], enc: Any, limit: int = 64,
+             names: list[dict[str, str]] | None = None) -> list[Any]:
     """Decoded acyclic programs held by a serialized e-graph: every combination of e-node choices
-    over the e-classes that hold several (up to ``limit`` combinations)."""
+    over the e-classes that hold several (up to ``limit`` combinations). ``names``, if given,
+    receives for each program the value name each tensor e-class became."""
     import itertools
 
     from tensoregg.errors import CompileError
@@ -401,16 +420,57 @@ def programs(js: Mapping[str, Any], enc: Any, limit: int = 64) -> list[Any]:
     for picks in itertools.islice(itertools.product(*[ids for _, ids in open_classes]), limit):
         choice = dict(base)
         choice.update({c: pick for (c, _), pick in zip(open_classes, picks)})
+        named: dict[str, str] = {}
         try:
-            found.append(decode(js, choice, enc))
+            found.append(decode(js, choice, enc, names=named))
         except CompileError:  # a cyclic choice
             continue
+        if names is not None:
+            names.append(named)
     return found
 
 
-def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit: int = 64) -> int:
-    """Prove ``rule`` on one concrete graph: it must fire, add at least one new program, and every
-    program the e-graph then holds must compute what ``graph`` computes (dtype-aware tolerance).
+def type_facts(js: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``shape_of`` and ``dtype_of`` facts of a serialized e-graph: per tensor e-class, its
+    ``shape`` (a tuple) and ``dtype`` (a name), where the e-graph holds them."""
+    from tensoregg.ir.terms import read_literal
+
+    literal: dict[str, str] = {}  # e-class -> a Vec or String node in it
+    for node_id, node in js["nodes"].items():
+        if node["op"] == "Vec" or node["op"].startswith('"'):
+            literal.setdefault(node["eclass"], node_id)
+    facts: dict[str, dict[str, Any]] = {}
+    for node in js["nodes"].values():
+        if node["op"] in ("shape_of", "dtype_of") and node["eclass"] in literal:
+            tensor = js["nodes"][node["children"][0]]["eclass"]
+            facts.setdefault(tensor, {})[node["op"][:5]] = read_literal(js, literal[node["eclass"]])
+    return facts
+
+
+def assert_type_facts_hold(facts: Mapping[str, Mapping[str, Any]], names: Mapping[str, str], program: Any,
+                           where: str) -> None:
+    """Every shape/dtype fact of an e-class that ``program`` computes (as value ``names[class]``)
+    is the type the program gives that value: a rule that sets a wrong fact misleads later rules."""
+    for cid, fact in facts.items():
+        t = program.types.get(names.get(cid, ""))
+        if t is None:
+            continue
+        if "shape" in fact and tuple(fact["shape"]) != tuple(t.shape):
+            raise AssertionError(f"{where}: the e-graph says {names[cid]} has shape {tuple(fact['shape'])}, "
+                                 f"the program computes {tuple(t.shape)}")
+        if "dtype" in fact and fact["dtype"] != t.dtype.name:
+            raise AssertionError(f"{where}: the e-graph says {names[cid]} has dtype {fact['dtype']}, "
+                                 f"the program computes {t.dtype.name}")
+
+
+def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit: int = 64,
+               must_fire: bool = True) -> int:
+    """Prove ``rule`` on one concrete graph: it must fire (unless ``must_fire`` is False: a premise-
+    breaking case, where firing is allowed only if sound), add at least one new program, and every
+    program the e-graph then holds must compute what ``graph`` computes: bit for bit (NaN equals
+    NaN) when ``rule.exact``, else within the dtype's tolerance, and give each value the shape and
+    dtype the e-graph's facts say. A tensoregg error from the rewritten programs fails the check too,
+    naming the rule.
 
     Returns how many programs were compared. Use with the rule's ``example`` strategy::
 
@@ -418,6 +478,7 @@ def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit:
         def test(case):
             check_rule(rule, *case)
     """
+    from tensoregg.errors import TensoreggError
     from tensoregg.ir import run_graph
     from tensoregg.ir.terms import encode, serialize
     from tensoregg.rules import ruleset_of
@@ -425,12 +486,28 @@ def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit:
     enc = encode(graph)
     report = enc.egraph.run(ruleset_of([rule], name=f"check-{rule.name}"))
     fired = sum(report.num_matches_per_rule.values())
-    assert fired, f"rule {rule.name} did not fire on its example:\n{graph}"
-    found = programs(serialize(enc.egraph), enc, limit)
+    if not fired:
+        assert not must_fire, f"rule {rule.name} did not fire on its example:\n{graph}"
+        return 0
+    js = serialize(enc.egraph)
+    names: list[dict[str, str]] = []
+    try:
+        found = programs(js, enc, limit, names)
+    except TensoreggError as exc:
+        raise AssertionError(f"rule {rule.name}: the rewritten e-graph cannot be decoded: {exc}\n"
+                             f"{graph}") from exc
     original = _canonical(graph)
-    assert any(_canonical(g) != original for g in found), f"rule {rule.name} added no new program"
+    new = any(_canonical(g) != original for g in found)
+    assert new or not must_fire, f"rule {rule.name} added no new program"
     want = run_graph(graph, feeds)
-    for g in found:
-        for k, (got, ref) in enumerate(zip(run_graph(g, feeds), want)):
-            assert_same(got, ref, f"rule {rule.name}, output {k} of\n{g}")
+    same = assert_same if not getattr(rule, "exact", True) else assert_identical
+    facts = type_facts(js)
+    for g, named in zip(found, names):
+        assert_type_facts_hold(facts, named, g, f"rule {rule.name}, program\n{g}")
+        try:
+            results = run_graph(g, feeds)
+        except TensoreggError as exc:
+            raise AssertionError(f"rule {rule.name}: a rewritten program fails: {exc}\n{g}") from exc
+        for k, (got, ref) in enumerate(zip(results, want)):
+            same(got, ref, f"rule {rule.name}, output {k} of\n{g}")
     return len(found)

@@ -12,7 +12,7 @@ from tensoregg.ir.loops import Invoke, Local, statements
 from tensoregg.ir.schedules import GemmSchedule
 from tensoregg.targets.interp.program import InterpProgram
 from tensoregg.targets.llvm.gemm_schedules import choose_gemm_schedule
-from tensoregg.targets.llvm.machines import ZEN4_AVX512
+from tensoregg.targets.llvm.machines import ZEN3_AVX2, ZEN4_AVX512
 
 F32 = np.dtype(np.float32)
 RNG = np.random.default_rng(0)
@@ -94,3 +94,26 @@ def test_the_schedules_another_target_extracted_are_what_interp_runs():
                for s in statements(low.kernel.body) if isinstance(s, Invoke)}
     assert MicroKernel in kinds and scheduled.schedule.ukernel in invoked
     assert rel_l2(got, run_graph(graph, {"a": a})[0]) < 1e-6
+
+
+@pytest.mark.parametrize("machine", [ZEN3_AVX2, ZEN4_AVX512], ids=lambda t: t.cpu)
+def test_the_schedules_tensorize_gemm_derives_compute_the_product(machine):
+    """The tensorize rule checked through interp: a spread of the schedules it derives (its premises
+    and enumeration, not hand-picked parameters) for a batched edge-shaped problem, against numpy."""
+    from tensoregg.ir.schedules import GemmProblem
+    from tensoregg.targets.llvm.gemm_schedules import _kernel_key, derive_schedules
+
+    batch, m, k, n = 2, 37, 29, 53
+    problem = GemmProblem(batch, m, n, k)
+    rows = derive_schedules([problem], machine, "float32")[_kernel_key(problem)]
+    by_name = {u.name: u for u in machine.microkernels}
+    schedules = sorted((GemmSchedule(by_name[name], *sizes) for name, *sizes in rows), key=str)
+    assert schedules, "tensorize-gemm derived no schedule"
+    a, b = RNG.standard_normal((batch, m, k)).astype(F32), RNG.standard_normal((batch, k, n)).astype(F32)
+    graph = Graph({"a": TensorType(F32, a.shape), "b": TensorType(F32, b.shape)}, {},
+                  [Node("MatMul", ("a", "b"), ("y",))], ["y"])
+    for schedule in schedules[:: max(1, len(schedules) // 3)]:
+        (got,), kinds, _ = tiled(graph, {"a": a, "b": b}, choose=lambda problem, s=schedule: s)
+        assert MicroKernel in kinds
+        np.testing.assert_allclose(got, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-4, atol=1e-4,
+                                   err_msg=str(schedule))

@@ -1,0 +1,312 @@
+"""Rule mutation: how many broken variants of each rule the rule checks catch.
+
+``python -m tensoregg.testing.mutate [--family NAME] [--rule NAME] [--examples N]`` builds, for every
+rule, the mutants below from the facts and actions it was registered with (``Rule.facts``,
+``Rule.actions``), runs ``check_rule_cases`` on each and prints killed/total per family and overall,
+with the survivors. A mutant that egglog rejects (an unbound variable, a type error) is stillborn
+and not counted. A surviving mutant that is still sound (an equivalent mutant, listed in
+``EQUIVALENT`` with the reason) is reported as such and not counted as a miss.
+
+Mutants:
+- ``drop``: one premise (any fact but a rewrite's left-hand side) removed;
+- ``swap``: two operands of one sort swapped in a term the rule creates (its actions), except the
+  operands of i64 ``+`` and ``*`` (``COMMUTATIVE``), which would give the same rule;
+- ``const``: an int or float literal of a fact or action changed (int + 1, float + 0.5);
+- ``axis``: an index literal (``v[i]``, ``.get(i)``) changed by one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from egglog import EGraph, expr_action, expr_fact
+from egglog.declarations import CallDecl, EqDecl, ExprFactDecl, LitDecl, SetDecl, TypedExprDecl, UnionDecl
+from egglog.egraph import Action, Fact
+
+from tensoregg.rules import RULESETS, Rule, ruleset_of
+from tensoregg.testing.rulecheck import check_rule_cases
+
+INDEX_METHODS = ("__getitem__", "get")
+"""Methods whose int argument is an index (an axis, an output slot): its mutants are ``axis``."""
+
+COMMUTATIVE = ("__add__", "__mul__")
+"""i64 methods whose operands commute: swapping them is not a mutant."""
+
+CONSTANT_LEAF = "Tensor.const("
+"""How a premise that a tensor is a constant (an initializer) prints: such premises make a rule pay
+(its new weights fold at compile time), never make it sound, since the rules never read values;
+dropping one gives an equivalent mutant."""
+
+EQUIVALENT: dict[str, str] = {
+    **{f"transpose-compose-rank{r}~drop{k}": "a perm is a Vec of 0 or 1 elements: indexing an unset one "
+       "fails the action, so the length premise only restates that" for r in range(1, 7) for k in (1, 2)},
+    "sub-of-neg~swap1": "a + b = b + a in IEEE arithmetic (NaNs compare equal whatever their payload)",
+    "mul-of-negs~swap1": "a * b = b * a in IEEE arithmetic",
+    **{f"matmul-add-to-gemm{c}~drop7": "the reference's Gemm equals MatMul + Add in every dtype both take "
+       "(the dtype sweep shows it); the float32 premise keeps the rewrite to what the targets' kernels handle"
+       for c in ("", "-commuted")},
+    **{f"{r}~{m}": "Flatten(t, -1) = Flatten(t, 0) for the 1-D bias (or zero) vector t"
+       for r, m in [("conv-bn-fold", "const5"), ("gemm-bn-fold-no-c", "const4"),
+                    ("gemm-bn-fold-trans-b-no-c", "const4"), ("conv-bn-fold-no-bias", "const5")]},
+    **{f"{r}~{m}": "BatchNormalization of a zero vector computes -mean * scale / sqrt(var + eps) + shift, "
+       "symmetric in scale and mean"
+       for r, m in [("conv-bn-fold-no-bias", "swap25"), ("gemm-bn-fold-no-c", "swap21"),
+                    ("gemm-bn-fold-trans-b-no-c", "swap21")]},
+    **{f"gemm-bn-fold{t}~drop9": "for a C of shape () the next premise's sc[-1] fails the match"
+       for t in ("", "-trans-b")},
+    **{f"gemm-bn-fold-trans-b{c}~const{k}": "transB = 2 means transposed as 1 does (ONNX: nonzero)"
+       for c, k in (("", 12), ("-no-c", 7))},
+    **{f"{op}-transpose-sink-{form}~{m}": "an unset perm's default only needs a length > 0: any 1-element "
+       "default passes as the real one does" for op in ("add", "sub", "mul", "div", "pow", "mod")
+       for form in ("ts", "st") for m in ("const4",)},
+    **{f"{op}-transpose-sink{form}~swap1": "a + b = b + a and a * b = b * a in IEEE arithmetic"
+       for op in ("add", "mul") for form in ("", "-ts", "-st")},
+    "abs-of-neg~drop2": "ONNX's Neg takes no unsigned type: the signed-dtype premise excludes no valid graph",
+    "conv-winograd~drop2": "the shape premises leave a stride other than 1 only along an axis with one "
+    "output row, where it does not matter",
+    **{f"conv-winograd~{m}": "a premise that makes the rule pay (enough channels and outputs); Winograd is "
+       "exact for any" for m in ("drop10", "drop11", "drop12", "axis17")},
+    **{f"conv-winograd~const{k}": "changes an element of the unset-pads default that the premise does not "
+       "read" for k in (14, 15, 16, 17, 18, 20, 22, 24, 25, 26, 27, 28)},
+}
+"""Mutants (by name) that are still sound, with the reason: survivors here are not misses."""
+
+IMPLIED: dict[str, tuple[str, str]] = {
+    f"conv-{op.lower()}-fold": (f"eq(dtype_of({op}(", f"the dtype of {op}(conv, s) is that of conv and s, "
+                                "which other premises fix") for op in ("Mul", "Add")}
+"""Rules (by name prefix) with a premise (by how it prints) that others imply: dropping it is no miss."""
+
+
+@dataclass(frozen=True)
+class Mutant:
+    rule: Rule
+    kind: str
+    """``drop``, ``swap``, ``const`` or ``axis``."""
+    name: str
+    dropped: str = ""
+    """For ``drop``: the premise removed, as egglog prints it."""
+    restated: bool = False
+    """For ``drop``: the premise is a pattern that another premise contains, so it is still matched."""
+
+    @property
+    def equivalent(self) -> str | None:
+        """Why this mutant is still sound, if it is known to be (else None)."""
+        if CONSTANT_LEAF in self.dropped:
+            return "drops a constant-leaf premise, which only makes the rule pay"
+        if self.restated:
+            return "drops a pattern another premise contains"
+        for prefix, (premise, why) in IMPLIED.items():
+            if self.name.startswith(prefix) and self.dropped.startswith(premise):
+                return why
+        return EQUIVALENT.get(self.name)
+
+
+def _fact(f: Any) -> Fact:
+    return f if isinstance(f, Fact) else expr_fact(f)
+
+
+def _action(a: Any) -> Action:
+    return a if isinstance(a, Action) else expr_action(a)
+
+
+Edit = Callable[[TypedExprDecl, TypedExprDecl | None], Iterator[tuple[str, TypedExprDecl]]]
+"""Given a typed expression and its parent, the (kind, replacement) mutants of that node alone."""
+
+
+def _variants(e: TypedExprDecl, parent: TypedExprDecl | None,
+              edit: Edit) -> Iterator[tuple[str, TypedExprDecl]]:
+    """Every (kind, mutated ``e``) with exactly one node of ``e`` replaced by ``edit``."""
+    yield from edit(e, parent)
+    if isinstance(e.expr, CallDecl):
+        call = e.expr
+        for k, arg in enumerate(call.args):
+            for kind, new in _variants(arg, e, edit):
+                args = (*call.args[:k], new, *call.args[k + 1:])
+                yield kind, TypedExprDecl(e.tp, CallDecl(call.callable, args, call.bound_tp_params))
+
+
+def _literal_edits(e: TypedExprDecl, parent: TypedExprDecl | None) -> Iterator[tuple[str, TypedExprDecl]]:
+    if not isinstance(e.expr, LitDecl) or isinstance(e.expr.value, bool):
+        return
+    value = e.expr.value
+    index = (parent is not None and isinstance(parent.expr, CallDecl)
+             and getattr(parent.expr.callable, "method_name", None) in INDEX_METHODS)
+    if isinstance(value, int):
+        yield ("axis" if index else "const"), TypedExprDecl(e.tp, LitDecl(value + 1))
+    elif isinstance(value, float):
+        yield "const", TypedExprDecl(e.tp, LitDecl(value + 0.5))
+
+
+def _swap_edits(e: TypedExprDecl, parent: TypedExprDecl | None) -> Iterator[tuple[str, TypedExprDecl]]:
+    if not isinstance(e.expr, CallDecl):
+        return
+    call, args = e.expr, e.expr.args
+    if getattr(call.callable, "method_name", None) in COMMUTATIVE and e.tp.ident.name == "i64":
+        return
+    for i in range(len(args)):
+        for j in range(i + 1, len(args)):
+            if args[i].tp == args[j].tp and args[i] != args[j] and not isinstance(args[i].expr, LitDecl):
+                swapped = list(args)
+                swapped[i], swapped[j] = args[j], args[i]
+                new = CallDecl(call.callable, tuple(swapped), call.bound_tp_params)
+                yield "swap", TypedExprDecl(e.tp, new)
+
+
+def _fact_variants(f: Fact, edit: Edit) -> Iterator[tuple[str, Fact]]:
+    d = f.fact
+    if isinstance(d, EqDecl):  # its sides are untyped: typed by the fact's sort
+        for kind, new in _variants(TypedExprDecl(d.tp, d.left), None, edit):
+            yield kind, Fact(f.__egg_decls__, EqDecl(d.tp, new.expr, d.right))
+        for kind, new in _variants(TypedExprDecl(d.tp, d.right), None, edit):
+            yield kind, Fact(f.__egg_decls__, EqDecl(d.tp, d.left, new.expr))
+    elif isinstance(d, ExprFactDecl):
+        for kind, new in _variants(d.typed_expr, None, edit):
+            yield kind, Fact(f.__egg_decls__, ExprFactDecl(new))
+
+
+def _action_variants(a: Action, edit: Edit) -> Iterator[tuple[str, Action]]:
+    d = a.action
+    if isinstance(d, UnionDecl | SetDecl):  # mutate what the matched term is unioned with or set to
+        for kind, new in _variants(TypedExprDecl(d.tp, d.rhs), None, edit):
+            yield kind, Action(a.__egg_decls__, replace(d, rhs=new.expr))
+
+
+def mutants(rule: Rule) -> list[Mutant]:
+    """Every mutant of ``rule`` (see the module docstring), stillborn ones included."""
+    facts, actions = [_fact(f) for f in rule.facts], [_action(a) for a in rule.actions]
+    found: list[tuple[str, list[Fact], list[Action], str]] = []
+    is_rewrite = len(actions) == 1 and isinstance(actions[0].action, UnionDecl)
+    for k in range(1 if is_rewrite else 0, len(facts)):
+        found.append(("drop", facts[:k] + facts[k + 1:], actions, str(facts[k])))
+    texts = [str(f) for f in facts]
+    patterns = {t for f, t in zip(facts, texts) if isinstance(f.fact, ExprFactDecl)
+                and f.fact.typed_expr.tp.ident.name == "Tensor"}  # a bare term: it exists
+    for k, f in enumerate(facts):
+        for kind, new in _fact_variants(f, _literal_edits):
+            found.append((kind, [*facts[:k], new, *facts[k + 1:]], actions, ""))
+    for k, a in enumerate(actions):
+        for kind, new_a in _action_variants(a, _literal_edits):
+            found.append((kind, facts, [*actions[:k], new_a, *actions[k + 1:]], ""))
+        for kind, new_a in _action_variants(a, _swap_edits):
+            found.append((kind, facts, [*actions[:k], new_a, *actions[k + 1:]], ""))
+    out, counts = [], dict.fromkeys(("drop", "swap", "const", "axis"), 0)
+    for kind, fs, acts, dropped in found:
+        counts[kind] += 1
+        name = f"{rule.name}~{kind}{counts[kind]}"
+        try:
+            restated = dropped in patterns and any(dropped in t for t in texts if t != dropped)
+            out.append(Mutant(rule.rebuilt(fs, acts, name=name), kind, name, dropped, restated))
+        except Exception:  # egglog refused to build it: stillborn
+            continue
+    return out
+
+
+def viable(mutant: Mutant) -> bool:
+    """Whether egglog accepts the mutant's rule (no unbound variable, well-typed)."""
+    try:
+        EGraph().run(ruleset_of([mutant.rule], name=f"viable-{mutant.name}"))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # egglog's panics are BaseExceptions
+        return False
+    return True
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    killed: bool
+    how: str
+
+
+def run_mutant(mutant: Mutant, examples: int = 6, premise_breaking: int = 8) -> Outcome:
+    """Check one mutant with the rule checks (derandomized); killed when they fail."""
+    try:
+        check_rule_cases(mutant.rule, examples, premise_breaking, quick=True)
+    except AssertionError as exc:
+        return Outcome(mutant, True, str(exc).strip().splitlines()[0][:120])
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # a crash (an egglog panic too) is a kill, but tells of an error that
+        # should be a tensoregg one
+        return Outcome(mutant, True, f"crash: {type(exc).__name__}: {str(exc)[:100]}")
+    return Outcome(mutant, False, "survived")
+
+
+@dataclass
+class FamilyScore:
+    family: str
+    killed: int = 0
+    equivalent: int = 0
+    stillborn: int = 0
+    survivors: list[str] | None = None
+
+    @property
+    def total(self) -> int:
+        """Viable, non-equivalent mutants."""
+        return self.killed + len(self.survivors or [])
+
+
+def score(rules: Sequence[Rule], examples: int = 6, premise_breaking: int = 8,
+          log: Callable[[str], None] | None = None) -> dict[str, FamilyScore]:
+    """Mutate every rule of ``rules`` and check each mutant: one score per family."""
+    scores: dict[str, FamilyScore] = {}
+    for rule in rules:
+        fam = scores.setdefault(rule.family, FamilyScore(rule.family, survivors=[]))
+        for mutant in mutants(rule):
+            if not viable(mutant):
+                fam.stillborn += 1
+                continue
+            outcome = run_mutant(mutant, examples, premise_breaking)
+            if outcome.killed:
+                fam.killed += 1
+            elif mutant.equivalent:
+                fam.equivalent += 1
+            else:
+                assert fam.survivors is not None
+                fam.survivors.append(mutant.name)
+            if log:
+                log(f"{mutant.name}: {'killed: ' + outcome.how if outcome.killed else outcome.how}")
+    return scores
+
+
+def report(scores: dict[str, FamilyScore]) -> str:
+    """killed/total per family and overall, and the survivors by name."""
+    lines, killed, total = [], 0, 0
+    for s in scores.values():
+        killed, total = killed + s.killed, total + s.total
+        lines.append(f"{s.family}: {s.killed}/{s.total} killed ({100 * s.killed / max(s.total, 1):.1f}%), "
+                     f"{s.equivalent} equivalent, {s.stillborn} stillborn")
+    lines.append(f"overall: {killed}/{total} killed ({100 * killed / max(total, 1):.1f}%)")
+    survivors = [n for s in scores.values() for n in (s.survivors or [])]
+    lines += [f"survivor: {n}" for n in survivors]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tensoregg.testing.mutate",
+                                     description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--family", action="append", help="only this family (repeatable)")
+    parser.add_argument("--rule", action="append", help="only this rule (repeatable)")
+    parser.add_argument("--examples", type=int, default=6, help="witness cases per mutant")
+    parser.add_argument("--premise-cases", type=int, default=8, help="premise-breaking cases per mutant")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every mutant's outcome")
+    args = parser.parse_args(argv)
+    os.environ["RUST_BACKTRACE"] = "0"  # a mutant's egglog panic is a kill, not pages of stack
+    rules = [r for f in RULESETS.values() if not args.family or f.name in args.family for r in f.rules
+             if not args.rule or r.name in args.rule]
+    start = time.perf_counter()
+    scores = score(rules, args.examples, args.premise_cases, log=print if args.verbose else None)
+    print(report(scores))
+    print(f"{len(rules)} rules in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,7 +14,9 @@ Q of the same scale and zero point is ``Max(q, z)`` on the 8-bit data.
 Premises: activation scales and zero points per tensor (one element), the weight's per tensor or
 (Conv) per output channel (DequantizeLinear axis 0), every zero point present (the QLinear ops need
 them), 8-bit integer data and output, float32 scales, no blocked quantization, default Q/DQ
-attributes otherwise. The accel target saturates this family (integer kernels are what its GEMM
+attributes otherwise. The laws need finite, nonzero scales (a model's), which no premise can
+read from a constant's values: the rules are checked on such scales (``exact=False``: no -0, inf or
+NaN drawn into them). The accel target saturates this family (integer kernels are what its GEMM
 core runs).
 """
 
@@ -102,7 +104,7 @@ def _conv_rule(per_channel: bool, with_bias: bool) -> None:
         name, "Q(conv(DQ(x), DQ(w), DQ(b))) = QLinearConv(x, w, round(DQ(b)/(x_s*w_s))): the int32 sum "
         "requantized once (exact for power-of-two scales, else up to a tie's rounding)",
         lhs, rhs, *_activations(), *_quantized(wq, ws, wz, "w"), *_weight_scale(per_channel), *int32,
-        example=lambda: _conv_example(per_channel, with_bias))
+        example=lambda: _conv_example(per_channel, with_bias), exact=False)
 
 
 for _per_channel in (False, True):
@@ -115,13 +117,13 @@ quantization.rewrite(
     _q(term("MatMul", _dq(xq, xs, xz, x_axis), _dq(wq, ws, wz, w_axis))),
     term("QLinearMatMul", xq, xs, xz, wq, ws, wz, ys, yz),
     *_activations(), *_quantized(wq, ws, wz, "w"), *_scalar(ws, "ws"),
-    example=lambda: _matmul_example())
+    example=lambda: _matmul_example(), exact=False)
 
 quantization.rewrite(
     "qdq-relu-to-max", "Q(relu(DQ(q, s, z)), s, z) = max(q, z): relu keeps q >= z and makes the rest z "
     "(exact: f32((q - z)*s) / s rounds back to q - z for scales whose products stay normal floats)",
     _q(term("Relu", _dq(xq, xs, xz, x_axis)), xs, xz), term("Max", Vec[Tensor](xq, xz)),
-    *_quantized(xq, xs, xz, "x"), *_scalar(xs, "xs"), example=lambda: _relu_example())
+    *_quantized(xq, xs, xz, "x"), *_scalar(xs, "xs"), example=lambda: _relu_example(), exact=False)
 
 
 # ---- witnesses --------------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ def test_verify_checks_a_user_rule_module(tmp_path):
     assert done.returncode == 1, done.stderr
     verdicts = {v["rule"]: v["problem"] for v in json.loads(done.stdout)}
     assert verdicts["relu-cubed"] is None
-    assert "Not equal to tolerance" in verdicts["relu-is-neg"]
+    assert "IEEE-exact comparison" in verdicts["relu-is-neg"]
     assert "is taken" in verdicts["relu-idempotent"]
     done = subprocess.run([sys.executable, "-m", "tensoregg.cli", "verify", str(tmp_path / "none.py")],
                           capture_output=True, text=True)

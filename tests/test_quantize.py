@@ -9,7 +9,7 @@ import tensoregg
 from tensoregg.errors import InputError, ParameterError
 from tensoregg.frontends.onnx import import_onnx
 from tensoregg.ir import run_graph
-from tensoregg.quantize import quantize
+from tensoregg.quantization import quantize
 
 
 def _small_cnn(seed: int = 0) -> onnx.ModelProto:

@@ -32,10 +32,10 @@ def default_target() -> str:
 
 
 def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (the public name users expect)
-            input_shapes: Mapping[str, Sequence[int]] | None = None, optimize: bool = True,
+            input_shapes: Mapping[str, Sequence[int | str]] | None = None, optimize: bool = True,
             rule_families: Sequence[str | Family] | None = None, cache: bool = False,
             example_inputs: Sequence[Any] | None = None, validate: bool = False,
-            records: RecordsOption = True) -> Module:
+            records: RecordsOption = True, dim_ranges: Mapping[str, Sequence[int]] | None = None) -> Module:
     """Compile a model (ONNX path, bytes, ModelProto, an ``ir.Graph``, or a PyTorch ``nn.Module``
     or ``torch.export.ExportedProgram``) for ``target``.
 
@@ -43,9 +43,13 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
     for this machine, ``"ref"`` the reference interpreter...; default ``default_target()``), or is a
     ``Target`` description, compiled by the registered target of its name with that description's
     cost model (a fixed machine, ``tensoregg.targets.llvm.machines``). ``input_shapes`` fixes symbolic
-    input dimensions (shapes are static). ``optimize`` runs the e-graph optimization with the
-    target's rule families, or ``rule_families`` when given (names from ``tensoregg.rules.RULESETS``
-    or your own ``tensoregg.rules.Family`` objects); the Module's ``report`` says what it did.
+    input dimensions. The first dimension may stay symbolic (an ONNX ``dim_param``, or a name:
+    ``input_shapes={"x": ("N", 3, 224, 224)}``), in the range ``dim_ranges`` gives (``{"N": (1, 16)}``;
+    default: any batch): the model is then compiled per bucket of batch sizes and returns a
+    ``BatchedModule`` that runs any batch in the range (``tensoregg.dynamic``). ``optimize`` runs the
+    e-graph optimization with the target's rule families, or ``rule_families`` when given (names
+    from ``tensoregg.rules.RULESETS`` or your own ``tensoregg.rules.Family`` objects); the Module's
+    ``report`` says what it did.
     An ``nn.Module`` is exported with ``torch.export`` at ``example_inputs`` (a tuple of tensors,
     whose shapes the compiled module then takes; ``tensoregg.frontends.torch``).
 
@@ -72,6 +76,14 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
         cached = compile_cache.lookup(key)
         if cached is not None:
             return cached
+    if not isinstance(model, Graph) and not _is_torch(model):
+        batched = _compile_batched(model, description, input_shapes, dim_ranges, optimize=optimize,
+                                   rule_families=rule_families, cache=cache, validate=validate,
+                                   records=records)
+        if batched is not None:
+            return batched
+    elif dim_ranges is not None:
+        raise ParameterError("dim_ranges applies to ONNX models with a symbolic batch dimension")
     with stage("import"):
         graph = to_graph(model, input_shapes, example_inputs)
     report = None
@@ -93,6 +105,26 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
     return module
 
 
+def _compile_batched(model: Any, description: Target,
+                     input_shapes: Mapping[str, Sequence[Any]] | None,
+                     dim_ranges: Mapping[str, Sequence[int]] | None, **options: Any) -> Module | None:
+    """An ONNX model compiled for its symbolic batch dimension (``tensoregg.dynamic``), or None when
+    its input shapes are all fixed."""
+    from tensoregg.dynamic import compile_batched, symbolic_dims
+    from tensoregg.frontends.onnx import declared_input_dims, load_model
+
+    proto = load_model(model)
+    found = symbolic_dims(declared_input_dims(proto), input_shapes)
+    if found is None:
+        if dim_ranges is not None:
+            raise ParameterError("dim_ranges names a symbolic batch dimension, but the model's input shapes "
+                                 "are all fixed")
+        return None
+    symbol, dims = found
+    return compile_batched(proto, symbol, dims, dim_ranges, lambda m, shapes: to_graph(m, shapes),
+                           lambda m, shapes: compile(m, description, input_shapes=shapes, **options))
+
+
 def _check_options(*, optimize: object, cache: object, validate: object, rule_families: object) -> None:
     """ParameterError for a flag that is not a bool (``optimize="no"`` would optimize) or rule
     families that are not a sequence of names and Family objects (a str is one name, not many)."""
@@ -106,7 +138,7 @@ def _check_options(*, optimize: object, cache: object, validate: object, rule_fa
 
 
 def _cache_key(model: Any, entry: Registration, description: Target,
-               input_shapes: Mapping[str, Sequence[int]] | None, optimize: bool,
+               input_shapes: Mapping[str, Sequence[int | str]] | None, optimize: bool,
                rule_families: Sequence[str | Family] | None, tuned: str,
                validate: bool = False) -> str | None:
     """The compile cache's key, or None for what the cache cannot hold (see ``compile``); ``tuned``
@@ -167,7 +199,7 @@ def resolve_target(target: str | Target | None) -> tuple[Registration, Target]:
     return entry, entry.describe()
 
 
-def to_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None,
+def to_graph(model: Any, input_shapes: Mapping[str, Sequence[int | str]] | None = None,
              example_inputs: Sequence[Any] | None = None) -> Graph:
     """A model as ``compile`` accepts it (ONNX path, bytes, ModelProto, an ``ir.Graph``, a torch
     ``nn.Module`` or ExportedProgram) -> Graph."""

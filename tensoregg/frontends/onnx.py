@@ -173,7 +173,7 @@ def tensor_value(t: onnx.TensorProto, where: str) -> np.ndarray:
         raise InvalidModel(f"{where}: tensor {t.name!r} cannot be read: {type(e).__name__}: {e}") from e
 
 
-def import_onnx(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None,
+def import_onnx(model: Any, input_shapes: Mapping[str, Sequence[Any]] | None = None,
                 bind: Mapping[str, np.ndarray] | None = None) -> Graph:
     """Import an ONNX model as a static-shape Graph.
 
@@ -183,6 +183,22 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
     shapes = checked_input_shapes(input_shapes)
     proto = expand_functions(load_model(model))
     return _Importer(proto, shapes, dict(bind or {})).run()
+
+
+def declared_input_dims(model: Any) -> dict[str, list[int | str]]:
+    """The dims the model declares for each graph input that is not an initializer: an int, the
+    ``dim_param`` name of a symbolic dim, or ``"?"`` for one with neither (an untyped or shapeless
+    input gets no entry: ``import_onnx`` names it)."""
+    graph = load_model(model).graph
+    weights = {t.name for t in graph.initializer}
+    dims: dict[str, list[int | str]] = {}
+    for vi in graph.input:
+        tt = vi.type.tensor_type
+        if vi.name in weights or vi.type.WhichOneof("value") != "tensor_type" or not tt.HasField("shape"):
+            continue
+        dims[vi.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or "?")
+                         for d in tt.shape.dim]
+    return dims
 
 
 def checked_input_shapes(input_shapes: object) -> dict[str, tuple[int, ...]]:

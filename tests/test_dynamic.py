@@ -1,0 +1,69 @@
+"""A symbolic batch dimension: one ``compile`` runs every batch in the declared range, each matching
+onnxruntime; sizes outside it, bad ranges and saving are refused with tensoregg errors."""
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import tensoregg
+from tensoregg.errors import ArtifactError, InputError, ParameterError
+from tensoregg.runtime.batched import BatchedModule
+from tensoregg.testing_models import mlp, small_resnet, symbolic_batch
+
+EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "tinycnn.onnx")
+
+
+def check_batches(module, model, sizes, feature):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = module.input_names[0]
+    for n in sizes:
+        x = np.random.default_rng(n).standard_normal((n, *feature)).astype(np.float32)
+        got, want = module.run(x)[0], session.run(None, {name: x})[0]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_one_compile_runs_every_batch_in_its_range():
+    model = symbolic_batch(small_resnet(widths=(8, 16, 16, 16), size=16, classes=10))
+    module = tensoregg.compile(model, dim_ranges={"N": (1, 4)})
+    assert isinstance(module, BatchedModule) and sorted(module.buckets) == [1, 2, 4]
+    assert module.input_shapes == [("N", 3, 16, 16)]
+    check_batches(module, model, [1, 3, 4, 2], (3, 16, 16))
+    assert sum(rows for _, rows in module.chunks(3)) == 3
+    with pytest.raises(InputError, match="N=5 is outside"):
+        module.run(np.zeros((5, 3, 16, 16), np.float32))
+    with pytest.raises(InputError, match="shape"):
+        module.run(np.zeros((2, 3, 16, 17), np.float32))
+    with pytest.raises(ArtifactError, match="symbolic batch"):
+        module.save("unused.tegg")
+
+
+def test_a_dim_param_model_compiles_without_input_shapes():
+    model = symbolic_batch(EXAMPLE)
+    module = tensoregg.compile(model)
+    assert list(module.buckets) == [1]
+    check_batches(module, model, [1, 3], (3, 32, 32))
+    module.num_threads = 1
+    assert module.num_threads == 1
+
+
+def test_a_named_batch_in_input_shapes():
+    model = symbolic_batch(mlp(batch=8, sizes=(12, 8, 4)))
+    module = tensoregg.compile(model, input_shapes={"x": ("B", 12)}, dim_ranges={"B": (2, 2)})
+    assert not isinstance(module, BatchedModule) and module.input_shapes == [(2, 12)]
+
+
+@pytest.mark.parametrize(("ranges", "words"), [
+    ({"M": (1, 4)}, "must map"), ({"N": (4, 1)}, "low <= high"), ({"N": (0, 4)}, "low <= high"),
+    ({"N": "1-4"}, "low <= high"), ([1, 4], "must map"),
+])
+def test_bad_dim_ranges(ranges, words):
+    with pytest.raises(ParameterError, match=words):
+        tensoregg.compile(symbolic_batch(EXAMPLE), dim_ranges=ranges)
+
+
+def test_dim_ranges_on_a_static_model_is_refused():
+    with pytest.raises(ParameterError, match="all fixed"):
+        tensoregg.compile(EXAMPLE, dim_ranges={"N": (1, 4)})

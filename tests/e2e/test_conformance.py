@@ -35,7 +35,14 @@ they agree everywhere else."""
 pytestmark = pytest.mark.skipif(not HARNESS.exists(), reason="needs ../shared/tools/conformance.py")
 
 
-@pytest.mark.parametrize(("target", "suite"), [(t, s) for t in FLOORS for s in sorted(FLOORS[t])])
+DUPLICATED = {("llvm", "light")}
+"""Suites whose models the default run checks already (tests/e2e/test_models.py compiles the nine
+light models for llvm against onnxruntime): slow, so that the default run stays short."""
+
+
+@pytest.mark.parametrize(("target", "suite"), [
+    pytest.param(t, s, marks=[pytest.mark.slow] if (t, s) in DUPLICATED else [])
+    for t in FLOORS for s in sorted(FLOORS[t])])
 def test_conformance_floor(target, suite, tmp_path):
     out = tmp_path / "result.json"
     jobs = os.environ.get("CONFORMANCE_JOBS", "2")  # the llvm node suite is the suite's long tail

@@ -104,15 +104,22 @@ def compile_batched(model: Any, symbol: str, dims: Dims, dim_ranges: Mapping[str
 
     if low == high:
         return compile_static(model, shapes(low))
+    def imported(b: int) -> Any:
+        try:
+            return to_graph(model, shapes(b))
+        except ShapeError as e:
+            raise ShapeError(f"the model does not take batch {symbol}={b} ({e}), so its batch dimension "
+                             f"cannot stay symbolic: fix it with input_shapes") from e
+
     batched = {name for name, shape in dims.items() if shape and shape[0] == symbol}
-    reference = to_graph(model, shapes(ANALYSIS_BATCH))
+    reference = imported(ANALYSIS_BATCH)
     axes = batch_axes(reference, dict.fromkeys(batched, 0))
     sizes = bucket_sizes(low, high)
     log.info("batch %s in %s..%s: compiling buckets %s", symbol, low, high if high is not None else "", sizes)
     buckets, costs = {}, {}
     for b in sizes:
         if b != ANALYSIS_BATCH:
-            same_rows(reference, ANALYSIS_BATCH, to_graph(model, shapes(b)), b, axes)
+            same_rows(reference, ANALYSIS_BATCH, imported(b), b, axes)
         buckets[b] = compile_static(model, shapes(b))
         report = buckets[b].report
         costs[b] = report.cost_after if report is not None and report.cost_after > 0 else float(b)

@@ -67,3 +67,17 @@ def test_bad_dim_ranges(ranges, words):
 def test_dim_ranges_on_a_static_model_is_refused():
     with pytest.raises(ParameterError, match="all fixed"):
         tensoregg.compile(EXAMPLE, dim_ranges={"N": (1, 4)})
+
+
+def test_a_model_fixed_to_one_batch_is_refused():
+    """A Reshape to [1, ...] (an export for batch 1 alone) under a symbolic batch dim."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([1, 2, 3]), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(tensoregg.errors.ShapeError, match="does not take batch N=2"):
+        tensoregg.compile(model)

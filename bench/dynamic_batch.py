@@ -27,7 +27,7 @@ import numpy as np
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", default="1,3,8,16")
+    parser.add_argument("--batches", default="1,3,8,16", help="empty: the zoo models alone")
     parser.add_argument("--high", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=2.0)
@@ -44,25 +44,26 @@ def main() -> None:
     from tensoregg.testing_models import small_resnet, symbolic_batch
 
     print(f"cpu {llvm.get_host_cpu_name()}, {args.threads} thread(s), load {os.getloadavg()[0]:.1f}")
-    model = symbolic_batch(small_resnet(blocks=2))
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    start = time.perf_counter()
-    dynamic = tensoregg.compile(model, dim_ranges={"N": (1, args.high)})
-    dynamic.num_threads = args.threads
-    print(f"dynamic compile (buckets {list(dynamic.buckets)}): {time.perf_counter() - start:.1f} s")
-    print("batch  chunks                 static_ms  dynamic_ms  ratio  static_compile_s  err")
-    for n in (int(b) for b in args.batches.split(",")):
+    if args.batches:
+        model = symbolic_batch(small_resnet(blocks=2))
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         start = time.perf_counter()
-        static = tensoregg.compile(model, input_shapes={"x": [n, 3, 224, 224]})
-        compile_s = time.perf_counter() - start
-        static.num_threads = args.threads
-        x = np.random.default_rng(n).standard_normal((n, 3, 224, 224)).astype(np.float32)
-        want = session.run(None, {"x": x})
-        err = max(max_rel_err(dynamic.run(x), want), max_rel_err(static.run(x), want))
-        ours, theirs = time_pair(partial(dynamic.run, x), partial(static.run, x), None, args.seconds, 0.0)
-        d, s = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
-        print(f"{n:5d}  {dynamic.chunks(n)!s:22s} {s:9.2f}  {d:10.2f}  {d / s:5.2f}  {compile_s:16.1f}  "
-              f"{err:.1e}")
+        dynamic = tensoregg.compile(model, dim_ranges={"N": (1, args.high)})
+        dynamic.num_threads = args.threads
+        print(f"dynamic compile (buckets {list(dynamic.buckets)}): {time.perf_counter() - start:.1f} s")
+        print("batch  chunks                 static_ms  dynamic_ms  ratio  static_compile_s  err")
+        for n in (int(b) for b in args.batches.split(",")):
+            start = time.perf_counter()
+            static = tensoregg.compile(model, input_shapes={"x": [n, 3, 224, 224]})
+            compile_s = time.perf_counter() - start
+            static.num_threads = args.threads
+            x = np.random.default_rng(n).standard_normal((n, 3, 224, 224)).astype(np.float32)
+            want = session.run(None, {"x": x})
+            err = max(max_rel_err(dynamic.run(x), want), max_rel_err(static.run(x), want))
+            ours, theirs = time_pair(partial(dynamic.run, x), partial(static.run, x), None, args.seconds, 0.0)
+            d, s = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
+            print(f"{n:5d}  {dynamic.chunks(n)!s:22s} {s:9.2f}  {d:10.2f}  {d / s:5.2f}  {compile_s:16.1f}  "
+                  f"{err:.1e}")
     for name in filter(None, args.zoo.split(",")):
         zoo = symbolic_batch(light_model(name))
         start = time.perf_counter()

@@ -167,7 +167,7 @@ def _records_pricing(records: RecordsOption, entry: Registration, description: T
 
 def tune(models: Any, target: str | Target | None = None, *, minutes: float = 10.0,
          records: str | os.PathLike[str] | None = None,
-         input_shapes: Mapping[str, Sequence[int]] | None = None,
+         input_shapes: Mapping[str, Sequence[int | str]] | None = None,
          example_inputs: Sequence[Any] | None = None,
          trials: int = 32, seconds: float = 0.2, timeout: float = 60.0, seed: int = 0,
          progress: bool | None = None) -> TuneReport:

@@ -81,3 +81,16 @@ def test_a_model_fixed_to_one_batch_is_refused():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(tensoregg.errors.ShapeError, match="does not take batch N=2"):
         tensoregg.compile(model)
+
+
+def test_the_command_line_runs_a_symbolic_batch(tmp_path, capsys):
+    from tensoregg.cli import main
+
+    path = tmp_path / "batched.onnx"
+    path.write_bytes(symbolic_batch(EXAMPLE).SerializeToString())
+    assert main(["run", str(path), "--input-shape", "x=B,3,32,32", "--dim-range", "B=1:2", "--check",
+                 "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "BatchedModule" in out and "B in 1..2" in out and "MISMATCH" not in out
+    assert main(["run", str(path), "--dim-range", "B=1-2"]) == 2
+    assert "--dim-range expects NAME=LOW:HIGH" in capsys.readouterr().err

@@ -76,14 +76,15 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
         cached = compile_cache.lookup(key)
         if cached is not None:
             return cached
-    if not isinstance(model, Graph) and not _is_torch(model):
-        batched = _compile_batched(model, description, input_shapes, dim_ranges, optimize=optimize,
-                                   rule_families=rule_families, cache=cache, validate=validate,
-                                   records=records)
+    if not isinstance(model, Graph):
+        batched = _compile_batched(model, description, input_shapes, dim_ranges, example_inputs,
+                                   optimize=optimize, rule_families=rule_families, cache=cache,
+                                   validate=validate, records=records)
         if batched is not None:
             return batched
     elif dim_ranges is not None:
-        raise ParameterError("dim_ranges applies to ONNX models with a symbolic batch dimension")
+        raise ParameterError("dim_ranges applies to ONNX and torch models, not to a Graph (its shapes are "
+                             "fixed)")
     with stage("import"):
         graph = to_graph(model, input_shapes, example_inputs)
     report = None
@@ -105,12 +106,24 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
     return module
 
 
-def _compile_batched(model: Any, description: Target,
-                     input_shapes: Mapping[str, Sequence[Any]] | None,
-                     dim_ranges: Mapping[str, Sequence[int]] | None, **options: Any) -> Module | None:
-    """An ONNX model compiled for its symbolic batch dimension (``tensoregg.dynamic``), or None when
-    its input shapes are all fixed."""
-    from tensoregg.dynamic import compile_batched, symbolic_dims
+def _compile_batched(model: Any, description: Target, input_shapes: Mapping[str, Sequence[Any]] | None,
+                     dim_ranges: Mapping[str, Sequence[int]] | None, example_inputs: Sequence[Any] | None,
+                     **options: Any) -> Module | None:
+    """A model compiled for its symbolic batch dimension (``tensoregg.dynamic``), or None when it has
+    none: an ONNX model whose inputs' first dim is symbolic, or a torch model given ``dim_ranges``
+    (the first dim of every example input is the batch; the model is exported per bucket size)."""
+    from tensoregg.dynamic import batch_shapes, checked_range, compile_batched, symbolic_dims
+
+    if _is_torch(model):
+        if dim_ranges is None:
+            return None
+        if not isinstance(dim_ranges, Mapping) or len(dim_ranges) != 1:
+            raise ParameterError(f"dim_ranges must name the one batch dimension of the example inputs, got "
+                                 f"{dim_ranges!r}")
+        symbol = next(iter(dim_ranges))
+        return compile_batched(symbol, checked_range(symbol, dim_ranges), None,
+                               lambda b: to_graph(model, None, [_rows(x, b) for x in example_inputs or ()]),
+                               lambda b, graph: compile(graph, description, **options))
     from tensoregg.frontends.onnx import declared_input_dims, load_model
 
     proto = load_model(model)
@@ -121,8 +134,22 @@ def _compile_batched(model: Any, description: Target,
                                  "are all fixed")
         return None
     symbol, dims = found
-    return compile_batched(proto, symbol, dims, dim_ranges, lambda m, shapes: to_graph(m, shapes),
-                           lambda m, shapes: compile(m, description, input_shapes=shapes, **options))
+    batched = {name for name, shape in dims.items() if shape and shape[0] == symbol}
+
+    def shapes(b: int) -> dict[str, list[int]]:
+        return batch_shapes(symbol, dims, b)
+
+    return compile_batched(symbol, checked_range(symbol, dim_ranges), batched,
+                           lambda b: to_graph(proto, shapes(b)),
+                           lambda b, _: compile(proto, description, input_shapes=shapes(b), **options))
+
+
+def _rows(example: Any, b: int) -> Any:
+    """A torch example input with ``b`` rows: its first row repeated."""
+    if not hasattr(example, "repeat") or not getattr(example, "dim", lambda: 0)():
+        raise ParameterError(f"with dim_ranges, every example input must be a tensor whose first dim is the "
+                             f"batch, got {type(example).__name__}")
+    return example[:1].repeat(b, *[1] * (example.dim() - 1))
 
 
 def _check_options(*, optimize: object, cache: object, validate: object, rule_families: object) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from tensoregg.errors import ParameterError, ShapeError
 from tensoregg.frontends.onnx import checked_input_shapes
+from tensoregg.ir import Graph
 from tensoregg.ir.batching import batch_axes, same_rows
 from tensoregg.runtime import Module
 from tensoregg.runtime.batched import BatchedModule
@@ -91,37 +92,39 @@ def bucket_sizes(low: int, high: int | None) -> list[int]:
     return sizes
 
 
-def compile_batched(model: Any, symbol: str, dims: Dims, dim_ranges: Mapping[str, Sequence[int]] | None,
-                    to_graph: Callable[[Any, Mapping[str, Sequence[int]]], Any],
-                    compile_static: Callable[[Any, Mapping[str, Sequence[int]]], Module]) -> Module:
-    """The model compiled for batches of ``symbol`` in its range: a plain Module for a range of one
-    size, else a BatchedModule. ``to_graph(model, input_shapes)`` imports, ``compile_static(model,
-    input_shapes)`` compiles (the caller's options)."""
-    low, high = checked_range(symbol, dim_ranges)
+def compile_batched(symbol: str, bounds: tuple[int, int | None], batched: set[str] | None,
+                    import_at: Callable[[int], Graph], compile_at: Callable[[int, Graph], Module]) -> Module:
+    """The model compiled for batches of ``symbol`` in ``bounds`` (``checked_range``): a plain Module
+    for a range of one size, else a BatchedModule. ``import_at(b)`` imports the model at batch ``b``,
+    ``compile_at(b, graph)`` compiles that import (with the caller's options); ``batched`` names the
+    inputs whose first dim is the batch (None: every input)."""
+    low, high = bounds
 
-    def shapes(b: int) -> dict[str, list[int]]:
-        return {name: [b if d == symbol else d for d in shape] for name, shape in dims.items()}
-
-    if low == high:
-        return compile_static(model, shapes(low))
-    def imported(b: int) -> Any:
+    def imported(b: int) -> Graph:
         try:
-            return to_graph(model, shapes(b))
+            return import_at(b)
         except ShapeError as e:
             raise ShapeError(f"the model does not take batch {symbol}={b} ({e}), so its batch dimension "
                              f"cannot stay symbolic: fix it with input_shapes") from e
 
-    batched = {name for name, shape in dims.items() if shape and shape[0] == symbol}
+    if low == high:
+        return compile_at(low, imported(low))
     reference = imported(ANALYSIS_BATCH)
+    batched = set(reference.inputs) if batched is None else batched
     axes = batch_axes(reference, dict.fromkeys(batched, 0))
     sizes = bucket_sizes(low, high)
     log.info("batch %s in %s..%s: compiling buckets %s", symbol, low, high if high is not None else "", sizes)
     buckets, costs = {}, {}
     for b in sizes:
-        if b != ANALYSIS_BATCH:
-            same_rows(reference, ANALYSIS_BATCH, imported(b), b, axes)
-        buckets[b] = compile_static(model, shapes(b))
+        graph = reference if b == ANALYSIS_BATCH else imported(b)
+        same_rows(reference, ANALYSIS_BATCH, graph, b, axes)
+        buckets[b] = compile_at(b, graph)
         report = buckets[b].report
         costs[b] = report.cost_after if report is not None and report.cost_after > 0 else float(b)
     outputs = {name for name in reference.outputs if axes[name] == 0}
     return BatchedModule(symbol, low, high, buckets, batched | outputs, costs)
+
+
+def batch_shapes(symbol: str, dims: Dims, b: int) -> dict[str, list[int]]:
+    """Every input's dims with the batch ``symbol`` at ``b``."""
+    return {name: [b if d == symbol else d for d in shape] for name, shape in dims.items()}

@@ -94,3 +94,20 @@ def test_the_command_line_runs_a_symbolic_batch(tmp_path, capsys):
     assert "BatchedModule" in out and "B in 1..2" in out and "MISMATCH" not in out
     assert main(["run", str(path), "--dim-range", "B=1-2"]) == 2
     assert "--dim-range expects NAME=LOW:HIGH" in capsys.readouterr().err
+
+
+def test_a_torch_model_with_a_batch_range():
+    """Exported once per bucket (the example's first row repeated); every batch matches eager."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
+    module = tensoregg.compile(model, example_inputs=(torch.randn(1, 3, 8, 8),), dim_ranges={"batch": (1, 2)})
+    assert isinstance(module, BatchedModule) and module.input_shapes == [("batch", 3, 8, 8)]
+    for n in (1, 2):
+        x = torch.randn(n, 3, 8, 8)
+        np.testing.assert_allclose(module.run(x.numpy())[0], model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ParameterError, match="one batch dimension"):
+        tensoregg.compile(model, example_inputs=(torch.randn(1, 3, 8, 8),),
+                          dim_ranges={"a": (1, 2), "b": (1, 2)})

@@ -36,8 +36,43 @@ def test_one_compile_runs_every_batch_in_its_range():
         module.run(np.zeros((5, 3, 16, 16), np.float32))
     with pytest.raises(InputError, match="shape"):
         module.run(np.zeros((2, 3, 16, 17), np.float32))
-    with pytest.raises(ArtifactError, match="symbolic batch"):
-        module.save("unused.tegg")
+
+
+@pytest.fixture(scope="module")
+def batched_example():
+    model = symbolic_batch(EXAMPLE)
+    return model, tensoregg.compile(model, dim_ranges={"N": (1, 4)})
+
+
+def test_a_batched_module_saves_and_loads(batched_example, tmp_path):
+    model, module = batched_example
+    path = module.save(tmp_path / "batched.tegg")
+    loaded = tensoregg.load(path)
+    assert isinstance(loaded, BatchedModule) and loaded.buckets.keys() == module.buckets.keys()
+    assert loaded.input_shapes == [("N", 3, 32, 32)] and loaded.chunks(3) == module.chunks(3)
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.run(x)[0], module.run(x)[0])
+    check_batches(loaded, model, [1, 3], (3, 32, 32))
+
+
+def test_a_corrupted_bucket_is_refused(batched_example, tmp_path):
+    import json
+    import zipfile
+
+    from tensoregg.runtime.artifact import _manifest_hash
+
+    _, module = batched_example
+    artifact = module.artifact()
+    manifest = json.loads(json.dumps(artifact.manifest))
+    manifest["code"]["batched"]["buckets"]["2"]["inputs"][0]["shape"] = [2, 3, 32, 33]
+    manifest["manifest_sha256"] = _manifest_hash(manifest)
+    path = tmp_path / "bad.tegg"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        for name, data in artifact.parts.items():
+            zf.writestr(name, bytes(data))
+    with pytest.raises(ArtifactError, match="buckets\\['2'\\]"):
+        tensoregg.load(path)
 
 
 def test_a_dim_param_model_compiles_without_input_shapes():

@@ -8,17 +8,26 @@ last row when a larger bucket is cheaper than smaller ones (the padded rows' out
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tensoregg.errors import ArtifactError, InputError
-from tensoregg.runtime.module import Module, bind
+from tensoregg.runtime.artifact import (
+    Artifact,
+    TargetCode,
+    build_artifact,
+    nested_artifact,
+    require,
+    require_fields,
+)
+from tensoregg.runtime.module import Module, bind, from_artifact
 from tensoregg.runtime.signature import TensorSpec
+
+BATCHED = "batched"
+"""The key of a saved BatchedModule's object in its manifest's ``code``."""
 
 
 class BatchedModule(Module):
@@ -36,7 +45,7 @@ class BatchedModule(Module):
         self.batched = set(batched)
         self.costs = dict(costs)
         largest = self.buckets[max(self.buckets)]
-        super().__init__(largest.graph, largest.target, largest.program)
+        super().__init__(largest.graph, largest.target, largest.program, artifact=largest._artifact)
         self.inputs, self.outputs = largest.inputs, largest.outputs
         self.report = largest.report
         self._plan = lru_cache(maxsize=256)(self._chunks)
@@ -114,9 +123,19 @@ class BatchedModule(Module):
         """How a batch of ``n`` runs: (bucket size, rows) per chunk."""
         return [(size, rows) for _, size, rows in self._plan(n)]
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        raise ArtifactError(f"a model compiled for the symbolic batch {self.symbol!r} cannot be saved yet: "
-                            f"compile it with input_shapes for one batch size to save it")
+    def artifact(self) -> Artifact:
+        """One artifact holding every bucket's, each under ``bucket-<size>/``; the manifest's
+        ``code`` holds the batch (``BATCHED``) and the buckets' manifests."""
+        saved = {b: module.artifact() for b, module in self.buckets.items()}
+        parts = {f"bucket-{b}/{name}": bytes(data)
+                 for b, a in saved.items() for name, data in a.parts.items()}
+        code = {BATCHED: {"symbol": self.symbol, "low": self.low, "high": self.high,
+                          "batched": sorted(self.batched),
+                          "costs": {str(b): c for b, c in self.costs.items()},
+                          "buckets": {str(b): a.manifest for b, a in saved.items()}}}
+        largest = saved[max(saved)]
+        return build_artifact(self.target, largest.inputs, largest.outputs, largest.graph_text,
+                              TargetCode(code, parts))
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{t.name}: {t.dtype.name}[{','.join(map(str, s))}]"
@@ -124,6 +143,27 @@ class BatchedModule(Module):
         bound = self.high if self.high is not None else ""
         return (f"<tensoregg.BatchedModule target={self.target} ({ins}) {self.symbol} in "
                 f"{self.low}..{bound}, buckets {list(self.buckets)}>")
+
+
+def from_batched_artifact(artifact: Artifact) -> BatchedModule:
+    """The BatchedModule saved in ``artifact`` (checked by ``read_artifact``): each bucket's artifact
+    checked in turn (``nested_artifact``) and loaded by its target's loader."""
+    spec = require(artifact.manifest["code"][BATCHED], dict, ".code.batched")
+    where = "manifest .code.batched"
+    require_fields(spec, {"symbol": str, "low": int, "batched": list, "costs": dict, "buckets": dict}, where)
+    high = spec.get("high")
+    if (high is not None and not isinstance(high, int)) or not set(spec["buckets"]) == set(spec["costs"]):
+        raise ArtifactError(f"{where}: malformed range or buckets")
+    buckets, costs = {}, {}
+    for key, manifest in spec["buckets"].items():
+        if not key.isdigit() or not isinstance(spec["costs"][key], (int, float)):
+            raise ArtifactError(f"{where}.buckets: {key!r} is not a batch size with a cost")
+        buckets[int(key)] = from_artifact(nested_artifact(artifact, manifest, f"bucket-{key}/",
+                                                          f".code.batched.buckets[{key!r}]"))
+        costs[int(key)] = float(spec["costs"][key])
+    if 1 not in buckets or not all(isinstance(n, str) for n in spec["batched"]):
+        raise ArtifactError(f"{where}: no bucket of batch 1, or batched names that are not strings")
+    return BatchedModule(spec["symbol"], spec["low"], high, buckets, set(spec["batched"]), costs)
 
 
 def _by_name(names: list[str], args: Sequence[Any], named: Mapping[str, Any]) -> list[Any]:

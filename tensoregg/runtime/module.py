@@ -17,7 +17,6 @@ from tensoregg.runtime.artifact import (
     Artifact,
     TargetCode,
     build_artifact,
-    read_artifact,
     write_artifact,
 )
 from tensoregg.runtime.signature import TensorSpec, specs
@@ -122,10 +121,9 @@ class Module:
         return f"<tensoregg.Module target={self.target} ({ins}) -> ({outs})>"
 
 
-def load(path: str | os.PathLike[str]) -> Module:
-    """The model saved at ``path`` (``Module.save``), checked (``read_artifact``) and ready to run,
-    with numpy and the standard library only (no egglog, onnx or llvmlite)."""
-    artifact = read_artifact(path)
+def from_artifact(artifact: Artifact) -> Module:
+    """The Module of a checked artifact (``read_artifact``), run by its target's loader
+    (``LOADERS``)."""
     if artifact.target not in LOADERS:
         raise ArtifactError(f"manifest .target: no loader for target {artifact.target!r} "
                             f"(loadable: {', '.join(sorted(LOADERS))})")

@@ -76,6 +76,10 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
         cached = compile_cache.lookup(key)
         if cached is not None:
             return cached
+    if not isinstance(model, Graph) and not _is_torch(model):
+        from tensoregg.frontends.onnx import load_model
+
+        model = load_model(model)  # once: the batch's checks and the import read the same proto
     if not isinstance(model, Graph):
         batched = _compile_batched(model, description, input_shapes, dim_ranges, example_inputs,
                                    optimize=optimize, rule_families=rule_families, cache=cache,
@@ -124,9 +128,9 @@ def _compile_batched(model: Any, description: Target, input_shapes: Mapping[str,
         return compile_batched(symbol, checked_range(symbol, dim_ranges), None,
                                lambda b: to_graph(model, None, [_rows(x, b) for x in example_inputs or ()]),
                                lambda b, graph: compile(graph, description, **options))
-    from tensoregg.frontends.onnx import declared_input_dims, load_model
+    from tensoregg.frontends.onnx import declared_input_dims
 
-    proto = load_model(model)
+    proto = model
     found = symbolic_dims(declared_input_dims(proto), input_shapes)
     if found is None:
         if dim_ranges is not None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from tensoregg import cache as compile_cache
 from tensoregg.errors import CompileError, ParameterError
 from tensoregg.ir import Graph
+from tensoregg.ir.bounds import bounded_nodes
 from tensoregg.progress import stage
 from tensoregg.runtime import Module
 from tensoregg.targets import Registration, Target, registration
@@ -74,6 +75,9 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
             return cached
     with stage("import"):
         graph = to_graph(model, input_shapes, example_inputs)
+    if bounded_nodes(graph):  # data-dependent output shapes: compiled in stages (tensoregg.staging)
+        return _staged(graph, target, optimize=optimize, rule_families=rule_families, validate=validate,
+                       records=records)
     report = None
     if optimize:
         from tensoregg.optimize import optimize as run_optimize
@@ -90,6 +94,16 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
     if key is not None:
         with stage("cache"):
             compile_cache.store(key, module)
+    return module
+
+
+def _staged(graph: Graph, target: str | Target | None, **options: Any) -> Module:
+    """The Module running ``graph`` in stages, each compiled by ``compile`` with ``options``."""
+    from tensoregg.staging import StagedProgram
+
+    program = StagedProgram(graph, lambda sub: compile(sub, target, **options))
+    module = Module(graph, resolve_target(target)[0].name, program, export=StagedProgram.export)
+    module.report = program.report
     return module
 
 

@@ -24,6 +24,7 @@ from tensoregg.errors import InvalidModel, ShapeError, UnsupportedOperator
 from tensoregg.frontends.aten import ATEN
 from tensoregg.ir import Graph, Node, TensorType, get_op, run_node
 from tensoregg.ir.dtypes import code_of
+from tensoregg.ir.bounds import reads_bounded
 from tensoregg.ir.fold import fold_args, live_nodes
 from tensoregg.ir.graph import infer_node
 
@@ -105,6 +106,8 @@ class _Importer:
         self.values: dict[torch.fx.Node, Any] = {}
         self.consts: dict[str, np.ndarray] = {}
         self.types: dict[str, TensorType] = {}
+        self.bounded: set[str] = set()
+        """Values typed at an upper bound of their shape (``tensoregg.ir.bounds``)."""
         self.inputs: dict[str, TensorType] = {}
         self.nodes: list[Node] = []
         self.taken: set[str] = set()
@@ -239,7 +242,8 @@ class _Importer:
         node = Node(op, tuple(inputs), outs, opdef.check_attrs(attrs, label), label)
         types = infer_node(opdef, node, self.types, self.consts)
         self.types.update(zip(outs, types))
-        args = fold_args(opdef, node, self.types, self.consts)
+        args = None if reads_bounded(opdef, node, self.consts, self.bounded) else \
+            fold_args(opdef, node, self.types, self.consts)
         if args is None:
             self.nodes.append(node)
         else:

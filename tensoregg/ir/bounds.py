@@ -38,3 +38,13 @@ def check_within(node: Node, outputs: Sequence[np.ndarray], bounds: Sequence[Ten
                                   or any(a > b for a, b in zip(out.shape, bound.shape))):
             raise CompileError(f"{node.op} node {node.label!r} output {k}: gave {TensorType.of(out)}, "
                                f"beyond the upper bound {bound} its shape rule planned")
+
+
+def reads_bounded(opdef: OpDef, node: Node, constants: Container[str], bounded: set[str]) -> bool:
+    """For an importer: whether ``node`` is bounded or reads a value typed at a bound (``bounded``,
+    to which its outputs are then added). Such a node is not folded: a Shape of a bound is no
+    constant."""
+    if is_bounded(opdef, node, constants) or any(n in bounded for n in node.inputs if n):
+        bounded.update(o for o in node.outputs if o)
+        return True
+    return False

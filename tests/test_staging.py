@@ -1,0 +1,82 @@
+"""Staged execution (tensoregg.staging): a data-dependent op over run-time values runs on the host
+between compiled stages; what follows it is compiled per actual shape."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import tensoregg
+from tensoregg.errors import ArtifactError, ResourceError
+from tensoregg.ir import Graph, Node, TensorType
+from tensoregg.ir.interpreter import run_graph
+from tensoregg.staging import StagedProgram
+
+F32 = np.float32
+
+
+def nonzero_then_more() -> Graph:
+    """Relu -> NonZero -> Transpose -> Cast -> ReduceSum, and a branch that reads no bound."""
+    return Graph({"x": TensorType(F32, (2, 3))}, {"w": np.full((2, 3), 2, F32)},
+                 [Node("Relu", ("x",), ("r",)), Node("NonZero", ("r",), ("nz",)),
+                  Node("Transpose", ("nz",), ("t",), {"perm": (1, 0)}), Node("Cast", ("t",), ("c",), {"to": 1}),
+                  Node("ReduceSum", ("c",), ("s",), {"keepdims": 1}), Node("Mul", ("r", "w"), ("m",))],
+                 ["nz", "s", "c", "m"])
+
+
+def test_ops_after_nonzero_compile_per_count(caplog):
+    graph = nonzero_then_more()
+    module = tensoregg.compile(graph, "llvm", optimize=False)
+    program = module.program
+    assert isinstance(program, StagedProgram) and module.outputs[0].shape == (2, 6)  # the upper bound
+    assert [s.host for s in program.stages] == [False, True, False]
+    assert [n.op for n in program.stages[0].nodes] == ["Relu", "Mul"]  # everything reading no bound
+    xs = [np.array([[1, 0, 2], [0, 0, 3]], F32), np.array([[1, -1, 2], [0, 5, 3]], F32),
+          np.array([[0, 4, 2], [0, 0, 3]], F32), -np.ones((2, 3), F32)]
+    with caplog.at_level("INFO", logger="tensoregg.staging"):
+        for x in xs:
+            got, want = module.run(x), run_graph(graph, {"x": x})
+            for g, w in zip(got, want):
+                assert g.dtype == w.dtype and g.shape == w.shape
+                np.testing.assert_array_equal(g, w)
+    assert program.compiles == 3  # counts 3, 4, 3 again (cached), 0
+    assert sum("staging: compiling" in r.message for r in caplog.records) == 3
+
+
+def test_the_cache_drops_the_least_recently_used_shape():
+    program = tensoregg.compile(nonzero_then_more(), "ref", optimize=False).program
+    program.cache_size = 1
+    for x in ([1, 0, 0], [1, 1, 0], [1, 0, 0]):
+        program.run({"x": np.array([x, x], F32)})
+    assert program.compiles == 3 and len(program.stages[2].compiled) == 1
+
+
+def test_bounded_graph_outputs_need_no_compile_at_run_time():
+    graph = Graph({"x": TensorType(np.int64, (5,))}, {},
+                  [Node("Unique", ("x",), ("y", "i", "inv", "n"), {"sorted": 0})], ["y", "i", "inv", "n"])
+    module = tensoregg.compile(graph, "llvm")
+    x = np.array([3, 1, 3, 0, 1], np.int64)
+    for g, w in zip(module.run(x), run_graph(graph, {"x": x})):
+        np.testing.assert_array_equal(g, w)
+    assert module.program.compiles == 0
+
+
+def test_a_bound_over_the_memory_limit_is_refused_naming_the_node(monkeypatch):
+    monkeypatch.setenv("TENSOREGG_MEMORY_LIMIT", "1M")
+    graph = Graph({"x": TensorType(F32, (64, 64, 64))}, {}, [Node("NonZero", ("x",), ("big",))], ["big"])
+    with pytest.raises(ResourceError, match="NonZero node 'big' .*upper bound.*i64\\[3,262144\\]"):
+        tensoregg.compile(graph, "llvm")
+
+
+def test_saving_a_staged_module_is_refused(tmp_path):
+    module = tensoregg.compile(nonzero_then_more(), "ref", optimize=False)
+    with pytest.raises(ArtifactError, match="NonZero node 'nz'.*cannot be saved"):
+        module.save(tmp_path / "m.tegg")
+
+
+def test_shape_of_a_bounded_value_is_computed_not_folded():
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Shape", ["nz"], ["shape"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("shape", onnx.TensorProto.INT64, [2])])
+    module = tensoregg.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), "llvm")
+    np.testing.assert_array_equal(module.run(np.array([1, 0, 2, 0], F32))[0], [1, 2])

@@ -97,6 +97,10 @@ def source_line(node: torch.fx.Node) -> str:
     return f"{path}:{line} in {function}: {code.strip()}"
 
 
+SHAPE_CHECKS = {"aten._assert_scalar.default", "aten.sym_constrain_range_for_size.default"}
+"""Export's run-time assertions on sizes: skipped, as the sizes they check are data-dependent outputs."""
+
+
 class _Importer:
     """Walks the fx graph in order; ``aten.ATEN``'s converters add nodes through it (``aten.Builder``)."""
 
@@ -178,13 +182,15 @@ class _Importer:
             if value is None:
                 self.unsupported(f"output {index} of {source.target}")
             return value
+        if str(node.target) in SHAPE_CHECKS or isinstance(node.meta.get("val"), (torch.SymInt, torch.SymBool)):
+            return None  # export's checks of a data-dependent size (NonMaxSuppression's count), run anyway
         convert = ATEN.get(str(node.target))
         if convert is None:
             raise UnsupportedOperator(str(node.target), node=node.name, detail=f"at {source_line(node)}")
         val = node.meta.get("val")
         if isinstance(val, (tuple, list)) and val:
             val = val[0]  # an op with several results: its first one's shape and dtype
-        if isinstance(val, torch.Tensor):
+        if isinstance(val, torch.Tensor) and not any(isinstance(d, torch.SymInt) for d in val.shape):
             self.out_shape = tuple(int(d) for d in val.shape)
             self.out_dtype = numpy_dtype(val.dtype, f"{node.target} node {node.name!r}")
         return convert(self, *node.args, **node.kwargs)

@@ -17,6 +17,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import numpy as np
 
@@ -112,7 +113,7 @@ class StagedProgram:
             stage.compiled.popitem(last=False)
         return module
 
-    def export(self) -> None:
+    def export(self) -> NoReturn:
         """Saving is refused: the stages after a data-dependent op compile at run time, for shapes
         an artifact cannot know."""
         labels = ", ".join(f"{n.op} node {n.label!r}" for n in self.bounded)
@@ -143,7 +144,8 @@ def _stages(graph: Graph, bounded: set[int]) -> list[Stage]:
         nodes = [graph.nodes[i] for i in positions]
         made = {o for node in nodes for o in node.outputs if o}
         read = list(dict.fromkeys(n for node in nodes for n in node.inputs if n))
-        later = {n for _, rest_ in runs[k + 1:] for i in rest_ for n in graph.nodes[i].inputs} | set(graph.outputs)
+        later = {n for _, after in runs[k + 1:] for i in after for n in graph.nodes[i].inputs}
+        later |= set(graph.outputs)
         stages.append(Stage(host, nodes, [n for n in read if n not in made and n not in graph.initializers],
                             {n: graph.initializers[n] for n in read if n in graph.initializers},
                             [o for node in nodes for o in node.outputs if o and o in later]))

@@ -368,8 +368,8 @@ class _Importer:
         for out, t in zip(node.outputs, types):
             if out:
                 self.types[out] = t
-        args = (fold_args(opdef, node, self.types, self.consts)
-                if opdef.folds_at_import and not reads_bounded(opdef, node, self.consts, self.bounded) else None)
+        fold = opdef.folds_at_import and not reads_bounded(opdef, node, self.consts, self.bounded)
+        args = fold_args(opdef, node, self.types, self.consts) if fold else None
         if args is None:
             self.nodes.append(node)
             return

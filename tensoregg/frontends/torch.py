@@ -23,8 +23,8 @@ from torch.export.graph_signature import InputKind, OutputKind
 from tensoregg.errors import InvalidModel, ShapeError, UnsupportedOperator
 from tensoregg.frontends.aten import ATEN
 from tensoregg.ir import Graph, Node, TensorType, get_op, run_node
-from tensoregg.ir.dtypes import code_of
 from tensoregg.ir.bounds import reads_bounded
+from tensoregg.ir.dtypes import code_of
 from tensoregg.ir.fold import fold_args, live_nodes
 from tensoregg.ir.graph import infer_node
 
@@ -182,7 +182,7 @@ class _Importer:
             if value is None:
                 self.unsupported(f"output {index} of {source.target}")
             return value
-        if str(node.target) in SHAPE_CHECKS or isinstance(node.meta.get("val"), (torch.SymInt, torch.SymBool)):
+        if str(node.target) in SHAPE_CHECKS or isinstance(node.meta.get("val"), torch.SymInt | torch.SymBool):
             return None  # export's checks of a data-dependent size (NonMaxSuppression's count), run anyway
         convert = ATEN.get(str(node.target))
         if convert is None:

@@ -547,9 +547,10 @@ DRAFTERS: dict[str, Callable[[Builder, OpDef], Draft | None]] = {
 
 def drawable() -> list[OpDef]:
     """The ops a graph may hold: ONNX ops with a compute definition whose outputs depend on their
-    input values (not the shape queries import folds)."""
+    input values (not the shape queries import folds) and whose shapes do not (no data-dependent
+    op: its compute definition needs its shape-deciding inputs constant)."""
     return [o for (domain, _), o in sorted(OPS.items()) if not domain and o.deterministic
-            and not o.folds_on_types and compute_of(o) is not None]
+            and not o.folds_on_types and not o.bounded_inputs and compute_of(o) is not None]
 
 
 def _draft(b: Builder, opdef: OpDef) -> Draft | None:

@@ -62,6 +62,7 @@ def non_max_suppression(attrs, boxes, scores, max_output=None, iou_threshold=Non
     dtype = boxes.dtype.type
     limit = 0 if max_output is None or max_output.size == 0 else max(int(max_output.reshape(-1)[0]), 0)
     iou = dtype(0 if iou_threshold is None or iou_threshold.size == 0 else iou_threshold.reshape(-1)[0])
+    center = bool(attrs["center_point_box"])
     selected = []
     for b in range(boxes.shape[0]):
         for c in range(scores.shape[1]):
@@ -79,6 +80,6 @@ def non_max_suppression(attrs, boxes, scores, max_output=None, iou_threshold=Non
                     continue
                 kept.append(int(box))
                 rest = order[k + 1:]
-                alive[k + 1:] &= ~_suppressed(boxes[b, box], boxes[b, rest], bool(attrs["center_point_box"]), iou)
+                alive[k + 1:] &= ~_suppressed(boxes[b, box], boxes[b, rest], center, iou)
             selected += [(b, c, k) for k in kept]
     return np.array(selected, np.int64).reshape(-1, 3)

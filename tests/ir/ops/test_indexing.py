@@ -230,7 +230,8 @@ def test_non_zero_by_hand():
 
 @given(shapes(1, 3), st.booleans(), st.data())
 def test_non_zero_matches_onnx(shape, constant, data):  # a runtime input: typed at its upper bound
-    check_op("NonZero", [data.draw(arrays(np.int32, shape, low=-1, high=1))], constant=(0,) if constant else ())
+    x = data.draw(arrays(np.int32, shape, low=-1, high=1))
+    check_op("NonZero", [x], constant=(0,) if constant else ())
 
 
 def test_compress_by_hand():

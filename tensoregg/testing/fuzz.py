@@ -190,7 +190,8 @@ def _generic(b: Builder, opdef: OpDef) -> Draft | None:
     constant that broadcasts with it), optional inputs left out, ``axis`` drawn in range."""
     required = [p for p in opdef.inputs if not p.optional and not p.variadic]
     variadic = bool(opdef.inputs) and opdef.inputs[-1].variadic
-    if any(i in opdef.static_inputs for i, p in enumerate(opdef.inputs) if not p.optional) \
+    fixed = opdef.static_inputs | opdef.bounded_inputs  # constants, or a data-dependent shape
+    if any(i in fixed for i, p in enumerate(opdef.inputs) if not p.optional) \
             or any(a.default is REQUIRED for a in opdef.attrs.values()) or not (required or variadic):
         return None
     first = b.pick()
@@ -547,10 +548,9 @@ DRAFTERS: dict[str, Callable[[Builder, OpDef], Draft | None]] = {
 
 def drawable() -> list[OpDef]:
     """The ops a graph may hold: ONNX ops with a compute definition whose outputs depend on their
-    input values (not the shape queries import folds) and whose shapes do not (no data-dependent
-    op: its compute definition needs its shape-deciding inputs constant)."""
+    input values (not the shape queries import folds)."""
     return [o for (domain, _), o in sorted(OPS.items()) if not domain and o.deterministic
-            and not o.folds_on_types and not o.bounded_inputs and compute_of(o) is not None]
+            and not o.folds_on_types and compute_of(o) is not None]
 
 
 def _draft(b: Builder, opdef: OpDef) -> Draft | None:

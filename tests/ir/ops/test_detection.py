@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import tensoregg
 from tensoregg.errors import ShapeError
-from tensoregg.testing import single_op_model
+from tensoregg.testing import check_op, single_op_model
 
 F32, I64 = np.float32, np.int64
 
@@ -62,6 +62,14 @@ def test_nms_by_hand_and_its_bound():
     assert module.outputs[0].shape == (1 * 2 * 3, 3)  # batches x classes x min(max_output, boxes)
     every = [boxes, scores, np.array([3], I64), np.array([0.5], F32), np.array([0.99], F32)]
     assert run_both(every, 0)[1].shape == (0, 3)  # all under the score threshold
+
+
+@pytest.mark.parametrize("constant", [(), (0, 1, 2, 3)], ids=["at run time", "folded at import"])
+def test_nms_center_point_boxes_by_hand(constant):
+    boxes = np.array([[[0.5, 0.5, 1, 1], [0.5, 0.6, 1, 1], [0.5, 10.5, 1, 1], [5, 5, 0, 0]]], F32)
+    scores = np.array([[[0.9, 0.9, 0.8, 0.99]]], F32)  # a tie (lower index first), a box of no area
+    check_op("NonMaxSuppression", [boxes, scores, np.array([4], I64), np.array([0.5], F32)],
+             {"center_point_box": 1}, constant=constant, expected=[np.array([[0, 0, 3], [0, 0, 0], [0, 0, 2]], I64)])
 
 
 def test_nms_refuses_mismatched_scores():

@@ -68,8 +68,9 @@ def test_nms_by_hand_and_its_bound():
 def test_nms_center_point_boxes_by_hand(constant):
     boxes = np.array([[[0.5, 0.5, 1, 1], [0.5, 0.6, 1, 1], [0.5, 10.5, 1, 1], [5, 5, 0, 0]]], F32)
     scores = np.array([[[0.9, 0.9, 0.8, 0.99]]], F32)  # a tie (lower index first), a box of no area
+    want = np.array([[0, 0, 3], [0, 0, 0], [0, 0, 2]], I64)
     check_op("NonMaxSuppression", [boxes, scores, np.array([4], I64), np.array([0.5], F32)],
-             {"center_point_box": 1}, constant=constant, expected=[np.array([[0, 0, 3], [0, 0, 0], [0, 0, 2]], I64)])
+             {"center_point_box": 1}, constant=constant, expected=[want])
 
 
 def test_nms_refuses_mismatched_scores():

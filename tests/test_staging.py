@@ -7,8 +7,9 @@ import pytest
 from onnx import helper
 
 import tensoregg
-from tensoregg.errors import ArtifactError, ResourceError
+from tensoregg.errors import ArtifactError, CompileError, ResourceError
 from tensoregg.ir import Graph, Node, TensorType
+from tensoregg.ir.bounds import check_within
 from tensoregg.ir.interpreter import run_graph
 from tensoregg.staging import StagedProgram
 
@@ -81,3 +82,10 @@ def test_shape_of_a_bounded_value_is_computed_not_folded():
                               [helper.make_tensor_value_info("shape", onnx.TensorProto.INT64, [2])])
     module = tensoregg.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), "llvm")
     np.testing.assert_array_equal(module.run(np.array([1, 0, 2, 0], F32))[0], [1, 2])
+
+
+def test_a_result_beyond_its_bound_is_refused():
+    node = Node("NonZero", ("x",), ("nz",))
+    check_within(node, [np.zeros((2, 6), np.int64)], [TensorType(np.int64, (2, 6))])
+    with pytest.raises(CompileError, match=r"NonZero node 'nz' output 0: gave i64\[2,7\], beyond"):
+        check_within(node, [np.zeros((2, 7), np.int64)], [TensorType(np.int64, (2, 6))])

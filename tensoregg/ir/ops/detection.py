@@ -31,23 +31,25 @@ def _nms_shape(ctx: InferCtx) -> TensorType:
     return TensorType(INT64, (boxes.shape[0] * scores.shape[1] * per_class, 3))
 
 
-def _suppressed(box: np.ndarray, others: np.ndarray, center: bool, threshold: np.generic) -> np.ndarray:
-    """Whether each of ``others`` overlaps ``box`` by an IoU above ``threshold`` (ONNX's rule, in the
-    boxes' dtype: an empty intersection or a box of no area never suppresses)."""
-    if center:
-        half = box[2:] / 2, others[:, 2:] / 2
-        lo1, hi1 = box[:2] - half[0], box[:2] + half[0]
-        lo2, hi2 = others[:, :2] - half[1], others[:, :2] + half[1]
+def _corners(boxes: np.ndarray, center: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each box's low and high corners ([N, 2], as ONNX orders the coordinates) and area."""
+    if center:  # [x_center, y_center, width, height]
+        half = boxes[:, 2:] / 2
+        lo, hi = boxes[:, :2] - half, boxes[:, :2] + half
     else:  # [y1, x1, y2, x2], either corner first
-        lo1, hi1 = np.minimum(box[:2], box[2:]), np.maximum(box[:2], box[2:])
-        lo2, hi2 = np.minimum(others[:, :2], others[:, 2:]), np.maximum(others[:, :2], others[:, 2:])
-    low, high = np.maximum(lo1, lo2), np.minimum(hi1, hi2)
-    overlap = (high > low).all(axis=1)
+        lo, hi = np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])
+    return lo, hi, (hi[:, 1] - lo[:, 1]) * (hi[:, 0] - lo[:, 0])
+
+
+def _suppressed(i: int, rest: np.ndarray, corners: tuple[np.ndarray, np.ndarray, np.ndarray],
+                threshold: np.generic) -> np.ndarray:
+    """Whether each box of ``rest`` overlaps box ``i`` by an IoU above ``threshold`` (ONNX's rule, in
+    the boxes' dtype: an empty intersection or a box of no area never suppresses)."""
+    lo, hi, area = corners
+    low, high = np.maximum(lo[i], lo[rest]), np.minimum(hi[i], hi[rest])
     inter = (high[:, 1] - low[:, 1]) * (high[:, 0] - low[:, 0])
-    area1 = (hi1[1] - lo1[1]) * (hi1[0] - lo1[0])
-    area2 = (hi2[:, 1] - lo2[:, 1]) * (hi2[:, 0] - lo2[:, 0])
-    union = area1 + area2 - inter
-    ok = overlap & (inter > 0) & (area1 > 0) & (area2 > 0) & (union > 0)
+    union = area[i] + area[rest] - inter
+    ok = (high > low).all(axis=1) & (inter > 0) & (area[rest] > 0) & (union > 0) & (area[i] > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return ok & (inter / np.where(ok, union, 1) > threshold)
 
@@ -62,9 +64,9 @@ def non_max_suppression(attrs, boxes, scores, max_output=None, iou_threshold=Non
     dtype = boxes.dtype.type
     limit = 0 if max_output is None or max_output.size == 0 else max(int(max_output.reshape(-1)[0]), 0)
     iou = dtype(0 if iou_threshold is None or iou_threshold.size == 0 else iou_threshold.reshape(-1)[0])
-    center = bool(attrs["center_point_box"])
     selected = []
     for b in range(boxes.shape[0]):
+        corners = _corners(boxes[b], bool(attrs["center_point_box"]))
         for c in range(scores.shape[1]):
             s = scores[b, c]
             candidates = np.arange(s.shape[0])
@@ -79,7 +81,6 @@ def non_max_suppression(attrs, boxes, scores, max_output=None, iou_threshold=Non
                 if not alive[k]:
                     continue
                 kept.append(int(box))
-                rest = order[k + 1:]
-                alive[k + 1:] &= ~_suppressed(boxes[b, box], boxes[b, rest], center, iou)
+                alive[k + 1:] &= ~_suppressed(box, order[k + 1:], corners, iou)
             selected += [(b, c, k) for k in kept]
     return np.array(selected, np.int64).reshape(-1, 3)

@@ -101,7 +101,8 @@ def _staged(graph: Graph, target: str | Target | None, **options: Any) -> Module
     """The Module running ``graph`` in stages, each compiled by ``compile`` with ``options``."""
     from tensoregg.staging import StagedProgram
 
-    program = StagedProgram(graph, lambda sub: compile(sub, target, **options))
+    program = StagedProgram(graph, lambda sub: compile(sub, target, **options),
+                            lambda sub: compile(sub, "ref", optimize=False))
     module = Module(graph, resolve_target(target)[0].name, program, export=StagedProgram.export)
     module.report = program.report
     return module

@@ -14,6 +14,7 @@ detector ending in NonMaxSuppression), nothing is compiled at run time.
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import NoReturn
 
 import numpy as np
 
-from tensoregg.errors import ArtifactError
+from tensoregg.errors import ArtifactError, UnsupportedOperator
 from tensoregg.ir import Graph, Node, TensorType
 from tensoregg.ir.bounds import bounded_nodes, check_within
 from tensoregg.ir.graph import infer_node
@@ -36,7 +37,8 @@ CACHE_SIZE = 8
 """Compiled segments kept per segment, one per shape of what it reads (least recently used dropped)."""
 
 Compiler = Callable[[Graph], Module]
-"""Compiles a segment's Graph for the target with the model's options (``tensoregg.compile``)."""
+"""Compiles a segment's Graph (``tensoregg.compile``): for the target with the model's options, or
+for the reference interpreter."""
 
 
 @dataclass
@@ -55,10 +57,14 @@ class Stage:
 
 class StagedProgram:
     """A Graph with bounded nodes run in stages (see the module docstring); ``compile_graph`` compiles
-    a stage, at once for stage 0 and on first use of a shape for the later ones."""
+    a stage, at once for stage 0 and on first use of a shape for the later ones. A later stage of
+    empty values (nothing selected) that the target declines (an llvm Gather from an empty axis) is
+    compiled by ``interpret`` instead."""
 
-    def __init__(self, graph: Graph, compile_graph: Compiler, cache_size: int = CACHE_SIZE) -> None:
-        self.graph, self.compile_graph, self.cache_size = graph, compile_graph, cache_size
+    def __init__(self, graph: Graph, compile_graph: Compiler, interpret: Compiler,
+                 cache_size: int = CACHE_SIZE) -> None:
+        self.graph, self.compile_graph, self.interpret = graph, compile_graph, interpret
+        self.cache_size = cache_size
         bounded = bounded_nodes(graph)
         for i in bounded:
             node = graph.nodes[i]
@@ -108,7 +114,14 @@ class StagedProgram:
             self.compiles += 1
             log.info("staging: compiling %d nodes after a data-dependent op for inputs %s",
                      len(stage.nodes), ", ".join(f"{n}: {t}" for n, t in inputs.items()))
-        module = stage.compiled[shapes] = self.compile_graph(sub)
+        try:
+            module = self.compile_graph(sub)
+        except UnsupportedOperator as e:
+            if not at_run or all(math.prod(s) for s in shapes):
+                raise
+            log.info("staging: %s; these empty values run in the reference interpreter", e)
+            module = self.interpret(sub)
+        stage.compiled[shapes] = module
         if len(stage.compiled) > self.cache_size:
             stage.compiled.popitem(last=False)
         return module

@@ -129,3 +129,19 @@ def test_data_dependent_ops_match_onnxruntime(case):
         assert got.dtype == expected.dtype and got.shape == expected.shape, (got, expected)
         np.testing.assert_array_equal(got, expected)
     assert module.program.compiles == 0  # the graph's outputs are the data-dependent ones
+
+
+def test_empty_values_the_target_declines_run_in_the_reference_interpreter(caplog):
+    """Nothing selected: llvm declines a Gather from an empty axis; that stage runs in ``ref``."""
+    graph = Graph({"x": TensorType(F32, (4,))}, {"zero": np.zeros((), F32), "axes": np.array([0], np.int64)},
+                  [Node("Greater", ("x", "zero"), ("c",)), Node("Compress", ("x", "c"), ("y",), {"axis": 0}),
+                   Node("NonZero", ("c",), ("nz",)), Node("Squeeze", ("nz", "axes"), ("i",)),
+                   Node("Sub", ("i", "i"), ("first",)),
+                   Node("Gather", ("y", "first"), ("out",), {"axis": 0})],
+                  ["out"])
+    module = tensoregg.compile(graph, "llvm", optimize=False)
+    with caplog.at_level("INFO", logger="tensoregg.staging"):
+        for x in ([-1, 3, 0, 2], [-1, -3, 0, -2]):
+            x = np.array(x, F32)
+            np.testing.assert_array_equal(module.run(x)[0], run_graph(graph, {"x": x})[0])
+    assert any("reference interpreter" in r.message for r in caplog.records)

@@ -79,6 +79,34 @@ class DetectorHead(torch.nn.Module):
         return boxes[keep], scores[keep]
 
 
+class FilteredHead(DetectorHead):
+    """The head with SSD's score filter before NMS: a bool mask (``boxes[scores > threshold]``, a
+    Compress) whose kept positions are returned too (``torch.nonzero``)."""
+
+    def forward(self, x: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        f = self.body(x)
+        loc = self.loc(f).permute(0, 2, 3, 1).reshape(-1, 4)
+        scores = torch.sigmoid(self.conf(f)).reshape(-1)
+        a = self.anchors
+        center = a[:, :2] + loc[:, :2] * 0.1 * a[:, 2:]
+        size = a[:, 2:] * torch.exp(loc[:, 2:] * 0.2)
+        boxes = torch.cat([center - size / 2, center + size / 2], 1)
+        mask = scores > threshold
+        boxes, scores = boxes[mask], scores[mask]
+        keep = self.nms(boxes, scores, self.iou_threshold)
+        return boxes[keep], scores[keep], torch.nonzero(mask)
+
+
+def assert_matches_eager(model: torch.nn.Module, module: tensoregg.Module, *inputs: torch.Tensor) -> list:
+    with torch.no_grad():
+        want = model(*inputs)
+    got = module.run(*(t.numpy() for t in inputs))
+    for g, w in zip(got, want):
+        assert g.shape == tuple(w.shape)
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-6)
+    return got
+
+
 def test_ssd_head_with_nms_matches_eager():
     torch.manual_seed(0)
     model = DetectorHead().eval()
@@ -87,11 +115,18 @@ def test_ssd_head_with_nms_matches_eager():
     counts = set()
     for seed in range(4):
         x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
-        with torch.no_grad():
-            want = model(x)
-        got = module.run(x.numpy())
-        counts.add(len(got[0]))
-        for g, w in zip(got, want):
-            assert g.shape == tuple(w.shape)
-            np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-6)
+        counts.add(len(assert_matches_eager(model, module, x)[0]))
     assert 0 < module.program.compiles == len(counts)  # the gathers after NMS, once per count
+
+
+@pytest.mark.slow
+def test_score_filter_then_nms_matches_eager():
+    """Two data-dependent ops in a row (the mask's Compress, then NMS over what it kept): every
+    stage after the filter compiled per count; nothing kept (a threshold over every score) too."""
+    torch.manual_seed(0)
+    model = FilteredHead().eval()
+    module = tensoregg.compile(model, "llvm", example_inputs=(torch.zeros(1, 3, 8, 8), torch.tensor(0.5)))
+    for seed, threshold in [(0, 0.45), (1, 0.45), (0, 2.0)]:
+        x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+        got = assert_matches_eager(model, module, x, torch.tensor(threshold))
+        assert (len(got[2]) > 0) == (threshold < 1)

@@ -190,8 +190,8 @@ class _Importer:
         val = node.meta.get("val")
         if isinstance(val, (tuple, list)) and val:
             val = val[0]  # an op with several results: its first one's shape and dtype
-        if isinstance(val, torch.Tensor) and not any(isinstance(d, torch.SymInt) for d in val.shape):
-            self.out_shape = tuple(int(d) for d in val.shape)
+        if isinstance(val, torch.Tensor):  # a data-dependent size (after NMS) as -1: Reshape infers it
+            self.out_shape = tuple(-1 if isinstance(d, torch.SymInt) else int(d) for d in val.shape)
             self.out_dtype = numpy_dtype(val.dtype, f"{node.target} node {node.name!r}")
         return convert(self, *node.args, **node.kwargs)
 

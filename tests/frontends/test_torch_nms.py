@@ -130,3 +130,25 @@ def test_score_filter_then_nms_matches_eager():
         x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
         got = assert_matches_eager(model, module, x, torch.tensor(threshold))
         assert (len(got[2]) > 0) == (threshold < 1)
+
+
+class KeptShapes(torch.nn.Module):
+    """Reshapes and a sum of what NMS kept: a view to its size unknown at export (-1 in the IR)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nms = _torchvision_nms()
+
+    def forward(self, boxes: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        kept = boxes[self.nms(boxes, scores, 0.5)]
+        return kept.reshape(-1, 2, 2) * 2, kept.flatten(), scores.sum()
+
+
+def test_views_of_what_nms_kept_match_eager():
+    rng = np.random.default_rng(0)
+    corner = rng.uniform(0, 2, (12, 2)).astype(np.float32)
+    boxes = torch.tensor(np.concatenate([corner, corner + rng.uniform(1, 5, (12, 2)).astype(np.float32)], 1))
+    model = KeptShapes()
+    module = tensoregg.compile(model, "llvm", example_inputs=(boxes, torch.rand(12)), optimize=False)
+    scores = torch.rand(12, generator=torch.Generator().manual_seed(0))
+    assert len(assert_matches_eager(model, module, boxes, scores)[1]) < 48  # some boxes were suppressed

@@ -135,8 +135,10 @@ class StagedProgram:
 
 
 def _stages(graph: Graph, bounded: set[int]) -> list[Stage]:
-    """Stage 0 (the nodes computing nothing from a bounded output), then the rest in order, cut
-    into single bounded nodes and the runs of other nodes between them."""
+    """Stage 0 (the nodes computing nothing from a bounded output), then the rest in phases: every
+    bounded node whose inputs are ready runs on the host, then every other node that can run
+    before the next bounded one is one compiled stage (as few stages, and compiles per run, as the
+    dependences allow)."""
     dependent: set[str] = set()
     first: list[int] = []
     rest: list[int] = []
@@ -147,11 +149,22 @@ def _stages(graph: Graph, bounded: set[int]) -> list[Stage]:
         else:
             first.append(i)
     runs: list[tuple[bool, list[int]]] = [(False, first)] if first else []
-    for i in rest:
-        if i not in bounded and runs and not runs[-1][0] and runs[-1][1] is not first:
-            runs[-1][1].append(i)
-        else:
-            runs.append((i in bounded, [i]))
+    producer = {o: i for i in rest for o in graph.nodes[i].outputs if o}
+    pending = set(rest)
+
+    def ready(i: int) -> bool:
+        return all(producer.get(n) not in pending for n in graph.nodes[i].inputs if n)
+
+    while pending:
+        on_host = [i for i in rest if i in pending and i in bounded and ready(i)]
+        runs += [(True, [i]) for i in on_host]
+        pending -= set(on_host)
+        segment: list[int] = []
+        while more := [i for i in rest if i in pending and i not in bounded and ready(i)]:
+            segment += more
+            pending -= set(more)
+        if segment:
+            runs.append((False, segment))
     stages = []
     for k, (host, positions) in enumerate(runs):
         nodes = [graph.nodes[i] for i in positions]

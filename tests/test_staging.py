@@ -145,3 +145,16 @@ def test_empty_values_the_target_declines_run_in_the_reference_interpreter(caplo
             x = np.array(x, F32)
             np.testing.assert_array_equal(module.run(x)[0], run_graph(graph, {"x": x})[0])
     assert any("reference interpreter" in r.message for r in caplog.records)
+
+
+def test_independent_data_dependent_ops_share_the_stage_after_them():
+    graph = Graph({"x": TensorType(np.int64, (6,))}, {},
+                  [Node("NonZero", ("x",), ("nz",)), Node("Transpose", ("nz",), ("t",), {"perm": (1, 0)}),
+                   Node("Unique", ("x",), ("u",)), Node("Neg", ("u",), ("n",))], ["t", "n"])
+    module = tensoregg.compile(graph, "ref", optimize=False)
+    assert [(s.host, [n.op for n in s.nodes]) for s in module.program.stages] == [
+        (True, ["NonZero"]), (True, ["Unique"]), (False, ["Transpose", "Neg"])]
+    x = np.array([0, 3, 3, -1, 0, 2], np.int64)
+    for got, want in zip(module.run(x), run_graph(graph, {"x": x})):
+        np.testing.assert_array_equal(got, want)
+    assert module.program.compiles == 1

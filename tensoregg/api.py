@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from tensoregg import cache as compile_cache
 from tensoregg.errors import CompileError, ParameterError
 from tensoregg.ir import Graph
+from tensoregg.ir.bounds import bounded_nodes
 from tensoregg.progress import stage
 from tensoregg.runtime import Module
 from tensoregg.targets import Registration, Target, registration
@@ -91,6 +92,9 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
                              "fixed)")
     with stage("import"):
         graph = to_graph(model, input_shapes, example_inputs)
+    if bounded_nodes(graph):  # data-dependent output shapes: compiled in stages (tensoregg.staging)
+        return _staged(graph, target, optimize=optimize, rule_families=rule_families, validate=validate,
+                       records=records)
     report = None
     if optimize:
         from tensoregg.optimize import optimize as run_optimize
@@ -154,6 +158,17 @@ def _rows(example: Any, b: int) -> Any:
         raise ParameterError(f"with dim_ranges, every example input must be a tensor whose first dim is the "
                              f"batch, got {type(example).__name__}")
     return example[:1].repeat(b, *[1] * (example.dim() - 1))
+
+
+def _staged(graph: Graph, target: str | Target | None, **options: Any) -> Module:
+    """The Module running ``graph`` in stages, each compiled by ``compile`` with ``options``."""
+    from tensoregg.staging import StagedProgram
+
+    program = StagedProgram(graph, lambda sub: compile(sub, target, **options),
+                            lambda sub: compile(sub, "ref", optimize=False))
+    module = Module(graph, resolve_target(target)[0].name, program, export=StagedProgram.export)
+    module.report = program.report
+    return module
 
 
 def _check_options(*, optimize: object, cache: object, validate: object, rule_families: object) -> None:

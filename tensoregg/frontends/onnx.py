@@ -24,6 +24,7 @@ from tensoregg.frontends import onnx_dft, onnx_rnn, onnx_roialign
 from tensoregg.frontends.onnx_expand import Expanding, Expansion
 from tensoregg.frontends.onnx_functions import expand_functions
 from tensoregg.ir import Graph, Node, TensorType, Upgrade, get_op, run_node
+from tensoregg.ir.bounds import reads_bounded
 from tensoregg.ir.fold import fold_args, live_nodes
 from tensoregg.ir.graph import infer_node, toposort
 
@@ -241,6 +242,8 @@ class _Importer:
         self.opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
         self.consts: dict[str, np.ndarray] = {}
         self.types: dict[str, TensorType] = {}
+        self.bounded: set[str] = set()
+        """Values typed at an upper bound of their shape (``tensoregg.ir.bounds``)."""
         self.n_fresh = 0
         self.nodes: list[Node] = []
 
@@ -381,7 +384,8 @@ class _Importer:
         for out, t in zip(node.outputs, types):
             if out:
                 self.types[out] = t
-        args = fold_args(opdef, node, self.types, self.consts) if opdef.folds_at_import else None
+        fold = opdef.folds_at_import and not reads_bounded(opdef, node, self.consts, self.bounded)
+        args = fold_args(opdef, node, self.types, self.consts) if fold else None
         if args is None:
             self.nodes.append(node)
             return
@@ -399,6 +403,8 @@ class _Importer:
         if tt.HasField("shape"):
             dims = tt.shape.dim
             static = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-            if len(static) != got.rank or any(s is not None and s != g for s, g in zip(static, got.shape)):
+            bound = vi.name in self.bounded  # typed at an upper bound: the declared shape is within it
+            if len(static) != got.rank or any(s is not None and (s > g if bound else s != g)
+                                              for s, g in zip(static, got.shape)):
                 raise ShapeError(f"graph output {vi.name!r} is declared with shape "
                                  f"{[s if s is not None else '?' for s in static]} but computes {got}")

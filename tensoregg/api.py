@@ -77,7 +77,7 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
         cached = compile_cache.lookup(key)
         if cached is not None:
             return cached
-    if not isinstance(model, Graph) and not _is_torch(model):
+    if not isinstance(model, Graph) and not _is_torch(model) and example_inputs is None:
         from tensoregg.frontends.onnx import load_model
 
         model = load_model(model)  # once: the batch's checks and the import read the same proto
@@ -132,6 +132,8 @@ def _compile_batched(model: Any, description: Target, input_shapes: Mapping[str,
         return compile_batched(symbol, checked_range(symbol, dim_ranges), None,
                                lambda b: to_graph(model, None, [_rows(x, b) for x in example_inputs or ()]),
                                lambda b, graph: compile(graph, description, **options))
+    if example_inputs is not None:
+        return None  # to_graph names the mistake
     from tensoregg.frontends.onnx import declared_input_dims
 
     proto = model

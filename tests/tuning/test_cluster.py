@@ -7,6 +7,7 @@ import dataclasses
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,8 +84,14 @@ def test_a_worker_of_another_machine_is_refused(cluster):
         RayCluster(cluster, registration("llvm"), other)
 
 
-def test_tuning_on_a_cluster_without_ray_is_a_cluster_error(monkeypatch, tmp_path):
+def test_tuning_on_a_cluster_without_ray_is_a_cluster_error(monkeypatch, tmp_path, capsys):
+    from tensoregg.cli import main
+
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ClusterError, match=r"pip install 'tensoregg\[cluster\]'"):
         tensoregg.tune(matmul_graph(), "llvm", minutes=0.1, records=tmp_path / "r.sqlite", progress=False,
                        cluster="127.0.0.1:1")
+    model = str(Path(__file__).resolve().parents[2] / "examples" / "tinycnn.onnx")
+    assert main(["tune", model, "--minutes", "0.1", "--records", str(tmp_path / "r.sqlite"),
+                 "--cluster", "127.0.0.1:1"]) == 2
+    assert "ClusterError: measuring on a cluster needs Ray" in capsys.readouterr().err

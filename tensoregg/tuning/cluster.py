@@ -1,12 +1,12 @@
 """Measuring on a Ray cluster (``tensoregg tune --cluster ADDRESS``, ``tune(cluster=...)``;
 ``pip install 'tensoregg[cluster]'``).
 
-One measuring worker (a Ray actor) is pinned to each live machine of the cluster that offers CPUs, and
-measures one candidate at a time, so that a candidate's threads have the machine to themselves. A
-candidate (the kernel's description and schedule: the worker compiles it, as a local worker does)
-goes to a free worker, under the same time limit; a worker that dies (a crashing candidate) or runs
-past the limit (it is killed) costs that one measurement, and a fresh worker takes its machine's
-place.
+One measuring worker (a Ray actor) is pinned to each live machine of the cluster that offers CPUs,
+holding all of them (nothing else the cluster schedules runs beside it), and measures one candidate at
+a time, so that a candidate's threads have the machine to themselves. A candidate (the kernel's
+description and schedule: the worker compiles it, as a local worker does) goes to a free worker, under
+the same time limit; a worker that dies (a crashing candidate) or runs past the limit (it is killed)
+costs that one measurement, and a fresh worker takes its machine's place.
 
 Records name the machine they were measured on by its fingerprint (``records.fingerprint``), and
 ``compile`` uses those of its own machine: a cluster measures for the machine that tunes, so every
@@ -76,10 +76,11 @@ class RayCluster:
                 ray.init(address=address, log_to_driver=False, logging_level="ERROR")
             except (ConnectionError, ValueError, RuntimeError) as e:
                 raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {e}") from e
-        self._actor_class = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1)(_Measurer)
+        self._actor_class = ray.remote(max_restarts=0, max_concurrency=1)(_Measurer)
         machines = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
         self._actors: dict[str, Any] = {}
         self._names = {n["NodeID"]: f"{n['NodeManagerAddress']}:{n['NodeManagerPort']}" for n in machines}
+        self._cpus = {n["NodeID"]: n["Resources"]["CPU"] for n in machines}
         try:
             if not machines:
                 raise ClusterError(f"the Ray cluster at {address!r} has no live machine with CPUs")
@@ -96,6 +97,7 @@ class RayCluster:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         actor = self._actor_class.options(
+            num_cpus=self._cpus[node],
             scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
         self._actors[node] = actor
         ref = actor.check.remote(self._entry.name, self._target, self._expected)

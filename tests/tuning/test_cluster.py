@@ -18,20 +18,26 @@ from tensoregg.errors import ClusterError
 from tensoregg.targets import get_target, registration
 from tensoregg.tuning.records import COLUMNS, Records, fingerprint
 
+LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
 
 @pytest.fixture(scope="module")
 def cluster():
     """A Ray cluster of two machines (a head and one more) with a CPU each, on loopback."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback, not the host's IP (read on import)
-    pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
+    os.environ[LOOPBACK] = "0"  # Ray on 127.0.0.1, not the host's address (read when ray is imported)
+    try:
+        pytest.importorskip("ray")
+        from ray.cluster_utils import Cluster
 
-    loopback = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False}
-    c = Cluster(initialize_head=True, head_node_args=loopback)
-    c.add_node(**loopback)
-    yield c.address
-    c.shutdown()
-    del os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]
+        machine = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False}
+        c = Cluster(initialize_head=True, head_node_args=machine)
+        try:
+            c.add_node(**machine)
+            yield c.address
+        finally:
+            c.shutdown()
+    finally:
+        del os.environ[LOOPBACK]
 
 
 def test_a_model_tuned_on_a_two_worker_cluster_has_local_records(cluster, tmp_path):

@@ -13,7 +13,7 @@ ranking, then the others in the order a learned cost model (``tensoregg.tuning.l
 from the records at the start of the run where ``lightgbm`` is installed and the records hold at
 least ``LEARN_MIN_KERNELS`` kernels) predicts, else in seeded random order, at most ``trials`` in
 all. A candidate already in the records is not measured again. Each measurement is stored as it
-ends, so a run cut short keeps what it measured.
+ends (on a cluster, as its group ends), so a run cut short keeps what it measured.
 
 Candidates are measured in a local worker process, one at a time, or with ``cluster=ADDRESS`` on the
 workers of a Ray cluster (``tensoregg.tuning.cluster``), as many at a time as it has workers: the

@@ -90,6 +90,11 @@ class RecordsError(TensoreggError):
     """A tuning records database (or a JSON lines export of one) that cannot be read or written."""
 
 
+class ClusterError(TensoreggError):
+    """A cluster that tuning cannot measure on: Ray missing, no connection, no machine with CPUs, or a
+    worker that does not start or whose machine fingerprint is not the tuning machine's."""
+
+
 class AcceleratorError(TensoreggError):
     """A program for the ``accel`` target that its assembler, loader or simulator rejects: a malformed
     instruction or program file, a scratchpad or main-memory access out of range, a read of main

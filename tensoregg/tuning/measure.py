@@ -5,8 +5,12 @@ tuning run.
 A candidate is a kernel (``KernelSpec``) under one schedule: its one-node Graph is compiled by the
 target's registered code generator, run on seeded inputs with ``target.cores`` threads (2 warm-up
 calls, then calls for about ``seconds``, at least ``MIN_REPEATS``), and its time is the median call.
-Each result is compared with the first candidate's of the same kernel in that worker (the untuned
-choice, measured first): a schedule that computes something else is an error, not a time.
+Each result is compared with the result of the kernel under its ``baseline`` schedule (the untuned
+choice, measured first), which a worker that has not run it yet (a fresh worker after a crash, another
+machine of a cluster) computes first: a schedule that computes something else is an error, not a time.
+
+Where candidates are measured is a ``Backend``: ``Worker`` (one local worker process, one candidate at
+a time) or ``tensoregg.tuning.cluster.RayCluster`` (one worker per machine of a Ray cluster).
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -40,6 +45,8 @@ class Candidate:
     schedule: Schedule
     seconds: float = 0.2
     """Timed calls for about this long."""
+    baseline: Schedule | None = None
+    """The schedule whose result this one's must match (None: this one's result is the reference)."""
 
 
 @dataclass(frozen=True)
@@ -52,22 +59,31 @@ class Result:
 
 
 _references: dict[str, list[np.ndarray]] = {}
-"""In a worker: the first result of each kernel signature, which the others must match."""
+"""In a worker: the baseline result of each kernel signature, which the others must match."""
 
 
-def measure(candidate: Candidate) -> Result:
-    """Compile, check and time ``candidate`` in this process (what a worker runs)."""
+def _compiled(c: Candidate, schedule: Schedule) -> tuple[Any, dict[str, np.ndarray]]:
+    """The kernel compiled under ``schedule`` and its seeded inputs."""
     from tensoregg.runtime import Module
     from tensoregg.targets import registration
 
-    c = candidate
     entry = registration(c.registered)
-    graph = c.spec.graph(c.schedule)
+    graph = c.spec.graph(schedule)
     module = Module(graph, entry.name, entry.build(graph, c.target))
     module.num_threads = max(1, c.target.cores)
     rng = np.random.default_rng(1)
     feeds = {name: sample_array(graph.inputs[name].dtype, graph.inputs[name].shape, rng)
              for name in module.input_names}
+    return module, feeds
+
+
+def measure(candidate: Candidate) -> Result:
+    """Compile, check and time ``candidate`` in this process (what a worker runs)."""
+    c = candidate
+    if c.baseline is not None and c.baseline != c.schedule and c.spec.signature not in _references:
+        module, feeds = _compiled(c, c.baseline)
+        _references[c.spec.signature] = module.run(**feeds)
+    module, feeds = _compiled(c, c.schedule)
     got = module.run(**feeds)
     want = _references.setdefault(c.spec.signature, got)
     err = max_rel_err(got, want)
@@ -77,6 +93,21 @@ def measure(candidate: Candidate) -> Result:
     repeats = max(MIN_REPEATS, int(c.seconds / max(estimate, 1e-7)))
     times = time_calls(lambda: module.run(**feeds), repeats)
     return Result(statistics.median(times), repeats)
+
+
+class Backend(Protocol):
+    """Where candidates are measured: ``slots`` at a time, each job under its own time limit."""
+
+    slots: int
+    used: dict[str, int]
+    """Jobs run per worker (a name for people)."""
+
+    def run_many(self, fn: Any, args: Sequence[Any], timeout: float) -> list[tuple[str, Any]]:
+        """``fn(arg)`` for each of ``args`` on the workers, as ``Worker.run`` answers, in order."""
+        ...
+
+    def close(self) -> None:
+        ...
 
 
 STARTUP_S = 120.0
@@ -103,9 +134,12 @@ def _serve(conn: Connection) -> None:
 
 class Worker:
     """A process that runs jobs one at a time, each under a time limit; started on first use and
-    again after a job killed it."""
+    again after a job killed it. The local ``Backend``: one slot."""
+
+    slots = 1
 
     def __init__(self) -> None:
+        self.used: dict[str, int] = {}
         self._ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited threads or JIT state
         self._proc: Any = None
         self._conn: Connection | None = None
@@ -153,6 +187,11 @@ class Worker:
         self._conn.send((fn, arg))
         status, reply = self._receive(timeout)
         return reply if status == "ok" else (status, reply)
+
+    def run_many(self, fn: Any, args: Sequence[Any], timeout: float) -> list[tuple[str, Any]]:
+        """``run`` of each of ``args`` in turn."""
+        self.used["local"] = self.used.get("local", 0) + len(args)
+        return [self.run(fn, arg, timeout) for arg in args]
 
     def _reset(self) -> None:
         if self._proc is not None:

@@ -13,15 +13,19 @@ ranking, then the others in the order a learned cost model (``tensoregg.tuning.l
 from the records at the start of the run where ``lightgbm`` is installed and the records hold at
 least ``LEARN_MIN_KERNELS`` kernels) predicts, else in seeded random order, at most ``trials`` in
 all. A candidate already in the records is not measured again. Each measurement is stored as it
-ends, so a run cut short keeps what it measured.
+ends (on a cluster, as its group ends), so a run cut short keeps what it measured.
+
+Candidates are measured in a local worker process, one at a time, or with ``cluster=ADDRESS`` on the
+workers of a Ray cluster (``tensoregg.tuning.cluster``), as many at a time as it has workers: the
+untuned choice first, then the others in groups of that many.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -35,7 +39,7 @@ from tensoregg.optimize import optimize
 from tensoregg.progress import active, shown
 from tensoregg.targets import Registration, Target
 from tensoregg.tuning.learned import LearnedCostModel, samples
-from tensoregg.tuning.measure import Candidate, Result, Worker, measure
+from tensoregg.tuning.measure import Backend, Candidate, Result, Worker, measure
 from tensoregg.tuning.records import Records, encode_schedule, measured_pricing
 
 TOP = 4
@@ -79,6 +83,8 @@ class TuneReport:
     seconds: float = 0.0
     learned: bool = False
     """Whether a learned cost model ranked the sampled candidates."""
+    workers: dict[str, int] = field(default_factory=dict)
+    """Measurements per worker (``local``, or a cluster machine's address and worker)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "speedup_geomean": self.speedup_geomean}
@@ -150,10 +156,12 @@ Measure = Callable[[Candidate], Result]
 
 def tune_graphs(graphs: Sequence[Graph], entry: Registration, target: Target, records: Records, *,
                 minutes: float, trials: int = 32, seconds: float = 0.2, timeout: float = 60.0,
-                seed: int = 0, progress: bool | None = None, measure_fn: Measure = measure) -> TuneReport:
+                seed: int = 0, progress: bool | None = None, measure_fn: Measure = measure,
+                cluster: str | None = None) -> TuneReport:
     """Tune the kernels of ``graphs`` for ``target`` (compiled by ``entry``) for about ``minutes``,
     storing each measurement in ``records``; ``trials``: candidates per kernel at most; ``seconds``:
-    timed calls per candidate; ``timeout``: a candidate's limit (compile and calls)."""
+    timed calls per candidate; ``timeout``: a candidate's limit (compile and calls); ``cluster``: the
+    address of a Ray cluster to measure on (``tensoregg.tuning.cluster``), else a local worker."""
     if entry.schedules is None:
         raise ValueError(f"target {entry.name!r} has no schedule templates to tune")
     start = time.monotonic()
@@ -162,7 +170,14 @@ def tune_graphs(graphs: Sequence[Graph], entry: Registration, target: Target, re
     learned = learned_model(records, target, seed)
     report.learned = learned is not None
     tuned: set[str] = set()
-    with Worker() as worker, _bars(minutes * 60.0, progress) as show:
+    backend: Backend
+    if cluster is None:
+        backend = Worker()
+    else:
+        from tensoregg.tuning.cluster import RayCluster
+
+        backend = RayCluster(cluster, entry, target)
+    with closing(backend) as worker, _bars(minutes * 60.0, progress) as show:
         while time.monotonic() < deadline:  # a pass; the next one tunes what the records changed
             specs = [s for s in model_kernels(graphs, entry, target, records) if s.signature not in tuned]
             prices = entry.schedules([s.problem for s in specs], target)
@@ -187,37 +202,53 @@ def tune_graphs(graphs: Sequence[Graph], entry: Registration, target: Target, re
                 report.measurements += kernel.measured
                 report.failed += kernel.failed
                 show(len(tuned), total, kernel, time.monotonic() - start)
+        report.workers = dict(worker.used)
     report.seconds = time.monotonic() - start
     return report
 
 
 def _tune_kernel(spec: KernelSpec, priced: Sequence[tuple[Schedule, float]],
-                 known: dict[Schedule, float | None], worker: Worker, entry: Registration, target: Target,
+                 known: dict[Schedule, float | None], worker: Backend, entry: Registration, target: Target,
                  records: Records, until: float, trials: int, seconds: float, timeout: float, seed: int,
                  rank: Rank | None, measure_fn: Measure, show: Callable[[KernelTuning], None],
                  ) -> KernelTuning:
-    """Measure ``spec``'s candidates until ``until`` (the untuned choice at least)."""
+    """Measure ``spec``'s candidates until ``until`` (the untuned choice at least), ``worker.slots``
+    at a time after the untuned one."""
     order = [s for s in candidates(priced, trials, seed, rank) if encode_schedule(s) is not None]
     result = KernelTuning(str(spec), spec.signature, str(order[0]), None, candidates=len(priced))
-    for k, schedule in enumerate(order):
-        if k > 0 and time.monotonic() >= until:
-            break
-        if schedule in known:
-            took = known[schedule]
-        else:
-            candidate = Candidate(entry.name, target, spec, schedule, seconds)
-            status, value = worker.run(measure_fn, candidate, timeout)
+    k = 0
+    while k < len(order) and (k == 0 or time.monotonic() < until):
+        group = _group(order, k, known, 1 if k == 0 else worker.slots)
+        fresh = [s for s in group if s not in known]
+        outcomes = worker.run_many(measure_fn, [Candidate(entry.name, target, spec, s, seconds, order[0])
+                                                for s in fresh], timeout)
+        found = dict(known)
+        for schedule, (status, value) in zip(fresh, outcomes):
             outcome = value if status == "ok" else Result(None, error=value)
             records.record(target, spec, schedule, outcome.seconds, outcome.repeats, outcome.error)
-            took = outcome.seconds
+            found[schedule] = outcome.seconds
             result.measured += 1
-            result.failed += took is None
-        if k == 0:
-            result.untuned_seconds = took
-        if took is not None and (result.best_seconds is None or took < result.best_seconds):
-            result.best, result.best_seconds = str(schedule), took
+            result.failed += outcome.seconds is None
+        for schedule in group:
+            took = found[schedule]
+            if k == 0:
+                result.untuned_seconds = took
+            if took is not None and (result.best_seconds is None or took < result.best_seconds):
+                result.best, result.best_seconds = str(schedule), took
+            k += 1
         show(result)
     return result
+
+
+def _group(order: Sequence[Schedule], k: int, known: Mapping[Schedule, float | None],
+           slots: int) -> list[Schedule]:
+    """The schedules of ``order`` from the ``k``-th on up to the ``slots``-th not ``known`` one."""
+    group: list[Schedule] = []
+    for schedule in order[k:]:
+        if schedule not in known and sum(s not in known for s in group) == slots:
+            break
+        group.append(schedule)
+    return group
 
 
 @contextmanager

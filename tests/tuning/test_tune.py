@@ -12,6 +12,8 @@ import pytest
 from test_records import F32, matmul_graph
 
 import tensoregg
+from tensoregg.ir.schedules import Untiled
+from tensoregg.targets import get_target
 from tensoregg.tuning import measure
 from tensoregg.tuning.measure import Worker
 from tensoregg.tuning.records import Records
@@ -96,3 +98,16 @@ def test_a_tuned_zoo_model_still_computes_what_onnxruntime_does(tmp_path):
     x = np.random.default_rng(0).standard_normal(tuned.input_shapes[0]).astype(F32)
     want = ort_session(model.SerializeToString(), 1).run(None, {tuned.input_names[0]: x})
     assert max_rel_err(tuned.run(x), want) <= RTOL
+
+
+def test_a_worker_without_the_baseline_result_computes_it_first(monkeypatch):
+    from test_records import spec, tiled
+
+    compiled = []
+    real = measure._compiled
+    monkeypatch.setattr(measure, "_compiled", lambda c, s: compiled.append(s) or real(c, s))
+    monkeypatch.setattr(measure, "_references", {})  # a fresh worker (after a crash, or on a cluster)
+    candidate = measure.Candidate("llvm", get_target("llvm"), spec(), tiled(), 0.01, baseline=Untiled())
+    assert measure.measure(candidate).seconds > 0
+    assert compiled == [Untiled(), tiled()]  # the tiled result checked against the untuned one
+    assert measure.measure(candidate).seconds > 0 and len(compiled) == 3  # the reference is kept

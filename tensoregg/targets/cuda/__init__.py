@@ -94,7 +94,8 @@ def _schedules(problems: Sequence[GemmProblem], target: Target) -> list[list[tup
 
 
 register_target("cuda", summary="NVIDIA GPUs: CUDA C compiled by NVRTC, contractions in shared-memory "
-                "tiles (float16/bfloat16 on tensor cores), other kernels a thread per element "
+                "tiles (float16/bfloat16 on tensor cores), long row reductions a warp per element "
+                "(shuffles), other kernels a thread per element "
                 "(TENSOREGG_CUDA_EMULATE=1: run in the emulator)",
                 describe=lambda: description(chosen_gpu()), build=_build, unavailable=_unavailable,
                 schedules=_schedules, save=_save)

@@ -1,0 +1,101 @@
+"""The row-reduction template (``targets/cuda/rows.py``: a warp per output element, lanes striding the
+row, a butterfly of warp shuffles): Softmax, LayerNormalization and last-axis reductions in it compute
+the reference's result within float32's tolerance under the GPU emulation (race checker on), their
+CUDA C run on this CPU (the warp's threads as fibers meeting at each shuffle) gives the emulation's
+bits where the C has no fused multiply-add or libm function (the emulation rounds the product of a
+``contract`` store and computes ``exp`` with numpy: see ``check``), they build with NVRTC for sm_80
+and sm_90 without spills; the cost model keeps short reductions on a thread per element."""
+
+import numpy as np
+import pytest
+
+from tensoregg.frontends.onnx import import_onnx
+from tensoregg.ir import run_graph
+from tensoregg.ir.compute import Buffer, fresh
+from tensoregg.ir.compute.expr import idx
+from tensoregg.ir.loops import For
+from tensoregg.runtime.cuda import EMULATE
+from tensoregg.targets.cuda import GPUS
+from tensoregg.targets.cuda.codegen import PRELUDE
+from tensoregg.targets.cuda.cost import rows_seconds
+from tensoregg.targets.cuda.host import check_on_host
+from tensoregg.targets.cuda.machines import description
+from tensoregg.targets.cuda.nvrtc import nvrtc_missing
+from tensoregg.targets.cuda.program import CudaProgram
+from tensoregg.targets.cuda.rows import RowStage
+from tensoregg.testing import single_op_model
+
+H100 = GPUS["sm_90"]
+R = np.random.default_rng(3)
+needs_nvrtc = pytest.mark.skipif(nvrtc_missing() is not None, reason=str(nvrtc_missing()))
+
+
+def f(*shape):
+    return R.standard_normal(shape).astype(np.float32)
+
+
+AXIS = np.array([-1])
+CASES = [  # op, inputs, attrs, constant inputs, whether the host's bits are the emulation's
+    ("ReduceSum", [f(6, 1003), AXIS], {}, (1,), True),
+    ("ReduceMax", [f(3, 2, 1003), AXIS], {"keepdims": 0}, (1,), True),
+    ("ReduceSum", [f(40, 50, 3), np.array([0, 1])], {}, (1,), True),  # a nest of two axes
+    ("ReduceMean", [f(2, 4096), AXIS], {}, (1,), True),
+    ("Softmax", [f(5, 1003)], {}, (), False),
+    ("LayerNormalization", [f(3, 1515), f(1515), f(1515)], {"axis": -1}, (), False),
+]
+
+
+def shuffles(program):
+    """The warp shuffles the program's kernels make (the prelude's definition aside)."""
+    return program.source.count("te_shfl_xor(") - PRELUDE.count("te_shfl_xor(")
+
+
+@pytest.fixture(autouse=True)
+def emulate(monkeypatch):
+    monkeypatch.setenv(EMULATE, "1")
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("op, inputs, attrs, constant, exact", CASES, ids=[c[0] for c in CASES])
+def test_row_reductions_run_a_warp_per_element(op, inputs, attrs, constant, exact):
+    graph = import_onnx(single_op_model(op, inputs, attrs, constant=constant))
+    program = CudaProgram(graph, description(H100), H100)
+    assert any(r.warp for r in program.rows), [str(r) for r in program.rows]
+    assert shuffles(program) > 0
+    feeds = {f"in{i}": a for i, a in enumerate(inputs) if i not in constant}
+    want = run_graph(graph, dict(feeds))[0]
+    emulated = program.run(feeds)[0]
+    np.testing.assert_allclose(emulated, want, rtol=1e-5, atol=1e-5)
+    host = check_on_host(program, feeds)[0]
+    if exact:
+        np.testing.assert_array_equal(host.view(np.uint32), emulated.view(np.uint32))
+    else:
+        np.testing.assert_allclose(host, emulated, rtol=1e-5, atol=1e-6)
+    for arch in ("sm_80", "sm_90"):
+        for name, r in program.compile_for(arch).resources.items():
+            assert r.spill_stores == r.spill_loads == r.stack_bytes == 0, (arch, name, r)
+
+
+@needs_nvrtc
+def test_short_reductions_stay_a_thread_per_element():
+    """A global average pool of 7 x 7 maps: rows of 7 terms, where a warp's butterfly costs more than
+    the terms it shares out."""
+    x = f(1, 64, 7, 7)
+    graph = import_onnx(single_op_model("GlobalAveragePool", [x], {}))
+    program = CudaProgram(graph, description(H100), H100)
+    assert program.rows and not any(r.warp for r in program.rows)
+    assert shuffles(program) == 0
+    np.testing.assert_allclose(program.run({"in0": x})[0], x.mean(axis=(2, 3), keepdims=True), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_the_cost_model_prices_a_warp_per_element_against_a_thread():
+    """(outputs, terms, whether a term's load coalesces along output elements and along terms, warp?)"""
+    cases = [(3584, 7, True, False, False), (8, 4096, False, True, True), (1024, 256, False, True, True),
+             (1024, 256, True, False, False)]
+    acc = Buffer("acc", np.dtype(np.float32), (1,))
+    for outputs, terms, along_rows, along_terms, warp in cases:
+        stage = For(fresh("p"), idx(0), idx(outputs), [], "parallel")
+        row = RowStage(stage, [acc], terms, loads=1, along_rows=along_rows, along_terms=along_terms)
+        thread_s, warp_s = (rows_seconds(row, H100, warp=w) for w in (False, True))
+        assert (warp_s < thread_s) == warp, (outputs, terms, thread_s, warp_s)

@@ -1,7 +1,6 @@
-"""A Graph as a CUDA program: its loop program (``lower_graph(grid=True)``: contractions in the
-shared-memory tiles extraction chose, ``gemm``) with every other stage bound to a grid of blocks and
-threads (``schedule``; row reductions a warp per element where the cost model prefers it, ``rows``),
-written as CUDA C (``codegen``) and compiled by
+"""A Graph as a CUDA program: its loop program with every stage bound to a grid of blocks and
+threads (``grid``: contractions in the tiles extraction chose, row reductions a warp or a thread per
+element, the rest a thread per element), written as CUDA C (``codegen``) and compiled by
 NVRTC for the GPU's architecture. ``run`` executes the kernel programs in the ``interp`` target's
 emulation when ``TENSOREGG_CUDA_EMULATE=1`` is set (on any machine), on the device otherwise
 (``tensoregg.runtime.cuda``)."""
@@ -15,16 +14,14 @@ import numpy as np
 
 from tensoregg.errors import CompileError
 from tensoregg.ir.graph import Graph
-from tensoregg.ir.loops import For, Kernel, Stmt
-from tensoregg.ir.program import lower_graph
+from tensoregg.ir.loops import Kernel
 from tensoregg.ir.target import Target
 from tensoregg.runtime.cuda import emulating
 from tensoregg.targets.cuda.codegen import PRELUDE, kernel_source, used_params
-from tensoregg.targets.cuda.cost import price, rows_seconds
+from tensoregg.targets.cuda.grid import grid_program
 from tensoregg.targets.cuda.machines import Gpu
 from tensoregg.targets.cuda.nvrtc import Cubin, compile_source, nvrtc_missing
-from tensoregg.targets.cuda.rows import lower, row_stage
-from tensoregg.targets.cuda.schedule import Launch, bind_threads, launches
+from tensoregg.targets.cuda.schedule import Launch, launches
 
 
 @dataclass
@@ -37,25 +34,6 @@ class KernelLaunch:
     params: list[int]
 
 
-@dataclass
-class RowChoice:
-    """A row reduction stage of node ``node`` (``outputs`` elements of ``terms`` terms): the seconds
-    the cost model gives a thread and a warp per element, and whether the warp template runs it."""
-
-    node: int
-    outputs: int
-    terms: int
-    thread_s: float
-    warp_s: float
-    warp: bool
-
-    def __str__(self) -> str:
-        marks = ("*", " ") if not self.warp else (" ", "*")
-        return (f"node {self.node}: row reduction, {self.outputs} elements of {self.terms} terms\n"
-                f"  {marks[0]} {self.thread_s * 1e6:10.1f} us  a thread per element\n"
-                f"  {marks[1]} {self.warp_s * 1e6:10.1f} us  gpu warp shuffles, a warp per element")
-
-
 class CudaProgram:
     """``graph`` for ``gpu`` (see the module docstring). ``source`` is the CUDA C of every kernel,
     ``cubins`` the compiled module per architecture (empty where NVRTC is absent and the program only
@@ -63,16 +41,12 @@ class CudaProgram:
 
     def __init__(self, graph: Graph, target: Target, gpu: Gpu) -> None:
         self.graph, self.target, self.gpu = graph, target, gpu
-        self.program = lower_graph(graph, target="cuda", grid=True,
-                                   choose=lambda problem: price([problem], gpu)[0][0][0])
+        self.program, self.rows = grid_program(graph, gpu)
         self.launches: list[KernelLaunch] = []
-        self.rows: list[RowChoice] = []
         parts = [PRELUDE.strip()]
         for k, low in enumerate(self.program.lowered):
-            if k in self.program.skipped:
-                continue
-            low.kernel.body = [self._bind(k, s) for s in low.kernel.body]
-            parts += self._kernels(k, low.kernel)
+            if k not in self.program.skipped:
+                parts += self._kernels(k, low.kernel)
         self.source = "\n\n".join(parts) + "\n"
         self.cubins: dict[str, Cubin] = {}
         if nvrtc_missing() is None:
@@ -80,21 +54,6 @@ class CudaProgram:
         elif not emulating():
             raise CompileError(nvrtc_missing() or "")
         self._runner: object | None = None
-
-    def _bind(self, node: int, stage: Stmt) -> For:
-        """``stage`` as a grid: a block loop as it is; a row reduction a warp per element where the cost
-        model prices that below a thread per element (``rows``; recorded in ``rows``); else a thread
-        per element."""
-        if isinstance(stage, For) and stage.kind == "block":
-            return stage
-        row = row_stage(stage)
-        if row is not None:
-            costs = [rows_seconds(row, self.gpu, warp=w) for w in (False, True)]
-            warp = lower(row) if costs[1] < costs[0] else None
-            self.rows.append(RowChoice(node, row.outputs, row.terms, costs[0], costs[1], warp is not None))
-            if warp is not None:
-                return warp
-        return bind_threads(stage)
 
     def _kernels(self, node: int, kernel: Kernel) -> list[str]:
         written = {id(b) for b in kernel.outputs}

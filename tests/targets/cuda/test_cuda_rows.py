@@ -9,6 +9,7 @@ and sm_90 without spills; the cost model keeps short reductions on a thread per 
 import numpy as np
 import pytest
 
+import tensoregg
 from tensoregg.frontends.onnx import import_onnx
 from tensoregg.ir import run_graph
 from tensoregg.ir.compute import Buffer, fresh
@@ -99,3 +100,18 @@ def test_the_cost_model_prices_a_warp_per_element_against_a_thread():
         row = RowStage(stage, [acc], terms, loads=1, along_rows=along_rows, along_terms=along_terms)
         thread_s, warp_s = (rows_seconds(row, H100, warp=w) for w in (False, True))
         assert (warp_s < thread_s) == warp, (outputs, terms, thread_s, warp_s)
+
+
+def test_explain_lists_both_templates_of_each_row_reduction():
+    model = single_op_model("Softmax", [f(4, 2000)], {})
+    e = tensoregg.explain(model, "cuda")
+    text = str(e)
+    assert "row reductions (predicted time of each template, * chosen):" in text
+    blocks = text.split("row reductions (predicted time of each template, * chosen):")[1].split("node ")[1:]
+    assert len(blocks) == len(e.plan.rows) == 4  # max and sum: the partials, then the rows
+    for block, row in zip(blocks, e.plan.rows):
+        thread, warp = block.splitlines()[1:3]
+        assert "a thread per element" in thread and "a warp per element" in warp
+        assert (warp.lstrip().startswith("*"), thread.lstrip().startswith("*")) == (row.warp, not row.warp)
+    assert any(r.warp for r in e.plan.rows)
+    assert e.to_dict()["plan"]["rows"][0]["terms"] == e.plan.rows[0].terms

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from tensoregg.ir.graph import Graph
 from tensoregg.ir.loops import Kernel
 from tensoregg.ir.target import Target
 from tensoregg.runtime.cuda import emulating
+from tensoregg.runtime.device_arrays import DeviceArray, DeviceView, host_view, same_kind
 from tensoregg.targets.cuda.codegen import PRELUDE, kernel_source, used_params
 from tensoregg.targets.cuda.grid import grid_program
 from tensoregg.targets.cuda.machines import Gpu
@@ -71,8 +73,13 @@ class CudaProgram:
             self.cubins[arch] = compile_source(self.source, arch)
         return self.cubins[arch]
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """On the device; with ``TENSOREGG_CUDA_EMULATE=1``, the kernel programs in the emulation."""
+    takes_device_arrays = True
+    """Inputs may lie in device memory (``tensoregg.runtime.device_arrays``)."""
+
+    def run(self, feeds: Mapping[str, np.ndarray | DeviceView]) -> list[Any]:
+        """On the device; with ``TENSOREGG_CUDA_EMULATE=1``, the kernel programs in the emulation (an
+        input in device memory then lies in this process's: read in place, the outputs returned in
+        the same kind)."""
         if self._runner is None:
             if emulating():
                 from tensoregg.targets.interp.program import InterpProgram
@@ -83,4 +90,9 @@ class CudaProgram:
                 from tensoregg.targets.cuda.export import cuda_code
 
                 self._runner = CudaExecutor(cuda_code(self))
-        return self._runner.run(feeds)  # type: ignore[attr-defined]
+        views = [v for v in feeds.values() if isinstance(v, DeviceView)]
+        if not views or not emulating():
+            return self._runner.run(feeds)  # type: ignore[attr-defined]
+        host = {n: host_view(v) if isinstance(v, DeviceView) else v for n, v in feeds.items()}
+        outputs = self._runner.run(host)  # type: ignore[attr-defined]
+        return [same_kind(views[0].kind, DeviceArray.on_host(np.ascontiguousarray(a))) for a in outputs]

@@ -20,10 +20,13 @@ from tensoregg.targets.cuda.schedule import bind_threads
 
 @dataclass
 class RowChoice:
-    """A row reduction stage of node ``node`` (``outputs`` elements of ``terms`` terms): the seconds
-    the cost model gives a thread and a warp per element, and whether the warp template runs it."""
+    """A row reduction stage of node ``node`` (its ``op``, computing ``value``; ``outputs`` elements
+    of ``terms`` terms): the seconds the cost model gives a thread and a warp per element, and
+    whether the warp template runs it."""
 
     node: int
+    op: str
+    value: str
     outputs: int
     terms: int
     thread_s: float
@@ -32,7 +35,7 @@ class RowChoice:
 
     def __str__(self) -> str:
         marks = ("*", " ") if not self.warp else (" ", "*")
-        return (f"node {self.node}: row reduction, {self.outputs} elements of {self.terms} terms\n"
+        return (f"{self.op} %{self.value}: a row reduction, {self.outputs} elements of {self.terms} terms\n"
                 f"  {marks[0]} {self.thread_s * 1e6:10.1f} us  a thread per element\n"
                 f"  {marks[1]} {self.warp_s * 1e6:10.1f} us  gpu warp shuffles, a warp per element")
 
@@ -59,18 +62,20 @@ def grid_program(graph: Graph, gpu: Gpu) -> tuple[LoopProgram, list[RowChoice]]:
     rows: list[RowChoice] = []
     for k, low in enumerate(program.lowered):
         if k not in program.skipped:
-            low.kernel.body = [_bind(k, s, gpu, rows) for s in low.kernel.body]
+            node = graph.nodes[k]
+            where = (k, node.op, node.outputs[0])
+            low.kernel.body = [_bind(where, s, gpu, rows) for s in low.kernel.body]
     return program, rows
 
 
-def _bind(node: int, stage: Stmt, gpu: Gpu, rows: list[RowChoice]) -> For:
+def _bind(node: tuple[int, str, str], stage: Stmt, gpu: Gpu, rows: list[RowChoice]) -> For:
     if isinstance(stage, For) and stage.kind == "block":
         return stage
     row = row_stage(stage)
     if row is not None:
         thread_s, warp_s = (rows_seconds(row, gpu, warp=w) for w in (False, True))
         warp = lower(row) if warp_s < thread_s else None
-        rows.append(RowChoice(node, row.outputs, row.terms, thread_s, warp_s, warp is not None))
+        rows.append(RowChoice(*node, row.outputs, row.terms, thread_s, warp_s, warp is not None))
         if warp is not None:
             return warp
     return bind_threads(stage)

@@ -67,6 +67,8 @@ def test_device_inputs_are_read_in_place_and_outputs_stay_on_the_device(softmax,
     memory[:] = 2 * x  # the same device array, changed in place: the next run reads the change
     on_device(module.run(fake(memory)), np.exp(2 * x) / np.exp(2 * x).sum(axis=1, keepdims=True))
     np.testing.assert_allclose(module.run(x)[0], want, rtol=1e-6)  # numpy in, numpy out
+    if kind == "dlpack":  # past the DeviceView both kinds take the same path
+        return
     module.save(tmp_path / "m.tegg")
     loaded = tensoregg.load(tmp_path / "m.tegg")  # its CUDA C on the host backend
     on_device(loaded.run(fake(x.copy())), want)

@@ -19,9 +19,9 @@ extraction (``tensoregg.ir.schedules``). Analytic and rough (no GPU has measured
 A row reduction stage (``rows.RowStage``: ``outputs`` elements, each over ``terms`` terms) runs a
 thread per element (``schedule.bind_threads``) or a warp per element (``rows.lower``): the terms are
 issued by the lanes that run at once (as many as the SMs hold), ``TERM_CLOCKS`` each; a warp's lanes
-then combine in 5 shuffle rounds of ``SHUFFLE_CLOCKS``. The terms are read from device memory: 4
-bytes a load where neighbouring lanes read neighbouring elements (the next output element's for a
-thread per element, the next term's for a warp), else a 32-byte sector.
+then combine in 5 shuffle rounds of ``SHUFFLE_CLOCKS``. The terms are read from device memory, each
+load costing what neighbouring lanes' addresses make it (``RowStage``: an element where they are
+neighbours, up to a 32-byte sector where they lie apart).
 """
 
 from __future__ import annotations
@@ -57,8 +57,6 @@ TERM_CLOCKS = 4
 """Clocks a lane spends on one term of a reduction: its load, address and combine (to be measured)."""
 SHUFFLE_CLOCKS = 30
 """Clocks of one round of a warp's butterfly: the shuffle's latency and the combine."""
-SECTOR_BYTES = 32
-"""What device memory delivers for a 4-byte load no neighbouring lane shares."""
 RATES = {"float16": "fp16", "bfloat16": "bf16", "float32": "tf32"}
 """The tensor cores' rate (``Gpu.peak_flops`` key) of each operand dtype."""
 
@@ -138,6 +136,5 @@ def rows_seconds(row: RowStage, gpu: Gpu, *, warp: bool) -> float:
     clocks = math.ceil(row.outputs * width / lanes) * math.ceil(row.terms / width) * TERM_CLOCKS
     if warp:
         clocks += len(row.accumulators) * int(math.log2(gpu.warp_size)) * SHUFFLE_CLOCKS
-    coalesced = row.along_terms if warp else row.along_rows
-    per_term = 4 * coalesced + SECTOR_BYTES * (row.loads - coalesced)
+    per_term = row.warp_bytes if warp else row.thread_bytes
     return max(clocks / gpu.clock_hz, row.outputs * row.terms * per_term / gpu.dram_bandwidth) + gpu.launch_s

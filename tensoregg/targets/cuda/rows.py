@@ -31,22 +31,24 @@ from tensoregg.targets.cuda.schedule import THREADS
 
 F32 = np.dtype(np.float32)
 COMBINERS = ("add", "max", "min")
+SECTOR_BYTES = 32
+"""What device memory delivers for a load no neighbouring lane shares."""
 
 
 @dataclass
 class RowStage:
     """A stage the template applies to: ``outputs`` elements (the parallel loop ``stage``), each the
-    epilogue of float32 ``accumulators`` combined over reductions of ``terms`` terms in all; a term
-    reads ``loads`` elements, ``along_rows`` of them one element apart (or at one address) from
-    neighbouring output elements, ``along_terms`` from neighbouring terms (what coalesces when
-    neighbouring threads read them)."""
+    epilogue of float32 ``accumulators`` combined over reductions of ``terms`` terms in all; the
+    device-memory bytes a term's loads cost when neighbouring lanes compute neighbouring output
+    elements (``thread_bytes``) or neighbouring terms of one (``warp_bytes``): its element size for a
+    load whose address moves by one element (or not at all) from one lane to the next, a 32-byte
+    sector where it jumps a sector or more, the element size times the stride between."""
 
     stage: For
     accumulators: list[Buffer]
     terms: int
-    loads: int = 0
-    along_rows: int = 0
-    along_terms: int = 0
+    thread_bytes: int = 0
+    warp_bytes: int = 0
 
     @property
     def outputs(self) -> int:
@@ -85,27 +87,30 @@ def row_stage(stage: Stmt) -> RowStage | None:
 
 
 def _count_loads(row: RowStage, nest: For) -> None:
-    """Add the loads of ``nest``'s term to ``row``'s counts (``RowStage``)."""
+    """Add the bytes of ``nest``'s term's loads to ``row``'s (``RowStage``). A warp's lanes take
+    consecutive terms: along the nest's innermost axis when it has one axis or its innermost is a
+    warp wide, else across the window's rows (a sector a load)."""
     element = row.stage.unpack[-1][0] if row.stage.unpack else row.stage.var
     s: Stmt = nest
     while isinstance(s, For):
-        term, s = s.var, s.body[0]
+        term, extent, s = s.var, int(s.stop.value), s.body[0]  # type: ignore[attr-defined]
     assert isinstance(s, Store)
+    along_terms = nest.body[0] is s or extent >= WARP
     for load in (x for x in walk(s.value) if isinstance(x, Load) and x.buffer is not s.buffer):
-        row.loads += 1
-        row.along_rows += _near(load, element)
-        row.along_terms += _near(load, term)
+        row.thread_bytes += _bytes(load, element)
+        row.warp_bytes += _bytes(load, term) if along_terms else SECTOR_BYTES
 
 
-def _near(load: Load, v: Var) -> bool:
-    """Whether ``load``'s element moves by at most one when ``v`` does (an affine index; else no)."""
+def _bytes(load: Load, v: Var) -> int:
+    """Device-memory bytes of ``load`` per lane when ``v`` steps by one from lane to lane."""
     total, size = 0, 1
     for i, n in reversed(list(zip(load.index, load.buffer.shape))):
         k = _coefficient(i, v)
         if k is None:
-            return False
+            return SECTOR_BYTES
         total, size = total + k * size, size * n
-    return abs(total) <= 1
+    item = load.buffer.dtype.itemsize
+    return min(SECTOR_BYTES, item * max(1, abs(total)))
 
 
 def _coefficient(e: Expr, v: Var) -> int | None:

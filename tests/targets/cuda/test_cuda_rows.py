@@ -90,13 +90,13 @@ def test_short_reductions_stay_a_thread_per_element():
 
 
 def test_the_cost_model_prices_a_warp_per_element_against_a_thread():
-    """(outputs, terms, whether a term's load coalesces along output elements and along terms, warp?)"""
-    cases = [(3584, 7, True, False, False), (8, 4096, False, True, True), (1024, 256, False, True, True),
-             (1024, 256, True, False, False)]
+    """(outputs, terms, a term's bytes with a thread and with a warp per element, warp?)"""
+    cases = [(3584, 7, 4, 32, False), (8, 4096, 32, 4, True), (1024, 256, 32, 4, True),
+             (1024, 256, 4, 32, False), (64896, 9, 8, 32, False)]  # the last: a 3x3 MaxPool, stride 2
     acc = Buffer("acc", np.dtype(np.float32), (1,))
-    for outputs, terms, along_rows, along_terms, warp in cases:
+    for outputs, terms, thread_bytes, warp_bytes, warp in cases:
         stage = For(fresh("p"), idx(0), idx(outputs), [], "parallel")
-        row = RowStage(stage, [acc], terms, loads=1, along_rows=along_rows, along_terms=along_terms)
+        row = RowStage(stage, [acc], terms, thread_bytes=thread_bytes, warp_bytes=warp_bytes)
         thread_s, warp_s = (rows_seconds(row, H100, warp=w) for w in (False, True))
         assert (warp_s < thread_s) == warp, (outputs, terms, thread_s, warp_s)
 

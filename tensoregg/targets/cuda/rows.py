@@ -159,7 +159,8 @@ def _combining(s: Store) -> str | None:
 
 def lower(row: RowStage, warps: int = THREADS // WARP) -> For | None:
     """The block loop of ``row`` in the template (``warps`` warps a block, fewer for fewer outputs);
-    None where an accumulator starts elsewhere than at its combiner's identity."""
+    None where an accumulator starts elsewhere than at its combiner's identity (each lane would start
+    there: a sum would count its start 32 times) or is combined by no reduction."""
     warps = max(1, min(warps, row.outputs))
     block, thread = fresh("blk"), fresh("thr")
     warp, lane = call("div", thread, idx(WARP)), call("rem", thread, idx(WARP))
@@ -175,11 +176,11 @@ def lower(row: RowStage, warps: int = THREADS // WARP) -> For | None:
             body.append(s)
         else:
             stores.append(s)
+    if any(id(a) not in combiners for a in row.accumulators):
+        return None
     for s in body:
-        if isinstance(s, Store):
-            combiner = combiners.get(id(s.buffer))
-            if combiner is None or not _is_identity(s.value, combiner):
-                return None
+        if isinstance(s, Store) and not _is_identity(s.value, combiners[id(s.buffer)]):
+            return None
     other = Buffer("lanes", F32, (1,))
     zero = (idx(0),)
     for a in row.accumulators:

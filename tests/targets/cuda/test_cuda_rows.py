@@ -12,9 +12,9 @@ import pytest
 import tensoregg
 from tensoregg.frontends.onnx import import_onnx
 from tensoregg.ir import run_graph
-from tensoregg.ir.compute import Buffer, fresh
+from tensoregg.ir.compute import Buffer, call, const, fresh
 from tensoregg.ir.compute.expr import idx
-from tensoregg.ir.loops import For
+from tensoregg.ir.loops import For, Local, Store
 from tensoregg.runtime.cuda import EMULATE
 from tensoregg.targets.cuda import GPUS
 from tensoregg.targets.cuda.codegen import PRELUDE
@@ -23,7 +23,7 @@ from tensoregg.targets.cuda.host import check_on_host
 from tensoregg.targets.cuda.machines import description
 from tensoregg.targets.cuda.nvrtc import nvrtc_missing
 from tensoregg.targets.cuda.program import CudaProgram
-from tensoregg.targets.cuda.rows import RowStage
+from tensoregg.targets.cuda.rows import RowStage, lower, row_stage
 from tensoregg.testing import single_op_model
 
 H100 = GPUS["sm_90"]
@@ -115,3 +115,18 @@ def test_explain_lists_both_templates_of_each_row_reduction():
         assert (warp.lstrip().startswith("*"), thread.lstrip().startswith("*")) == (row.warp, not row.warp)
     assert any(r.warp for r in e.plan.rows)
     assert e.to_dict()["plan"]["rows"][0]["terms"] == e.plan.rows[0].terms
+
+
+def test_a_sum_that_starts_elsewhere_than_zero_keeps_a_thread_per_element():
+    """Every lane starts from the accumulator's initial value: from 1, a warp would add 32."""
+    f32 = np.dtype(np.float32)
+    x, y, acc = Buffer("x", f32, (4, 64)), Buffer("y", f32, (4,)), Buffer("acc", f32, (1,))
+    p, r, zero = fresh("p"), fresh("r"), (idx(0),)
+
+    def stage(start):
+        add = Store(acc, zero, call("add", acc[idx(0)], x[p, r]), contract=True)
+        total = Store(y, (p,), acc[idx(0)])
+        body = [Store(acc, zero, const(start, f32)), For(r, idx(0), idx(64), [add]), total]
+        return For(p, idx(0), idx(4), [Local(acc, body)], "parallel")
+    assert isinstance(lower(row_stage(stage(0.0))), For)
+    assert row_stage(stage(1.0)) is not None and lower(row_stage(stage(1.0))) is None

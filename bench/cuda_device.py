@@ -17,7 +17,9 @@ events around all launches, median of N) beside the same architecture in torch e
 where torchvision has it (resnet50, squeezenet1_0, shufflenet_v2: random weights, the time is what
 is compared). Then GEMM 4096^3 through a one-MatMul model against ``torch.matmul`` (cuBLAS) in
 float32, tf32 (``TENSOREGG_CUDA_TF32=1`` against ``allow_tf32``) and float16 (both on the tensor
-cores). ratio = tensoregg / torch (below 1: tensoregg is faster).
+cores). Softmax and LayerNormalization rows (a warp per row element reduction) against torch, and a
+torch CUDA tensor run without a copy (the output a torch CUDA tensor). ratio = tensoregg / torch
+(below 1: tensoregg is faster).
 """
 
 from __future__ import annotations
@@ -131,6 +133,38 @@ def gemm_rows(runs: int) -> list[dict[str, Any]]:
     return rows
 
 
+def reduction_rows(runs: int) -> list[dict[str, Any]]:
+    """Softmax and LayerNormalization over rows of 4096 (the row-reduction template) against torch's
+    kernels; then a torch CUDA tensor in, read where it lies (``__dlpack__``/``__cuda_array_interface__``),
+    a torch CUDA tensor out."""
+    import torch
+
+    import tensoregg
+    from tensoregg.testing import single_op_model
+
+    rng = np.random.default_rng(0)  # the feeds tensoregg_run draws
+    x = rng.standard_normal((1024, 4096)).astype(np.float32)
+    tx = torch.from_numpy(x).cuda()
+    rows = []
+    for op, attrs, theirs in [("Softmax", {}, lambda: torch.softmax(tx, -1)),
+                              ("LayerNormalization", {"axis": -1},
+                               lambda: torch.nn.functional.layer_norm(tx, (4096,)))]:
+        scale = [np.ones(4096, np.float32), np.zeros(4096, np.float32)] if op != "Softmax" else []
+        model = single_op_model(op, [x, *scale], attrs, constant=(1, 2) if scale else ())
+        outputs, ours, _, _ = tensoregg_run(model, runs)
+        want = theirs().double().cpu().numpy()
+        torch_s = torch_seconds(theirs, runs)
+        rows.append({"case": f"{op} 1024x4096", "error": relative_error(outputs, [want]),
+                     "tensoregg_ms": ours * 1e3, "torch_ms": torch_s * 1e3, "ratio": ours / torch_s})
+    (out,) = tensoregg.compile(single_op_model("Softmax", [x], {}), "cuda").run(tx)
+    if not (isinstance(out, torch.Tensor) and out.is_cuda):
+        rows.append({"case": "zero-copy torch", "failed": f"torch CUDA tensor in, {type(out).__name__} out"})
+    else:
+        want = torch.softmax(tx, -1).cpu().numpy()
+        rows.append({"case": "zero-copy torch", "error": relative_error([out.cpu().numpy()], [want])})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="*", default=["example", "squeezenet", "shufflenet", "resnet50"])
@@ -158,6 +192,7 @@ def main() -> None:
             rows.append({"case": name, "failed": f"{type(exc).__name__}: {exc}"[:300]})
         print(json.dumps(rows[-1]), flush=True)
     rows += gemm_rows(args.runs)
+    rows += reduction_rows(args.runs)
     print(f"{'case':<22}{'rel err':>10}{'ours ms':>10}{'torch ms':>10}{'ratio':>8}")
     for r in rows:
         if "failed" in r:

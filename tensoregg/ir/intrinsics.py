@@ -115,3 +115,23 @@ MMA_BF16 = WarpMMA(16, 8, 16, "bf16")
 MMA_TF32 = WarpMMA(16, 8, 8, "tf32")
 WARP_MMAS = (MMA_F16, MMA_BF16, MMA_TF32)
 """The warp MMAs of sm_80 and later with fp32 accumulators."""
+
+
+@dataclass(frozen=True)
+class WarpShuffle:
+    """A warp's butterfly exchange ``shfl.sync.bfly.b32`` (CUDA's ``__shfl_xor_sync(0xffffffff, v,
+    mask)``) of one float32 register: the 32 threads of a warp invoke it together, all of them,
+    ``Invoke(WARP_SHUFFLE, (Ref(dst), Ref(src), mask))`` with ``dst`` and ``src`` locals of their
+    thread loop (registers) and ``mask`` a constant below 32; each thread's ``dst`` element gets the
+    ``src`` element of the thread whose lane is its own xor ``mask``. Bits move as they are."""
+
+    @property
+    def name(self) -> str:
+        return "shfl.sync.bfly.b32"
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32)
+
+
+WARP_SHUFFLE = WarpShuffle()

@@ -23,6 +23,7 @@ from tensoregg.runtime.artifact import (
     require,
     require_fields,
 )
+from tensoregg.runtime.device_arrays import DeviceView
 from tensoregg.runtime.module import Module, bind, from_artifact
 from tensoregg.runtime.signature import TensorSpec
 
@@ -65,7 +66,7 @@ class BatchedModule(Module):
         return [(self.symbol, *t.shape[1:]) if t.name in self.batched else t.shape for t in self.inputs]
 
     def run(self, *args: Any, **named: Any) -> list[np.ndarray]:
-        feeds = self.bind_inputs(args, named)
+        feeds = self._feeds(args, named)
         plan = self._plan(self._batch(feeds))
         if len(plan) == 1 and plan[0][1] == plan[0][2]:  # one bucket of exactly this batch
             return list(self.buckets[plan[0][1]].program.run(feeds))
@@ -77,12 +78,22 @@ class BatchedModule(Module):
         return [np.concatenate(p) if spec.name in self.batched else p[0]
                 for spec, p in zip(self.outputs, zip(*parts))]
 
-    def bind_inputs(self, args: Sequence[Any], named: dict[str, Any]) -> dict[str, np.ndarray]:
-        """The inputs checked like ``Module.bind_inputs``, the batch dimension excepted."""
+    def bind_inputs(self, args: Sequence[Any], named: dict[str, Any]) -> dict[str, np.ndarray | DeviceView]:
+        return dict(self._feeds(args, named))
+
+    def _feeds(self, args: Sequence[Any], named: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The inputs checked like ``Module.bind_inputs``, the batch dimension excepted; numpy
+        arrays only (chunks are sliced and padded on the host)."""
         given = _by_name(self.input_names, args, named)
         free = [TensorSpec(t.name, t.dtype, (_size(v, t), *t.shape[1:])) if t.name in self.batched else t
                 for t, v in zip(self.inputs, given)]
-        return bind(free, args, named)
+        feeds = {}
+        for name, value in bind(free, args, named).items():
+            if not isinstance(value, np.ndarray):
+                raise InputError(f"input {name!r}: an array in GPU memory; a model compiled for a symbolic "
+                                 f"batch takes numpy arrays")
+            feeds[name] = value
+        return feeds
 
     def _batch(self, feeds: Mapping[str, np.ndarray]) -> int:
         sizes = {k: v.shape[0] for k, v in feeds.items() if k in self.batched}

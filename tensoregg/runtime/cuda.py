@@ -19,12 +19,13 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from tensoregg.errors import ArtifactError, CompileError
 from tensoregg.runtime.artifact import Artifact, require, require_fields
+from tensoregg.runtime.device_arrays import DeviceArray, DeviceView, same_kind
 from tensoregg.runtime.signature import TensorSpec, collect_outputs
 
 C_TYPES = {"bool": "bool", "int8": "signed char", "uint8": "unsigned char", "int16": "short",
@@ -82,19 +83,43 @@ class CudaCode:
     written: dict[str, int]
     constants: dict[str, np.ndarray]
 
-    def run_with(self, backend: Backend, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        produced = {t.name: np.empty(t.shape, t.dtype) for t in self.outputs if t.name in self.written}
-        backend.run(self, [np.ascontiguousarray(feeds[t.name]) for t in self.inputs],
-                    [produced.get(t.name) for t in self.outputs])
-        known = {**{t.name: feeds[t.name] for t in self.inputs}, **self.constants}
-        return collect_outputs([t.name for t in self.outputs], produced, known)
+    def run_with(self, backend: Backend, feeds: Mapping[str, np.ndarray | DeviceView]) -> list[Any]:
+        """The outputs of a run on ``feeds``: numpy arrays, or where an input lies in device memory
+        (``DeviceView``), arrays in device memory of its kind (graph inputs returned as given,
+        constants as numpy arrays)."""
+        views = [v for v in feeds.values() if isinstance(v, DeviceView)]
+        inputs = [v if isinstance(v, DeviceView) else np.ascontiguousarray(v)
+                  for v in (feeds[t.name] for t in self.inputs)]
+        written = [t for t in self.outputs if t.name in self.written]
+        if not views:
+            produced = {t.name: np.empty(t.shape, t.dtype) for t in written}
+            backend.run(self, inputs, [produced.get(t.name) for t in self.outputs])
+            known = {**{t.name: cast("np.ndarray", feeds[t.name]) for t in self.inputs}, **self.constants}
+            return collect_outputs([t.name for t in self.outputs], produced, known)
+        on_device = {t.name: backend.allocate(t.shape, t.dtype) for t in written}
+        backend.run(self, inputs, [on_device.get(t.name) for t in self.outputs])
+        given = {**{t.name: getattr(feeds[t.name], "value", feeds[t.name]) for t in self.inputs},
+                 **self.constants}
+        return [same_kind(views[0].kind, on_device[t.name]) if t.name in on_device else given[t.name]
+                for t in self.outputs]
 
 
 class Backend:
-    """Runs a program's launches on given input and output arrays."""
+    """Runs a program's launches on given input and output arrays (numpy arrays, or device memory:
+    ``DeviceView`` inputs, ``DeviceArray`` outputs, read and written where they lie)."""
 
-    def run(self, code: CudaCode, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray | None]) -> None:
+    def run(self, code: CudaCode, inputs: Sequence[np.ndarray | DeviceView],
+            outputs: Sequence[np.ndarray | DeviceArray | None]) -> None:
         raise NotImplementedError
+
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> DeviceArray:
+        """An output array in the backend's device memory."""
+        raise NotImplementedError
+
+
+def address(array: np.ndarray | DeviceView | DeviceArray) -> int:
+    """Where ``array``'s first element lies."""
+    return int(array.ctypes.data) if isinstance(array, np.ndarray) else array.pointer
 
 
 class CudaExecutor:
@@ -105,7 +130,10 @@ class CudaExecutor:
         self.code = code
         self.backend: Backend = HostBackend(code) if emulating() else DriverBackend(code)
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    takes_device_arrays = True
+    """Inputs may lie in device memory (``tensoregg.runtime.device_arrays``)."""
+
+    def run(self, feeds: Mapping[str, np.ndarray | DeviceView]) -> list[Any]:
         return self.code.run_with(self.backend, feeds)
 
 
@@ -141,10 +169,16 @@ class HostBackend(Backend):
         self.library = ctypes.CDLL(str(lib))
         self.work = np.empty(code.workspace_nbytes + ALIGN, np.uint8)
 
-    def run(self, code: CudaCode, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray | None]) -> None:
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> DeviceArray:
+        """Host memory: the device of the emulation."""
+        return DeviceArray.on_host(np.empty(shape, dtype))
+
+    def run(self, code: CudaCode, inputs: Sequence[np.ndarray | DeviceView],
+            outputs: Sequence[np.ndarray | DeviceArray | None]) -> None:
         self.work.fill(0xFF)  # what no kernel wrote reads as NaN
         bases = {"weights": int(code.weights.ctypes.data), "work": int(self.work.ctypes.data)}
-        arrays = {"input": inputs, "output": outputs}
+        arrays: dict[str, Sequence[np.ndarray | DeviceView | DeviceArray | None]] = \
+            {"input": inputs, "output": outputs}
         for k, launch in enumerate(code.launches):
             pointers = []
             for p in launch.params:
@@ -152,7 +186,7 @@ class HostBackend(Backend):
                     array = arrays[p.kind][p.at]
                     if array is None:
                         raise CompileError(f"{launch.name}: output {p.at} is not one the kernels write")
-                    pointers.append(int(array.ctypes.data))
+                    pointers.append(address(array))
                 else:
                     pointers.append(bases[p.kind] + p.at)
             argv = (ctypes.c_void_p * max(len(pointers), 1))(*pointers)
@@ -246,20 +280,31 @@ class DriverBackend(Backend):
                   "cuMemcpyHtoD weights")
         self.stream = check(driver.cuStreamCreate(0), "cuStreamCreate")
 
-    def address(self, p: Param) -> int:
-        if p.kind == "input":
-            return self.inputs[p.at]
-        if p.kind == "output":
-            return self.outputs[p.at]
-        return self.bases[p.kind] + p.at
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> DeviceArray:
+        """Device memory of its own (freed when the array is)."""
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        memory = _Allocation(self.driver, max(nbytes, 1))
+        return DeviceArray(memory.pointer, tuple(shape), np.dtype(dtype), memory)
 
-    def run(self, code: CudaCode, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray | None]) -> None:
+    def run(self, code: CudaCode, inputs: Sequence[np.ndarray | DeviceView],
+            outputs: Sequence[np.ndarray | DeviceArray | None]) -> None:
+        """numpy inputs copied into the plan's input areas, device ones read where they lie (after
+        the context's pending work: the stream that made them); numpy outputs copied out."""
         driver = self.driver
-        for array, at in zip(inputs, self.inputs):
-            check(driver.cuMemcpyHtoDAsync(at, array, array.nbytes, self.stream), "cuMemcpyHtoDAsync")
-        self.launch_all(code)
-        for out, at in zip(outputs, self.outputs):
-            if out is not None:
+        ins, outs = list(self.inputs), list(self.outputs)
+        if any(isinstance(a, (DeviceView, DeviceArray)) for a in [*inputs, *outputs]):
+            check(driver.cuCtxSynchronize(), "cuCtxSynchronize")
+        for k, array in enumerate(inputs):
+            if isinstance(array, DeviceView):
+                ins[k] = array.pointer
+            else:
+                check(driver.cuMemcpyHtoDAsync(ins[k], array, array.nbytes, self.stream), "cuMemcpyHtoDAsync")
+        for k, out in enumerate(outputs):
+            if isinstance(out, DeviceArray):
+                outs[k] = out.pointer
+        self.launch_all(code, ins, outs)
+        for out, at in zip(outputs, outs):
+            if isinstance(out, np.ndarray):
                 check(driver.cuMemcpyDtoHAsync(out, at, out.nbytes, self.stream), "cuMemcpyDtoHAsync")
         check(driver.cuStreamSynchronize(self.stream), "cuStreamSynchronize")
 
@@ -277,14 +322,32 @@ class DriverBackend(Backend):
             times.append(check(driver.cuEventElapsedTime(start, end), "cuEventElapsedTime") / 1e3)
         return times
 
-    def launch_all(self, code: CudaCode) -> None:
+    def launch_all(self, code: CudaCode, inputs: Sequence[int] | None = None,
+                   outputs: Sequence[int] | None = None) -> None:
+        """Every launch, the inputs and outputs at the plan's areas unless given elsewhere."""
         driver = self.driver
+        at = {"input": inputs or self.inputs, "output": outputs or self.outputs}
+
+        def place(p: Param) -> int:
+            return at[p.kind][p.at] if p.kind in at else self.bases[p.kind] + p.at
+
         for function, launch in zip(self.functions, code.launches):
-            values = [np.array([self.address(p)], np.uint64) for p in launch.params]  # alive until launched
+            values = [np.array([place(p)], np.uint64) for p in launch.params]  # alive until launched
             params = np.array([v.ctypes.data for v in values], np.uint64)
             where = f"kernel {launch.name}, grid {launch.blocks}, block {launch.threads}"
             check(driver.cuLaunchKernel(function, launch.blocks, 1, 1, launch.threads, 1, 1, 0, self.stream,
                                         params.ctypes.data, 0), "cuLaunchKernel", where)
+
+
+class _Allocation:
+    """``nbytes`` of device memory, freed with this object."""
+
+    def __init__(self, driver: Any, nbytes: int) -> None:
+        self.driver = driver
+        self.pointer = int(check(driver.cuMemAlloc(nbytes), "cuMemAlloc", f"{nbytes} bytes"))
+
+    def __del__(self) -> None:
+        self.driver.cuMemFree(self.pointer)
 
 
 # ---- artifacts -------------------------------------------------------------------------------------

@@ -118,6 +118,28 @@ static void te_mma(int ab, const unsigned* a, const unsigned* b, const float* c,
 TE_HOST_MMA(f16, TE_F16)
 TE_HOST_MMA(bf16, TE_BF16)
 TE_HOST_MMA(tf32, TE_TF32)
+/* Warp shuffles (shfl.sync.bfly) likewise: each fiber of a warp deposits its value and yields to the next;
+   the last publishes the deposits and yields to the warp's first; each then reads its partner's. */
+struct te_shuffle { float in[32], out[32]; int arrived; };
+static te_shuffle te_shuffles[32];
+static float te_shfl_xor(float x, int m) {
+  if (te_count == 0 || te_count % 32) {
+    fprintf(stderr, "tensoregg: warp shuffle in a block of %lld threads (whole warps of fibers needed)\n", te_count);
+    abort();
+  }
+  long long me = te_current;
+  int lane = (int)(me % 32);
+  te_shuffle& s = te_shuffles[me / 32];
+  s.in[lane] = x;
+  if (++s.arrived < 32) {
+    te_yield(me + 1);
+  } else {
+    memcpy(s.out, s.in, sizeof s.out);
+    s.arrived = 0;
+    te_yield(me - 31);
+  }
+  return s.out[lane ^ m];
+}
 template <class F> static void te_launch(long long blocks, long long threads, bool fibers, F kernel) {
   for (long long t = 0; t < threads; ++t) te_threads[t].x = t;
   if (!fibers) {

@@ -19,6 +19,7 @@ from tensoregg.runtime.artifact import (
     build_artifact,
     write_artifact,
 )
+from tensoregg.runtime.device_arrays import DeviceView, device_view
 from tensoregg.runtime.signature import TensorSpec, specs
 from tensoregg.runtime.threads import thread_count
 
@@ -94,11 +95,19 @@ class Module:
         """The optimized Graph as text."""
         return str(self.graph) if self.graph is not None else self.artifact().graph_text
 
-    def run(self, *args: Any, **named: Any) -> list[np.ndarray]:
-        """Run the model; inputs must match ``input_names``/``input_shapes``/``input_dtypes`` exactly."""
-        return list(self.program.run(self.bind_inputs(args, named)))
+    def run(self, *args: Any, **named: Any) -> list[Any]:
+        """Run the model; inputs must match ``input_names``/``input_shapes``/``input_dtypes`` exactly.
+        They are numpy arrays (copied in), or on ``cuda`` arrays in GPU memory (``__cuda_array_interface__``,
+        ``__dlpack__``: torch, CuPy) read where they lie, the outputs then of the same kind
+        (``tensoregg.runtime.device_arrays``)."""
+        feeds = self.bind_inputs(args, named)
+        on_device = [n for n, v in feeds.items() if isinstance(v, DeviceView)]
+        if on_device and not getattr(self.program, "takes_device_arrays", False):
+            raise InputError(f"input {on_device[0]!r}: an array in GPU memory, which target {self.target!r} "
+                             "cannot read (cuda modules can): give a numpy array")
+        return list(self.program.run(feeds))
 
-    def bind_inputs(self, args: Sequence[Any], named: dict[str, Any]) -> dict[str, np.ndarray]:
+    def bind_inputs(self, args: Sequence[Any], named: dict[str, Any]) -> dict[str, np.ndarray | DeviceView]:
         return bind(self.inputs, args, named)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -132,7 +141,8 @@ def from_artifact(artifact: Artifact) -> Module:
     return Module(None, artifact.target, loader(artifact), artifact=artifact)
 
 
-def bind(inputs: Sequence[TensorSpec], args: Sequence[Any], named: dict[str, Any]) -> dict[str, np.ndarray]:
+def bind(inputs: Sequence[TensorSpec], args: Sequence[Any], named: dict[str, Any],
+         ) -> dict[str, np.ndarray | DeviceView]:
     """The run's inputs, given positionally or by name, checked against ``inputs``: InputError naming
     a missing, unknown or doubly given input or one whose dtype or shape differs."""
     names = [t.name for t in inputs]
@@ -155,10 +165,13 @@ def _type(t: TensorSpec) -> str:
     return f"{t.dtype.name}[{','.join(map(str, t.shape))}]"
 
 
-def _check_input(want: TensorSpec, value: Any) -> np.ndarray:
+def _check_input(want: TensorSpec, value: Any) -> np.ndarray | DeviceView:
     name = want.name
+    array: np.ndarray | DeviceView
     if isinstance(value, np.ndarray):
         array = value
+    elif (view := device_view(value, name)) is not None:
+        array = view
     elif isinstance(value, (list, tuple, int, float, bool, np.generic)):
         array = np.asarray(value, dtype=want.dtype)
     else:

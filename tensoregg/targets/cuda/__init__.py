@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tensoregg.ir import Graph
     from tensoregg.ir.schedules import GemmProblem, Schedule
     from tensoregg.runtime.artifact import TargetCode
+    from tensoregg.targets.cuda.grid import GridPlan
     from tensoregg.targets.cuda.program import CudaProgram
 
 ARCH = "TENSOREGG_CUDA_ARCH"
@@ -87,6 +88,13 @@ def _save(program: Program) -> TargetCode:
     return save_cuda(cast("CudaProgram", program))
 
 
+def _plan(graph: Graph, target: Target) -> GridPlan:
+    """Each row reduction of ``graph`` with both templates' prices (``explain -t cuda``)."""
+    from tensoregg.targets.cuda.grid import GridPlan, grid_program
+
+    return GridPlan(grid_program(graph, chosen_gpu())[1])
+
+
 def _schedules(problems: Sequence[GemmProblem], target: Target) -> list[list[tuple[Schedule, float]]]:
     from tensoregg.targets.cuda.cost import price
 
@@ -94,9 +102,10 @@ def _schedules(problems: Sequence[GemmProblem], target: Target) -> list[list[tup
 
 
 register_target("cuda", summary="NVIDIA GPUs: CUDA C compiled by NVRTC, contractions in shared-memory "
-                "tiles (float16/bfloat16 on tensor cores), other kernels a thread per element "
+                "tiles (float16/bfloat16 on tensor cores), long row reductions a warp per element "
+                "(shuffles), other kernels a thread per element "
                 "(TENSOREGG_CUDA_EMULATE=1: run in the emulator)",
                 describe=lambda: description(chosen_gpu()), build=_build, unavailable=_unavailable,
-                schedules=_schedules, save=_save)
+                schedules=_schedules, save=_save, plan=_plan)
 
 __all__ = ["ARCH", "GPUS", "TF32", "Gpu", "chosen_gpu"]

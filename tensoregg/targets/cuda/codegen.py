@@ -22,7 +22,7 @@ import numpy as np
 from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir.compute import INDEX, Buffer, Call, Const, Expr, Load, Var, walk
 from tensoregg.ir.compute.expr import BOUND, is_float
-from tensoregg.ir.intrinsics import WarpMMA
+from tensoregg.ir.intrinsics import WarpMMA, WarpShuffle
 from tensoregg.ir.loops import Barrier, For, Invoke, Local, Stmt, Store, offset, statements
 from tensoregg.runtime.cuda import C_TYPES
 from tensoregg.targets.cuda.schedule import Launch
@@ -147,6 +147,8 @@ class _Writer:
             self.emit(depth, "__syncthreads();")
         elif isinstance(s, Invoke) and isinstance(s.intrinsic, WarpMMA):
             self.warp_mma(s, depth)
+        elif isinstance(s, Invoke) and isinstance(s.intrinsic, WarpShuffle):
+            self.warp_shuffle(s, depth)
         else:
             raise UnsupportedOperator(f"statement {type(s).__name__}", target="cuda", detail=self.where)
 
@@ -205,6 +207,17 @@ class _Writer:
         if len(args) != 4 or len(s.args) != 4:
             raise UnsupportedOperator(mma.name, target="cuda", detail=f"takes 4 fragments in {self.where}")
         self.emit(depth, f"te_mma_{mma.ab}({', '.join(args)});")
+
+    def warp_shuffle(self, s: Invoke, depth: int) -> None:
+        """``dst = te_shfl_xor(src, mask)`` (``prelude.cuh``: ``shfl.sync.bfly.b32`` over the whole warp)."""
+        memo: Memo = {}
+        refs, mask = s.refs, s.args[-1]
+        if len(refs) != 2 or len(s.args) != 3 or not isinstance(mask, Const):
+            raise UnsupportedOperator(s.intrinsic.name, target="cuda",
+                                      detail=f"takes two registers and a constant lane mask in {self.where}")
+        dst, src = (f"{self.name(id(r.buffer), r.buffer.name)}[{self.expr(r.offset, memo, depth)}]"
+                    for r in refs)
+        self.emit(depth, f"{dst} = te_shfl_xor({src}, {int(mask.value)});")
 
     def contracted(self, s: Store, memo: Memo, depth: int) -> str | None:
         """``fma(a, b, acc)`` for a contract store of ``add(acc, mul(a, b))`` in float32/float64."""

@@ -15,6 +15,13 @@ extraction (``tensoregg.ir.schedules``). Analytic and rough (no GPU has measured
   memory once, in the operands' bytes.
 - **Untiled** (one thread per element): every FMA loads both operands through L1; a twentieth of
   the CUDA cores' rate at full occupancy.
+
+A row reduction stage (``rows.RowStage``: ``outputs`` elements, each over ``terms`` terms) runs a
+thread per element (``schedule.bind_threads``) or a warp per element (``rows.lower``): the terms are
+issued by the lanes that run at once (as many as the SMs hold), ``TERM_CLOCKS`` each; a warp's lanes
+then combine in 5 shuffle rounds of ``SHUFFLE_CLOCKS``. The terms are read from device memory, each
+load costing what neighbouring lanes' addresses make it (``RowStage``: an element where they are
+neighbours, up to a 32-byte sector where they lie apart).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from tensoregg.targets.cuda import gemm, mma
 from tensoregg.targets.cuda.gemm import SharedTiles
 from tensoregg.targets.cuda.machines import Gpu
 from tensoregg.targets.cuda.mma import TensorCoreTiles
+from tensoregg.targets.cuda.rows import RowStage
 
 L2_OVER_DRAM = 2.5
 """L2 bandwidth as a multiple of device memory's (H100: ~8 TB/s against 3.35)."""
@@ -45,6 +53,10 @@ spare: fragments loaded element by element (no ``ldmatrix``), copies not overlap
 ``cp.async``); to be measured on a device."""
 SHARED_BYTES_PER_CLOCK = 128
 """Shared-memory bandwidth of one SM: 32 banks of 4 bytes."""
+TERM_CLOCKS = 4
+"""Clocks a lane spends on one term of a reduction: its load, address and combine (to be measured)."""
+SHUFFLE_CLOCKS = 30
+"""Clocks of one round of a warp's butterfly: the shuffle's latency and the combine."""
 RATES = {"float16": "fp16", "bfloat16": "bf16", "float32": "tf32"}
 """The tensor cores' rate (``Gpu.peak_flops`` key) of each operand dtype."""
 
@@ -114,3 +126,15 @@ def price(problems: Sequence[GemmProblem], gpu: Gpu) -> list[list[tuple[Schedule
         priced += sorted(tiled, key=lambda x: x[1])[:KEEP]
         out.append(sorted(priced, key=lambda x: x[1]))
     return out
+
+
+def rows_seconds(row: RowStage, gpu: Gpu, *, warp: bool) -> float:
+    """Seconds of a row reduction stage (module docstring) with a thread (``warp`` False) or a warp
+    per output element."""
+    width = gpu.warp_size if warp else 1
+    lanes = min(row.outputs * width, gpu.sms * gpu.threads_per_sm)
+    clocks = math.ceil(row.outputs * width / lanes) * math.ceil(row.terms / width) * TERM_CLOCKS
+    if warp:
+        clocks += len(row.accumulators) * int(math.log2(gpu.warp_size)) * SHUFFLE_CLOCKS
+    per_term = row.warp_bytes if warp else row.thread_bytes
+    return max(clocks / gpu.clock_hz, row.outputs * row.terms * per_term / gpu.dram_bandwidth) + gpu.launch_s

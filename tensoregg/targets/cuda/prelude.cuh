@@ -17,6 +17,10 @@ __device__ __forceinline__ unsigned te_tf32(float x) { unsigned r; asm("cvt.rna.
 TE_MMA(f16, m16n8k16)
 TE_MMA(bf16, m16n8k16)
 TE_MMA(tf32, m16n8k8)
+// __shfl_xor_sync(0xffffffff, x, m) without CUDA's headers: the butterfly exchange within the whole warp.
+__device__ __forceinline__ float te_shfl_xor(float x, int m) {
+  float r; asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(x), "r"(m)); return r;
+}
 #endif
 __device__ __forceinline__ float te_b2f(unsigned short b) { return __uint_as_float((unsigned int)b << 16); }
 __device__ __forceinline__ float te_rh(float x) { return te_h2f(te_f2h(x)); }

@@ -1,6 +1,6 @@
-"""A Graph as a CUDA program: its loop program (``lower_graph(grid=True)``: contractions in the
-shared-memory tiles extraction chose, ``gemm``) with every other stage bound to a grid of blocks and
-threads (``schedule``), written as CUDA C (``codegen``) and compiled by
+"""A Graph as a CUDA program: its loop program with every stage bound to a grid of blocks and
+threads (``grid``: contractions in the tiles extraction chose, row reductions a warp or a thread per
+element, the rest a thread per element), written as CUDA C (``codegen``) and compiled by
 NVRTC for the GPU's architecture. ``run`` executes the kernel programs in the ``interp`` target's
 emulation when ``TENSOREGG_CUDA_EMULATE=1`` is set (on any machine), on the device otherwise
 (``tensoregg.runtime.cuda``)."""
@@ -9,20 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from tensoregg.errors import CompileError
 from tensoregg.ir.graph import Graph
-from tensoregg.ir.loops import For, Kernel
-from tensoregg.ir.program import lower_graph
+from tensoregg.ir.loops import Kernel
 from tensoregg.ir.target import Target
 from tensoregg.runtime.cuda import emulating
+from tensoregg.runtime.device_arrays import DeviceArray, DeviceView, host_view, same_kind
 from tensoregg.targets.cuda.codegen import PRELUDE, kernel_source, used_params
-from tensoregg.targets.cuda.cost import price
+from tensoregg.targets.cuda.grid import grid_program
 from tensoregg.targets.cuda.machines import Gpu
 from tensoregg.targets.cuda.nvrtc import Cubin, compile_source, nvrtc_missing
-from tensoregg.targets.cuda.schedule import Launch, bind_threads, launches
+from tensoregg.targets.cuda.schedule import Launch, launches
 
 
 @dataclass
@@ -42,16 +43,12 @@ class CudaProgram:
 
     def __init__(self, graph: Graph, target: Target, gpu: Gpu) -> None:
         self.graph, self.target, self.gpu = graph, target, gpu
-        self.program = lower_graph(graph, target="cuda", grid=True,
-                                   choose=lambda problem: price([problem], gpu)[0][0][0])
+        self.program, self.rows = grid_program(graph, gpu)
         self.launches: list[KernelLaunch] = []
         parts = [PRELUDE.strip()]
         for k, low in enumerate(self.program.lowered):
-            if k in self.program.skipped:
-                continue
-            low.kernel.body = [s if isinstance(s, For) and s.kind == "block" else bind_threads(s)
-                               for s in low.kernel.body]
-            parts += self._kernels(k, low.kernel)
+            if k not in self.program.skipped:
+                parts += self._kernels(k, low.kernel)
         self.source = "\n\n".join(parts) + "\n"
         self.cubins: dict[str, Cubin] = {}
         if nvrtc_missing() is None:
@@ -76,8 +73,13 @@ class CudaProgram:
             self.cubins[arch] = compile_source(self.source, arch)
         return self.cubins[arch]
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """On the device; with ``TENSOREGG_CUDA_EMULATE=1``, the kernel programs in the emulation."""
+    takes_device_arrays = True
+    """Inputs may lie in device memory (``tensoregg.runtime.device_arrays``)."""
+
+    def run(self, feeds: Mapping[str, np.ndarray | DeviceView]) -> list[Any]:
+        """On the device; with ``TENSOREGG_CUDA_EMULATE=1``, the kernel programs in the emulation (an
+        input in device memory then lies in this process's: read in place, the outputs returned in
+        the same kind)."""
         if self._runner is None:
             if emulating():
                 from tensoregg.targets.interp.program import InterpProgram
@@ -88,4 +90,9 @@ class CudaProgram:
                 from tensoregg.targets.cuda.export import cuda_code
 
                 self._runner = CudaExecutor(cuda_code(self))
-        return self._runner.run(feeds)  # type: ignore[attr-defined]
+        views = [v for v in feeds.values() if isinstance(v, DeviceView)]
+        if not views or not emulating():
+            return self._runner.run(feeds)  # type: ignore[attr-defined]
+        host = {n: host_view(v) if isinstance(v, DeviceView) else v for n, v in feeds.items()}
+        outputs = self._runner.run(host)  # type: ignore[attr-defined]
+        return [same_kind(views[0].kind, DeviceArray.on_host(np.ascontiguousarray(a))) for a in outputs]

@@ -21,7 +21,7 @@ import numpy as np
 from tensoregg.errors import CompileError
 from tensoregg.ir.compute import Buffer, Call, Const, Expr, Load, Reduce, Var, walk
 from tensoregg.ir.compute.expr import children
-from tensoregg.ir.intrinsics import WarpMMA
+from tensoregg.ir.intrinsics import WarpMMA, WarpShuffle
 from tensoregg.ir.loops import Barrier, For, Invoke, Kernel, Local, Ref, Stmt, Store
 from tensoregg.ir.memory_plan import POISON
 from tensoregg.targets.interp import gpu
@@ -171,6 +171,8 @@ class KernelExecutor:
         values = self.exprs([a.offset if isinstance(a, Ref) else a for a in s.args], scope)
         if isinstance(s.intrinsic, WarpMMA):
             return gpu.warp_mma(s, scope, values, self.where)
+        if isinstance(s.intrinsic, WarpShuffle):
+            return gpu.warp_shuffle(s, scope, values, self.where)
         check_signature(s.intrinsic, refs, [b.dtype for b in buffers], self.where)
         lanes = [id(b) if scope.locals.get(id(b), 0) > 0 else None for b in buffers]
         where, intrinsic = self.where, s.intrinsic

@@ -9,7 +9,8 @@ What this module adds to the executor: the structure rules (a thread loop direct
 loop or its shared locals, shared locals only there, barriers, stores and intrinsics only inside a
 thread loop), the checks of barriers and warp intrinsics reached by only part of a block or warp
 (non-uniform control flow), the race checker's hooks on shared and global accesses (``races``), and
-the warp MMA (``tensoregg.ir.intrinsics.WarpMMA``) executed a whole warp at a time.
+the warp MMA (``tensoregg.ir.intrinsics.WarpMMA``) and the warp shuffle (``WarpShuffle``) executed a
+whole warp at a time.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from tensoregg.errors import CompileError, GuardViolation
 from tensoregg.ir.compute import Const
-from tensoregg.ir.intrinsics import WARP, WarpMMA
+from tensoregg.ir.intrinsics import WARP, WarpMMA, WarpShuffle
 from tensoregg.ir.loops import Barrier, For, Invoke, Local, Ref, Stmt, Store
 from tensoregg.targets.interp.access import Access, Scope
 from tensoregg.targets.interp.analysis import free_vars, has_load
@@ -198,14 +199,10 @@ def _uniform(mask: np.ndarray, block: np.ndarray, thread: np.ndarray, axes: tupl
         raise CompileError(message.format(int(thread[yes]), int(block[yes]), int(thread[no])))
 
 
-def warp_mma(s: Invoke, scope: Scope, offsets: Sequence[Fn], where: str) -> Exec:
-    """``s``, an invoke of a :class:`WarpMMA` on its four fragments (A, B, C, D), run for every warp
-    of every block at once: each warp's fragments gathered into its matrices by the intrinsic's
-    layout, D = A . B + C computed in float64 from the inputs as the tensor cores take them (tf32
-    rounded), rounded once to float32, and scattered back into each thread's D fragment."""
-    mma: WarpMMA = s.intrinsic
+def _warp_scope(scope: Scope, name: str) -> GpuScope:
+    """The GPU scope of a warp intrinsic; CompileError unless it is directly in a thread loop (no
+    vectorized loop around it) of whole warps."""
     gpu = scope.gpu
-    name = f"{where}: {mma.name}"
     if gpu is None or gpu.thread is None:
         raise CompileError(f"{name} invoked outside a thread loop")
     if gpu.threads % WARP:
@@ -213,6 +210,66 @@ def warp_mma(s: Invoke, scope: Scope, offsets: Sequence[Fn], where: str) -> Exec
                            f"multiple of the warp's {WARP}")
     if scope.level != gpu.level + gpu.axes:
         raise CompileError(f"{name} invoked inside a vectorized loop of a thread")
+    return gpu
+
+
+def _whole_warps(f: Frame, gpu: GpuScope, name: str) -> Any:
+    """Which warps run (True: all): CompileError where part of a warp does (non-uniform control
+    flow)."""
+    if f.mask is None:
+        return True
+    mask, block, thread = (_per_warp(f, x, gpu.threads // WARP) for x in (f.mask, *gpu.ids(f)))
+    _uniform(mask, block, thread, (2,), f"{name}: thread {{}} of block {{}} invokes it and thread {{}} of "
+             "its warp does not (a condition or loop bound that differs within the warp)")
+    return mask.all(axis=2)
+
+
+def _per_warp(f: Frame, x: Any, warps: int) -> np.ndarray:
+    """``x`` over the running frame's lanes as (lane groups, warps, lanes of a warp)."""
+    return np.broadcast_to(x, f.lane_shape()).reshape(-1, warps, WARP)
+
+
+def warp_shuffle(s: Invoke, scope: Scope, offsets: Sequence[Fn], where: str) -> Exec:
+    """``s``, an invoke of a :class:`WarpShuffle` (dst, src, lane mask), run for every warp of every
+    block at once: each running thread's ``dst`` element gets the ``src`` element of lane ``lane ^
+    mask`` of its warp."""
+    shuffle: WarpShuffle = s.intrinsic
+    name = f"{where}: {shuffle.name}"
+    gpu = _warp_scope(scope, name)
+    refs = [a for a in s.args[:2] if isinstance(a, Ref)]
+    mask = s.args[2] if len(s.args) == 3 else None
+    if (len(refs) != 2 or not isinstance(mask, Const)
+            or not 0 <= int(mask.value) < WARP or any(r.buffer.dtype != shuffle.dtype for r in refs)):
+        raise CompileError(f"{name} takes the addresses of two {shuffle.dtype} registers and a constant "
+                           f"lane mask below {WARP}")
+    for r in refs:
+        if scope.locals.get(id(r.buffer), -1) < gpu.level + gpu.axes:
+            raise CompileError(f"{name}: register {r.buffer.name} is not a local of the thread loop")
+    warps, partner = gpu.threads // WARP, np.arange(WARP) ^ int(mask.value)
+
+    def run(f: Frame) -> None:
+        go = _whole_warps(f, gpu, name)
+        at = []
+        for r, fn in zip(refs, offsets[:2]):
+            offset = _per_warp(f, fn(f), warps)
+            if offset.size and (offset.min() < 0 or offset.max() >= r.buffer.size):
+                raise GuardViolation(f"{name}: element {int(offset.max())} of {r.buffer.name} "
+                                     f"({r.buffer.size} elements)")
+            at.append(_per_warp(f, f.rows[id(r.buffer)], warps) * r.buffer.size + offset)
+        got = f.views[id(refs[1].buffer)][at[1][..., partner]]
+        keep = np.broadcast_to(np.asarray(go)[..., None] if np.ndim(go) else go, got.shape)
+        f.views[id(refs[0].buffer)][at[0][keep]] = got[keep]
+    return run
+
+
+def warp_mma(s: Invoke, scope: Scope, offsets: Sequence[Fn], where: str) -> Exec:
+    """``s``, an invoke of a :class:`WarpMMA` on its four fragments (A, B, C, D), run for every warp
+    of every block at once: each warp's fragments gathered into its matrices by the intrinsic's
+    layout, D = A . B + C computed in float64 from the inputs as the tensor cores take them (tf32
+    rounded), rounded once to float32, and scattered back into each thread's D fragment."""
+    mma: WarpMMA = s.intrinsic
+    name = f"{where}: {mma.name}"
+    gpu = _warp_scope(scope, name)
     refs = [a for a in s.args if isinstance(a, Ref)]
     want = [mma.dtype, mma.dtype, F32, F32]
     if len(s.args) != 4 or len(refs) != 4 or [r.buffer.dtype for r in refs] != want:
@@ -224,19 +281,12 @@ def warp_mma(s: Invoke, scope: Scope, offsets: Sequence[Fn], where: str) -> Exec
     tables = [mma.layout(op) for op in "abc"]
     counts = [mma.fragment(op) for op in "abcc"]
     warps = gpu.threads // WARP
-    message = (f"{name}: thread {{}} of block {{}} invokes it and thread {{}} of its warp does not (a "
-               "condition or loop bound that differs within the warp)")
 
     def per_warp(f: Frame, x: Any) -> np.ndarray:
-        return np.broadcast_to(x, f.lane_shape()).reshape(-1, warps, WARP)
+        return _per_warp(f, x, warps)
 
     def run(f: Frame) -> None:
-        go: Any = True
-        if f.mask is not None:
-            block, thread = gpu.ids(f)
-            mask = per_warp(f, f.mask)
-            _uniform(mask, per_warp(f, block), per_warp(f, thread), (2,), message)
-            go = mask.all(axis=2)
+        go = _whole_warps(f, gpu, name)
         at = []
         for r, fn, count in zip(refs, offsets, counts):
             offset = per_warp(f, fn(f))

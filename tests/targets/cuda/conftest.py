@@ -1,4 +1,5 @@
-"""What the cuda tests share: the check that GPU templates build without spills."""
+"""What the cuda tests share: the check that GPU templates build without spills, and a stand-in for
+an array in GPU memory."""
 
 import pytest
 
@@ -20,3 +21,19 @@ def assert_builds_without_spills(source, kernels):
 @pytest.fixture
 def builds_without_spills():
     return assert_builds_without_spills
+
+
+class FakeCuda:
+    """An array in "device memory" (host memory, the emulation's and the fake driver's device) that
+    only says where it is (``__cuda_array_interface__``): no ``__array__``, no buffer to copy from."""
+
+    def __init__(self, memory, strides=None):
+        self._memory = memory
+        self.__cuda_array_interface__ = {"shape": memory.shape, "typestr": memory.dtype.str,
+                                         "data": (memory.ctypes.data, False), "strides": strides,
+                                         "version": 3}
+
+
+@pytest.fixture
+def fake_cuda():
+    return FakeCuda

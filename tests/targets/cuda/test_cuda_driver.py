@@ -40,6 +40,8 @@ class FakeDriver:
         self.host, self.names, self.fail_launch = host, names, fail_launch
         self.allocations: list[np.ndarray] = []
         self.launched: list[tuple[str, int, int]] = []
+        self.freed: list[int] = []
+        self.copies = 0
 
     def cuInit(self, flags):
         return (0,)
@@ -74,15 +76,24 @@ class FakeDriver:
         self.allocations.append(memory)
         return 0, int(memory.ctypes.data)
 
+    def cuMemFree(self, pointer):
+        self.freed.append(pointer)
+        return (0,)
+
+    def cuCtxSynchronize(self):
+        return (0,)
+
     def cuMemcpyHtoD(self, dst, src, size):
         ctypes.memmove(dst, src.ctypes.data, size)
         return (0,)
 
     def cuMemcpyHtoDAsync(self, dst, src, size, stream):
+        self.copies += 1  # a run's (the weights are copied once, synchronously)
         return self.cuMemcpyHtoD(dst, src, size)
 
     def cuMemcpyDtoHAsync(self, dst, src, size, stream):
         ctypes.memmove(dst.ctypes.data, src, size)
+        self.copies += 1
         return (0,)
 
     def cuStreamCreate(self, flags):
@@ -142,6 +153,24 @@ def test_a_module_runs_on_the_device_when_one_is_present(monkeypatch, example):
     module, feeds, want = example
     fake_device(monkeypatch, cuda_code(module.program))
     np.testing.assert_allclose(module.run(**feeds)[0], want[0], rtol=1e-5, atol=1e-6)
+
+
+def test_device_arrays_are_launched_on_where_they_lie(monkeypatch, example, fake_cuda):
+    """An input with ``__cuda_array_interface__`` is passed to the kernels as its pointer, the output
+    is a fresh device allocation they write into: no copy either way; freed with the output."""
+    module, feeds, want = example
+    fake = fake_device(monkeypatch, cuda_code(module.program))
+    (x,) = feeds.values()
+    (out,) = module.run(fake_cuda(x.copy()))
+    assert fake.copies == 0 and len(fake.allocations) == 2  # the memory plan, the output
+    module.run(**feeds)
+    assert fake.copies == 2  # numpy in and out: copied
+    pointer = out.__cuda_array_interface__["data"][0]
+    assert pointer == int(fake.allocations[1].ctypes.data)
+    got = fake.allocations[1].view(np.float32)[:want[0].size].reshape(want[0].shape)
+    np.testing.assert_allclose(got, want[0], rtol=1e-5, atol=1e-6)
+    del out
+    assert fake.freed == [pointer]
 
 
 def test_a_failed_launch_names_the_kernel_and_its_grid(monkeypatch, example):

@@ -1,5 +1,6 @@
 """GPU kernels on the interpreter: blocks and threads, shared memory and barriers, the race checker,
-the structure rules, and the warp MMA with its fragment layout, on hand-written kernels."""
+the structure rules, the warp MMA with its fragment layout and the warp shuffle, on hand-written
+kernels."""
 
 import ml_dtypes
 import numpy as np
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 
 from tensoregg.errors import CompileError, GuardViolation, RaceError
 from tensoregg.ir.compute import INDEX, Buffer, Var, call, const
-from tensoregg.ir.intrinsics import MMA_BF16, MMA_F16, MMA_TF32, WARP_MMAS
+from tensoregg.ir.intrinsics import MMA_BF16, MMA_F16, MMA_TF32, WARP_MMAS, WARP_SHUFFLE
 from tensoregg.ir.loops import Barrier, For, Invoke, Kernel, Local, Ref, Store
 from tensoregg.targets.interp.executor import KernelExecutor
 
@@ -435,3 +436,39 @@ def test_a_warp_mma_needs_whole_warps_that_run_together():
     bf16 = ml_dtypes.bfloat16
     with pytest.raises(CompileError, match=r"invokes it and thread 16 of its warp does not"):
         run(kernel, np.zeros((16, 16), bf16), np.zeros((16, 8), bf16), np.zeros((16, 8), F32), *tables)
+
+
+# ---- the warp shuffle -------------------------------------------------------------------------------
+
+def shuffle(blocks, threads, mask, live=None):
+    """y[b, t] = x[b, t] exchanged by ``shfl.sync.bfly`` with ``mask`` (the threads below ``live`` of
+    each block only, when given)."""
+    x, y = Buffer("x", F32, (blocks, threads)), Buffer("y", F32, (blocks, threads))
+    src, dst, b, t, g = Buffer("src", F32, (1,)), Buffer("dst", F32, (1,)), Var("b"), Var("t"), Var("g")
+    exchange = Invoke(WARP_SHUFFLE, (Ref(dst, idx(0)), Ref(src, idx(0)), idx(mask)))
+    body = [Store(src, (idx(0),), x[b, t]), exchange, Store(y, (b, t), dst[idx(0)])]
+    if live is not None:
+        body = [For(g, idx(0), call("min", idx(1), idx(live) - t), body)]
+    threads_loop = loop(t, threads, [Local(src, [Local(dst, body)])], "thread")
+    return Kernel("shfl", [x, y], [loop(b, blocks, [threads_loop], "block")], [y])
+
+
+@settings(max_examples=8)
+@given(st.integers(1, 3), st.sampled_from([32, 64, 96]), st.integers(0, 31))
+def test_a_warp_shuffle_gives_each_lane_its_partners_value(blocks, threads, mask):
+    x = RNG.standard_normal((blocks, threads)).astype(F32)
+    y = np.full_like(x, np.nan)
+    run(shuffle(blocks, threads, mask), x, y)
+    lane = np.arange(threads)
+    np.testing.assert_array_equal(y, x[:, (lane & ~31) | ((lane & 31) ^ mask)])
+
+
+def test_a_warp_shuffle_needs_whole_warps_that_run_together():
+    x = np.zeros((1, 48), F32)
+    with pytest.raises(CompileError, match=r"shfl.sync.bfly.b32 in thread loop t of 48 threads"):
+        run(shuffle(1, 48, 1), x, x.copy())
+    x = np.zeros((2, 64), F32)
+    run(shuffle(2, 64, 3, live=32), x, x.copy())  # whole warps skip it: allowed
+    message = r"thread 32 of block 0 invokes it and thread 40 of its warp does not"
+    with pytest.raises(CompileError, match=message):
+        run(shuffle(2, 64, 3, live=40), x, x.copy())

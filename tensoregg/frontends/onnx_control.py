@@ -396,7 +396,7 @@ def _position(c: _Control, i: int, n: int, default: int, *, insert: bool = False
     top = n + 1 if insert else n
     if not -n <= p < top:
         raise InvalidModel(f"{c.where}: position {p} is out of range for a sequence of length {n}")
-    return p % top if p >= 0 else p + n
+    return p + n if p < 0 else p
 
 
 def _sequence_construct(c: _Control) -> None:

@@ -209,6 +209,8 @@ class _Control:
         """``items`` (tensors of one shape) stacked along a new ``axis``."""
         if not items:
             self.unsupported("no iteration ran: the stacked output's shape is unknown")
+        if items[0] in self.imp.structs:
+            self.unsupported("a scan output that is a sequence or optional")
         rank = self.imp.types[items[0]].rank
         if not -rank - 1 <= axis <= rank:
             raise InvalidModel(f"{self.where}: axis {axis} is out of range for rank {rank + 1}")
@@ -278,8 +280,6 @@ def _loop(c: _Control) -> None:
     if n_scan < 0 or len(body.input) != 2 + len(carried):
         raise InvalidModel(f"{c.where}: the body takes {len(body.input)} inputs and gives "
                            f"{len(body.output)} outputs for {len(carried)} loop-carried values")
-    if trips is not None:
-        c.check_unroll(body, trips)
     scans: list[list[str]] = [[] for _ in range(n_scan)]
     i = 0
     while going and (trips is None or i < trips):

@@ -134,8 +134,10 @@ def test_loop_with_a_runtime_trip_count_is_declined():
         import_onnx(m)
 
 
-def test_loop_stops_when_its_condition_folds_false():
-    """No trip count: runs while i < 3 (the condition computed by the body)."""
+@pytest.mark.parametrize("trips", [None, np.iinfo(np.int64).max])
+def test_loop_stops_when_its_condition_folds_false(trips):
+    """No trip count, or the largest (as exporters write a while loop): runs while i < 3 (the
+    condition computed by the body)."""
     body = helper.make_graph([
         const("three", np.int64(3)), const("one", np.int64(1)),
         helper.make_node("Add", ["i", "one"], ["next"]),
@@ -143,8 +145,9 @@ def test_loop_stops_when_its_condition_folds_false():
         helper.make_node("Add", ["s_in", "x"], ["s_out"]),
     ], "body", [vi("i", I64, ()), vi("cond_in", B, ()), vi("s_in", F, (2,))],
         [vi("cond_out", B, ()), vi("s_out", F, (2,))])
-    m = model([helper.make_node("Loop", ["", "", "s0"], ["s"], body=body)],
-              [vi("x", F, (2,)), vi("s0", F, (2,))], [vi("s")])
+    inits = [] if trips is None else [helper.make_tensor("M", I64, (), [trips])]
+    m = model([helper.make_node("Loop", ["" if trips is None else "M", "", "s0"], ["s"], body=body)],
+              [vi("x", F, (2,)), vi("s0", F, (2,))], [vi("s")], inits)
     feeds = {"x": np.array([1, 2], np.float32), "s0": np.zeros(2, np.float32)}
     np.testing.assert_allclose(ours(m, feeds)[0], ort_run(m, feeds)[0])
     np.testing.assert_allclose(ours(m, feeds)[0], [3, 6])

@@ -3,7 +3,9 @@
 Older opset forms are upgraded node by node through each op's ``adapt`` hook; nodes whose inputs
 are all known at import (initializers, Constant, Shape of a typed value...) are folded into
 constants with the reference semantics, so shape-computing subgraphs such as
-Shape->Gather->Concat->Reshape disappear and every shape in the Graph is static.
+Shape->Gather->Concat->Reshape disappear and every shape in the Graph is static. Control flow
+(If, Loop, Scan), sequences and optionals are decided, unrolled or if-converted at import
+(``onnx_control``), so the Graph holds none of them.
 """
 
 from __future__ import annotations
@@ -181,8 +183,9 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
     ``input_shapes`` fixes symbolic input dims; ``bind`` turns graph inputs into constants
     (for inputs that decide shapes, e.g. a Reshape target fed as an input).
     """
-    graph, layouts = import_onnx_values(model, input_shapes, bind)
-    for name, layout in zip((o.name for o in load_model(model).graph.output), layouts):
+    proto = load_model(model)
+    graph, layouts = import_onnx_values(proto, input_shapes, bind)
+    for name, layout in zip((o.name for o in proto.graph.output), layouts):
         if layout != name:
             raise UnsupportedOperator("sequence or optional value", detail=f"graph output {name!r} "
                                       "(returned as a list by tensoregg.frontends.onnx_backend)")

@@ -280,6 +280,8 @@ def _loop(c: _Control) -> None:
     if n_scan < 0 or len(body.input) != 2 + len(carried):
         raise InvalidModel(f"{c.where}: the body takes {len(body.input)} inputs and gives "
                            f"{len(body.output)} outputs for {len(carried)} loop-carried values")
+    if trips is not None and _passes_condition(body):
+        c.check_unroll(body, trips)  # a counted loop: refused before it unrolls
     scans: list[list[str]] = [[] for _ in range(n_scan)]
     i = 0
     while going and (trips is None or i < trips):
@@ -299,6 +301,13 @@ def _loop(c: _Control) -> None:
     for k, items in enumerate(scans):
         if len(carried) + k < len(c.node.outputs) and c.node.outputs[len(carried) + k]:
             c.stack(items, 0, c.node.outputs[len(carried) + k])
+
+
+def _passes_condition(body: onnx.GraphProto) -> bool:
+    """Whether a Loop body's condition output is its condition input (directly or by Identity)."""
+    cond_in, cond_out = body.input[1].name, body.output[0].name
+    return cond_out == cond_in or any(n.op_type == "Identity" and list(n.input) == [cond_in]
+                                      and list(n.output) == [cond_out] for n in body.node)
 
 
 def _scan(c: _Control) -> None:

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
+import tensoregg
 from tensoregg.errors import InvalidModel, UnsupportedOperator
 from tensoregg.frontends import onnx_backend, onnx_control
 from tensoregg.frontends.onnx import import_onnx
@@ -80,8 +81,8 @@ def test_if_on_a_runtime_condition_is_if_converted(cond):
     graph = import_onnx(if_model())
     assert "Where" in {n.op for n in graph.nodes}
     np.testing.assert_allclose(ours(if_model(), feeds)[0], ort_run(if_model(), feeds)[0])
-    got = onnx_backend.TensoreggRep(if_model(), "llvm").compile({"x": x, "cond": np.array(cond)}, {}, {})
-    np.testing.assert_allclose(got[0].run(x=x, cond=np.array(cond))[0], ort_run(if_model(), feeds)[0])
+    module = tensoregg.compile(graph, target="llvm")
+    np.testing.assert_allclose(module.run(x=x, cond=np.array(cond))[0], ort_run(if_model(), feeds)[0])
 
 
 def test_if_conversion_refuses_a_branch_that_may_fail():

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from tensoregg import cache as compile_cache
 from tensoregg.errors import CompileError, ParameterError
 from tensoregg.ir import Graph
+from tensoregg.ir.bounds import bounded_nodes
 from tensoregg.progress import stage
 from tensoregg.runtime import Module
 from tensoregg.targets import Registration, Target, registration
@@ -32,10 +33,10 @@ def default_target() -> str:
 
 
 def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (the public name users expect)
-            input_shapes: Mapping[str, Sequence[int]] | None = None, optimize: bool = True,
+            input_shapes: Mapping[str, Sequence[int | str]] | None = None, optimize: bool = True,
             rule_families: Sequence[str | Family] | None = None, cache: bool = False,
             example_inputs: Sequence[Any] | None = None, validate: bool = False,
-            records: RecordsOption = True) -> Module:
+            records: RecordsOption = True, dim_ranges: Mapping[str, Sequence[int]] | None = None) -> Module:
     """Compile a model (ONNX path, bytes, ModelProto, an ``ir.Graph``, or a PyTorch ``nn.Module``
     or ``torch.export.ExportedProgram``) for ``target``.
 
@@ -43,9 +44,13 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
     for this machine, ``"ref"`` the reference interpreter...; default ``default_target()``), or is a
     ``Target`` description, compiled by the registered target of its name with that description's
     cost model (a fixed machine, ``tensoregg.targets.llvm.machines``). ``input_shapes`` fixes symbolic
-    input dimensions (shapes are static). ``optimize`` runs the e-graph optimization with the
-    target's rule families, or ``rule_families`` when given (names from ``tensoregg.rules.RULESETS``
-    or your own ``tensoregg.rules.Family`` objects); the Module's ``report`` says what it did.
+    input dimensions. The first dimension may stay symbolic (an ONNX ``dim_param``, or a name:
+    ``input_shapes={"x": ("N", 3, 224, 224)}``), in the range ``dim_ranges`` gives (``{"N": (1, 16)}``;
+    default: any batch): the model is then compiled per bucket of batch sizes and returns a
+    ``BatchedModule`` that runs any batch in the range (``tensoregg.dynamic``). ``optimize`` runs the
+    e-graph optimization with the target's rule families, or ``rule_families`` when given (names
+    from ``tensoregg.rules.RULESETS`` or your own ``tensoregg.rules.Family`` objects); the Module's
+    ``report`` says what it did.
     An ``nn.Module`` is exported with ``torch.export`` at ``example_inputs`` (a tuple of tensors,
     whose shapes the compiled module then takes; ``tensoregg.frontends.torch``).
 
@@ -72,8 +77,24 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
         cached = compile_cache.lookup(key)
         if cached is not None:
             return cached
+    if not isinstance(model, Graph) and not _is_torch(model) and example_inputs is None:
+        from tensoregg.frontends.onnx import load_model
+
+        model = load_model(model)  # once: the batch's checks and the import read the same proto
+    if not isinstance(model, Graph):
+        batched = _compile_batched(model, description, input_shapes, dim_ranges, example_inputs,
+                                   optimize=optimize, rule_families=rule_families, cache=cache,
+                                   validate=validate, records=records)
+        if batched is not None:
+            return batched
+    elif dim_ranges is not None:
+        raise ParameterError("dim_ranges applies to ONNX and torch models, not to a Graph (its shapes are "
+                             "fixed)")
     with stage("import"):
         graph = to_graph(model, input_shapes, example_inputs)
+    if bounded_nodes(graph):  # data-dependent output shapes: compiled in stages (tensoregg.staging)
+        return _staged(graph, target, optimize=optimize, rule_families=rule_families, validate=validate,
+                       records=records)
     report = None
     if optimize:
         from tensoregg.optimize import optimize as run_optimize
@@ -93,6 +114,65 @@ def compile(model: Any, target: str | Target | None = None, *,  # noqa: A001  (t
     return module
 
 
+def _compile_batched(model: Any, description: Target, input_shapes: Mapping[str, Sequence[Any]] | None,
+                     dim_ranges: Mapping[str, Sequence[int]] | None, example_inputs: Sequence[Any] | None,
+                     **options: Any) -> Module | None:
+    """A model compiled for its symbolic batch dimension (``tensoregg.dynamic``), or None when it has
+    none: an ONNX model whose inputs' first dim is symbolic, or a torch model given ``dim_ranges``
+    (the first dim of every example input is the batch; the model is exported per bucket size)."""
+    from tensoregg.dynamic import batch_shapes, checked_range, compile_batched, symbolic_dims
+
+    if _is_torch(model):
+        if dim_ranges is None:
+            return None
+        if not isinstance(dim_ranges, Mapping) or len(dim_ranges) != 1:
+            raise ParameterError(f"dim_ranges must name the one batch dimension of the example inputs, got "
+                                 f"{dim_ranges!r}")
+        symbol = next(iter(dim_ranges))
+        return compile_batched(symbol, checked_range(symbol, dim_ranges), None,
+                               lambda b: to_graph(model, None, [_rows(x, b) for x in example_inputs or ()]),
+                               lambda b, graph: compile(graph, description, **options))
+    if example_inputs is not None:
+        return None  # to_graph names the mistake
+    from tensoregg.frontends.onnx import declared_input_dims
+
+    proto = model
+    found = symbolic_dims(declared_input_dims(proto), input_shapes)
+    if found is None:
+        if dim_ranges is not None:
+            raise ParameterError("dim_ranges names a symbolic batch dimension, but the model's input shapes "
+                                 "are all fixed")
+        return None
+    symbol, dims = found
+    batched = {name for name, shape in dims.items() if shape and shape[0] == symbol}
+
+    def shapes(b: int) -> dict[str, list[int]]:
+        return batch_shapes(symbol, dims, b)
+
+    return compile_batched(symbol, checked_range(symbol, dim_ranges), batched,
+                           lambda b: to_graph(proto, shapes(b)),
+                           lambda b, _: compile(proto, description, input_shapes=shapes(b), **options))
+
+
+def _rows(example: Any, b: int) -> Any:
+    """A torch example input with ``b`` rows: its first row repeated."""
+    if not hasattr(example, "repeat") or not getattr(example, "dim", lambda: 0)():
+        raise ParameterError(f"with dim_ranges, every example input must be a tensor whose first dim is the "
+                             f"batch, got {type(example).__name__}")
+    return example[:1].repeat(b, *[1] * (example.dim() - 1))
+
+
+def _staged(graph: Graph, target: str | Target | None, **options: Any) -> Module:
+    """The Module running ``graph`` in stages, each compiled by ``compile`` with ``options``."""
+    from tensoregg.staging import StagedProgram
+
+    program = StagedProgram(graph, lambda sub: compile(sub, target, **options),
+                            lambda sub: compile(sub, "ref", optimize=False))
+    module = Module(graph, resolve_target(target)[0].name, program, export=StagedProgram.export)
+    module.report = program.report
+    return module
+
+
 def _check_options(*, optimize: object, cache: object, validate: object, rule_families: object) -> None:
     """ParameterError for a flag that is not a bool (``optimize="no"`` would optimize) or rule
     families that are not a sequence of names and Family objects (a str is one name, not many)."""
@@ -106,7 +186,7 @@ def _check_options(*, optimize: object, cache: object, validate: object, rule_fa
 
 
 def _cache_key(model: Any, entry: Registration, description: Target,
-               input_shapes: Mapping[str, Sequence[int]] | None, optimize: bool,
+               input_shapes: Mapping[str, Sequence[int | str]] | None, optimize: bool,
                rule_families: Sequence[str | Family] | None, tuned: str,
                validate: bool = False) -> str | None:
     """The compile cache's key, or None for what the cache cannot hold (see ``compile``); ``tuned``
@@ -135,7 +215,7 @@ def _records_pricing(records: RecordsOption, entry: Registration, description: T
 
 def tune(models: Any, target: str | Target | None = None, *, minutes: float = 10.0,
          records: str | os.PathLike[str] | None = None,
-         input_shapes: Mapping[str, Sequence[int]] | None = None,
+         input_shapes: Mapping[str, Sequence[int | str]] | None = None,
          example_inputs: Sequence[Any] | None = None,
          trials: int = 32, seconds: float = 0.2, timeout: float = 60.0, seed: int = 0,
          progress: bool | None = None) -> TuneReport:
@@ -167,7 +247,7 @@ def resolve_target(target: str | Target | None) -> tuple[Registration, Target]:
     return entry, entry.describe()
 
 
-def to_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None,
+def to_graph(model: Any, input_shapes: Mapping[str, Sequence[int | str]] | None = None,
              example_inputs: Sequence[Any] | None = None) -> Graph:
     """A model as ``compile`` accepts it (ONNX path, bytes, ModelProto, an ``ir.Graph``, a torch
     ``nn.Module`` or ExportedProgram) -> Graph."""

@@ -28,16 +28,30 @@ from tensoregg.runtime.artifact import spec_json
 from tensoregg.targets import available, registration
 
 
-def parse_shapes(items: Sequence[str]) -> dict[str, list[int]]:
-    """``--input-shape`` values (NAME=D1,D2,...) as ``input_shapes``; ParameterError for a bad one."""
-    shapes = {}
+def parse_shapes(items: Sequence[str]) -> dict[str, list[int | str]]:
+    """``--input-shape`` values (NAME=D1,D2,...; D1 may be a name, a symbolic batch) as
+    ``input_shapes``; ParameterError for a bad one."""
+    shapes: dict[str, list[int | str]] = {}
     for item in items:
         name, _, dims = item.rpartition("=")
         parts = [d.strip() for d in dims.split(",") if d.strip()]
-        if not name or not all(d.isdigit() for d in parts):
-            raise ParameterError(f"--input-shape expects NAME=D1,D2,... with dims ints >= 0, got {item!r}")
-        shapes[name] = [int(d) for d in parts]
+        if not name or not all(d.isdigit() or (k == 0 and d.isidentifier()) for k, d in enumerate(parts)):
+            raise ParameterError(f"--input-shape expects NAME=D1,D2,... with dims ints >= 0 (the first may "
+                                 f"be a name: a symbolic batch), got {item!r}")
+        shapes[name] = [int(d) if d.isdigit() else d for d in parts]
     return shapes
+
+
+def parse_ranges(items: Sequence[str]) -> dict[str, tuple[int, int]] | None:
+    """``--dim-range`` values (NAME=LOW:HIGH) as ``dim_ranges``; ParameterError for a bad one."""
+    ranges = {}
+    for item in items:
+        name, _, bounds = item.partition("=")
+        low, _, high = bounds.partition(":")
+        if not name or not low.isdigit() or not high.isdigit():
+            raise ParameterError(f"--dim-range expects NAME=LOW:HIGH, got {item!r}")
+        ranges[name] = (int(low), int(high))
+    return ranges or None
 
 
 def check_against_onnx(model_path: str, module: Module, feeds: dict[str, np.ndarray],
@@ -77,7 +91,8 @@ def obtain(args: argparse.Namespace) -> tuple[Module, str]:
         how = "loaded"
     else:
         module = tensoregg.compile(args.model, target=args.target,
-                                   input_shapes=parse_shapes(args.input_shape), cache=not args.no_cache,
+                                   input_shapes=parse_shapes(args.input_shape),
+                                   dim_ranges=parse_ranges(args.dim_range), cache=not args.no_cache,
                                    validate=getattr(args, "validate", False),
                                    records=args.records or True)
         how = "compiled" if module.graph is not None else "loaded from the compile cache"
@@ -492,7 +507,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     fuzz.set_defaults(fn=cmd_soak)
     for p in (run, timing, prof, build, show, why, tuning):
         p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
-                       help="fix a symbolic input shape (repeatable)")
+                       help="fix a symbolic input shape (repeatable); D1 may be a name (a symbolic batch)")
+    for p in (run, timing, prof):
+        p.add_argument("--dim-range", action="append", default=[], metavar="NAME=LOW:HIGH",
+                       help="the batch sizes a symbolic batch NAME takes (default: any, a row at a time)")
     for p in (run, timing, prof, build):
         p.add_argument("--no-cache", action="store_true", help="compile without the compile cache")
     args, options = parser.parse_known_args(argv)

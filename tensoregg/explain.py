@@ -50,7 +50,7 @@ class Explanation:
 
 
 def explain(model: Any, target: str | Target | None = None, *,
-            input_shapes: Mapping[str, Sequence[int]] | None = None,
+            input_shapes: Mapping[str, Sequence[int | str]] | None = None,
             rule_families: Sequence[str | Family] | None = None) -> Explanation:
     """Import ``model`` (as ``compile`` does), optimize it for ``target`` and explain the result."""
     from tensoregg.api import resolve_target, to_graph

@@ -47,6 +47,7 @@ from tensoregg.frontends.aten_nn import (
     layer_norm,
     max_pool,
     multi_head_attention,
+    nms,
     upsample,
 )
 from tensoregg.frontends.aten_shape import (
@@ -86,6 +87,20 @@ class Builder(Protocol):
 
 
 Converter = Callable[..., Any]
+
+
+def index(b: Builder, x: Any, indices: Sequence[Any]) -> str:
+    """``x[..., idx]``: one index tensor (the others None) gathers along its axis; a 1-D bool mask
+    keeps the slices where it is true (Compress: a data-dependent shape)."""
+    given = [k for k, i in enumerate(indices) if i is not None]
+    if len(given) != 1:
+        return b.unsupported(f"indexing by {len(given)} tensors (one is supported)")
+    axis, idx = given[0], b.tensor(indices[given[0]])
+    if b.dtype(idx) == np.bool_:
+        if len(b.shape(idx)) != 1:
+            return b.unsupported(f"indexing by a {len(b.shape(idx))}-D bool mask (1-D is supported)")
+        return b.emit("Compress", [b.tensor(x), idx], axis=axis)
+    return b.emit("Gather", [b.tensor(x), idx], axis=axis)
 
 
 ATEN: dict[str, Converter] = {
@@ -213,6 +228,9 @@ ATEN: dict[str, Converter] = {
     "aten.gather.default": lambda b, x, dim, idx, **_: b.emit(
         "GatherElements", [b.tensor(x), b.tensor(idx)], axis=dim % len(b.shape(x))),
     "aten.embedding.default": lambda b, w, idx, *_: b.emit("Gather", [b.tensor(w), b.tensor(idx)], axis=0),
+    "aten.index.Tensor": index,
+    "aten.nonzero.default": lambda b, x: b.emit("Transpose", [b.emit("NonZero", [b.tensor(x)])], perm=[1, 0]),
+    "torchvision.nms.default": nms,
     "aten.index_select.default": lambda b, x, dim, idx: b.emit(
         "Gather", [b.tensor(x), b.tensor(idx)], axis=dim % len(b.shape(x))),
     "aten.clone.default": alias,

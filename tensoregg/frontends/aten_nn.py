@@ -167,3 +167,13 @@ def encoder_layer(b: Builder, src: Any, embed: int, heads: int, qkv_w: Any, qkv_
         return b.emit("Add", [x, feed_forward(norm(x, norm2_w, norm2_b))])
     x = norm(b.emit("Add", [x, attend(x)]), norm1_w, norm1_b)
     return norm(b.emit("Add", [x, feed_forward(x)]), norm2_w, norm2_b)
+
+
+def nms(b: Builder, boxes: Any, scores: Any, iou_threshold: float) -> str:
+    """``torchvision.ops.nms`` (one op in torch.export): ONNX NonMaxSuppression over one batch and
+    class, corner boxes, no limit (every box may be kept), no score threshold; its rows' box column."""
+    n = b.shape(boxes)[0]  # (an upper bound where the boxes are a data-dependent selection)
+    rows = b.emit("NonMaxSuppression", [b.emit("Unsqueeze", [b.tensor(boxes), b.const([0], np.int64)]),
+                                        b.emit("Unsqueeze", [b.tensor(scores), b.const([0, 1], np.int64)]),
+                                        b.const([n], np.int64), b.const([iou_threshold], np.float32)])
+    return b.emit("Gather", [rows, b.const(2, np.int64)], axis=1)

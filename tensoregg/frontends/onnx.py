@@ -27,6 +27,7 @@ from tensoregg.frontends.onnx_control import Layout, Opt, Seq, Skeleton, Struct,
 from tensoregg.frontends.onnx_expand import Expanding, Expansion
 from tensoregg.frontends.onnx_functions import expand_functions
 from tensoregg.ir import Graph, Node, TensorType, Upgrade, get_op, run_node
+from tensoregg.ir.bounds import reads_bounded
 from tensoregg.ir.fold import fold_args, live_nodes
 from tensoregg.ir.graph import infer_node, toposort
 
@@ -176,7 +177,7 @@ def tensor_value(t: onnx.TensorProto, where: str) -> np.ndarray:
         raise InvalidModel(f"{where}: tensor {t.name!r} cannot be read: {type(e).__name__}: {e}") from e
 
 
-def import_onnx(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None,
+def import_onnx(model: Any, input_shapes: Mapping[str, Sequence[Any]] | None = None,
                 bind: Mapping[str, np.ndarray] | None = None) -> Graph:
     """Import an ONNX model as a static-shape Graph.
 
@@ -201,6 +202,22 @@ def import_onnx_values(model: Any, input_shapes: Mapping[str, Sequence[int]] | N
     shapes = checked_input_shapes(input_shapes)
     proto = expand_functions(load_model(model))
     return _Importer(proto, shapes, dict(bind or {}), dict(structured or {})).run()
+
+
+def declared_input_dims(model: Any) -> dict[str, list[int | str]]:
+    """The dims the model declares for each graph input that is not an initializer: an int, the
+    ``dim_param`` name of a symbolic dim, or ``"?"`` for one with neither (an untyped or shapeless
+    input gets no entry: ``import_onnx`` names it)."""
+    graph = load_model(model).graph
+    weights = {t.name for t in graph.initializer}
+    dims: dict[str, list[int | str]] = {}
+    for vi in graph.input:
+        tt = vi.type.tensor_type
+        if vi.name in weights or vi.type.WhichOneof("value") != "tensor_type" or not tt.HasField("shape"):
+            continue
+        dims[vi.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or "?")
+                         for d in tt.shape.dim]
+    return dims
 
 
 def checked_input_shapes(input_shapes: object) -> dict[str, tuple[int, ...]]:
@@ -248,6 +265,8 @@ class _Importer:
         self.opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
         self.consts: dict[str, np.ndarray] = {}
         self.types: dict[str, TensorType] = {}
+        self.bounded: set[str] = set()
+        """Values typed at an upper bound of their shape (``tensoregg.ir.bounds``)."""
         self.n_fresh = 0
         self.nodes: list[Node] = []
 
@@ -510,7 +529,8 @@ class _Importer:
         for out, t in zip(node.outputs, types):
             if out:
                 self.types[out] = t
-        args = fold_args(opdef, node, self.types, self.consts) if opdef.folds_at_import else None
+        fold = opdef.folds_at_import and not reads_bounded(opdef, node, self.consts, self.bounded)
+        args = fold_args(opdef, node, self.types, self.consts) if fold else None
         if args is None:
             self.nodes.append(node)
             return
@@ -528,7 +548,9 @@ class _Importer:
         if tt.HasField("shape"):
             dims = tt.shape.dim
             static = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-            if len(static) != got.rank or any(s is not None and s != g for s, g in zip(static, got.shape)):
+            bound = vi.name in self.bounded  # typed at an upper bound: the declared shape is within it
+            if len(static) != got.rank or any(s is not None and (s > g if bound else s != g)
+                                              for s, g in zip(static, got.shape)):
                 raise ShapeError(f"graph output {vi.name!r} is declared with shape "
                                  f"{[s if s is not None else '?' for s in static]} but computes {got}")
 

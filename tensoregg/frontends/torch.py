@@ -23,6 +23,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 from tensoregg.errors import InvalidModel, ShapeError, UnsupportedOperator
 from tensoregg.frontends.aten import ATEN
 from tensoregg.ir import Graph, Node, TensorType, get_op, run_node
+from tensoregg.ir.bounds import reads_bounded
 from tensoregg.ir.dtypes import code_of
 from tensoregg.ir.fold import fold_args, live_nodes
 from tensoregg.ir.graph import infer_node
@@ -96,6 +97,10 @@ def source_line(node: torch.fx.Node) -> str:
     return f"{path}:{line} in {function}: {code.strip()}"
 
 
+SHAPE_CHECKS = {"aten._assert_scalar.default", "aten.sym_constrain_range_for_size.default"}
+"""Export's run-time assertions on sizes: skipped, as the sizes they check are data-dependent outputs."""
+
+
 class _Importer:
     """Walks the fx graph in order; ``aten.ATEN``'s converters add nodes through it (``aten.Builder``)."""
 
@@ -105,6 +110,8 @@ class _Importer:
         self.values: dict[torch.fx.Node, Any] = {}
         self.consts: dict[str, np.ndarray] = {}
         self.types: dict[str, TensorType] = {}
+        self.bounded: set[str] = set()
+        """Values typed at an upper bound of their shape (``tensoregg.ir.bounds``)."""
         self.inputs: dict[str, TensorType] = {}
         self.nodes: list[Node] = []
         self.taken: set[str] = set()
@@ -175,14 +182,16 @@ class _Importer:
             if value is None:
                 self.unsupported(f"output {index} of {source.target}")
             return value
+        if str(node.target) in SHAPE_CHECKS or isinstance(node.meta.get("val"), torch.SymInt | torch.SymBool):
+            return None  # export's checks of a data-dependent size (NonMaxSuppression's count), run anyway
         convert = ATEN.get(str(node.target))
         if convert is None:
             raise UnsupportedOperator(str(node.target), node=node.name, detail=f"at {source_line(node)}")
         val = node.meta.get("val")
         if isinstance(val, (tuple, list)) and val:
             val = val[0]  # an op with several results: its first one's shape and dtype
-        if isinstance(val, torch.Tensor):
-            self.out_shape = tuple(int(d) for d in val.shape)
+        if isinstance(val, torch.Tensor):  # a data-dependent size (after NMS) as -1: Reshape infers it
+            self.out_shape = tuple(-1 if isinstance(d, torch.SymInt) else int(d) for d in val.shape)
             self.out_dtype = numpy_dtype(val.dtype, f"{node.target} node {node.name!r}")
         return convert(self, *node.args, **node.kwargs)
 
@@ -239,7 +248,8 @@ class _Importer:
         node = Node(op, tuple(inputs), outs, opdef.check_attrs(attrs, label), label)
         types = infer_node(opdef, node, self.types, self.consts)
         self.types.update(zip(outs, types))
-        args = fold_args(opdef, node, self.types, self.consts)
+        args = None if reads_bounded(opdef, node, self.consts, self.bounded) else \
+            fold_args(opdef, node, self.types, self.consts)
         if args is None:
             self.nodes.append(node)
         else:

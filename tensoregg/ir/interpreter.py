@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tensoregg.errors import CompileError, IndexOutOfRange, ResourceError, TensoreggError
-from tensoregg.ir.graph import Graph, Node
+from tensoregg.ir.bounds import check_within, is_bounded
+from tensoregg.ir.graph import Graph, Node, infer_node
 from tensoregg.ir.limits import check_memory
 from tensoregg.ir.registry import OpDef, get_op
 from tensoregg.ir.types import TensorType
@@ -52,14 +53,26 @@ def run_node(opdef: OpDef, node: Node, args: list[np.ndarray | None],
 
 
 def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Run ``graph`` on ``feeds`` (one array per graph input) and return its outputs in order."""
+    """Run ``graph`` on ``feeds`` (one array per graph input) and return its outputs in order.
+
+    A bounded node's outputs (``tensoregg.ir.bounds``) must fit their planned upper bounds; the
+    nodes computing from them are typed again for the actual shapes."""
     env: dict[str, np.ndarray] = dict(graph.initializers)
     env.update(feeds)
+    actual: dict[str, TensorType] = {}  # values smaller than their planned upper bound
     for node in graph.nodes:
         opdef = get_op(node.op, node.domain, node=node.label)
         args = [env[n] if n else None for n in node.inputs]
-        types = [graph.types.get(n) if n else None for n in node.outputs]
-        for out, value in zip(node.outputs, run_node(opdef, node, args, types)):
+        types: list[TensorType | None] = [graph.types.get(n) if n else None for n in node.outputs]
+        if any(n in actual for n in node.inputs):
+            types = list(infer_node(opdef, node, {**graph.types, **actual}, graph.initializers))
+        bounded = is_bounded(opdef, node, graph.initializers)
+        outs = run_node(opdef, node, args, None if bounded else types)
+        if bounded:
+            check_within(node, outs, types)
+        for out, value in zip(node.outputs, outs):
             if out:
                 env[out] = value
+                if value.shape != graph.types[out].shape:
+                    actual[out] = TensorType.of(value)
     return [env[name] for name in graph.outputs]

@@ -7,7 +7,10 @@ definition, lowering) rather than defining the operator again.
 
 The IR follows the current ONNX opset's semantics; inputs whose *values* decide an output shape
 (Reshape's ``shape``, Slice's ``starts``...) are listed in ``static_inputs`` and must be
-compile-time constants, which keeps every shape in a Graph static.
+compile-time constants, which keeps every shape in a Graph static. The data-dependent ops
+(NonZero, Unique, Compress, NonMaxSuppression: ``bounded_inputs``) are the exception: where an input
+deciding their output shape is only known at run time, their shape rule gives an upper bound, the
+shape planned at compile time, and ``tensoregg.staging`` runs them on the host at run time.
 """
 
 from __future__ import annotations
@@ -97,6 +100,10 @@ class InferCtx:
             self.fail(f"input {i} must be a compile-time constant (shapes are static)")
         return v
 
+    def known(self, i: int) -> np.ndarray | None:
+        """The compile-time value of input ``i``, or None where it is only known at run time."""
+        return self.values[i] if i < len(self.values) else None
+
     def ints(self, i: int) -> list[int]:
         """The compile-time value of input ``i`` as a list of Python ints."""
         return [int(x) for x in np.asarray(self.value(i)).reshape(-1)]
@@ -167,6 +174,9 @@ class OpDef:
     infer: ShapeRule
     reference: Reference
     static_inputs: frozenset[int] = frozenset()
+    bounded_inputs: frozenset[int] = frozenset()
+    """Inputs whose values decide the output shapes: where one is not a compile-time constant, the
+    shape rule gives an upper bound of each output shape (``tensoregg.ir.bounds``)."""
     domain: str = ""
     deterministic: bool = True
     folds_on_types: bool = False
@@ -257,7 +267,7 @@ def op(name: str, inputs: str, outputs: str, *, shape: ShapeRule,
        attrs: Mapping[str, Attr] | None = None, static: Iterable[int] = (),
        adapt: Callable[[Upgrade], None] | None = None, domain: str = "",
        deterministic: bool = True, folds_on_types: bool = False, folds_at_import: bool = True,
-       ops_per_element: float = 1.0) -> Callable[[Reference], Reference]:
+       ops_per_element: float = 1.0, bounded: Iterable[int] = ()) -> Callable[[Reference], Reference]:
     """Register an operator whose reference semantics is the decorated function.
 
     The function is called as ``fn(attrs, *inputs)`` with ``attrs`` a dict holding every
@@ -271,7 +281,8 @@ def op(name: str, inputs: str, outputs: str, *, shape: ShapeRule,
             raise ValueError(f"operator {name!r} registered twice")
         OPS[key] = OpDef(name=name, inputs=parse_params(inputs), outputs=parse_params(outputs),
                          attrs=dict(attrs or {}), infer=shape, reference=fn,
-                         static_inputs=frozenset(static), domain=domain,
+                         static_inputs=frozenset(static), bounded_inputs=frozenset(bounded),
+                         domain=domain,
                          deterministic=deterministic, folds_on_types=folds_on_types,
                          folds_at_import=folds_at_import, adapt=adapt,
                          doc=(fn.__doc__ or "").strip(), ops_per_element=ops_per_element)

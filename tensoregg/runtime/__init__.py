@@ -1,6 +1,7 @@
 """The runtime: compiled modules and how they execute."""
 
 from tensoregg.runtime.artifact import extract
-from tensoregg.runtime.module import Module, load
+from tensoregg.runtime.loading import load
+from tensoregg.runtime.module import Module
 
 __all__ = ["Module", "extract", "load"]

@@ -203,6 +203,24 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
     return Artifact(manifest, parts)
 
 
+def nested_artifact(outer: Artifact, manifest: Any, prefix: str, where: str) -> Artifact:
+    """An artifact stored inside ``outer`` (a model saved as several, e.g. per batch size): its
+    ``manifest`` (an object of ``outer``'s manifest, at ``where``) checked as ``read_artifact``
+    checks one, and its parts, ``outer``'s parts ``prefix + name`` with the hashes it lists."""
+    try:
+        manifest = _check_manifest(json.dumps(manifest).encode())
+    except ArtifactError as exc:
+        raise ArtifactError(f"manifest {where}: {exc}") from exc
+    parts = {}
+    for name, digest in manifest["parts"].items():
+        if outer.manifest["parts"].get(prefix + name) != digest:
+            raise ArtifactError(f"manifest {where}: part {prefix + name!r} is missing or differs")
+        parts[name] = outer.parts[prefix + name]
+    if manifest["graph"] not in parts:
+        raise ArtifactError(f"manifest {where}.graph: part {manifest['graph']!r} is not a part")
+    return Artifact(manifest, parts)
+
+
 def _stored(mapped: memoryview, entry: zipfile.ZipInfo) -> memoryview:
     """The bytes of ``entry`` in the mapped zip file: its local header must name it, and it must be
     stored uncompressed (as ``write_artifact`` stores every entry). The SHA-256 checks stand in for

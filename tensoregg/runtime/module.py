@@ -17,7 +17,6 @@ from tensoregg.runtime.artifact import (
     Artifact,
     TargetCode,
     build_artifact,
-    read_artifact,
     write_artifact,
 )
 from tensoregg.runtime.signature import TensorSpec, specs
@@ -100,20 +99,7 @@ class Module:
         return list(self.program.run(self.bind_inputs(args, named)))
 
     def bind_inputs(self, args: Sequence[Any], named: dict[str, Any]) -> dict[str, np.ndarray]:
-        names = self.input_names
-        if len(args) > len(names):
-            raise InputError(f"model takes {len(names)} inputs {names}, got {len(args)} positional")
-        feeds = dict(zip(names, args))
-        for key, value in named.items():
-            if key not in names:
-                raise InputError(f"unknown input {key!r}; inputs are {names}")
-            if key in feeds:
-                raise InputError(f"input {key!r} given both by position and by name")
-            feeds[key] = value
-        missing = [n for n in names if n not in feeds]
-        if missing:
-            raise InputError(f"missing inputs {missing}; inputs are {names}")
-        return {t.name: _check_input(t, feeds[t.name]) for t in self.inputs}
+        return bind(self.inputs, args, named)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model as an artifact (one zip file; ``.tegg`` by convention) that ``load`` runs
@@ -135,16 +121,34 @@ class Module:
         return f"<tensoregg.Module target={self.target} ({ins}) -> ({outs})>"
 
 
-def load(path: str | os.PathLike[str]) -> Module:
-    """The model saved at ``path`` (``Module.save``), checked (``read_artifact``) and ready to run,
-    with numpy and the standard library only (no egglog, onnx or llvmlite)."""
-    artifact = read_artifact(path)
+def from_artifact(artifact: Artifact) -> Module:
+    """The Module of a checked artifact (``read_artifact``), run by its target's loader
+    (``LOADERS``)."""
     if artifact.target not in LOADERS:
         raise ArtifactError(f"manifest .target: no loader for target {artifact.target!r} "
                             f"(loadable: {', '.join(sorted(LOADERS))})")
     module_name, _, function = LOADERS[artifact.target].partition(":")
     loader = getattr(importlib.import_module(module_name), function)
     return Module(None, artifact.target, loader(artifact), artifact=artifact)
+
+
+def bind(inputs: Sequence[TensorSpec], args: Sequence[Any], named: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The run's inputs, given positionally or by name, checked against ``inputs``: InputError naming
+    a missing, unknown or doubly given input or one whose dtype or shape differs."""
+    names = [t.name for t in inputs]
+    if len(args) > len(names):
+        raise InputError(f"model takes {len(names)} inputs {names}, got {len(args)} positional")
+    feeds = dict(zip(names, args))
+    for key, value in named.items():
+        if key not in names:
+            raise InputError(f"unknown input {key!r}; inputs are {names}")
+        if key in feeds:
+            raise InputError(f"input {key!r} given both by position and by name")
+        feeds[key] = value
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        raise InputError(f"missing inputs {missing}; inputs are {names}")
+    return {t.name: _check_input(t, feeds[t.name]) for t in inputs}
 
 
 def _type(t: TensorSpec) -> str:

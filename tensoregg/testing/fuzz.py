@@ -190,7 +190,8 @@ def _generic(b: Builder, opdef: OpDef) -> Draft | None:
     constant that broadcasts with it), optional inputs left out, ``axis`` drawn in range."""
     required = [p for p in opdef.inputs if not p.optional and not p.variadic]
     variadic = bool(opdef.inputs) and opdef.inputs[-1].variadic
-    if any(i in opdef.static_inputs for i, p in enumerate(opdef.inputs) if not p.optional) \
+    fixed = opdef.static_inputs | opdef.bounded_inputs  # constants, or a data-dependent shape
+    if any(i in fixed for i, p in enumerate(opdef.inputs) if not p.optional) \
             or any(a.default is REQUIRED for a in opdef.attrs.values()) or not (required or variadic):
         return None
     first = b.pick()

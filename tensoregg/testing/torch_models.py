@@ -51,6 +51,35 @@ def encoder_layer(batch: int = 2, seq: int = 32, d_model: int = 256, heads: int 
     return layer, (torch.randn(batch, seq, d_model, generator=torch.Generator().manual_seed(1)),)
 
 
+class Seq2Seq(torch.nn.Module):
+    """An LSTM encoder-decoder with greedy decoding: token embeddings, an encoder LSTM whose final
+    state starts a decoder LSTM that runs ``steps`` steps, each fed the argmax token of the step
+    before (the first: the source's first token); returns the logits (batch, steps, vocab)."""
+
+    def __init__(self, vocab: int = 50, width: int = 16, hidden: int = 32, steps: int = 6) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.encoder = torch.nn.LSTM(width, hidden, batch_first=True)
+        self.decoder = torch.nn.LSTM(width, hidden, batch_first=True)
+        self.project = torch.nn.Linear(hidden, vocab)
+        self.steps = steps
+
+    def forward(self, source: torch.Tensor) -> torch.Tensor:
+        _, state = self.encoder(self.embed(source))
+        token, logits = source[:, :1], []
+        for _ in range(self.steps):
+            out, state = self.decoder(self.embed(token), state)
+            logits.append(self.project(out[:, -1]))
+            token = logits[-1].argmax(-1, keepdim=True)
+        return torch.stack(logits, 1)
+
+
+def seq2seq_lstm() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(0)
+    return Seq2Seq().eval(), (torch.randint(0, 50, (2, 10), generator=torch.Generator().manual_seed(1)),)
+
+
 MODELS: dict[str, Callable[[], tuple[torch.nn.Module, tuple[torch.Tensor, ...]]]] = {
-    "resnet18": resnet18, "mobilenet_v2": mobilenet_v2, "encoder_layer": encoder_layer}
+    "resnet18": resnet18, "mobilenet_v2": mobilenet_v2, "encoder_layer": encoder_layer,
+    "seq2seq_lstm": seq2seq_lstm}
 """Model name -> a builder of (module, example inputs)."""

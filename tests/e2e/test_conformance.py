@@ -19,12 +19,15 @@ from tensoregg.ir.ops.casts import cast_array, cast_undefined
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT.parent / "shared" / "tools" / "conformance.py"
 FLOORS = {
-    "ref": {"light": 9, "pytorch-converted": 82, "pytorch-operator": 35, "simple": 15, "node": 1779},
-    "llvm": {"light": 9, "pytorch-converted": 82, "pytorch-operator": 35, "simple": 15, "node": 1772},
+    "ref": {"light": 9, "pytorch-converted": 82, "pytorch-operator": 35, "simple": 15, "node": 1789},
+    "llvm": {"light": 9, "pytorch-converted": 82, "pytorch-operator": 35, "simple": 15, "node": 1782},
 }
 """Passed cases per target and suite; on llvm the rest are declined (an op or dtype without a
 lowering), never wrong. (The node floors fell by the 24 SPEC_UNDEFINED cases with onnx 1.23 and
-ml_dtypes 0.7.)"""
+ml_dtypes 0.7; they rose by the 10 NonMaxSuppression cases with data-dependent shapes, measured on the
+23 cases whose models hold NonZero, Unique, Compress or NonMaxSuppression, and by the 67 control
+flow, sequence and optional cases, measured on the whole node suite before the merge: llvm 1772,
+ref 1779.)"""
 SPEC_UNDEFINED = re.compile(r"test_cast(like)?_FLOAT(16)?_to_U?INT[24](_expanded)?")
 """Cases whose expected data lie where the ONNX spec leaves Cast undefined: the generator casts
 np.arange(-9, 16) (4-bit) and np.arange(-3, 4) (2-bit) floats, out of the integer type's range in
@@ -35,7 +38,14 @@ they agree everywhere else."""
 pytestmark = pytest.mark.skipif(not HARNESS.exists(), reason="needs ../shared/tools/conformance.py")
 
 
-@pytest.mark.parametrize(("target", "suite"), [(t, s) for t in FLOORS for s in sorted(FLOORS[t])])
+DUPLICATED = {("llvm", "light")}
+"""Suites whose models the default run checks already (tests/e2e/test_models.py compiles the nine
+light models for llvm against onnxruntime): slow, so that the default run stays short."""
+
+
+@pytest.mark.parametrize(("target", "suite"), [
+    pytest.param(t, s, marks=[pytest.mark.slow] if (t, s) in DUPLICATED else [])
+    for t in FLOORS for s in sorted(FLOORS[t])])
 def test_conformance_floor(target, suite, tmp_path):
     out = tmp_path / "result.json"
     jobs = os.environ.get("CONFORMANCE_JOBS", "2")  # the llvm node suite is the suite's long tail

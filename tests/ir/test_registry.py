@@ -30,6 +30,7 @@ def test_entry_is_complete(key):
     assert opdef.doc, f"{opdef.name}: the reference function needs a one-line docstring"
     assert all(isinstance(a, Attr) and a.kind in ATTR_KINDS for a in opdef.attrs.values())
     assert all(0 <= i < len(opdef.inputs) or opdef.inputs[-1].variadic for i in opdef.static_inputs)
+    assert all(0 <= i < len(opdef.inputs) for i in opdef.bounded_inputs)
 
 
 @pytest.mark.parametrize("key", sorted(OPS), ids=lambda k: k[1])

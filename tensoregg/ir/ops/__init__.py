@@ -4,6 +4,7 @@ from tensoregg.ir.ops import (
     activations,
     attention,
     casts,
+    detection,
     elementwise,
     fused,
     indexing,
@@ -18,5 +19,5 @@ from tensoregg.ir.ops import (
     winograd,
 )
 
-__all__ = ["activations", "attention", "casts", "elementwise", "fused", "indexing", "linalg", "loss", "misc",
-           "nn", "normalization", "reduce", "resize", "shape", "winograd"]
+__all__ = ["activations", "attention", "casts", "detection", "elementwise", "fused", "indexing", "linalg",
+           "loss", "misc", "nn", "normalization", "reduce", "resize", "shape", "winograd"]

@@ -1,5 +1,6 @@
 """Indexing operators: gather/scatter, one-hot, top-k, arg-min/max, cumulative ops and the
-data-dependent selections (NonZero, Compress, Unique)."""
+data-dependent selections (NonZero, Compress, Unique: exact shapes over compile-time constants,
+upper bounds otherwise, ``tensoregg.ir.bounds``)."""
 
 from __future__ import annotations
 
@@ -29,15 +30,6 @@ def _choice(ctx: InferCtx, attr: str, allowed: Any) -> str:
     if value not in allowed:
         raise InvalidModel(f"{ctx.op} node {ctx.node!r}: {attr}={value!r} is not one of {sorted(allowed)}")
     return value
-
-
-def _runtime_data(ctx: InferCtx, i: int) -> np.ndarray:
-    """The value of input ``i``, which decides the output shape; fails if it is only known at run time."""
-    v = ctx.values[i] if i < len(ctx.values) else None
-    if v is None:
-        ctx.fail(f"the output shape depends on runtime data (the values of input {i}); shapes are static, "
-                 f"so input {i} must be a compile-time constant")
-    return v
 
 
 # --- gather -------------------------------------------------------------------------------------
@@ -315,10 +307,13 @@ _cumulative("CumProd", np.multiply, "Running product along ``axis`` (``exclusive
 # --- data-dependent shapes ----------------------------------------------------------------------
 
 def _non_zero_shape(ctx: InferCtx) -> TensorType:
-    return TensorType(INT64, non_zero({}, _runtime_data(ctx, 0)).shape)
+    x = ctx.known(0)
+    if x is None:  # at most every entry
+        return TensorType(INT64, (ctx.type(0).rank, ctx.type(0).size if ctx.type(0).rank else 1))
+    return TensorType(INT64, non_zero({}, x).shape)
 
 
-@op("NonZero", "X", "Y", shape=_non_zero_shape, static=(0,))
+@op("NonZero", "X", "Y", shape=_non_zero_shape, bounded=(0,))
 def non_zero(attrs, x):
     """Indices of the non-zero entries of X, one column per entry in row-major order ([rank, count])."""
     if x.ndim == 0:
@@ -330,11 +325,13 @@ def _compress_shape(ctx: InferCtx) -> TensorType:
     shape = ctx.shape(0)
     if ctx.dtype(1) != np.bool_ or ctx.type(1).rank != 1:
         ctx.fail(f"condition must be a 1-D bool tensor, got {ctx.type(1)}")
-    cond = _runtime_data(ctx, 1)
+    cond = ctx.known(1)
     axis = ctx.attrs["axis"]
     if axis is not None:
         axis = ctx.axis(axis, len(shape))
     n = int(np.prod(shape, dtype=np.int64)) if axis is None else shape[axis]
+    if cond is None:  # at most every slice
+        return TensorType(ctx.dtype(0), (n,) if axis is None else shape)
     if cond[n:].any():
         ctx.fail(f"condition selects index {int(np.argmax(cond[n:])) + n}, beyond the {n} entries")
     kept = int(np.count_nonzero(cond[:n]))
@@ -342,7 +339,7 @@ def _compress_shape(ctx: InferCtx) -> TensorType:
 
 
 @op("Compress", "input condition", "output", attrs={"axis": Attr("int", None)}, shape=_compress_shape,
-    static=(1,))
+    bounded=(1,))
 def compress(attrs, data, condition):
     """The slices along ``axis`` (of the flattened input if no axis) where ``condition`` is true."""
     n = data.size if attrs["axis"] is None else data.shape[attrs["axis"]]
@@ -373,10 +370,16 @@ def _unique_shape(ctx: InferCtx) -> list[TensorType]:
     axis = ctx.attrs["axis"]
     if axis is not None:
         axis = ctx.axis(axis, ctx.type(0).rank)
-    return [TensorType.of(a) for a in _unique(_runtime_data(ctx, 0), axis, bool(ctx.attrs["sorted"]))]
+    x = ctx.known(0)
+    if x is None:  # at most every entry (slice along axis) once; inverse_indices has one per entry
+        t = ctx.type(0)
+        n = t.size if axis is None else t.shape[axis]
+        values = (n,) if axis is None else t.shape
+        return [TensorType(t.dtype, values), *(TensorType(INT64, (n,)) for _ in range(3))]
+    return [TensorType.of(a) for a in _unique(x, axis, bool(ctx.attrs["sorted"]))]
 
 
-@op("Unique", "X", "Y indices? inverse_indices? counts?", shape=_unique_shape, static=(0,),
+@op("Unique", "X", "Y indices? inverse_indices? counts?", shape=_unique_shape, bounded=(0,),
     attrs={"axis": Attr("int", None), "sorted": Attr("int", 1)})
 def unique(attrs, x):
     """Unique entries (or slices along ``axis``) of X, with first indices, inverse indices and counts."""

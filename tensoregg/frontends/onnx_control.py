@@ -181,6 +181,14 @@ class _Control:
             raise ShapeError(f"{self.where}: the {what} must hold one element, got shape {list(v.shape)}")
         return int(v.reshape(()))
 
+    def fixed(self, name: str, what: str) -> TensorType:
+        """``name``'s type, declined when its shape is only an upper bound (a data-dependent op's
+        output, ``tensoregg.ir.bounds``): unrolling over it would run the padding too."""
+        if name in self.imp.bounded:
+            self.unsupported(f"the {what} ({name!r}) has a data-dependent shape: unrolled at import, it "
+                             "needs a static one")
+        return self.imp.types[name]
+
     def seq(self, i: int) -> Seq:
         s = self.imp.structs.get(self.input(i))
         if not isinstance(s, Seq):
@@ -359,7 +367,7 @@ def _scan_steps(c: _Control, body: onnx.GraphProto, states: list[str], xs: list[
         raise InvalidModel(f"{c.where}: scan_input_axes/directions do not give one entry per scan input")
     lengths = set()
     for x, a in zip(xs, axes):
-        xt = c.imp.types[x]
+        xt = c.fixed(x, "scan input")
         if not -xt.rank <= a < xt.rank:
             raise InvalidModel(f"{c.where}: scan axis {a} is out of range for {xt}")
         lengths.add(xt.shape[a])
@@ -439,7 +447,7 @@ def _sequence_length(c: _Control) -> None:
 
 def _split_to_sequence(c: _Control) -> None:
     x = c.input(0)
-    t = c.imp.types[x]
+    t = c.fixed(x, "input")
     axis = c.attr("axis", 0)
     if not -t.rank <= axis < t.rank:
         raise InvalidModel(f"{c.where}: axis {axis} is out of range for {t}")

@@ -242,3 +242,14 @@ def test_sequence_position_out_of_range_is_invalid():
                helper.make_node("SequenceAt", ["s", "p"], ["y"])], [vi("x", F, (2,))], [vi("y")])
     with pytest.raises(InvalidModel, match="position 3 is out of range"):
         import_onnx(m)
+
+
+def test_scan_over_a_data_dependent_length_is_declined():
+    """NonZero's output is typed at its upper bound: a Scan unrolled over it would scan the padding."""
+    body = helper.make_graph([helper.make_node("Add", ["s_in", "e"], ["s_out"])], "body",
+                             [vi("s_in", I64, (1,)), vi("e", I64, (1,))], [vi("s_out", I64, (1,))])
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]),
+             helper.make_node("Scan", ["s0", "nz"], ["s"], body=body, num_scan_inputs=1, scan_input_axes=[1])]
+    m = model(nodes, [vi("x", F, (4,)), vi("s0", I64, (1,))], [vi("s", I64)])
+    with pytest.raises(UnsupportedOperator, match="data-dependent shape"):
+        import_onnx(m)

@@ -253,3 +253,24 @@ def test_scan_over_a_data_dependent_length_is_declined():
     m = model(nodes, [vi("x", F, (4,)), vi("s0", I64, (1,))], [vi("s", I64)])
     with pytest.raises(UnsupportedOperator, match="data-dependent shape"):
         import_onnx(m)
+
+
+def test_linear_attention_with_an_omitted_past_state_is_expanded():
+    """onnx's schema inliner fails on the omitted optional input in the middle; its body is then
+    copied into the model per node (onnx_functions._local_bodies), a Scan imported unrolled. An
+    omitted past state is zeros."""
+    names = ["query", "key", "value", "past_state", "decay"]
+
+    def attention(past):
+        node = helper.make_node("LinearAttention", [n if n != "past_state" or past else "" for n in names],
+                                ["out", "state"], q_num_heads=2, kv_num_heads=2, update_rule="gated")
+        inits = [helper.make_tensor("past_state", F, (1, 2, 4, 4), [0.0] * 32)] if past else []
+        ins = [vi(n, F, (1, 3, 8)) for n in names if n != "past_state"]
+        return model([node], ins, [vi("out"), vi("state")],
+                     inits, opset=27)
+
+    rng = np.random.default_rng(3)
+    feeds = {n: randn(rng, (1, 3, 8)) for n in names if n != "past_state"}
+    feeds["decay"] = -np.abs(feeds["decay"])
+    for got, want in zip(ours(attention(False), feeds), ours(attention(True), feeds), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -68,9 +68,10 @@ def _local_bodies(model: onnx.ModelProto, wanted: set[tuple[str, str]],
             continue
         schema = onnx.defs.get_schema(n.op_type, opsets[n.domain or ""], n.domain)
         body = onnx.FunctionProto()
-        if schema.has_context_dependent_function:
+        if getattr(schema, "has_context_dependent_function", False):
             args = [types[i].SerializeToString() if i else b"" for i in n.input]
-            body.ParseFromString(schema.get_context_dependent_function(n.SerializeToString(), args))
+            built = schema.get_context_dependent_function(n.SerializeToString(), args)  # type: ignore[attr-defined]
+            body.ParseFromString(built)
         else:
             body.CopyFrom(schema.function_body)
         body.domain, body.name = LOCAL_DOMAIN, f"{n.op_type}_{k}"

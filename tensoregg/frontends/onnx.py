@@ -3,7 +3,9 @@
 Older opset forms are upgraded node by node through each op's ``adapt`` hook; nodes whose inputs
 are all known at import (initializers, Constant, Shape of a typed value...) are folded into
 constants with the reference semantics, so shape-computing subgraphs such as
-Shape->Gather->Concat->Reshape disappear and every shape in the Graph is static.
+Shape->Gather->Concat->Reshape disappear and every shape in the Graph is static. Control flow
+(If, Loop, Scan), sequences and optionals are decided, unrolled or if-converted at import
+(``onnx_control``), so the Graph holds none of them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper, helper, numpy_helper
 
 from tensoregg.errors import InvalidModel, ParameterError, ShapeError, UnsupportedOperator
-from tensoregg.frontends import onnx_dft, onnx_rnn, onnx_roialign
+from tensoregg.frontends import onnx_control, onnx_dft, onnx_rnn, onnx_roialign
+from tensoregg.frontends.onnx_control import Layout, Opt, Seq, Skeleton, Struct, leaf_name
 from tensoregg.frontends.onnx_expand import Expanding, Expansion
 from tensoregg.frontends.onnx_functions import expand_functions
 from tensoregg.ir import Graph, Node, TensorType, Upgrade, get_op, run_node
@@ -181,9 +184,24 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Sequence[Any]] | None = N
     ``input_shapes`` fixes symbolic input dims; ``bind`` turns graph inputs into constants
     (for inputs that decide shapes, e.g. a Reshape target fed as an input).
     """
+    proto = load_model(model)
+    graph, layouts = import_onnx_values(proto, input_shapes, bind)
+    for name, layout in zip((o.name for o in proto.graph.output), layouts):
+        if layout != name:
+            raise UnsupportedOperator("sequence or optional value", detail=f"graph output {name!r} "
+                                      "(returned as a list by tensoregg.frontends.onnx_backend)")
+    return graph
+
+
+def import_onnx_values(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                       bind: Mapping[str, np.ndarray] | None = None,
+                       structured: Mapping[str, Skeleton] | None = None) -> tuple[Graph, list[Layout]]:
+    """``import_onnx`` for models with sequence/optional graph inputs or outputs: ``structured``
+    gives each such input's skeleton (``onnx_control.flatten``; its tensors become graph inputs
+    named by ``onnx_control.leaf_name``), and each graph output's layout is returned with the Graph."""
     shapes = checked_input_shapes(input_shapes)
     proto = expand_functions(load_model(model))
-    return _Importer(proto, shapes, dict(bind or {})).run()
+    return _Importer(proto, shapes, dict(bind or {}), dict(structured or {})).run()
 
 
 def declared_input_dims(model: Any) -> dict[str, list[int | str]]:
@@ -235,10 +253,15 @@ def check_opsets(opsets: Mapping[str, int]) -> None:
 
 
 class _Importer:
-    def __init__(self, proto: onnx.ModelProto, input_shapes: dict, bind: dict) -> None:
+    def __init__(self, proto: onnx.ModelProto, input_shapes: dict, bind: dict, structured: dict) -> None:
         self.proto = proto
         self.input_shapes = input_shapes
         self.bind = bind
+        self.structured = structured
+        self.structs: dict[str, Struct] = {}
+        """The sequence and optional values, by name (``onnx_control``)."""
+        self.scopes: list[dict[str, str]] = []
+        """The names of the subgraphs being inlined, innermost last: ONNX name -> imported name."""
         self.opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
         self.consts: dict[str, np.ndarray] = {}
         self.types: dict[str, TensorType] = {}
@@ -254,7 +277,7 @@ class _Importer:
         self.types[name] = TensorType.of(value)
         return name
 
-    def run(self) -> Graph:
+    def run(self) -> tuple[Graph, list[Layout]]:
         if not self.opsets:
             raise InvalidModel("model has no opset_import")
         check_opsets(self.opsets)
@@ -264,19 +287,43 @@ class _Importer:
         self.read_initializers(g)
         inputs = self.read_inputs(g)
         raw = [self.raw_node(n, i) for i, n in enumerate(g.node)]
-        for node in toposort(raw, self.definitions(raw)):
+        for node in self.ordered(raw, g):
             self.import_node(node)
-        nodes = self.nodes
-        outputs = [o.name for o in g.output]
+        layouts = []
         for o in g.output:
-            if o.name not in self.types:
+            if o.name not in self.types and o.name not in self.structs:
                 raise InvalidModel(f"graph output {o.name!r} is not defined by any node, input or "
                                    "initializer")
             self.check_declared(o)
-        nodes = live_nodes(nodes, outputs)
+            layouts.append(self.layout(o.name, o.name))
+        outputs = [leaf for layout in layouts for leaf in _leaves(layout)]
+        nodes = live_nodes(self.nodes, outputs)
         used = {n for node in nodes for n in node.inputs} | set(outputs)
         consts = {k: v for k, v in self.consts.items() if k in used and k not in inputs}
-        return Graph(inputs, consts, nodes, outputs, name=g.name or "graph")
+        return Graph(inputs, consts, nodes, outputs, name=g.name or "graph"), layouts
+
+    def ordered(self, raw: list[Node], g: onnx.GraphProto) -> list[Node]:
+        """``raw`` in topological order, a control node after what its subgraphs use from outside."""
+        defined = self.definitions(raw)
+        implicit = {k: sorted(n for s in onnx_control.subgraphs(g.node[k])
+                              for n in onnx_control.outer_names(s) if n in defined)
+                    for k in range(len(raw))}
+        keyed = [Node(n.op, n.inputs + tuple(implicit[k]), (*n.outputs, f"\x00{k}"), {}, n.name, n.domain)
+                 for k, n in enumerate(raw)]
+        return [raw[int(n.outputs[-1][1:])] for n in toposort(keyed, defined)]
+
+    def layout(self, value: str, name: str) -> Layout:
+        """Graph output ``name`` (the value ``value``) flattened: a sequence's elements and an
+        optional's content become tensor outputs named by ``onnx_control.leaf_name``."""
+        s = self.structs.get(value)
+        if s is None:
+            if value == name:
+                return name
+            self.emit("Identity", [value], {}, Node("Identity", (value,), (name,)), name)
+            return name
+        if isinstance(s, Opt):
+            return None if s.value is None else self.layout(s.value, leaf_name(name, "optional_type"))
+        return [self.layout(v, leaf_name(name, "sequence_type", i)) for i, v in enumerate(s.items)]
 
     def read_initializers(self, g: onnx.GraphProto) -> None:
         if g.sparse_initializer:
@@ -289,16 +336,15 @@ class _Importer:
 
     def read_inputs(self, g: onnx.GraphProto) -> dict[str, TensorType]:
         """Type the graph inputs; those named in ``bind`` become constants."""
-        unknown = (set(self.input_shapes) | set(self.bind)) - {vi.name for vi in g.input}
-        if unknown:
-            raise InvalidModel(f"input_shapes/bind name unknown graph inputs: {sorted(unknown)}; "
-                               f"inputs are {[vi.name for vi in g.input]}")
         inputs: dict[str, TensorType] = {}
         for vi in g.input:
             if vi.name in self.consts:
                 continue  # an initializer also listed as input (IR < 4): a weight
-            if vi.name in inputs:
+            if vi.name in inputs or vi.name in self.structs:
                 raise InvalidModel(f"graph input {vi.name!r} is listed twice")
+            if vi.name in self.structured:
+                self.declare(vi.name, vi.type, self.structured[vi.name], inputs)
+                continue
             bound = self.bind.get(vi.name)
             t = value_type(vi, self.input_shapes.get(vi.name, None if bound is None else np.shape(bound)))
             if bound is not None:
@@ -306,11 +352,38 @@ class _Importer:
                 self.types[vi.name] = TensorType.of(self.consts[vi.name])
             else:
                 inputs[vi.name] = self.types[vi.name] = t
+        unknown = (set(self.input_shapes) | set(self.bind)) - {vi.name for vi in g.input} - set(inputs)
+        if unknown:
+            raise InvalidModel(f"input_shapes/bind name unknown graph inputs: {sorted(unknown)}; "
+                               f"inputs are {[vi.name for vi in g.input]}")
         return inputs
+
+    def declare(self, name: str, tp: onnx.TypeProto, skeleton: Skeleton,
+                inputs: dict[str, TensorType]) -> None:
+        """Sequence/optional graph input ``name`` of type ``tp``, shaped as ``skeleton``: its
+        tensors become graph inputs."""
+        kind = tp.WhichOneof("value")
+        if kind == "tensor_type":
+            if not isinstance(skeleton, TensorType):
+                raise InvalidModel(f"graph input {name!r}: a tensor expected, got {skeleton!r:.60}")
+            inputs[name] = self.types[name] = skeleton
+        elif kind == "optional_type":
+            inner = leaf_name(name, kind)
+            if skeleton is not None:
+                self.declare(inner, tp.optional_type.elem_type, skeleton, inputs)
+            self.structs[name] = Opt(None if skeleton is None else inner)
+        elif kind == "sequence_type" and isinstance(skeleton, tuple):
+            items = tuple(leaf_name(name, kind, i) for i in range(len(skeleton)))
+            for item, s in zip(items, skeleton):
+                self.declare(item, tp.sequence_type.elem_type, s, inputs)
+            self.structs[name] = Seq(items)
+        else:
+            raise InvalidModel(f"graph input {name!r} of {kind or 'no type'}: cannot be given as "
+                               f"{skeleton!r:.60}")
 
     def definitions(self, raw: list[Node]) -> dict[str, str]:
         """What defines each value name, failing on a name defined twice."""
-        defined = {n: "graph input or initializer" for n in self.types}
+        defined = {n: "graph input or initializer" for n in [*self.types, *self.structs]}
         for node in raw:
             for out in node.outputs:
                 if out:
@@ -323,15 +396,77 @@ class _Importer:
     def raw_node(self, n: onnx.NodeProto, index: int) -> Node:
         label = n.name or (n.output[0] if n.output else f"#{index}")
         where = f"{n.op_type} node {label!r}"
-        attrs = {}
+        control = n.domain in ("", "ai.onnx") and n.op_type in onnx_control.HANDLERS
+        attrs: dict[str, Any] = {}
         for a in n.attribute:
             if a.name in attrs:
                 raise InvalidModel(f"{where}: attribute {a.name!r} given twice")
-            attrs[a.name] = attribute_value(a, where)
+            if control and a.type == onnx.AttributeProto.GRAPH:
+                attrs[a.name] = a.g
+            elif control and a.type == onnx.AttributeProto.TYPE_PROTO:
+                attrs[a.name] = a.tp
+            else:
+                attrs[a.name] = attribute_value(a, where)
         inputs = list(n.input)
         while inputs and not inputs[-1]:
             inputs.pop()
         return Node(n.op_type, tuple(inputs), tuple(n.output), attrs, n.name or label, n.domain)
+
+    def emit(self, op: str, inputs: list[str], attrs: dict[str, Any], like: Node, out: str = "") -> str:
+        """Import ``op`` on ``inputs`` (at the newest opset) for ``like``; its output is ``out``, or a
+        fresh name."""
+        self.n_fresh += 1
+        name = out or f"__t{self.n_fresh}"
+        self.import_node(Node(op, tuple(inputs), (name,), attrs, f"{like.label}/{op}{self.n_fresh}"),
+                         NEWEST_OPSET)
+        return name
+
+    def define(self, out: str, value: str | Struct) -> None:
+        """Define ``out`` as ``value``: a tensor's name (through an Identity node), a sequence's or
+        an optional's name, or a new Seq/Opt."""
+        if not isinstance(value, str):
+            self.structs[out] = value
+        elif value in self.structs:
+            self.structs[out] = self.structs[value]
+        else:
+            self.emit("Identity", [value], {}, Node("Identity", (value,), (out,)), out)
+
+    def resolve(self, name: str) -> str:
+        """The imported name of ``name`` as the innermost subgraph being inlined sees it."""
+        for scope in reversed(self.scopes):
+            if name in scope:
+                return scope[name]
+        return name
+
+    def inline(self, g: onnx.GraphProto, args: Sequence[str], like: Node) -> list[str]:
+        """Import subgraph ``g`` of ``like`` on the values ``args`` (its inputs); its names from
+        the scopes around it are resolved there. Returns the names of its outputs."""
+        if len(g.input) != len(args):
+            raise InvalidModel(f"{like.op} node {like.label!r}: subgraph {g.name!r} takes {len(g.input)} "
+                               f"inputs, given {len(args)}")
+        scope = {vi.name: a for vi, a in zip(g.input, args)}
+        self.scopes.append(scope)
+        try:
+            for t in g.initializer:
+                scope[t.name] = self.fresh_const(tensor_value(t, f"{like.op} node {like.label!r}"))
+            for i, n in enumerate(g.node):
+                raw = self.raw_node(n, i)
+                inputs = tuple(self.defined(self.resolve(x), raw) if x else "" for x in raw.inputs)
+                outputs = []
+                for o in raw.outputs:
+                    self.n_fresh += 1
+                    outputs.append(f"{o}~{self.n_fresh}" if o else "")
+                self.import_node(Node(raw.op, inputs, tuple(outputs), raw.attrs,
+                                      f"{like.label}/{raw.label}", raw.domain))
+                scope.update((o, new) for o, new in zip(raw.outputs, outputs) if o)
+            return [self.defined(self.resolve(o.name), like) for o in g.output]
+        finally:
+            self.scopes.pop()
+
+    def defined(self, name: str, user: Node) -> str:
+        if name not in self.types and name not in self.structs:
+            raise InvalidModel(f"{user.op} node {user.label!r} uses {name!r}, which nothing defines")
+        return name
 
     def emitter(self, like: Node) -> Callable[[str, list[str], dict[str, Any]], str]:
         """Lets an op's ``adapt`` add helper nodes ahead of ``like`` (``Upgrade.add``)."""
@@ -365,6 +500,16 @@ class _Importer:
         if opset is None:
             raise InvalidModel(f"{node.op} node {node.label!r}: domain {domain!r} is not in the "
                                f"model's opset_import")
+        if domain == "" and node.op in onnx_control.HANDLERS:
+            onnx_control.import_control(self, node, opset)
+            return
+        held = [i for i, n in enumerate(node.inputs) if n in self.structs]
+        if held and node.op == "Identity" and domain == "":
+            self.define(node.outputs[0], node.inputs[0])
+            return
+        if held:
+            raise UnsupportedOperator(node.op, opset=opset, node=node.label,
+                                      detail=f"input {held[0]} is a sequence or optional value")
         expansion = EXPANSIONS.get((domain, node.op))
         if expansion is not None:
             self.expand(node, expansion, opset)
@@ -394,7 +539,7 @@ class _Importer:
                 self.consts[out] = value
 
     def check_declared(self, vi: onnx.ValueInfoProto) -> None:
-        if vi.type.WhichOneof("value") != "tensor_type":
+        if vi.type.WhichOneof("value") != "tensor_type" or vi.name in self.structs:
             return
         tt, got = vi.type.tensor_type, self.types[vi.name]
         if tt.elem_type and onnx_dtype(tt.elem_type, f"graph output {vi.name!r}") != got.dtype:
@@ -408,3 +553,11 @@ class _Importer:
                                               for s, g in zip(static, got.shape)):
                 raise ShapeError(f"graph output {vi.name!r} is declared with shape "
                                  f"{[s if s is not None else '?' for s in static]} but computes {got}")
+
+
+def _leaves(layout: Layout) -> Iterator[str]:
+    if isinstance(layout, str):
+        yield layout
+    elif layout is not None:
+        for item in layout:
+            yield from _leaves(item)

@@ -4,7 +4,8 @@ Module-level ``prepare``, ``run_model``, ``run_node`` and ``supports_device``, l
 ``onnxruntime.backend``. Shapes in tensoregg are static, so a prepared model is compiled at its
 first ``run`` for the shapes of the arrays given, and graph inputs whose *values* decide shapes
 (a Reshape target or Slice bounds fed as inputs) are bound as constants; compiled modules are
-cached per input signature.
+cached per input signature. Sequence and optional inputs are given as lists and None/arrays, and
+sequence outputs returned as lists (``onnx_control``): their tensors are the compiled module's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
 from tensoregg.api import compile as compile_model
 from tensoregg.errors import InputError, UnsupportedOperator
+from tensoregg.frontends import onnx_control
 from tensoregg.frontends.onnx import EXPANSIONS, load_model
 from tensoregg.ir import OPS
 from tensoregg.runtime import Module
@@ -26,14 +28,15 @@ from tensoregg.runtime import Module
 
 def shape_inputs(model: onnx.ModelProto) -> set[str]:
     """Graph inputs whose values reach an input slot that must be a compile-time constant."""
-    producer = {o: n for n in model.graph.node for o in n.output if o}
+    nodes = list(onnx_control.all_nodes(model.graph))
+    producer = {o: n for n in nodes for o in n.output if o}
     needed: set[str] = set()
     stack = []
-    for n in model.graph.node:
+    for n in nodes:
         key = ("" if n.domain == "ai.onnx" else n.domain, n.op_type)
         op = OPS.get(key) or EXPANSIONS.get(key)
-        if op is not None:
-            stack += [n.input[i] for i in op.static_inputs if i < len(n.input) and n.input[i]]
+        static = op.static_inputs if op is not None else onnx_control.STATIC_INPUTS.get(n.op_type, ())
+        stack += [n.input[i] for i in static if i < len(n.input) and n.input[i]]
     while stack:
         name = stack.pop()
         if name in needed:
@@ -45,8 +48,14 @@ def shape_inputs(model: onnx.ModelProto) -> set[str]:
         opdef = OPS.get(("" if node.domain == "ai.onnx" else node.domain, node.op_type))
         if opdef is None or not opdef.folds_on_types:
             stack += [i for i in node.input if i]
+            stack += [i for g in onnx_control.subgraphs(node) for i in onnx_control.outer_names(g)]
     inits = {t.name for t in model.graph.initializer}
-    return {i.name for i in model.graph.input if i.name in needed and i.name not in inits}
+    return {i.name for i in model.graph.input if i.name in needed and i.name not in inits
+            and i.type.WhichOneof("value") == "tensor_type"}
+
+
+_Compiled = tuple[Module, list[str], list[onnx_control.Layout]]
+"""A compiled module, its flat outputs' names and the graph outputs' layouts."""
 
 
 class TensoreggRep(BackendRep):
@@ -57,36 +66,48 @@ class TensoreggRep(BackendRep):
         self.target = target
         inits = {t.name for t in model.graph.initializer}
         self.input_names = [i.name for i in model.graph.input if i.name not in inits]
-        for vi in model.graph.input:
-            kind = vi.type.WhichOneof("value")
-            if vi.name not in inits and kind != "tensor_type":
-                raise UnsupportedOperator(f"{kind or 'untyped'} value", detail=f"graph input {vi.name!r}")
+        self.structured = {vi.name: vi.type for vi in model.graph.input
+                           if vi.name not in inits and vi.type.WhichOneof("value") != "tensor_type"}
+        for name, tp in self.structured.items():
+            kind = tp.WhichOneof("value")
+            if kind not in ("sequence_type", "optional_type"):
+                raise UnsupportedOperator(f"{kind or 'untyped'} value", detail=f"graph input {name!r}")
         self.bound = shape_inputs(model)
-        self.cache: dict[tuple, Module] = {}
+        self.cache: dict[tuple, _Compiled] = {}
 
-    def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
         if isinstance(inputs, Mapping):
-            feeds = {k: np.asarray(v) for k, v in inputs.items()}
+            given = dict(inputs)
         else:
             if isinstance(inputs, np.ndarray):
                 inputs = [inputs]
             if len(inputs) > len(self.input_names):
                 raise InputError(f"model takes {len(self.input_names)} inputs, got {len(inputs)}")
-            feeds = {n: np.asarray(v) for n, v in zip(self.input_names, inputs)}
+            given = dict(zip(self.input_names, inputs))
+        feeds, skeletons = {}, {}
+        for n, v in given.items():
+            if n in self.structured:
+                skeletons[n], flat = onnx_control.flatten(n, self.structured[n], v)
+                feeds.update(flat)
+            else:
+                feeds[n] = np.asarray(v)
         bind = {n: feeds.pop(n) for n in list(feeds) if n in self.bound}
         key = (tuple((n, a.shape) for n, a in sorted(feeds.items())),
-               tuple((n, a.dtype.str, a.shape, a.tobytes()) for n, a in sorted(bind.items())))
-        module = self.cache.get(key)
-        if module is None:
-            module = self.compile(feeds, bind)
-            self.cache[key] = module
-        return tuple(module.run(**feeds))
+               tuple((n, a.dtype.str, a.shape, a.tobytes()) for n, a in sorted(bind.items())),
+               tuple(sorted(skeletons.items())))
+        if key not in self.cache:
+            self.cache[key] = self.compile(feeds, bind, skeletons)
+        module, names, layouts = self.cache[key]
+        results = dict(zip(names, module.run(**feeds)))
+        return tuple(onnx_control.unflatten(layout, results) for layout in layouts)
 
-    def compile(self, feeds: dict[str, np.ndarray], bind: dict[str, np.ndarray]) -> Module:
-        from tensoregg.frontends.onnx import import_onnx
+    def compile(self, feeds: dict[str, np.ndarray], bind: dict[str, np.ndarray],
+                skeletons: dict[str, onnx_control.Skeleton]) -> _Compiled:
+        from tensoregg.frontends.onnx import import_onnx_values
 
-        graph = import_onnx(self.model, input_shapes={n: a.shape for n, a in feeds.items()}, bind=bind)
-        return compile_model(graph, target=self.target)
+        graph, layouts = import_onnx_values(self.model, input_shapes={n: a.shape for n, a in feeds.items()},
+                                            bind=bind, structured=skeletons)
+        return compile_model(graph, target=self.target), list(graph.outputs), layouts
 
 
 def prepare(model: Any, device: str = "CPU", target: str | None = None, **kwargs: Any) -> TensoreggRep:

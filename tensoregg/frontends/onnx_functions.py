@@ -6,10 +6,13 @@ from __future__ import annotations
 import onnx
 import onnx.defs
 import onnx.inliner
+import onnx.shape_inference
 
 from tensoregg.ir import OPS
 
 MAX_ROUNDS = 4
+LOCAL_DOMAIN = "tensoregg.inline"
+"""The domain of the function bodies ``_local_bodies`` copies into a model to inline them."""
 
 
 def _has_function(op: str, domain: str, opset: int | None) -> bool:
@@ -41,6 +44,38 @@ def expand_functions(model: onnx.ModelProto) -> onnx.ModelProto:
             break
         try:
             model = onnx.inliner.inline_selected_functions(model, wanted, inline_schema_functions=True)
-        except Exception:
-            break
+        except Exception:  # e.g. an omitted optional input in the middle (LinearAttention)
+            try:
+                model = onnx.inliner.inline_local_functions(_local_bodies(model, set(wanted), opsets))
+            except Exception:
+                break
     return model
+
+
+def _local_bodies(model: onnx.ModelProto, wanted: set[tuple[str, str]],
+                  opsets: dict[str, int]) -> onnx.ModelProto:
+    """``model`` with each node of a ``wanted`` op calling a model-local copy of its schema's
+    function body, built for that node (a context-dependent body depends on its inputs' types), so
+    that ``inline_local_functions`` expands it where ``inline_selected_functions`` fails."""
+    typed = onnx.shape_inference.infer_shapes(model)
+    types = {vi.name: vi.type for vi in [*typed.graph.input, *typed.graph.value_info, *typed.graph.output]}
+    types.update({t.name: onnx.helper.make_tensor_type_proto(t.data_type, t.dims)
+                  for t in model.graph.initializer})
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for k, n in enumerate(out.graph.node):
+        if (n.domain, n.op_type) not in wanted:
+            continue
+        schema = onnx.defs.get_schema(n.op_type, opsets[n.domain or ""], n.domain)
+        body = onnx.FunctionProto()
+        if getattr(schema, "has_context_dependent_function", False):
+            args = [types[i].SerializeToString() if i else b"" for i in n.input]
+            built = schema.get_context_dependent_function(n.SerializeToString(), args)  # type: ignore[attr-defined]
+            body.ParseFromString(built)
+        else:
+            body.CopyFrom(schema.function_body)
+        body.domain, body.name = LOCAL_DOMAIN, f"{n.op_type}_{k}"
+        n.domain, n.op_type = LOCAL_DOMAIN, body.name
+        out.functions.append(body)
+    out.opset_import.append(onnx.helper.make_opsetid(LOCAL_DOMAIN, 1))
+    return out

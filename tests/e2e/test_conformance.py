@@ -19,13 +19,16 @@ from tensoregg.ir.ops.casts import cast_array, cast_undefined
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT.parent / "shared" / "tools" / "conformance.py"
 FLOORS = {
-    "ref": {"light": 9, "pytorch-converted": 82, "pytorch-operator": 35, "simple": 7, "node": 1722},
-    "llvm": {"light": 9, "pytorch-converted": 82, "pytorch-operator": 35, "simple": 7, "node": 1715},
+    "ref": {"light": 9, "pytorch-converted": 82, "pytorch-operator": 35, "simple": 15, "node": 1798},
+    "llvm": {"light": 9, "pytorch-converted": 82, "pytorch-operator": 35, "simple": 15, "node": 1791},
 }
 """Passed cases per target and suite; on llvm the rest are declined (an op or dtype without a
 lowering), never wrong. (The node floors fell by the 24 SPEC_UNDEFINED cases with onnx 1.23 and
 ml_dtypes 0.7; they rose by the 10 NonMaxSuppression cases with data-dependent shapes, measured on the
-23 cases whose models hold NonZero, Unique, Compress or NonMaxSuppression.)"""
+23 cases whose models hold NonZero, Unique, Compress or NonMaxSuppression, by the 67 control flow,
+sequence and optional cases, measured on the whole node suite before the merge (llvm 1772, ref 1779),
+and by the 9 LinearAttention cases with an omitted past state, measured on the 112 cases llvm did not
+pass then.)"""
 SPEC_UNDEFINED = re.compile(r"test_cast(like)?_FLOAT(16)?_to_U?INT[24](_expanded)?")
 """Cases whose expected data lie where the ONNX spec leaves Cast undefined: the generator casts
 np.arange(-9, 16) (4-bit) and np.arange(-3, 4) (2-bit) floats, out of the integer type's range in

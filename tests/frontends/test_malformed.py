@@ -187,9 +187,19 @@ def test_declared_output_shape_mismatch():
 
 
 def test_control_flow_unsupported():
+    def branch(shape):
+        value = helper.make_tensor("v", TensorProto.FLOAT, shape, [0.0] * int(np.prod(shape)))
+        return helper.make_graph([helper.make_node("Constant", [], ["v"], value=value)], "b", [], [vi("v")])
+
+    node = helper.make_node("If", ["c"], ["y"], then_branch=branch((2,)), else_branch=branch((3,)))
+    check(model([node], inputs=[vi("c", (), TensorProto.BOOL)], outputs=[vi("y", None)]), UnsupportedOperator,
+          "If", "not a constant", "branches give")
+
+
+def test_subgraph_dangling_name_is_invalid():
     body = helper.make_graph([], "body", [], [vi("x")])
     node = helper.make_node("If", ["c"], ["y"], then_branch=body, else_branch=body)
-    check(model([node], inputs=[vi("c", (), TensorProto.BOOL)]), UnsupportedOperator, "graph")
+    check(model([node], inputs=[vi("c", (), TensorProto.BOOL)]), InvalidModel, "'x'", "nothing defines")
 
 
 def test_runtime_shape_input_is_shape_error():

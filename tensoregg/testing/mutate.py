@@ -1,9 +1,10 @@
 """Rule mutation: how many broken variants of each rule the rule checks catch.
 
-``python -m tensoregg.testing.mutate [--family NAME] [--rule NAME] [--examples N]`` builds, for every
-rule, the mutants below from the facts and actions it was registered with (``Rule.facts``,
-``Rule.actions``), runs ``check_rule_cases`` on each and prints killed/total per family and overall,
-with the survivors. A mutant that egglog rejects (an unbound variable, a type error) is stillborn
+``python -m tensoregg.testing.mutate [--family NAME] [--rule NAME] [--slice K/N] [-j JOBS]
+[--timeout S]`` builds, for every rule, the mutants below from the facts and actions it was
+registered with (``Rule.facts``, ``Rule.actions``), runs ``check_rule_cases`` on each (in ``JOBS``
+worker processes; a check past ``S`` seconds is stopped and reported as timed out, apart from the
+score) and prints killed/total per family and overall, with the survivors. A mutant that egglog rejects (an unbound variable, a type error) is stillborn
 and not counted. A surviving mutant that is still sound (an equivalent mutant, listed in
 ``EQUIVALENT`` with the reason) is reported as such and not counted as a miss.
 
@@ -18,11 +19,15 @@ Mutants:
 from __future__ import annotations
 
 import argparse
+import itertools
+import multiprocessing
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
 from egglog import EGraph, expr_action, expr_fact
@@ -245,47 +250,144 @@ class FamilyScore:
     killed: int = 0
     equivalent: int = 0
     stillborn: int = 0
-    survivors: list[str] | None = None
+    survivors: list[str] = field(default_factory=list)
+    timeouts: list[str] = field(default_factory=list)
+    """Mutants whose check ran past the time limit: neither killed nor survived, listed apart."""
+    contested: list[str] = field(default_factory=list)
+    """Mutants listed as equivalent that the checks killed: a stale ``EQUIVALENT`` entry (or a check
+    that fails a sound rule); counted as killed."""
 
     @property
     def total(self) -> int:
-        """Viable, non-equivalent mutants."""
-        return self.killed + len(self.survivors or [])
+        """Viable, non-equivalent mutants that finished."""
+        return self.killed + len(self.survivors)
+
+
+def _mutant_outcome(mutant: Mutant, examples: int, premise_breaking: int) -> tuple[str, str]:
+    """(``stillborn``/``killed``/``survived``, how) for one mutant: what a worker sends back."""
+    if not viable(mutant):
+        return "stillborn", ""
+    outcome = run_mutant(mutant, examples, premise_breaking)
+    return ("killed" if outcome.killed else "survived"), outcome.how
+
+
+def _rule_named(name: str) -> Rule:
+    return next(r for f in RULESETS.values() for r in f.rules if r.name == name)
+
+
+def _worker(conn: Connection, examples: int, premise_breaking: int) -> None:
+    """A worker process: checks the mutants (rule name, mutant name) it receives, until None."""
+    os.environ["RUST_BACKTRACE"] = "0"
+    built: dict[str, dict[str, Mutant]] = {}
+    while (task := conn.recv()) is not None:
+        rule, name = task
+        if rule not in built:
+            built[rule] = {m.name: m for m in mutants(_rule_named(rule))}
+        conn.send(_mutant_outcome(built[rule][name], examples, premise_breaking))
+
+
+def outcomes(todo: Sequence[Mutant], examples: int = 6, premise_breaking: int = 8, *, jobs: int = 1,
+             timeout: float = 60.0) -> Iterator[tuple[int, str, str]]:
+    """(index, result, how) for each mutant of ``todo`` (of registered rules), in the order they
+    finish, checked in ``jobs`` worker processes; a check that runs past ``timeout`` seconds is
+    killed with its worker (result ``timeout``) and a fresh worker takes its place. Workers are
+    spawned, not forked: a forked child deadlocks in egglog's finalizers."""
+    ctx = multiprocessing.get_context("spawn")
+    pending = iter(range(len(todo)))
+    busy: dict[Connection, tuple[Any, int, float]] = {}  # connection -> (process, index, start)
+
+    def assign(proc: Any, conn: Connection, k: int) -> None:
+        conn.send((todo[k].name.split("~")[0], todo[k].name))
+        busy[conn] = (proc, k, time.monotonic())
+
+    def start() -> tuple[Any, Connection]:
+        ours, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(theirs, examples, premise_breaking), daemon=True)
+        proc.start()
+        theirs.close()
+        return proc, ours
+
+    def stop(conn: Connection) -> int:
+        proc, k, _ = busy.pop(conn)
+        proc.kill()
+        proc.join()
+        conn.close()
+        return k
+
+    def next_task(proc: Any, conn: Connection) -> None:
+        if (k := next(pending, None)) is not None:
+            assign(proc, conn, k)
+        else:
+            conn.send(None)
+            proc.join()
+            conn.close()
+
+    for k in itertools.islice(pending, max(jobs, 1)):
+        assign(*start(), k)
+    try:
+        while busy:
+            first_due = min(t for _, _, t in busy.values()) + timeout
+            for conn in mp_wait(list(busy), timeout=max(first_due - time.monotonic(), 0.0)):
+                try:
+                    result, how = conn.recv()
+                except EOFError:  # the worker died (an abort in native code): a crash kills the mutant
+                    yield stop(conn), "killed", "crash: the check's process died"
+                    next_task(*start())
+                    continue
+                proc, k, _ = busy.pop(conn)
+                yield k, result, how
+                next_task(proc, conn)
+            for conn in [c for c, (_, _, t) in busy.items() if time.monotonic() - t > timeout]:
+                yield stop(conn), "timeout", f"over {timeout:g} s"
+                next_task(*start())
+    finally:
+        for conn in list(busy):
+            stop(conn)
 
 
 def score(rules: Sequence[Rule], examples: int = 6, premise_breaking: int = 8,
-          log: Callable[[str], None] | None = None) -> dict[str, FamilyScore]:
-    """Mutate every rule of ``rules`` and check each mutant: one score per family."""
-    scores: dict[str, FamilyScore] = {}
-    for rule in rules:
-        fam = scores.setdefault(rule.family, FamilyScore(rule.family, survivors=[]))
-        for mutant in mutants(rule):
-            if not viable(mutant):
-                fam.stillborn += 1
-                continue
-            outcome = run_mutant(mutant, examples, premise_breaking)
-            if outcome.killed:
-                fam.killed += 1
-            elif mutant.equivalent:
-                fam.equivalent += 1
-            else:
-                assert fam.survivors is not None
-                fam.survivors.append(mutant.name)
-            if log:
-                log(f"{mutant.name}: {'killed: ' + outcome.how if outcome.killed else outcome.how}")
+          log: Callable[[str], None] | None = None, *, jobs: int = 1,
+          timeout: float = 60.0) -> dict[str, FamilyScore]:
+    """Mutate every rule of ``rules`` and check each mutant (``outcomes``: ``jobs`` processes, at most
+    ``timeout`` seconds a mutant): one score per family."""
+    todo = [m for rule in rules for m in mutants(rule)]
+    scores = {r.family: FamilyScore(r.family) for r in rules}
+    for k, result, how in outcomes(todo, examples, premise_breaking, jobs=jobs, timeout=timeout):
+        mutant = todo[k]
+        fam = scores[mutant.rule.family]
+        if result == "stillborn":
+            fam.stillborn += 1
+            continue
+        if result == "killed":
+            fam.killed += 1
+            if mutant.name in EQUIVALENT:
+                fam.contested.append(mutant.name)
+        elif result == "timeout":
+            fam.timeouts.append(mutant.name)
+        elif mutant.equivalent:
+            fam.equivalent += 1
+        else:
+            fam.survivors.append(mutant.name)
+        if log:
+            log(f"{mutant.name}: {result}: {how}")
+    for fam in scores.values():
+        fam.survivors.sort()
+        fam.timeouts.sort()
+        fam.contested.sort()
     return scores
 
 
 def report(scores: dict[str, FamilyScore]) -> str:
-    """killed/total per family and overall, and the survivors by name."""
+    """killed/total per family and overall, and the survivors and timeouts by name."""
     lines, killed, total = [], 0, 0
     for s in scores.values():
         killed, total = killed + s.killed, total + s.total
         lines.append(f"{s.family}: {s.killed}/{s.total} killed ({100 * s.killed / max(s.total, 1):.1f}%), "
-                     f"{s.equivalent} equivalent, {s.stillborn} stillborn")
+                     f"{s.equivalent} equivalent, {s.stillborn} stillborn, {len(s.timeouts)} timed out")
     lines.append(f"overall: {killed}/{total} killed ({100 * killed / max(total, 1):.1f}%)")
-    survivors = [n for s in scores.values() for n in (s.survivors or [])]
-    lines += [f"survivor: {n}" for n in survivors]
+    lines += [f"survivor: {n}" for s in scores.values() for n in s.survivors]
+    lines += [f"timeout: {n}" for s in scores.values() for n in s.timeouts]
+    lines += [f"listed as equivalent, but killed: {n}" for s in scores.values() for n in s.contested]
     return "\n".join(lines)
 
 
@@ -296,13 +398,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rule", action="append", help="only this rule (repeatable)")
     parser.add_argument("--examples", type=int, default=6, help="witness cases per mutant")
     parser.add_argument("--premise-cases", type=int, default=8, help="premise-breaking cases per mutant")
+    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                        help="worker processes (default: one per CPU)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds a mutant's check may take before it is stopped and reported as timed out")
+    parser.add_argument("--slice", default="",
+                        help="K/N: only the K-th of N equal slices of the selected rules (K from 1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every mutant's outcome")
     args = parser.parse_args(argv)
     os.environ["RUST_BACKTRACE"] = "0"  # a mutant's egglog panic is a kill, not pages of stack
     rules = [r for f in RULESETS.values() if not args.family or f.name in args.family for r in f.rules
              if not args.rule or r.name in args.rule]
+    if args.slice:
+        k, n = (int(v) for v in args.slice.split("/"))
+        rules = rules[(k - 1) * len(rules) // n:k * len(rules) // n]
     start = time.perf_counter()
-    scores = score(rules, args.examples, args.premise_cases, log=print if args.verbose else None)
+    scores = score(rules, args.examples, args.premise_cases, log=print if args.verbose else None,
+                   jobs=args.jobs, timeout=args.timeout)
     print(report(scores))
     print(f"{len(rules)} rules in {time.perf_counter() - start:.0f} s")
     return 0

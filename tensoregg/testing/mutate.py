@@ -322,6 +322,10 @@ def outcomes(todo: Sequence[Mutant], examples: int = 6, premise_breaking: int = 
             proc.join()
             conn.close()
 
+    def refill() -> None:  # a fresh worker in place of a stopped one, if there is work left
+        if (k := next(pending, None)) is not None:
+            assign(*start(), k)
+
     for k in itertools.islice(pending, max(jobs, 1)):
         assign(*start(), k)
     try:
@@ -332,14 +336,14 @@ def outcomes(todo: Sequence[Mutant], examples: int = 6, premise_breaking: int = 
                     result, how = conn.recv()
                 except EOFError:  # the worker died (an abort in native code): a crash kills the mutant
                     yield stop(conn), "killed", "crash: the check's process died"
-                    next_task(*start())
+                    refill()
                     continue
                 proc, k, _ = busy.pop(conn)
                 yield k, result, how
                 next_task(proc, conn)
             for conn in [c for c, (_, _, t) in busy.items() if time.monotonic() - t > timeout]:
                 yield stop(conn), "timeout", f"over {timeout:g} s"
-                next_task(*start())
+                refill()
     finally:
         for conn in list(busy):
             stop(conn)

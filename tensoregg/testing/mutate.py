@@ -4,9 +4,10 @@
 [--timeout S]`` builds, for every rule, the mutants below from the facts and actions it was
 registered with (``Rule.facts``, ``Rule.actions``), runs ``check_rule_cases`` on each (in ``JOBS``
 worker processes; a check past ``S`` seconds is stopped and reported as timed out, apart from the
-score) and prints killed/total per family and overall, with the survivors. A mutant that egglog rejects (an unbound variable, a type error) is stillborn
-and not counted. A surviving mutant that is still sound (an equivalent mutant, listed in
-``EQUIVALENT`` with the reason) is reported as such and not counted as a miss.
+score) and prints killed/total per family and overall, with the survivors. A mutant that egglog
+rejects (an unbound variable, a type error) is stillborn and not counted. A surviving mutant that
+is still sound (an equivalent mutant, listed in ``EQUIVALENT`` with the reason) is reported as such
+and not counted as a miss.
 
 Mutants:
 - ``drop``: one premise (any fact but a rewrite's left-hand side) removed;
@@ -28,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as mp_wait
-from typing import Any
+from typing import Any, cast
 
 from egglog import EGraph, expr_action, expr_fact
 from egglog.declarations import CallDecl, EqDecl, ExprFactDecl, LitDecl, SetDecl, TypedExprDecl, UnionDecl
@@ -331,7 +332,8 @@ def outcomes(todo: Sequence[Mutant], examples: int = 6, premise_breaking: int = 
     try:
         while busy:
             first_due = min(t for _, _, t in busy.values()) + timeout
-            for conn in mp_wait(list(busy), timeout=max(first_due - time.monotonic(), 0.0)):
+            for ready in mp_wait(list(busy), timeout=max(first_due - time.monotonic(), 0.0)):
+                conn = cast(Connection, ready)
                 try:
                     result, how = conn.recv()
                 except EOFError:  # the worker died (an abort in native code): a crash kills the mutant
@@ -405,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
                         help="worker processes (default: one per CPU)")
     parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds a mutant's check may take before it is stopped and reported as timed out")
+                        help="seconds a mutant's check may take (then it is stopped, reported as timed out)")
     parser.add_argument("--slice", default="",
                         help="K/N: only the K-th of N equal slices of the selected rules (K from 1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every mutant's outcome")

@@ -111,7 +111,13 @@ def _stop_helper() -> None:
         proc.stdout.close()
 
 
+def _forget_helper() -> None:
+    """In a forked child: the parent's helper and lock are the parent's; the child starts its own."""
+    _Helper.lock, _Helper.process = threading.Lock(), None
+
+
 atexit.register(_stop_helper)
+os.register_at_fork(after_in_child=_forget_helper)
 
 
 MACHINE_CODE_CACHE = 32

@@ -63,3 +63,17 @@ def test_a_rejected_module_and_a_dead_helper_are_compile_errors():
     jit._Helper.process.kill()  # killed between requests (say, by the OOM killer): a fresh one serves
     jit._Helper.process.wait()
     assert jit.machine_code(module(9))
+
+
+def test_a_forked_child_starts_its_own_helper():
+    jit.machine_code(module(20))
+    parent = jit._Helper.process.pid
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        ok = jit._Helper.process is None and jit.machine_code(module(21)) and jit._Helper.process.pid != parent
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert jit._Helper.process.pid == parent and jit.machine_code(module(22))

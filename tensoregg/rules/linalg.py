@@ -193,7 +193,7 @@ def _conv_affine_rule(op: str, commuted: bool, with_bias: bool) -> None:
                lhs, weight, new_bias,
                [*_per_channel(conv, op == "Add" and not with_bias), *(HAS_BIAS if with_bias else [])],
                lambda: _conv_affine_example(op, commuted, with_bias),
-               lambda: _conv_affine_example(op, commuted, with_bias, any_s=True))
+               lambda: _conv_affine_counter(op, commuted, with_bias))
 
 
 for _op in ("Mul", "Add"):
@@ -308,12 +308,12 @@ def _conv_affine_example(op: str, commuted: bool, with_bias: bool, any_s: bool =
     (C, 1, ...), or (when B is present or op is Mul) ones of any length up to the output's rank;
     ``any_s``: s not per-channel (the premises broken): varying along one non-channel axis (and maybe
     the channels), that axis the last of a Conv with 4 spatial axes (past the rank the premises
-    check), or with an extra leading axis (s widens the result)."""
+    check), or with an extra leading axis (s widens the result; of 2 or of 1 element)."""
     from hypothesis import strategies as st
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        how = draw(st.sampled_from(["axis", "rank", "wider"])) if any_s else ""
+        how = draw(st.sampled_from(["axis", "rank", "wider", "wider-ones"])) if any_s else ""
         conv, consts, feeds = _draw_conv(draw, with_bias, 4 if how == "rank" else None)
         channels, ones = consts["w"].shape[0], (1,) * (consts["w"].ndim - 2)
         shapes = [(1, channels, *ones), (channels, *ones)]
@@ -325,13 +325,24 @@ def _conv_affine_example(op: str, commuted: bool, with_bias: bool, any_s: bool =
             j = len(out) - 1 if how == "rank" else draw(st.sampled_from(axes))
             keep = draw(st.booleans())
             shapes = [tuple(d if k == j or (k == 1 and keep) else 1 for k, d in enumerate(out))]
-            if how == "wider":
-                shapes = [(2, *(1,) * len(out))]
+            if how.startswith("wider"):
+                shapes = [(2 if how == "wider" else 1, *(1,) * len(out))]
         consts["s"] = _f32(draw, draw(st.sampled_from(shapes)), -2.0, 2.0)
         affine = Node(op, ("s", "t") if commuted else ("t", "s"), ("y",))
         return _case([conv, affine], feeds, consts)
 
     return build()
+
+
+def _conv_affine_counter(op: str, commuted: bool, with_bias: bool) -> Any:
+    """Premise-breaking cases: s not per-channel, or (for the rules over a Conv with a bias) a Conv
+    without one, whose absent bias the premises must not take for a present one."""
+    from hypothesis import strategies as st
+
+    cases = [_conv_affine_example(op, commuted, with_bias, any_s=True)]
+    if with_bias:
+        cases.append(_conv_affine_example(op, commuted, False))
+    return st.one_of(*cases)
 
 
 def _gemm_bn_example(trans_b: int, with_c: bool, any_c: bool = False) -> Any:

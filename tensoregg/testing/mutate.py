@@ -52,8 +52,6 @@ dropping one gives an equivalent mutant."""
 EQUIVALENT: dict[str, str] = {
     **{f"transpose-compose-rank{r}~drop{k}": "a perm is a Vec of 0 or 1 elements: indexing an unset one "
        "fails the action, so the length premise only restates that" for r in range(1, 7) for k in (1, 2)},
-    "sub-of-neg~swap1": "a + b = b + a in IEEE arithmetic (NaNs compare equal whatever their payload)",
-    "mul-of-negs~swap1": "a * b = b * a in IEEE arithmetic",
     **{f"matmul-add-to-gemm{c}~drop7": "the reference's Gemm equals MatMul + Add in every dtype both take "
        "(the dtype sweep shows it); the float32 premise keeps the rewrite to what the targets' kernels handle"
        for c in ("", "-commuted")},
@@ -68,11 +66,6 @@ EQUIVALENT: dict[str, str] = {
        for t in ("", "-trans-b")},
     **{f"gemm-bn-fold-trans-b{c}~const{k}": "transB = 2 means transposed as 1 does (ONNX: nonzero)"
        for c, k in (("", 12), ("-no-c", 7))},
-    **{f"{op}-transpose-sink-{form}~{m}": "an unset perm's default only needs a length > 0: any 1-element "
-       "default passes as the real one does" for op in ("add", "sub", "mul", "div", "pow", "mod")
-       for form in ("ts", "st") for m in ("const4",)},
-    **{f"{op}-transpose-sink{form}~swap1": "a + b = b + a and a * b = b * a in IEEE arithmetic"
-       for op in ("add", "mul") for form in ("", "-ts", "-st")},
     "abs-of-neg~drop2": "ONNX's Neg takes no unsigned type: the signed-dtype premise excludes no valid graph",
     "conv-winograd~drop2": "the shape premises leave a stride other than 1 only along an axis with one "
     "output row, where it does not matter",
@@ -83,10 +76,33 @@ EQUIVALENT: dict[str, str] = {
 }
 """Mutants (by name) that are still sound, with the reason: survivors here are not misses."""
 
-IMPLIED: dict[str, tuple[str, str]] = {
-    f"conv-{op.lower()}-fold": (f"eq(dtype_of({op}(", f"the dtype of {op}(conv, s) is that of conv and s, "
-                                "which other premises fix") for op in ("Mul", "Add")}
-"""Rules (by name prefix) with a premise (by how it prints) that others imply: dropping it is no miss."""
+IMPLIED: list[tuple[str, str, str]] = [
+    *[(f"conv-{op.lower()}-fold", f"eq(dtype_of({op}(",
+       f"the dtype of {op}(conv, s) is that of conv and s, which other premises fix")
+      for op in ("Mul", "Add")],
+    *[(f"conv-{op}-fold", premise,
+       "Mul and Add take operands of one type (ONNX's T): s's dtype is the Conv's, so either premise implies "
+       "the other") for op in ("mul", "add") for premise in ("eq(dtype_of(s)).to(dt)", "eq(dtype_of(Conv(")],
+    ("swi-glu-transpose-sink", "eq(p.length()).to(i64(1))", "SwiGLU does not broadcast: its operands have "
+     "one shape, so the unset perms (each reversing its operand's axes) are one perm, as the rule needs"),
+    *[(f"conv-{op}-fold", 'Vec[String]("float32", "float16").contains(dt)',
+       "Conv takes float types only, where folding a per-channel factor or term is the same law (within "
+       "rounding) for every one; the premise keeps the fold to the dtypes the targets' kernels take")
+      for op in ("mul", "add")],
+]
+"""(rule name prefix, how a premise prints (its start), why): premises that others (or ONNX's typing)
+imply, so that dropping one is no miss. Keyed by the premise's text, not its position."""
+
+EQUIVALENT_CHANGES: list[tuple[str, str]] = [
+    ("p.push(Vec[i64](1))[0].length() > 0", "an unset perm's default only needs a length > 0: any 1-element "
+     "default passes as the real one does"),
+]
+"""(how a mutated fact or action prints, or part of it; why): const, axis and swap mutants that are
+still sound, keyed by what they changed rather than by position."""
+
+COMMUTATIVE_OPS = ("Add", "Mul", "And", "Or", "Xor", "Equal", "BitwiseAnd", "BitwiseOr", "BitwiseXor")
+"""Binary ops whose operands commute exactly (IEEE addition and multiplication are commutative, NaN
+payloads aside): a mutant that swaps their two operands is equivalent."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +115,10 @@ class Mutant:
     """For ``drop``: the premise removed, as egglog prints it."""
     restated: bool = False
     """For ``drop``: the premise is a pattern that another premise contains, so it is still matched."""
+    commuted: str = ""
+    """For ``swap``: the op of ``COMMUTATIVE_OPS`` whose two operands were swapped."""
+    changed: str = ""
+    """For ``swap``, ``const`` and ``axis``: the mutated fact or action, as egglog prints it."""
 
     @property
     def equivalent(self) -> str | None:
@@ -107,8 +127,13 @@ class Mutant:
             return "drops a constant-leaf premise, which only makes the rule pay"
         if self.restated:
             return "drops a pattern another premise contains"
-        for prefix, (premise, why) in IMPLIED.items():
+        if self.commuted:
+            return f"swaps the operands of {self.commuted}, which commute"
+        for prefix, premise, why in IMPLIED:
             if self.name.startswith(prefix) and self.dropped.startswith(premise):
+                return why
+        for text, why in EQUIVALENT_CHANGES:
+            if self.changed and text in self.changed:
                 return why
         return EQUIVALENT.get(self.name)
 
@@ -161,7 +186,9 @@ def _swap_edits(e: TypedExprDecl, parent: TypedExprDecl | None) -> Iterator[tupl
                 swapped = list(args)
                 swapped[i], swapped[j] = args[j], args[i]
                 new = CallDecl(call.callable, tuple(swapped), call.bound_tp_params)
-                yield "swap", TypedExprDecl(e.tp, new)
+                op = getattr(getattr(call.callable, "ident", None), "name", "")
+                yield ("swap:" + op if op in COMMUTATIVE_OPS and len(args) == 2 else "swap"), \
+                    TypedExprDecl(e.tp, new)
 
 
 def _fact_variants(f: Fact, edit: Edit) -> Iterator[tuple[str, Fact]]:
@@ -186,28 +213,30 @@ def _action_variants(a: Action, edit: Edit) -> Iterator[tuple[str, Action]]:
 def mutants(rule: Rule) -> list[Mutant]:
     """Every mutant of ``rule`` (see the module docstring), stillborn ones included."""
     facts, actions = [_fact(f) for f in rule.facts], [_action(a) for a in rule.actions]
-    found: list[tuple[str, list[Fact], list[Action], str]] = []
+    found: list[tuple[str, list[Fact], list[Action], str, str]] = []
     is_rewrite = len(actions) == 1 and isinstance(actions[0].action, UnionDecl)
     for k in range(1 if is_rewrite else 0, len(facts)):
-        found.append(("drop", facts[:k] + facts[k + 1:], actions, str(facts[k])))
+        found.append(("drop", facts[:k] + facts[k + 1:], actions, str(facts[k]), ""))
     texts = [str(f) for f in facts]
     patterns = {t for f, t in zip(facts, texts) if isinstance(f.fact, ExprFactDecl)
                 and f.fact.typed_expr.tp.ident.name == "Tensor"}  # a bare term: it exists
     for k, f in enumerate(facts):
         for kind, new in _fact_variants(f, _literal_edits):
-            found.append((kind, [*facts[:k], new, *facts[k + 1:]], actions, ""))
+            found.append((kind, [*facts[:k], new, *facts[k + 1:]], actions, "", str(new)))
     for k, a in enumerate(actions):
         for kind, new_a in _action_variants(a, _literal_edits):
-            found.append((kind, facts, [*actions[:k], new_a, *actions[k + 1:]], ""))
+            found.append((kind, facts, [*actions[:k], new_a, *actions[k + 1:]], "", str(new_a)))
         for kind, new_a in _action_variants(a, _swap_edits):
-            found.append((kind, facts, [*actions[:k], new_a, *actions[k + 1:]], ""))
+            found.append((kind, facts, [*actions[:k], new_a, *actions[k + 1:]], "", str(new_a)))
     out, counts = [], dict.fromkeys(("drop", "swap", "const", "axis"), 0)
-    for kind, fs, acts, dropped in found:
+    for tagged, fs, acts, dropped, changed in found:
+        kind, _, commuted = tagged.partition(":")
         counts[kind] += 1
         name = f"{rule.name}~{kind}{counts[kind]}"
         try:
             restated = dropped in patterns and any(dropped in t for t in texts if t != dropped)
-            out.append(Mutant(rule.rebuilt(fs, acts, name=name), kind, name, dropped, restated))
+            out.append(Mutant(rule.rebuilt(fs, acts, name=name), kind, name, dropped, restated, commuted,
+                              changed))
         except Exception:  # egglog refused to build it: stillborn
             continue
     return out
@@ -264,11 +293,15 @@ class FamilyScore:
         return self.killed + len(self.survivors)
 
 
-def _mutant_outcome(mutant: Mutant, examples: int, premise_breaking: int) -> tuple[str, str]:
-    """(``stillborn``/``killed``/``survived``, how) for one mutant: what a worker sends back."""
+def _mutant_outcome(mutant: Mutant, examples: int, premise_breaking: int, escalate: int) -> tuple[str, str]:
+    """(``stillborn``/``killed``/``survived``, how) for one mutant: what a worker sends back. A
+    mutant that survives, not known to be equivalent, is checked again on ``escalate`` times as many
+    cases (most mutants die on the first few: only survivors pay for the longer check)."""
     if not viable(mutant):
         return "stillborn", ""
     outcome = run_mutant(mutant, examples, premise_breaking)
+    if not outcome.killed and escalate > 1 and not mutant.equivalent:
+        outcome = run_mutant(mutant, examples * escalate, premise_breaking * escalate)
     return ("killed" if outcome.killed else "survived"), outcome.how
 
 
@@ -276,7 +309,7 @@ def _rule_named(name: str) -> Rule:
     return next(r for f in RULESETS.values() for r in f.rules if r.name == name)
 
 
-def _worker(conn: Connection, examples: int, premise_breaking: int) -> None:
+def _worker(conn: Connection, examples: int, premise_breaking: int, escalate: int) -> None:
     """A worker process: checks the mutants (rule name, mutant name) it receives, until None."""
     os.environ["RUST_BACKTRACE"] = "0"
     built: dict[str, dict[str, Mutant]] = {}
@@ -284,11 +317,11 @@ def _worker(conn: Connection, examples: int, premise_breaking: int) -> None:
         rule, name = task
         if rule not in built:
             built[rule] = {m.name: m for m in mutants(_rule_named(rule))}
-        conn.send(_mutant_outcome(built[rule][name], examples, premise_breaking))
+        conn.send(_mutant_outcome(built[rule][name], examples, premise_breaking, escalate))
 
 
 def outcomes(todo: Sequence[Mutant], examples: int = 6, premise_breaking: int = 8, *, jobs: int = 1,
-             timeout: float = 60.0) -> Iterator[tuple[int, str, str]]:
+             timeout: float = 60.0, escalate: int = 1) -> Iterator[tuple[int, str, str]]:
     """(index, result, how) for each mutant of ``todo`` (of registered rules), in the order they
     finish, checked in ``jobs`` worker processes; a check that runs past ``timeout`` seconds is
     killed with its worker (result ``timeout``) and a fresh worker takes its place. Workers are
@@ -303,7 +336,7 @@ def outcomes(todo: Sequence[Mutant], examples: int = 6, premise_breaking: int = 
 
     def start() -> tuple[Any, Connection]:
         ours, theirs = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(theirs, examples, premise_breaking), daemon=True)
+        proc = ctx.Process(target=_worker, args=(theirs, examples, premise_breaking, escalate), daemon=True)
         proc.start()
         theirs.close()
         return proc, ours
@@ -352,13 +385,15 @@ def outcomes(todo: Sequence[Mutant], examples: int = 6, premise_breaking: int = 
 
 
 def score(rules: Sequence[Rule], examples: int = 6, premise_breaking: int = 8,
-          log: Callable[[str], None] | None = None, *, jobs: int = 1,
-          timeout: float = 60.0) -> dict[str, FamilyScore]:
-    """Mutate every rule of ``rules`` and check each mutant (``outcomes``: ``jobs`` processes, at most
-    ``timeout`` seconds a mutant): one score per family."""
-    todo = [m for rule in rules for m in mutants(rule)]
+          log: Callable[[str], None] | None = None, *, jobs: int = 1, timeout: float = 60.0,
+          escalate: int = 1, only: Sequence[str] = ()) -> dict[str, FamilyScore]:
+    """Mutate every rule of ``rules`` and check each mutant (or those named in ``only``) with
+    ``outcomes`` (``jobs`` processes, at most ``timeout`` seconds a mutant, survivors checked again on
+    ``escalate`` times the cases): one score per family."""
+    todo = [m for rule in rules for m in mutants(rule) if not only or m.name in only]
     scores = {r.family: FamilyScore(r.family) for r in rules}
-    for k, result, how in outcomes(todo, examples, premise_breaking, jobs=jobs, timeout=timeout):
+    for k, result, how in outcomes(todo, examples, premise_breaking, jobs=jobs, timeout=timeout,
+                                   escalate=escalate):
         mutant = todo[k]
         fam = scores[mutant.rule.family]
         if result == "stillborn":
@@ -372,6 +407,7 @@ def score(rules: Sequence[Rule], examples: int = 6, premise_breaking: int = 8,
             fam.timeouts.append(mutant.name)
         elif mutant.equivalent:
             fam.equivalent += 1
+            result = "equivalent"
         else:
             fam.survivors.append(mutant.name)
         if log:
@@ -410,17 +446,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds a mutant's check may take (then it is stopped, reported as timed out)")
     parser.add_argument("--slice", default="",
                         help="K/N: only the K-th of N equal slices of the selected rules (K from 1)")
+    parser.add_argument("--escalate", type=int, default=5,
+                        help="check a surviving mutant again on this many times the cases (1: not again)")
+    parser.add_argument("--mutant", action="append", default=[], help="only this mutant (repeatable)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every mutant's outcome")
     args = parser.parse_args(argv)
     os.environ["RUST_BACKTRACE"] = "0"  # a mutant's egglog panic is a kill, not pages of stack
+    named = {m.split("~")[0] for m in args.mutant}
     rules = [r for f in RULESETS.values() if not args.family or f.name in args.family for r in f.rules
-             if not args.rule or r.name in args.rule]
+             if (not args.rule or r.name in args.rule) and (not named or r.name in named)]
     if args.slice:
         k, n = (int(v) for v in args.slice.split("/"))
         rules = rules[(k - 1) * len(rules) // n:k * len(rules) // n]
     start = time.perf_counter()
     scores = score(rules, args.examples, args.premise_cases, log=print if args.verbose else None,
-                   jobs=args.jobs, timeout=args.timeout)
+                   jobs=args.jobs, timeout=args.timeout, escalate=args.escalate, only=args.mutant)
     print(report(scores))
     print(f"{len(rules)} rules in {time.perf_counter() - start:.0f} s")
     return 0

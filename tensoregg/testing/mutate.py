@@ -55,13 +55,6 @@ EQUIVALENT: dict[str, str] = {
     **{f"matmul-add-to-gemm{c}~drop7": "the reference's Gemm equals MatMul + Add in every dtype both take "
        "(the dtype sweep shows it); the float32 premise keeps the rewrite to what the targets' kernels handle"
        for c in ("", "-commuted")},
-    **{f"{r}~{m}": "Flatten(t, -1) = Flatten(t, 0) for the 1-D bias (or zero) vector t"
-       for r, m in [("conv-bn-fold", "const5"), ("gemm-bn-fold-no-c", "const4"),
-                    ("gemm-bn-fold-trans-b-no-c", "const4"), ("conv-bn-fold-no-bias", "const5")]},
-    **{f"{r}~{m}": "BatchNormalization of a zero vector computes -mean * scale / sqrt(var + eps) + shift, "
-       "symmetric in scale and mean"
-       for r, m in [("conv-bn-fold-no-bias", "swap25"), ("gemm-bn-fold-no-c", "swap21"),
-                    ("gemm-bn-fold-trans-b-no-c", "swap21")]},
     **{f"gemm-bn-fold{t}~drop9": "for a C of shape () the next premise's sc[-1] fails the match"
        for t in ("", "-trans-b")},
     **{f"gemm-bn-fold-trans-b{c}~const{k}": "transB = 2 means transposed as 1 does (ONNX: nonzero)"
@@ -96,6 +89,13 @@ imply, so that dropping one is no miss. Keyed by the premise's text, not its pos
 EQUIVALENT_CHANGES: list[tuple[str, str]] = [
     ("p.push(Vec[i64](1))[0].length() > 0", "an unset perm's default only needs a length > 0: any 1-element "
      "default passes as the real one does"),
+    ('CastLike(Less(mean, mean), mean, "up", 2)', "CastLike's saturate acts only on casts to float8 types, "
+     "and mean is BatchNormalization's (float16, bfloat16, float32 or float64)"),
+    *[(f"Flatten({t}, 0)", "Flatten(t, -1) = Flatten(t, 0), of shape (1, C), for the 1-D bias or zero "
+       "vector t")
+      for t in ("bias", 'CastLike(Less(mean, mean), mean, "up", 1)')],
+    ('Flatten(CastLike(Less(mean, mean), mean, "up", 1), -1), mean, shift, scale,', "BatchNormalization "
+     "of a zero vector computes -mean * scale / sqrt(var + eps) + shift, symmetric in scale and mean"),
 ]
 """(how a mutated fact or action prints, or part of it; why): const, axis and swap mutants that are
 still sound, keyed by what they changed rather than by position."""

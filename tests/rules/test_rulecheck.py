@@ -66,6 +66,18 @@ def test_mutants_cover_each_kind():
 def test_a_sound_rule_survives_its_own_check():
     (mutant,) = [m for m in mutants(RULES["sub-of-neg"]) if m.kind == "swap"]
     assert not run_mutant(mutant, 2, 4).killed  # a + b = b + a: an equivalent mutant
+    assert mutant.commuted == "Add" and "commute" in mutant.equivalent
+
+
+def test_equivalent_mutants_are_known_by_what_they_change_not_their_position():
+    """The BN folds' equivalent mutants (saturate of the zero's CastLike, Flatten(t, 0) of a 1-D t,
+    scale and mean swapped around a zero vector) are recognised by the mutated text, whatever their
+    number; a mutant of the same kind elsewhere in the rule is not."""
+    found = {m.name: m for n in ("conv-bn-fold-no-bias", "gemm-bn-fold-no-c") for m in mutants(RULES[n])}
+    why = {n: m.equivalent for n, m in found.items() if m.kind != "drop"}
+    assert sum("saturate" in (w or "") for w in why.values()) >= 4
+    assert sum("symmetric in scale and mean" in (w or "") for w in why.values()) == 2
+    assert any(w is None for n, w in why.items() if "~const" in n)
 
 
 @pytest.mark.parametrize("family", sorted(RULESETS))

@@ -76,6 +76,9 @@ IMPLIED: list[tuple[str, str, str]] = [
     *[(f"conv-{op}-fold", premise,
        "Mul and Add take operands of one type (ONNX's T): s's dtype is the Conv's, so either premise implies "
        "the other") for op in ("mul", "add") for premise in ("eq(dtype_of(s)).to(dt)", "eq(dtype_of(Conv(")],
+    *[(f"{op}-merge-parallel", "ne(w", "the distinct-weights premise only keeps a product from merging with "
+       "itself: op(x, Concat(W, W)) split in two gives op(x, W) twice, as sound") for op in ("matmul", "gemm",
+                                                                                            "conv")],
     ("swi-glu-transpose-sink", "eq(p.length()).to(i64(1))", "SwiGLU does not broadcast: its operands have "
      "one shape, so the unset perms (each reversing its operand's axes) are one perm, as the rule needs"),
     *[(f"conv-{op}-fold", 'Vec[String]("float32", "float16").contains(dt)',

@@ -57,8 +57,6 @@ EQUIVALENT: dict[str, str] = {
        for c in ("", "-commuted")},
     **{f"gemm-bn-fold{t}~drop9": "for a C of shape () the next premise's sc[-1] fails the match"
        for t in ("", "-trans-b")},
-    **{f"gemm-bn-fold-trans-b{c}~const{k}": "transB = 2 means transposed as 1 does (ONNX: nonzero)"
-       for c, k in (("", 12), ("-no-c", 7))},
     "abs-of-neg~drop2": "ONNX's Neg takes no unsigned type: the signed-dtype premise excludes no valid graph",
     "conv-winograd~drop2": "the shape premises leave a stride other than 1 only along an axis with one "
     "output row, where it does not matter",
@@ -92,6 +90,7 @@ imply, so that dropping one is no miss. Keyed by the premise's text, not its pos
 EQUIVALENT_CHANGES: list[tuple[str, str]] = [
     ("p.push(Vec[i64](1))[0].length() > 0", "an unset perm's default only needs a length > 0: any 1-element "
      "default passes as the real one does"),
+    ("1.0, trans_a, 2,)", "transB = 2 means transposed, as 1 does (ONNX: any nonzero value)"),
     ('CastLike(Less(mean, mean), mean, "up", 2)', "CastLike's saturate acts only on casts to float8 types, "
      "and mean is BatchNormalization's (float16, bfloat16, float32 or float64)"),
     *[(f"Flatten({t}, 0)", "Flatten(t, -1) = Flatten(t, 0), of shape (1, C), for the 1-D bias or zero "
@@ -100,8 +99,8 @@ EQUIVALENT_CHANGES: list[tuple[str, str]] = [
     ('Flatten(CastLike(Less(mean, mean), mean, "up", 1), -1), mean, shift, scale,', "BatchNormalization "
      "of a zero vector computes -mean * scale / sqrt(var + eps) + shift, symmetric in scale and mean"),
 ]
-"""(how a mutated fact or action prints, or part of it; why): const, axis and swap mutants that are
-still sound, keyed by what they changed rather than by position."""
+"""(how a mutated fact or action prints, or part of it, white space aside; why): const, axis and swap
+mutants that are still sound, keyed by what they changed rather than by position."""
 
 COMMUTATIVE_OPS = ("Add", "Mul", "And", "Or", "Xor", "Equal", "BitwiseAnd", "BitwiseOr", "BitwiseXor")
 """Binary ops whose operands commute exactly (IEEE addition and multiplication are commutative, NaN
@@ -135,8 +134,9 @@ class Mutant:
         for prefix, premise, why in IMPLIED:
             if self.name.startswith(prefix) and self.dropped.startswith(premise):
                 return why
+        changed = "".join(self.changed.split())
         for text, why in EQUIVALENT_CHANGES:
-            if self.changed and text in self.changed:
+            if changed and "".join(text.split()) in changed:
                 return why
         return EQUIVALENT.get(self.name)
 

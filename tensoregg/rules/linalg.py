@@ -347,7 +347,8 @@ def _conv_affine_counter(op: str, commuted: bool, with_bias: bool) -> Any:
 
 def _gemm_bn_example(trans_b: int, with_c: bool, any_c: bool = False) -> Any:
     """a -> Gemm(B, C?; alpha, transA, transB) -> BatchNormalization over the N columns; ``any_c``:
-    N >= 2 and C one value per row, a scalar or of shape () and beta 1 or not (premises broken)."""
+    N >= 2 and C one value per row, a scalar or of shape () and beta 1 or not, or a C of a right
+    shape with beta 0.5 (premises broken)."""
     from hypothesis import strategies as st
 
     from tensoregg.strategies import broadcastable_shapes
@@ -359,8 +360,9 @@ def _gemm_bn_example(trans_b: int, with_c: bool, any_c: bool = False) -> Any:
         attrs = {"alpha": draw(st.sampled_from([1.0, 0.5])), "transA": trans_a, "transB": trans_b,
                  "beta": draw(st.sampled_from([1.0, 0.5])) if any_c else 1.0}
         consts = {"w": _f32(draw, (n, k) if trans_b else (k, n)), **_bn_consts(draw, n)}
-        if with_c:
-            c_shape = (draw(st.sampled_from([(m, 1), (1,), (1, 1), ()])) if any_c else
+        if with_c:  # any_c: C of a wrong shape, or of a right one with beta != 1
+            wrong = any_c and (attrs["beta"] == 1.0 or draw(st.booleans()))
+            c_shape = (draw(st.sampled_from([(m, 1), (1,), (1, 1), ()])) if wrong else
                        draw(broadcastable_shapes((m, n)).filter(lambda sh: len(sh) >= 1 and sh[-1] == n)))
             consts["c"] = _f32(draw, c_shape)
         gemm = Node("Gemm", ("a", "w", "c" if with_c else ""), ("t",), attrs)

@@ -102,9 +102,11 @@ EQUIVALENT_CHANGES: list[tuple[str, str]] = [
 """(how a mutated fact or action prints, or part of it, white space aside; why): const, axis and swap
 mutants that are still sound, keyed by what they changed rather than by position."""
 
-COMMUTATIVE_OPS = ("Add", "Mul", "And", "Or", "Xor", "Equal", "BitwiseAnd", "BitwiseOr", "BitwiseXor")
-"""Binary ops whose operands commute exactly (IEEE addition and multiplication are commutative, NaN
-payloads aside): a mutant that swaps their two operands is equivalent."""
+COMMUTATIVE_OPS = ("Add", "Mul", "And", "Or", "Xor", "Equal", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "Sum",
+                   "Mean")
+"""Ops whose two operands commute exactly (IEEE addition and multiplication are commutative, NaN
+payloads aside; Sum and Mean of two are a + b and (a + b) / 2): a mutant that swaps them is
+equivalent. Not Max and Min: which of -0 and +0 they give depends on the order."""
 
 
 @dataclass(frozen=True)
@@ -177,10 +179,18 @@ def _literal_edits(e: TypedExprDecl, parent: TypedExprDecl | None) -> Iterator[t
         yield "const", TypedExprDecl(e.tp, LitDecl(value + 0.5))
 
 
+def _op_name(e: TypedExprDecl | None) -> str:
+    if e is None or not isinstance(e.expr, CallDecl):
+        return ""
+    return getattr(getattr(e.expr.callable, "ident", None), "name", "")
+
+
 def _swap_edits(e: TypedExprDecl, parent: TypedExprDecl | None) -> Iterator[tuple[str, TypedExprDecl]]:
     if not isinstance(e.expr, CallDecl):
         return
     call, args = e.expr, e.expr.args
+    # the op whose two operands a swap here exchanges: this call's, or a variadic op's over this Vec
+    op = _op_name(parent) if _op_name(e) == "Vec" else _op_name(e)
     if getattr(call.callable, "method_name", None) in COMMUTATIVE and e.tp.ident.name == "i64":
         return
     for i in range(len(args)):
@@ -189,7 +199,6 @@ def _swap_edits(e: TypedExprDecl, parent: TypedExprDecl | None) -> Iterator[tupl
                 swapped = list(args)
                 swapped[i], swapped[j] = args[j], args[i]
                 new = CallDecl(call.callable, tuple(swapped), call.bound_tp_params)
-                op = getattr(getattr(call.callable, "ident", None), "name", "")
                 yield ("swap:" + op if op in COMMUTATIVE_OPS and len(args) == 2 else "swap"), \
                     TypedExprDecl(e.tp, new)
 

@@ -305,7 +305,7 @@ def _conv_bn_example(with_bias: bool) -> Any:
 
 def _conv_affine_example(op: str, commuted: bool, with_bias: bool, any_s: bool = False) -> Any:
     """x -> Conv(W, B?) (see ``_draw_conv``) -> Mul/Add with a constant s of shape (1, C, 1, ...) or
-    (C, 1, ...), or (when B is present or op is Mul) ones of any length up to the output's rank;
+    (C, 1, ...), or (when B is present, op is Mul or C is 1) ones of any length up to the output's rank;
     ``any_s``: s not per-channel (the premises broken): varying along one non-channel axis (and maybe
     the channels), that axis the last of a Conv with 4 spatial axes (past the rank the premises
     check), or with an extra leading axis (s widens the result; of 2 or of 1 element)."""
@@ -317,7 +317,7 @@ def _conv_affine_example(op: str, commuted: bool, with_bias: bool, any_s: bool =
         conv, consts, feeds = _draw_conv(draw, with_bias, 4 if how == "rank" else None)
         channels, ones = consts["w"].shape[0], (1,) * (consts["w"].ndim - 2)
         shapes = [(1, channels, *ones), (channels, *ones)]
-        if op == "Mul" or with_bias:
+        if op == "Mul" or with_bias or channels == 1:  # ones: one value for all channels
             shapes += [(1,) * n for n in range(consts["w"].ndim + 1)]
         if any_s:  # s varying along one axis j other than the channels' (and maybe along them too)
             out = Graph({"x": TensorType.of(feeds["x"])}, consts, [conv], ["t"]).types["t"].shape

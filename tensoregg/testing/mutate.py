@@ -90,6 +90,8 @@ imply, so that dropping one is no miss. Keyed by the premise's text, not its pos
 EQUIVALENT_CHANGES: list[tuple[str, str]] = [
     ("p.push(Vec[i64](1))[0].length() > 0", "an unset perm's default only needs a length > 0: any 1-element "
      "default passes as the real one does"),
+    ("Max(Vec[Tensor](xz, xq))", "the max of two integers (8-bit data and its zero point) is the same in "
+     "either order"),
     ("1.0, trans_a, 2,)", "transB = 2 means transposed, as 1 does (ONNX: any nonzero value)"),
     ('CastLike(Less(mean, mean), mean, "up", 2)', "CastLike's saturate acts only on casts to float8 types, "
      "and mean is BatchNormalization's (float16, bfloat16, float32 or float64)"),

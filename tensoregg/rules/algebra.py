@@ -18,7 +18,15 @@ from egglog import String, Vec, eq, i64, join, var
 
 from tensoregg.ir.terms import CONSTRUCTORS, Tensor, attr_vars, dtype_of, shape_of, term
 from tensoregg.rules.registry import Family
-from tensoregg.rules.witness import binary_case, cast_chain, chain, np_dtype, permutations, view_chain
+from tensoregg.rules.witness import (
+    binary_case,
+    cast_chain,
+    chain,
+    int_min_chain,
+    np_dtype,
+    permutations,
+    view_chain,
+)
 
 algebra = Family("algebra", __doc__ or "")
 
@@ -63,7 +71,8 @@ algebra.rewrite("abs-idempotent", "abs(abs(x)) = abs(x)", Abs(Abs(x)), Abs(x),
 # (|-128| is -128 in int8), which relu maps to 0
 algebra.rewrite("relu-of-abs", "relu(abs(x)) = abs(x) for float x (integers: |min| wraps below 0)",
                 Relu(Abs(x)), Abs(x), eq(dtype_of(x)).to(dt), _names(RELU_OF_ABS).contains(dt),
-                example=lambda: chain([("Abs", {}), ("Relu", {})]))
+                example=lambda: chain([("Abs", {}), ("Relu", {})]),
+                counter=lambda: int_min_chain([("Abs", {}), ("Relu", {})]))
 # -(-x) = x
 algebra.rewrite("neg-involution", "neg(neg(x)) = x", Neg(Neg(x)), x,
                 example=lambda: chain([("Neg", {}), ("Neg", {}), ("Relu", {})]))

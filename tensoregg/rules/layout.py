@@ -134,7 +134,8 @@ def _sink_axis(op: str) -> None:
     rank = p[0].length()
     layout.rewrite(f"{_kebab(op)}-transpose-sink", f"{op}(T(x, p), axis) = T({op}(x, p[axis]), p)",
                    fn(Transpose(x, p), axis), Transpose(fn(x, p[0][(axis + rank) % rank]), p),
-                   eq(p.length()).to(i64(1)), example=partial(_axis_example, op))
+                   eq(p.length()).to(i64(1)), example=partial(_axis_example, op),
+                   counter=partial(_axis_example, op, True))
 
 
 def forms(op: str) -> tuple[str, ...]:
@@ -164,16 +165,25 @@ def _extra_inputs(op: str, draw: Any, consts: dict[str, np.ndarray]) -> list[str
     return names
 
 
+def _broken_how(draw: Any, op: str, form: str) -> str:
+    """Which premise ``_example`` breaks (see there)."""
+    from hypothesis import strategies as st
+
+    if op in VARIADIC and draw(st.booleans()):
+        return "third"
+    return draw(st.sampled_from(["wide", "empty-perm"])) if "s" in form else "unset"
+
+
 def _example(op: str, form: str, broken: bool = False) -> Any:
     """Strategy of (Graph, feeds): ``op`` over operands of ``form``: each ``t`` operand a graph input
     of one rank (after the first, some sides 1) transposed by one random perm, each ``s`` operand a
     constant of shape () or (1,).
 
-    ``broken`` (a premise broken), for a form with an ``s``: s of shape (n,) or (1, n) for the
-    transposed value's last side n > 1, or a scalar x transposed by the explicit perm []; for a form
-    with several ``t``: the perms left unset (each reverses its operand's axes), operands after the
-    first (but SwiGLU's) with their leading axis dropped (all sides equal, so that both sides
-    broadcast)."""
+    ``broken`` (a premise broken), for a form with an ``s``: one s (the others scalar-shaped) of shape
+    (n,) or (1, n) for the transposed value's last side n > 1, or a scalar x transposed by the
+    explicit perm []; for a form with several ``t``: the perms left unset (each reverses its operand's
+    axes), operands after the first (but SwiGLU's) with their leading axis dropped (all sides equal,
+    so that both sides broadcast); for a variadic op, also: a third operand (the rules match two)."""
     from hypothesis import assume
     from hypothesis import strategies as st
 
@@ -184,9 +194,8 @@ def _example(op: str, form: str, broken: bool = False) -> Any:
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        how = ""
-        if broken:
-            how = draw(st.sampled_from(["wide", "empty-perm"])) if "s" in form else "unset"
+        how = _broken_how(draw, op, form) if broken else ""
+        wide = draw(st.sampled_from([i for i, k in enumerate(form) if k == "s"])) if how == "wide" else -1
         base = draw(shapes(1, 4))
         if how == "unset":
             base = (draw(st.integers(2, 3)),) * draw(st.integers(2, 3))
@@ -212,12 +221,16 @@ def _example(op: str, form: str, broken: bool = False) -> Any:
                 operands.append(f"t{i}")
             else:
                 shape = draw(st.sampled_from([(), (1,)]))
-                if how == "wide":
+                if i == wide:
                     shape = draw(st.sampled_from([(base[-2],), (1, base[-2])]))
                 elif how == "empty-perm":
                     shape = (1,)
                 consts[f"c{i}"] = draw(arrays(dtype, shape))
                 operands.append(f"c{i}")
+        if how == "third":  # a third operand of the variadic op, of the first's shape
+            first = consts[operands[0]].shape if operands[0] in consts else tuple(base[a] for a in perm)
+            consts["c3"] = draw(arrays(dtypes[0], first))
+            operands.append("c3")
         operands += _extra_inputs(op, draw, consts)
         nodes.append(Node(op, tuple(operands), ("y",), EXAMPLE_ATTRS.get(op, {})))
         inputs = {k: TensorType.of(v) for k, v in feeds.items()}
@@ -230,13 +243,15 @@ def _example(op: str, form: str, broken: bool = False) -> Any:
     return build()
 
 
-def _axis_example(op: str) -> Any:
-    """Strategy of (Graph, feeds): x -> Transpose(random perm) -> ``op`` along a random axis."""
+def _axis_example(op: str, unset: bool = False) -> Any:
+    """Strategy of (Graph, feeds): x -> Transpose(random perm; ``unset``: the perm left unset, which
+    the rule's premise refuses) -> ``op`` along a random axis."""
     from hypothesis import strategies as st
 
     steps = st.integers(1, 4).flatmap(lambda rank: st.tuples(st.just(rank), permutations(rank),
                                                             st.integers(-rank, rank - 1)))
-    return steps.flatmap(lambda s: chain([("Transpose", {"perm": s[1]}), (op, {"axis": s[2]})], rank=s[0]))
+    return steps.flatmap(lambda s: chain([("Transpose", {} if unset else {"perm": s[1]}),
+                                          (op, {"axis": s[2]})], rank=s[0]))
 
 
 for _op in UNARY + BINARY + VARIADIC:

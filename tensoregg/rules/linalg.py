@@ -193,7 +193,7 @@ def _conv_affine_rule(op: str, commuted: bool, with_bias: bool) -> None:
                lhs, weight, new_bias,
                [*_per_channel(conv, op == "Add" and not with_bias), *(HAS_BIAS if with_bias else [])],
                lambda: _conv_affine_example(op, commuted, with_bias),
-               lambda: _conv_affine_example(op, commuted, with_bias, any_s=True))
+               lambda: _conv_affine_counter(op, commuted, with_bias))
 
 
 for _op in ("Mul", "Add"):
@@ -305,19 +305,19 @@ def _conv_bn_example(with_bias: bool) -> Any:
 
 def _conv_affine_example(op: str, commuted: bool, with_bias: bool, any_s: bool = False) -> Any:
     """x -> Conv(W, B?) (see ``_draw_conv``) -> Mul/Add with a constant s of shape (1, C, 1, ...) or
-    (C, 1, ...), or (when B is present or op is Mul) ones of any length up to the output's rank;
+    (C, 1, ...), or (when B is present, op is Mul or C is 1) ones of any length up to the output's rank;
     ``any_s``: s not per-channel (the premises broken): varying along one non-channel axis (and maybe
     the channels), that axis the last of a Conv with 4 spatial axes (past the rank the premises
-    check), or with an extra leading axis (s widens the result)."""
+    check), or with an extra leading axis (s widens the result; of 2 or of 1 element)."""
     from hypothesis import strategies as st
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        how = draw(st.sampled_from(["axis", "rank", "wider"])) if any_s else ""
+        how = draw(st.sampled_from(["axis", "rank", "wider", "wider-ones"])) if any_s else ""
         conv, consts, feeds = _draw_conv(draw, with_bias, 4 if how == "rank" else None)
         channels, ones = consts["w"].shape[0], (1,) * (consts["w"].ndim - 2)
         shapes = [(1, channels, *ones), (channels, *ones)]
-        if op == "Mul" or with_bias:
+        if op == "Mul" or with_bias or channels == 1:  # ones: one value for all channels
             shapes += [(1,) * n for n in range(consts["w"].ndim + 1)]
         if any_s:  # s varying along one axis j other than the channels' (and maybe along them too)
             out = Graph({"x": TensorType.of(feeds["x"])}, consts, [conv], ["t"]).types["t"].shape
@@ -325,8 +325,8 @@ def _conv_affine_example(op: str, commuted: bool, with_bias: bool, any_s: bool =
             j = len(out) - 1 if how == "rank" else draw(st.sampled_from(axes))
             keep = draw(st.booleans())
             shapes = [tuple(d if k == j or (k == 1 and keep) else 1 for k, d in enumerate(out))]
-            if how == "wider":
-                shapes = [(2, *(1,) * len(out))]
+            if how.startswith("wider"):
+                shapes = [(2 if how == "wider" else 1, *(1,) * len(out))]
         consts["s"] = _f32(draw, draw(st.sampled_from(shapes)), -2.0, 2.0)
         affine = Node(op, ("s", "t") if commuted else ("t", "s"), ("y",))
         return _case([conv, affine], feeds, consts)
@@ -334,9 +334,21 @@ def _conv_affine_example(op: str, commuted: bool, with_bias: bool, any_s: bool =
     return build()
 
 
+def _conv_affine_counter(op: str, commuted: bool, with_bias: bool) -> Any:
+    """Premise-breaking cases: s not per-channel, or (for the rules over a Conv with a bias) a Conv
+    without one, whose absent bias the premises must not take for a present one."""
+    from hypothesis import strategies as st
+
+    cases = [_conv_affine_example(op, commuted, with_bias, any_s=True)]
+    if with_bias:
+        cases.append(_conv_affine_example(op, commuted, False))
+    return st.one_of(*cases)
+
+
 def _gemm_bn_example(trans_b: int, with_c: bool, any_c: bool = False) -> Any:
     """a -> Gemm(B, C?; alpha, transA, transB) -> BatchNormalization over the N columns; ``any_c``:
-    N >= 2 and C one value per row, a scalar or of shape () and beta 1 or not (premises broken)."""
+    N >= 2 and C one value per row, a scalar or of shape () and beta 1 or not, or a C of a right
+    shape with beta 0.5 (premises broken)."""
     from hypothesis import strategies as st
 
     from tensoregg.strategies import broadcastable_shapes
@@ -348,8 +360,9 @@ def _gemm_bn_example(trans_b: int, with_c: bool, any_c: bool = False) -> Any:
         attrs = {"alpha": draw(st.sampled_from([1.0, 0.5])), "transA": trans_a, "transB": trans_b,
                  "beta": draw(st.sampled_from([1.0, 0.5])) if any_c else 1.0}
         consts = {"w": _f32(draw, (n, k) if trans_b else (k, n)), **_bn_consts(draw, n)}
-        if with_c:
-            c_shape = (draw(st.sampled_from([(m, 1), (1,), (1, 1), ()])) if any_c else
+        if with_c:  # any_c: C of a wrong shape, or of a right one with beta != 1
+            wrong = any_c and (attrs["beta"] == 1.0 or draw(st.booleans()))
+            c_shape = (draw(st.sampled_from([(m, 1), (1,), (1, 1), ()])) if wrong else
                        draw(broadcastable_shapes((m, n)).filter(lambda sh: len(sh) >= 1 and sh[-1] == n)))
             consts["c"] = _f32(draw, c_shape)
         gemm = Node("Gemm", ("a", "w", "c" if with_c else ""), ("t",), attrs)

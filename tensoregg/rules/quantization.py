@@ -104,7 +104,8 @@ def _conv_rule(per_channel: bool, with_bias: bool) -> None:
         name, "Q(conv(DQ(x), DQ(w), DQ(b))) = QLinearConv(x, w, round(DQ(b)/(x_s*w_s))): the int32 sum "
         "requantized once (exact for power-of-two scales, else up to a tie's rounding)",
         lhs, rhs, *_activations(), *_quantized(wq, ws, wz, "w"), *_weight_scale(per_channel), *int32,
-        example=lambda: _conv_example(per_channel, with_bias), exact=False)
+        example=lambda: _conv_example(per_channel, with_bias),
+        counter=lambda: _broken(_conv_example(per_channel, with_bias)), exact=False)
 
 
 for _per_channel in (False, True):
@@ -117,13 +118,14 @@ quantization.rewrite(
     _q(term("MatMul", _dq(xq, xs, xz, x_axis), _dq(wq, ws, wz, w_axis))),
     term("QLinearMatMul", xq, xs, xz, wq, ws, wz, ys, yz),
     *_activations(), *_quantized(wq, ws, wz, "w"), *_scalar(ws, "ws"),
-    example=lambda: _matmul_example(), exact=False)
+    example=lambda: _matmul_example(), counter=lambda: _broken(_matmul_example()), exact=False)
 
 quantization.rewrite(
     "qdq-relu-to-max", "Q(relu(DQ(q, s, z)), s, z) = max(q, z): relu keeps q >= z and makes the rest z "
     "(exact: f32((q - z)*s) / s rounds back to q - z for scales whose products stay normal floats)",
     _q(term("Relu", _dq(xq, xs, xz, x_axis)), xs, xz), term("Max", Vec[Tensor](xq, xz)),
-    *_quantized(xq, xs, xz, "x"), *_scalar(xs, "xs"), example=lambda: _relu_example(), exact=False)
+    *_quantized(xq, xs, xz, "x"), *_scalar(xs, "xs"), example=lambda: _relu_example(),
+    counter=lambda: _broken(_relu_example()), exact=False)
 
 
 # ---- witnesses --------------------------------------------------------------------------------------
@@ -227,3 +229,55 @@ def _relu_example() -> Any:
         return _case(nodes, feeds, consts)
 
     return build()
+
+
+BREAKS = ("no-zero-point", "int16", "float16-scale", "per-axis")
+"""How ``_broken`` breaks a premise of one QuantizeLinear/DequantizeLinear node of an example."""
+
+
+def _broken(example: Any) -> Any:
+    """Premise-breaking cases: ``example`` with one Q/DQ node changed (``BREAKS``): its zero point
+    left out (from every node sharing it), its data and zero point 16-bit, its scale float16, or (where
+    it is one element) its scale and zero point per axis along the last axis. None where that is no
+    valid graph."""
+    from hypothesis import strategies as st
+
+    return st.tuples(example, st.sampled_from(BREAKS), st.integers(0, 7)).map(lambda c: _break(*c))
+
+
+def _break(case: tuple[Graph, dict[str, np.ndarray]], how: str, pick: int
+           ) -> tuple[Graph, dict[str, np.ndarray]] | None:
+    from tensoregg.errors import TensoreggError
+
+    graph, feeds = case
+    qdq = [k for k, n in enumerate(graph.nodes) if n.op in ("QuantizeLinear", "DequantizeLinear")]
+    k = qdq[pick % len(qdq)]
+    node = graph.nodes[k]
+    data, scale, zero = node.inputs
+    consts, feeds, attrs = dict(graph.initializers), dict(feeds), dict(node.attrs)
+    inputs = list(node.inputs)
+    if how == "no-zero-point":  # from every node that shares it (a rule may match it in several)
+        nodes = [Node(n.op, tuple("" if i == zero and j == 2 else i for j, i in enumerate(n.inputs)),
+                      n.outputs, n.attrs, n.name, n.domain) for n in graph.nodes]
+        graph = Graph(dict(graph.inputs), consts, nodes, graph.outputs)
+        inputs[2] = ""
+    elif how == "int16":
+        for name in (zero, data) if node.op == "DequantizeLinear" else (zero,):
+            where = consts if name in consts else feeds
+            where[name] = where[name].astype(np.int16 if where[name].dtype.kind == "i" else np.uint16)
+    elif how == "float16-scale":
+        consts[scale] = consts[scale].astype(np.float16)
+    else:  # per-axis: the scale and zero point along the last axis of the data (2 ** k apart)
+        shape = graph.types[data].shape
+        if consts[scale].size != 1 or not shape:
+            return None
+        n = shape[-1]
+        consts[scale] = (consts[scale].reshape(()) * np.exp2(np.arange(n) % 3)).astype(np.float32)
+        consts[zero] = np.resize(consts[zero], n)
+        attrs["axis"] = -1
+    nodes = list(graph.nodes)
+    nodes[k] = Node(node.op, tuple(inputs), node.outputs, attrs, node.name, node.domain)
+    try:
+        return Graph({n: TensorType.of(v) for n, v in feeds.items()}, consts, nodes, graph.outputs), feeds
+    except TensoreggError:
+        return None

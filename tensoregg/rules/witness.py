@@ -39,6 +39,29 @@ def chain(steps: Sequence[tuple[str, dict[str, Any]]], *, min_rank: int = 1, max
         lambda shape: arrays(np.float32, shape).map(lambda x: build(shape, x)))
 
 
+def int_min_chain(steps: Sequence[tuple[str, dict[str, Any]]]) -> Any:
+    """Strategy of (Graph, feeds): a signed-integer input (int8 to int64) holding its dtype's minimum
+    (where |x| and -x wrap) among random values, through the single-input ops of ``steps``."""
+    from hypothesis import strategies as st
+
+    from tensoregg.strategies import shapes
+
+    @st.composite
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        dtype = np.dtype(draw(st.sampled_from(["int8", "int16", "int32", "int64"])))
+        shape = draw(shapes(1, 3))
+        x = np.random.default_rng(draw(st.integers(0, 2**16))).integers(-100, 100, shape).astype(dtype)
+        x.reshape(-1)[draw(st.integers(0, x.size - 1))] = np.iinfo(dtype).min
+        nodes, value = [], "x"
+        for k, (op, attrs) in enumerate(steps):
+            out = "y" if k == len(steps) - 1 else f"v{k}"
+            nodes.append(Node(op, (value,), (out,), attrs))
+            value = out
+        return Graph({"x": TensorType(dtype, shape)}, {}, nodes, ["y"]), {"x": x}
+
+    return build()
+
+
 def permutations(rank: int) -> Any:
     """Strategy of permutations of ``range(rank)`` as tuples."""
     from hypothesis import strategies as st

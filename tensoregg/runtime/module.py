@@ -127,7 +127,23 @@ class Module:
     def __repr__(self) -> str:
         ins = ", ".join(f"{t.name}: {_type(t)}" for t in self.inputs)
         outs = ", ".join(_type(t) for t in self.outputs)
-        return f"<tensoregg.Module target={self.target} ({ins}) -> ({outs})>"
+        return f"<tensoregg.Module target={self.target} ({ins}) -> ({outs}){self._size()}>"
+
+    def __str__(self) -> str:
+        """A summary (target, inputs and outputs with their dtypes and shapes, kernel count) and the
+        optimized graph as text: what ``print(module)`` shows."""
+        lines = [f"tensoregg.Module for target {self.target}{self._size()}"]
+        lines += [f"  input  {t.name}: {_type(t)}" for t in self.inputs]
+        lines += [f"  output {t.name}: {_type(t)}" for t in self.outputs]
+        return "\n".join([*lines, self.graph_text])
+
+    def _size(self) -> str:
+        """``, N kernels`` (the program's compiled functions, where it has them; else the graph's
+        nodes), or nothing for a loaded model that does not say."""
+        kernels = getattr(self.program, "kernel_names", None)
+        if kernels is not None:
+            return f", {len(kernels)} kernels"
+        return f", {len(self.graph.nodes)} nodes" if self.graph is not None else ""
 
 
 def from_artifact(artifact: Artifact) -> Module:

@@ -469,8 +469,8 @@ def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit:
     breaking case, where firing is allowed only if sound), add at least one new program, and every
     program the e-graph then holds must compute what ``graph`` computes: bit for bit (NaN equals
     NaN) when ``rule.exact``, else within the dtype's tolerance, and give each value the shape and
-    dtype the e-graph's facts say. A tensoregg error from the rewritten programs fails the check too,
-    naming the rule.
+    dtype the e-graph's facts say. A tensoregg error from the rewritten programs, or egglog failing
+    (or panicking) while it runs the rule, fails the check too (an AssertionError naming the rule).
 
     Returns how many programs were compared. Use with the rule's ``example`` strategy::
 
@@ -484,12 +484,19 @@ def check_rule(rule: Any, graph: Any, feeds: Mapping[str, np.ndarray], *, limit:
     from tensoregg.rules import ruleset_of
 
     enc = encode(graph)
-    report = enc.egraph.run(ruleset_of([rule], name=f"check-{rule.name}"))
-    fired = sum(report.num_matches_per_rule.values())
-    if not fired:
+    try:
+        report = enc.egraph.run(ruleset_of([rule], name=f"check-{rule.name}"))
+        fired = sum(report.num_matches_per_rule.values())
+        js = serialize(enc.egraph) if fired else None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # egglog's panics are BaseExceptions (pyo3's PanicException)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise AssertionError(f"rule {rule.name}: egglog failed running it ({type(exc).__name__}: {first})\n"
+                             f"{graph}") from exc
+    if js is None:
         assert not must_fire, f"rule {rule.name} did not fire on its example:\n{graph}"
         return 0
-    js = serialize(enc.egraph)
     names: list[dict[str, str]] = []
     try:
         found = programs(js, enc, limit, names)

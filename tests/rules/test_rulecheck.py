@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tensoregg.rules import RULESETS
 from tensoregg.testing import assert_identical
-from tensoregg.testing.mutate import mutants, report, run_mutant, score, viable
+from tensoregg.testing.mutate import mutants, outcomes, report, run_mutant, score, viable
 from tensoregg.testing.rulecheck import check_in_context, check_rule_cases
 
 RULES = {r.name: r for family in RULESETS.values() for r in family.rules}
@@ -66,6 +66,18 @@ def test_mutants_cover_each_kind():
 def test_a_sound_rule_survives_its_own_check():
     (mutant,) = [m for m in mutants(RULES["sub-of-neg"]) if m.kind == "swap"]
     assert not run_mutant(mutant, 2, 4).killed  # a + b = b + a: an equivalent mutant
+    assert mutant.commuted == "Add" and "commute" in mutant.equivalent
+
+
+def test_equivalent_mutants_are_known_by_what_they_change_not_their_position():
+    """The BN folds' equivalent mutants (saturate of the zero's CastLike, Flatten(t, 0) of a 1-D t,
+    scale and mean swapped around a zero vector) are recognised by the mutated text, whatever their
+    number; a mutant of the same kind elsewhere in the rule is not."""
+    found = {m.name: m for n in ("conv-bn-fold-no-bias", "gemm-bn-fold-no-c") for m in mutants(RULES[n])}
+    why = {n: m.equivalent for n, m in found.items() if m.kind != "drop"}
+    assert sum("saturate" in (w or "") for w in why.values()) >= 4
+    assert sum("symmetric in scale and mean" in (w or "") for w in why.values()) == 2
+    assert any(w is None for n, w in why.items() if "~const" in n)
 
 
 @pytest.mark.parametrize("family", sorted(RULESETS))
@@ -122,3 +134,21 @@ def test_a_rule_that_sets_a_wrong_shape_fact_is_caught():
     graph = Graph({"x": TensorType.of(x)}, {}, [Node("Relu", ("x",), ("y",))], ["y"])
     with pytest.raises(AssertionError, match=r"the e-graph says .* has shape \(7,\)"):
         check_rule(rule, graph, {"x": x})
+
+
+def test_a_rule_that_makes_egglog_panic_fails_its_check_naming_the_rule():
+    """An index past a perm's end panics inside egglog: check_rule reports it as the rule's failure
+    (an AssertionError naming the rule and the panic), and the mutation tool counts it killed."""
+    (mutant,) = [m for m in mutants(RULES["transpose-compose-rank1"]) if m.name.endswith("~axis2")]
+    with pytest.raises(AssertionError, match=r"rule transpose-compose-rank1~axis2: egglog failed running it "
+                                             r"\(.*Panic"):
+        check_rule_cases(mutant.rule, 1, 0, quick=True)
+    outcome = run_mutant(mutant, 1, 0)
+    assert outcome.killed and "egglog failed" in outcome.how
+
+
+def test_mutation_tool_stops_a_check_past_its_time_limit():
+    """A check over ``timeout`` is stopped with its worker process and reported apart, not as a kill;
+    the next mutant is still checked (by a fresh worker)."""
+    todo = mutants(RULES["neg-of-sub"])[:2]
+    assert [r for _, r, _ in outcomes(todo, 1, 0, timeout=0.001)] == ["timeout", "timeout"]

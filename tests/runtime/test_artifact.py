@@ -106,6 +106,22 @@ def test_loaded_module_describes_itself_and_saves_again(saved, tmp_path):
         loaded.run(np.zeros((1, 3, 32, 31), np.float32))
 
 
+def test_print_shows_the_signature_kernel_count_and_graph(saved):
+    """``print(module)``: target, inputs and outputs with dtypes and shapes, the kernel count, then
+    the graph as text; ``repr`` is one line with the same signature; a loaded model prints too."""
+    path, module = saved
+    text = str(module)
+    head = text.splitlines()[:3]
+    kernels = len(module.graph.nodes)
+    assert head == [f"tensoregg.Module for target llvm, {kernels} kernels", "  input  x: float32[1,3,32,32]",
+                    "  output probs: float32[1,10]"], text
+    assert text.endswith(str(module.graph)) and "Softmax(" in text
+    assert repr(module) == ("<tensoregg.Module target=llvm (x: float32[1,3,32,32]) -> (float32[1,10]), "
+                            f"{kernels} kernels>")
+    loaded = str(tensoregg.load(path))
+    assert loaded.splitlines()[1:3] == head[1:] and loaded.endswith(str(module.graph))
+
+
 def test_manifest_describes_the_model(saved):
     path, module = saved
     with zipfile.ZipFile(path) as zf:

@@ -3,7 +3,9 @@
 Follows ../shared/notes/llvmlite.md: opaque pointers in the IR layer, the host's CPU name and
 features on every target machine (else generic SSE2 code), a fresh pass manager per module (running
 one twice aborts the process), one MCJIT engine (with its own target machine) per compiled model,
-loading the module's object code (kept per distinct module: ``machine_code``).
+loading the module's object code (kept per distinct module: ``machine_code``). The O3 pipeline runs
+in a helper process (``tensoregg.targets.llvm.pipeline``, which says why), replaced every
+``HELPER_MODULES`` modules.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import os
 
 os.environ.setdefault("LLVMLITE_ENABLE_IR_LAYER_TYPED_POINTERS", "0")
 
-import ctypes
-import ctypes.util
-import functools
+import atexit
 import hashlib
+import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -26,16 +29,11 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from tensoregg.errors import CompileError
+from tensoregg.targets.llvm import pipeline
 
 
-@functools.cache
 def _initialized() -> bool:
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    libm = ctypes.util.find_library("m")
-    if libm:  # math functions (erff, tanf, ...) resolved by the JIT from the C library
-        llvm.load_library_permanently(libm)
-    return True
+    return pipeline.initialized()
 
 
 def host_cpu() -> tuple[str, str]:
@@ -44,35 +42,13 @@ def host_cpu() -> tuple[str, str]:
     return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
 
 
-@functools.cache
-def _initialized_all() -> bool:
-    """Every backend of the llvmlite build (AArch64, RISC-V...), for cross compilation."""
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
-    return True
-
-
 def target_machine(cpu: str = "", features: str = "", *, jit: bool = True, triple: str = "",
                    abiname: str = "") -> llvm.TargetMachine:
-    """A target machine for ``cpu`` with ``features`` (default: the host's) at O3, position-independent
-    when not for the JIT. ``triple`` (default: the host's) selects another architecture (its generic
-    CPU unless ``cpu`` is given), ``abiname`` its ABI where it has several (RISC-V: ``lp64d``, the
-    hard-float ABI of Linux distributions)."""
-    _initialized()
-    if not cpu and not triple:
-        cpu, features = host_cpu()
-    if triple:
-        _initialized_all()
-        try:
-            target = llvm.Target.from_triple(triple)
-        except RuntimeError as exc:
-            raise CompileError(f"LLVM has no backend for {triple!r}: {exc}") from exc
-    else:
-        target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=cpu, features=features, opt=3,
-                                        reloc="default" if jit else "pic",
-                                        codemodel="jitdefault" if jit else "default", jit=jit,
-                                        abiname=abiname)
+    """``pipeline.target_machine``, CompileError if LLVM has no backend for ``triple``."""
+    try:
+        return pipeline.target_machine(cpu, features, jit=jit, triple=triple, abiname=abiname)
+    except pipeline.Rejected as exc:
+        raise CompileError(str(exc)) from exc
 
 
 def missing_features(features: str) -> list[str]:
@@ -83,29 +59,65 @@ def missing_features(features: str) -> list[str]:
     return sorted(f[1:] for f in features.split(",") if f.startswith("+") and f[1:] not in have)
 
 
-def optimize(module: ir.Module, tm: llvm.TargetMachine) -> llvm.ModuleRef:
-    """Parse, verify and run the O3 pipeline on ``module``; raise CompileError if LLVM rejects it.
+HELPER_MODULES = 64
+"""Modules the helper process optimizes before it is replaced: what LLVM keeps per module stays
+bounded there (64 x 0.3 MB for modules like examples/tinycnn.onnx's) and none of it in this one."""
 
-    Running the pipeline keeps memory for the life of the process (llvmlite 0.50, LLVM 22), inside
-    llvmlite's binding of the new pass manager: ``LLVMPY_CreatePassBuilder`` allocates a
-    ``PassInstrumentationCallbacks`` that nothing deletes (about 32 KB once the pipeline is built),
-    and each run keeps more in proportion to the module (malloc's bytes in use: 50 KB for a
-    one-function module, 270 KB for examples/tinycnn.onnx's optimized one); nothing at O0, and
-    neither a fresh LLVMContext, closing every llvmlite object nor ``malloc_trim`` releases it.
-    ``machine_code`` therefore runs it once per distinct module."""
-    module.triple = tm.triple
-    module.data_layout = str(tm.target_data)
-    try:
-        parsed = llvm.parse_assembly(str(module))
-        parsed.verify()
-    except RuntimeError as exc:
-        raise CompileError(f"LLVM rejected the generated module {module.name!r}: {exc}") from exc
-    tuning = llvm.create_pipeline_tuning_options(speed_level=3)
-    tuning.loop_vectorization = tuning.slp_vectorization = tuning.loop_unrolling = True
-    tuning.loop_interleaving = False
-    passes = llvm.create_pass_builder(tm, tuning)
-    passes.getModulePassManager().run(parsed, passes)
-    return parsed
+
+class _Helper:
+    """The helper process running ``pipeline.serve``, and how many modules it has served."""
+
+    lock = threading.Lock()
+    process: subprocess.Popen[bytes] | None = None
+    served = 0
+
+
+def _compiled(kind: str, module: ir.Module, **machine: object) -> bytes:
+    """``pipeline.build(kind, str(module), **machine)`` in the helper process (started, or replaced
+    after ``HELPER_MODULES``, here); CompileError naming the module if LLVM refuses it or the helper
+    dies on it."""
+    text = str(module).encode()
+    head = json.dumps({"kind": kind, "size": len(text), **machine}).encode() + b"\n"
+    with _Helper.lock:
+        proc = _Helper.process
+        if proc is None or proc.poll() is not None or _Helper.served >= HELPER_MODULES:
+            _stop_helper()
+            proc = _Helper.process = subprocess.Popen(
+                [sys.executable, "-I", pipeline.__file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            _Helper.served = 0
+        _Helper.served += 1
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(head + text)
+            proc.stdin.flush()
+            reply = json.loads(proc.stdout.readline())
+            out = proc.stdout.read(reply["size"])
+        except (OSError, ValueError) as exc:
+            code = proc.wait()
+            _Helper.process = None
+            raise CompileError(f"LLVM's helper process died (exit status {code}) compiling the generated "
+                               f"module {module.name!r}") from exc
+    if reply["error"]:
+        raise CompileError(f"LLVM rejected the generated module {module.name!r}: {reply['error']}")
+    return out
+
+
+def _stop_helper() -> None:
+    proc, _Helper.process = _Helper.process, None
+    if proc is not None:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        proc.wait()
+        proc.stdout.close()
+
+
+def _forget_helper() -> None:
+    """In a forked child: the parent's helper and lock are the parent's; the child starts its own."""
+    _Helper.lock, _Helper.process = threading.Lock(), None
+
+
+atexit.register(_stop_helper)
+os.register_at_fork(after_in_child=_forget_helper)
 
 
 MACHINE_CODE_CACHE = 32
@@ -119,7 +131,7 @@ def machine_code(module: ir.Module, cpu: str = "", features: str = "") -> bytes:
     (default: the host's). The last ``MACHINE_CODE_CACHE`` distinct modules' objects are kept, keyed
     by their text: compiling a model again (a server reloading it, a test suite, a tuning loop) loads
     its object without running the O3 pipeline again, which is faster and keeps no more memory
-    (see ``optimize``)."""
+    (see ``tensoregg.targets.llvm.pipeline``)."""
     if not cpu:
         cpu, features = host_cpu()
     key = (hashlib.sha256(_without_local_names(str(module)).encode()).digest(), cpu, features)
@@ -127,8 +139,7 @@ def machine_code(module: ir.Module, cpu: str = "", features: str = "") -> bytes:
         if key in _machine_code:
             _machine_code.move_to_end(key)
             return _machine_code[key]
-    tm = target_machine(cpu, features)
-    code = bytes(tm.emit_object(optimize(module, tm)))
+    code = _compiled("object", module, cpu=cpu, features=features)
     with _machine_code_lock:
         _machine_code[key] = code
         while len(_machine_code) > MACHINE_CODE_CACHE:
@@ -193,12 +204,11 @@ def emit_object(module: ir.Module, cpu: str = "", features: str = "", *, triple:
                 abiname: str = "") -> bytes:
     """``module`` optimized and compiled to a position-independent object file for ``cpu`` and
     ``features`` (default: the host's) of ``triple`` (default: the host's; see ``target_machine``)."""
-    tm = target_machine(cpu, features, jit=False, triple=triple, abiname=abiname)
-    return bytes(tm.emit_object(optimize(module, tm)))
+    return _compiled("object", module, cpu=cpu, features=features, jit=False, triple=triple, abiname=abiname)
 
 
 def emit_assembly(module: ir.Module, cpu: str = "", features: str = "", *, triple: str = "",
                   abiname: str = "") -> str:
     """The assembly text of what ``emit_object`` compiles (to check which instructions code uses)."""
-    tm = target_machine(cpu, features, jit=False, triple=triple, abiname=abiname)
-    return str(tm.emit_assembly(optimize(module, tm)))
+    return _compiled("assembly", module, cpu=cpu, features=features, jit=False, triple=triple,
+                     abiname=abiname).decode()

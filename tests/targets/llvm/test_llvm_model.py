@@ -342,9 +342,8 @@ def test_two_hundred_compiles_grow_rss_less_than_20_mb():
 
 def test_compiled_models_are_freed_and_compiles_do_not_accumulate_memory():
     """A Module (its JIT engine, weights, workspace and thread team) is freed with its last reference,
-    and repeated compiles grow RSS by at most 10x what LLVM's O3 pipeline keeps per module (about
-    0.3 MB with llvmlite 0.50, outside tensoregg: see tensoregg.targets.llvm.jit), bounded caches
-    still warming up included."""
+    and repeated compiles grow RSS by less than 1 MB each, bounded caches still warming up included
+    (what LLVM's O3 pipeline keeps per module stays in its helper process: test_pipeline_helper)."""
     example = str(Path(__file__).parents[3] / "examples" / "tinycnn.onnx")
 
     def rss():
@@ -364,4 +363,4 @@ def test_compiled_models_are_freed_and_compiles_do_not_accumulate_memory():
     before, n = rss(), 12
     for _ in range(n):
         tensoregg.compile(example, optimize=False)
-    assert (rss() - before) / n < 3e6
+    assert (rss() - before) / n < 1e6

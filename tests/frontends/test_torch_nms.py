@@ -67,14 +67,18 @@ class DetectorHead(torch.nn.Module):
         anchors = torch.stack([xs + 0.5, ys + 0.5, torch.full_like(xs, 2.0), torch.full_like(xs, 2.0)], -1)
         self.register_buffer("anchors", anchors.reshape(-1, 4))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every anchor's box (corners) and score."""
         f = self.body(x)
         loc = self.loc(f).permute(0, 2, 3, 1).reshape(-1, 4)
         scores = torch.sigmoid(self.conf(f)).reshape(-1)
         a = self.anchors
         center = a[:, :2] + loc[:, :2] * 0.1 * a[:, 2:]
         size = a[:, 2:] * torch.exp(loc[:, 2:] * 0.2)
-        boxes = torch.cat([center - size / 2, center + size / 2], 1)
+        return torch.cat([center - size / 2, center + size / 2], 1), scores
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes, scores = self.decode(x)
         keep = self.nms(boxes, scores, self.iou_threshold)
         return boxes[keep], scores[keep]
 
@@ -84,13 +88,7 @@ class FilteredHead(DetectorHead):
     Compress) whose kept positions are returned too (``torch.nonzero``)."""
 
     def forward(self, x: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        f = self.body(x)
-        loc = self.loc(f).permute(0, 2, 3, 1).reshape(-1, 4)
-        scores = torch.sigmoid(self.conf(f)).reshape(-1)
-        a = self.anchors
-        center = a[:, :2] + loc[:, :2] * 0.1 * a[:, 2:]
-        size = a[:, 2:] * torch.exp(loc[:, 2:] * 0.2)
-        boxes = torch.cat([center - size / 2, center + size / 2], 1)
+        boxes, scores = self.decode(x)
         mask = scores > threshold
         boxes, scores = boxes[mask], scores[mask]
         keep = self.nms(boxes, scores, self.iou_threshold)

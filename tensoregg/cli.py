@@ -97,7 +97,7 @@ def obtain(args: argparse.Namespace) -> tuple[Module, str]:
                                    records=args.records or True)
         how = "compiled" if module.graph is not None else "loaded from the compile cache"
     ms = (time.perf_counter() - t0) * 1e3
-    return module, f"{how} {args.model} for target {module.target} in {ms:.1f} ms: {module}"
+    return module, f"{how} {args.model} for target {module.target} in {ms:.1f} ms: {module!r}"
 
 
 def read_inputs(module: Module, items: Sequence[str], seed: int) -> dict[str, np.ndarray]:

@@ -94,6 +94,16 @@ def optimize(graph: Graph, target: Target, families: Sequence[str | Family] | No
     input comes back (its contractions scheduled). An extracted program whose outputs are typed
     differently from the input's means an unsound rule and raises CompileError.
     """
+    from tensoregg.ir.terms import scratch_egraph
+
+    chosen = resolve_families(families if families is not None else target.rule_families)
+    with scratch_egraph([family.ruleset for family in chosen]) as egraph:
+        return _optimize(egraph, graph, target, chosen, schedules, reprice)
+
+
+def _optimize(egraph: Any, graph: Graph, target: Target, chosen: list[Family], schedules: Pricer | None,
+              reprice: Reprice | None) -> tuple[Graph, OptimizeReport]:
+    """``optimize`` in ``egraph``, an empty e-graph, with the rule families ``chosen``."""
     from tensoregg.extraction.alternatives import (
         Kernel,
         add_schedules,
@@ -121,14 +131,13 @@ def optimize(graph: Graph, target: Target, families: Sequence[str | Family] | No
         costs = node_costs(view, analytic_cost, target)
         return costs, add_schedules(view, costs, target, schedules, reprice) if schedules is not None else {}
 
-    enc = encode(graph)
+    enc = encode(graph, egraph)
     js0 = serialize(enc.egraph)
     view0 = build_view(js0, enc)
     costs0, kernels0 = priced(view0)
     original = cheapest_schedules(kernels0, first_choice(js0), costs0)
     report.cost_before = dag_cost(view0, original, costs0)
     lap("encode")
-    chosen = resolve_families(families if families is not None else target.rule_families)
     with stage("saturate", total=len(chosen)) as advance:
         for family in chosen:
             report.phases += saturate(enc.egraph, [Phase(family.name, family.ruleset)])

@@ -30,6 +30,7 @@ def test_one_compile_runs_every_batch_in_its_range():
     module = tensoregg.compile(model, dim_ranges={"N": (1, 4)})
     assert isinstance(module, BatchedModule) and sorted(module.buckets) == [1, 2, 4]
     assert module.input_shapes == [("N", 3, 16, 16)]
+    assert "input  x: float32[N,3,16,16]" in str(module) and "N in 1..4, buckets [1, 2, 4]" in repr(module)
     check_batches(module, model, [1, 3, 4, 2], (3, 16, 16))
     assert sum(rows for _, rows in module.chunks(3)) == 3
     with pytest.raises(InputError, match="N=5 is outside"):

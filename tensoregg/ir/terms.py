@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Generator, Mapping
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-from egglog import EGraph, Expr, String, StringLike, Vec, f64, function, i64, i64Like, set_, union
+from egglog import EGraph, Expr, Ruleset, String, StringLike, Vec, f64, function, i64, i64Like, set_, union
 
 from tensoregg.errors import CompileError
 from tensoregg.ir.graph import Graph, Node
@@ -181,6 +183,41 @@ class Encoding:
     inputs: dict[str, TensorType]
     output_names: list[str]
     terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+_SCRATCH: dict[str, Any] = {}
+"""The main thread's scratch e-graph and the rulesets registered in it."""
+SCRATCH_RULESETS = 64
+"""Rulesets the scratch e-graph keeps registered; one more starts a new one (rule checks and
+translation validation make rulesets of their own, which would otherwise pile up)."""
+
+
+@contextmanager
+def scratch_egraph(rulesets: Iterable[Ruleset] = ()) -> Iterator[EGraph]:
+    """An empty e-graph to optimize in, with ``rulesets`` registered (egglog registers a ruleset's
+    rules into an e-graph on its first run, ~0.05 s a family). The main thread reuses one: its
+    rulesets are run once on the empty e-graph, then everything added inside the ``with`` is dropped
+    at its end (egglog's push/pop); if the pop fails, the next use starts a new one. Other threads
+    get a new e-graph each time (egglog's e-graph must be dropped on the thread that made it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield EGraph()
+        return
+    new = {r.__egg_ident__ for r in rulesets} - _SCRATCH.get("registered", set())
+    if "egraph" not in _SCRATCH or len(_SCRATCH["registered"]) + len(new) > SCRATCH_RULESETS:
+        _SCRATCH.update(egraph=EGraph(), registered=set())
+    egraph = _SCRATCH["egraph"]
+    for ruleset in rulesets:
+        if ruleset.__egg_ident__ not in _SCRATCH["registered"]:
+            egraph.run(ruleset)  # nothing to match: registers the rules
+            _SCRATCH["registered"].add(ruleset.__egg_ident__)
+    egraph.push()
+    try:
+        yield egraph
+    finally:
+        try:
+            egraph.pop()
+        except Exception:  # egglog's errors have no common class; a new e-graph is safe
+            _SCRATCH.clear()
 
 
 def encode(graph: Graph, egraph: EGraph | None = None) -> Encoding:

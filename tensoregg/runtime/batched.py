@@ -148,12 +148,24 @@ class BatchedModule(Module):
         return build_artifact(self.target, largest.inputs, largest.outputs, largest.graph_text,
                               TargetCode(code, parts))
 
+    def _specs(self, specs: list[TensorSpec]) -> list[str]:
+        """``name: dtype[dims]`` per spec, the symbol standing for a batched one's first dim."""
+        shapes = [(self.symbol, *t.shape[1:]) if t.name in self.batched else t.shape for t in specs]
+        return [f"{t.name}: {t.dtype.name}[{','.join(map(str, shape))}]" for t, shape in zip(specs, shapes)]
+
+    def _range(self) -> str:
+        high = self.high if self.high is not None else ""
+        return f"{self.symbol} in {self.low}..{high}, buckets {list(self.buckets)}"
+
     def __repr__(self) -> str:
-        ins = ", ".join(f"{t.name}: {t.dtype.name}[{','.join(map(str, s))}]"
-                        for t, s in zip(self.inputs, self.input_shapes))
-        bound = self.high if self.high is not None else ""
-        return (f"<tensoregg.BatchedModule target={self.target} ({ins}) {self.symbol} in "
-                f"{self.low}..{bound}, buckets {list(self.buckets)}>")
+        return (f"<tensoregg.BatchedModule target={self.target} ({', '.join(self._specs(self.inputs))}) -> "
+                f"({', '.join(self._specs(self.outputs))}) {self._range()}>")
+
+    def __str__(self) -> str:
+        lines = [f"tensoregg.BatchedModule for target {self.target}, {self._range()}"]
+        lines += [f"  input  {spec}" for spec in self._specs(self.inputs)]
+        lines += [f"  output {spec}" for spec in self._specs(self.outputs)]
+        return "\n".join([*lines, self.graph_text])
 
 
 def from_batched_artifact(artifact: Artifact) -> BatchedModule:

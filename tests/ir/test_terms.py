@@ -149,3 +149,31 @@ def test_a_deep_chain_round_trips():
     graph = graph_of(nodes, shape=(2,))
     x = np.arange(2, dtype=np.float32)
     assert_same_program(graph, round_trip(graph), {"x": x})
+
+
+def test_the_scratch_egraph_starts_empty_and_keeps_its_rulesets():
+    """``optimize`` on the main thread reuses one e-graph: what one optimization added is gone for
+    the next, the rulesets it ran stay registered; another thread gets e-graphs of its own."""
+    import threading
+
+    from tensoregg.optimize import optimize
+    from tensoregg.rules.saturation import node_count
+    from tensoregg.targets import registration
+
+    target = registration("llvm").describe()
+    x = TensorType(F32, (3, 4))
+    neg = Graph({"x": x}, {}, [Node("Neg", ("x",), ("a",)), Node("Neg", ("a",), ("y",))], ["y"])
+    relu = Graph({"x": x}, {}, [Node("Relu", ("x",), ("y",))], ["y"])
+    feeds = {"x": np.arange(12, dtype=np.float32).reshape(3, 4) - 6}
+    for graph in (neg, relu, neg):
+        result, _ = optimize(graph, target)
+        np.testing.assert_array_equal(run_graph(result, feeds)[0], run_graph(graph, feeds)[0])
+    with terms.scratch_egraph() as egraph:
+        assert node_count(egraph) == 0 and egraph._state.rulesets  # rulesets registered, no rows
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(optimize(relu, target)[0]))
+    thread.start()
+    thread.join()
+    np.testing.assert_array_equal(run_graph(seen[0], feeds)[0], np.maximum(feeds["x"], 0))
+    with terms.scratch_egraph() as again:
+        assert again is egraph

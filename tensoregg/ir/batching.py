@@ -357,21 +357,21 @@ def gemm(site: Site) -> list[Axis]:
     a = site.only(0)
     if a != (1 if site.attr("transA") else 0):
         site.fail("it contracts over the batch axis")
-    c = site.constant(2) if len(site.node.inputs) > 2 else None
     if len(site.node.inputs) > 2 and site.node.inputs[2]:
         shape = site.shape(site.node.inputs[2])
         if len(shape) == 2 and shape[0] != 1:
             site.fail("its C varies along the batch rows")
-    del c
     return [0]
 
 
 def quantized(site: Site) -> list[Axis]:
-    """QuantizeLinear/DequantizeLinear: element-wise with a scale per tensor, per axis or per block
-    along ``axis``, which must not be the batch axis unless the scale is one value."""
+    """QuantizeLinear/DequantizeLinear: element-wise with a scale (and zero point) per tensor, per
+    axis (1-D along ``axis``, which must not be the batch axis) or per block (of the input's rank: of
+    size 1 along the batch axis)."""
     a = site.only(0)
     scale = site.shape(site.node.inputs[1])
-    if (len(scale) > 0 and prod(scale) > 1) and site.axis_attr("axis", site.rank(0), 1) == a:
+    if prod(scale) > 1 and ((len(scale) == 1 and site.axis_attr("axis", site.rank(0), 1) == a)
+                            or (len(scale) > 1 and scale[a] != 1)):
         site.fail("its scale varies along the batch axis")
     return [a] * len(site.node.outputs)
 

@@ -153,3 +153,19 @@ def test_the_batch_size_in_a_reshape_target_is_allowed():
     g2, axes = accepts(m)
     same_rows(g2, 2, graph_at(m, 3), 3, axes)
     assert axes["y"] == 0
+
+
+@pytest.mark.parametrize(("scale", "axis", "keeps"), [
+    (np.float32(0.5), 1, True), (np.full(4, 0.5, np.float32), 1, True),
+    (np.full(2, 0.5, np.float32), 0, False), (np.full((2, 4, 3), 0.5, np.float32), 2, False)])
+def test_quantize_scales_along_the_batch_are_refused(scale, axis, keeps):
+    """Per tensor and per axis off the batch keep rows apart; per axis along it, or per block (whose
+    scale has the batch's size), do not."""
+    block = {"block_size": 2} if scale.ndim > 1 else {}
+    m = model([helper.make_node("QuantizeLinear", ["x", "s"], ["q"], axis=axis, **block),
+               helper.make_node("DequantizeLinear", ["q", "s"], ["y"], axis=axis, **block)], [("s", scale)])
+    if keeps:
+        assert accepts(m)[1]["y"] == 0
+    else:
+        with pytest.raises(ShapeError, match="scale varies along the batch"):
+            accepts(m)

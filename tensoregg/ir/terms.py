@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -186,7 +187,9 @@ class Encoding:
 
 
 _SCRATCH: dict[str, Any] = {}
-"""The main thread's scratch e-graph and the rulesets registered in it."""
+"""The main thread's scratch e-graph and the rulesets registered in it; ``forked`` once this process
+is a child forked after egglog was imported."""
+os.register_at_fork(after_in_child=lambda: _SCRATCH.update(forked=True))
 SCRATCH_RULESETS = 64
 """Rulesets the scratch e-graph keeps registered; one more starts a new one (rule checks and
 translation validation make rulesets of their own, which would otherwise pile up)."""
@@ -198,8 +201,10 @@ def scratch_egraph(rulesets: Iterable[Ruleset] = ()) -> Iterator[EGraph]:
     rules into an e-graph on its first run, ~0.05 s a family). The main thread reuses one: its
     rulesets are run once on the empty e-graph, then everything added inside the ``with`` is dropped
     at its end (egglog's push/pop); if the pop fails, the next use starts a new one. Other threads
-    get a new e-graph each time (egglog's e-graph must be dropped on the thread that made it)."""
-    if threading.current_thread() is not threading.main_thread():
+    get a new e-graph each time (egglog's e-graph must be dropped on the thread that made it), and so
+    does a forked child: egglog's pop drops an e-graph, which waits for egglog's thread pool, which a
+    forked child does not have (``tensoregg.testing.modelfuzz`` keeps its children's e-graphs)."""
+    if threading.current_thread() is not threading.main_thread() or _SCRATCH.get("forked"):
         yield EGraph()
         return
     new = {r.__egg_ident__ for r in rulesets} - _SCRATCH.get("registered", set())
@@ -217,7 +222,7 @@ def scratch_egraph(rulesets: Iterable[Ruleset] = ()) -> Iterator[EGraph]:
         try:
             egraph.pop()
         except Exception:  # egglog's errors have no common class; a new e-graph is safe
-            _SCRATCH.clear()
+            _SCRATCH.pop("egraph")
 
 
 def encode(graph: Graph, egraph: EGraph | None = None) -> Encoding:

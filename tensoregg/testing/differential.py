@@ -48,6 +48,9 @@ class Profile:
     max_nodes: int = 30
 
 
+PEER = "onnxruntime"
+"""The ``target`` of a finding against onnxruntime (a peer the compiled targets are compared with)."""
+
 PROFILES = {
     "ci": Profile("ci", cases=5, targets=("llvm", "interp", "ref", "accel-alone", "accel-small-alone"),
                   large=0.4, first=18, max_nodes=12),
@@ -191,7 +194,7 @@ def check(case: Case, targets: Sequence[str], threads: Sequence[int] = (1, 2), *
     if onnxruntime:
         got_ort = _onnxruntime(graph, feeds, result)
         if got_ort is not None:  # onnxruntime's max and pools skip NaN (seed 6010): not compared there
-            compare("onnxruntime", 1, [w if w.dtype.kind == "f" and np.isnan(w).any() else g
+            compare(PEER, 1, [w if w.dtype.kind == "f" and np.isnan(w).any() else g
                                        for g, w in zip(got_ort, want)])
     return result
 
@@ -201,7 +204,7 @@ def _onnxruntime(graph: Graph, feeds: dict[str, np.ndarray], result: Result) -> 
     try:
         return run_onnxruntime(graph, feeds)
     except Exception as exc:  # onnxruntime's errors have no common base class
-        result.unsupported["onnxruntime"] = _ort_reason(str(exc))
+        result.unsupported[PEER] = _ort_reason(str(exc))
         return None
 
 
@@ -257,7 +260,7 @@ def fails_like(finding: Finding, feeds: dict[str, np.ndarray], *, onnxruntime: b
     """A predicate: whether a graph still shows ``finding`` (same target, thread count and kind)."""
     def still(graph: Graph) -> bool:
         case = Case(-1, graph, {n: feeds[n] for n in graph.inputs})
-        if finding.target == "onnxruntime":
+        if finding.target == PEER:
             result = check(case, [], onnxruntime=True)
         else:
             result = check(case, [finding.target], (finding.threads,), onnxruntime=False)

@@ -2,14 +2,17 @@
 (ONNX -> Graph), the e-graph (encode, saturate, extract: ``tensoregg.optimize``), lowering to loop IR,
 LLVM IR emission, and LLVM (O3, code generation, loading: ``JitModule``).
 
-    python bench/compile_phases.py [MODEL ...] [--repeats N] [--json out.jsonl]
+    python bench/compile_phases.py [MODEL ...] [--repeats N] [--objects cold|warm] [--json out.jsonl]
 
 MODEL is a light zoo name (``tensoregg.testing.LIGHT_MODELS``; default resnet50 and densenet121). Each
-compile runs in a fresh process (no compile cache, no object code kept from an earlier compile):
-``startup`` is importing tensoregg, ``compile`` the whole ``tensoregg.compile`` call. The compile is
-single-threaded, so its CPU seconds are close to its wall time on an idle machine; on a shared one the
-wall time is not, and the header gives the load average. Printed: the median of ``--repeats`` compiles
-per model.
+compile runs in a fresh process (no compile cache): ``startup`` is importing tensoregg, ``compile`` the
+whole ``tensoregg.compile`` call. With ``--objects cold`` (the default) the object cache on disk
+(``tensoregg.targets.llvm.objcache``) starts empty, so LLVM compiles every kernel; with ``warm`` it
+holds the model's kernels (from an untimed compile before), as for a model compiled before on this
+machine. LLVM runs in helper processes, several at once (``TENSOREGG_COMPILE_JOBS``, default: the CPUs
+this process may use), whose CPU seconds this process's do not count: read the llvm phase's wall
+time, on an idle machine (the header gives the load average). Printed: the median of ``--repeats``
+compiles per model.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ import json
 import multiprocessing as mp
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
+
+from tensoregg.targets.llvm import objcache
 
 PHASES = ("import", "egraph", "lower", "emit_ir", "llvm")
 
@@ -67,18 +73,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="*", default=["resnet50", "densenet121"])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--objects", choices=("cold", "warm"), default="cold",
+                        help="the object cache empty (cold) or holding the model's kernels (warm)")
     parser.add_argument("--json", help="also write each compile's numbers as JSON lines here")
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
-    print(f"load average {os.getloadavg()[0]:.2f}, {len(os.sched_getaffinity(0))} CPUs; CPU (wall) seconds, "
-          f"median of {args.repeats}")
+    print(f"load average {os.getloadavg()[0]:.2f}, {len(os.sched_getaffinity(0))} CPUs, object cache "
+          f"{args.objects}; CPU (wall) seconds, median of {args.repeats}")
     print(f"{'model':14s} {'startup':>15s} {'compile':>15s} " + " ".join(f"{p:>15s}" for p in PHASES))
     rows = []
     for name in args.models:
         runs = []
         for _ in range(args.repeats):
-            with ctx.Pool(1) as pool:
-                runs.append(pool.apply(measure, (name,)))
+            with tempfile.TemporaryDirectory(prefix="tensoregg-objects-") as objects:
+                os.environ[objcache.ENV] = objects  # the spawned process's object cache
+                if args.objects == "warm":
+                    with ctx.Pool(1) as pool:
+                        pool.apply(measure, (name,))
+                with ctx.Pool(1) as pool:
+                    runs.append(pool.apply(measure, (name,)))
         rows += runs
 
         def median(key: str, runs: list[dict[str, Any]] = runs) -> float:

@@ -241,10 +241,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
+    from tensoregg.targets.llvm import objcache
+
     if args.action == "clear":
         print(f"removed {cache.clear()} entries from {cache.cache_dir()}")
+        print(f"removed {objcache.clear()} kernel objects from {objcache.cache_dir()}")
     else:
         print(cache.cache_dir())
+        print(objcache.cache_dir())
     return 0
 
 
@@ -454,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unpack.add_argument("artifact")
     unpack.add_argument("--output", "-o", required=True, metavar="DIR")
     unpack.set_defaults(fn=cmd_extract)
-    store = sub.add_parser("cache", help="the compile cache: `clear` it, or print its `dir`")
+    store = sub.add_parser("cache", help="the compile cache and the kernels' object code: `clear` them, or "
+                                         "print their `dir`s")
     store.add_argument("action", choices=["clear", "dir"])
     store.set_defaults(fn=cmd_cache)
     tuning = sub.add_parser("tune", help="measure the schedules of models' kernels and store the best in the "

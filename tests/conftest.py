@@ -17,3 +17,5 @@ os.environ["TENSOREGG_CACHE_DIR"] = tempfile.mkdtemp(prefix="tensoregg-test-cach
 atexit.register(shutil.rmtree, os.environ["TENSOREGG_CACHE_DIR"], ignore_errors=True)
 # Likewise the tuning records: a path with no database, so no test compiles with the user's records.
 os.environ["TENSOREGG_RECORDS"] = os.path.join(os.environ["TENSOREGG_CACHE_DIR"], "records.sqlite")
+# And the object code of kernels (shared by the tests of this process and the commands they start).
+os.environ["TENSOREGG_OBJECT_CACHE"] = os.path.join(os.environ["TENSOREGG_CACHE_DIR"], "objects")

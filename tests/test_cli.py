@@ -17,7 +17,8 @@ EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "tinycnn.onnx")
 
 
 def tensoregg_cli(*args, cache_dir):
-    env = {**os.environ, "TENSOREGG_CACHE_DIR": str(cache_dir)}
+    env = {**os.environ, "TENSOREGG_CACHE_DIR": str(cache_dir),
+           "TENSOREGG_OBJECT_CACHE": str(cache_dir / "objects")}
     done = subprocess.run([sys.executable, "-m", "tensoregg.cli", *map(str, args)], capture_output=True,
                           text=True, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -45,8 +46,10 @@ def test_compile_run_extract_and_clear(tmp_path):
     tensoregg_cli("extract", out, "-o", tmp_path / "files", cache_dir=cache_dir)
     assert {p.name for p in (tmp_path / "files").iterdir()} >= {"libtensoregg_model.so", "tensoregg.h",
                                                                  "weights.npy", "manifest.json"}
-    assert "removed 1 entries" in tensoregg_cli("cache", "clear", cache_dir=cache_dir)
-    assert not list(cache_dir.glob("*.tegg"))
+    assert list((cache_dir / "objects").glob("*.o"))
+    cleared = tensoregg_cli("cache", "clear", cache_dir=cache_dir)
+    assert "removed 1 entries" in cleared and "kernel objects" in cleared
+    assert not list(cache_dir.glob("*.tegg")) and not list((cache_dir / "objects").glob("*.o"))
 
 
 def test_run_without_the_cache_stores_nothing(tmp_path):

@@ -73,13 +73,18 @@ def add_schedules(view: EGraphView, costs: dict[str, float], target: Target, pri
                 if spec is not None:
                     found.append((cid, node, spec))
     kernels: dict[str, Kernel] = {}
+    split: dict[int, tuple[object, tuple[Schedule, float], list[tuple[Schedule, float]]]] = {}
     for (cid, node, spec), priced in zip(found, pricer([s.problem for _, _, s in found], target)):
         if reprice is not None:
             priced = reprice(spec, priced)
-        untiled = next((s, c) for s, c in priced if not _tiled(s))
+        held = split.get(id(priced))
+        if held is None or held[0] is not priced:  # e-nodes of one problem share the pricer's list
+            held = split[id(priced)] = (priced, next((s, c) for s, c in priced if not _tiled(s)),
+                                        [(s, c) for s, c in priced if _tiled(s)][:KEEP])
+        _, untiled, cheapest = held
         node.schedule, costs[node.id] = untiled
         alternatives = [(node.id, *untiled)]
-        for k, (schedule, cost) in enumerate([(s, c) for s, c in priced if _tiled(s)][:KEEP]):
+        for k, (schedule, cost) in enumerate(cheapest):
             sibling = replace(node, id=f"{node.id}@{k}", schedule=schedule)
             view.classes[cid].append(sibling)
             costs[sibling.id] = cost

@@ -2,8 +2,8 @@
 
 Code generation is the ``llvm`` target's: the same loop program (``tensoregg.ir.program.lower_graph``,
 contractions tiled by ``choose_gemm_schedule`` from this target's description) and the same LLVM
-module (``emit_model``), compiled by llvmlite for the machine's triple, CPU and features. The object
-is linked statically with the runner (``runner.py``) by the machine's cross gcc; ``run`` writes the
+modules (``emit_model``), compiled by llvmlite for the machine's triple, CPU and features. The objects
+are linked statically with the runner (``runner.py``) by the machine's cross gcc; ``run`` writes the
 inputs to files, runs the executable under qemu-user on one thread and reads the outputs back. The
 weights blob is written once, when the model is built.
 """
@@ -27,7 +27,7 @@ from tensoregg.targets import Target
 from tensoregg.targets.cross.machines import CrossMachine, missing_tools
 from tensoregg.targets.cross.runner import RUNNER_C
 from tensoregg.targets.llvm.gemm_schedules import choose_gemm_schedule
-from tensoregg.targets.llvm.jit import emit_assembly, emit_object
+from tensoregg.targets.llvm.jit import emit_assembly, emit_objects
 from tensoregg.targets.llvm.model import emit_model
 
 STDERR_TAIL = 2000
@@ -45,22 +45,26 @@ class CrossProgram:
         self.program = lower_graph(graph, target=target.name,
                                    choose=lambda problem: choose_gemm_schedule(problem, target))
         self.plan = self.program.plan
-        self.module, self.kernel_names = emit_model(self.program, target.lanes)
+        self.ir = emit_model(self.program, target.lanes)
+        self.kernel_names = self.ir.kernel_names
         self._dir = tempfile.TemporaryDirectory(prefix=f"tensoregg-{target.name}-")
         root = Path(self._dir.name)
-        obj = root / "model.o"
-        obj.write_bytes(emit_object(self.module, target.cpu, target.features, triple=machine.triple,
-                                    abiname=machine.abiname))
+        objects = []
+        codes = emit_objects(self.ir.modules, target.cpu, target.features, triple=machine.triple,
+                             abiname=machine.abiname)
+        for k, code in enumerate(codes):
+            objects.append(root / f"m{k}.o")
+            objects[-1].write_bytes(code)
         self.executable = root / "model"
         _check(machine.name, [machine.gcc, "-static", "-o", str(self.executable), str(runner_object(machine)),
-                              str(obj), "-lm"], CompileError)
+                              *map(str, objects), "-lm"], CompileError)
         self.weights = root / "weights.bin"
         self.weights.write_bytes(self.plan.weights_blob[self.plan.weights_base:].tobytes())
 
     def assembly(self) -> str:
-        """The model's assembly text, as its object file is compiled."""
-        return emit_assembly(self.module, self.target.cpu, self.target.features, triple=self.machine.triple,
-                             abiname=self.machine.abiname)
+        """The model's assembly text, as its object files are compiled (one module after another)."""
+        return "\n".join(emit_assembly(m, self.target.cpu, self.target.features, triple=self.machine.triple,
+                                       abiname=self.machine.abiname) for m in self.ir.modules)
 
     def command(self, arguments: Sequence[str]) -> list[str]:
         """The emulator command that runs the executable with ``arguments``."""

@@ -26,7 +26,8 @@ def _ours(st: os.stat_result, kind: int) -> bool:
     return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.getuid()
 
 
-def _safe_dir(folder: Path) -> bool:
+def safe_dir(folder: Path) -> bool:
+    """Whether ``folder`` is a directory of this user that is no symlink."""
     try:
         return _ours(os.lstat(folder), stat.S_IFDIR)
     except OSError:
@@ -37,7 +38,7 @@ def owned_file(path: Path) -> bool:
     """Whether ``path`` is a regular file of this user, no symlink, in a directory of this user that is
     no symlink (what a cache may read)."""
     try:
-        return _safe_dir(path.parent) and _ours(os.lstat(path), stat.S_IFREG)
+        return safe_dir(path.parent) and _ours(os.lstat(path), stat.S_IFREG)
     except OSError:
         return False
 
@@ -45,7 +46,7 @@ def owned_file(path: Path) -> bool:
 def read_json(path: Path) -> Any:
     """The JSON in ``path``; None where it is missing, unreadable, not JSON, over ``MAX_BYTES``, a
     symlink or not a regular file of this user, or in a directory that is a symlink."""
-    if not _safe_dir(path.parent):
+    if not safe_dir(path.parent):
         return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -66,7 +67,7 @@ def write_json(path: Path, data: Any) -> None:
     one stays); nothing where the directory cannot be made, is a symlink or is read-only."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not _safe_dir(path.parent):
+        if not safe_dir(path.parent):
             return
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:

@@ -21,7 +21,7 @@ import os
 
 os.environ.setdefault("LLVMLITE_ENABLE_IR_LAYER_TYPED_POINTERS", "0")
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import llvmlite.ir as ir
 import numpy as np
@@ -96,10 +96,10 @@ def is_signed(dtype: np.dtype) -> bool:
 class KernelEmitter:
     """Emits one kernel into ``module``."""
 
-    def __init__(self, module: ir.Module, kernel: Kernel, lanes: int) -> None:
-        self.module, self.kernel, self.lanes = module, kernel, lanes
-        fnty = ir.FunctionType(ir.VoidType(), [PTR] * len(kernel.params) + [I64, I64, PTR])
-        self.fn = ir.Function(module, fnty, kernel.name)
+    def __init__(self, module: ir.Module, kernel: Kernel, lanes: int, name: str = "",
+                 shared: dict[Hashable, ir.Module] | None = None) -> None:
+        self.module, self.kernel, self.lanes, self.shared = module, kernel, lanes, shared
+        self.fn = ir.Function(module, kernel_type(kernel), name or kernel.name)
         self.fn.attributes.add("nounwind")
         self.fn.attributes.add("noinline")
         for arg in self.fn.args[:len(kernel.params)]:
@@ -178,14 +178,13 @@ class KernelEmitter:
 
     def invoke(self, s: Invoke) -> None:
         self.values = {}
-        if isinstance(s.intrinsic, MicroKernel):
-            fn = emit_microkernel(self.module, s.intrinsic, self.lanes)
-        elif isinstance(s.intrinsic, PanelTranspose):
-            fn = emit_panel_transpose(self.module, s.intrinsic)
-        elif isinstance(s.intrinsic, PanelRuns):
-            fn = emit_panel_runs(self.module, s.intrinsic, self.lanes)
-        else:
-            raise UnsupportedOperator(f"intrinsic {s.intrinsic!r}", target="llvm", detail="not offered")
+        if self.shared is None:
+            fn = emit_intrinsic(self.module, s.intrinsic, self.lanes)
+        else:  # defined in a module of its own (once per model), declared here
+            if s.intrinsic not in self.shared:
+                self.shared[s.intrinsic] = ir.Module(name=s.intrinsic.name)
+            found = emit_intrinsic(self.shared[s.intrinsic], s.intrinsic, self.lanes)
+            fn = declare(self.module, found.name, found.function_type.return_type, found.function_type.args)
         args = [self.b.gep(self.pointer(a.buffer), [self.expr(a.offset)], inbounds=True,
                            source_etype=llvm_type(a.buffer.dtype, storage=True))
                 if isinstance(a, Ref) else self.expr(a) for a in s.args]
@@ -478,9 +477,30 @@ class KernelEmitter:
         return wrap(b, df, x)
 
 
-def emit_kernel(module: ir.Module, kernel: Kernel, lanes: int) -> ir.Function:
-    """``kernel`` as a function of ``module``, its intrinsics on vectors of ``lanes`` floats."""
-    return KernelEmitter(module, kernel, lanes).emit()
+def emit_intrinsic(module: ir.Module, intrinsic: object, lanes: int) -> ir.Function:
+    """The function of ``module`` that computes ``intrinsic`` (a micro-kernel or a packing routine),
+    defined on first use."""
+    if isinstance(intrinsic, MicroKernel):
+        return emit_microkernel(module, intrinsic, lanes)
+    if isinstance(intrinsic, PanelTranspose):
+        return emit_panel_transpose(module, intrinsic)
+    if isinstance(intrinsic, PanelRuns):
+        return emit_panel_runs(module, intrinsic, lanes)
+    raise UnsupportedOperator(f"intrinsic {intrinsic!r}", target="llvm", detail="not offered")
+
+
+def kernel_type(kernel: Kernel) -> ir.FunctionType:
+    """``void (ptr param..., i64 tid, i64 nthreads, ptr barrier)``: a kernel function's type."""
+    return ir.FunctionType(ir.VoidType(), [PTR] * len(kernel.params) + [I64, I64, PTR])
+
+
+def emit_kernel(module: ir.Module, kernel: Kernel, lanes: int, name: str = "",
+                shared: dict[Hashable, ir.Module] | None = None) -> ir.Function:
+    """``kernel`` as a function of ``module`` named ``name`` (default: the kernel's), its intrinsics
+    on vectors of ``lanes`` floats. With ``shared``, the functions of the micro-kernels and packing
+    routines it calls are defined in ``shared``'s module for each (one added where there is none)
+    and only declared in ``module``."""
+    return KernelEmitter(module, kernel, lanes, name, shared).emit()
 
 
 BARRIER = "tensoregg_barrier"

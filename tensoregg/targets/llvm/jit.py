@@ -3,9 +3,9 @@
 Follows ../shared/notes/llvmlite.md: opaque pointers in the IR layer, the host's CPU name and
 features on every target machine (else generic SSE2 code), a fresh pass manager per module (running
 one twice aborts the process), one MCJIT engine (with its own target machine) per compiled model,
-loading the module's object code (kept per distinct module: ``machine_code``). The O3 pipeline runs
-in a helper process (``tensoregg.targets.llvm.pipeline``, which says why), replaced every
-``HELPER_MODULES`` modules.
+loading its modules' object code (a module per kernel, kept by text in memory and on disk:
+``machine_codes``). The O3 pipeline runs in helper processes (``tensoregg.targets.llvm.helpers``;
+``tensoregg.targets.llvm.pipeline`` says why), several at once.
 """
 
 from __future__ import annotations
@@ -14,22 +14,17 @@ import os
 
 os.environ.setdefault("LLVMLITE_ENABLE_IR_LAYER_TYPED_POINTERS", "0")
 
-import atexit
-import hashlib
-import json
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from tensoregg.errors import CompileError
-from tensoregg.targets.llvm import pipeline
+from tensoregg.targets.llvm import helpers, objcache, pipeline
 
 
 def _initialized() -> bool:
@@ -59,92 +54,65 @@ def missing_features(features: str) -> list[str]:
     return sorted(f[1:] for f in features.split(",") if f.startswith("+") and f[1:] not in have)
 
 
-HELPER_MODULES = 64
-"""Modules the helper process optimizes before it is replaced: what LLVM keeps per module stays
-bounded there (64 x 0.3 MB for modules like examples/tinycnn.onnx's) and none of it in this one."""
-
-
-class _Helper:
-    """The helper process running ``pipeline.serve``, and how many modules it has served."""
-
-    lock = threading.Lock()
-    process: subprocess.Popen[bytes] | None = None
-    served = 0
-
-
-def _compiled(kind: str, module: ir.Module, **machine: object) -> bytes:
-    """``pipeline.build(kind, str(module), **machine)`` in the helper process (started, or replaced
-    after ``HELPER_MODULES``, here); CompileError naming the module if LLVM refuses it or the helper
-    dies on it."""
-    text = str(module).encode()
-    head = json.dumps({"kind": kind, "size": len(text), **machine}).encode() + b"\n"
-    with _Helper.lock:
-        proc = _Helper.process
-        if proc is None or proc.poll() is not None or _Helper.served >= HELPER_MODULES:
-            _stop_helper()
-            proc = _Helper.process = subprocess.Popen(
-                [sys.executable, "-I", pipeline.__file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-            _Helper.served = 0
-        _Helper.served += 1
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
-            proc.stdin.write(head + text)
-            proc.stdin.flush()
-            reply = json.loads(proc.stdout.readline())
-            out = proc.stdout.read(reply["size"])
-        except (OSError, ValueError) as exc:
-            code = proc.wait()
-            _Helper.process = None
-            raise CompileError(f"LLVM's helper process died (exit status {code}) compiling the generated "
-                               f"module {module.name!r}") from exc
-    if reply["error"]:
-        raise CompileError(f"LLVM rejected the generated module {module.name!r}: {reply['error']}")
-    return out
-
-
-def _stop_helper() -> None:
-    proc, _Helper.process = _Helper.process, None
-    if proc is not None:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.close()
-        proc.wait()
-        proc.stdout.close()
-
-
-def _forget_helper() -> None:
-    """In a forked child: the parent's helper and lock are the parent's; the child starts its own."""
-    _Helper.lock, _Helper.process = threading.Lock(), None
-
-
-atexit.register(_stop_helper)
-os.register_at_fork(after_in_child=_forget_helper)
-
-
-MACHINE_CODE_CACHE = 32
-"""How many distinct modules' object code ``machine_code`` keeps (least recently used dropped)."""
-_machine_code: OrderedDict[tuple[bytes, str, str], bytes] = OrderedDict()
+MACHINE_CODE_BYTES = 64 << 20
+"""How many bytes of object code ``machine_codes`` keeps in memory (least recently used dropped)."""
+_machine_code: OrderedDict[str, bytes] = OrderedDict()
 _machine_code_lock = threading.Lock()
 
 
-def machine_code(module: ir.Module, cpu: str = "", features: str = "") -> bytes:
-    """``module`` optimized and compiled to an object file for the JIT on ``cpu`` with ``features``
-    (default: the host's). The last ``MACHINE_CODE_CACHE`` distinct modules' objects are kept, keyed
-    by their text: compiling a model again (a server reloading it, a test suite, a tuning loop) loads
-    its object without running the O3 pipeline again, which is faster and keeps no more memory
-    (see ``tensoregg.targets.llvm.pipeline``)."""
-    if not cpu:
-        cpu, features = host_cpu()
-    key = (hashlib.sha256(_without_local_names(str(module)).encode()).digest(), cpu, features)
+def _remembered(key: str) -> bytes | None:
     with _machine_code_lock:
-        if key in _machine_code:
+        code = _machine_code.get(key)
+        if code is not None:
             _machine_code.move_to_end(key)
-            return _machine_code[key]
-    code = _compiled("object", module, cpu=cpu, features=features)
+    return code if code is not None else objcache.load(key)
+
+
+def _remember(key: str, code: bytes) -> None:
     with _machine_code_lock:
         _machine_code[key] = code
-        while len(_machine_code) > MACHINE_CODE_CACHE:
+        while sum(map(len, _machine_code.values())) > MACHINE_CODE_BYTES and len(_machine_code) > 1:
             _machine_code.popitem(last=False)
-    return code
+
+
+def machine_codes(modules: Sequence[ir.Module], cpu: str = "", features: str = "", *, jit: bool = True,
+                  triple: str = "", abiname: str = "") -> list[bytes]:
+    """Each of ``modules`` optimized and compiled to an object file for ``cpu`` and ``features``
+    (default: the host's) of ``triple`` (default: the host's; see ``target_machine``), for the JIT or
+    position-independent. Object code is kept by the text of its module, in memory
+    (``MACHINE_CODE_BYTES``) and on disk (``objcache``): a module compiled before, by this process or
+    another, is not compiled again, which is faster and keeps no more memory (see
+    ``tensoregg.targets.llvm.pipeline``). The others are compiled on several cores at once
+    (``helpers.build_all``)."""
+    if not cpu and not triple:
+        cpu, features = host_cpu()
+    machine: dict[str, object] = {"cpu": cpu, "features": features, "jit": jit, "triple": triple,
+                                  "abiname": abiname}
+    texts = [str(m) for m in modules]
+    keys = [objcache.key(_without_local_names(t), "object", machine) for t in texts]
+    found: dict[str, bytes] = {}
+    todo: dict[str, int] = {}
+    for k, key in enumerate(keys):
+        if key not in found and key not in todo:
+            code = _remembered(key)
+            if code is None:
+                todo[key] = k
+            else:
+                found[key] = code
+    if todo:
+        built = helpers.build_all([helpers.Request("object", texts[k], modules[k].name, machine)
+                                   for k in todo.values()])
+        fresh = dict(zip(todo, built))
+        objcache.store(fresh)
+        found |= fresh
+    for key in keys:
+        _remember(key, found[key])
+    return [found[key] for key in keys]
+
+
+def machine_code(module: ir.Module, cpu: str = "", features: str = "") -> bytes:
+    """``module`` optimized and compiled to an object file for the JIT (see ``machine_codes``)."""
+    return machine_codes([module], cpu, features)[0]
 
 
 _LOCAL_NAME = re.compile(r'(%"|%|^"|^)([-a-zA-Z$._][-\w$.]*|(?<=")[^"]*)("?:?)', re.MULTILINE)
@@ -166,14 +134,15 @@ def _without_local_names(text: str) -> str:
 
 
 class JitModule:
-    """Machine code of an optimized module for ``cpu`` and ``features`` (default: the host's), alive
+    """Machine code of optimized modules for ``cpu`` and ``features`` (default: the host's), alive
     as long as this object is."""
 
-    def __init__(self, module: ir.Module, cpu: str = "", features: str = "") -> None:
+    def __init__(self, modules: ir.Module | Sequence[ir.Module], cpu: str = "", features: str = "") -> None:
         _initialized()
-        code = machine_code(module, cpu, features)
+        codes = machine_codes([modules] if isinstance(modules, ir.Module) else modules, cpu, features)
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine(cpu, features))
-        self.engine.add_object_file(llvm.ObjectFileRef.from_data(code))
+        for code in codes:  # linked together: a symbol one object declares is another's definition
+            self.engine.add_object_file(llvm.ObjectFileRef.from_data(code))
         self.engine.finalize_object()
 
     def address(self, name: str) -> int:
@@ -200,15 +169,16 @@ def fastest(run: Callable[[], object], runs: int = 5) -> float:
     return best
 
 
-def emit_object(module: ir.Module, cpu: str = "", features: str = "", *, triple: str = "",
-                abiname: str = "") -> bytes:
-    """``module`` optimized and compiled to a position-independent object file for ``cpu`` and
-    ``features`` (default: the host's) of ``triple`` (default: the host's; see ``target_machine``)."""
-    return _compiled("object", module, cpu=cpu, features=features, jit=False, triple=triple, abiname=abiname)
+def emit_objects(modules: Sequence[ir.Module], cpu: str = "", features: str = "", *, triple: str = "",
+                 abiname: str = "") -> list[bytes]:
+    """``modules`` optimized and compiled to position-independent object files (see ``machine_codes``)."""
+    return machine_codes(modules, cpu, features, jit=False, triple=triple, abiname=abiname)
 
 
 def emit_assembly(module: ir.Module, cpu: str = "", features: str = "", *, triple: str = "",
                   abiname: str = "") -> str:
-    """The assembly text of what ``emit_object`` compiles (to check which instructions code uses)."""
-    return _compiled("assembly", module, cpu=cpu, features=features, jit=False, triple=triple,
-                     abiname=abiname).decode()
+    """The assembly text of what ``emit_objects`` compiles for ``module`` (to check which instructions
+    code uses)."""
+    machine: dict[str, object] = {"cpu": cpu, "features": features, "jit": False, "triple": triple,
+                                  "abiname": abiname}
+    return helpers.build(helpers.Request("assembly", str(module), module.name, machine)).decode()

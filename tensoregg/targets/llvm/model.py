@@ -1,4 +1,4 @@
-"""Whole-model native code: one LLVM module per Graph, a kernel per node and one entry point.
+"""Whole-model native code: a kernel per node (an LLVM module per distinct kernel) and one entry point.
 
 ``void model(ptr inputs, ptr outputs, ptr weights, ptr workspace, i64 tid, i64 nthreads, ptr barrier)``
 runs the nodes in order, on ``nthreads`` threads that all call it (see ``codegen``):
@@ -20,11 +20,13 @@ fault. Writes outside a buffer are caught; reads outside one see the poison (NaN
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import llvmlite.ir as ir
@@ -32,7 +34,7 @@ import numpy as np
 
 from tensoregg.errors import CompileError, GuardViolation
 from tensoregg.ir.graph import Graph
-from tensoregg.ir.loops import bounds_checked
+from tensoregg.ir.loops import Kernel, bounds_checked
 from tensoregg.ir.lower import Chooser
 from tensoregg.ir.memory_plan import POISON, MemoryPlan, Place, align
 from tensoregg.ir.program import LoopProgram, canonical_text, collect_outputs, lower_graph
@@ -42,11 +44,11 @@ from tensoregg.runtime.native import FAULT, NativeExecutor
 from tensoregg.runtime.signature import specs
 from tensoregg.targets import Target
 from tensoregg.targets.llvm.capi import HEADER, glue_source
-from tensoregg.targets.llvm.codegen import emit_kernel, fault_flag
+from tensoregg.targets.llvm.codegen import emit_kernel, fault_flag, kernel_type
 from tensoregg.targets.llvm.gemm_schedules import choose_gemm_schedule
 from tensoregg.targets.llvm.host import host_target
 from tensoregg.targets.llvm.irtypes import I8, I64, PTR
-from tensoregg.targets.llvm.jit import JitModule, emit_object, host_cpu, missing_features
+from tensoregg.targets.llvm.jit import JitModule, emit_objects, host_cpu, missing_features
 from tensoregg.targets.llvm.team import emit_team, jit_functions
 
 PARALLEL_MIN_WORK = 1 << 22
@@ -85,8 +87,9 @@ class NativeModel:
         self.lowered, self.aliases, self.plan = self.program.lowered, self.program.aliases, self.program.plan
         self.views = self.program.skipped
         self.work = self.program.work
-        self.module, self.kernel_names = emit_model(self.program, self.target.lanes)
-        self.jit = JitModule(self.module, self.target.cpu, self.target.features)
+        self.ir = emit_model(self.program, self.target.lanes)
+        self.kernel_names = self.ir.kernel_names
+        self.jit = JitModule(self.ir.modules, self.target.cpu, self.target.features)
         self._kernels = [self._cfunc(name, len(low.kernel.params))
                          for name, low in zip(self.kernel_names, self.lowered)]
         self._barrier = np.zeros(2, np.int64)
@@ -97,7 +100,7 @@ class NativeModel:
             slots={n: p.at for n, p in self.plan.places.items() if p.kind == "output"},
             constants={n: g.initializers[n] for n in g.outputs if n in g.initializers},
             parallel=self.work >= PARALLEL_MIN_WORK, owner=self.jit,
-            fault=self.jit.global_address(FAULT) if FAULT in self.module.globals else 0,
+            fault=self.jit.global_address(FAULT) if FAULT in self.ir.entry.globals else 0,
             nodes=[f"{n.op} {n.label}" for n in g.nodes])
         """Runs the model's entry point (``run``)."""
 
@@ -125,16 +128,18 @@ class NativeModel:
         team = ir.Module("tensoregg_team")
         emit_team(team)
         ex = self.executor
+        modules = [*self.ir.modules, team]
+        objects = [f"m{k}.o" for k in range(len(modules))]
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            for name, module in (("model.o", self.module), ("team.o", team)):
-                (root / name).write_bytes(emit_object(module, self.target.cpu, self.target.features))
+            for name, code in zip(objects, emit_objects(modules, self.target.cpu, self.target.features)):
+                (root / name).write_bytes(code)
             (root / "tensoregg.h").write_text(HEADER)
             (root / "capi.c").write_text(glue_source(ex.inputs, ex.outputs, ex.slots, ex.constants,
                                                      ex.work_size, ex.weights.nbytes))
             cc = os.environ.get("CC", "cc")
-            done = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-std=c11", "-o", str(path), "model.o",
-                                   "team.o", "capi.c", "-lm"], capture_output=True, text=True, cwd=root)
+            done = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-std=c11", "-o", str(path), *objects,
+                                   "capi.c", "-lm"], capture_output=True, text=True, cwd=root)
         if done.returncode:
             raise CompileError(f"linking {path} with {cc} failed: {done.stderr.strip()}")
         return path
@@ -227,19 +232,39 @@ class NativeModel:
         return collect_outputs(self.graph, produced, feeds)
 
 
-def emit_model(program: LoopProgram, lanes: int) -> tuple[ir.Module, list[str]]:
-    """``program`` as one LLVM module: a function per distinct kernel (vector intrinsics of
-    ``lanes`` fp32 lanes) and the entry point ``model`` (see the module docstring) that calls
-    them in order; and the name of each node's kernel function."""
-    module = ir.Module(name=program.graph.name)
-    kernels, by_text = [], {}
+@dataclass(frozen=True)
+class ModelIR:
+    """A loop program as LLVM modules: ``entry`` defines the entry point ``model`` (see the module
+    docstring) and the fault flag; each of ``kernels`` defines one distinct kernel function, named
+    after its text (``te_`` and a digest), or one micro-kernel or packing routine the kernels call
+    (named after its parameters), so that the same kernel or routine is the same module in every
+    model: compiled once (``jit.machine_codes`` keeps object code by text) and on several cores at
+    once. ``kernel_names`` is each node's kernel function."""
+
+    entry: ir.Module
+    kernels: tuple[ir.Module, ...]
+    kernel_names: tuple[str, ...]
+
+    @property
+    def modules(self) -> list[ir.Module]:
+        """Every module, the entry's first: linked together they are the model's code."""
+        return [self.entry, *self.kernels]
+
+
+def emit_model(program: LoopProgram, lanes: int) -> ModelIR:
+    """``program`` as LLVM modules (``ModelIR``), vector intrinsics of ``lanes`` fp32 lanes."""
+    entry_module = ir.Module(name=program.graph.name)
+    kernels, names, functions = [], [], {}
+    shared: dict[Hashable, ir.Module] = {}
     for low in program.lowered:  # identical kernels (same op, attributes, shapes) share one function
         key = canonical_text(low.kernel)
-        if key not in by_text:
-            by_text[key] = emit_kernel(module, low.kernel, lanes)
-        kernels.append(by_text[key])
+        if key not in functions:
+            name = "te_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+            kernels.append(_kernel_module(low.kernel, lanes, name, shared))
+            functions[key] = ir.Function(entry_module, kernel_type(low.kernel), name)
+        names.append(functions[key].name)
     i8, i64 = I8, I64
-    entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * 4 + [i64, i64, PTR]), "model")
+    entry = ir.Function(entry_module, ir.FunctionType(ir.VoidType(), [PTR] * 4 + [i64, i64, PTR]), "model")
     entry.attributes.add("nounwind")
     b = ir.IRBuilder(entry.append_basic_block("entry"))
     ins, outs, weights, work, *team = entry.args
@@ -252,13 +277,28 @@ def emit_model(program: LoopProgram, lanes: int) -> tuple[ir.Module, list[str]]:
         base = weights if place.kind == "weights" else work
         return b.gep(base, [ir.Constant(i64, place.at)], inbounds=True, source_etype=i8)
 
-    for k, (fn, low) in enumerate(zip(kernels, program.lowered)):
+    for k, (name, low) in enumerate(zip(names, program.lowered)):
         if k not in program.skipped:
-            b.call(fn, [pointer(p) for p in program.plan.param_places(low)] + team)
+            b.call(entry_module.globals[name], [pointer(p) for p in program.plan.param_places(low)] + team)
             if bounds_checked(low.kernel):
-                _report_fault(b, fault_flag(module), k)
+                _report_fault(b, fault_flag(entry_module), k)
     b.ret_void()
-    return module, [fn.name for fn in kernels]
+    return ModelIR(entry_module, (*kernels, *shared.values()), tuple(names))
+
+
+def _kernel_module(kernel: Kernel, lanes: int, name: str, shared: dict[Hashable, ir.Module]) -> ir.Module:
+    """A module defining ``kernel`` as the function ``name``; the micro-kernels and packing routines
+    it calls are declared (defined in ``shared``'s modules), its other helpers private to it, the fault
+    flag the entry module's."""
+    module = ir.Module(name=name)
+    emit_kernel(module, kernel, lanes, name, shared)
+    for value in module.globals.values():
+        if isinstance(value, ir.Function) and not value.is_declaration and value.name != name:
+            value.linkage = "internal"
+    flag = module.globals.get(FAULT)
+    if isinstance(flag, ir.GlobalVariable):
+        flag.initializer = None  # a declaration: defined by the entry module
+    return module
 
 
 def _report_fault(b: ir.IRBuilder, flag: ir.GlobalVariable, k: int) -> None:

@@ -1,15 +1,16 @@
-"""The O3 pipeline runs in a helper process (tensoregg.targets.llvm.pipeline): what LLVM keeps per
-module stays there, the helper is replaced every HELPER_MODULES modules, and its failures are
-CompileErrors naming the module."""
+"""The O3 pipeline runs in helper processes (tensoregg.targets.llvm.helpers): what LLVM keeps per
+module stays there, a helper is replaced every HELPER_MODULES modules, its failures are CompileErrors
+naming the module, and the modules of one compile are built on several helpers at once."""
 
 import gc
 import os
+from collections import OrderedDict
 
 import llvmlite.ir as ir
 import pytest
 
 from tensoregg.errors import CompileError
-from tensoregg.targets.llvm import jit
+from tensoregg.targets.llvm import helpers, jit, objcache
 
 
 def module(k):
@@ -40,16 +41,33 @@ def rss():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.fixture(autouse=True)
+def one_helper(monkeypatch, tmp_path):
+    """One helper at a time (so that the tests can name it), fresh object caches."""
+    helpers.stop_all()
+    monkeypatch.setenv(helpers.JOBS_ENV, "1")
+    monkeypatch.setattr(jit, "_machine_code", OrderedDict())
+    monkeypatch.setenv(objcache.ENV, str(tmp_path / "objects"))
+    yield
+    helpers.stop_all()
+
+
+def helper():
+    """The helper process serving requests (the only one: ``one_helper``)."""
+    (only,) = helpers._Pool.helpers
+    return only.process
+
+
 def test_distinct_modules_keep_no_memory_here_and_the_helper_is_replaced(monkeypatch):
     """60 distinct modules through the pipeline grow this process by less than 1 MB (run here, LLVM
     keeps about 50 KB each: 3 MB); the helper is replaced after HELPER_MODULES modules."""
-    monkeypatch.setattr(jit, "HELPER_MODULES", 16)
+    monkeypatch.setattr(helpers, "HELPER_MODULES", 16)
     for k in range(5):
         jit.machine_code(module(1000 + k))
     before, pids = rss(), set()
     for k in range(60):
         jit.machine_code(module(k))
-        pids.add(jit._Helper.process.pid)
+        pids.add(helper().pid)
     assert rss() - before < 1 << 20
     assert len(pids) >= 4
 
@@ -60,21 +78,21 @@ def test_a_rejected_module_and_a_dead_helper_are_compile_errors():
     with pytest.raises(CompileError, match="LLVM rejected the generated module 'm7'"):
         jit.machine_code(bad)
     jit.machine_code(module(8))
-    jit._Helper.process.kill()  # killed between requests (say, by the OOM killer): a fresh one serves
-    jit._Helper.process.wait()
+    helper().kill()  # killed between requests (say, by the OOM killer): a fresh one serves
+    helper().wait()
     assert jit.machine_code(module(9))
 
 
 def test_a_forked_child_starts_its_own_helper():
     jit.machine_code(module(20))
-    parent = jit._Helper.process.pid
+    parent = helper().pid
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        forgot = jit._Helper.process is None
-        ok = forgot and jit.machine_code(module(21)) and jit._Helper.process.pid != parent
+        forgot = not helpers._Pool.helpers
+        ok = forgot and jit.machine_code(module(21)) and helper().pid != parent
         os.write(write, b"1" if ok else b"0")
         os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
-    assert jit._Helper.process.pid == parent and jit.machine_code(module(22))
+    assert helper().pid == parent and jit.machine_code(module(22))

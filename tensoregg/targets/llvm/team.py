@@ -17,10 +17,11 @@ from tensoregg.runtime.team import (
     ARGS,
     BARRIER,
     CLOSED,
+    COUNT_MASK,
     ENTRY,
     GENERATION,
     JOIN,
-    LEFT,
+    LEFT_SHIFT,
     STOP,
     THREADS,
     Team,
@@ -34,8 +35,6 @@ SPIN = 200_000
 IDLE_US = 200
 """Microseconds a worker sleeps between polls once it has spun ``SPIN`` times."""
 
-LOW = ir.Constant(I64, CLOSED)
-"""The join word's low half: the workers joined, ``CLOSED`` once the run takes no more."""
 ENTRY_TYPE = ir.FunctionType(VOID, [PTR] * 4 + [I64, I64, PTR])
 """The model entry point: inputs, outputs, weights, workspace, tid, nthreads, barrier."""
 
@@ -93,8 +92,9 @@ class _Emitter:
         spins.add_incoming(nxt, b.block)
         b.position_at_end(join)  # while the join word is this generation's and open: one more
         word = self.load(b, state, JOIN)
-        ours = b.icmp_unsigned("==", b.lshr(word, ir.Constant(I64, 32)), b.and_(generation, LOW))
-        open_ = b.icmp_unsigned("!=", b.and_(word, LOW), LOW)
+        ours = b.icmp_unsigned("==", b.lshr(word, ir.Constant(I64, 32)),
+                               b.and_(generation, ir.Constant(I64, 0xFFFFFFFF)))
+        open_ = b.icmp_unsigned("==", b.and_(word, ir.Constant(I64, CLOSED)), zero)
         b.cbranch(b.and_(ours, open_), attempt, skip)
         b.position_at_end(attempt)
         swapped = b.cmpxchg(self.slot(b, state, JOIN), word, b.add(word, ir.Constant(I64, 1)),
@@ -102,7 +102,7 @@ class _Emitter:
         b.cbranch(b.extract_value(swapped, 1), run, join)
         b.position_at_end(run)
         self.call_entry(b, state, tid)
-        b.atomic_rmw("add", self.slot(b, state, LEFT), ir.Constant(I64, 1), "release")
+        b.atomic_rmw("add", self.slot(b, state, JOIN), ir.Constant(I64, 1 << LEFT_SHIFT), "release")
         b.branch(skip)
         b.position_at_end(skip)  # this generation is over for this worker
         seen.add_incoming(generation, skip)
@@ -123,7 +123,6 @@ class _Emitter:
         generation = b.add(self.load(b, state, GENERATION), ir.Constant(I64, 1))
         opened = b.shl(generation, half)
         b.atomic_rmw("xchg", self.slot(b, state, JOIN), opened, "release")
-        b.atomic_rmw("xchg", self.slot(b, state, LEFT), zero, "monotonic")
         words = self.load(b, state, BARRIER)
         b.cbranch(b.icmp_signed("!=", words, zero), reset, start)
         b.position_at_end(reset)
@@ -134,13 +133,15 @@ class _Emitter:
         b.position_at_end(start)
         b.atomic_rmw("add", self.slot(b, state, GENERATION), ir.Constant(I64, 1), "acq_rel")
         self.call_entry(b, state, zero)
-        closed = b.atomic_rmw("xchg", self.slot(b, state, JOIN), b.or_(opened, LOW), "acq_rel")
-        joined = b.and_(closed, LOW)
+        closed = b.atomic_rmw("or", self.slot(b, state, JOIN), ir.Constant(I64, CLOSED), "acq_rel")
+        joined = b.and_(closed, ir.Constant(I64, COUNT_MASK))
         b.branch(poll)
         b.position_at_end(poll)
         spins = b.phi(I64)
         spins.add_incoming(zero, start)
-        finished = b.icmp_signed(">=", self.load(b, state, LEFT), joined)
+        left = b.and_(b.lshr(self.load(b, state, JOIN), ir.Constant(I64, LEFT_SHIFT)),
+                      ir.Constant(I64, COUNT_MASK))
+        finished = b.icmp_signed(">=", left, joined)
         b.cbranch(finished, done, waiting)
         b.position_at_end(waiting)
         spins.add_incoming(self.wait(b, spins, poll), b.block)

@@ -1,4 +1,4 @@
-"""The native thread team: the caller runs every run, workers join the runs that last, no thread
+"""The native thread team: the caller runs every run, workers join a run while it lasts, no thread
 outlives its team."""
 
 import gc
@@ -14,14 +14,15 @@ from tensoregg.targets.llvm.irtypes import I32, declare
 from tensoregg.targets.llvm.jit import JitModule
 from tensoregg.targets.llvm.team import ENTRY_TYPE, NativeTeam
 
-LINGER = 15
-"""counts[LINGER]: microseconds thread 0 sleeps in each call of the counting entry."""
+WANT, PATIENCE_MS = 14, 10_000
+"""Thread 0 of the counting entry waits (up to PATIENCE_MS, in 1 ms sleeps) until counts[1] + counts[2]
+reaches counts[WANT]."""
 
 
 @pytest.fixture(scope="module")
 def count_entry():
     """An entry point that adds 1 to counts[tid] and nthreads to counts[tid + 8] (counts: its
-    first pointer argument); thread 0 then sleeps counts[LINGER] microseconds."""
+    first pointer argument); thread 0 then waits for workers to reach counts[WANT] (see WANT)."""
     module = ir.Module("count")
     fn = ir.Function(module, ENTRY_TYPE, "count")
     counts, _, _, _, tid, n, _ = fn.args
@@ -29,9 +30,24 @@ def count_entry():
     for slot, value in ((tid, ir.Constant(I64, 1)), (b.add(tid, ir.Constant(I64, 8)), n)):
         at = b.gep(counts, [slot], source_etype=I64)
         b.store(b.add(b.load(at, typ=I64), value), at)
+
+    def count(k: int) -> ir.Value:
+        return b.load(b.gep(counts, [ir.Constant(I64, k)], source_etype=I64), typ=I64)
+
     with b.if_then(b.icmp_signed("==", tid, ir.Constant(I64, 0))):
-        linger = b.load(b.gep(counts, [ir.Constant(I64, LINGER)], source_etype=I64), typ=I64)
-        b.call(declare(module, "usleep", I32, [I32]), [b.trunc(linger, I32)])
+        pre = b.block
+        poll, nap, out = (fn.append_basic_block(x) for x in ("poll", "nap", "out"))
+        b.branch(poll)
+        b.position_at_end(poll)
+        waited = b.phi(I64)
+        waited.add_incoming(ir.Constant(I64, 0), pre)
+        enough = b.icmp_signed(">=", b.add(count(1), count(2)), count(WANT))
+        b.cbranch(b.or_(enough, b.icmp_signed(">=", waited, ir.Constant(I64, PATIENCE_MS))), out, nap)
+        b.position_at_end(nap)
+        b.call(declare(module, "usleep", I32, [I32]), [ir.Constant(I32, 1000)])
+        waited.add_incoming(b.add(waited, ir.Constant(I64, 1)), nap)
+        b.branch(poll)
+        b.position_at_end(out)
     b.ret_void()
     jit = JitModule(module)
     yield jit, jit.address("count")
@@ -60,11 +76,11 @@ def test_the_caller_runs_every_run_and_teams_do_not_leak_threads(count_entry):
 def test_workers_join_a_run_that_lasts_and_a_closed_team_refuses_to_run(count_entry):
     _, entry = count_entry
     counts = np.zeros(16, np.int64)
-    counts[LINGER] = 200_000  # thread 0 lasts 0.2 s: workers spinning or sleeping (0.2 ms) join in time
     team = NativeTeam(3)
-    team.run(entry, [counts.ctypes.data, 0, 0, 0], 0)
-    time.sleep(0.05)  # the workers have gone from spinning to sleeping between polls
-    team.run(entry, [counts.ctypes.data, 0, 0, 0], 0)
+    for want in (2, 4):  # thread 0 waits until both workers have joined each run (or 10 s)
+        counts[WANT] = want
+        team.run(entry, [counts.ctypes.data, 0, 0, 0], 0)
+        time.sleep(0.05)  # the workers go from spinning to sleeping between polls
     assert list(counts[:3]) == [2, 2, 2]
     team.close()
     with pytest.raises(RuntimeError, match="closed"):

@@ -60,9 +60,9 @@ def _stop(state: np.ndarray) -> None:
 class Team:
     """``run(entry, args, barrier)`` runs the entry point on up to ``size`` threads (ids 0..size-1,
     each told ``size``; the caller is thread 0, the workers join while it runs) and returns when all
-    that joined are done. Workers start on the first run and stop when
-    the team is resized, closed or garbage-collected; a resize or close waits for a run in progress
-    (which uses the team's state)."""
+    that joined are done. Workers start on the first run and stop when the team is resized, closed
+    or garbage-collected; a resize or close waits for a run in progress (which uses the team's
+    state)."""
 
     def __init__(self, size: int, functions: TeamFunctions) -> None:
         self.functions = functions

@@ -1,7 +1,7 @@
 """Whole-model latency: tensoregg's llvm target against onnxruntime, in one process, same thread count.
 
-    python bench/models.py [MODEL ...] [--threads 1,2] [--runs N] [--seconds S] [--json out.json]
-                           [--tune MINUTES --records PATH]
+    python bench/models.py [MODEL ...] [--threads 1,2] [--busy 0] [--runs N] [--seconds S]
+                           [--json out.json] [--tune MINUTES --records PATH]
 
 MODEL is a light zoo name (tensoregg.testing.LIGHT_MODELS, seeded random weights), ``mlp``
 (784-512-512-10, batch 64), ``encoder`` (the transformer encoder layer) or ``resnet_small`` (a
@@ -35,6 +35,15 @@ module is timed against onnxruntime the same way, right after the untuned one (c
 ``records=False``): rows then have ``tuned_ms`` and ``tuned_ratio`` (against its own onnxruntime
 median) beside the untuned figures.
 
+With ``--busy K,...`` (default 0), each thread count is timed again beside K busy processes: plain
+Python busy loops (``while True: pass``, at the benchmark's own priority, free to run on any core),
+started before the timing (and given ``BUSY_START_S`` to get going) and killed after it. With K
+plus the threads above the cores, the machine is overcommitted: what a user serving on a busy
+machine sees, and what a benchmark on a shared machine measures. Both sides are timed the same
+way beside the same busy processes; rows then have a ``busy`` column and the geometric means are per
+thread count and K. A busy row's median says how the runtime degrades, its quartiles how much of
+the time slices it loses (a descheduled thread that others wait for).
+
 Both runtimes share one process; each model gets a fresh (spawned) process, so that one model's
 memory does not pile onto the next, with OPENBLAS_NUM_THREADS=1 (numpy's BLAS must not start threads
 of its own). A model tensoregg cannot compile yet is reported as ``unsupported: <message>``. The
@@ -45,20 +54,24 @@ the start and the end: on a shared machine, figures taken under a load above the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing as mp
 import os
 import queue as queue_mod
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 EXTRA_MODELS = ("mlp", "encoder", "resnet_small")
+BUSY_START_S = 0.5
+"""Seconds the busy processes of ``--busy`` get to start before the timing does."""
 
 
 def load(name: str) -> Any:
@@ -89,6 +102,23 @@ class Settings:
     records as ``compile`` finds them)."""
     tune_minutes: float = 0.0
     """Minutes of ``tensoregg.tune`` into ``records`` first."""
+    busy: tuple[int, ...] = (0,)
+    """Busy processes beside each timing (``--busy``), one timing per count."""
+
+
+@contextlib.contextmanager
+def busy_processes(k: int) -> Iterator[None]:
+    """``k`` Python busy loops running (at this process's priority) for the duration of the block."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(k)]
+    try:
+        if procs:
+            time.sleep(BUSY_START_S)
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
 
 
 def measure(name: str, settings: Settings, out: Any) -> None:
@@ -120,23 +150,26 @@ def measure(name: str, settings: Settings, out: Any) -> None:
              for n, s, d in zip(module.input_names, module.input_shapes, module.input_dtypes, strict=True)}
     data = model.SerializeToString()
     del model
-    for t in settings.threads:
+    for t, k in ((t, k) for t in settings.threads for k in settings.busy):
         module.num_threads = t
         session = ort_session(data, t)
         want = session.run(None, feeds)
         got = module.run(**feeds)
         err = max_rel_err(got, want)
-        ours, theirs = time_pair(partial(module.run, **feeds), partial(session.run, None, feeds),
-                                 settings.runs, settings.seconds, settings.settle if t > 1 else 0.0)
+        settle = settings.settle if t > 1 else 0.0
+        with busy_processes(k):
+            ours, theirs = time_pair(partial(module.run, **feeds), partial(session.run, None, feeds),
+                                     settings.runs, settings.seconds, settle)
         te_ms, ort_ms = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
-        row = {"model": name, "threads": t, "compile_s": compile_s, "tensoregg_ms": te_ms, "ort_ms": ort_ms,
-               "ratio": te_ms / ort_ms, "max_rel_err": err, "runs": len(ours),
+        row = {"model": name, "threads": t, "busy": k, "compile_s": compile_s, "tensoregg_ms": te_ms,
+               "ort_ms": ort_ms, "ratio": te_ms / ort_ms, "max_rel_err": err, "runs": len(ours),
                "tensoregg_quartiles_ms": quartiles(ours), "ort_quartiles_ms": quartiles(theirs)}
         if tuned is not None:
             tuned.num_threads = t
             err = max(err, max_rel_err(tuned.run(**feeds), want))
-            ours, theirs = time_pair(partial(tuned.run, **feeds), partial(session.run, None, feeds),
-                                     settings.runs, settings.seconds, settings.settle if t > 1 else 0.0)
+            with busy_processes(k):
+                ours, theirs = time_pair(partial(tuned.run, **feeds), partial(session.run, None, feeds),
+                                         settings.runs, settings.seconds, settle)
             tuned_ms, tuned_ort_ms = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
             row |= {"tuned_ms": tuned_ms, "tuned_ort_ms": tuned_ort_ms,
                     "tuned_ratio": tuned_ms / tuned_ort_ms, "tune_minutes": tune_s / 60, "max_rel_err": err}
@@ -189,8 +222,9 @@ def child_rows(ctx: Any, target: Callable[..., None], args: tuple[Any, ...], lab
     return rows
 
 
-HEADER = (f"{'model':14s} {'thr':>3s} {'compile s':>9s} {'tensoregg ms':>12s} {'ort ms':>9s} {'ratio':>7s} "
-          f"{'max rel err':>11s}  status")
+HEADER = (f"{'model':14s} {'thr':>3s} {'busy':>4s} {'compile s':>9s} {'tensoregg ms':>12s} "
+          f"{'(quartiles)':>15s} {'ort ms':>9s} {'(quartiles)':>15s} {'ratio':>7s} {'max rel err':>11s}"
+          "  status")
 
 
 def print_row(row: dict[str, Any]) -> None:
@@ -200,9 +234,11 @@ def print_row(row: dict[str, Any]) -> None:
     tuned = "" if "tuned_ms" not in row else (
         f"  tuned {row['tuned_ms']:.3f} ms (ort {row['tuned_ort_ms']:.3f}) ratio {row['tuned_ratio']:.2f} "
         f"after {row['tune_minutes']:.1f} min")
-    print(f"{row['model']:14s} {row['threads']:3d} {row['compile_s']:9.2f} {row['tensoregg_ms']:12.3f} "
-          f"{row['ort_ms']:9.3f} {row['ratio']:7.2f} {row['max_rel_err']:11.1e}  {row['status']}{tuned}",
-          flush=True)
+    spread = {side: f"({row[f'{side}_quartiles_ms'][0]:.2f}-{row[f'{side}_quartiles_ms'][2]:.2f})"
+              for side in ("tensoregg", "ort")}
+    print(f"{row['model']:14s} {row['threads']:3d} {row['busy']:4d} {row['compile_s']:9.2f} "
+          f"{row['tensoregg_ms']:12.3f} {spread['tensoregg']:>15s} {row['ort_ms']:9.3f} {spread['ort']:>15s} "
+          f"{row['ratio']:7.2f} {row['max_rel_err']:11.1e}  {row['status']}{tuned}", flush=True)
 
 
 def machine() -> dict[str, Any]:
@@ -230,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="*", default=[*LIGHT_MODELS, *EXTRA_MODELS])
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    parser.add_argument("--busy", default="0",
+                        help="comma-separated counts of busy processes to time beside (default 0)")
     parser.add_argument("--runs", type=int, help="timed calls per side (default: about --seconds each)")
     parser.add_argument("--seconds", type=float, default=2.0,
                         help="time per side per model and thread count when --runs is not given")
@@ -247,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tune and not args.records:
         parser.error("--tune needs --records")
     settings = Settings(tuple(int(t) for t in args.threads.split(",")), args.runs, args.seconds, args.settle,
-                        args.records, args.tune)
+                        args.records, args.tune, tuple(int(k) for k in args.busy.split(",")))
     info = machine()
     print(f"machine: {info['cpu']} ({info['cpu_model']}), {info['cores']} cores for llvm, onnxruntime "
           f"{info['onnxruntime']}, load average {' '.join(f'{x:.2f}' for x in info['load_average'])}")
@@ -256,13 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row for name in args.models for row in run_model(ctx, name, settings, args.timeout)]
     info["load_average_end"] = os.getloadavg()
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in info['load_average_end'])}")
-    for t in settings.threads:
+    for t, k in ((t, k) for t in settings.threads for k in settings.busy):
+        beside = f" beside {k} busy" if k else ""
         for key, what in (("ratio", ""), ("tuned_ratio", " (tuned)")):
-            ratios = [r[key] for r in rows if r.get("threads") == t and key in r]
+            ratios = [r[key] for r in rows if r.get("threads") == t and r.get("busy") == k and key in r]
             if ratios:
                 geomean = math.exp(statistics.fmean(math.log(x) for x in ratios))
-                print(f"geometric mean of ratios{what}, {t} thread{'s' if t > 1 else ''}: {geomean:.2f} "
-                      f"over {len(ratios)} models")
+                print(f"geometric mean of ratios{what}, {t} thread{'s' if t > 1 else ''}{beside}: "
+                      f"{geomean:.2f} over {len(ratios)} models")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "rows": rows}, f, indent=1)

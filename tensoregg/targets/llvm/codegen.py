@@ -1,9 +1,10 @@
 """Loop IR -> LLVM IR (llvmlite): one function per kernel.
 
-A kernel becomes ``void name(ptr noalias %b0, ..., i64 %tid, i64 %nthreads, ptr %barrier)`` taking
-its buffers in ``params`` order, run by ``nthreads`` threads at once (thread ``tid``). Each top-level
-statement is a region: a parallel loop's iterations are split evenly over the threads, any other
-statement runs on thread 0, and all threads meet at ``barrier`` after each region. Loops
+A kernel becomes ``void name(ptr noalias %b0, ..., i64 %tid, i64 %nthreads, ptr %context)`` taking
+its buffers in ``params`` order, run by up to ``nthreads`` threads at once (thread ``tid``, with its
+``sharing`` context). Each top-level statement is a region: a parallel loop's iterations are cut into
+chunks, any other statement is one chunk, and the threads share out the chunks and move on to the
+next region once all are done (``sharing``). Loops
 are counted i64 loops (``nsw`` increments, ``inbounds`` GEPs), locals are entry-block allocas that
 LLVM promotes to registers. Floating-point multiplies and adds carry ``contract`` (FMA formation)
 only in a reduction's accumulate (``Store.contract``), never reassociation, so results do not depend
@@ -41,9 +42,10 @@ from tensoregg.targets.llvm.formats import (
     round_to_odd_float,
     wrap,
 )
-from tensoregg.targets.llvm.irtypes import F32, I1, I8, I32, I64, PTR, declare
+from tensoregg.targets.llvm.irtypes import F32, I1, I8, I64, PTR, declare
 from tensoregg.targets.llvm.mathfns import expf
 from tensoregg.targets.llvm.packing import emit_panel_runs, emit_panel_transpose
+from tensoregg.targets.llvm.sharing import chunk_count, claim_function, finish_function
 from tensoregg.targets.llvm.ukernels import emit_microkernel
 
 FLOATS: dict[str, ir.Type] = {"float16": ir.HalfType(), "float32": F32, "float64": ir.DoubleType()}
@@ -104,7 +106,7 @@ class KernelEmitter:
         self.fn.attributes.add("noinline")
         for arg in self.fn.args[:len(kernel.params)]:
             arg.add_attribute("noalias")
-        self.tid, self.nthreads, self.barrier = self.fn.args[len(kernel.params):]
+        self.tid, self.nthreads, self.context = self.fn.args[len(kernel.params):]
         self.entry = self.fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.entry)
         self.ptrs: dict[int, ir.Value] = {id(buf): arg for buf, arg in zip(kernel.params, self.fn.args)}
@@ -114,16 +116,43 @@ class KernelEmitter:
         self.fast: tuple[str, ...] = ()
 
     def emit(self) -> ir.Function:
-        wait = barrier_function(self.module)
         for region in self.kernel.body:
-            if isinstance(region, For) and region.kind == "parallel":
-                self.loop(region, split=True)
-            else:
-                with self.b.if_then(self.b.icmp_signed("==", self.tid, ir.Constant(I64, 0))):
-                    self.block([region])
-            self.b.call(wait, [self.barrier, self.nthreads])
+            self.region(region)
         self.b.ret_void()
         return self.fn
+
+    def region(self, s: Stmt) -> None:
+        """``s`` run chunk by chunk as the threads claim them (``sharing``): a parallel loop's
+        iterations in chunks, any other statement as one chunk."""
+        self.values = {}
+        b, one = self.b, ir.Constant(I64, 1)
+        parallel = s if isinstance(s, For) and s.kind == "parallel" else None
+        if parallel is not None:
+            start = self.expr(parallel.start)
+            trip = b.sub(self.expr(parallel.stop), start)
+            chunks = chunk_count(b, trip, self.nthreads)
+        else:
+            chunks = one
+        pre = b.block
+        claim = self.fn.append_basic_block("claim")
+        body = self.fn.append_basic_block("chunk")
+        done = self.fn.append_basic_block("region.done")
+        b.branch(claim)
+        b.position_at_end(claim)
+        first = b.phi(I64, "first")
+        first.add_incoming(one, pre)
+        chunk = b.call(claim_function(self.module), [self.context, self.tid, self.nthreads, chunks, first])
+        b.cbranch(b.icmp_signed("<", chunk, ir.Constant(I64, 0)), done, body)
+        b.position_at_end(body)
+        if parallel is not None:  # chunk c: [start + trip * c / chunks, start + trip * (c + 1) / chunks)
+            lo, hi = (b.add(start, b.sdiv(b.mul(trip, c), chunks)) for c in (chunk, b.add(chunk, one)))
+            self.loop(parallel, (lo, hi))
+        else:
+            self.block([s])
+        self.b.call(finish_function(self.module), [self.context, self.nthreads, chunks])
+        first.add_incoming(ir.Constant(I64, 0), self.b.block)
+        self.b.branch(claim)
+        self.b.position_at_end(done)
 
     # ---- statements -------------------------------------------------------------------------------
 
@@ -140,14 +169,10 @@ class KernelEmitter:
             else:
                 raise TypeError(f"unknown statement {s!r}")
 
-    def loop(self, s: For, split: bool = False) -> None:
+    def loop(self, s: For, bounds: tuple[ir.Value, ir.Value] | None = None) -> None:
+        """``s``, over ``bounds`` (a chunk's) rather than its own start and stop when given."""
         self.values = {}  # values cached for a store need not dominate this loop's preheader
-        start, stop = self.expr(s.start), self.expr(s.stop)
-        if split:  # this thread's share: [start + n * tid / nthreads, start + n * (tid + 1) / nthreads)
-            n = self.b.sub(stop, start)
-            at = [self.b.add(start, self.b.sdiv(self.b.mul(n, t), self.nthreads))
-                  for t in (self.tid, self.b.add(self.tid, ir.Constant(I64, 1)))]
-            start, stop = at
+        start, stop = bounds if bounds is not None else (self.expr(s.start), self.expr(s.stop))
         pre = self.b.block
         header = self.fn.append_basic_block(f"{s.var.name}.head")
         body = self.fn.append_basic_block(f"{s.var.name}.body")
@@ -490,7 +515,7 @@ def emit_intrinsic(module: ir.Module, intrinsic: object, lanes: int) -> ir.Funct
 
 
 def kernel_type(kernel: Kernel) -> ir.FunctionType:
-    """``void (ptr param..., i64 tid, i64 nthreads, ptr barrier)``: a kernel function's type."""
+    """``void (ptr param..., i64 tid, i64 nthreads, ptr context)``: a kernel function's type."""
     return ir.FunctionType(ir.VoidType(), [PTR] * len(kernel.params) + [I64, I64, PTR])
 
 
@@ -502,39 +527,3 @@ def emit_kernel(module: ir.Module, kernel: Kernel, lanes: int, name: str = "",
     and only declared in ``module``."""
     return KernelEmitter(module, kernel, lanes, name, shared).emit()
 
-
-BARRIER = "tensoregg_barrier"
-
-
-def barrier_function(module: ir.Module) -> ir.Function:
-    """``void tensoregg_barrier(ptr b, i64 nthreads)``: returns once ``nthreads`` threads have called
-    it (a sense-reversing spin barrier over ``{i64 count, i64 generation}`` at ``b``; waiters yield
-    the CPU between spins). With one thread it returns at once."""
-    if BARRIER in module.globals:
-        return module.globals[BARRIER]
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, I64]), BARRIER)
-    fn.attributes.add("nounwind")
-    fn.attributes.add("noinline")
-    bar, n = fn.args
-    entry, sync, last, wait, spin, done = (fn.append_basic_block(x) for x in
-                                           ("entry", "sync", "last", "wait", "spin", "done"))
-    b = ir.IRBuilder(entry)
-    b.cbranch(b.icmp_signed("<=", n, ir.Constant(I64, 1)), done, sync)
-    b.position_at_end(sync)
-    gen_ptr = b.gep(bar, [ir.Constant(I64, 1)], inbounds=True, source_etype=I64)
-    gen = b.load_atomic(gen_ptr, "acquire", 8, typ=I64)
-    arrived = b.atomic_rmw("add", bar, ir.Constant(I64, 1), "acq_rel")
-    b.cbranch(b.icmp_signed("==", arrived, b.sub(n, ir.Constant(I64, 1))), last, wait)
-    b.position_at_end(last)
-    b.atomic_rmw("xchg", bar, ir.Constant(I64, 0), "monotonic")  # (store_atomic wants typed pointers)
-    b.atomic_rmw("add", gen_ptr, ir.Constant(I64, 1), "release")
-    b.branch(done)
-    b.position_at_end(wait)
-    now = b.load_atomic(gen_ptr, "acquire", 8, typ=I64)
-    b.cbranch(b.icmp_signed("!=", now, gen), done, spin)
-    b.position_at_end(spin)
-    b.call(declare(module, "sched_yield", I32, []), [])
-    b.branch(wait)
-    b.position_at_end(done)
-    b.ret_void()
-    return fn

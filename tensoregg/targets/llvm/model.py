@@ -1,7 +1,9 @@
 """Whole-model native code: a kernel per node (an LLVM module per distinct kernel) and one entry point.
 
 ``void model(ptr inputs, ptr outputs, ptr weights, ptr workspace, i64 tid, i64 nthreads, ptr barrier)``
-runs the nodes in order, on ``nthreads`` threads that all call it (see ``codegen``):
+runs the nodes in order, on up to ``nthreads`` threads that call it, sharing out each kernel's work
+through the two words at ``barrier``, 0 when a run starts (see ``sharing``; a thread that calls it
+late skips the work already done):
 ``inputs``/``outputs`` are arrays of pointers to the graph's input and output arrays, ``weights`` is
 the packed buffer of every constant and ``workspace`` holds every intermediate value, at the offsets
 of the static memory plan (``tensoregg.ir.memory_plan``). Graph outputs are written straight into
@@ -267,7 +269,12 @@ def emit_model(program: LoopProgram, lanes: int) -> ModelIR:
     entry = ir.Function(entry_module, ir.FunctionType(ir.VoidType(), [PTR] * 4 + [i64, i64, PTR]), "model")
     entry.attributes.add("nounwind")
     b = ir.IRBuilder(entry.append_basic_block("entry"))
-    ins, outs, weights, work, *team = entry.args
+    ins, outs, weights, work, tid, nthreads, barrier = entry.args
+    context = b.alloca(ir.ArrayType(i64, 2), name="context")  # this thread's (``sharing``)
+    context.type = PTR  # llvmlite's alloca keeps a typed pointer even with opaque pointers on
+    b.store(b.ptrtoint(barrier, i64), context)
+    b.store(ir.Constant(i64, 0), b.gep(context, [ir.Constant(i64, 1)], inbounds=True, source_etype=i64))
+    team = [tid, nthreads, context]
 
     def pointer(place: Place) -> ir.Value:
         if place.kind in ("input", "output"):
@@ -302,7 +309,7 @@ def _kernel_module(kernel: Kernel, lanes: int, name: str, shared: dict[Hashable,
 
 
 def _report_fault(b: ir.IRBuilder, flag: ir.GlobalVariable, k: int) -> None:
-    """After node ``k``'s kernel (and its closing barrier: every thread sees the same flag): on a
+    """After node ``k``'s kernel (all of it done: every thread sees the same flag): on a
     fault, record ``k + 2`` and return (the first fault stops the run)."""
     fault = b.load(flag, typ=I64)
     with b.if_then(b.icmp_signed("!=", fault, ir.Constant(I64, 0)), likely=False):

@@ -13,7 +13,20 @@ import functools
 
 import llvmlite.ir as ir
 
-from tensoregg.runtime.team import ARGS, BARRIER, DONE, ENTRY, GENERATION, STOP, THREADS, Team, TeamFunctions
+from tensoregg.runtime.team import (
+    ARGS,
+    BARRIER,
+    CLOSED,
+    COUNT_MASK,
+    ENTRY,
+    GENERATION,
+    JOIN,
+    LEFT_SHIFT,
+    STOP,
+    THREADS,
+    Team,
+    TeamFunctions,
+)
 from tensoregg.targets.llvm.irtypes import I32, I64, PTR, VOID, declare
 from tensoregg.targets.llvm.jit import JitModule
 
@@ -55,53 +68,80 @@ class _Emitter:
         return nxt
 
     def worker(self) -> None:
-        """``void tensoregg_team_worker(ptr state, i64 tid)``: run each new generation's job until stop."""
+        """``void tensoregg_team_worker(ptr state, i64 tid)``: join each new generation's run while it
+        is open, until stop."""
         fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, I64]), "tensoregg_team_worker")
         state, tid = fn.args
-        entry, poll, idle, run, leave = (fn.append_basic_block(x)
-                                         for x in ("entry", "poll", "idle", "run", "leave"))
+        entry, poll, idle, waiting, join, attempt, run, skip, leave = (fn.append_basic_block(x) for x in (
+            "entry", "poll", "idle", "waiting", "join", "attempt", "run", "skip", "leave"))
+        zero = ir.Constant(I64, 0)
         b = ir.IRBuilder(entry)
         b.branch(poll)
         b.position_at_end(poll)
         seen, spins = b.phi(I64), b.phi(I64)
-        seen.add_incoming(ir.Constant(I64, 0), entry)
-        spins.add_incoming(ir.Constant(I64, 0), entry)
-        stop = b.icmp_signed("!=", self.load(b, state, STOP), ir.Constant(I64, 0))
+        seen.add_incoming(zero, entry)
+        spins.add_incoming(zero, entry)
+        stop = b.icmp_signed("!=", self.load(b, state, STOP), zero)
         generation = self.load(b, state, GENERATION)
         b.cbranch(stop, leave, idle)
         b.position_at_end(idle)
-        fresh = b.icmp_signed("!=", generation, seen)
-        waiting = fn.append_basic_block("waiting")
-        b.cbranch(fresh, run, waiting)
+        b.cbranch(b.icmp_signed("!=", generation, seen), join, waiting)
         b.position_at_end(waiting)
         nxt = self.wait(b, spins, poll)
         seen.add_incoming(seen, b.block)
         spins.add_incoming(nxt, b.block)
+        b.position_at_end(join)  # while the join word is this generation's and open: one more
+        word = self.load(b, state, JOIN)
+        ours = b.icmp_unsigned("==", b.lshr(word, ir.Constant(I64, 32)),
+                               b.and_(generation, ir.Constant(I64, 0xFFFFFFFF)))
+        open_ = b.icmp_unsigned("==", b.and_(word, ir.Constant(I64, CLOSED)), zero)
+        b.cbranch(b.and_(ours, open_), attempt, skip)
+        b.position_at_end(attempt)
+        swapped = b.cmpxchg(self.slot(b, state, JOIN), word, b.add(word, ir.Constant(I64, 1)),
+                            "acq_rel", "acquire")
+        b.cbranch(b.extract_value(swapped, 1), run, join)
         b.position_at_end(run)
         self.call_entry(b, state, tid)
-        b.atomic_rmw("add", self.slot(b, state, DONE), ir.Constant(I64, 1), "release")
-        seen.add_incoming(generation, b.block)
-        spins.add_incoming(ir.Constant(I64, 0), b.block)
+        b.atomic_rmw("add", self.slot(b, state, JOIN), ir.Constant(I64, 1 << LEFT_SHIFT), "release")
+        b.branch(skip)
+        b.position_at_end(skip)  # this generation is over for this worker
+        seen.add_incoming(generation, skip)
+        spins.add_incoming(zero, skip)
         b.branch(poll)
         b.position_at_end(leave)
         b.ret_void()
 
     def runner(self) -> None:
-        """``void tensoregg_team_run(ptr state)``: start a generation, run thread 0's share, wait for
-        the other ``nthreads - 1``."""
+        """``void tensoregg_team_run(ptr state)``: open a generation's run (its shared words at 0),
+        run the entry as thread 0, close the run and wait for the workers that joined it to leave."""
         fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), "tensoregg_team_run")
         (state,) = fn.args
-        entry, poll, waiting, done = (fn.append_basic_block(x) for x in ("entry", "poll", "waiting", "done"))
+        entry, reset, start, poll, waiting, done = (fn.append_basic_block(x) for x in (
+            "entry", "reset", "start", "poll", "waiting", "done"))
+        zero, half = ir.Constant(I64, 0), ir.Constant(I64, 32)
         b = ir.IRBuilder(entry)
-        b.atomic_rmw("xchg", self.slot(b, state, DONE), ir.Constant(I64, 0), "monotonic")
+        generation = b.add(self.load(b, state, GENERATION), ir.Constant(I64, 1))
+        opened = b.shl(generation, half)
+        b.atomic_rmw("xchg", self.slot(b, state, JOIN), opened, "release")
+        words = self.load(b, state, BARRIER)
+        b.cbranch(b.icmp_signed("!=", words, zero), reset, start)
+        b.position_at_end(reset)
+        for k in range(2):
+            b.atomic_rmw("xchg", b.gep(b.inttoptr(words, PTR), [ir.Constant(I64, k)], inbounds=True,
+                                       source_etype=I64), zero, "monotonic")
+        b.branch(start)
+        b.position_at_end(start)
         b.atomic_rmw("add", self.slot(b, state, GENERATION), ir.Constant(I64, 1), "acq_rel")
-        self.call_entry(b, state, ir.Constant(I64, 0))
-        others = b.sub(self.load(b, state, THREADS), ir.Constant(I64, 1))
+        self.call_entry(b, state, zero)
+        closed = b.atomic_rmw("or", self.slot(b, state, JOIN), ir.Constant(I64, CLOSED), "acq_rel")
+        joined = b.and_(closed, ir.Constant(I64, COUNT_MASK))
         b.branch(poll)
         b.position_at_end(poll)
         spins = b.phi(I64)
-        spins.add_incoming(ir.Constant(I64, 0), entry)
-        finished = b.icmp_signed(">=", self.load(b, state, DONE), others)
+        spins.add_incoming(zero, start)
+        left = b.and_(b.lshr(self.load(b, state, JOIN), ir.Constant(I64, LEFT_SHIFT)),
+                      ir.Constant(I64, COUNT_MASK))
+        finished = b.icmp_signed(">=", left, joined)
         b.cbranch(finished, done, waiting)
         b.position_at_end(waiting)
         spins.add_incoming(self.wait(b, spins, poll), b.block)

@@ -135,3 +135,58 @@ class WarpShuffle:
 
 
 WARP_SHUFFLE = WarpShuffle()
+
+
+ASYNC_BYTES = (4, 8, 16)
+"""The sizes ``cp.async`` copies: ``.ca`` all of them, ``.cg`` (bypassing L1) 16 bytes only."""
+
+
+@dataclass(frozen=True)
+class AsyncCopy:
+    """A thread's asynchronous copy of ``width`` consecutive elements of ``dtype`` (``width *
+    dtype.itemsize`` in :data:`ASYNC_BYTES`) from global into shared memory, ``cp.async`` (sm_80):
+    ``Invoke(copy, (Ref(dst), Ref(src), count))``, ``dst`` a shared local and ``src`` a param, both
+    aligned to the copy's size; the first ``count`` elements (0 <= count <= width) are read from
+    ``src``, the rest of ``dst`` is filled with zeros (``count`` 0: ``src`` is not read). The copy
+    joins the thread's open group (:class:`AsyncCommit` closes it); ``dst`` holds the data only
+    once the thread has waited for the group (:class:`AsyncWait`), and neither the thread nor any
+    other may read or write ``dst`` before: other threads see it after a barrier that follows the
+    wait."""
+
+    width: int
+    dtype: np.dtype
+
+    @property
+    def bytes(self) -> int:
+        return self.width * self.dtype.itemsize
+
+    @property
+    def name(self) -> str:
+        return f"cp.async.{'cg' if self.bytes == 16 else 'ca'}.shared.global.{self.bytes}"
+
+
+@dataclass(frozen=True)
+class AsyncCommit:
+    """``cp.async.commit_group``: the thread's asynchronous copies since its last commit become one
+    group, ``Invoke(ASYNC_COMMIT, ())``; every thread of a block commits together."""
+
+    @property
+    def name(self) -> str:
+        return "cp.async.commit_group"
+
+
+@dataclass(frozen=True)
+class AsyncWait:
+    """``cp.async.wait_group pending``: the thread waits until at most ``pending`` of its committed
+    groups are still in flight (the newest ones); the copies of the others have landed.
+    ``Invoke(AsyncWait(n), ())``; every thread of a block waits together."""
+
+    pending: int
+
+    @property
+    def name(self) -> str:
+        return f"cp.async.wait_group {self.pending}"
+
+
+ASYNC_COMMIT = AsyncCommit()
+ASYNC_INTRINSICS = (AsyncCopy, AsyncCommit, AsyncWait)

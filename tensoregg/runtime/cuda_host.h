@@ -140,6 +140,13 @@ static float te_shfl_xor(float x, int m) {
   }
   return s.out[lane ^ m];
 }
+/* cp.async lands at once here: the copy, the rest zero-filled; committing and waiting do nothing. */
+template <int N> static inline void te_cp_async(void* dst, const void* src, unsigned valid) {
+  memcpy(dst, src, valid);
+  memset((char*)dst + valid, 0, N - valid);
+}
+static inline void te_cp_async_commit() {}
+template <int N> static inline void te_cp_async_wait() {}
 template <class F> static void te_launch(long long blocks, long long threads, bool fibers, F kernel) {
   for (long long t = 0; t < threads; ++t) te_threads[t].x = t;
   if (!fibers) {

@@ -13,6 +13,11 @@ extraction (``tensoregg.ir.schedules``). Analytic and rough (no GPU has measured
   that shared memory allows (each k step's tile copies and fragment loads at 128 bytes per clock per
   SM, against the MMAs' clocks), times the occupancy. Tile copies through L2, matrices from device
   memory once, in the operands' bytes.
+- **Copy latency** (both): a k step's tile copies take ``COPY_LATENCY_CLOCKS`` to land. With one
+  shared stage a block waits them out at every step, hidden only by the arithmetic of the SM's
+  other resident blocks; with two (``stages`` 2: ``cp.async`` double buffering) the copies of step
+  k + 1 fly while step k computes, hidden by the block's own arithmetic too, at the price of twice
+  the shared memory (fewer resident blocks).
 - **Untiled** (one thread per element): every FMA loads both operands through L1; a twentieth of
   the CUDA cores' rate at full occupancy.
 
@@ -49,8 +54,11 @@ KEEP = 16
 """The cheapest shared-tile (and tensor-core) schedules of each problem that extraction sees."""
 MMA_EFFICIENCY = 0.5
 """The tensor cores' rate ``mma.sync`` reaches with its operands in shared memory and registers to
-spare: fragments loaded element by element (no ``ldmatrix``), copies not overlapped with the MMAs (no
-``cp.async``); to be measured on a device."""
+spare: fragments loaded element by element (no ``ldmatrix``; the copies' latency is priced apart,
+``COPY_LATENCY_CLOCKS``); to be measured on a device."""
+COPY_LATENCY_CLOCKS = 800
+"""Clocks from a k step's tile copies issued to their data in shared memory: a global load through
+L2 (some 500 to 800 clocks on an A100 or H100 by public microbenchmarks; to be measured)."""
 SHARED_BYTES_PER_CLOCK = 128
 """Shared-memory bandwidth of one SM: 32 banks of 4 bytes."""
 TERM_CLOCKS = 4
@@ -91,8 +99,8 @@ def mma_seconds(p: GemmProblem, t: TensorCoreTiles, gpu: Gpu) -> float:
 def _blocked(p: GemmProblem, t: SharedTiles | TensorCoreTiles, gpu: Gpu, rate: float, efficiency: float
              ) -> float:
     """Seconds of ``p`` in blocks of ``t`` whose arithmetic runs at ``rate`` (the GPU's) times
-    ``efficiency`` at full occupancy: waves of resident blocks, the operand tiles through L2, the
-    matrices from device memory once."""
+    ``efficiency`` at full occupancy, with the copies' latency not hidden (module docstring): waves
+    of resident blocks, the operand tiles through L2, the matrices from device memory once."""
     gm, gn, gk = math.ceil(p.m / t.bm), math.ceil(p.n / t.bn), math.ceil(p.k / t.bk)
     blocks = p.batch * gm * gn
     resident = max(1, min(gpu.blocks_per_sm, gpu.threads_per_sm // t.threads,
@@ -103,6 +111,9 @@ def _blocked(p: GemmProblem, t: SharedTiles | TensorCoreTiles, gpu: Gpu, rate: f
     efficiency *= min(1.0, concurrent * t.threads / (32 * LATENCY_WARPS))
     block_flops = 2 * t.bm * t.bn * gk * t.bk
     compute = waves * concurrent * block_flops / (rate / gpu.sms * efficiency)
+    step = compute / (waves * gk)  # one k step of the blocks an SM runs at once
+    hidden = step if t.stages == 2 else step * (concurrent - 1) / concurrent
+    compute += waves * gk * max(0.0, COPY_LATENCY_CLOCKS / gpu.clock_hz - hidden)
     l2_bytes = itemsize(p) * blocks * gk * t.bk * (t.bm + t.bn)
     dram_bytes = itemsize(p) * p.batch * (p.m * p.k + p.k * p.n + p.m * p.n)
     return max(compute, l2_bytes / (gpu.dram_bandwidth * L2_OVER_DRAM), dram_bytes / gpu.dram_bandwidth) \

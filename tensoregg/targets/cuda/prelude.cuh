@@ -21,6 +21,28 @@ TE_MMA(tf32, m16n8k8)
 __device__ __forceinline__ float te_shfl_xor(float x, int m) {
   float r; asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(x), "r"(m)); return r;
 }
+// cp.async (sm_80): N bytes from global into shared memory, the first `valid` read and the rest zero-filled,
+// there for the thread once it waits for the group (cp.async.wait_group), for the block after a barrier that
+// follows; before sm_80 a plain copy (the commit and the wait then do nothing).
+template <int N> __device__ __forceinline__ void te_cp_async(void* dst, const void* src, unsigned valid) {
+#if __CUDA_ARCH__ >= 800
+  unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+  if (N == 16) asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(valid) : "memory");
+  else asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" :: "r"(s), "l"(src), "n"(N), "r"(valid) : "memory");
+#else
+  for (unsigned i = 0; i < N; ++i) ((unsigned char*)dst)[i] = i < valid ? ((const unsigned char*)src)[i] : 0;
+#endif
+}
+__device__ __forceinline__ void te_cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int N> __device__ __forceinline__ void te_cp_async_wait() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory");
+#endif
+}
 #endif
 __device__ __forceinline__ float te_b2f(unsigned short b) { return __uint_as_float((unsigned int)b << 16); }
 __device__ __forceinline__ float te_rh(float x) { return te_h2f(te_f2h(x)); }

@@ -81,6 +81,7 @@ def launch(s: For, blocks: Exec) -> Exec:
 
     def run(f: Frame) -> None:
         f.races.clear()
+        f.groups = [[]]
         f.epochs = np.zeros(int(np.max(f.values[vid])) + 1, np.int64)
         blocks(f)
     return run
@@ -166,22 +167,34 @@ def watch_store(scope: Scope, access: Access, bid: int, name: str, size: int,
     return writes
 
 
-def barrier(scope: Scope, where: str) -> Exec:
-    """A barrier: CompileError unless every thread of each block that runs reaches it together;
-    starts a new epoch of those blocks for the race checker."""
+def together(scope: Scope, where: str, what: str) -> Callable[[Frame], None]:
+    """The check that every thread of each block that runs reaches ``what`` (a barrier) together:
+    CompileError for one in a vectorized loop of a thread, or reached by part of a block."""
     gpu = scope.gpu
     assert gpu is not None and gpu.thread is not None
     if scope.level != gpu.level + gpu.axes:
-        raise CompileError(f"{where}: barrier inside a vectorized loop of a thread")
+        raise CompileError(f"{where}: {what} inside a vectorized loop of a thread")
     axes = tuple(range(gpu.level, gpu.level + gpu.axes))
 
-    def run(f: Frame) -> None:
+    def check(f: Frame) -> None:
         if f.mask is not None:
             shape = np.broadcast_shapes(f.lane_shape(), f.mask.shape)
             mask, block, thread = (np.broadcast_to(x, shape) for x in (f.mask, *gpu.ids(f)))
             _uniform(mask, block, thread, axes,
-                     f"{where}: thread {{}} of block {{}} reaches a barrier that thread {{}} does not (a "
+                     f"{where}: thread {{}} of block {{}} reaches a {what} that thread {{}} does not (a "
                      "condition or loop bound that differs between the block's threads)")
+    return check
+
+
+def barrier(scope: Scope, where: str) -> Exec:
+    """A barrier: CompileError unless every thread of each block that runs reaches it together;
+    starts a new epoch of those blocks for the race checker."""
+    gpu = scope.gpu
+    assert gpu is not None
+    check = together(scope, where, "barrier")
+
+    def run(f: Frame) -> None:
+        check(f)
         f.barriers += 1
         (blocks,) = running(f, gpu.ids(f)[0])
         f.epochs[blocks] = f.barriers

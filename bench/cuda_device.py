@@ -22,10 +22,11 @@ torch CUDA tensor run without a copy (the output a torch CUDA tensor). ratio = t
 (below 1: tensoregg is faster).
 
 Then old against new GEMM templates in the same run (``template_rows``): for GEMM 4096^3 in
-float16 and tf32 and a ragged 1000 x 1000 x 1000 float32, the tile the cost model ranks first with
-one shared stage (loads and stores, no ``cp.async``) against the same tile with two (``cp.async``
-double buffering), each against ``torch.matmul``, with the cost model's predicted time beside:
-``new/old`` below 1 means double buffering pays.
+float16 and tf32 and a 1000 x 1000 x 1000 float32, the tile the cost model ranks first with one
+shared stage as it was (``old``: loads and stores, fragments element by element), with ``ldmatrix``
+(float16), and with two stages (``new``: ``cp.async`` double buffering), each against
+``torch.matmul``, with the cost model's predicted time beside: ``new/old`` below 1 means the new
+form pays.
 """
 
 from __future__ import annotations
@@ -202,8 +203,9 @@ def forced_run(model: Any, schedule: Any, runs: int) -> tuple[list[np.ndarray], 
 
 
 def old_and_new(problem: Any) -> list[tuple[Any, float]]:
-    """The tile the cost model ranks first with one shared stage, and the same tile with two, each
-    with its predicted seconds."""
+    """The tile the cost model ranks first with one shared stage as the template was before
+    ``cp.async`` and ``ldmatrix`` (fragments loaded element by element), with ``ldmatrix`` alone
+    (16-bit data), and with both (two stages), each with its predicted seconds."""
     from dataclasses import replace
 
     from tensoregg.targets.cuda import chosen_gpu
@@ -212,9 +214,11 @@ def old_and_new(problem: Any) -> list[tuple[Any, float]]:
 
     gpu = chosen_gpu()
     (priced,) = price([problem], gpu)
-    old = next(s for s, _ in priced if getattr(s, "stages", 0) == 1)
-    seconds = mma_seconds if isinstance(old, TensorCoreTiles) else tiles_seconds
-    return [(t, seconds(problem, t, gpu)) for t in (old, replace(old, stages=2))]  # type: ignore[arg-type]
+    best = next(s for s, _ in priced if getattr(s, "stages", 0) == 1)
+    if not isinstance(best, TensorCoreTiles):
+        return [(t, tiles_seconds(problem, t, gpu)) for t in (best, replace(best, stages=2))]  # type: ignore
+    forms = [replace(best, ldmatrix=False), *([best] if best.ldmatrix else []), replace(best, stages=2)]
+    return [(t, mma_seconds(problem, t, gpu)) for t in forms]
 
 
 def template_rows(runs: int) -> list[dict[str, Any]]:
@@ -235,8 +239,10 @@ def template_rows(runs: int) -> list[dict[str, Any]]:
         ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
         want = (ta.double() @ tb.double()).cpu().numpy()
         theirs = torch_seconds(lambda ta=ta, tb=tb: ta @ tb, runs)
-        for t, predicted in old_and_new(GemmProblem(1, n, n, n, dtype=np.dtype(dtype).name)):
-            case = f"{kind} {n}^3 {t.stages} stage"
+        forms = old_and_new(GemmProblem(1, n, n, n, dtype=np.dtype(dtype).name))
+        first: float | None = None
+        for k, (t, predicted) in enumerate(forms):
+            case = f"{kind} {n}^3 {'old' if k == 0 else 'new' if k == len(forms) - 1 else 'ldmatrix'}"
             try:
                 outputs, ours = forced_run(single_op_model("MatMul", [a, b], {}), t, runs)
             except Exception as exc:  # one template's failure is a row
@@ -245,10 +251,10 @@ def template_rows(runs: int) -> list[dict[str, Any]]:
             row = {"case": case, "schedule": str(t), "error": relative_error(outputs, [want]),
                    "tolerance": 1e-4 if kind == "fp32" else 3e-3, "tensoregg_ms": ours * 1e3,
                    "torch_ms": theirs * 1e3, "ratio": ours / theirs, "predicted_ms": predicted * 1e3}
-            before = rows[-1] if rows else {}
-            if t.stages == 2 and before.get("case") == case.replace("2 stage", "1 stage") \
-                    and "tensoregg_ms" in before:
-                row["new/old"] = ours * 1e3 / before["tensoregg_ms"]
+            if k == 0:
+                first = ours
+            elif first is not None:
+                row["new/old"] = ours / first
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows

@@ -190,3 +190,30 @@ class AsyncWait:
 
 ASYNC_COMMIT = AsyncCommit()
 ASYNC_INTRINSICS = (AsyncCopy, AsyncCommit, AsyncWait)
+
+
+@dataclass(frozen=True)
+class LoadMatrix:
+    """A warp's load of ``count`` (2 or 4) 8 x 8 matrices of 16-bit elements from shared memory into
+    registers, ``ldmatrix.sync.aligned.m8n8.x{count}.shared.b16``: the 32 threads of a warp invoke it
+    together, ``Invoke(ldm, (Ref(dst), Ref(src)))``, ``dst`` a local of their thread loop (registers)
+    and ``src`` a shared local; lane ``8 j + r`` gives the address of row r of matrix j (8
+    consecutive elements, 16-byte aligned; lanes from ``8 count`` on are ignored). Each thread gets
+    2 elements of each matrix j, of row ``lane // 4`` and columns ``2 (lane % 4)`` and ``2 (lane % 4)
+    + 1``, into ``dst`` elements ``2 j`` and ``2 j + 1`` (PTX ISA, "Warp-level matrix load
+    instruction: ldmatrix": the layout of an mma.m16n8k16 A fragment for x4 over its four 8 x 8
+    quarters, of a B fragment for x2 over its two)."""
+
+    count: int
+    dtype: np.dtype
+
+    @property
+    def name(self) -> str:
+        return f"ldmatrix.sync.aligned.m8n8.x{self.count}.shared.b16"
+
+    def rows(self, lane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each (lane, element ``2 j + e``) of ``dst``: the lane whose address gives the row
+        (``8 j + lane // 4``), and the column in that row (``2 (lane % 4) + e``)."""
+        j, e = np.divmod(np.arange(2 * self.count), 2)
+        lane = lane[:, None]
+        return 8 * j + lane // 4, 2 * (lane % 4) + e

@@ -11,7 +11,8 @@ extraction (``tensoregg.ir.schedules``). Analytic and rough (no GPU has measured
   the GPU opts in: ``Gpu.tf32``): residency and waves as above; a block's MMAs run at the tensor
   cores' rate for the dtype (``Gpu.peak_flops``) times ``MMA_EFFICIENCY``, times the fraction of it
   that shared memory allows (each k step's tile copies and fragment loads at 128 bytes per clock per
-  SM, against the MMAs' clocks), times the occupancy. Tile copies through L2, matrices from device
+  SM, against the MMAs' clocks; a 16-bit fragment loaded element by element takes a 4-byte bank word
+  per element, with ``ldmatrix`` its bytes), times the occupancy. Tile copies through L2, matrices from device
   memory once, in the operands' bytes.
 - **Copy latency** (both): a k step's tile copies take ``COPY_LATENCY_CLOCKS`` to land. With one
   shared stage a block waits them out at every step, hidden only by the arithmetic of the SM's
@@ -54,7 +55,7 @@ KEEP = 16
 """The cheapest shared-tile (and tensor-core) schedules of each problem that extraction sees."""
 MMA_EFFICIENCY = 0.5
 """The tensor cores' rate ``mma.sync`` reaches with its operands in shared memory and registers to
-spare: fragments loaded element by element (no ``ldmatrix``; the copies' latency is priced apart,
+spare (the fragment loads' shared-memory bytes and the copies' latency are priced apart,
 ``COPY_LATENCY_CLOCKS``); to be measured on a device."""
 COPY_LATENCY_CLOCKS = 800
 """Clocks from a k step's tile copies issued to their data in shared memory: a global load through
@@ -89,7 +90,8 @@ def tiles_seconds(p: GemmProblem, t: SharedTiles, gpu: Gpu) -> float:
 def mma_seconds(p: GemmProblem, t: TensorCoreTiles, gpu: Gpu) -> float:
     size, steps = t.mma.dtype.itemsize, t.bk // t.mma.k
     copies = (t.bm + t.bn) * t.bk * size
-    fragments = t.threads * (t.wm * t.mma.fragment("a") + t.wn * t.mma.fragment("b")) * size * steps
+    word = size if t.ldmatrix else 4  # shared-memory bytes a fragment element takes
+    fragments = t.threads * (t.wm * t.mma.fragment("a") + t.wn * t.mma.fragment("b")) * word * steps
     rate = gpu.peak_flops[RATES[p.dtype]]
     mma_clocks = 2 * t.bm * t.bn * t.bk / (rate / (gpu.sms * gpu.clock_hz))
     shared = min(1.0, mma_clocks * SHARED_BYTES_PER_CLOCK / (copies + fragments))

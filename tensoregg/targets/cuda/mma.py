@@ -12,7 +12,9 @@ fragments of them the layout gives::
       barrier
       for ks in 0..bk step k:
         each thread loads its A fragments of the warp's wm row tiles and its B fragments of its wn
-          column tiles from shared memory into registers (the layout tables, ``WarpMMA.layout``)
+          column tiles from shared memory into registers (the layout tables, ``WarpMMA.layout``):
+          element by element, or with ``ldmatrix`` (16-bit data: x4 for an A fragment, its four
+          8 x 8 quarters; x2 for a B fragment, its two 8 x 8 halves along k; ``LoadMatrix``)
         mma(A fragment mi, B fragment ni, acc[mi, ni])  for mi < wm, ni < wn
       barrier
     the epilogue on each accumulator inside C (``gemm.guarded_result``), stored
@@ -35,7 +37,7 @@ import numpy as np
 from tensoregg.ir.compute import Buffer, Expr, Load, call, const, fresh
 from tensoregg.ir.compute.expr import idx
 from tensoregg.ir.contraction import Contraction, uncast
-from tensoregg.ir.intrinsics import MMA_BF16, MMA_F16, MMA_TF32, WARP, WarpMMA
+from tensoregg.ir.intrinsics import MMA_BF16, MMA_F16, MMA_TF32, WARP, LoadMatrix, WarpMMA
 from tensoregg.ir.loops import For, Invoke, Local, Ref, Stmt, Store
 from tensoregg.targets.cuda.copies import async_tile, copy_tile, pipeline
 from tensoregg.targets.cuda.gemm import guarded_result, staged
@@ -60,6 +62,8 @@ class TensorCoreTiles:
     wn: int
     stages: int = 1
     """Shared tiles per operand: 1, or 2 (double buffering with ``cp.async``)."""
+    ldmatrix: bool = False
+    """Whether fragments are loaded with ``ldmatrix`` (16-bit data only), else element by element."""
 
     @property
     def warps(self) -> int:
@@ -88,8 +92,9 @@ class TensorCoreTiles:
 
     def __str__(self) -> str:
         double = ", 2 stages (cp.async)" if self.stages == 2 else ""
+        ldmatrix = ", ldmatrix" if self.ldmatrix else ""
         return (f"gpu tensor cores {self.mma.ab} {self.bm}x{self.bn}x{self.bk}, warp {self.wm}x{self.wn} "
-                f"of {self.mma.m}x{self.mma.n}x{self.mma.k}{double}")
+                f"of {self.mma.m}x{self.mma.n}x{self.mma.k}{ldmatrix}{double}")
 
     def lower(self, c: Contraction, known: Mapping[int, np.ndarray]
               ) -> tuple[list[Stmt], list[tuple[Buffer, np.ndarray]]]:
@@ -142,12 +147,22 @@ def _lower(t: TensorCoreTiles, c: Contraction) -> For:
         def element(tile: Buffer, kk: Expr, line: Expr) -> Load:
             return Load(tile, (staged(t, at, tile, row_major(k_at + kk, line)),))
 
-        load_a = For(mi, idx(0), idx(t.wm), [
-            Store(fa, (mi * idx(na) + idx(e),), element(a_tile, col, a_line + row))
-            for e, (row, col) in enumerate(a_at)])
-        load_b = For(ni, idx(0), idx(t.wn), [
-            Store(fb, (ni * idx(nb) + idx(e),), element(b_tile, k, b_line + n))
-            for e, (k, n) in enumerate(b_at)])
+        if t.ldmatrix:  # lane 8 q + r gives row r of quarter q (A: q % 2 down, q // 2 across; B: q across)
+            q, r = call("div", lane, idx(8)), call("rem", lane, idx(8))
+            a_row, a_col = r + call("rem", q, idx(2)) * idx(8), call("div", q, idx(2)) * idx(8)
+            a_at_row = element(a_tile, a_col, a_line + a_row).index[0]
+            b_at_row = element(b_tile, call("rem", q, idx(2)) * idx(8), b_line + r).index[0]
+            load_a = For(mi, idx(0), idx(t.wm), [
+                Invoke(LoadMatrix(4, mma.dtype), (Ref(fa, mi * idx(na)), Ref(a_tile, a_at_row)), na)])
+            load_b = For(ni, idx(0), idx(t.wn), [
+                Invoke(LoadMatrix(2, mma.dtype), (Ref(fb, ni * idx(nb)), Ref(b_tile, b_at_row)), nb)])
+        else:
+            load_a = For(mi, idx(0), idx(t.wm), [
+                Store(fa, (mi * idx(na) + idx(e),), element(a_tile, col, a_line + row))
+                for e, (row, col) in enumerate(a_at)])
+            load_b = For(ni, idx(0), idx(t.wn), [
+                Store(fb, (ni * idx(nb) + idx(e),), element(b_tile, k, b_line + n))
+                for e, (k, n) in enumerate(b_at)])
         invoke = Invoke(mma, (Ref(fa, mi * idx(na)), Ref(fb, ni * idx(nb)), Ref(acc, tile), Ref(acc, tile)),
                         mma.m * mma.n * mma.k // WARP)
         products = For(mi, idx(0), idx(t.wm), [For(ni, idx(0), idx(t.wn), [invoke])])
@@ -189,11 +204,13 @@ def _term(v: Expr, factor: int) -> Expr:
     return idx(0) if factor == 0 else v if factor == 1 else v * idx(factor)
 
 
-CANDIDATES = [TensorCoreTiles(mma, bm, bn, bk * mma.k, wm, wn, stages)
+CANDIDATES = [TensorCoreTiles(mma, bm, bn, bk * mma.k, wm, wn, stages, mma.ab != "tf32")
               for mma in (MMA_F16, MMA_BF16, MMA_TF32) for bm in (32, 64, 128) for bn in (32, 64, 128)
               for bk in (1, 2, 4) for wm in (1, 2, 4) for wn in (2, 4, 8) if wn >= wm for stages in (1, 2)]
 """Warp tiles at least as wide (in MMA tiles) as they are tall: a B fragment is half an A fragment,
-so these load the fewest fragment bytes per MMA (the taller ones spilled registers at 8 warps)."""
+so these load the fewest fragment bytes per MMA (the taller ones spilled registers at 8 warps).
+16-bit fragments are loaded with ``ldmatrix`` (the tile's rows are 16-byte aligned: always
+possible here)."""
 
 
 def templates(gpu: Gpu, dtype: np.dtype) -> list[TensorCoreTiles]:

@@ -22,7 +22,7 @@ import numpy as np
 from tensoregg.errors import CompileError
 from tensoregg.ir.compute import Buffer, Call, Const, Expr, Load, Reduce, Var, walk
 from tensoregg.ir.compute.expr import children
-from tensoregg.ir.intrinsics import AsyncCommit, AsyncCopy, AsyncWait, WarpMMA, WarpShuffle
+from tensoregg.ir.intrinsics import AsyncCommit, AsyncCopy, AsyncWait, LoadMatrix, WarpMMA, WarpShuffle
 from tensoregg.ir.loops import Barrier, For, Invoke, Kernel, Local, Ref, Stmt, Store
 from tensoregg.ir.memory_plan import POISON
 from tensoregg.targets.interp import gpu
@@ -175,6 +175,8 @@ class KernelExecutor:
             return gpu.warp_mma(s, scope, values, self.where)
         if isinstance(s.intrinsic, WarpShuffle):
             return gpu.warp_shuffle(s, scope, values, self.where)
+        if isinstance(s.intrinsic, LoadMatrix):
+            return gpu.load_matrix(s, scope, values, self.where)
         if isinstance(s.intrinsic, AsyncCopy):
             return async_copy(s, scope, values, self.where)
         if isinstance(s.intrinsic, (AsyncCommit, AsyncWait)):

@@ -113,7 +113,7 @@ def test_the_template_refuses_contractions_of_another_dtype():
 def test_the_parameters_the_h100_admits_fit_its_limits():
     for ab, dtype in DTYPES.items():
         admitted = templates(H100, dtype)
-        assert len(admitted) > 30 and TILES[ab][0] in admitted
+        assert len(admitted) > 30 and replace(TILES[ab][0], ldmatrix=ab != "tf32") in admitted
         for t in admitted:
             assert t.mma.dtype == dtype and 64 <= t.threads <= 256
             assert t.shared_bytes <= H100.shared_per_block

@@ -40,8 +40,8 @@ F32, F16, BF16 = np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.
 R = np.random.default_rng(3)
 needs_nvrtc = pytest.mark.skipif(nvrtc_missing() is not None, reason=str(nvrtc_missing()))
 SIMT = SharedTiles(32, 32, 16, 2, 4, 2)
-CORES = {F16: TensorCoreTiles(MMA_F16, 32, 64, 32, 1, 4, 2),
-         BF16: TensorCoreTiles(MMA_BF16, 64, 32, 16, 2, 2, 2),
+CORES = {F16: TensorCoreTiles(MMA_F16, 32, 64, 32, 1, 4, 2, True),
+         BF16: TensorCoreTiles(MMA_BF16, 64, 32, 16, 2, 2, 2, True),
          F32: TensorCoreTiles(MMA_TF32, 32, 32, 16, 1, 2, 2)}
 
 

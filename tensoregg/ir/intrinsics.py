@@ -217,3 +217,18 @@ class LoadMatrix:
         j, e = np.divmod(np.arange(2 * self.count), 2)
         lane = lane[:, None]
         return 8 * j + lane // 4, 2 * (lane % 4) + e
+
+
+@dataclass(frozen=True)
+class VectorCopy:
+    """A thread's copy of ``width`` consecutive elements of ``dtype`` (16 bytes: ``float4``,
+    ``half2 x 4``) between global memory and its registers in one access:
+    ``Invoke(copy, (Ref(dst), Ref(src)))``, one of them a param (its offset a multiple of
+    ``width``: the access is aligned), the other a local of the thread."""
+
+    width: int
+    dtype: np.dtype
+
+    @property
+    def name(self) -> str:
+        return f"ld/st.global.v{self.width * self.dtype.itemsize // 4}.b32"

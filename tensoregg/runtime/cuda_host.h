@@ -165,6 +165,9 @@ template <int N> static void te_ldmatrix(unsigned short* d, const unsigned short
 }
 static void te_ldmatrix_x2(unsigned short* d, const unsigned short* s) { te_ldmatrix<2>(d, s); }
 static void te_ldmatrix_x4(unsigned short* d, const unsigned short* s) { te_ldmatrix<4>(d, s); }
+/* 16-byte accesses of global memory: copies. */
+static inline void te_load16(void* r, const void* g) { memcpy(r, g, 16); }
+static inline void te_store16(void* g, const void* r) { memcpy(g, r, 16); }
 /* cp.async lands at once here: the copy, the rest zero-filled; committing and waiting do nothing. */
 template <int N> static inline void te_cp_async(void* dst, const void* src, unsigned valid) {
   memcpy(dst, src, valid);

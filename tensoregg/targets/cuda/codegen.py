@@ -22,7 +22,15 @@ import numpy as np
 from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir.compute import INDEX, Buffer, Call, Const, Expr, Load, Var, walk
 from tensoregg.ir.compute.expr import BOUND, is_float
-from tensoregg.ir.intrinsics import AsyncCommit, AsyncCopy, AsyncWait, LoadMatrix, WarpMMA, WarpShuffle
+from tensoregg.ir.intrinsics import (
+    AsyncCommit,
+    AsyncCopy,
+    AsyncWait,
+    LoadMatrix,
+    VectorCopy,
+    WarpMMA,
+    WarpShuffle,
+)
 from tensoregg.ir.loops import Barrier, For, Invoke, Local, Ref, Stmt, Store, offset, statements
 from tensoregg.runtime.cuda import C_TYPES
 from tensoregg.targets.cuda.schedule import Launch
@@ -149,6 +157,8 @@ class _Writer:
             self.warp_mma(s, depth)
         elif isinstance(s, Invoke) and isinstance(s.intrinsic, WarpShuffle):
             self.warp_shuffle(s, depth)
+        elif isinstance(s, Invoke) and isinstance(s.intrinsic, VectorCopy):
+            self.vector_copy(s, depth)
         elif isinstance(s, Invoke) and isinstance(s.intrinsic, LoadMatrix):
             self.load_matrix(s, depth)
         elif isinstance(s, Invoke) and isinstance(s.intrinsic, AsyncCopy):
@@ -226,6 +236,18 @@ class _Writer:
         dst, src = (f"{self.name(id(r.buffer), r.buffer.name)}[{self.expr(r.offset, memo, depth)}]"
                     for r in refs)
         self.emit(depth, f"{dst} = te_shfl_xor({src}, {int(mask.value)});")
+
+    def vector_copy(self, s: Invoke, depth: int) -> None:
+        """``te_load16(registers, global)`` or ``te_store16(global, registers)`` (``prelude.cuh``: one
+        16-byte access of global memory)."""
+        memo: Memo = {}
+        if len(s.refs) != 2 or len(s.args) != 2:
+            raise UnsupportedOperator(s.intrinsic.name, target="cuda",
+                                      detail=f"takes two addresses in {self.where}")
+        dst, src = (f"&{self.name(id(r.buffer), r.buffer.name)}[{self.expr(r.offset, memo, depth)}]"
+                    for r in s.refs)
+        store = any(s.refs[0].buffer is b for b in self.params)
+        self.emit(depth, f"te_store16({dst}, {src});" if store else f"te_load16({dst}, {src});")
 
     def load_matrix(self, s: Invoke, depth: int) -> None:
         """``te_ldmatrix_x<n>(registers, row)`` (``prelude.cuh``: ``ldmatrix``, the registers unpacked

@@ -21,6 +21,10 @@ TE_MMA(tf32, m16n8k8)
 __device__ __forceinline__ float te_shfl_xor(float x, int m) {
   float r; asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(x), "r"(m)); return r;
 }
+// One 16-byte access of global memory (a float4, eight halves) to or from a thread's registers.
+struct alignas(16) te_v16 { unsigned x, y, z, w; };
+__device__ __forceinline__ void te_load16(void* r, const void* g) { te_v16 v = *(const te_v16*)g; memcpy(r, &v, 16); }
+__device__ __forceinline__ void te_store16(void* g, const void* r) { te_v16 v; memcpy(&v, r, 16); *(te_v16*)g = v; }
 // ldmatrix.sync.aligned.m8n8.x{2,4}.shared.b16: lane 8 j + r gives the address of row r of 8 x 8 matrix j; each
 // thread gets row lane / 4, columns 2 (lane % 4) and + 1 of each matrix j, here as elements 2 j and 2 j + 1.
 __device__ __forceinline__ void te_unpack(unsigned short* d, unsigned r) { d[0] = (unsigned short)r; d[1] = (unsigned short)(r >> 16); }

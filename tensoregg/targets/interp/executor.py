@@ -22,7 +22,15 @@ import numpy as np
 from tensoregg.errors import CompileError
 from tensoregg.ir.compute import Buffer, Call, Const, Expr, Load, Reduce, Var, walk
 from tensoregg.ir.compute.expr import children
-from tensoregg.ir.intrinsics import AsyncCommit, AsyncCopy, AsyncWait, LoadMatrix, WarpMMA, WarpShuffle
+from tensoregg.ir.intrinsics import (
+    AsyncCommit,
+    AsyncCopy,
+    AsyncWait,
+    LoadMatrix,
+    VectorCopy,
+    WarpMMA,
+    WarpShuffle,
+)
 from tensoregg.ir.loops import Barrier, For, Invoke, Kernel, Local, Ref, Stmt, Store
 from tensoregg.ir.memory_plan import POISON
 from tensoregg.targets.interp import gpu
@@ -40,6 +48,13 @@ from tensoregg.targets.interp.loops import (
     vector_loop,
 )
 from tensoregg.targets.interp.numerics import call_function
+from tensoregg.targets.interp.vector_copies import vector_copy
+
+GPU_INTRINSICS: dict[type, Callable[[Invoke, Scope, Sequence[Fn], str], Exec]] = {
+    WarpMMA: gpu.warp_mma, WarpShuffle: gpu.warp_shuffle, LoadMatrix: gpu.load_matrix,
+    VectorCopy: vector_copy, AsyncCopy: async_copy}
+"""The GPU intrinsics taking addresses and values, by type: what runs each (its statement, scope, the
+compiled values of its arguments, the kernel's name)."""
 
 
 class KernelExecutor:
@@ -171,14 +186,9 @@ class KernelExecutor:
         for buf in buffers:
             self.check_buffer(buf, scope)
         values = self.exprs([a.offset if isinstance(a, Ref) else a for a in s.args], scope)
-        if isinstance(s.intrinsic, WarpMMA):
-            return gpu.warp_mma(s, scope, values, self.where)
-        if isinstance(s.intrinsic, WarpShuffle):
-            return gpu.warp_shuffle(s, scope, values, self.where)
-        if isinstance(s.intrinsic, LoadMatrix):
-            return gpu.load_matrix(s, scope, values, self.where)
-        if isinstance(s.intrinsic, AsyncCopy):
-            return async_copy(s, scope, values, self.where)
+        on_gpu = GPU_INTRINSICS.get(type(s.intrinsic))
+        if on_gpu is not None:
+            return on_gpu(s, scope, values, self.where)
         if isinstance(s.intrinsic, (AsyncCommit, AsyncWait)):
             return async_group(s, scope, self.where)
         check_signature(s.intrinsic, refs, [b.dtype for b in buffers], self.where)

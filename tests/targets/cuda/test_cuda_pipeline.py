@@ -180,14 +180,14 @@ def test_the_race_checker_refuses_a_pipeline_that_reads_before_its_copies_land(t
 
 @needs_nvrtc
 def test_double_buffered_templates_build_without_spills(builds_without_spills):
-    """The largest double-buffered parameter sets the H100 admits (most registers and shared memory)
-    of each kind, on a ragged and an aligned MatMul."""
+    """The largest double-buffered parameter set the H100 admits (most registers and shared memory)
+    of each kind, on an odd MatMul (4-byte copies or none) and an aligned one (16-byte copies)."""
     sources, names = [PRELUDE], []
     kinds = [(F32, gemm.templates(H100))] + [(d, mma.templates(H100, d)) for d in (F16, BF16, F32)]
     for kind, (dtype, admitted) in enumerate(kinds):
         double = [t for t in admitted if t.stages == 2]
-        for t in sorted(double, key=lambda t: (t.registers, t.shared_bytes))[-2:]:
-            for shape in ((300, 200, 500), (256, 256, 256)):
+        for t in sorted(double, key=lambda t: (t.registers, t.shared_bytes))[-1:]:
+            for shape in ((301, 203, 499), (256, 256, 256)):
                 c, params = matmul(dtype, *shape)
                 (stage,), _ = t.lower(c, {})
                 launch = Launch(f"p{kind}_{len(names)}", stage, 1, t.threads, t.shared_bytes)

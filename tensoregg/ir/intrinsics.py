@@ -206,16 +206,22 @@ class LoadMatrix:
 
     count: int
     dtype: np.dtype
+    trans: bool = False
+    """``.trans``: each matrix transposed on the way: thread l gets rows ``2 (l % 4)`` and ``+ 1``
+    of column ``l // 4`` (a B fragment from a k-major tile)."""
 
     @property
     def name(self) -> str:
-        return f"ldmatrix.sync.aligned.m8n8.x{self.count}.shared.b16"
+        return f"ldmatrix.sync.aligned.m8n8.x{self.count}{'.trans' if self.trans else ''}.shared.b16"
 
     def rows(self, lane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each (lane, element ``2 j + e``) of ``dst``: the lane whose address gives the row
-        (``8 j + lane // 4``), and the column in that row (``2 (lane % 4) + e``)."""
+        (``8 j + lane // 4``; transposed ``8 j + 2 (lane % 4) + e``), and the column in that row
+        (``2 (lane % 4) + e``; transposed ``lane // 4``)."""
         j, e = np.divmod(np.arange(2 * self.count), 2)
         lane = lane[:, None]
+        if self.trans:
+            return 8 * j + 2 * (lane % 4) + e, np.broadcast_to(lane // 4, (lane.shape[0], j.size))
         return 8 * j + lane // 4, 2 * (lane % 4) + e
 
 

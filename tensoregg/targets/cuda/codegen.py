@@ -258,7 +258,7 @@ class _Writer:
             raise UnsupportedOperator(ldm.name, target="cuda", detail=f"takes two addresses in {self.where}")
         dst, src = (f"&{self.name(id(r.buffer), r.buffer.name)}[{self.expr(r.offset, memo, depth)}]"
                     for r in s.refs)
-        self.emit(depth, f"te_ldmatrix_x{ldm.count}({dst}, {src});")
+        self.emit(depth, f"te_ldmatrix_x{ldm.count}{'_trans' if ldm.trans else ''}({dst}, {src});")
 
     def async_copy(self, s: Invoke, depth: int) -> None:
         """``te_cp_async<bytes>(dst, src, valid bytes)`` (``prelude.cuh``: ``cp.async`` on sm_80 and

@@ -7,14 +7,17 @@ fragments of them the layout gives::
     for k0 in 0..K step bk:
       the block copies A[i0:i0+bm, k0:k0+bk] and B[k0:k0+bk, j0:j0+bn] into shared memory, row by row
         of A and column by column of B (k contiguous, rows padded by 16 bytes: the fragment loads
-        of a warp hit 32 distinct banks), as the shared-tile template copies (``copies.copy_tile``;
-        0 outside the matrices; float16 data copied as it is, no rounding)
+        of a warp hit 32 distinct banks), or, where B is contiguous along n (a MatMul's [K, N]
+        weights), B row by row (k-major, n contiguous, padded likewise: copied 16 bytes at a time),
+        as the shared-tile template copies (``copies.copy_tile``; 0 outside the matrices; float16
+        data copied as it is, no rounding)
       barrier
       for ks in 0..bk step k:
         each thread loads its A fragments of the warp's wm row tiles and its B fragments of its wn
           column tiles from shared memory into registers (the layout tables, ``WarpMMA.layout``):
           element by element, or with ``ldmatrix`` (16-bit data: x4 for an A fragment, its four
-          8 x 8 quarters; x2 for a B fragment, its two 8 x 8 halves along k; ``LoadMatrix``)
+          8 x 8 quarters; x2 for a B fragment, its two 8 x 8 halves along k, transposed from a
+          k-major tile; ``LoadMatrix``)
         mma(A fragment mi, B fragment ni, acc[mi, ni])  for mi < wm, ni < wn
       barrier
     the epilogue on each accumulator inside C (``gemm.guarded_result``), stored
@@ -39,7 +42,7 @@ from tensoregg.ir.compute.expr import idx
 from tensoregg.ir.contraction import Contraction, uncast
 from tensoregg.ir.intrinsics import MMA_BF16, MMA_F16, MMA_TF32, WARP, LoadMatrix, WarpMMA
 from tensoregg.ir.loops import For, Invoke, Local, Ref, Stmt, Store
-from tensoregg.targets.cuda.copies import async_tile, copy_tile, pipeline
+from tensoregg.targets.cuda.copies import async_tile, copy_tile, copy_width, pipeline
 from tensoregg.targets.cuda.gemm import guarded_result, staged
 from tensoregg.targets.cuda.machines import Gpu
 
@@ -79,8 +82,14 @@ class TensorCoreTiles:
         return self.bk + PAD_BYTES // self.mma.dtype.itemsize
 
     @property
+    def b_stage(self) -> int:
+        """Elements of one stage of the B tile: room for ``bn`` rows of ``row`` (n-major) or ``bk``
+        rows of ``bn`` and the padding (k-major, where B is contiguous along n)."""
+        return max(self.bn * self.row, self.bk * (self.bn + PAD_BYTES // self.mma.dtype.itemsize))
+
+    @property
     def shared_bytes(self) -> int:
-        return (self.bm + self.bn) * self.row * self.mma.dtype.itemsize * self.stages
+        return (self.bm * self.row + self.b_stage) * self.mma.dtype.itemsize * self.stages
 
     @property
     def registers(self) -> int:
@@ -116,7 +125,7 @@ def _lower(t: TensorCoreTiles, c: Contraction) -> For:
     wy, wx = call("div", warp, idx(across)), call("rem", warp, idx(across))
     lanes = (call("div", lane, idx(4)), call("rem", lane, idx(4)))
     a_tile = Buffer("As", mma.dtype, (t.stages * t.bm * t.row,))
-    b_tile = Buffer("Bs", mma.dtype, (t.stages * t.bn * t.row,))
+    b_tile = Buffer("Bs", mma.dtype, (t.stages * t.b_stage,))
     na, nb, nc = (mma.fragment(op) for op in "abc")
     fa, fb = Buffer("fa", mma.dtype, (t.wm * na,)), Buffer("fb", mma.dtype, (t.wn * nb,))
     acc = Buffer("acc", F32, (t.wm * t.wn * nc,))
@@ -129,11 +138,18 @@ def _lower(t: TensorCoreTiles, c: Contraction) -> For:
     def row_major(kk: Expr, line: Expr) -> Expr:
         return line * idx(t.row) + kk
 
+    def k_major(kk: Expr, line: Expr) -> Expr:
+        return kk * idx(t.bn + PAD_BYTES // mma.dtype.itemsize) + line
+
+    b_rows = copy_width(c, "b", mma.dtype, k_major, "line", t.bn, t.bk, t.threads, t.b_stage, read) \
+        * mma.dtype.itemsize == 16  # B contiguous along n: its tile k-major, copied 16 bytes at a time
+    places = {"a": (row_major, "k"), "b": (k_major, "line") if b_rows else (row_major, "k")}
+
     def copies(k0: Expr, at: Expr) -> list[Stmt]:
         if t.stages == 1:
-            return [copy_tile(c, side, tile, lines, row_major, t.bk, t.threads, thread, first, k0, bi, read)
-                    for side, tile, lines, first in sides]
-        return [async_tile(c, side, tile, lines, row_major, "k", t.bk, t.threads, thread, first, k0, bi, at,
+            return [copy_tile(c, side, tile, lines, places[side][0], t.bk, t.threads, thread, first, k0, bi,
+                              read) for side, tile, lines, first in sides]
+        return [async_tile(c, side, tile, lines, *places[side], t.bk, t.threads, thread, first, k0, bi, at,
                            read) for side, tile, lines, first in sides]
 
     # fragment element e of tile mi (rows) / ni (columns) at its (line, k) in the shared tile
@@ -145,17 +161,19 @@ def _lower(t: TensorCoreTiles, c: Contraction) -> For:
         ks = fresh("ks")
         k_at = ks * idx(mma.k)
         def element(tile: Buffer, kk: Expr, line: Expr) -> Load:
-            return Load(tile, (staged(t, at, tile, row_major(k_at + kk, line)),))
+            place = places["a" if tile is a_tile else "b"][0]
+            return Load(tile, (staged(t, at, tile, place(k_at + kk, line)),))
 
         if t.ldmatrix:  # lane 8 q + r gives row r of quarter q (A: q % 2 down, q // 2 across; B: q across)
             q, r = call("div", lane, idx(8)), call("rem", lane, idx(8))
             a_row, a_col = r + call("rem", q, idx(2)) * idx(8), call("div", q, idx(2)) * idx(8)
             a_at_row = element(a_tile, a_col, a_line + a_row).index[0]
-            b_at_row = element(b_tile, call("rem", q, idx(2)) * idx(8), b_line + r).index[0]
+            half = call("rem", q, idx(2)) * idx(8)  # B's k-major rows are k: half q's row r is k 8 q + r
+            b_at_row = (element(b_tile, half + r, b_line) if b_rows else element(b_tile, half, b_line + r)).index[0]
             load_a = For(mi, idx(0), idx(t.wm), [
                 Invoke(LoadMatrix(4, mma.dtype), (Ref(fa, mi * idx(na)), Ref(a_tile, a_at_row)), na)])
             load_b = For(ni, idx(0), idx(t.wn), [
-                Invoke(LoadMatrix(2, mma.dtype), (Ref(fb, ni * idx(nb)), Ref(b_tile, b_at_row)), nb)])
+                Invoke(LoadMatrix(2, mma.dtype, b_rows), (Ref(fb, ni * idx(nb)), Ref(b_tile, b_at_row)), nb)])
         else:
             load_a = For(mi, idx(0), idx(t.wm), [
                 Store(fa, (mi * idx(na) + idx(e),), element(a_tile, col, a_line + row))

@@ -26,11 +26,18 @@ struct alignas(16) te_v16 { unsigned x, y, z, w; };
 __device__ __forceinline__ void te_load16(void* r, const void* g) { te_v16 v = *(const te_v16*)g; memcpy(r, &v, 16); }
 __device__ __forceinline__ void te_store16(void* g, const void* r) { te_v16 v; memcpy(&v, r, 16); *(te_v16*)g = v; }
 // ldmatrix.sync.aligned.m8n8.x{2,4}.shared.b16: lane 8 j + r gives the address of row r of 8 x 8 matrix j; each
-// thread gets row lane / 4, columns 2 (lane % 4) and + 1 of each matrix j, here as elements 2 j and 2 j + 1.
+// thread gets row lane / 4, columns 2 (lane % 4) and + 1 of each matrix j, here as elements 2 j and 2 j + 1
+// (.trans: rows 2 (lane % 4) and + 1 of column lane / 4).
 __device__ __forceinline__ void te_unpack(unsigned short* d, unsigned r) { d[0] = (unsigned short)r; d[1] = (unsigned short)(r >> 16); }
 __device__ __forceinline__ void te_ldmatrix_x2(unsigned short* d, const unsigned short* s) {
   unsigned r0, r1;
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];" : "=r"(r0), "=r"(r1)
+               : "r"((unsigned)__cvta_generic_to_shared(s)));
+  te_unpack(d, r0); te_unpack(d + 2, r1);
+}
+__device__ __forceinline__ void te_ldmatrix_x2_trans(unsigned short* d, const unsigned short* s) {
+  unsigned r0, r1;
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];" : "=r"(r0), "=r"(r1)
                : "r"((unsigned)__cvta_generic_to_shared(s)));
   te_unpack(d, r0); te_unpack(d + 2, r1);
 }

@@ -55,6 +55,7 @@ CASES = [  # (tiles, op, inputs, attrs, constant): odd shapes (4-byte or no copi
     (SIMT, "Conv", [data(F32, 1, 5, 9, 11), data(F32, 7, 5, 3, 3), data(F32, 7)], {"pads": [1, 1, 1, 1]},
      (1, 2)),
     (CORES[F16], "MatMul", [data(F16, 37, 45), data(F16, 45, 29)], {}, ()),
+    (CORES[F16], "MatMul", [data(F16, 40, 64), data(F16, 64, 72)], {}, (1,)),  # B k-major: ldmatrix.trans
     (CORES[F16], "Gemm", [data(F16, 40, 64), data(F16, 72, 64)], {"transB": 1}, (1,)),
     (CORES[F16], "Conv", [data(F16, 1, 8, 9, 9), data(F16, 16, 8, 3, 3)], {}, (1,)),
     (CORES[BF16], "MatMul", [data(BF16, 70, 48), data(BF16, 48, 40)], {}, ()),
@@ -115,12 +116,13 @@ def copies(stage):
 
 
 @pytest.mark.parametrize("tiles, dtype, shape, trans_b, want", [
-    (CORES[F16], F16, (64, 64, 64), False, [(16, "As")]),             # B along n: 2-byte loads and stores
+    (CORES[F16], F16, (64, 64, 64), False, [(16, "As"), (16, "Bs")]), # B along n: its tile k-major
     (CORES[F16], F16, (64, 64, 64), True, [(16, "As"), (16, "Bs")]),  # B^T along k: 16 bytes too
     (CORES[F16], F16, (64, 60, 64), True, [(8, "As"), (8, "Bs")]),    # k % 8: 8 bytes (4 halves)
     (CORES[F16], F16, (64, 58, 64), True, [(4, "As"), (4, "Bs")]),    # k % 4: 4 bytes
     (CORES[F16], F16, (64, 45, 64), True, []),                        # k odd: no copy fits a half
-    (CORES[F32], F32, (64, 64, 64), False, [(4, "Bs"), (16, "As")]),
+    (CORES[F32], F32, (64, 64, 64), False, [(16, "As"), (16, "Bs")]),
+    (CORES[F16], F16, (64, 64, 60), False, [(16, "As")]),             # n % 8: B n-major, loads and stores
     (SIMT, F32, (64, 64, 64), False, [(4, "As"), (16, "Bs")]),        # A k-major in its tile: elements
     (SIMT, F32, (64, 64, 30), False, [(4, "As"), (8, "Bs")]),
 ])

@@ -335,26 +335,29 @@ def test_fragment_layouts_are_the_ptx_isas():
             np.testing.assert_array_equal(got[1], cols, err_msg=f"{mma.name} {operand} cols")
 
 
-def ldmatrix_kernel(count, rows, cols, address):
+def ldmatrix_kernel(count, rows, cols, address, trans=False):
     """One warp: a shared ``rows`` x ``cols`` float16 tile holding its element numbers, each lane's
-    ``LoadMatrix(count)`` from row/column ``address(lane)`` of it, the fragments stored lane by lane."""
+    ``LoadMatrix(count, trans)`` from row/column ``address(lane)`` of it, the fragments stored lane by
+    lane."""
     tile, out = Buffer("tile", F16, (rows * cols,)), Buffer("out", F16, (32 * 2 * count,))
     frag = Buffer("frag", F16, (2 * count,))
     b, t, r, e = Var("b"), Var("t"), Var("r"), Var("e")
     per = rows * cols // 32
     row, col = address(t)
     body = [loop(r, per, [Store(tile, (t * per + r,), cast(t * per + r, F16))]), Barrier(),
-            Local(frag, [Invoke(LoadMatrix(count, F16), (Ref(frag, idx(0)), Ref(tile, row * cols + col))),
+            Local(frag, [Invoke(LoadMatrix(count, F16, trans), (Ref(frag, idx(0)),
+                                                                Ref(tile, row * cols + col))),
                          loop(e, 2 * count, [Store(out, (t * (2 * count) + e,), frag[e])])])]
     return Kernel("ldmatrix", [out], [loop(b, 1, [Local(tile, [loop(t, 32, body, "thread")], "shared")],
                                            "block")], [out])
 
 
-def test_ldmatrix_gives_the_mma_fragments_of_a_row_major_a_and_a_column_major_b():
+def test_ldmatrix_gives_the_mma_fragments_of_a_row_major_a_and_of_b_either_way():
     """x4 on the four 8 x 8 quarters of a row-major 16 x 16 A (lane 8 q + r: row r + 8 (q % 2), column
-    8 (q // 2)) gives each thread its m16n8k16 A fragment; x2 on the two halves along k of a 16 x 8 B
-    held column by column (n-major) its B fragment; the mapping itself is the PTX ISA's: thread l
-    gets row l / 4, columns 2 (l % 4) and + 1 of matrix j as elements 2 j, 2 j + 1."""
+    8 (q // 2)) gives each thread its m16n8k16 A fragment; x2 on the two halves along k of a B held
+    n-major (row n, column k) its B fragment, and x2.trans on those of a B held k-major (row k,
+    column n); the mapping itself is the PTX ISA's: thread l gets row l / 4, columns 2 (l % 4) and
+    + 1 of matrix j as elements 2 j, 2 j + 1 (transposed: rows 2 (l % 4) and + 1 of column l / 4)."""
     def quarters(t):
         q, r = call("div", t, idx(8)), call("rem", t, idx(8))
         return r + call("rem", q, idx(2)) * 8, call("div", q, idx(2)) * 8
@@ -363,20 +366,24 @@ def test_ldmatrix_gives_the_mma_fragments_of_a_row_major_a_and_a_column_major_b(
         q, r = call("rem", call("div", t, idx(8)), idx(2)), call("rem", t, idx(8))
         return r, q * 8
 
-    lane = np.arange(32)
-    for count, rows, address, operand in [(4, 16, quarters, "a"), (2, 8, halves, "b")]:
+    def k_rows(t):
+        return call("rem", t, idx(16)), idx(0)
+
+    lane = np.arange(32)[:, None]
+    for count, rows, address, operand, trans in [(4, 16, quarters, "a", False), (2, 8, halves, "b", False),
+                                                 (2, 16, k_rows, "b", True)]:
         out = np.zeros((32, 2 * count), F16)
-        run(ldmatrix_kernel(count, rows, 16, address), out)
+        run(ldmatrix_kernel(count, rows, 16, address, trans), out)
         got = out.astype(np.int64)
         tile_rows, tile_cols = got // 16, got % 16
-        for j in range(count):  # PTX: the row lane / 4 of matrix j, columns 2 (lane % 4) + e
-            r0 = 8 * (j % 2) if count == 4 else 0
-            c0 = 8 * (j // 2) if count == 4 else 8 * j
-            np.testing.assert_array_equal(tile_rows[:, 2 * j:2 * j + 2], (r0 + lane // 4)[:, None] + [0, 0])
-            np.testing.assert_array_equal(tile_cols[:, 2 * j:2 * j + 2],
-                                          (c0 + 2 * (lane % 4))[:, None] + [0, 1])
+        for j in range(count):  # PTX's mapping, matrix j at (r0, c0) of the tile
+            r0, c0 = {4: (8 * (j % 2), 8 * (j // 2)), 2: (8 * j, 0) if trans else (0, 8 * j)}[count]
+            rows_j, cols_j = (2 * (lane % 4) + [0, 1], lane // 4 + [0, 0]) if trans else \
+                (lane // 4 + [0, 0], 2 * (lane % 4) + [0, 1])
+            np.testing.assert_array_equal(tile_rows[:, 2 * j:2 * j + 2], r0 + rows_j)
+            np.testing.assert_array_equal(tile_cols[:, 2 * j:2 * j + 2], c0 + cols_j)
         want_rows, want_cols = MMA_F16.layout(operand)
-        if operand == "b":  # the tile holds B[k, n] at row n, column k
+        if operand == "b" and not trans:  # the tile holds B[k, n] at row n, column k
             want_rows, want_cols = want_cols, want_rows
         np.testing.assert_array_equal(tile_rows, want_rows)
         np.testing.assert_array_equal(tile_cols, want_cols)

@@ -169,7 +169,8 @@ def _lower(t: TensorCoreTiles, c: Contraction) -> For:
             a_row, a_col = r + call("rem", q, idx(2)) * idx(8), call("div", q, idx(2)) * idx(8)
             a_at_row = element(a_tile, a_col, a_line + a_row).index[0]
             half = call("rem", q, idx(2)) * idx(8)  # B's k-major rows are k: half q's row r is k 8 q + r
-            b_at_row = (element(b_tile, half + r, b_line) if b_rows else element(b_tile, half, b_line + r)).index[0]
+            b_row = element(b_tile, half + r, b_line) if b_rows else element(b_tile, half, b_line + r)
+            b_at_row = b_row.index[0]
             load_a = For(mi, idx(0), idx(t.wm), [
                 Invoke(LoadMatrix(4, mma.dtype), (Ref(fa, mi * idx(na)), Ref(a_tile, a_at_row)), na)])
             load_b = For(ni, idx(0), idx(t.wn), [

@@ -20,6 +20,13 @@ float32, tf32 (``TENSOREGG_CUDA_TF32=1`` against ``allow_tf32``) and float16 (bo
 cores). Softmax and LayerNormalization rows (a warp per row element reduction) against torch, and a
 torch CUDA tensor run without a copy (the output a torch CUDA tensor). ratio = tensoregg / torch
 (below 1: tensoregg is faster).
+
+Then old against new GEMM templates in the same run (``template_rows``): for GEMM 4096^3 in
+float16 and tf32 and a 1000 x 1000 x 1000 float32, the tile the cost model ranks first with one
+shared stage as it was (``old``: loads and stores, fragments element by element), with ``ldmatrix``
+(float16), and with two stages (``new``: ``cp.async`` double buffering), each against
+``torch.matmul``, with the cost model's predicted time beside: ``new/old`` below 1 means the new
+form pays.
 """
 
 from __future__ import annotations
@@ -165,6 +172,94 @@ def reduction_rows(runs: int) -> list[dict[str, Any]]:
     return rows
 
 
+def forced_code(model: Any, schedule: Any) -> Any:
+    """The ``CudaCode`` of ``model`` with its MatMul or Gemm in ``schedule``, its other nodes as the
+    cuda target lowers them (no graph optimization)."""
+    from dataclasses import replace
+
+    from tensoregg.frontends.onnx import import_onnx
+    from tensoregg.targets.cuda import chosen_gpu
+    from tensoregg.targets.cuda.export import cuda_code
+    from tensoregg.targets.cuda.machines import description
+    from tensoregg.targets.cuda.program import CudaProgram
+
+    graph = import_onnx(model)
+    graph.nodes = [replace(node, schedule=schedule) if node.op in ("MatMul", "Gemm") else node
+                   for node in graph.nodes]
+    gpu = chosen_gpu()
+    return cuda_code(CudaProgram(graph, description(gpu), gpu))
+
+
+def forced_run(model: Any, schedule: Any, runs: int) -> tuple[list[np.ndarray], float]:
+    """(outputs, median kernel seconds) of ``forced_code(model, schedule)`` on the device."""
+    from tensoregg.runtime.cuda import DriverBackend
+
+    code = forced_code(model, schedule)
+    rng = np.random.default_rng(0)
+    feeds = {t.name: rng.standard_normal(t.shape).astype(t.dtype) for t in code.inputs}
+    backend = DriverBackend(code)
+    outputs = code.run_with(backend, feeds)
+    return outputs, statistics.median(backend.kernel_seconds(code, runs))
+
+
+def old_and_new(problem: Any) -> list[tuple[Any, float]]:
+    """The tile the cost model ranks first with one shared stage as the template was before
+    ``cp.async`` and ``ldmatrix`` (fragments loaded element by element), with ``ldmatrix`` alone
+    (16-bit data), and with both (two stages), each with its predicted seconds."""
+    from dataclasses import replace
+
+    from tensoregg.targets.cuda import chosen_gpu
+    from tensoregg.targets.cuda.cost import mma_seconds, price, tiles_seconds
+    from tensoregg.targets.cuda.mma import TensorCoreTiles
+
+    gpu = chosen_gpu()
+    (priced,) = price([problem], gpu)
+    best = next(s for s, _ in priced if getattr(s, "stages", 0) == 1)
+    if not isinstance(best, TensorCoreTiles):
+        return [(t, tiles_seconds(problem, t, gpu)) for t in (best, replace(best, stages=2))]  # type: ignore
+    forms = [replace(best, ldmatrix=False), *([best] if best.ldmatrix else []), replace(best, stages=2)]
+    return [(t, mma_seconds(problem, t, gpu)) for t in forms]
+
+
+def template_rows(runs: int) -> list[dict[str, Any]]:
+    """Old (one shared stage) against new (two, ``cp.async``) GEMM templates, same tile, same run."""
+    import torch
+
+    from tensoregg.ir.schedules import GemmProblem
+    from tensoregg.targets.cuda import TF32
+    from tensoregg.testing import single_op_model
+
+    rows = []
+    for kind, n in [("fp16", 4096), ("tf32", 4096), ("fp32", 1000)]:
+        os.environ[TF32] = "1" if kind == "tf32" else "0"
+        torch.backends.cuda.matmul.allow_tf32 = kind == "tf32"
+        dtype = np.float16 if kind == "fp16" else np.float32
+        rng = np.random.default_rng(0)  # the feeds forced_run draws: the same a and b
+        a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
+        ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+        want = (ta.double() @ tb.double()).cpu().numpy()
+        theirs = torch_seconds(lambda ta=ta, tb=tb: ta @ tb, runs)
+        forms = old_and_new(GemmProblem(1, n, n, n, dtype=np.dtype(dtype).name))
+        first: float | None = None
+        for k, (t, predicted) in enumerate(forms):
+            case = f"{kind} {n}^3 {'old' if k == 0 else 'new' if k == len(forms) - 1 else 'ldmatrix'}"
+            try:
+                outputs, ours = forced_run(single_op_model("MatMul", [a, b], {}), t, runs)
+            except Exception as exc:  # one template's failure is a row
+                rows.append({"case": case, "failed": f"{type(exc).__name__}: {exc}"[:300]})
+                continue
+            row = {"case": case, "schedule": str(t), "error": relative_error(outputs, [want]),
+                   "tolerance": 1e-4 if kind == "fp32" else 3e-3, "tensoregg_ms": ours * 1e3,
+                   "torch_ms": theirs * 1e3, "ratio": ours / theirs, "predicted_ms": predicted * 1e3}
+            if k == 0:
+                first = ours
+            elif first is not None:
+                row["new/old"] = ours / first
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="*", default=["example", "squeezenet", "shufflenet", "resnet50"])
@@ -193,6 +288,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     rows += gemm_rows(args.runs)
     rows += reduction_rows(args.runs)
+    rows += template_rows(args.runs)
     print(f"{'case':<22}{'rel err':>10}{'ours ms':>10}{'torch ms':>10}{'ratio':>8}")
     for r in rows:
         if "failed" in r:
@@ -202,8 +298,10 @@ def main() -> None:
 
         def cell(v: Any, spec: str) -> str:
             return format(v, spec) if v is not None else "-"
+        extra = "".join(f"  {k} {cell(r[k], '.3f')}" for k in ("predicted_ms", "new/old")
+                        if r.get(k) is not None)
         print(f"{r['case']:<22}{cell(r.get('error'), '10.1e')}{cell(r.get('tensoregg_ms'), '10.3f')}"
-              f"{cell(r.get('torch_ms'), '10.3f')}{cell(r.get('ratio'), '8.2f')}{flag}")
+              f"{cell(r.get('torch_ms'), '10.3f')}{cell(r.get('ratio'), '8.2f')}{flag}{extra}")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": facts, "rows": rows}, indent=1))
 

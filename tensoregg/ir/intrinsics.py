@@ -135,3 +135,106 @@ class WarpShuffle:
 
 
 WARP_SHUFFLE = WarpShuffle()
+
+
+ASYNC_BYTES = (4, 8, 16)
+"""The sizes ``cp.async`` copies: ``.ca`` all of them, ``.cg`` (bypassing L1) 16 bytes only."""
+
+
+@dataclass(frozen=True)
+class AsyncCopy:
+    """A thread's asynchronous copy of ``width`` consecutive elements of ``dtype`` (``width *
+    dtype.itemsize`` in :data:`ASYNC_BYTES`) from global into shared memory, ``cp.async`` (sm_80):
+    ``Invoke(copy, (Ref(dst), Ref(src), count))``, ``dst`` a shared local and ``src`` a param, both
+    aligned to the copy's size; the first ``count`` elements (0 <= count <= width) are read from
+    ``src``, the rest of ``dst`` is filled with zeros (``count`` 0: ``src`` is not read). The copy
+    joins the thread's open group (:class:`AsyncCommit` closes it); ``dst`` holds the data only
+    once the thread has waited for the group (:class:`AsyncWait`), and neither the thread nor any
+    other may read or write ``dst`` before: other threads see it after a barrier that follows the
+    wait."""
+
+    width: int
+    dtype: np.dtype
+
+    @property
+    def bytes(self) -> int:
+        return self.width * self.dtype.itemsize
+
+    @property
+    def name(self) -> str:
+        return f"cp.async.{'cg' if self.bytes == 16 else 'ca'}.shared.global.{self.bytes}"
+
+
+@dataclass(frozen=True)
+class AsyncCommit:
+    """``cp.async.commit_group``: the thread's asynchronous copies since its last commit become one
+    group, ``Invoke(ASYNC_COMMIT, ())``; every thread of a block commits together."""
+
+    @property
+    def name(self) -> str:
+        return "cp.async.commit_group"
+
+
+@dataclass(frozen=True)
+class AsyncWait:
+    """``cp.async.wait_group pending``: the thread waits until at most ``pending`` of its committed
+    groups are still in flight (the newest ones); the copies of the others have landed.
+    ``Invoke(AsyncWait(n), ())``; every thread of a block waits together."""
+
+    pending: int
+
+    @property
+    def name(self) -> str:
+        return f"cp.async.wait_group {self.pending}"
+
+
+ASYNC_COMMIT = AsyncCommit()
+ASYNC_INTRINSICS = (AsyncCopy, AsyncCommit, AsyncWait)
+
+
+@dataclass(frozen=True)
+class LoadMatrix:
+    """A warp's load of ``count`` (2 or 4) 8 x 8 matrices of 16-bit elements from shared memory into
+    registers, ``ldmatrix.sync.aligned.m8n8.x{count}.shared.b16``: the 32 threads of a warp invoke it
+    together, ``Invoke(ldm, (Ref(dst), Ref(src)))``, ``dst`` a local of their thread loop (registers)
+    and ``src`` a shared local; lane ``8 j + r`` gives the address of row r of matrix j (8
+    consecutive elements, 16-byte aligned; lanes from ``8 count`` on are ignored). Each thread gets
+    2 elements of each matrix j, of row ``lane // 4`` and columns ``2 (lane % 4)`` and ``2 (lane % 4)
+    + 1``, into ``dst`` elements ``2 j`` and ``2 j + 1`` (PTX ISA, "Warp-level matrix load
+    instruction: ldmatrix": the layout of an mma.m16n8k16 A fragment for x4 over its four 8 x 8
+    quarters, of a B fragment for x2 over its two)."""
+
+    count: int
+    dtype: np.dtype
+    trans: bool = False
+    """``.trans``: each matrix transposed on the way: thread l gets rows ``2 (l % 4)`` and ``+ 1``
+    of column ``l // 4`` (a B fragment from a k-major tile)."""
+
+    @property
+    def name(self) -> str:
+        return f"ldmatrix.sync.aligned.m8n8.x{self.count}{'.trans' if self.trans else ''}.shared.b16"
+
+    def rows(self, lane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each (lane, element ``2 j + e``) of ``dst``: the lane whose address gives the row
+        (``8 j + lane // 4``; transposed ``8 j + 2 (lane % 4) + e``), and the column in that row
+        (``2 (lane % 4) + e``; transposed ``lane // 4``)."""
+        j, e = np.divmod(np.arange(2 * self.count), 2)
+        lane = lane[:, None]
+        if self.trans:
+            return 8 * j + 2 * (lane % 4) + e, np.broadcast_to(lane // 4, (lane.shape[0], j.size))
+        return 8 * j + lane // 4, 2 * (lane % 4) + e
+
+
+@dataclass(frozen=True)
+class VectorCopy:
+    """A thread's copy of ``width`` consecutive elements of ``dtype`` (16 bytes: ``float4``,
+    ``half2 x 4``) between global memory and its registers in one access:
+    ``Invoke(copy, (Ref(dst), Ref(src)))``, one of them a param (its offset a multiple of
+    ``width``: the access is aligned), the other a local of the thread."""
+
+    width: int
+    dtype: np.dtype
+
+    @property
+    def name(self) -> str:
+        return f"ld/st.global.v{self.width * self.dtype.itemsize // 4}.b32"

@@ -34,6 +34,8 @@ C_TYPES = {"bool": "bool", "int8": "signed char", "uint8": "unsigned char", "int
            "float16": "unsigned short", "bfloat16": "unsigned short"}
 """The C type of each element type the cuda target supports, in memory (16-bit floats as their bits)."""
 ALIGN = 256
+VECTOR_ALIGN = 16
+"""The alignment the kernels assume of every buffer: their 16-byte accesses (``cp.async``, ``float4``)."""
 EMULATE = "TENSOREGG_CUDA_EMULATE"
 """Set to 1: a ``cuda`` module runs without a GPU (compiled: its kernel programs in the ``interp``
 emulation; loaded from an artifact: its CUDA C on this CPU)."""
@@ -289,14 +291,19 @@ class DriverBackend(Backend):
     def run(self, code: CudaCode, inputs: Sequence[np.ndarray | DeviceView],
             outputs: Sequence[np.ndarray | DeviceArray | None]) -> None:
         """numpy inputs copied into the plan's input areas, device ones read where they lie (after
-        the context's pending work: the stream that made them); numpy outputs copied out."""
+        the context's pending work: the stream that made them) unless they are not 16-byte aligned
+        (``VECTOR_ALIGN``: a view at an odd offset), then copied there on the device; numpy outputs
+        copied out."""
         driver = self.driver
         ins, outs = list(self.inputs), list(self.outputs)
         if any(isinstance(a, (DeviceView, DeviceArray)) for a in [*inputs, *outputs]):
             check(driver.cuCtxSynchronize(), "cuCtxSynchronize")
         for k, array in enumerate(inputs):
-            if isinstance(array, DeviceView):
+            if isinstance(array, DeviceView) and array.pointer % VECTOR_ALIGN == 0:
                 ins[k] = array.pointer
+            elif isinstance(array, DeviceView):
+                check(driver.cuMemcpyDtoDAsync(ins[k], array.pointer, code.inputs[k].nbytes, self.stream),
+                      "cuMemcpyDtoDAsync", f"input {code.inputs[k].name}")
             else:
                 check(driver.cuMemcpyHtoDAsync(ins[k], array, array.nbytes, self.stream), "cuMemcpyHtoDAsync")
         for k, out in enumerate(outputs):

@@ -140,6 +140,43 @@ static float te_shfl_xor(float x, int m) {
   }
   return s.out[lane ^ m];
 }
+/* ldmatrix likewise: each fiber of a warp deposits the address of its row and yields to the next; the last
+   copies the warp's 32 rows (8 elements each) and yields to the warp's first; each then takes its elements. */
+struct te_rows { const unsigned short* at[32]; unsigned short rows[32][8]; int arrived; };
+static te_rows te_row_stages[32];
+template <int N, bool T> static void te_ldmatrix(unsigned short* d, const unsigned short* s) {
+  if (te_count == 0 || te_count % 32) {
+    fprintf(stderr, "tensoregg: ldmatrix in a block of %lld threads (whole warps of fibers needed)\n", te_count);
+    abort();
+  }
+  long long me = te_current;
+  int lane = (int)(me % 32);
+  te_rows& w = te_row_stages[me / 32];
+  w.at[lane] = s;
+  if (++w.arrived < 32) {
+    te_yield(me + 1);
+  } else {
+    for (int l = 0; l < 8 * N; ++l) memcpy(w.rows[l], w.at[l], sizeof w.rows[l]);
+    w.arrived = 0;
+    te_yield(me - 31);
+  }
+  for (int j = 0; j < N; ++j)
+    for (int e = 0; e < 2; ++e)
+      d[2 * j + e] = T ? w.rows[8 * j + 2 * (lane % 4) + e][lane / 4] : w.rows[8 * j + lane / 4][2 * (lane % 4) + e];
+}
+static void te_ldmatrix_x2(unsigned short* d, const unsigned short* s) { te_ldmatrix<2, false>(d, s); }
+static void te_ldmatrix_x2_trans(unsigned short* d, const unsigned short* s) { te_ldmatrix<2, true>(d, s); }
+static void te_ldmatrix_x4(unsigned short* d, const unsigned short* s) { te_ldmatrix<4, false>(d, s); }
+/* 16-byte accesses of global memory: copies. */
+static inline void te_load16(void* r, const void* g) { memcpy(r, g, 16); }
+static inline void te_store16(void* g, const void* r) { memcpy(g, r, 16); }
+/* cp.async lands at once here: the copy, the rest zero-filled; committing and waiting do nothing. */
+template <int N> static inline void te_cp_async(void* dst, const void* src, unsigned valid) {
+  memcpy(dst, src, valid);
+  memset((char*)dst + valid, 0, N - valid);
+}
+static inline void te_cp_async_commit() {}
+template <int N> static inline void te_cp_async_wait() {}
 template <class F> static void te_launch(long long blocks, long long threads, bool fibers, F kernel) {
   for (long long t = 0; t < threads; ++t) te_threads[t].x = t;
   if (!fibers) {

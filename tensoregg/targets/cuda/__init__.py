@@ -1,8 +1,10 @@
 """The ``cuda`` target: NVIDIA GPUs. Each stage of the loop program runs as a grid of blocks and
-threads (``schedule``; contractions in shared-memory tiles, ``gemm``, float16 and bfloat16 ones on
-the tensor cores, ``mma``, float32 ones too with ``TENSOREGG_CUDA_TF32=1``; priced by ``cost`` and
-chosen by the model's extraction), written as CUDA C (``codegen``), compiled at build time by NVRTC
-(``nvrtc``: no GPU needed) for the GPU's architecture. With ``TENSOREGG_CUDA_EMULATE=1`` a module
+threads (``schedule``: element-wise stages 16 bytes per thread where contiguous; contractions in
+shared-memory tiles, ``gemm``, float16 and bfloat16 ones on the tensor cores, ``mma``, float32 ones
+too with ``TENSOREGG_CUDA_TF32=1``, their tiles filled by ``copies``, double-buffered with
+``cp.async`` or not; priced by ``cost`` and chosen by the model's extraction), written as CUDA C
+(``codegen``), compiled at build time by NVRTC (``nvrtc``: no GPU needed) for the GPU's
+architecture. With ``TENSOREGG_CUDA_EMULATE=1`` a module
 runs its kernel programs in the ``interp`` target's emulation, so the GPU path is checked on any
 machine. The GPU is described in ``machines``: ``TENSOREGG_CUDA_ARCH``'s (``sm_80``: the A100), else
 the device's, else the H100. On a device, ``tensoregg.runtime.cuda`` runs the program (the driver API).

@@ -22,8 +22,16 @@ import numpy as np
 from tensoregg.errors import UnsupportedOperator
 from tensoregg.ir.compute import INDEX, Buffer, Call, Const, Expr, Load, Var, walk
 from tensoregg.ir.compute.expr import BOUND, is_float
-from tensoregg.ir.intrinsics import WarpMMA, WarpShuffle
-from tensoregg.ir.loops import Barrier, For, Invoke, Local, Stmt, Store, offset, statements
+from tensoregg.ir.intrinsics import (
+    AsyncCommit,
+    AsyncCopy,
+    AsyncWait,
+    LoadMatrix,
+    VectorCopy,
+    WarpMMA,
+    WarpShuffle,
+)
+from tensoregg.ir.loops import Barrier, For, Invoke, Local, Ref, Stmt, Store, offset, statements
 from tensoregg.runtime.cuda import C_TYPES
 from tensoregg.targets.cuda.schedule import Launch
 
@@ -149,6 +157,16 @@ class _Writer:
             self.warp_mma(s, depth)
         elif isinstance(s, Invoke) and isinstance(s.intrinsic, WarpShuffle):
             self.warp_shuffle(s, depth)
+        elif isinstance(s, Invoke) and isinstance(s.intrinsic, VectorCopy):
+            self.vector_copy(s, depth)
+        elif isinstance(s, Invoke) and isinstance(s.intrinsic, LoadMatrix):
+            self.load_matrix(s, depth)
+        elif isinstance(s, Invoke) and isinstance(s.intrinsic, AsyncCopy):
+            self.async_copy(s, depth)
+        elif isinstance(s, Invoke) and isinstance(s.intrinsic, AsyncCommit):
+            self.emit(depth, "te_cp_async_commit();")
+        elif isinstance(s, Invoke) and isinstance(s.intrinsic, AsyncWait):
+            self.emit(depth, f"te_cp_async_wait<{s.intrinsic.pending}>();")
         else:
             raise UnsupportedOperator(f"statement {type(s).__name__}", target="cuda", detail=self.where)
 
@@ -218,6 +236,43 @@ class _Writer:
         dst, src = (f"{self.name(id(r.buffer), r.buffer.name)}[{self.expr(r.offset, memo, depth)}]"
                     for r in refs)
         self.emit(depth, f"{dst} = te_shfl_xor({src}, {int(mask.value)});")
+
+    def vector_copy(self, s: Invoke, depth: int) -> None:
+        """``te_load16(registers, global)`` or ``te_store16(global, registers)`` (``prelude.cuh``: one
+        16-byte access of global memory)."""
+        memo: Memo = {}
+        if len(s.refs) != 2 or len(s.args) != 2:
+            raise UnsupportedOperator(s.intrinsic.name, target="cuda",
+                                      detail=f"takes two addresses in {self.where}")
+        dst, src = (f"&{self.name(id(r.buffer), r.buffer.name)}[{self.expr(r.offset, memo, depth)}]"
+                    for r in s.refs)
+        store = any(s.refs[0].buffer is b for b in self.params)
+        self.emit(depth, f"te_store16({dst}, {src});" if store else f"te_load16({dst}, {src});")
+
+    def load_matrix(self, s: Invoke, depth: int) -> None:
+        """``te_ldmatrix_x<n>(registers, row)`` (``prelude.cuh``: ``ldmatrix``, the registers unpacked
+        into 16-bit elements)."""
+        ldm: LoadMatrix = s.intrinsic
+        memo: Memo = {}
+        if len(s.refs) != 2 or len(s.args) != 2:
+            raise UnsupportedOperator(ldm.name, target="cuda", detail=f"takes two addresses in {self.where}")
+        dst, src = (f"&{self.name(id(r.buffer), r.buffer.name)}[{self.expr(r.offset, memo, depth)}]"
+                    for r in s.refs)
+        self.emit(depth, f"te_ldmatrix_x{ldm.count}{'_trans' if ldm.trans else ''}({dst}, {src});")
+
+    def async_copy(self, s: Invoke, depth: int) -> None:
+        """``te_cp_async<bytes>(dst, src, valid bytes)`` (``prelude.cuh``: ``cp.async`` on sm_80 and
+        later, a plain copy before)."""
+        copy: AsyncCopy = s.intrinsic
+        memo: Memo = {}
+        refs = s.refs
+        if len(refs) != 2 or len(s.args) != 3 or isinstance(s.args[2], Ref):
+            raise UnsupportedOperator(copy.name, target="cuda", detail="takes a shared and a global address "
+                                      f"and a count in {self.where}")
+        dst, src = (f"&{self.name(id(r.buffer), r.buffer.name)}[{self.expr(r.offset, memo, depth)}]"
+                    for r in refs)
+        count = self.expr(s.args[2], memo, depth)
+        self.emit(depth, f"te_cp_async<{copy.bytes}>({dst}, {src}, {count} * {copy.dtype.itemsize});")
 
     def contracted(self, s: Store, memo: Memo, depth: int) -> str | None:
         """``fma(a, b, acc)`` for a contract store of ``add(acc, mul(a, b))`` in float32/float64."""

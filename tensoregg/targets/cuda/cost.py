@@ -11,8 +11,14 @@ extraction (``tensoregg.ir.schedules``). Analytic and rough (no GPU has measured
   the GPU opts in: ``Gpu.tf32``): residency and waves as above; a block's MMAs run at the tensor
   cores' rate for the dtype (``Gpu.peak_flops``) times ``MMA_EFFICIENCY``, times the fraction of it
   that shared memory allows (each k step's tile copies and fragment loads at 128 bytes per clock per
-  SM, against the MMAs' clocks), times the occupancy. Tile copies through L2, matrices from device
+  SM, against the MMAs' clocks; a 16-bit fragment loaded element by element takes a 4-byte bank word
+  per element, with ``ldmatrix`` its bytes), times the occupancy. Tile copies through L2, matrices from device
   memory once, in the operands' bytes.
+- **Copy latency** (both): a k step's tile copies take ``COPY_LATENCY_CLOCKS`` to land. With one
+  shared stage a block waits them out at every step, hidden only by the arithmetic of the SM's
+  other resident blocks; with two (``stages`` 2: ``cp.async`` double buffering) the copies of step
+  k + 1 fly while step k computes, hidden by the block's own arithmetic too, at the price of twice
+  the shared memory (fewer resident blocks).
 - **Untiled** (one thread per element): every FMA loads both operands through L1; a twentieth of
   the CUDA cores' rate at full occupancy.
 
@@ -49,8 +55,11 @@ KEEP = 16
 """The cheapest shared-tile (and tensor-core) schedules of each problem that extraction sees."""
 MMA_EFFICIENCY = 0.5
 """The tensor cores' rate ``mma.sync`` reaches with its operands in shared memory and registers to
-spare: fragments loaded element by element (no ``ldmatrix``), copies not overlapped with the MMAs (no
-``cp.async``); to be measured on a device."""
+spare (the fragment loads' shared-memory bytes and the copies' latency are priced apart,
+``COPY_LATENCY_CLOCKS``); to be measured on a device."""
+COPY_LATENCY_CLOCKS = 800
+"""Clocks from a k step's tile copies issued to their data in shared memory: a global load through
+L2 (some 500 to 800 clocks on an A100 or H100 by public microbenchmarks; to be measured)."""
 SHARED_BYTES_PER_CLOCK = 128
 """Shared-memory bandwidth of one SM: 32 banks of 4 bytes."""
 TERM_CLOCKS = 4
@@ -81,7 +90,8 @@ def tiles_seconds(p: GemmProblem, t: SharedTiles, gpu: Gpu) -> float:
 def mma_seconds(p: GemmProblem, t: TensorCoreTiles, gpu: Gpu) -> float:
     size, steps = t.mma.dtype.itemsize, t.bk // t.mma.k
     copies = (t.bm + t.bn) * t.bk * size
-    fragments = t.threads * (t.wm * t.mma.fragment("a") + t.wn * t.mma.fragment("b")) * size * steps
+    word = size if t.ldmatrix else 4  # shared-memory bytes a fragment element takes
+    fragments = t.threads * (t.wm * t.mma.fragment("a") + t.wn * t.mma.fragment("b")) * word * steps
     rate = gpu.peak_flops[RATES[p.dtype]]
     mma_clocks = 2 * t.bm * t.bn * t.bk / (rate / (gpu.sms * gpu.clock_hz))
     shared = min(1.0, mma_clocks * SHARED_BYTES_PER_CLOCK / (copies + fragments))
@@ -91,8 +101,8 @@ def mma_seconds(p: GemmProblem, t: TensorCoreTiles, gpu: Gpu) -> float:
 def _blocked(p: GemmProblem, t: SharedTiles | TensorCoreTiles, gpu: Gpu, rate: float, efficiency: float
              ) -> float:
     """Seconds of ``p`` in blocks of ``t`` whose arithmetic runs at ``rate`` (the GPU's) times
-    ``efficiency`` at full occupancy: waves of resident blocks, the operand tiles through L2, the
-    matrices from device memory once."""
+    ``efficiency`` at full occupancy, with the copies' latency not hidden (module docstring): waves
+    of resident blocks, the operand tiles through L2, the matrices from device memory once."""
     gm, gn, gk = math.ceil(p.m / t.bm), math.ceil(p.n / t.bn), math.ceil(p.k / t.bk)
     blocks = p.batch * gm * gn
     resident = max(1, min(gpu.blocks_per_sm, gpu.threads_per_sm // t.threads,
@@ -103,6 +113,9 @@ def _blocked(p: GemmProblem, t: SharedTiles | TensorCoreTiles, gpu: Gpu, rate: f
     efficiency *= min(1.0, concurrent * t.threads / (32 * LATENCY_WARPS))
     block_flops = 2 * t.bm * t.bn * gk * t.bk
     compute = waves * concurrent * block_flops / (rate / gpu.sms * efficiency)
+    step = compute / (waves * gk)  # one k step of the blocks an SM runs at once
+    hidden = step if t.stages == 2 else step * (concurrent - 1) / concurrent
+    compute += waves * gk * max(0.0, COPY_LATENCY_CLOCKS / gpu.clock_hz - hidden)
     l2_bytes = itemsize(p) * blocks * gk * t.bk * (t.bm + t.bn)
     dram_bytes = itemsize(p) * p.batch * (p.m * p.k + p.k * p.n + p.m * p.n)
     return max(compute, l2_bytes / (gpu.dram_bandwidth * L2_OVER_DRAM), dram_bytes / gpu.dram_bandwidth) \

@@ -12,6 +12,9 @@ in shared-memory tiles. Each block computes a ``bm`` x ``bn`` tile of one batch'
       barrier
     the epilogue (bias, activation, residual...) on each accumulator inside C, stored
 
+With ``stages`` 2 the tiles are double: slice k0 + 1 is copied asynchronously (``cp.async``) into
+one while slice k0 is computed from the other (``copies.pipeline``).
+
 Every output element is summed over k in order, as the untiled form sums it. The parameters a GPU
 admits (``templates``: threads, shared memory and registers within its limits, the copies an exact
 number of rounds) are priced by ``cost``.
@@ -21,14 +24,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tensoregg.ir.compute import Buffer, Expr, Load, call, const, fresh, select
-from tensoregg.ir.compute.expr import all_true, idx, in_range
+from tensoregg.ir.compute.expr import all_true, idx
 from tensoregg.ir.contraction import Contraction
-from tensoregg.ir.loops import Barrier, For, Local, Stmt, Store, flat
+from tensoregg.ir.loops import For, Local, Stmt, Store, flat
+from tensoregg.targets.cuda.copies import async_tile, copy_tile, pipeline
 from tensoregg.targets.cuda.machines import Gpu
+
+if TYPE_CHECKING:
+    from tensoregg.targets.cuda.mma import TensorCoreTiles
 
 F32 = np.dtype(np.float32)
 
@@ -42,6 +50,8 @@ class SharedTiles:
     bk: int
     tm: int
     tn: int
+    stages: int = 1
+    """Shared tiles per operand: 1, or 2 (double buffering with ``cp.async``)."""
 
     @property
     def threads(self) -> int:
@@ -49,16 +59,18 @@ class SharedTiles:
 
     @property
     def shared_bytes(self) -> int:
-        return (self.bm + self.bn) * self.bk * 4
+        return (self.bm + self.bn) * self.bk * 4 * self.stages
 
     @property
     def registers(self) -> int:
         """Registers a thread needs: accumulators, A and B values of two k steps in flight, addressing
-        (ptxas on sm_80/sm_90 gave 120-124 for 8 x 8, 40-48 for 4 x 4)."""
+        (ptxas on sm_80/sm_90 gave 120-124 for 8 x 8, 40-48 for 4 x 4; with two stages, 121-124 for a
+        128 x 128 x 16 tile of 8 x 8, 155 with one)."""
         return self.tm * self.tn + 2 * (self.tm + self.tn) + 24
 
     def __str__(self) -> str:
-        return f"gpu shared tiles {self.bm}x{self.bn}x{self.bk}, {self.tm}x{self.tn} per thread"
+        double = ", 2 stages (cp.async)" if self.stages == 2 else ""
+        return f"gpu shared tiles {self.bm}x{self.bn}x{self.bk}, {self.tm}x{self.tn} per thread{double}"
 
     def lower(self, c: Contraction, known: Mapping[int, np.ndarray]
               ) -> tuple[list[Stmt], list[tuple[Buffer, np.ndarray]]]:
@@ -75,20 +87,27 @@ def _lower(t: SharedTiles, c: Contraction) -> For:
     bi, bm_, bn_ = fresh("bb"), fresh("bmi"), fresh("bni")
     i0, j0 = bm_ * idx(t.bm), bn_ * idx(t.bn)
     ty, tx = call("div", thread, idx(t.bn // t.tn)), call("rem", thread, idx(t.bn // t.tn))
-    a_tile, b_tile = Buffer("As", F32, (t.bk * t.bm,)), Buffer("Bs", F32, (t.bk * t.bn,))
+    a_tile = Buffer("As", F32, (t.stages * t.bk * t.bm,))
+    b_tile = Buffer("Bs", F32, (t.stages * t.bk * t.bn,))
     acc = Buffer("acc", F32, (t.tm * t.tn,))
-    k0 = fresh("k0")
+    sides = (("a", a_tile, t.bm, i0), ("b", b_tile, t.bn, j0))
 
-    kk, r, s = fresh("kk"), fresh("r"), fresh("s")
-    a_val = Load(a_tile, (kk * idx(t.bm) + ty * idx(t.tm) + r,))
-    b_val = Load(b_tile, (kk * idx(t.bn) + tx * idx(t.tn) + s,))
-    at = (r * idx(t.tn) + s,)
-    fma = Store(acc, at, Load(acc, at) + a_val * b_val, contract=True)
-    step = For(kk, idx(0), idx(t.bk), [For(r, idx(0), idx(t.tm), [For(s, idx(0), idx(t.tn), [fma])])])
-    copies = [copy_tile(c, side, tile, lines, _k_major(lines), t.bk, t.threads, thread, first, k0, bi)
-              for side, tile, lines, first in (("a", a_tile, t.bm, i0), ("b", b_tile, t.bn, j0))]
-    main = For(k0, idx(0), idx(-(-k // t.bk)), [*copies, Barrier(), step, Barrier()])
+    def copies(k0: Expr, at: Expr) -> list[Stmt]:
+        if t.stages == 1:
+            return [copy_tile(c, side, tile, lines, _k_major(lines), t.bk, t.threads, thread, first, k0, bi)
+                    for side, tile, lines, first in sides]
+        return [async_tile(c, side, tile, lines, _k_major(lines), "line", t.bk, t.threads, thread, first, k0,
+                           bi, at) for side, tile, lines, first in sides]
 
+    def compute(at: Expr) -> list[Stmt]:
+        kk, r, s = fresh("kk"), fresh("r"), fresh("s")
+        a_val = Load(a_tile, (staged(t, at, a_tile, kk * idx(t.bm) + ty * idx(t.tm) + r),))
+        b_val = Load(b_tile, (staged(t, at, b_tile, kk * idx(t.bn) + tx * idx(t.tn) + s),))
+        to = (r * idx(t.tn) + s,)
+        fma = Store(acc, to, Load(acc, to) + a_val * b_val, contract=True)
+        return [For(kk, idx(0), idx(t.bk), [For(r, idx(0), idx(t.tm), [For(s, idx(0), idx(t.tn), [fma])])])]
+
+    main = pipeline(copies, compute, -(-k // t.bk), t.stages)
     z = fresh("z")
     init = For(z, idx(0), idx(t.tm * t.tn), [Store(acc, (z,), const(0.0, F32))])
     er, es = fresh("er"), fresh("es")
@@ -96,35 +115,19 @@ def _lower(t: SharedTiles, c: Contraction) -> For:
     guard = guarded_result(c, bi, i, j, Load(acc, (er * idx(t.tn) + es,)))
     epilogue = For(er, idx(0), idx(t.tm), [For(es, idx(0), idx(t.tn), [guard])])
 
-    threads = For(thread, idx(0), idx(t.threads), [Local(acc, [init, main, epilogue])], "thread")
+    threads = For(thread, idx(0), idx(t.threads), [Local(acc, [init, *main, epilogue])], "thread")
     shared = Local(a_tile, [Local(b_tile, [threads], "shared")], "shared")
     return For(block, idx(0), idx(c.batch * gm * gn), [shared], "block",
                ((bi, c.batch), (bm_, gm), (bn_, gn)))
 
 
+def staged(t: SharedTiles | TensorCoreTiles, at: Expr, tile: Buffer, e: Expr) -> Expr:
+    """Offset ``e`` of a shared tile's stage ``at`` (the tile holds ``t.stages`` of them)."""
+    return e if t.stages == 1 else at * idx(tile.size // t.stages) + e
+
+
 def _k_major(lines: int) -> Callable[[Expr, Expr], Expr]:
     return lambda kk, line: kk * idx(lines) + line
-
-
-def copy_tile(c: Contraction, side: str, tile: Buffer, lines: int, place: Callable[[Expr, Expr], Expr],
-              bk: int, threads: int, thread: Expr, first: Expr, k0: Expr, bi: Expr,
-              read: Callable[[Expr], Expr] = lambda v: v) -> For:
-    """The block's ``threads`` threads copying the k0-th ``bk``-wide slice of operand ``side`` (``a``:
-    ``lines`` rows from ``first`` of A; ``b``: ``lines`` columns from ``first`` of B) into the shared
-    ``tile`` at ``place(kk, line)``, in rounds: consecutive threads read consecutive k of A and
-    consecutive n of B; outside the matrices they store 0. ``read`` maps a factor's value to the
-    tile's (its dtype)."""
-    m_or_n = c.m if side == "a" else c.n
-    r = fresh("l")
-    e = r * idx(threads) + thread
-    kk, line = (call("rem", e, idx(bk)), call("div", e, idx(bk))) if side == "a" else \
-        (call("div", e, idx(lines)), call("rem", e, idx(lines)))
-    at_line, at_k = first + line, k0 * idx(bk) + kk
-    inside = all_true([in_range(at_line, 0, m_or_n), in_range(at_k, 0, c.k)])
-    safe_line, safe_k = call("min", at_line, idx(m_or_n - 1)), call("min", at_k, idx(c.k - 1))
-    value = read(c.a(bi, safe_line, safe_k) if side == "a" else c.b(bi, safe_k, safe_line))
-    store = Store(tile, (place(kk, line),), select(inside, value, const(0.0, tile.dtype)))
-    return For(r, idx(0), idx(lines * bk // threads), [store])
 
 
 def guarded_result(c: Contraction, bi: Expr, i: Expr, j: Expr, total: Expr) -> For:
@@ -137,8 +140,8 @@ def guarded_result(c: Contraction, bi: Expr, i: Expr, j: Expr, total: Expr) -> F
                [Store(c.out, out_at, c.epilogue(bi, i, j, total))])
 
 
-CANDIDATES = [SharedTiles(bm, bn, bk, tm, tn) for bm in (16, 32, 64, 128) for bn in (16, 32, 64, 128)
-              for bk in (8, 16) for tm in (1, 2, 4, 8) for tn in (1, 2, 4, 8)]
+CANDIDATES = [SharedTiles(bm, bn, bk, tm, tn, stages) for bm in (16, 32, 64, 128) for bn in (16, 32, 64, 128)
+              for bk in (8, 16) for tm in (1, 2, 4, 8) for tn in (1, 2, 4, 8) for stages in (1, 2)]
 
 
 def templates(gpu: Gpu) -> list[SharedTiles]:

@@ -21,6 +21,54 @@ TE_MMA(tf32, m16n8k8)
 __device__ __forceinline__ float te_shfl_xor(float x, int m) {
   float r; asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(x), "r"(m)); return r;
 }
+// One 16-byte access of global memory (a float4, eight halves) to or from a thread's registers.
+struct alignas(16) te_v16 { unsigned x, y, z, w; };
+__device__ __forceinline__ void te_load16(void* r, const void* g) { te_v16 v = *(const te_v16*)g; memcpy(r, &v, 16); }
+__device__ __forceinline__ void te_store16(void* g, const void* r) { te_v16 v; memcpy(&v, r, 16); *(te_v16*)g = v; }
+// ldmatrix.sync.aligned.m8n8.x{2,4}.shared.b16: lane 8 j + r gives the address of row r of 8 x 8 matrix j; each
+// thread gets row lane / 4, columns 2 (lane % 4) and + 1 of each matrix j, here as elements 2 j and 2 j + 1
+// (.trans: rows 2 (lane % 4) and + 1 of column lane / 4).
+__device__ __forceinline__ void te_unpack(unsigned short* d, unsigned r) { d[0] = (unsigned short)r; d[1] = (unsigned short)(r >> 16); }
+__device__ __forceinline__ void te_ldmatrix_x2(unsigned short* d, const unsigned short* s) {
+  unsigned r0, r1;
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];" : "=r"(r0), "=r"(r1)
+               : "r"((unsigned)__cvta_generic_to_shared(s)));
+  te_unpack(d, r0); te_unpack(d + 2, r1);
+}
+__device__ __forceinline__ void te_ldmatrix_x2_trans(unsigned short* d, const unsigned short* s) {
+  unsigned r0, r1;
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];" : "=r"(r0), "=r"(r1)
+               : "r"((unsigned)__cvta_generic_to_shared(s)));
+  te_unpack(d, r0); te_unpack(d + 2, r1);
+}
+__device__ __forceinline__ void te_ldmatrix_x4(unsigned short* d, const unsigned short* s) {
+  unsigned r0, r1, r2, r3;
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"((unsigned)__cvta_generic_to_shared(s)));
+  te_unpack(d, r0); te_unpack(d + 2, r1); te_unpack(d + 4, r2); te_unpack(d + 6, r3);
+}
+// cp.async (sm_80): N bytes from global into shared memory, the first `valid` read and the rest zero-filled,
+// there for the thread once it waits for the group (cp.async.wait_group), for the block after a barrier that
+// follows; before sm_80 a plain copy (the commit and the wait then do nothing).
+template <int N> __device__ __forceinline__ void te_cp_async(void* dst, const void* src, unsigned valid) {
+#if __CUDA_ARCH__ >= 800
+  unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+  if (N == 16) asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(valid) : "memory");
+  else asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" :: "r"(s), "l"(src), "n"(N), "r"(valid) : "memory");
+#else
+  for (unsigned i = 0; i < N; ++i) ((unsigned char*)dst)[i] = i < valid ? ((const unsigned char*)src)[i] : 0;
+#endif
+}
+__device__ __forceinline__ void te_cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int N> __device__ __forceinline__ void te_cp_async_wait() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory");
+#endif
+}
 #endif
 __device__ __forceinline__ float te_b2f(unsigned short b) { return __uint_as_float((unsigned int)b << 16); }
 __device__ __forceinline__ float te_rh(float x) { return te_h2f(te_f2h(x)); }

@@ -6,7 +6,8 @@ lane. The other loops run in order in Python. Every load and store is checked ag
 (``access``); a store that the analysis cannot prove writes distinct elements from distinct lanes is
 checked at run time. Intrinsics run one lane at a time, in the loops' order; shared sub-expressions
 of a statement are computed once, values of lane variables only once per lane epoch. GPU kernels
-(block and thread loops, shared memory, barriers, warp intrinsics) run as ``gpu`` says.
+(block and thread loops, shared memory, barriers, warp intrinsics) run as ``gpu`` says, their
+asynchronous copies as ``async_copies`` does.
 """
 
 from __future__ import annotations
@@ -21,12 +22,21 @@ import numpy as np
 from tensoregg.errors import CompileError
 from tensoregg.ir.compute import Buffer, Call, Const, Expr, Load, Reduce, Var, walk
 from tensoregg.ir.compute.expr import children
-from tensoregg.ir.intrinsics import WarpMMA, WarpShuffle
+from tensoregg.ir.intrinsics import (
+    AsyncCommit,
+    AsyncCopy,
+    AsyncWait,
+    LoadMatrix,
+    VectorCopy,
+    WarpMMA,
+    WarpShuffle,
+)
 from tensoregg.ir.loops import Barrier, For, Invoke, Kernel, Local, Ref, Stmt, Store
 from tensoregg.ir.memory_plan import POISON
 from tensoregg.targets.interp import gpu
 from tensoregg.targets.interp.access import Access, Scope
 from tensoregg.targets.interp.analysis import free_vars, has_load, plan_kernel
+from tensoregg.targets.interp.async_copies import async_copy, async_group
 from tensoregg.targets.interp.frame import Exec, Fn, Frame, cached, memoized
 from tensoregg.targets.interp.intrinsics import Span, check_signature, execute
 from tensoregg.targets.interp.loops import (
@@ -38,6 +48,13 @@ from tensoregg.targets.interp.loops import (
     vector_loop,
 )
 from tensoregg.targets.interp.numerics import call_function
+from tensoregg.targets.interp.vector_copies import vector_copy
+
+GPU_INTRINSICS: dict[type, Callable[[Invoke, Scope, Sequence[Fn], str], Exec]] = {
+    WarpMMA: gpu.warp_mma, WarpShuffle: gpu.warp_shuffle, LoadMatrix: gpu.load_matrix,
+    VectorCopy: vector_copy, AsyncCopy: async_copy}
+"""The GPU intrinsics taking addresses and values, by type: what runs each (its statement, scope, the
+compiled values of its arguments, the kernel's name)."""
 
 
 class KernelExecutor:
@@ -169,10 +186,11 @@ class KernelExecutor:
         for buf in buffers:
             self.check_buffer(buf, scope)
         values = self.exprs([a.offset if isinstance(a, Ref) else a for a in s.args], scope)
-        if isinstance(s.intrinsic, WarpMMA):
-            return gpu.warp_mma(s, scope, values, self.where)
-        if isinstance(s.intrinsic, WarpShuffle):
-            return gpu.warp_shuffle(s, scope, values, self.where)
+        on_gpu = GPU_INTRINSICS.get(type(s.intrinsic))
+        if on_gpu is not None:
+            return on_gpu(s, scope, values, self.where)
+        if isinstance(s.intrinsic, (AsyncCommit, AsyncWait)):
+            return async_group(s, scope, self.where)
         check_signature(s.intrinsic, refs, [b.dtype for b in buffers], self.where)
         lanes = [id(b) if scope.locals.get(id(b), 0) > 0 else None for b in buffers]
         where, intrinsic = self.where, s.intrinsic

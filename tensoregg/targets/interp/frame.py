@@ -31,7 +31,8 @@ class Frame:
     per-lane row), per-node caches and per-statement memos; ``rank`` is the number of lane axes of
     every value that varies over lanes. A GPU kernel also counts the barriers passed (``barriers``),
     numbers each block's epoch by the last it passed (``epochs``, by block) and keeps who accessed
-    what (``races``, by buffer id)."""
+    what (``races``, by buffer id), and its asynchronous copies not yet landed (``groups``: the
+committed groups, oldest first, then the open one)."""
 
     def __init__(self, views: dict[int, np.ndarray], rank: int) -> None:
         self.rank = rank
@@ -48,6 +49,7 @@ class Frame:
         self.barriers = 0
         self.epochs = np.zeros(0, np.int64)
         self.races: dict[int, Any] = {}
+        self.groups: list[list[Any]] = [[]]
 
     def lane_shape(self) -> tuple[int, ...]:
         """The shape of a value that varies over every active lane (1 on the axes of no active loop)."""

@@ -9,8 +9,8 @@ What this module adds to the executor: the structure rules (a thread loop direct
 loop or its shared locals, shared locals only there, barriers, stores and intrinsics only inside a
 thread loop), the checks of barriers and warp intrinsics reached by only part of a block or warp
 (non-uniform control flow), the race checker's hooks on shared and global accesses (``races``), and
-the warp MMA (``tensoregg.ir.intrinsics.WarpMMA``) and the warp shuffle (``WarpShuffle``) executed a
-whole warp at a time.
+the warp MMA (``tensoregg.ir.intrinsics.WarpMMA``), the warp shuffle (``WarpShuffle``) and the warp's
+matrix load (``LoadMatrix``) executed a whole warp at a time.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 
 from tensoregg.errors import CompileError, GuardViolation
 from tensoregg.ir.compute import Const
-from tensoregg.ir.intrinsics import WARP, WarpMMA, WarpShuffle
+from tensoregg.ir.intrinsics import WARP, LoadMatrix, WarpMMA, WarpShuffle
 from tensoregg.ir.loops import Barrier, For, Invoke, Local, Ref, Stmt, Store
 from tensoregg.targets.interp.access import Access, Scope
 from tensoregg.targets.interp.analysis import free_vars, has_load
@@ -81,6 +81,7 @@ def launch(s: For, blocks: Exec) -> Exec:
 
     def run(f: Frame) -> None:
         f.races.clear()
+        f.groups = [[]]
         f.epochs = np.zeros(int(np.max(f.values[vid])) + 1, np.int64)
         blocks(f)
     return run
@@ -166,22 +167,34 @@ def watch_store(scope: Scope, access: Access, bid: int, name: str, size: int,
     return writes
 
 
-def barrier(scope: Scope, where: str) -> Exec:
-    """A barrier: CompileError unless every thread of each block that runs reaches it together;
-    starts a new epoch of those blocks for the race checker."""
+def together(scope: Scope, where: str, what: str) -> Callable[[Frame], None]:
+    """The check that every thread of each block that runs reaches ``what`` (a barrier) together:
+    CompileError for one in a vectorized loop of a thread, or reached by part of a block."""
     gpu = scope.gpu
     assert gpu is not None and gpu.thread is not None
     if scope.level != gpu.level + gpu.axes:
-        raise CompileError(f"{where}: barrier inside a vectorized loop of a thread")
+        raise CompileError(f"{where}: {what} inside a vectorized loop of a thread")
     axes = tuple(range(gpu.level, gpu.level + gpu.axes))
 
-    def run(f: Frame) -> None:
+    def check(f: Frame) -> None:
         if f.mask is not None:
             shape = np.broadcast_shapes(f.lane_shape(), f.mask.shape)
             mask, block, thread = (np.broadcast_to(x, shape) for x in (f.mask, *gpu.ids(f)))
             _uniform(mask, block, thread, axes,
-                     f"{where}: thread {{}} of block {{}} reaches a barrier that thread {{}} does not (a "
+                     f"{where}: thread {{}} of block {{}} reaches a {what} that thread {{}} does not (a "
                      "condition or loop bound that differs between the block's threads)")
+    return check
+
+
+def barrier(scope: Scope, where: str) -> Exec:
+    """A barrier: CompileError unless every thread of each block that runs reaches it together;
+    starts a new epoch of those blocks for the race checker."""
+    gpu = scope.gpu
+    assert gpu is not None
+    check = together(scope, where, "barrier")
+
+    def run(f: Frame) -> None:
+        check(f)
         f.barriers += 1
         (blocks,) = running(f, gpu.ids(f)[0])
         f.epochs[blocks] = f.barriers
@@ -314,3 +327,43 @@ def _tf32(x: np.ndarray) -> np.ndarray:
     bits = x.astype(F32).view(np.uint32)
     rounded = ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(F32)
     return np.where(np.isfinite(x), rounded, x).astype(F64)
+
+
+def load_matrix(s: Invoke, scope: Scope, offsets: Sequence[Fn], where: str) -> Exec:
+    """``s``, an invoke of a :class:`LoadMatrix` (dst, src), run for every warp of every block at
+    once: each thread's ``dst`` elements gathered from the rows the warp's lanes address in the
+    shared ``src`` (loads of the receiving thread for the race checker)."""
+    ldm: LoadMatrix = s.intrinsic
+    name = f"{where}: {ldm.name}"
+    gpu = _warp_scope(scope, name)
+    refs = [a for a in s.args if isinstance(a, Ref)]
+    if len(s.args) != 2 or len(refs) != 2 or any(r.buffer.dtype != ldm.dtype for r in refs):
+        raise CompileError(f"{name} takes the addresses of a register and a shared {ldm.dtype} buffer")
+    dst, src = refs
+    if scope.locals.get(id(dst.buffer), -1) < gpu.level + gpu.axes or id(src.buffer) not in gpu.shared:
+        raise CompileError(f"{name}: loads from a shared local ({src.buffer.name}) into a local of the "
+                           f"thread loop ({dst.buffer.name})")
+    warps, count = gpu.threads // WARP, 2 * ldm.count
+    source, column = ldm.rows(np.arange(WARP))
+    row_bytes = 8 * ldm.dtype.itemsize
+
+    def run(f: Frame) -> None:
+        go = _whole_warps(f, gpu, name)
+        to, at = (_per_warp(f, fn(f), warps) for fn in offsets)
+        block, thread = (_per_warp(f, x, warps) for x in gpu.ids(f))
+        used = at[..., :8 * ldm.count]
+        if used.size and ((used % 8).any() or used.min() < 0 or used.max() + 8 > src.buffer.size
+                          or to.min() < 0 or to.max() + count > dst.buffer.size):
+            raise GuardViolation(f"{name}: a row outside {src.buffer.name} ({src.buffer.size} elements) or "
+                                 f"not {row_bytes}-byte aligned, or {count} elements outside "
+                                 f"{dst.buffer.name}")
+        row = _per_warp(f, f.rows[id(src.buffer)], warps)
+        places = (row * src.buffer.size + at)[..., source] + column  # (groups, warps, lanes, count)
+        keep = np.broadcast_to(np.asarray(go)[..., None, None] if np.ndim(go) else go, places.shape)
+        every = [np.broadcast_to(x[..., None], places.shape)[keep] for x in (block, thread)]
+        f.races[id(src.buffer)].load(Lanes(places[keep], every[0], every[1], f.epochs[every[0]]))
+        values = f.views[id(src.buffer)][places]
+        start = _per_warp(f, f.rows[id(dst.buffer)], warps) * dst.buffer.size + to
+        into = start[..., None] + np.arange(count)
+        f.views[id(dst.buffer)][into[keep]] = values[keep]
+    return run

@@ -9,6 +9,10 @@ store an element no other thread stored or loaded; anything else raises :class:`
 the kernel, the buffer, the element, the block and the two threads. In global memory (no barrier
 orders blocks), two threads of a launch storing different values into one element is a race unless
 they are of one block and a barrier lies between.
+
+An asynchronous copy into shared memory (``cp.async``) counts as a store by its thread twice: when
+it is issued (the GPU may write at any time after) and when the thread waits for it (its data is
+there from then on); in between the element is in flight, and any load or store of it is a race.
 """
 
 from __future__ import annotations
@@ -57,9 +61,11 @@ class SharedMemory:
         total = size * rows
         self.writer, self.written = np.full(total, NONE), np.full(total, -1)
         self.reader, self.read = np.full(total, NONE), np.full(total, -1)
+        self.inflight = np.zeros(total, bool)
 
     def load(self, lanes: Lanes) -> None:
         at, thread, epoch = lanes.at, lanes.thread, lanes.epoch
+        self._in_flight(lanes, "loads")
         self._check(lanes, (self.written[at] == epoch) & (self.writer[at] != thread), self.writer[at],
                     "loads", "stored")
         elements, low, high, first = _per_element(at, thread)
@@ -70,6 +76,7 @@ class SharedMemory:
 
     def store(self, lanes: Lanes) -> None:
         at, thread, epoch = lanes.at, lanes.thread, lanes.epoch
+        self._in_flight(lanes, "stores")
         self._check(lanes, (self.written[at] == epoch) & (self.writer[at] != thread), self.writer[at],
                     "stores", "stored")
         self._check(lanes, (self.read[at] == epoch) & (self.reader[at] != thread), self.reader[at],
@@ -82,6 +89,25 @@ class SharedMemory:
                         "stores", "stores")
         self.writer[at] = thread
         self.written[at] = epoch
+
+    def issue(self, lanes: Lanes) -> None:
+        """Asynchronous copies into ``lanes.at`` issued: a store, then in flight."""
+        self.store(lanes)
+        self.inflight[lanes.at] = True
+
+    def land(self, lanes: Lanes) -> None:
+        """Those copies waited for by their threads: no longer in flight, a store in this epoch."""
+        self.inflight[lanes.at] = False
+        self.store(lanes)
+
+    def _in_flight(self, lanes: Lanes, verb: str) -> None:
+        busy = self.inflight[lanes.at]
+        if busy.any():
+            k = int(np.flatnonzero(busy)[0])
+            element = int(lanes.at[k]) % self.size
+            raise RaceError(f"{self.where}: race on shared {self.name} element {element} "
+                            f"in block {int(lanes.block[k])}: thread {int(lanes.thread[k])} {verb} it while "
+                            "an asynchronous copy into it is in flight (no cp.async.wait_group between)")
 
     def _check(self, lanes: Lanes, clash: np.ndarray, other: np.ndarray, verb: str, did: str) -> None:
         """RaceError naming the first lane of ``clash`` (``other``: the thread it clashes with)."""

@@ -113,7 +113,7 @@ def test_the_template_refuses_contractions_of_another_dtype():
 def test_the_parameters_the_h100_admits_fit_its_limits():
     for ab, dtype in DTYPES.items():
         admitted = templates(H100, dtype)
-        assert len(admitted) > 30 and TILES[ab][0] in admitted
+        assert len(admitted) > 30 and replace(TILES[ab][0], ldmatrix=ab != "tf32") in admitted
         for t in admitted:
             assert t.mma.dtype == dtype and 64 <= t.threads <= 256
             assert t.shared_bytes <= H100.shared_per_block
@@ -133,11 +133,12 @@ def matmul(dtype, m, k, n):
 
 @needs_nvrtc
 def test_every_admitted_template_builds_without_spills_for_both_architectures(builds_without_spills):
-    """One module holding every admitted parameter set of each dtype on a 300 x 500 x 200 MatMul."""
+    """One module holding every admitted parameter set of one stage of each dtype on a 300 x 500 x 200
+    MatMul (the double-buffered ones: ``test_cuda_pipeline``)."""
     sources, names = [PRELUDE], []
     for ab, dtype in DTYPES.items():
         c, params = matmul(dtype, 300, 200, 500)
-        for n, t in enumerate(templates(H100, dtype)):
+        for n, t in enumerate(t for t in templates(H100, dtype) if t.stages == 1):
             (stage,), _ = t.lower(c, {})
             launch = Launch(f"{ab}_{n}", stage, 1, t.threads, t.shared_bytes)
             sources.append(kernel_source(launch, params, {id(params[-1])}))

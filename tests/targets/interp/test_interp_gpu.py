@@ -9,12 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tensoregg.errors import CompileError, GuardViolation, RaceError
-from tensoregg.ir.compute import INDEX, Buffer, Var, call, const
-from tensoregg.ir.intrinsics import MMA_BF16, MMA_F16, MMA_TF32, WARP_MMAS, WARP_SHUFFLE
+from tensoregg.ir.compute import INDEX, Buffer, Var, call, cast, const
+from tensoregg.ir.intrinsics import MMA_BF16, MMA_F16, MMA_TF32, WARP_MMAS, WARP_SHUFFLE, LoadMatrix
 from tensoregg.ir.loops import Barrier, For, Invoke, Kernel, Local, Ref, Store
 from tensoregg.targets.interp.executor import KernelExecutor
 
-F32 = np.dtype(np.float32)
+F32, F16 = np.dtype(np.float32), np.dtype(np.float16)
 RNG = np.random.default_rng(0)
 
 
@@ -333,6 +333,65 @@ def test_fragment_layouts_are_the_ptx_isas():
             got = mma.layout(operand)
             np.testing.assert_array_equal(got[0], rows, err_msg=f"{mma.name} {operand} rows")
             np.testing.assert_array_equal(got[1], cols, err_msg=f"{mma.name} {operand} cols")
+
+
+def ldmatrix_kernel(count, rows, cols, address, trans=False):
+    """One warp: a shared ``rows`` x ``cols`` float16 tile holding its element numbers, each lane's
+    ``LoadMatrix(count, trans)`` from row/column ``address(lane)`` of it, the fragments stored lane by
+    lane."""
+    tile, out = Buffer("tile", F16, (rows * cols,)), Buffer("out", F16, (32 * 2 * count,))
+    frag = Buffer("frag", F16, (2 * count,))
+    b, t, r, e = Var("b"), Var("t"), Var("r"), Var("e")
+    per = rows * cols // 32
+    row, col = address(t)
+    body = [loop(r, per, [Store(tile, (t * per + r,), cast(t * per + r, F16))]), Barrier(),
+            Local(frag, [Invoke(LoadMatrix(count, F16, trans), (Ref(frag, idx(0)),
+                                                                Ref(tile, row * cols + col))),
+                         loop(e, 2 * count, [Store(out, (t * (2 * count) + e,), frag[e])])])]
+    return Kernel("ldmatrix", [out], [loop(b, 1, [Local(tile, [loop(t, 32, body, "thread")], "shared")],
+                                           "block")], [out])
+
+
+def test_ldmatrix_gives_the_mma_fragments_of_a_row_major_a_and_of_b_either_way():
+    """x4 on the four 8 x 8 quarters of a row-major 16 x 16 A (lane 8 q + r: row r + 8 (q % 2), column
+    8 (q // 2)) gives each thread its m16n8k16 A fragment; x2 on the two halves along k of a B held
+    n-major (row n, column k) its B fragment, and x2.trans on those of a B held k-major (row k,
+    column n); the mapping itself is the PTX ISA's: thread l gets row l / 4, columns 2 (l % 4) and
+    + 1 of matrix j as elements 2 j, 2 j + 1 (transposed: rows 2 (l % 4) and + 1 of column l / 4)."""
+    def quarters(t):
+        q, r = call("div", t, idx(8)), call("rem", t, idx(8))
+        return r + call("rem", q, idx(2)) * 8, call("div", q, idx(2)) * 8
+
+    def halves(t):
+        q, r = call("rem", call("div", t, idx(8)), idx(2)), call("rem", t, idx(8))
+        return r, q * 8
+
+    def k_rows(t):
+        return call("rem", t, idx(16)), idx(0)
+
+    lane = np.arange(32)[:, None]
+    for count, rows, address, operand, trans in [(4, 16, quarters, "a", False), (2, 8, halves, "b", False),
+                                                 (2, 16, k_rows, "b", True)]:
+        out = np.zeros((32, 2 * count), F16)
+        run(ldmatrix_kernel(count, rows, 16, address, trans), out)
+        got = out.astype(np.int64)
+        tile_rows, tile_cols = got // 16, got % 16
+        for j in range(count):  # PTX's mapping, matrix j at (r0, c0) of the tile
+            r0, c0 = {4: (8 * (j % 2), 8 * (j // 2)), 2: (8 * j, 0) if trans else (0, 8 * j)}[count]
+            rows_j, cols_j = (2 * (lane % 4) + [0, 1], lane // 4 + [0, 0]) if trans else \
+                (lane // 4 + [0, 0], 2 * (lane % 4) + [0, 1])
+            np.testing.assert_array_equal(tile_rows[:, 2 * j:2 * j + 2], r0 + rows_j)
+            np.testing.assert_array_equal(tile_cols[:, 2 * j:2 * j + 2], c0 + cols_j)
+        want_rows, want_cols = MMA_F16.layout(operand)
+        if operand == "b" and not trans:  # the tile holds B[k, n] at row n, column k
+            want_rows, want_cols = want_cols, want_rows
+        np.testing.assert_array_equal(tile_rows, want_rows)
+        np.testing.assert_array_equal(tile_cols, want_cols)
+
+
+def test_ldmatrix_of_a_row_not_16_byte_aligned_is_refused():
+    with pytest.raises(GuardViolation, match=r"not 16-byte aligned"):
+        run(ldmatrix_kernel(4, 16, 16, lambda t: (call("rem", t, idx(16)), idx(1))), np.zeros((32, 8), F16))
 
 
 def stage(tile, src, row, col, threads, t):

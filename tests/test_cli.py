@@ -16,9 +16,14 @@ import tensoregg
 EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "tinycnn.onnx")
 
 
+def objects_of(cache_dir):
+    """The object cache of the commands whose compile cache is ``cache_dir`` (beside it)."""
+    return cache_dir.with_name(cache_dir.name + "-objects")
+
+
 def tensoregg_cli(*args, cache_dir):
     env = {**os.environ, "TENSOREGG_CACHE_DIR": str(cache_dir),
-           "TENSOREGG_OBJECT_CACHE": str(cache_dir / "objects")}
+           "TENSOREGG_OBJECT_CACHE": str(objects_of(cache_dir))}
     done = subprocess.run([sys.executable, "-m", "tensoregg.cli", *map(str, args)], capture_output=True,
                           text=True, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -46,10 +51,10 @@ def test_compile_run_extract_and_clear(tmp_path):
     tensoregg_cli("extract", out, "-o", tmp_path / "files", cache_dir=cache_dir)
     assert {p.name for p in (tmp_path / "files").iterdir()} >= {"libtensoregg_model.so", "tensoregg.h",
                                                                  "weights.npy", "manifest.json"}
-    assert list((cache_dir / "objects").glob("*.o"))
+    assert list(objects_of(cache_dir).glob("*.o"))
     cleared = tensoregg_cli("cache", "clear", cache_dir=cache_dir)
     assert "removed 1 entries" in cleared and "kernel objects" in cleared
-    assert not list(cache_dir.glob("*.tegg")) and not list((cache_dir / "objects").glob("*.o"))
+    assert not list(cache_dir.glob("*.tegg")) and not list(objects_of(cache_dir).glob("*.o"))
 
 
 def test_run_without_the_cache_stores_nothing(tmp_path):

@@ -32,6 +32,9 @@ MAX_BYTES = 512 << 20
 """The directory's size above which the least recently used entries are removed (to 3/4 of it)."""
 MAX_ENTRY = 64 << 20
 """A larger entry is not read."""
+TRIM_EVERY = 64
+"""Stores between two looks at the directory's size (listing it costs in proportion to its entries)."""
+_stores = 0
 
 
 def cache_dir() -> Path | None:
@@ -82,8 +85,9 @@ def load(k: str) -> bytes | None:
 
 
 def store(entries: dict[str, bytes]) -> None:
-    """Write each key's object code (atomically), then trim the directory to ``MAX_BYTES``; nothing
-    where the directory cannot be made, is a symlink or is read-only."""
+    """Write each key's object code (atomically), and trim the directory to ``MAX_BYTES`` (at a
+    process's first store and every ``TRIM_EVERY`` stores after); nothing where the directory cannot
+    be made, is a symlink or is read-only."""
     folder = cache_dir()
     if folder is None or not entries:
         return
@@ -100,7 +104,10 @@ def store(entries: dict[str, bytes]) -> None:
             except BaseException:
                 os.unlink(tmp)
                 raise
-        _trim(folder)
+        global _stores
+        if _stores % TRIM_EVERY == 0:
+            _trim(folder)
+        _stores += 1
     except OSError:
         pass
 

@@ -71,6 +71,9 @@ def target_machine(cpu: str = "", features: str = "", *, jit: bool = True, tripl
                                         abiname=abiname)
 
 
+_machine = functools.cache(target_machine)
+
+
 def optimize(text: str, tm: llvm.TargetMachine) -> llvm.ModuleRef:
     """Parse and verify ``text`` for ``tm`` and run the O3 pipeline on it; Rejected if LLVM refuses it."""
     try:
@@ -90,8 +93,8 @@ def optimize(text: str, tm: llvm.TargetMachine) -> llvm.ModuleRef:
 
 def build(kind: str, text: str, **machine: Any) -> bytes:
     """``text`` optimized and emitted as an object file (``kind`` ``object``) or assembly text
-    (``assembly``, UTF-8) for ``target_machine(**machine)``."""
-    tm = target_machine(**machine)
+    (``assembly``, UTF-8) for ``target_machine(**machine)`` (made once per process and machine)."""
+    tm = _machine(**machine)
     module = optimize(text, tm)
     if kind == "assembly":
         return str(tm.emit_assembly(module)).encode()

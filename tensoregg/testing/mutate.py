@@ -64,6 +64,10 @@ EQUIVALENT: dict[str, str] = {
        "exact for any" for m in ("drop10", "drop11", "drop12", "axis17")},
     **{f"conv-winograd~const{k}": "changes an element of the unset-pads default that the premise does not "
        "read" for k in (14, 15, 16, 17, 18, 20, 22, 24, 25, 26, 27, 28)},
+    **{name: "QLinearConv and QLinearMatMul read x_scale and w_scale only through their product (one float32 "
+       "multiplication, which commutes), and both are one element here"
+       for name in ("qdq-conv-to-qlinearconv~swap11", "qdq-conv-to-qlinearconv-bias~swap11",
+                    "qdq-matmul-to-qlinearmatmul~swap10")},
 }
 """Mutants (by name) that are still sound, with the reason: survivors here are not misses."""
 
@@ -83,6 +87,16 @@ IMPLIED: list[tuple[str, str, str]] = [
        "Conv takes float types only, where folding a per-channel factor or term is the same law (within "
        "rounding) for every one; the premise keeps the fold to the dtypes the targets' kernels take")
       for op in ("mul", "add")],
+    *[("conv-bn-fold-no-bias", premise, "BatchNormalization's output has its input's type, the Conv's, which "
+       "is W's: a premise on either restates the other") for premise in ("eq(dtype_of(w)).to(dt)",
+                                                                        "eq(dtype_of(BatchNormalization(")],
+    *[("qdq-", f"eq(dtype_of({t}q)).to({t}_dtype)", "DequantizeLinear's zero point has its data's type, and "
+       "another premise fixes the zero point's") for t in "xw"],
+    *[(f"qdq-{op}", f"eq(dtype_of({t}s)).to(String(\"float32\"))", "DQ(x) and DQ(w) have their scales' types "
+       "(output_dtype unset) and Conv/MatMul take operands of one type: either scale being float32 makes the "
+       "other one float32") for op in ("conv", "matmul") for t in "xw"],
+    *[("qdq-", f"{t}s_shape.length() < 2", "with block_size 0 a Q/DQ scale is () or (1,) (per tensor) or 1-D "
+       "(per axis): no valid graph has one of rank 2 or more") for t in "xwy"],
 ]
 """(rule name prefix, how a premise prints (its start), why): premises that others (or ONNX's typing)
 imply, so that dropping one is no miss. Keyed by the premise's text, not its position."""
@@ -98,6 +112,14 @@ EQUIVALENT_CHANGES: list[tuple[str, str]] = [
     *[(f"Flatten({t}, 0)", "Flatten(t, -1) = Flatten(t, 0), of shape (1, C), for the 1-D bias or zero "
        "vector t")
       for t in ("bias", 'CastLike(Less(mean, mean), mean, "up", 1)')],
+    *[(f"{t}s_shape.length() < 3", "with block_size 0 a Q/DQ scale is () or (1,) (per tensor) or 1-D (per "
+       "axis): no valid graph has one of rank 2") for t in "xwy"],
+    ("DequantizeLinear(bq, bs, bz, b_axis, 1, 0)", "block_size 1 along the 1-D bias gives each element its "
+     "own scale, as its per-axis scale does; a per-tensor scale ignores block_size"),
+    ("DequantizeLinear(bq, bs, bz, b_axis, 0, 1)", "output_dtype FLOAT names the type DQ(b) has: Conv takes "
+     "one type, DQ(x)'s, float32 as its scale"),
+    ('Cast(Round(Div(DequantizeLinear(bq, bs, bz, b_axis, 0, 0), Mul(xs, ws))), "up", 2, 6)', "Cast's "
+     "saturate acts only on casts to float8 types, and this one is to int32"),
     ('Flatten(CastLike(Less(mean, mean), mean, "up", 1), -1), mean, shift, scale,', "BatchNormalization "
      "of a zero vector computes -mean * scale / sqrt(var + eps) + shift, symmetric in scale and mean"),
 ]

@@ -87,6 +87,12 @@ IMPLIED: list[tuple[str, str, str]] = [
        "Conv takes float types only, where folding a per-channel factor or term is the same law (within "
        "rounding) for every one; the premise keeps the fold to the dtypes the targets' kernels take")
       for op in ("mul", "add")],
+    *[("add-merge-split-", f"eq(shape_of(y{k})).to(sy)", "y_k is part_k plus a 1-D b_k as long as sy's last "
+       "side, and part_k has shape sy (another premise): so has y_k") for k in range(3)],
+    *[(f"add-merge-split-{n}", f"eq(shape_of(Split(m, Tensor.none(), split_axis, Vec[i64]({n})).get({k})))",
+       "the parts of a Split in equal parts are one size but the last, which may be smaller: the last part's "
+       "shape and y_k's (part_k plus a b_k as long as sy's last side) pin part_k's") for n in (2, 3)
+      for k in range(n - 1)],
     *[("conv-bn-fold-no-bias", premise, "BatchNormalization's output has its input's type, the Conv's, which "
        "is W's: a premise on either restates the other") for premise in ("eq(dtype_of(w)).to(dt)",
                                                                         "eq(dtype_of(BatchNormalization(")],
@@ -147,6 +153,9 @@ class Mutant:
     """For ``swap``: the op of ``COMMUTATIVE_OPS`` whose two operands were swapped."""
     changed: str = ""
     """For ``swap``, ``const`` and ``axis``: the mutated fact or action, as egglog prints it."""
+    replaced: str = ""
+    """For a ``const`` or ``axis`` mutant of a fact that turned it into a copy of another fact: the
+    fact it replaced (the mutant is that fact dropped)."""
 
     @property
     def equivalent(self) -> str | None:
@@ -157,9 +166,10 @@ class Mutant:
             return "drops a pattern another premise contains"
         if self.commuted:
             return f"swaps the operands of {self.commuted}, which commute"
+        premise_gone = self.dropped or self.replaced
         for prefix, premise, why in IMPLIED:
-            if self.name.startswith(prefix) and self.dropped.startswith(premise):
-                return why
+            if self.name.startswith(prefix) and premise_gone.startswith(premise):
+                return why if self.dropped else f"states another premise again in place of one implied: {why}"
         changed = "".join(self.changed.split())
         for text, why in EQUIVALENT_CHANGES:
             if changed and "".join(text.split()) in changed:
@@ -249,30 +259,31 @@ def _action_variants(a: Action, edit: Edit) -> Iterator[tuple[str, Action]]:
 def mutants(rule: Rule) -> list[Mutant]:
     """Every mutant of ``rule`` (see the module docstring), stillborn ones included."""
     facts, actions = [_fact(f) for f in rule.facts], [_action(a) for a in rule.actions]
-    found: list[tuple[str, list[Fact], list[Action], str, str]] = []
+    found: list[tuple[str, list[Fact], list[Action], str, str, str]] = []
     is_rewrite = len(actions) == 1 and isinstance(actions[0].action, UnionDecl)
     for k in range(1 if is_rewrite else 0, len(facts)):
-        found.append(("drop", facts[:k] + facts[k + 1:], actions, str(facts[k]), ""))
+        found.append(("drop", facts[:k] + facts[k + 1:], actions, str(facts[k]), "", ""))
     texts = [str(f) for f in facts]
     patterns = {t for f, t in zip(facts, texts) if isinstance(f.fact, ExprFactDecl)
                 and f.fact.typed_expr.tp.ident.name == "Tensor"}  # a bare term: it exists
     for k, f in enumerate(facts):
         for kind, new in _fact_variants(f, _literal_edits):
-            found.append((kind, [*facts[:k], new, *facts[k + 1:]], actions, "", str(new)))
+            replaced = texts[k] if str(new) in texts[:k] + texts[k + 1:] else ""
+            found.append((kind, [*facts[:k], new, *facts[k + 1:]], actions, "", str(new), replaced))
     for k, a in enumerate(actions):
         for kind, new_a in _action_variants(a, _literal_edits):
-            found.append((kind, facts, [*actions[:k], new_a, *actions[k + 1:]], "", str(new_a)))
+            found.append((kind, facts, [*actions[:k], new_a, *actions[k + 1:]], "", str(new_a), ""))
         for kind, new_a in _action_variants(a, _swap_edits):
-            found.append((kind, facts, [*actions[:k], new_a, *actions[k + 1:]], "", str(new_a)))
+            found.append((kind, facts, [*actions[:k], new_a, *actions[k + 1:]], "", str(new_a), ""))
     out, counts = [], dict.fromkeys(("drop", "swap", "const", "axis"), 0)
-    for tagged, fs, acts, dropped, changed in found:
+    for tagged, fs, acts, dropped, changed, replaced in found:
         kind, _, commuted = tagged.partition(":")
         counts[kind] += 1
         name = f"{rule.name}~{kind}{counts[kind]}"
         try:
             restated = dropped in patterns and any(dropped in t for t in texts if t != dropped)
             out.append(Mutant(rule.rebuilt(fs, acts, name=name), kind, name, dropped, restated, commuted,
-                              changed))
+                              changed, replaced))
         except Exception:  # egglog refused to build it: stillborn
             continue
     return out

@@ -153,17 +153,19 @@ def _narrowed(draw: Any, shapes: list[tuple[int, ...]], axis: int, broken: bool)
 
 
 def _matmul_example(n: int, broken: bool = False) -> Any:
-    """x @ W_k for k < n, the W_k of one shape; ``broken``: one W_k a column narrower."""
+    """x @ W_k for k < n, the W_k of one shape; ``broken``: one W_k a column narrower, or the W_k
+    vectors (x @ W_k drops the last axis: nothing to concatenate along)."""
     from hypothesis import strategies as st
 
     from tensoregg.strategies import shapes
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+        how = draw(st.sampled_from(["weight", "vector"])) if broken else ""
         k, cols = draw(st.integers(1, 4)), draw(st.integers(2 if broken else 1, 4))
         x_shape = (*draw(shapes(0, 2, max_side=3)), k)
-        w_shape = (*draw(st.sampled_from([(), (1,)])), k, cols)
-        weights = [_values(draw, sh) for sh in _narrowed(draw, [w_shape] * n, -1, broken)]
+        w_shape = (k,) if how == "vector" else (*draw(st.sampled_from([(), (1,)])), k, cols)
+        weights = [_values(draw, sh) for sh in _narrowed(draw, [w_shape] * n, -1, how == "weight")]
         return _parallel_graph("MatMul", _values(draw, x_shape), weights, None, {})
 
     return build()
@@ -172,12 +174,12 @@ def _matmul_example(n: int, broken: bool = False) -> Any:
 def _gemm_example(n: int, bias: bool, broken: bool = False) -> Any:
     """Gemm(x, W_k, C_k) for k < n (alpha, beta, transA, transB drawn), the W_k of one shape, the C_k
     too; ``broken``: one W_k (and its C_k) a column narrower, or (with C) one C_k of another shape
-    that broadcasts all the same."""
+    that broadcasts all the same, or every C_k one column (of 2 or more) wide."""
     from hypothesis import strategies as st
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        how = draw(st.sampled_from(["weight", "bias"] if bias else ["weight"])) if broken else ""
+        how = draw(st.sampled_from(["weight", "bias", "column"] if bias else ["weight"])) if broken else ""
         rows, k = draw(st.integers(1, 4)), draw(st.integers(1, 4))
         cols = draw(st.integers(2 if broken else 1, 4))
         ta, tb = draw(st.integers(0, 1)), draw(st.integers(0, 1))
@@ -187,6 +189,8 @@ def _gemm_example(n: int, bias: bool, broken: bool = False) -> Any:
         c_shape = draw(st.sampled_from(c_options))
         w_shapes = _narrowed(draw, [(cols, k) if tb else (k, cols)] * n, 0 if tb else 1, how == "weight")
         c_shapes = [(*c_shape[:-1], w[0] if tb else w[1]) for w in w_shapes]
+        if how == "column":
+            c_shapes = [draw(st.sampled_from([(1,), (1, 1), (rows, 1)]))] * n
         if how == "bias":
             other = [c for c in c_options if c != c_shape]
             c_shapes[draw(st.integers(0, n - 1))] = draw(st.sampled_from(other))

@@ -23,6 +23,7 @@ import argparse
 import itertools
 import multiprocessing
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,10 +45,11 @@ INDEX_METHODS = ("__getitem__", "get")
 COMMUTATIVE = ("__add__", "__mul__")
 """i64 methods whose operands commute: swapping them is not a mutant."""
 
-CONSTANT_LEAF = "Tensor.const("
-"""How a premise that a tensor is a constant (an initializer) prints: such premises make a rule pay
-(its new weights fold at compile time), never make it sound, since the rules never read values;
-dropping one gives an equivalent mutant."""
+CONSTANT_LEAF = re.compile(r"eq\((\w+)\)\.to\(Tensor\.const\(\1_name\)\)$")
+"""How a premise that a tensor is a constant (an initializer) prints, ``eq(w).to(Tensor.const(w_name))``:
+such premises make a rule pay (its new weights fold at compile time), never make it sound, since the
+rules never read values; dropping one gives an equivalent mutant. (Not any premise naming a constant:
+a pattern or a shape of a ``Tensor.const`` leaf is another matter.)"""
 
 EQUIVALENT: dict[str, str] = {
     **{f"transpose-compose-rank{r}~drop{k}": "a perm is a Vec of 0 or 1 elements: indexing an unset one "
@@ -64,6 +66,8 @@ EQUIVALENT: dict[str, str] = {
        "exact for any" for m in ("drop10", "drop11", "drop12", "axis17")},
     **{f"conv-winograd~const{k}": "changes an element of the unset-pads default that the premise does not "
        "read" for k in (14, 15, 16, 17, 18, 20, 22, 24, 25, 26, 27, 28)},
+    **{f"conv-merge-parallel-{n}~swap{k}": "Conv's biases are 1-D: 1 - length(sb) is 0, as length(sb) - 1 is"
+       for n, ks in ((2, (28, 29)), (3, (53, 54))) for k in ks},
     **{name: "QLinearConv and QLinearMatMul read x_scale and w_scale only through their product (one float32 "
        "multiplication, which commutes), and both are one element here"
        for name in ("qdq-conv-to-qlinearconv~swap11", "qdq-conv-to-qlinearconv-bias~swap11",
@@ -93,6 +97,8 @@ IMPLIED: list[tuple[str, str, str]] = [
        "the parts of a Split in equal parts are one size but the last, which may be smaller: the last part's "
        "shape and y_k's (part_k plus a b_k as long as sy's last side) pin part_k's") for n in (2, 3)
       for k in range(n - 1)],
+    ("conv-merge-parallel-", "eq(shape_of(Tensor.const(b", "Conv's bias is 1-D, as long as W's output "
+     "channels, and another premise gives the weights one shape: so it gives the biases one"),
     *[("conv-bn-fold-no-bias", premise, "BatchNormalization's output has its input's type, the Conv's, which "
        "is W's: a premise on either restates the other") for premise in ("eq(dtype_of(w)).to(dt)",
                                                                         "eq(dtype_of(BatchNormalization(")],
@@ -118,6 +124,13 @@ EQUIVALENT_CHANGES: list[tuple[str, str]] = [
     *[(f"Flatten({t}, 0)", "Flatten(t, -1) = Flatten(t, 0), of shape (1, C), for the 1-D bias or zero "
        "vector t")
       for t in ("bias", 'CastLike(Less(mean, mean), mean, "up", 1)')],
+    *[(f"Tensor.const({b})),i64(1)-sb.length())", "the biases are of rank 1 or 2 (Conv's 1-D, Gemm's C at "
+       "most 2-D), where Concat's axis 1 - rank is axis rank - 1 (a negative axis counts from the end)")
+      for b in ("b1", "b2")],
+    *[(f"{w}),0),Concat(Vec[Tensor]({b}),sb.length()-2)", "Conv's biases are 1-D: Concat along axis "
+       "length - 2 = -1 is along axis 0, as length - 1 is")
+      for w, b in (("Tensor.const(w1))", "Tensor.const(b0),Tensor.const(b1)"),
+                   ("Tensor.const(w2))", "Tensor.const(b0),Tensor.const(b1),Tensor.const(b2)"))],
     *[(f"{t}s_shape.length() < 3", "with block_size 0 a Q/DQ scale is () or (1,) (per tensor) or 1-D (per "
        "axis): no valid graph has one of rank 2") for t in "xwy"],
     ("DequantizeLinear(bq, bs, bz, b_axis, 1, 0)", "block_size 1 along the 1-D bias gives each element its "
@@ -160,7 +173,7 @@ class Mutant:
     @property
     def equivalent(self) -> str | None:
         """Why this mutant is still sound, if it is known to be (else None)."""
-        if CONSTANT_LEAF in self.dropped:
+        if CONSTANT_LEAF.match(self.dropped):
             return "drops a constant-leaf premise, which only makes the rule pay"
         if self.restated:
             return "drops a pattern another premise contains"

@@ -230,7 +230,8 @@ def _scalar_rule(name: str, op: str, scalar_first: bool = False) -> None:
                    lhs, rhs, *is_const(b, s), eq(shape_of(s)).to(sc), sc.length() < i64(2),
                    eq(sc.push(i64(1))[0]).to(i64(1)),  # () or (1,): the first of sc + (1,) is 1
                    eq(shape_of(MatMul(a, b))).to(sy), eq(shape_of(lhs)).to(sy), exact=False,
-                   example=lambda: _scalar_example(op, scalar_first))
+                   example=lambda: _scalar_example(op, scalar_first),
+                   counter=lambda: _scalar_example(op, scalar_first, broken=True))
 
 
 _scalar_rule("matmul-scalar-reassoc", "Mul")
@@ -432,18 +433,32 @@ def _matmul_add_counter(commuted: bool) -> Any:
     return build()
 
 
-def _scalar_example(op: str, scalar_first: bool) -> Any:
-    """a (rank 1-3) @ constant 2-D b, then Mul/Div by a constant of shape () or (1,)."""
+def _scalar_example(op: str, scalar_first: bool, broken: bool = False) -> Any:
+    """a (rank 1-3) @ constant 2-D b, then Mul/Div by a constant of shape () or (1,); ``broken``: s
+    not one element, or widening the product: a dot product scaled by s of shape (1,), s of shape
+    (1, M, 1) scaling the rows of a batched product (M = K), or s of shape (M,) or (1, M) scaling
+    the rows of a (batched) matrix-vector product (M = K)."""
     from hypothesis import strategies as st
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        k, n = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        how = draw(st.sampled_from(["dot", "rows", "vector"])) if broken else ""
+        k, n = draw(st.integers(2 if broken else 1, 4)), draw(st.integers(1, 4))
         batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+        s_shape: tuple[int, ...] = draw(st.sampled_from([(), (1,)]))
+        a_shape: tuple[int, ...] = (*batch, k)
+        b_shape: tuple[int, ...] = (k, n)
+        if how == "dot":
+            a_shape, b_shape, s_shape = (k,), (k,), (1,)
+        elif how == "rows":
+            a_shape, s_shape = (draw(st.integers(1, 2)), k, k), (1, k, 1)
+        elif how == "vector":
+            a_shape, b_shape = (*batch[:1], k, k), (k,)
+            s_shape = draw(st.sampled_from([(k,), (1, k)] if batch else [(k,)]))
         sign = draw(st.sampled_from([1.0, -1.0]))  # |s| in [0.5, 2]: away from 0 for Div
-        scalar = _f32(draw, draw(st.sampled_from([(), (1,)])), 0.5, 2.0)
-        consts = {"b": _f32(draw, (k, n)), "s": np.asarray(sign * scalar, np.float32)}
+        scalar = _f32(draw, s_shape, 0.5, 2.0)
+        consts = {"b": _f32(draw, b_shape), "s": np.asarray(sign * scalar, np.float32)}
         scaled = Node(op, ("s", "t") if scalar_first else ("t", "s"), ("y",))
-        return _case([Node("MatMul", ("a", "b"), ("t",)), scaled], {"a": _f32(draw, (*batch, k))}, consts)
+        return _case([Node("MatMul", ("a", "b"), ("t",)), scaled], {"a": _f32(draw, a_shape)}, consts)
 
     return build()

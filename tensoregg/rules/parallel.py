@@ -25,6 +25,7 @@ from tensoregg.ir.graph import Graph, Node
 from tensoregg.ir.terms import CONSTRUCTORS, Tensor, dtype_of, shape_of, term
 from tensoregg.ir.types import TensorType
 from tensoregg.rules.registry import Example, Family
+from tensoregg.rules.witness import Case, merged
 
 parallel = Family("parallel", __doc__ or "")
 
@@ -139,86 +140,102 @@ def _parallel_graph(op: str, x: np.ndarray, weights: list[np.ndarray], biases: l
     return Graph({"x": TensorType.of(x)}, inits, nodes, outputs), {"x": x}
 
 
-def _narrowed(draw: Any, shapes: list[tuple[int, ...]], axis: int, broken: bool) -> list[tuple[int, ...]]:
-    """``shapes`` (one per op), one of them (``broken``) one narrower along ``axis``: its op's output is
-    then narrower than the others', so that equal parts of the merged output are not the ops'."""
-    from hypothesis import strategies as st
+def _narrowed(shapes: list[tuple[int, ...]], axis: int, j: int) -> list[tuple[int, ...]]:
+    """``shapes`` (one per op), that of op ``j`` (if >= 0) one narrower along ``axis``."""
+    return [tuple(d - 1 if k == j and i == axis % len(sh) else d for i, d in enumerate(sh))
+            for k, sh in enumerate(shapes)]
 
-    if not broken:
-        return shapes
-    j = draw(st.integers(0, len(shapes) - 1))
-    out = list(shapes)
-    out[j] = tuple(d - 1 if i == axis % len(out[j]) else d for i, d in enumerate(out[j]))
-    return out
+
+def _each_op(one: Callable[[int], Case], n: int) -> Case:
+    """``one(j)`` (op j broken) for every j < n, side by side in one graph: whichever op a rule's
+    premise ties the others to, one copy breaks it."""
+    return merged([one(j) for j in range(n)])
 
 
 def _matmul_example(n: int, broken: bool = False) -> Any:
-    """x @ W_k for k < n, the W_k of one shape; ``broken``: one W_k a column narrower, or the W_k
-    vectors (x @ W_k drops the last axis: nothing to concatenate along)."""
+    """x @ W_k for k < n, the W_k of one shape; ``broken``: one W_k a column narrower (each in turn),
+    or the W_k vectors (x @ W_k drops the last axis: nothing to concatenate along)."""
     from hypothesis import strategies as st
 
     from tensoregg.strategies import shapes
 
     @st.composite
-    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+    def build(draw: Any) -> Case:
         how = draw(st.sampled_from(["weight", "vector"])) if broken else ""
-        k, cols = draw(st.integers(1, 4)), draw(st.integers(2 if broken else 1, 4))
-        x_shape = (*draw(shapes(0, 2, max_side=3)), k)
-        w_shape = (k,) if how == "vector" else (*draw(st.sampled_from([(), (1,)])), k, cols)
-        weights = [_values(draw, sh) for sh in _narrowed(draw, [w_shape] * n, -1, how == "weight")]
-        return _parallel_graph("MatMul", _values(draw, x_shape), weights, None, {})
+
+        def one(j: int) -> Case:
+            k, cols = draw(st.integers(1, 4)), draw(st.integers(2 if broken else 1, 4))
+            x_shape = (*draw(shapes(0, 2, max_side=3)), k)
+            w_shape = (k,) if how == "vector" else (*draw(st.sampled_from([(), (1,)])), k, cols)
+            weights = [_values(draw, sh) for sh in _narrowed([w_shape] * n, -1, j)]
+            return _parallel_graph("MatMul", _values(draw, x_shape), weights, None, {})
+
+        return _each_op(one, n) if how == "weight" else one(-1)
 
     return build()
 
 
 def _gemm_example(n: int, bias: bool, broken: bool = False) -> Any:
     """Gemm(x, W_k, C_k) for k < n (alpha, beta, transA, transB drawn), the W_k of one shape, the C_k
-    too; ``broken``: one W_k (and its C_k) a column narrower, or (with C) one C_k of another shape
-    that broadcasts all the same, or every C_k one column (of 2 or more) wide."""
+    too; ``broken`` (each op in turn where one op differs): one W_k a column narrower (of 2, every C_k
+    one column wide, so that the C_k keep one shape), one C_k of another shape that broadcasts all
+    the same, or every C_k one column (of 2 or more) wide."""
     from hypothesis import strategies as st
 
     @st.composite
-    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+    def build(draw: Any) -> Case:
         how = draw(st.sampled_from(["weight", "bias", "column"] if bias else ["weight"])) if broken else ""
-        rows, k = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-        cols = draw(st.integers(2 if broken else 1, 4))
-        ta, tb = draw(st.integers(0, 1)), draw(st.integers(0, 1))
-        attrs = {"transA": ta, "transB": tb, "alpha": draw(st.sampled_from([1.0, 0.5])),
-                 "beta": draw(st.sampled_from([1.0, 0.5]))}
-        c_options = [(cols,), (1, cols), (rows, cols)]
-        c_shape = draw(st.sampled_from(c_options))
-        w_shapes = _narrowed(draw, [(cols, k) if tb else (k, cols)] * n, 0 if tb else 1, how == "weight")
-        c_shapes = [(*c_shape[:-1], w[0] if tb else w[1]) for w in w_shapes]
-        if how == "column":
-            c_shapes = [draw(st.sampled_from([(1,), (1, 1), (rows, 1)]))] * n
-        if how == "bias":
-            other = [c for c in c_options if c != c_shape]
-            c_shapes[draw(st.integers(0, n - 1))] = draw(st.sampled_from(other))
-        weights = [_values(draw, sh) for sh in w_shapes]
-        biases = [_values(draw, sh) for sh in c_shapes] if bias else None
-        return _parallel_graph("Gemm", _values(draw, (k, rows) if ta else (rows, k)), weights, biases, attrs)
+
+        def one(j: int) -> Case:
+            rows, k = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+            cols = 2 if how == "weight" and bias else draw(st.integers(2 if broken else 1, 4))
+            ta, tb = draw(st.integers(0, 1)), draw(st.integers(0, 1))
+            attrs = {"transA": ta, "transB": tb, "alpha": draw(st.sampled_from([1.0, 0.5])),
+                     "beta": draw(st.sampled_from([1.0, 0.5]))}
+            c_options = [(cols,), (1, cols), (rows, cols)]
+            c_shape = draw(st.sampled_from(c_options))
+            narrow = j if how == "weight" else -1
+            w_shapes = _narrowed([(cols, k) if tb else (k, cols)] * n, 0 if tb else 1, narrow)
+            c_shapes = [c_shape] * n
+            if how in ("weight", "column"):
+                c_shapes = [draw(st.sampled_from([(1,), (1, 1), (rows, 1)]))] * n
+            if how == "bias":
+                c_shapes[j] = draw(st.sampled_from([c for c in c_options if c != c_shape]))
+            weights = [_values(draw, sh) for sh in w_shapes]
+            biases = [_values(draw, sh) for sh in c_shapes] if bias else None
+            x = _values(draw, (k, rows) if ta else (rows, k))
+            return _parallel_graph("Gemm", x, weights, biases, attrs)
+
+        return _each_op(one, n) if how in ("weight", "bias") else one(-1)
 
     return build()
 
 
 def _conv_example(n: int, bias: bool, broken: bool = False) -> Any:
     """Conv(x, W_k, B_k) for k < n (pads, strides; dilations and kernel_shape set or left to their
-    defaults), the W_k of one shape; ``broken``: one W_k (and its B_k) an output channel short."""
+    defaults), the W_k of one shape; ``broken``: one W_k (each in turn) an output channel short or
+    (with B, whose shape follows the channels) a kernel row short."""
     from hypothesis import strategies as st
 
     @st.composite
-    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        batch, chans, height, width = (draw(st.integers(1, 3)) for _ in range(4))
-        out = draw(st.integers(2 if broken else 1, 3))
-        pad, stride, dilation = draw(st.integers(0, 1)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
-        kh, kw = (draw(st.integers(1, (side + 2 * pad - 1) // dilation + 1)) for side in (height, width))
-        attrs: dict[str, Any] = {"pads": (pad,) * 4, "strides": (stride, stride)}
-        if draw(st.booleans()):  # else dilation 1: the kernel fits all the same
-            attrs.update(kernel_shape=(kh, kw), dilations=(dilation, dilation))
-        w_shapes = _narrowed(draw, [(out, chans, kh, kw)] * n, 0, broken)
-        weights = [_values(draw, sh) for sh in w_shapes]
-        biases = [_values(draw, sh[:1]) for sh in w_shapes] if bias else None
-        return _parallel_graph("Conv", _values(draw, (batch, chans, height, width)), weights, biases, attrs)
+    def build(draw: Any) -> Case:
+        def one(j: int) -> Case:
+            batch, chans, width = (draw(st.integers(1, 3)) for _ in range(3))
+            height, out = draw(st.integers(2 if broken else 1, 3)), draw(st.integers(2 if broken else 1, 3))
+            pad, stride, dilation = draw(st.integers(0, 1)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+            kh, kw = (draw(st.integers(1, (side + 2 * pad - 1) // dilation + 1)) for side in (height, width))
+            attrs: dict[str, Any] = {"pads": (pad,) * 4, "strides": (stride, stride)}
+            if broken and bias:  # kernels of two sizes: none set in the attributes
+                kh = max(kh, 2)
+            elif draw(st.booleans()):  # else dilation 1: the kernel fits all the same
+                attrs.update(kernel_shape=(kh, kw), dilations=(dilation, dilation))
+            w_shapes = _narrowed([(out, chans, kh, kw)] * n, 2 if bias else 0, j)
+            weights = [_values(draw, sh) for sh in w_shapes]
+            biases = [_values(draw, sh[:1]) for sh in w_shapes] if bias else None
+            x = _values(draw, (batch, chans, height, width))
+            return _parallel_graph("Conv", x, weights, biases, attrs)
+
+        return _each_op(one, n) if broken else one(-1)
 
     return build()
 
@@ -231,37 +248,42 @@ its bias broadcast)."""
 
 def _split_add_example(n: int, bias_first: bool, broken: bool = False) -> Any:
     """x (rank 1-3, the last side n * C) -> Split in n parts on the last axis -> each part + a constant
-    bias of shape (C,); ``broken``: a premise broken in one of the ways of ``SPLIT_BREAKS``."""
+    bias of shape (C,); ``broken``: a premise broken in one of the ways of ``SPLIT_BREAKS`` (one
+    bias (1,): each in turn)."""
     from hypothesis import strategies as st
 
     from tensoregg.strategies import shapes
 
     @st.composite
-    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
+    def build(draw: Any) -> Case:
         how = draw(st.sampled_from(SPLIT_BREAKS)) if broken else ""
-        lead, cols = draw(shapes(0, 2, max_side=3)), draw(st.integers(1, 4))
-        if how == "leading-axis":
-            lead = (n * draw(st.integers(1, 2)), *lead)
-        if how in ("bias-1", "one-bias-1"):
-            cols = max(cols, 2)
-        if how == "bias-2d":  # a (1, 1) bias keeps the part's shape (rank >= 2) and passes for 1-D
-            lead, cols = (draw(st.integers(1, 3)), *lead), 1
-        width, axis = n * cols, len(lead)
-        if how == "uneven":  # parts of 2 and a last part of 1, which a bias of 2 widens to 2
-            width, cols = 2 * n - 1, 2
-        if how == "leading-axis":
-            width, axis, cols = cols, 0, cols
-        bias_shapes = [{"bias-2d": (1, cols), "bias-1": (1,)}.get(how, (cols,)) for _ in range(n)]
-        if how == "one-bias-1":
-            bias_shapes[draw(st.integers(0, n - 1))] = (1,)
-        parts = [f"p{k}" for k in range(n)]
-        nodes = [Node("Split", ("x",), tuple(parts), {"axis": axis, "num_outputs": n})]
-        inits = {f"b{k}": _values(draw, shape) for k, shape in enumerate(bias_shapes)}
-        for k, p in enumerate(parts):
-            nodes.append(Node("Add", (f"b{k}", p) if bias_first else (p, f"b{k}"), (f"y{k}",)))
-        x_value = _values(draw, (*lead, width))
-        graph = Graph({"x": TensorType.of(x_value)}, inits, nodes, [f"y{k}" for k in range(n)])
-        return graph, {"x": x_value}
+
+        def one(j: int) -> Case:
+            lead, cols = draw(shapes(0, 2, max_side=3)), draw(st.integers(1, 4))
+            if how == "leading-axis":
+                lead = (n * draw(st.integers(1, 2)), *lead)
+            if how in ("bias-1", "one-bias-1"):
+                cols = max(cols, 2)
+            if how == "bias-2d":  # a (1, 1) bias keeps the part's shape (rank >= 2) and passes for 1-D
+                lead, cols = (draw(st.integers(1, 3)), *lead), 1
+            width, axis = n * cols, len(lead)
+            if how == "uneven":  # parts of 2 and a last part of 1, which a bias of 2 widens to 2
+                width, cols = 2 * n - 1, 2
+            if how == "leading-axis":
+                width, axis = cols, 0
+            bias_shapes = [{"bias-2d": (1, cols), "bias-1": (1,)}.get(how, (cols,)) for _ in range(n)]
+            if j >= 0:
+                bias_shapes[j] = (1,)
+            parts = [f"p{k}" for k in range(n)]
+            nodes = [Node("Split", ("x",), tuple(parts), {"axis": axis, "num_outputs": n})]
+            inits = {f"b{k}": _values(draw, shape) for k, shape in enumerate(bias_shapes)}
+            for k, p in enumerate(parts):
+                nodes.append(Node("Add", (f"b{k}", p) if bias_first else (p, f"b{k}"), (f"y{k}",)))
+            x_value = _values(draw, (*lead, width))
+            graph = Graph({"x": TensorType.of(x_value)}, inits, nodes, [f"y{k}" for k in range(n)])
+            return graph, {"x": x_value}
+
+        return _each_op(one, n) if how == "one-bias-1" else one(-1)
 
     return build()
 

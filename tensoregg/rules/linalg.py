@@ -267,15 +267,16 @@ def _bn_node(draw: Any, t: str) -> Node:
     return Node("BatchNormalization", (t, "scale", "shift", "mean", "var"), ("y",), {"epsilon": eps})
 
 
-def _draw_conv(draw: Any, with_bias: bool,
-               spatial: int | None = None) -> tuple[Node, dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _draw_conv(draw: Any, with_bias: bool, spatial: int | None = None,
+               one_channel: bool = False) -> tuple[Node, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Conv x -> t (W, B?) with ``spatial`` (default: 1 to 3) spatial dims, batch 1 or 2, random
-    groups/strides/pads, dilations and kernel_shape set or unset: (node, consts, feeds)."""
+    groups/strides/pads, dilations and kernel_shape set or unset (``one_channel``: one output
+    channel, group 1): (node, consts, feeds)."""
     from hypothesis import strategies as st
 
     spatial = spatial or draw(st.integers(1, 3))
-    group = draw(st.sampled_from([1, 2]))
-    cin, cout = group * draw(st.integers(1, 2)), group * draw(st.integers(1, 2))
+    group = 1 if one_channel else draw(st.sampled_from([1, 2]))
+    cin, cout = group * draw(st.integers(1, 2)), 1 if one_channel else group * draw(st.integers(1, 2))
     kernel = tuple(draw(st.integers(1, 2)) for _ in range(spatial))
     dilations = [draw(st.integers(1, 2)) for _ in kernel]
     size = tuple(draw(st.integers((k - 1) * d + 1, 4)) for k, d in zip(kernel, dilations))
@@ -313,33 +314,40 @@ def _conv_affine_example(op: str, commuted: bool, with_bias: bool, any_s: bool =
 
     ``any_s``: s not per-channel (the premises broken): varying along one non-channel axis (and maybe
     the channels; each axis as often, the batch of 2 then), that axis the last of a Conv with 4
-    spatial axes (past the rank the premises check), or with an extra leading axis (s widens the
-    result; of 2 or of 1 element)."""
+    spatial axes (past the rank the premises check), with an extra leading axis (s widens the
+    result; of 2 or of 1 element), or (Add without B, where s must be C along the channels) ones."""
     from hypothesis import strategies as st
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        how = draw(st.sampled_from(["axis", "rank", "wider", "wider-ones"])) if any_s else ""
+        full = op == "Add" and not with_bias  # s must be C along the channels
+        ways = ["axis", "rank", "wider", "wider-ones"] + (["ones"] if full else [])
+        how = draw(st.sampled_from(ways)) if any_s else ""
         along = draw(st.sampled_from([0, 2, 3, 4])) if how == "axis" else -1
         offset = draw(st.integers(0, MAX_CONV_RANK))  # rank(s) + 5 - rank(output)
         spatial = 4 if how == "rank" else max(along - 1, draw(st.integers(max(1, 3 - offset), 3)))
-        conv, consts, feeds = _draw_conv(draw, with_bias, spatial)
+        # s without the channel axis must be one value for all channels: one channel, where s must be C
+        one_channel = full and not any_s and offset < MAX_CONV_RANK - 1
+        conv, consts, feeds = _draw_conv(draw, with_bias, spatial, one_channel)
         if along == 0:
             feeds["x"] = _f32(draw, (2, *feeds["x"].shape[1:]))
         channels, ones = consts["w"].shape[0], (1,) * (consts["w"].ndim - 2)
         rank = len(ones) + 2 + offset - MAX_CONV_RANK  # of s
         shapes = [sh for sh in [(1, channels, *ones), (channels, *ones)] if len(sh) == rank]
-        if op == "Mul" or with_bias or channels == 1:  # ones: one value for all channels
+        if not full or channels == 1:  # ones: one value for all channels
             shapes.append((1,) * rank)
         shapes = shapes or [(1, channels, *ones), (channels, *ones)]
-        if any_s:  # s varying along one axis j other than the channels' (and maybe along them too)
+        if any_s:  # s varying along one axis j other than the channels' (and along them too where s
+            # must be C there; else maybe)
             out = Graph({"x": TensorType.of(feeds["x"])}, consts, [conv], ["t"]).types["t"].shape
             axes = [k for k in range(len(out)) if k != 1 and out[k] > 1] or [0]
             j = len(out) - 1 if how == "rank" else along if along in axes else draw(st.sampled_from(axes))
-            keep = draw(st.booleans())
+            keep = full or draw(st.booleans())
             shapes = [tuple(d if k == j or (k == 1 and keep) else 1 for k, d in enumerate(out))]
             if how.startswith("wider"):
                 shapes = [(2 if how == "wider" else 1, *(1,) * len(out))]
+            if how == "ones":  # no channel axis where C > 1 values are needed (a Conv of 2+ channels)
+                shapes = [(1,) * draw(st.integers(0, len(out)))]
         consts["s"] = _f32(draw, draw(st.sampled_from(shapes)), -2.0, 2.0)
         affine = Node(op, ("s", "t") if commuted else ("t", "s"), ("y",))
         return _case([conv, affine], feeds, consts)

@@ -68,7 +68,8 @@ EQUIVALENT: dict[str, str] = {
        "read" for k in (14, 15, 16, 17, 18, 20, 22, 24, 25, 26, 27, 28)},
     **{f"{rule}~swap{k}": "swaps the two weights that part k of the merged product does not read: part k is "
        "op(x, W_k) all the same"
-       for rule, ks in (("matmul-merge-parallel-3", (5, 11, 17)), ("gemm-merge-parallel-3-nobias", (9, 17, 25)),
+       for rule, ks in (("matmul-merge-parallel-3", (5, 11, 17)),
+                        ("gemm-merge-parallel-3-nobias", (9, 17, 25)),
                         ("conv-merge-parallel-3-nobias", (13, 25, 37))) for k in ks},
     **{f"conv-merge-parallel-{n}~swap{k}": "Conv's biases are 1-D: 1 - length(sb) is 0, as length(sb) - 1 is"
        for n, ks in ((2, (28, 29)), (3, (53, 54))) for k in ks},

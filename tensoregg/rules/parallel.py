@@ -140,9 +140,9 @@ def _parallel_graph(op: str, x: np.ndarray, weights: list[np.ndarray], biases: l
     return Graph({"x": TensorType.of(x)}, inits, nodes, outputs), {"x": x}
 
 
-def _narrowed(shapes: list[tuple[int, ...]], axis: int, j: int) -> list[tuple[int, ...]]:
-    """``shapes`` (one per op), that of op ``j`` (if >= 0) one narrower along ``axis``."""
-    return [tuple(d - 1 if k == j and i == axis % len(sh) else d for i, d in enumerate(sh))
+def _narrowed(shapes: list[tuple[int, ...]], axis: int, j: int, by: int = -1) -> list[tuple[int, ...]]:
+    """``shapes`` (one per op), that of op ``j`` (if >= 0) one narrower along ``axis`` (``by`` 1: wider)."""
+    return [tuple(d + by if k == j and i == axis % len(sh) else d for i, d in enumerate(sh))
             for k, sh in enumerate(shapes)]
 
 
@@ -177,9 +177,10 @@ def _matmul_example(n: int, broken: bool = False) -> Any:
 
 def _gemm_example(n: int, bias: bool, broken: bool = False) -> Any:
     """Gemm(x, W_k, C_k) for k < n (alpha, beta, transA, transB drawn), the W_k of one shape, the C_k
-    too; ``broken`` (each op in turn where one op differs): one W_k a column narrower (of 2, every C_k
-    one column wide, so that the C_k keep one shape), one C_k of another shape that broadcasts all
-    the same, or every C_k one column (of 2 or more) wide."""
+    too; ``broken`` (each op in turn where one op differs): one W_k a column narrower (with C: W_0 of
+    1 column where the others have 2, or W_k of 2 where the others have 1, every C_k one column wide,
+    so that the C_k keep one shape), one C_k of another shape that broadcasts all the same, or every
+    C_k one column (of 2 or more) wide."""
     from hypothesis import strategies as st
 
     @st.composite
@@ -188,14 +189,17 @@ def _gemm_example(n: int, bias: bool, broken: bool = False) -> Any:
 
         def one(j: int) -> Case:
             rows, k = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-            cols = 2 if how == "weight" and bias else draw(st.integers(2 if broken else 1, 4))
+            cols = draw(st.integers(2 if broken else 1, 4))
+            if how == "weight" and bias:  # op j's output one column wider or (j = 0, whose shape the
+                cols = 2 if j == 0 else 1  # premises take as the outputs') narrower than the others'
+            wide = 1 if how == "weight" and bias and j > 0 else -1
             ta, tb = draw(st.integers(0, 1)), draw(st.integers(0, 1))
             attrs = {"transA": ta, "transB": tb, "alpha": draw(st.sampled_from([1.0, 0.5])),
                      "beta": draw(st.sampled_from([1.0, 0.5]))}
             c_options = [(cols,), (1, cols), (rows, cols)]
             c_shape = draw(st.sampled_from(c_options))
             narrow = j if how == "weight" else -1
-            w_shapes = _narrowed([(cols, k) if tb else (k, cols)] * n, 0 if tb else 1, narrow)
+            w_shapes = _narrowed([(cols, k) if tb else (k, cols)] * n, 0 if tb else 1, narrow, wide)
             c_shapes = [c_shape] * n
             if how in ("weight", "column"):
                 c_shapes = [draw(st.sampled_from([(1,), (1, 1), (rows, 1)]))] * n

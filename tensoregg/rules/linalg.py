@@ -315,19 +315,20 @@ def _conv_affine_example(op: str, commuted: bool, with_bias: bool, any_s: bool =
     ``any_s``: s not per-channel (the premises broken): varying along one non-channel axis (and maybe
     the channels; each axis as often, the batch of 2 then), that axis the last of a Conv with 4
     spatial axes (past the rank the premises check), with an extra leading axis (s widens the
-    result; of 2 or of 1 element), or (Add without B, where s must be C along the channels) ones."""
+    result; of 2 or of 1 element), of 2 channels after a Conv of one (s widens it), or (Add without
+    B, where s must be C along the channels) ones."""
     from hypothesis import strategies as st
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
         full = op == "Add" and not with_bias  # s must be C along the channels
-        ways = ["axis", "rank", "wider", "wider-ones"] + (["ones"] if full else [])
+        ways = ["axis", "rank", "wider", "wider-ones", "channels"] + (["ones"] if full else [])
         how = draw(st.sampled_from(ways)) if any_s else ""
         along = draw(st.sampled_from([0, 2, 3, 4])) if how == "axis" else -1
         offset = draw(st.integers(0, MAX_CONV_RANK))  # rank(s) + 5 - rank(output)
         spatial = 4 if how == "rank" else max(along - 1, draw(st.integers(max(1, 3 - offset), 3)))
         # s without the channel axis must be one value for all channels: one channel, where s must be C
-        one_channel = full and not any_s and offset < MAX_CONV_RANK - 1
+        one_channel = how == "channels" or (full and not any_s and offset < MAX_CONV_RANK - 1)
         conv, consts, feeds = _draw_conv(draw, with_bias, spatial, one_channel)
         if along == 0:
             feeds["x"] = _f32(draw, (2, *feeds["x"].shape[1:]))
@@ -346,6 +347,8 @@ def _conv_affine_example(op: str, commuted: bool, with_bias: bool, any_s: bool =
             shapes = [tuple(d if k == j or (k == 1 and keep) else 1 for k, d in enumerate(out))]
             if how.startswith("wider"):
                 shapes = [(2 if how == "wider" else 1, *(1,) * len(out))]
+            if how == "channels":  # s widens a Conv of one channel to two
+                shapes = [(1, 2, *(1,) * (len(out) - 2))]
             if how == "ones":  # no channel axis where C > 1 values are needed (a Conv of 2+ channels)
                 shapes = [(1,) * draw(st.integers(0, len(out)))]
         consts["s"] = _f32(draw, draw(st.sampled_from(shapes)), -2.0, 2.0)

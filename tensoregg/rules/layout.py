@@ -170,8 +170,8 @@ def _broken_how(draw: Any, op: str, form: str) -> str:
     from hypothesis import strategies as st
 
     ways = ["wide", "empty-perm"] if "s" in form else ["unset"]
-    if op in VARIADIC:  # as often as all the others
-        ways = ["third"] * len(ways) + ways + (["other-scalar"] if "s" in form else [])
+    if op in VARIADIC:
+        ways = ["third", *ways] + (["other-scalar"] if "s" in form else [])
     return draw(st.sampled_from(ways))
 
 

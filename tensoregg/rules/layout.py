@@ -169,9 +169,10 @@ def _broken_how(draw: Any, op: str, form: str) -> str:
     """Which premise ``_example`` breaks (see there)."""
     from hypothesis import strategies as st
 
-    if op in VARIADIC and draw(st.booleans()):
-        return "third"
-    return draw(st.sampled_from(["wide", "empty-perm"])) if "s" in form else "unset"
+    ways = ["wide", "empty-perm"] if "s" in form else ["unset"]
+    if op in VARIADIC:
+        ways = ["third", *ways] + (["other-scalar"] if "s" in form else [])
+    return draw(st.sampled_from(ways))
 
 
 def _example(op: str, form: str, broken: bool = False) -> Any:
@@ -183,7 +184,9 @@ def _example(op: str, form: str, broken: bool = False) -> Any:
     (n,) or (1, n) for the transposed value's last side n > 1, or a scalar x transposed by the
     explicit perm []; for a form with several ``t``: the perms left unset (each reverses its operand's
     axes), operands after the first (but SwiGLU's) with their leading axis dropped (all sides equal,
-    so that both sides broadcast); for a variadic op, also: a third operand (the rules match two)."""
+    so that both sides broadcast); for a variadic op, also: a third operand (the rules match two), or
+    (a form with an ``s``) another scalar-shaped constant in the graph, of another value (a rule that
+    did not tie its ``s`` to the operand would take it)."""
     from hypothesis import assume
     from hypothesis import strategies as st
 
@@ -233,9 +236,14 @@ def _example(op: str, form: str, broken: bool = False) -> Any:
             operands.append("c3")
         operands += _extra_inputs(op, draw, consts)
         nodes.append(Node(op, tuple(operands), ("y",), EXAMPLE_ATTRS.get(op, {})))
+        if how == "other-scalar":
+            s = consts[operands[form.index("s")]]
+            value = 3.5 if s.reshape(-1)[0] != 3.5 else -2.0
+            consts["other"] = np.full(draw(st.sampled_from([(), (1,)])), value, s.dtype)
+            nodes.append(Node("Identity", ("other",), ("z",)))
         inputs = {k: TensorType.of(v) for k, v in feeds.items()}
         try:
-            return Graph(inputs, consts, nodes, ["y"]), feeds
+            return Graph(inputs, consts, nodes, ["y", "z"] if how == "other-scalar" else ["y"]), feeds
         except TensoreggError:  # a broken case that is no valid graph for this op
             assume(False)
             raise

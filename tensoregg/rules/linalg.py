@@ -117,7 +117,8 @@ def _conv_bn_rule(with_bias: bool) -> None:
                "bn(conv(x, W, B)) = conv(x, W*k, (B-mean)*k+shift), k = scale/sqrt(var+eps)",
                _bn(_conv(w, conv_bias), shift, mean), _scaled_rows(w),
                _einsum(_shifted(bias if with_bias else _zero()), "ij->j"),
-               [*is_const(w), *BN_CONSTS, *premises], lambda: _conv_bn_example(with_bias))
+               [*is_const(w), *BN_CONSTS, *premises], lambda: _conv_bn_example(with_bias),
+               lambda: _conv_bn_example(with_bias).map(_float16_stats))
 
 
 _conv_bn_rule(True)
@@ -139,7 +140,7 @@ def _gemm_bn_rule(trans_b: int, with_c: bool) -> None:
     linalg.rewrite(name, "bn(alpha*A'B' + C) = alpha*A'(B'*k) + (C-mean)*k+shift, k = scale/sqrt(var+eps)",
                    lhs, rhs, *is_const(w), *BN_CONSTS, *premises, exact=False,
                    example=lambda: _gemm_bn_example(trans_b, with_c),
-                   counter=lambda: _gemm_bn_example(trans_b, with_c, any_c=True))
+                   counter=lambda: _gemm_bn_example(trans_b, with_c, broken=True))
 
 
 for _trans_b in (0, 1):
@@ -229,7 +230,8 @@ def _scalar_rule(name: str, op: str, scalar_first: bool = False) -> None:
                    lhs, rhs, *is_const(b, s), eq(shape_of(s)).to(sc), sc.length() < i64(2),
                    eq(sc.push(i64(1))[0]).to(i64(1)),  # () or (1,): the first of sc + (1,) is 1
                    eq(shape_of(MatMul(a, b))).to(sy), eq(shape_of(lhs)).to(sy), exact=False,
-                   example=lambda: _scalar_example(op, scalar_first))
+                   example=lambda: _scalar_example(op, scalar_first),
+                   counter=lambda: _scalar_example(op, scalar_first, broken=True))
 
 
 _scalar_rule("matmul-scalar-reassoc", "Mul")
@@ -265,15 +267,16 @@ def _bn_node(draw: Any, t: str) -> Node:
     return Node("BatchNormalization", (t, "scale", "shift", "mean", "var"), ("y",), {"epsilon": eps})
 
 
-def _draw_conv(draw: Any, with_bias: bool,
-               spatial: int | None = None) -> tuple[Node, dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _draw_conv(draw: Any, with_bias: bool, spatial: int | None = None,
+               one_channel: bool = False) -> tuple[Node, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Conv x -> t (W, B?) with ``spatial`` (default: 1 to 3) spatial dims, batch 1 or 2, random
-    groups/strides/pads, dilations and kernel_shape set or unset: (node, consts, feeds)."""
+    groups/strides/pads, dilations and kernel_shape set or unset (``one_channel``: one output
+    channel, group 1): (node, consts, feeds)."""
     from hypothesis import strategies as st
 
     spatial = spatial or draw(st.integers(1, 3))
-    group = draw(st.sampled_from([1, 2]))
-    cin, cout = group * draw(st.integers(1, 2)), group * draw(st.integers(1, 2))
+    group = 1 if one_channel else draw(st.sampled_from([1, 2]))
+    cin, cout = group * draw(st.integers(1, 2)), 1 if one_channel else group * draw(st.integers(1, 2))
     kernel = tuple(draw(st.integers(1, 2)) for _ in range(spatial))
     dilations = [draw(st.integers(1, 2)) for _ in kernel]
     size = tuple(draw(st.integers((k - 1) * d + 1, 4)) for k, d in zip(kernel, dilations))
@@ -305,28 +308,49 @@ def _conv_bn_example(with_bias: bool) -> Any:
 
 def _conv_affine_example(op: str, commuted: bool, with_bias: bool, any_s: bool = False) -> Any:
     """x -> Conv(W, B?) (see ``_draw_conv``) -> Mul/Add with a constant s of shape (1, C, 1, ...) or
-    (C, 1, ...), or (when B is present, op is Mul or C is 1) ones of any length up to the output's rank;
+    (C, 1, ...), or (when B is present, op is Mul or C is 1) ones of any length up to the output's rank.
+    The offset of s's rank to the output's (what the premises index by) is drawn first, so each comes
+    up as often, a scalar s on a Conv with 3 spatial axes too.
+
     ``any_s``: s not per-channel (the premises broken): varying along one non-channel axis (and maybe
-    the channels), that axis the last of a Conv with 4 spatial axes (past the rank the premises
-    check), or with an extra leading axis (s widens the result; of 2 or of 1 element)."""
+    the channels; each axis as often, the batch of 2 then), that axis the last of a Conv with 4
+    spatial axes (past the rank the premises check), with an extra leading axis (s widens the
+    result; of 2 or of 1 element), of 2 channels after a Conv of one (s widens it), or (Add without
+    B, where s must be C along the channels) ones."""
     from hypothesis import strategies as st
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        how = draw(st.sampled_from(["axis", "rank", "wider", "wider-ones"])) if any_s else ""
-        conv, consts, feeds = _draw_conv(draw, with_bias, 4 if how == "rank" else None)
+        full = op == "Add" and not with_bias  # s must be C along the channels
+        ways = ["axis", "rank", "wider", "wider-ones", "channels"] + (["ones"] if full else [])
+        how = draw(st.sampled_from(ways)) if any_s else ""
+        along = draw(st.sampled_from([0, 2, 3, 4])) if how == "axis" else -1
+        offset = draw(st.integers(0, MAX_CONV_RANK))  # rank(s) + 5 - rank(output)
+        spatial = 4 if how == "rank" else max(along - 1, draw(st.integers(max(1, 3 - offset), 3)))
+        # s without the channel axis must be one value for all channels: one channel, where s must be C
+        one_channel = how == "channels" or (full and not any_s and offset < MAX_CONV_RANK - 1)
+        conv, consts, feeds = _draw_conv(draw, with_bias, spatial, one_channel)
+        if along == 0:
+            feeds["x"] = _f32(draw, (2, *feeds["x"].shape[1:]))
         channels, ones = consts["w"].shape[0], (1,) * (consts["w"].ndim - 2)
-        shapes = [(1, channels, *ones), (channels, *ones)]
-        if op == "Mul" or with_bias or channels == 1:  # ones: one value for all channels
-            shapes += [(1,) * n for n in range(consts["w"].ndim + 1)]
-        if any_s:  # s varying along one axis j other than the channels' (and maybe along them too)
+        rank = len(ones) + 2 + offset - MAX_CONV_RANK  # of s
+        shapes = [sh for sh in [(1, channels, *ones), (channels, *ones)] if len(sh) == rank]
+        if not full or channels == 1:  # ones: one value for all channels
+            shapes.append((1,) * rank)
+        shapes = shapes or [(1, channels, *ones), (channels, *ones)]
+        if any_s:  # s varying along one axis j other than the channels' (and along them too where s
+            # must be C there; else maybe)
             out = Graph({"x": TensorType.of(feeds["x"])}, consts, [conv], ["t"]).types["t"].shape
             axes = [k for k in range(len(out)) if k != 1 and out[k] > 1] or [0]
-            j = len(out) - 1 if how == "rank" else draw(st.sampled_from(axes))
-            keep = draw(st.booleans())
+            j = len(out) - 1 if how == "rank" else along if along in axes else draw(st.sampled_from(axes))
+            keep = full or draw(st.booleans())
             shapes = [tuple(d if k == j or (k == 1 and keep) else 1 for k, d in enumerate(out))]
             if how.startswith("wider"):
                 shapes = [(2 if how == "wider" else 1, *(1,) * len(out))]
+            if how == "channels":  # s widens a Conv of one channel to two
+                shapes = [(1, 2, *(1,) * (len(out) - 2))]
+            if how == "ones":  # no channel axis where C > 1 values are needed (a Conv of 2+ channels)
+                shapes = [(1,) * draw(st.integers(0, len(out)))]
         consts["s"] = _f32(draw, draw(st.sampled_from(shapes)), -2.0, 2.0)
         affine = Node(op, ("s", "t") if commuted else ("t", "s"), ("y",))
         return _case([conv, affine], feeds, consts)
@@ -345,30 +369,41 @@ def _conv_affine_counter(op: str, commuted: bool, with_bias: bool) -> Any:
     return st.one_of(*cases)
 
 
-def _gemm_bn_example(trans_b: int, with_c: bool, any_c: bool = False) -> Any:
-    """a -> Gemm(B, C?; alpha, transA, transB) -> BatchNormalization over the N columns; ``any_c``:
-    N >= 2 and C one value per row, a scalar or of shape () and beta 1 or not, or a C of a right
-    shape with beta 0.5 (premises broken)."""
+def _gemm_bn_example(trans_b: int, with_c: bool, broken: bool = False) -> Any:
+    """a -> Gemm(B, C?; alpha, transA, transB) -> BatchNormalization over the N columns; ``broken``
+    (a premise broken, each way as often): N >= 2 and C one value per row, a scalar or of shape ()
+    (beta 1 or not), a C of a right shape with beta 0.5, or float16 mean and variance."""
     from hypothesis import strategies as st
 
     from tensoregg.strategies import broadcastable_shapes
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        m, k, n = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(2 if any_c else 1, 4))
+        how = draw(st.sampled_from(["c-shape", "beta", "stats"] if with_c else ["stats"])) if broken else ""
+        m, k = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        n = draw(st.integers(2 if how == "c-shape" else 1, 4))
         trans_a = draw(st.integers(0, 1))
-        attrs = {"alpha": draw(st.sampled_from([1.0, 0.5])), "transA": trans_a, "transB": trans_b,
-                 "beta": draw(st.sampled_from([1.0, 0.5])) if any_c else 1.0}
+        beta = 0.5 if how == "beta" else draw(st.sampled_from([1.0, 0.5])) if how == "c-shape" else 1.0
+        alpha = draw(st.sampled_from([1.0, 0.5]))
+        attrs = {"alpha": alpha, "transA": trans_a, "transB": trans_b, "beta": beta}
         consts = {"w": _f32(draw, (n, k) if trans_b else (k, n)), **_bn_consts(draw, n)}
-        if with_c:  # any_c: C of a wrong shape, or of a right one with beta != 1
-            wrong = any_c and (attrs["beta"] == 1.0 or draw(st.booleans()))
-            c_shape = (draw(st.sampled_from([(m, 1), (1,), (1, 1), ()])) if wrong else
+        if with_c:
+            c_shape = (draw(st.sampled_from([(m, 1), (1,), (1, 1), ()])) if how == "c-shape" else
                        draw(broadcastable_shapes((m, n)).filter(lambda sh: len(sh) >= 1 and sh[-1] == n)))
             consts["c"] = _f32(draw, c_shape)
         gemm = Node("Gemm", ("a", "w", "c" if with_c else ""), ("t",), attrs)
-        return _case([gemm, _bn_node(draw, "t")], {"a": _f32(draw, (k, m) if trans_a else (m, k))}, consts)
+        case = _case([gemm, _bn_node(draw, "t")], {"a": _f32(draw, (k, m) if trans_a else (m, k))}, consts)
+        return _float16_stats(case) if how == "stats" else case
 
     return build()
+
+
+def _float16_stats(case: tuple[Graph, dict[str, np.ndarray]]) -> tuple[Graph, dict[str, np.ndarray]]:
+    """``case`` with BatchNormalization's mean and variance in float16 (ONNX lets them differ from X's
+    type): a zero bias made from the mean (``_zero``) is then of another type than the weights."""
+    graph, feeds = case
+    consts = {k: v.astype(np.float16) if k in ("mean", "var") else v for k, v in graph.initializers.items()}
+    return Graph(dict(graph.inputs), consts, graph.nodes, graph.outputs), feeds
 
 
 def _matmul_add_example(commuted: bool) -> Any:
@@ -409,18 +444,32 @@ def _matmul_add_counter(commuted: bool) -> Any:
     return build()
 
 
-def _scalar_example(op: str, scalar_first: bool) -> Any:
-    """a (rank 1-3) @ constant 2-D b, then Mul/Div by a constant of shape () or (1,)."""
+def _scalar_example(op: str, scalar_first: bool, broken: bool = False) -> Any:
+    """a (rank 1-3) @ constant 2-D b, then Mul/Div by a constant of shape () or (1,); ``broken``: s
+    not one element, or widening the product: a dot product scaled by s of shape (1,), s of shape
+    (1, M, 1) scaling the rows of a batched product (M = K), or s of shape (M,) or (1, M) scaling
+    the rows of a (batched) matrix-vector product (M = K)."""
     from hypothesis import strategies as st
 
     @st.composite
     def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        k, n = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        how = draw(st.sampled_from(["dot", "rows", "vector"])) if broken else ""
+        k, n = draw(st.integers(2 if broken else 1, 4)), draw(st.integers(1, 4))
         batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+        s_shape: tuple[int, ...] = draw(st.sampled_from([(), (1,)]))
+        a_shape: tuple[int, ...] = (*batch, k)
+        b_shape: tuple[int, ...] = (k, n)
+        if how == "dot":
+            a_shape, b_shape, s_shape = (k,), (k,), (1,)
+        elif how == "rows":
+            a_shape, s_shape = (draw(st.integers(1, 2)), k, k), (1, k, 1)
+        elif how == "vector":
+            a_shape, b_shape = (*batch[:1], k, k), (k,)
+            s_shape = draw(st.sampled_from([(k,), (1, k)] if batch else [(k,)]))
         sign = draw(st.sampled_from([1.0, -1.0]))  # |s| in [0.5, 2]: away from 0 for Div
-        scalar = _f32(draw, draw(st.sampled_from([(), (1,)])), 0.5, 2.0)
-        consts = {"b": _f32(draw, (k, n)), "s": np.asarray(sign * scalar, np.float32)}
+        scalar = _f32(draw, s_shape, 0.5, 2.0)
+        consts = {"b": _f32(draw, b_shape), "s": np.asarray(sign * scalar, np.float32)}
         scaled = Node(op, ("s", "t") if scalar_first else ("t", "s"), ("y",))
-        return _case([Node("MatMul", ("a", "b"), ("t",)), scaled], {"a": _f32(draw, (*batch, k))}, consts)
+        return _case([Node("MatMul", ("a", "b"), ("t",)), scaled], {"a": _f32(draw, a_shape)}, consts)
 
     return build()

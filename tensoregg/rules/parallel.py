@@ -25,6 +25,7 @@ from tensoregg.ir.graph import Graph, Node
 from tensoregg.ir.terms import CONSTRUCTORS, Tensor, dtype_of, shape_of, term
 from tensoregg.ir.types import TensorType
 from tensoregg.rules.registry import Example, Family
+from tensoregg.rules.witness import Case, merged
 
 parallel = Family("parallel", __doc__ or "")
 
@@ -69,7 +70,7 @@ def _parts(t: Any, axis: Any, n: int) -> list[Any]:
 
 
 def _merge_parallel(name: str, law: str, n: int, op: Op, *, weight_axis: Any, out_axis: Any, bias: bool,
-                    when: Sequence[Any], example: Example) -> None:
+                    when: Sequence[Any], example: Example, counter: Example) -> None:
     """y_k = op(x, W_k[, B_k]) for k < n, the W_k distinct constants of one shape (the B_k too)
     => y_k = Split(op(x, Concat(W, weight_axis)[, Concat(B, last)]), n parts on out_axis)[k]."""
     names, weights = _consts("w", n)
@@ -87,7 +88,7 @@ def _merge_parallel(name: str, law: str, n: int, op: Op, *, weight_axis: Any, ou
     actions += _facts(wide_w, _widen(sw, weight_axis, n), dt) + _facts(merged, _widen(sy, out_axis, n), dt)
     if bias:
         actions += _facts(wide_b, _widen(sb, _last(sb), n), dt)
-    parallel.rule(name, law, facts, actions, example=example)
+    parallel.rule(name, law, facts, actions, example=example, counter=counter)
 
 
 def _merge_split_biases(n: int, bias_first: bool) -> None:
@@ -110,7 +111,8 @@ def _merge_split_biases(n: int, bias_first: bool) -> None:
     suffix = "-bias-first" if bias_first else ""
     parallel.rule(f"add-merge-split-{n}{suffix}", f"{order} over the parts p_k of one Split = the parts "
                   f"of Split(m + Concat(b)): each part's columns get their own bias", facts, actions,
-                  example=partial(_split_add_example, n, bias_first))
+                  example=partial(_split_add_example, n, bias_first),
+                  counter=partial(_split_add_example, n, bias_first, True))
 
 
 # ---- examples -----------------------------------------------------------------------------------
@@ -138,71 +140,154 @@ def _parallel_graph(op: str, x: np.ndarray, weights: list[np.ndarray], biases: l
     return Graph({"x": TensorType.of(x)}, inits, nodes, outputs), {"x": x}
 
 
-def _matmul_example(n: int) -> Any:
+def _narrowed(shapes: list[tuple[int, ...]], axis: int, j: int, by: int = -1) -> list[tuple[int, ...]]:
+    """``shapes`` (one per op), that of op ``j`` (if >= 0) one narrower along ``axis`` (``by`` 1: wider)."""
+    return [tuple(d + by if k == j and i == axis % len(sh) else d for i, d in enumerate(sh))
+            for k, sh in enumerate(shapes)]
+
+
+def _each_op(one: Callable[[int], Case], n: int) -> Case:
+    """``one(j)`` (op j broken) for every j < n, side by side in one graph: whichever op a rule's
+    premise ties the others to, one copy breaks it."""
+    return merged([one(j) for j in range(n)])
+
+
+def _matmul_example(n: int, broken: bool = False) -> Any:
+    """x @ W_k for k < n, the W_k of one shape; ``broken``: one W_k a column narrower (each in turn),
+    or the W_k vectors (x @ W_k drops the last axis: nothing to concatenate along)."""
     from hypothesis import strategies as st
 
     from tensoregg.strategies import shapes
 
     @st.composite
-    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        k, cols = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-        x_shape = (*draw(shapes(0, 2, max_side=3)), k)
-        w_shape = (*draw(st.sampled_from([(), (1,)])), k, cols)
-        weights = [_values(draw, w_shape) for _ in range(n)]
-        return _parallel_graph("MatMul", _values(draw, x_shape), weights, None, {})
+    def build(draw: Any) -> Case:
+        how = draw(st.sampled_from(["weight", "vector"])) if broken else ""
+
+        def one(j: int) -> Case:
+            k, cols = draw(st.integers(1, 4)), draw(st.integers(2 if broken else 1, 4))
+            x_shape = (*draw(shapes(0, 2, max_side=3)), k)
+            w_shape = (k,) if how == "vector" else (*draw(st.sampled_from([(), (1,)])), k, cols)
+            weights = [_values(draw, sh) for sh in _narrowed([w_shape] * n, -1, j)]
+            return _parallel_graph("MatMul", _values(draw, x_shape), weights, None, {})
+
+        return _each_op(one, n) if how == "weight" else one(-1)
 
     return build()
 
 
-def _gemm_example(n: int, bias: bool) -> Any:
+def _gemm_example(n: int, bias: bool, broken: bool = False) -> Any:
+    """Gemm(x, W_k, C_k) for k < n (alpha, beta, transA, transB drawn), the W_k of one shape, the C_k
+    too; ``broken`` (each op in turn where one op differs): one W_k a column narrower (with C: W_0 of
+    1 column where the others have 2, or W_k of 2 where the others have 1, every C_k one column wide,
+    so that the C_k keep one shape), one C_k of another shape that broadcasts all the same, or every
+    C_k one column (of 2 or more) wide."""
     from hypothesis import strategies as st
 
     @st.composite
-    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        rows, k, cols = (draw(st.integers(1, 4)) for _ in range(3))
-        ta, tb = draw(st.integers(0, 1)), draw(st.integers(0, 1))
-        attrs = {"transA": ta, "transB": tb, "alpha": draw(st.sampled_from([1.0, 0.5])),
-                 "beta": draw(st.sampled_from([1.0, 0.5]))}
-        c_shape = draw(st.sampled_from([(cols,), (1, cols), (rows, cols)]))
-        weights = [_values(draw, (cols, k) if tb else (k, cols)) for _ in range(n)]
-        biases = [_values(draw, c_shape) for _ in range(n)] if bias else None
-        return _parallel_graph("Gemm", _values(draw, (k, rows) if ta else (rows, k)), weights, biases, attrs)
+    def build(draw: Any) -> Case:
+        how = draw(st.sampled_from(["weight", "bias", "column"] if bias else ["weight"])) if broken else ""
+
+        def one(j: int) -> Case:
+            rows, k = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+            cols = draw(st.integers(2 if broken else 1, 4))
+            if how == "weight" and bias:  # op j's output one column wider or (j = 0, whose shape the
+                cols = 2 if j == 0 else 1  # premises take as the outputs') narrower than the others'
+            wide = 1 if how == "weight" and bias and j > 0 else -1
+            ta, tb = draw(st.integers(0, 1)), draw(st.integers(0, 1))
+            attrs = {"transA": ta, "transB": tb, "alpha": draw(st.sampled_from([1.0, 0.5])),
+                     "beta": draw(st.sampled_from([1.0, 0.5]))}
+            c_options = [(cols,), (1, cols), (rows, cols)]
+            c_shape = draw(st.sampled_from(c_options))
+            narrow = j if how == "weight" else -1
+            w_shapes = _narrowed([(cols, k) if tb else (k, cols)] * n, 0 if tb else 1, narrow, wide)
+            c_shapes = [c_shape] * n
+            if how in ("weight", "column"):
+                c_shapes = [draw(st.sampled_from([(1,), (1, 1), (rows, 1)]))] * n
+            if how == "bias":
+                c_shapes[j] = draw(st.sampled_from([c for c in c_options if c != c_shape]))
+            weights = [_values(draw, sh) for sh in w_shapes]
+            biases = [_values(draw, sh) for sh in c_shapes] if bias else None
+            x = _values(draw, (k, rows) if ta else (rows, k))
+            return _parallel_graph("Gemm", x, weights, biases, attrs)
+
+        return _each_op(one, n) if how in ("weight", "bias") else one(-1)
 
     return build()
 
 
-def _conv_example(n: int, bias: bool) -> Any:
+def _conv_example(n: int, bias: bool, broken: bool = False) -> Any:
+    """Conv(x, W_k, B_k) for k < n (pads, strides; dilations and kernel_shape set or left to their
+    defaults), the W_k of one shape; ``broken``: one W_k (each in turn) an output channel short or
+    (with B, whose shape follows the channels) a kernel row short."""
     from hypothesis import strategies as st
 
     @st.composite
-    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        batch, chans, height, width, out = (draw(st.integers(1, 3)) for _ in range(5))
-        pad, stride = draw(st.integers(0, 1)), draw(st.integers(1, 2))
-        kh, kw = draw(st.integers(1, height + 2 * pad)), draw(st.integers(1, width + 2 * pad))
-        attrs = {"pads": (pad,) * 4, "strides": (stride, stride)}
-        weights = [_values(draw, (out, chans, kh, kw)) for _ in range(n)]
-        biases = [_values(draw, (out,)) for _ in range(n)] if bias else None
-        return _parallel_graph("Conv", _values(draw, (batch, chans, height, width)), weights, biases, attrs)
+    def build(draw: Any) -> Case:
+        def one(j: int) -> Case:
+            batch, chans, width = (draw(st.integers(1, 3)) for _ in range(3))
+            height, out = draw(st.integers(2 if broken else 1, 3)), draw(st.integers(2 if broken else 1, 3))
+            pad, stride, dilation = draw(st.integers(0, 1)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+            kh, kw = (draw(st.integers(1, (side + 2 * pad - 1) // dilation + 1)) for side in (height, width))
+            attrs: dict[str, Any] = {"pads": (pad,) * 4, "strides": (stride, stride)}
+            if broken and bias:  # kernels of two sizes: none set in the attributes
+                kh = max(kh, 2)
+            elif draw(st.booleans()):  # else dilation 1: the kernel fits all the same
+                attrs.update(kernel_shape=(kh, kw), dilations=(dilation, dilation))
+            w_shapes = _narrowed([(out, chans, kh, kw)] * n, 2 if bias else 0, j)
+            weights = [_values(draw, sh) for sh in w_shapes]
+            biases = [_values(draw, sh[:1]) for sh in w_shapes] if bias else None
+            x = _values(draw, (batch, chans, height, width))
+            return _parallel_graph("Conv", x, weights, biases, attrs)
+
+        return _each_op(one, n) if broken else one(-1)
 
     return build()
 
 
-def _split_add_example(n: int, bias_first: bool) -> Any:
+SPLIT_BREAKS = ("leading-axis", "bias-2d", "bias-1", "one-bias-1", "uneven")
+"""How ``_split_add_example`` breaks a premise of add-merge-split: the Split along a leading axis, the
+biases (1, 1) (parts of one column) or (1,) (all, or one), or the parts uneven (the last one narrower,
+its bias broadcast)."""
+
+
+def _split_add_example(n: int, bias_first: bool, broken: bool = False) -> Any:
+    """x (rank 1-3, the last side n * C) -> Split in n parts on the last axis -> each part + a constant
+    bias of shape (C,); ``broken``: a premise broken in one of the ways of ``SPLIT_BREAKS`` (one
+    bias (1,): each in turn)."""
     from hypothesis import strategies as st
 
     from tensoregg.strategies import shapes
 
     @st.composite
-    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        lead, cols = draw(shapes(0, 2, max_side=3)), draw(st.integers(1, 4))
-        parts = [f"p{k}" for k in range(n)]
-        nodes = [Node("Split", ("x",), tuple(parts), {"axis": len(lead), "num_outputs": n})]
-        inits = {f"b{k}": _values(draw, (cols,)) for k in range(n)}
-        for k, p in enumerate(parts):
-            nodes.append(Node("Add", (f"b{k}", p) if bias_first else (p, f"b{k}"), (f"y{k}",)))
-        x_value = _values(draw, (*lead, n * cols))
-        graph = Graph({"x": TensorType.of(x_value)}, inits, nodes, [f"y{k}" for k in range(n)])
-        return graph, {"x": x_value}
+    def build(draw: Any) -> Case:
+        how = draw(st.sampled_from(SPLIT_BREAKS)) if broken else ""
+
+        def one(j: int) -> Case:
+            lead, cols = draw(shapes(0, 2, max_side=3)), draw(st.integers(1, 4))
+            if how == "leading-axis":
+                lead = (n * draw(st.integers(1, 2)), *lead)
+            if how in ("bias-1", "one-bias-1"):
+                cols = max(cols, 2)
+            if how == "bias-2d":  # a (1, 1) bias keeps the part's shape (rank >= 2) and passes for 1-D
+                lead, cols = (draw(st.integers(1, 3)), *lead), 1
+            width, axis = n * cols, len(lead)
+            if how == "uneven":  # parts of 2 and a last part of 1, which a bias of 2 widens to 2
+                width, cols = 2 * n - 1, 2
+            if how == "leading-axis":
+                width, axis = cols, 0
+            bias_shapes = [{"bias-2d": (1, cols), "bias-1": (1,)}.get(how, (cols,)) for _ in range(n)]
+            if j >= 0:
+                bias_shapes[j] = (1,)
+            parts = [f"p{k}" for k in range(n)]
+            nodes = [Node("Split", ("x",), tuple(parts), {"axis": axis, "num_outputs": n})]
+            inits = {f"b{k}": _values(draw, shape) for k, shape in enumerate(bias_shapes)}
+            for k, p in enumerate(parts):
+                nodes.append(Node("Add", (f"b{k}", p) if bias_first else (p, f"b{k}"), (f"y{k}",)))
+            x_value = _values(draw, (*lead, width))
+            graph = Graph({"x": TensorType.of(x_value)}, inits, nodes, [f"y{k}" for k in range(n)])
+            return graph, {"x": x_value}
+
+        return _each_op(one, n) if how == "one-bias-1" else one(-1)
 
     return build()
 
@@ -226,7 +311,8 @@ for _n in WAYS:
     # x @ W_k = Split(x @ Concat(W, last axis))[k]: output columns are independent
     _merge_parallel(f"matmul-merge-parallel-{_n}", "x @ W_k = part k of x @ Concat(W_1..W_n, last axis)", _n,
                     _matmul, weight_axis=_last(sw), out_axis=_last(sy), bias=False,
-                    when=[sw.length() >= i64(2)], example=partial(_matmul_example, _n))
+                    when=[sw.length() >= i64(2)], example=partial(_matmul_example, _n),
+                    counter=partial(_matmul_example, _n, True))
     for _bias in (True, False):
         _tail = "" if _bias else "-nobias"
         # Gemm's output columns come from B's columns (rows when transB) and C's columns
@@ -234,10 +320,12 @@ for _n in WAYS:
                         "Concat(W) on B's column axis, Concat(C) on the last axis)", _n, _gemm,
                         weight_axis=i64(1) - trans_b, out_axis=i64(1), bias=_bias,
                         when=[eq(sb[_last(sb)]).to(sy[1])] if _bias else [],
-                        example=partial(_gemm_example, _n, _bias))
+                        example=partial(_gemm_example, _n, _bias),
+                        counter=partial(_gemm_example, _n, _bias, True))
         # Conv's output channels come from W's and B's rows (group 1 only: groups would mix)
         _merge_parallel(f"conv-merge-parallel-{_n}{_tail}", "Conv(x, W_k, B_k) = channel part k of "
                         "Conv(x, Concat(W, 0), Concat(B, 0)) for group 1", _n, _conv,
                         weight_axis=i64(0), out_axis=i64(1), bias=_bias, when=[],
-                        example=partial(_conv_example, _n, _bias))
+                        example=partial(_conv_example, _n, _bias),
+                        counter=partial(_conv_example, _n, _bias, True))
         _merge_split_biases(_n, bias_first=_bias)

@@ -22,8 +22,10 @@ core runs).
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 from egglog import String, Vec, eq, i64, var
 
@@ -31,6 +33,7 @@ from tensoregg.ir.graph import Graph, Node
 from tensoregg.ir.terms import Tensor, dtype_of, shape_of, term
 from tensoregg.ir.types import TensorType
 from tensoregg.rules.registry import Family
+from tensoregg.rules.witness import Case, merged
 
 quantization = Family("quantization", __doc__ or "")
 
@@ -63,16 +66,17 @@ def _scalar(t: Any, name: str) -> list[Any]:
     return [eq(shape_of(t)).to(shape), shape.length() < i64(2), eq(shape.push(i64(1))[0]).to(i64(1))]
 
 
-def _quantized(data: Any, scale: Any, zero_point: Any, name: str) -> list[Any]:
-    """Facts: 8-bit ``data`` and a present zero point of its dtype, a float32 scale."""
+def _quantized(data: Any | None, scale: Any, zero_point: Any, name: str) -> list[Any]:
+    """Facts: a present 8-bit zero point (of ``data``'s dtype, if given), a float32 scale."""
     dt = var(f"{name}_dtype", String)
-    return [eq(dtype_of(data)).to(dt), EIGHT_BITS.contains(dt), eq(dtype_of(zero_point)).to(dt),
-            eq(dtype_of(scale)).to(F32)]
+    of_data = [] if data is None else [eq(dtype_of(data)).to(dt)]
+    return [*of_data, EIGHT_BITS.contains(dt), eq(dtype_of(zero_point)).to(dt), eq(dtype_of(scale)).to(F32)]
 
 
 def _activations() -> list[Any]:
-    """Facts on x and y: 8-bit, zero points present, float32 scales, all per tensor."""
-    return [*_quantized(xq, xs, xz, "x"), *_scalar(xs, "xs"), *_quantized(yz, ys, yz, "y"),
+    """Facts on x and y: 8-bit, zero points present, float32 scales, all per tensor (y's type is its
+    zero point's)."""
+    return [*_quantized(xq, xs, xz, "x"), *_scalar(xs, "xs"), *_quantized(None, ys, yz, "y"),
             *_scalar(ys, "ys")]
 
 
@@ -168,8 +172,9 @@ def _qdq_nodes(product: Node, per_channel: bool) -> list[Node]:
 
 
 def _conv_example(per_channel: bool, with_bias: bool) -> Any:
-    """x (N=1, C, 1 or 2 spatial dims) -> Conv (groups, strides, pads) with DQ'd 8-bit data,
-    per-tensor or per-channel weights, an int32 bias at scale x_s * w_s -> Q."""
+    """x (N=1, C, 1 or 2 spatial dims) -> Conv (groups, strides, pads; dilations and kernel_shape
+    set or left to their defaults) with DQ'd 8-bit data, per-tensor or per-channel weights, an int32
+    bias at scale x_s * w_s (per tensor, or laid out per channel along axis 0 or -1) -> Q."""
     from hypothesis import strategies as st
 
     @st.composite
@@ -178,18 +183,24 @@ def _conv_example(per_channel: bool, with_bias: bool) -> Any:
         spatial, group = draw(st.integers(1, 2)), draw(st.sampled_from([1, 2]))
         cin, cout = group * draw(st.integers(1, 2)), group * draw(st.integers(1, 3))
         kernel = tuple(draw(st.integers(1, 2)) for _ in range(spatial))
-        size = tuple(draw(st.integers(k, 4)) for k in kernel)
         attrs = {"group": group, "strides": [draw(st.integers(1, 2)) for _ in kernel],
                  "pads": [draw(st.integers(0, 1)) for _ in range(2 * spatial)]}
+        if draw(st.booleans()):  # set explicitly (a dilation may differ from 1), or left to the defaults
+            attrs.update(kernel_shape=list(kernel), dilations=[draw(st.integers(1, 2)) for _ in kernel])
+        reach = [(k - 1) * d + 1 for k, d in zip(kernel, attrs.get("dilations", [1] * spatial))]
+        size = tuple(draw(st.integers(r, 4)) for r in reach)
         consts = _qdq(rng, draw, per_channel, (cout, cin // group, *kernel))
         feeds = {"xq": _ints(rng, consts["xz"].dtype, (1, cin, *size))}
         nodes = _qdq_nodes(Node("Conv", ("x", "w", "b" if with_bias else ""), ("p",), attrs), per_channel)
         if with_bias:
+            axis = draw(st.sampled_from([0, -1] if per_channel else [None, 0, -1]))
             scale = (consts["xs"] * consts["ws"]).astype(np.float32)
+            if axis is not None:
+                scale = np.broadcast_to(scale, (cout,)).copy()
             consts.update(bq=rng.integers(-2 ** 16, 2 ** 16, cout).astype(np.int32), bs=scale,
                           bz=np.zeros(scale.shape, np.int32))
-            axis = {"axis": 0} if per_channel else {}
-            nodes.insert(0, Node("DequantizeLinear", ("bq", "bs", "bz"), ("b",), axis))
+            nodes.insert(0, Node("DequantizeLinear", ("bq", "bs", "bz"), ("b",),
+                                 {} if axis is None else {"axis": axis}))
         return _case(nodes, feeds, consts)
 
     return build()
@@ -231,52 +242,71 @@ def _relu_example() -> Any:
     return build()
 
 
-BREAKS = ("no-zero-point", "int16", "float16-scale", "per-axis")
-"""How ``_broken`` breaks a premise of one QuantizeLinear/DequantizeLinear node of an example."""
+BREAKS = ("no-zero-point", "int16", "float8", "float16-scale", "per-axis-first", "per-axis-last")
+"""How ``_break`` breaks a premise of one QuantizeLinear/DequantizeLinear node of an example."""
+
+
+COPIES = 3
+"""How many broken copies of an example one premise-breaking case holds."""
 
 
 def _broken(example: Any) -> Any:
-    """Premise-breaking cases: ``example`` with one Q/DQ node changed (``BREAKS``): its zero point
-    left out (from every node sharing it), its data and zero point 16-bit, its scale float16, or (where
-    it is one element) its scale and zero point per axis along the last axis. None where that is no
-    valid graph."""
+    """Premise-breaking cases: ``example`` broken in ``COPIES`` different ways (``BREAKS`` at a Q/DQ
+    node), the copies side by side in one graph (a check meets several breaks for the price of one
+    saturation); None where no break gives a valid graph."""
     from hypothesis import strategies as st
 
-    return st.tuples(example, st.sampled_from(BREAKS), st.integers(0, 7)).map(lambda c: _break(*c))
+    @st.composite
+    def build(draw: Any) -> Case | None:
+        case = draw(example)
+        picks = [k for k, n in enumerate(case[0].nodes) if n.op in ("QuantizeLinear", "DequantizeLinear")]
+        order = draw(st.permutations([(how, k) for how in BREAKS for k in picks]))
+        cases = list(itertools.islice(filter(None, (_break(case, how, k) for how, k in order)), COPIES))
+        return merged(cases) if cases else None
+
+    return build()
 
 
-def _break(case: tuple[Graph, dict[str, np.ndarray]], how: str, pick: int
-           ) -> tuple[Graph, dict[str, np.ndarray]] | None:
+def _break(case: Case, how: str, k: int) -> Case | None:
+    """``case`` with Q/DQ node ``k`` changed: its zero point left out (from every node sharing it),
+    its data (DQ) and zero point 16-bit or float8 (an infinity among the data), its scale float16, or
+    its scale and zero point per axis along the data's first or last axis (``2 ** k`` apart, on every
+    node sharing that scale). None where that is no valid graph or changes nothing."""
     from tensoregg.errors import TensoreggError
 
     graph, feeds = case
-    qdq = [k for k, n in enumerate(graph.nodes) if n.op in ("QuantizeLinear", "DequantizeLinear")]
-    k = qdq[pick % len(qdq)]
     node = graph.nodes[k]
     data, scale, zero = node.inputs
-    consts, feeds, attrs = dict(graph.initializers), dict(feeds), dict(node.attrs)
-    inputs = list(node.inputs)
+    consts, feeds = dict(graph.initializers), dict(feeds)
+    nodes = list(graph.nodes)
     if how == "no-zero-point":  # from every node that shares it (a rule may match it in several)
         nodes = [Node(n.op, tuple("" if i == zero and j == 2 else i for j, i in enumerate(n.inputs)),
-                      n.outputs, n.attrs, n.name, n.domain) for n in graph.nodes]
-        graph = Graph(dict(graph.inputs), consts, nodes, graph.outputs)
-        inputs[2] = ""
-    elif how == "int16":
+                      n.outputs, n.attrs, n.name, n.domain) for n in nodes]
+    elif how in ("int16", "float8"):
         for name in (zero, data) if node.op == "DequantizeLinear" else (zero,):
             where = consts if name in consts else feeds
-            where[name] = where[name].astype(np.int16 if where[name].dtype.kind == "i" else np.uint16)
+            old = where[name]
+            new = (ml_dtypes.float8_e5m2 if how == "float8" else np.int16 if old.dtype.kind == "i"
+                   else np.uint16)
+            where[name] = old.astype(new)
+            if how == "float8" and name == data and old.size:
+                where[name].reshape(-1)[0] = np.inf
     elif how == "float16-scale":
         consts[scale] = consts[scale].astype(np.float16)
-    else:  # per-axis: the scale and zero point along the last axis of the data (2 ** k apart)
+    else:  # per axis: the scale and zero point along the first or last axis of the data
         shape = graph.types[data].shape
-        if consts[scale].size != 1 or not shape:
+        if not shape:
             return None
-        n = shape[-1]
-        consts[scale] = (consts[scale].reshape(()) * np.exp2(np.arange(n) % 3)).astype(np.float32)
+        axis = 0 if how == "per-axis-first" else len(shape) - 1
+        n = shape[axis]
+        old_axis = node.attrs.get("axis", 1) % len(shape)
+        if n == 1 or (consts[scale].size == n and old_axis == axis):
+            return None
+        consts[scale] = (consts[scale].reshape(-1)[0] * np.exp2(np.arange(n) % 3)).astype(consts[scale].dtype)
         consts[zero] = np.resize(consts[zero], n)
-        attrs["axis"] = -1
-    nodes = list(graph.nodes)
-    nodes[k] = Node(node.op, tuple(inputs), node.outputs, attrs, node.name, node.domain)
+        sharing = [m.op in ("QuantizeLinear", "DequantizeLinear") and m.inputs[1] == scale for m in nodes]
+        nodes = [Node(m.op, m.inputs, m.outputs, {**m.attrs, "axis": axis - len(shape)}, m.name, m.domain)
+                 if shares else m for m, shares in zip(nodes, sharing)]
     try:
         return Graph({n: TensorType.of(v) for n, v in feeds.items()}, consts, nodes, graph.outputs), feeds
     except TensoreggError:

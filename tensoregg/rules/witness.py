@@ -70,6 +70,8 @@ def permutations(rank: int) -> Any:
 
 
 Shape = tuple[int, ...]
+Case = tuple[Graph, dict[str, np.ndarray]]
+"""A witness: a graph and the values of its inputs."""
 
 
 def np_dtype(name: str) -> np.dtype:
@@ -207,3 +209,23 @@ def view_chain(ops: Sequence[str], same_end: bool = True) -> Any:
         return _case({"x": _values(draw, dtype, shape)}, consts, steps)
 
     return build()
+
+
+def merged(cases: Sequence[Case]) -> Case:
+    """The disjoint union of ``cases``: case k's values renamed ``g{k}.name``, its outputs in order."""
+    inputs: dict[str, TensorType] = {}
+    consts: dict[str, np.ndarray] = {}
+    nodes: list[Node] = []
+    outputs: list[str] = []
+    feeds: dict[str, np.ndarray] = {}
+    for k, (graph, case_feeds) in enumerate(cases):
+        def name(n: str, k: int = k) -> str:
+            return f"g{k}.{n}" if n else n
+
+        inputs.update({name(n): t for n, t in graph.inputs.items()})
+        consts.update({name(n): v for n, v in graph.initializers.items()})
+        feeds.update({name(n): v for n, v in case_feeds.items()})
+        nodes += [Node(n.op, tuple(map(name, n.inputs)), tuple(map(name, n.outputs)), n.attrs,
+                       name(n.name), n.domain, n.schedule) for n in graph.nodes]
+        outputs += [name(o) for o in graph.outputs]
+    return Graph(inputs, consts, nodes, outputs), feeds

@@ -23,6 +23,7 @@ import argparse
 import itertools
 import multiprocessing
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,10 +45,11 @@ INDEX_METHODS = ("__getitem__", "get")
 COMMUTATIVE = ("__add__", "__mul__")
 """i64 methods whose operands commute: swapping them is not a mutant."""
 
-CONSTANT_LEAF = "Tensor.const("
-"""How a premise that a tensor is a constant (an initializer) prints: such premises make a rule pay
-(its new weights fold at compile time), never make it sound, since the rules never read values;
-dropping one gives an equivalent mutant."""
+CONSTANT_LEAF = re.compile(r"eq\((\w+)\)\.to\(Tensor\.const\(\1_name\)\)$")
+"""How a premise that a tensor is a constant (an initializer) prints, ``eq(w).to(Tensor.const(w_name))``:
+such premises make a rule pay (its new weights fold at compile time), never make it sound, since the
+rules never read values; dropping one gives an equivalent mutant. (Not any premise naming a constant:
+a pattern or a shape of a ``Tensor.const`` leaf is another matter.)"""
 
 EQUIVALENT: dict[str, str] = {
     **{f"transpose-compose-rank{r}~drop{k}": "a perm is a Vec of 0 or 1 elements: indexing an unset one "
@@ -64,6 +66,17 @@ EQUIVALENT: dict[str, str] = {
        "exact for any" for m in ("drop10", "drop11", "drop12", "axis17")},
     **{f"conv-winograd~const{k}": "changes an element of the unset-pads default that the premise does not "
        "read" for k in (14, 15, 16, 17, 18, 20, 22, 24, 25, 26, 27, 28)},
+    **{f"{rule}~swap{k}": "swaps the two weights that part k of the merged product does not read: part k is "
+       "op(x, W_k) all the same"
+       for rule, ks in (("matmul-merge-parallel-3", (5, 11, 17)),
+                        ("gemm-merge-parallel-3-nobias", (9, 17, 25)),
+                        ("conv-merge-parallel-3-nobias", (13, 25, 37))) for k in ks},
+    **{f"conv-merge-parallel-{n}~swap{k}": "Conv's biases are 1-D: 1 - length(sb) is 0, as length(sb) - 1 is"
+       for n, ks in ((2, (28, 29)), (3, (53, 54))) for k in ks},
+    **{name: "QLinearConv and QLinearMatMul read x_scale and w_scale only through their product (one float32 "
+       "multiplication, which commutes), and both are one element here"
+       for name in ("qdq-conv-to-qlinearconv~swap11", "qdq-conv-to-qlinearconv-bias~swap11",
+                    "qdq-matmul-to-qlinearmatmul~swap10")},
 }
 """Mutants (by name) that are still sound, with the reason: survivors here are not misses."""
 
@@ -83,6 +96,24 @@ IMPLIED: list[tuple[str, str, str]] = [
        "Conv takes float types only, where folding a per-channel factor or term is the same law (within "
        "rounding) for every one; the premise keeps the fold to the dtypes the targets' kernels take")
       for op in ("mul", "add")],
+    *[("add-merge-split-", f"eq(shape_of(y{k})).to(sy)", "y_k is part_k plus a 1-D b_k as long as sy's last "
+       "side, and part_k has shape sy (another premise): so has y_k") for k in range(3)],
+    *[(f"add-merge-split-{n}", f"eq(shape_of(Split(m, Tensor.none(), split_axis, Vec[i64]({n})).get({k})))",
+       "the parts of a Split in equal parts are one size but the last, which may be smaller: the last part's "
+       "shape and y_k's (part_k plus a b_k as long as sy's last side) pin part_k's") for n in (2, 3)
+      for k in range(n - 1)],
+    ("conv-merge-parallel-", "eq(shape_of(Tensor.const(b", "Conv's bias is 1-D, as long as W's output "
+     "channels, and another premise gives the weights one shape: so it gives the biases one"),
+    *[("conv-bn-fold-no-bias", premise, "BatchNormalization's output has its input's type, the Conv's, which "
+       "is W's: a premise on either restates the other") for premise in ("eq(dtype_of(w)).to(dt)",
+                                                                        "eq(dtype_of(BatchNormalization(")],
+    *[("qdq-", f"eq(dtype_of({t}q)).to({t}_dtype)", "DequantizeLinear's zero point has its data's type, and "
+       "another premise fixes the zero point's") for t in "xw"],
+    *[(f"qdq-{op}", f"eq(dtype_of({t}s)).to(String(\"float32\"))", "DQ(x) and DQ(w) have their scales' types "
+       "(output_dtype unset) and Conv/MatMul take operands of one type: either scale being float32 makes the "
+       "other one float32") for op in ("conv", "matmul") for t in "xw"],
+    *[("qdq-", f"{t}s_shape.length() < 2", "with block_size 0 a Q/DQ scale is () or (1,) (per tensor) or 1-D "
+       "(per axis): no valid graph has one of rank 2 or more") for t in "xwy"],
 ]
 """(rule name prefix, how a premise prints (its start), why): premises that others (or ONNX's typing)
 imply, so that dropping one is no miss. Keyed by the premise's text, not its position."""
@@ -98,6 +129,21 @@ EQUIVALENT_CHANGES: list[tuple[str, str]] = [
     *[(f"Flatten({t}, 0)", "Flatten(t, -1) = Flatten(t, 0), of shape (1, C), for the 1-D bias or zero "
        "vector t")
       for t in ("bias", 'CastLike(Less(mean, mean), mean, "up", 1)')],
+    *[(f"Tensor.const({b})),i64(1)-sb.length())", "the biases are of rank 1 or 2 (Conv's 1-D, Gemm's C at "
+       "most 2-D), where Concat's axis 1 - rank is axis rank - 1 (a negative axis counts from the end)")
+      for b in ("b1", "b2")],
+    *[(f"{w}),0),Concat(Vec[Tensor]({b}),sb.length()-2)", "Conv's biases are 1-D: Concat along axis "
+       "length - 2 = -1 is along axis 0, as length - 1 is")
+      for w, b in (("Tensor.const(w1))", "Tensor.const(b0),Tensor.const(b1)"),
+                   ("Tensor.const(w2))", "Tensor.const(b0),Tensor.const(b1),Tensor.const(b2)"))],
+    *[(f"{t}s_shape.length() < 3", "with block_size 0 a Q/DQ scale is () or (1,) (per tensor) or 1-D (per "
+       "axis): no valid graph has one of rank 2") for t in "xwy"],
+    ("DequantizeLinear(bq, bs, bz, b_axis, 1, 0)", "block_size 1 along the 1-D bias gives each element its "
+     "own scale, as its per-axis scale does; a per-tensor scale ignores block_size"),
+    ("DequantizeLinear(bq, bs, bz, b_axis, 0, 1)", "output_dtype FLOAT names the type DQ(b) has: Conv takes "
+     "one type, DQ(x)'s, float32 as its scale"),
+    ('Cast(Round(Div(DequantizeLinear(bq, bs, bz, b_axis, 0, 0), Mul(xs, ws))), "up", 2, 6)', "Cast's "
+     "saturate acts only on casts to float8 types, and this one is to int32"),
     ('Flatten(CastLike(Less(mean, mean), mean, "up", 1), -1), mean, shift, scale,', "BatchNormalization "
      "of a zero vector computes -mean * scale / sqrt(var + eps) + shift, symmetric in scale and mean"),
 ]
@@ -125,19 +171,23 @@ class Mutant:
     """For ``swap``: the op of ``COMMUTATIVE_OPS`` whose two operands were swapped."""
     changed: str = ""
     """For ``swap``, ``const`` and ``axis``: the mutated fact or action, as egglog prints it."""
+    replaced: str = ""
+    """For a ``const`` or ``axis`` mutant of a fact that turned it into a copy of another fact: the
+    fact it replaced (the mutant is that fact dropped)."""
 
     @property
     def equivalent(self) -> str | None:
         """Why this mutant is still sound, if it is known to be (else None)."""
-        if CONSTANT_LEAF in self.dropped:
+        if CONSTANT_LEAF.match(self.dropped):
             return "drops a constant-leaf premise, which only makes the rule pay"
         if self.restated:
             return "drops a pattern another premise contains"
         if self.commuted:
             return f"swaps the operands of {self.commuted}, which commute"
+        premise_gone = self.dropped or self.replaced
         for prefix, premise, why in IMPLIED:
-            if self.name.startswith(prefix) and self.dropped.startswith(premise):
-                return why
+            if self.name.startswith(prefix) and premise_gone.startswith(premise):
+                return why if self.dropped else f"states another premise again in place of one implied: {why}"
         changed = "".join(self.changed.split())
         for text, why in EQUIVALENT_CHANGES:
             if changed and "".join(text.split()) in changed:
@@ -227,30 +277,31 @@ def _action_variants(a: Action, edit: Edit) -> Iterator[tuple[str, Action]]:
 def mutants(rule: Rule) -> list[Mutant]:
     """Every mutant of ``rule`` (see the module docstring), stillborn ones included."""
     facts, actions = [_fact(f) for f in rule.facts], [_action(a) for a in rule.actions]
-    found: list[tuple[str, list[Fact], list[Action], str, str]] = []
+    found: list[tuple[str, list[Fact], list[Action], str, str, str]] = []
     is_rewrite = len(actions) == 1 and isinstance(actions[0].action, UnionDecl)
     for k in range(1 if is_rewrite else 0, len(facts)):
-        found.append(("drop", facts[:k] + facts[k + 1:], actions, str(facts[k]), ""))
+        found.append(("drop", facts[:k] + facts[k + 1:], actions, str(facts[k]), "", ""))
     texts = [str(f) for f in facts]
     patterns = {t for f, t in zip(facts, texts) if isinstance(f.fact, ExprFactDecl)
                 and f.fact.typed_expr.tp.ident.name == "Tensor"}  # a bare term: it exists
     for k, f in enumerate(facts):
         for kind, new in _fact_variants(f, _literal_edits):
-            found.append((kind, [*facts[:k], new, *facts[k + 1:]], actions, "", str(new)))
+            replaced = texts[k] if str(new) in texts[:k] + texts[k + 1:] else ""
+            found.append((kind, [*facts[:k], new, *facts[k + 1:]], actions, "", str(new), replaced))
     for k, a in enumerate(actions):
         for kind, new_a in _action_variants(a, _literal_edits):
-            found.append((kind, facts, [*actions[:k], new_a, *actions[k + 1:]], "", str(new_a)))
+            found.append((kind, facts, [*actions[:k], new_a, *actions[k + 1:]], "", str(new_a), ""))
         for kind, new_a in _action_variants(a, _swap_edits):
-            found.append((kind, facts, [*actions[:k], new_a, *actions[k + 1:]], "", str(new_a)))
+            found.append((kind, facts, [*actions[:k], new_a, *actions[k + 1:]], "", str(new_a), ""))
     out, counts = [], dict.fromkeys(("drop", "swap", "const", "axis"), 0)
-    for tagged, fs, acts, dropped, changed in found:
+    for tagged, fs, acts, dropped, changed, replaced in found:
         kind, _, commuted = tagged.partition(":")
         counts[kind] += 1
         name = f"{rule.name}~{kind}{counts[kind]}"
         try:
             restated = dropped in patterns and any(dropped in t for t in texts if t != dropped)
             out.append(Mutant(rule.rebuilt(fs, acts, name=name), kind, name, dropped, restated, commuted,
-                              changed))
+                              changed, replaced))
         except Exception:  # egglog refused to build it: stillborn
             continue
     return out

@@ -24,17 +24,15 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import strategies as st
 
 from tensoregg.errors import TensoreggError
-from tensoregg.ir.graph import Graph, Node
+from tensoregg.ir.graph import Graph
 from tensoregg.ir.types import TensorType
+from tensoregg.rules.witness import Case, merged
 from tensoregg.testing import check_rule
 
 DTYPES = ("float16", "float32", "float64", "int32", "int64", "uint8")
 """The dtypes an example's data is swept over."""
 SPECIALS = (-0.0, math.inf, -math.inf, math.nan)
 """IEEE values that an exact rule's float inputs are drawn with."""
-
-Case = tuple[Graph, dict[str, np.ndarray]]
-
 
 def retyped(graph: Graph, feeds: Mapping[str, np.ndarray], dtype: str) -> Case | None:
     """``graph`` with its data (inputs and constants of its first input's dtype) cast to ``dtype``;
@@ -141,26 +139,6 @@ def check_rule_cases(rule: Any, examples: int = 6, premise_breaking: int = 6, *,
         on(rule.counter)()
     if premise_breaking:
         on(lambda: derived_cases(rule))()
-
-
-def merged(cases: Sequence[Case]) -> Case:
-    """The disjoint union of ``cases``: case k's values renamed ``g{k}.name``, its outputs in order."""
-    inputs: dict[str, TensorType] = {}
-    consts: dict[str, np.ndarray] = {}
-    nodes: list[Node] = []
-    outputs: list[str] = []
-    feeds: dict[str, np.ndarray] = {}
-    for k, (graph, case_feeds) in enumerate(cases):
-        def name(n: str, k: int = k) -> str:
-            return f"g{k}.{n}" if n else n
-
-        inputs.update({name(n): t for n, t in graph.inputs.items()})
-        consts.update({name(n): v for n, v in graph.initializers.items()})
-        feeds.update({name(n): v for n, v in case_feeds.items()})
-        nodes += [Node(n.op, tuple(map(name, n.inputs)), tuple(map(name, n.outputs)), n.attrs,
-                       name(n.name), n.domain, n.schedule) for n in graph.nodes]
-        outputs += [name(o) for o in graph.outputs]
-    return Graph(inputs, consts, nodes, outputs), feeds
 
 
 def random_choice(classes: Mapping[str, list[Any]], rng: np.random.Generator) -> dict[str, str]:

@@ -39,6 +39,15 @@ def test_gemm_bn_fold_without_its_c_shape_premise_is_caught():
         check_rule_cases(mutant, 2, 12, quick=True)
 
 
+def test_variadic_sink_without_its_scalar_operand_premise_is_caught():
+    """Without ``operands[1] = s`` the -ts sink takes any scalar-shaped tensor for s: the counter puts
+    another one in the e-graph."""
+    mutant = without_fact("sum-transpose-sink-ts", "eq(operands[1]).to(in1)")
+    check_rule_cases(RULES["sum-transpose-sink-ts"], 2, 12, quick=True)
+    with pytest.raises(AssertionError, match="sum-transpose-sink-ts-premise-dropped"):
+        check_rule_cases(mutant, 2, 12, quick=True)
+
+
 def test_identical_tells_signed_zeros_and_infinities_apart_but_not_nans():
     assert_identical(np.array([np.nan, 1.0], np.float32), np.array([-np.nan, 1.0], np.float32), "nan")
     with pytest.raises(AssertionError, match="IEEE"):
@@ -152,3 +161,21 @@ def test_mutation_tool_stops_a_check_past_its_time_limit():
     the next mutant is still checked (by a fresh worker)."""
     todo = mutants(RULES["neg-of-sub"])[:2]
     assert [r for _, r, _ in outcomes(todo, 1, 0, timeout=0.001)] == ["timeout", "timeout"]
+
+
+def test_only_an_is_constant_premise_counts_as_a_constant_leaf_one():
+    """Dropping ``eq(w).to(Tensor.const(w_name))`` only makes a rule pay less; dropping the shape of a
+    constant leaf (the merges' weights) or a pattern over one is a real mutant."""
+    bn = {m.dropped: m for m in mutants(RULES["conv-bn-fold"]) if m.kind == "drop"}
+    assert "constant-leaf" in bn["eq(w).to(Tensor.const(w_name))"].equivalent
+    merge = {m.dropped: m for m in mutants(RULES["matmul-merge-parallel-2"]) if m.kind == "drop"}
+    assert merge["eq(shape_of(Tensor.const(w0))).to(sw)"].equivalent is None
+    assert all(m.equivalent is None for d, m in merge.items() if d.startswith("eq(y"))
+
+
+def test_a_premise_changed_into_a_copy_of_another_is_that_premise_dropped():
+    """add-merge-split-2's axis mutant that states part 1's shape in place of part 0's drops part 0's
+    shape premise, which the others imply: equivalent, for that reason."""
+    (mutant,) = [m for m in mutants(RULES["add-merge-split-2"]) if m.replaced]
+    assert ".get(0)" in mutant.replaced and ".get(1)" in mutant.changed
+    assert mutant.equivalent.startswith("states another premise again")

@@ -53,6 +53,13 @@ static void te_yield(long long next) {  /* to fiber ``next`` of the block, until
   te_current = next;
   swapcontext(&te_fibers[me], &te_fibers[next]);
 }
+/* Aborts unless the block runs whole warps of fibers (what a warp-wide ``what`` needs). */
+static void te_whole_warps(const char* what) {
+  if (te_count == 0 || te_count % 32) {
+    fprintf(stderr, "tensoregg: %s in a block of %lld threads (whole warps of fibers needed)\n", what, te_count);
+    abort();
+  }
+}
 /* Warp MMAs (mma.sync) on the registers the device would hold: each fiber of a warp deposits its
    fragments in the warp's stage and yields to the next; the last computes D (fragments placed by the
    PTX ISA's tables, written out here once more: "Matrix Fragments for mma.m16n8k16 / m16n8k8"; exact
@@ -72,10 +79,7 @@ static inline double te_element(int ab, const unsigned* regs, int i) {
   unsigned u = (unsigned)h << 16; float f; memcpy(&f, &u, 4); return f;
 }
 static void te_mma(int ab, const unsigned* a, const unsigned* b, const float* c, float* d) {
-  if (te_count == 0 || te_count % 32) {
-    fprintf(stderr, "tensoregg: warp MMA in a block of %lld threads (whole warps of fibers needed)\n", te_count);
-    abort();
-  }
+  te_whole_warps("warp MMA");
   long long me = te_current;
   int lane = (int)(me % 32), k = ab == TE_TF32 ? 8 : 16;
   te_stage& s = te_stages[me / 32];
@@ -123,10 +127,7 @@ TE_HOST_MMA(tf32, TE_TF32)
 struct te_shuffle { float in[32], out[32]; int arrived; };
 static te_shuffle te_shuffles[32];
 static float te_shfl_xor(float x, int m) {
-  if (te_count == 0 || te_count % 32) {
-    fprintf(stderr, "tensoregg: warp shuffle in a block of %lld threads (whole warps of fibers needed)\n", te_count);
-    abort();
-  }
+  te_whole_warps("warp shuffle");
   long long me = te_current;
   int lane = (int)(me % 32);
   te_shuffle& s = te_shuffles[me / 32];
@@ -145,10 +146,7 @@ static float te_shfl_xor(float x, int m) {
 struct te_rows { const unsigned short* at[32]; unsigned short rows[32][8]; int arrived; };
 static te_rows te_row_stages[32];
 template <int N, bool T> static void te_ldmatrix(unsigned short* d, const unsigned short* s) {
-  if (te_count == 0 || te_count % 32) {
-    fprintf(stderr, "tensoregg: ldmatrix in a block of %lld threads (whole warps of fibers needed)\n", te_count);
-    abort();
-  }
+  te_whole_warps("ldmatrix");
   long long me = te_current;
   int lane = (int)(me % 32);
   te_rows& w = te_row_stages[me / 32];

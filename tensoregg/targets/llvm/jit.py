@@ -71,8 +71,9 @@ def _remembered(key: str) -> bytes | None:
 def _remember(key: str, code: bytes) -> None:
     with _machine_code_lock:
         _machine_code[key] = code
-        while sum(map(len, _machine_code.values())) > MACHINE_CODE_BYTES and len(_machine_code) > 1:
-            _machine_code.popitem(last=False)
+        total = sum(map(len, _machine_code.values()))
+        while total > MACHINE_CODE_BYTES and len(_machine_code) > 1:
+            total -= len(_machine_code.popitem(last=False)[1])
 
 
 def machine_codes(modules: Sequence[ir.Module], cpu: str = "", features: str = "", *, jit: bool = True,

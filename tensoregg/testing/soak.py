@@ -4,7 +4,9 @@ Runs the seeds of a profile (``tensoregg.testing.differential.PROFILES``) one by
 process, each with a time limit (generated code that crashes or hangs fails its case, not the
 soak), until the cases or the minutes run out. Prints the cases tried, each failure with a minimized
 reproducer saved as an .onnx file (its inputs beside it as .npz), and the share of graphs in which
-each target used each kernel template. ``--json`` writes the same as a JSON file.
+each target used each kernel template. ``--json`` writes the same as a JSON file, every minute and
+at the end; with ``--resume`` a soak goes on from that file's tally (the seeds after the last it ran,
+its counts added to), so that a long soak can run in pieces, each piece's version noted in it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +38,12 @@ from tensoregg.testing.differential import (
     save_reproducer,
 )
 from tensoregg.testing.fuzz import random_case
+from tensoregg.version import __version__
 
 CASE_SECONDS = 300
 """A case that takes longer than this (compiles and runs on every target) fails as a hang."""
+CHECKPOINT_SECONDS = 60.0
+"""How often a soak hands its tally to its checkpoint (``--json``: writes it)."""
 
 
 @dataclass
@@ -55,9 +61,16 @@ class Soak:
     ops: Counter[str] = field(default_factory=Counter)
     large: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    next_seed: int = 0
+    """One past the highest seed tried: where a resumed soak starts."""
+    pieces: list[dict[str, Any]] = field(default_factory=list)
+    """Each run that added to this tally: its profile, targets, tensoregg version, first seed, cases."""
 
     def add(self, seed: int, outcome: dict[str, Any]) -> None:
         self.tried += 1
+        self.next_seed = max(self.next_seed, seed + 1)
+        if self.pieces:
+            self.pieces[-1]["cases"] += 1
         self.ops.update(outcome.get("ops", ()))
         self.large[outcome.get("large") or "none"] += 1
         for target, used in outcome.get("templates", {}).items():
@@ -69,10 +82,25 @@ class Soak:
         for f in outcome.get("findings", []):
             self.failures.append({"seed": seed, **f})
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Soak:
+        """The tally ``vars(tally)`` was, read back from JSON."""
+        counters = {"ran", "unsupported", "refusals", "ops", "large"}
+        fields = {k: Counter(v) if k in counters else v for k, v in data.items()}
+        fields["templates"] = {t: Counter(c) for t, c in data.get("templates", {}).items()}
+        return cls(**fields)
+
+    def save(self, path: Path) -> None:
+        """Write the tally to ``path`` as JSON (replacing it at once: a reader never sees half)."""
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(vars(self), indent=1))
+        partial.replace(path)
+
     def report(self) -> str:
         """The tally as text."""
         rate = self.tried / (self.seconds / 60) if self.seconds else 0.0
-        lines = [f"cases tried: {self.tried} in {self.seconds / 60:.1f} min ({rate:.1f} graphs/minute)",
+        lines = [f"cases tried: {self.tried} in {self.seconds / 60:.1f} min ({rate:.1f} graphs/minute)"
+                 + (f", in {len(self.pieces)} runs" if len(self.pieces) > 1 else ""),
                  f"large kernels: {dict(self.large)}",
                  f"failures: {len(self.failures)}"]
         for f in sorted(self.failures, key=lambda f: f["seed"]):
@@ -156,12 +184,17 @@ class Worker:
 
 
 def soak(profile: Profile, *, cases: int, minutes: float, out: Path | None, first: int = 0,
-         echo: bool = True, jobs: int = 1) -> Soak:
+         echo: bool = True, jobs: int = 1, tally: Soak | None = None,
+         checkpoint: Callable[[Soak], None] | None = None) -> Soak:
     """Run seeds ``first``.. until ``cases`` are tried or ``minutes`` have passed, ``jobs`` at a time
-    (each in its own worker process)."""
+    (each in its own worker process), adding to ``tally`` (default: a new one); ``checkpoint`` is
+    called with the tally every ``CHECKPOINT_SECONDS`` after a case ends."""
     targets = runnable(profile.targets)
-    tally = Soak()
-    start = time.monotonic()
+    tally = Soak() if tally is None else tally
+    tally.pieces.append({"profile": profile.name, "targets": targets, "version": __version__,
+                         "first": first, "cases": 0, "jobs": jobs})
+    before = tally.seconds
+    start = last_checkpoint = time.monotonic()
     seeds = iter(range(first, first + cases))
     lock, stop = threading.Lock(), threading.Event()
 
@@ -174,9 +207,13 @@ def soak(profile: Profile, *, cases: int, minutes: float, out: Path | None, firs
             found = worker.run(seed)
             if stop.is_set():  # the worker was killed under it
                 return
+            nonlocal last_checkpoint
             with lock:
                 tally.add(seed, found)
-                tally.seconds = time.monotonic() - start
+                tally.seconds = before + time.monotonic() - start
+                if checkpoint is not None and time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
+                    checkpoint(tally)
+                    last_checkpoint = time.monotonic()
             if echo and found.get("findings"):
                 print(f"seed {seed}: {len(found['findings'])} finding(s)", file=sys.stderr, flush=True)
 
@@ -192,7 +229,7 @@ def soak(profile: Profile, *, cases: int, minutes: float, out: Path | None, firs
     finally:
         for w in workers:
             w.close()
-    tally.seconds = time.monotonic() - start
+    tally.seconds = before + time.monotonic() - start
     return tally
 
 
@@ -203,7 +240,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None, prog: str = "python -m tensoregg.testing.soak") -> int:
     """The command (also ``tensoregg soak``): prints the tally; exit status 1 if anything failed."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
-    parser.add_argument("--cases", type=int, default=PROFILES["soak"].cases)
+    parser.add_argument("--cases", type=int, default=PROFILES["soak"].cases,
+                        help="cases in all (with --resume, the tally's count in)")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="soak")
     parser.add_argument("--first", type=int, default=0, help="the first seed")
@@ -211,18 +249,30 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m tensoregg.tes
     parser.add_argument("--targets", help="comma-separated targets instead of the profile's")
     parser.add_argument("--out", type=Path, default=Path("fuzz-failures"),
                         help="where reproducers are saved")
-    parser.add_argument("--json", type=Path, help="also write the tally here")
+    parser.add_argument("--json", type=Path, help="also write the tally here (every minute and at the end)")
+    parser.add_argument("--resume", action="store_true",
+                        help="add to the tally in --json (where it exists), from the seed after its last")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     profile = PROFILES[args.profile]
     if args.targets:
         profile = replace(profile, targets=tuple(args.targets.split(",")))
+    if args.resume and not args.json:
+        parser.error("--resume needs --json (the tally to add to)")
+    tally, first = Soak(), args.first
+    if args.resume and args.json.exists():
+        try:
+            tally = Soak.from_json(json.loads(args.json.read_text()))
+        except (ValueError, TypeError) as exc:
+            parser.error(f"--resume: {args.json} is not a soak's tally ({exc})")
+        first = max(first, tally.next_seed)
     signal.signal(signal.SIGTERM, _interrupt)  # `timeout` stops a soak: it still reports
-    tally = soak(profile, cases=args.cases, minutes=args.minutes, out=args.out, first=args.first,
-                 jobs=args.jobs)
+    save = None if args.json is None else partial(Soak.save, path=args.json)
+    tally = soak(profile, cases=max(0, args.cases - tally.tried), minutes=args.minutes, out=args.out,
+                 first=first, jobs=args.jobs, tally=tally, checkpoint=save)
     print(tally.report())
     if args.json:
-        args.json.write_text(json.dumps(vars(tally), indent=1))
+        tally.save(args.json)
     return 1 if tally.failures else 0
 
 

@@ -23,7 +23,9 @@ untuned choice first, then the others in groups of that many.
 from __future__ import annotations
 
 import math
+import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -37,6 +39,7 @@ from tensoregg.ir.graph import Graph
 from tensoregg.ir.schedules import Schedule, Untiled
 from tensoregg.optimize import optimize
 from tensoregg.progress import active, shown
+from tensoregg.runtime.threads import available_cpus
 from tensoregg.targets import Registration, Target
 from tensoregg.tuning.learned import LearnedCostModel, samples
 from tensoregg.tuning.measure import Backend, Candidate, Result, Worker, measure
@@ -85,6 +88,8 @@ class TuneReport:
     """Whether a learned cost model ranked the sampled candidates."""
     workers: dict[str, int] = field(default_factory=dict)
     """Measurements per worker (``local``, or a cluster machine's address and worker)."""
+    load: list[float] = field(default_factory=list)
+    """This machine's load average (1 minute) at the start and at the end; see ``busy``."""
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "speedup_geomean": self.speedup_geomean}
@@ -98,7 +103,8 @@ class TuneReport:
     def __str__(self) -> str:
         lines = [f"tuned {len(self.kernels)} kernels for target {self.target} in {self.seconds:.1f} s: "
                  f"{self.measurements} measurements ({self.failed} failed); records in {self.records}"
-                 + ("; candidates ranked by the learned cost model" if self.learned else "")]
+                 + ("; candidates ranked by the learned cost model" if self.learned else "")
+                 + ("; load average " + " -> ".join(f"{x:.1f}" for x in self.load) if self.load else "")]
         for k in self.kernels:
             untuned = "-" if k.untuned_seconds is None else f"{k.untuned_seconds * 1e3:.4f}"
             best = "-" if k.best_seconds is None else f"{k.best_seconds * 1e3:.4f}"
@@ -169,6 +175,7 @@ def tune_graphs(graphs: Sequence[Graph], entry: Registration, target: Target, re
     report = TuneReport(entry.name, str(records.path))
     learned = learned_model(records, target, seed)
     report.learned = learned is not None
+    report.load.append(busy(cluster))
     tuned: set[str] = set()
     backend: Backend
     if cluster is None:
@@ -204,7 +211,24 @@ def tune_graphs(graphs: Sequence[Graph], entry: Registration, target: Target, re
                 show(len(tuned), total, kernel, time.monotonic() - start)
         report.workers = dict(worker.used)
     report.seconds = time.monotonic() - start
+    report.load.append(busy(cluster))
     return report
+
+
+def busy(cluster: str | None) -> float:
+    """This machine's load average over the last minute; with a local worker, a ``RuntimeWarning``
+    when it is above the CPUs this process may use. The tuning process itself counts for up to one
+    (it has just optimized the models), so above the CPUs means that other work takes at least all
+    the others: the candidates' times then rank schedules partly by that work's noise (measured: a
+    tuning under load 3-8 on 2 cores gave records that made models slower), and the records keep
+    them. A cluster's workers measure on their own machines: not checked here."""
+    load = os.getloadavg()[0]
+    cpus = len(available_cpus())
+    if cluster is None and load > cpus:
+        warnings.warn(f"tuning on a busy machine (load average {load:.1f} on {cpus} CPUs): the measured "
+                      "times include other work's noise, and the records keep them; tune on a quiet "
+                      "machine", RuntimeWarning, stacklevel=4)
+    return load
 
 
 def _tune_kernel(spec: KernelSpec, priced: Sequence[tuple[Schedule, float]],

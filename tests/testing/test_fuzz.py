@@ -2,6 +2,7 @@
 counter it reports; the ``ci`` profile's fixed seeds run here (the soak: ``python -m
 tensoregg.testing.soak``)."""
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -24,7 +25,7 @@ from tensoregg.testing.differential import (
     save_reproducer,
 )
 from tensoregg.testing.fuzz import DTYPES, EXACT, MAX_NODES, MIN_NODES, SENSITIVE, cases, random_case
-from tensoregg.testing.soak import soak
+from tensoregg.testing.soak import Soak, soak
 
 F32 = np.dtype(np.float32)
 
@@ -198,6 +199,27 @@ def test_the_soak_reports_cases_and_templates(tmp_path):
     assert tally.tried == 3 and not tally.failures
     assert tally.ran["llvm"] == 3 and "gemm-tiled" in tally.templates["llvm"]
     assert "cases tried: 3" in tally.report()
+
+
+def test_a_soak_resumes_from_its_tally_after_the_last_seed(tmp_path):
+    from tensoregg.testing.soak import main
+
+    before = Soak()
+    before.pieces.append({"profile": "soak", "cases": 0})
+    before.add(5, {"templates": {"ref": []}, "ops": ["Add"], "large": ""})
+    before.add(6, {"templates": {"ref": ["pool"]}, "ops": ["Add", "Relu"], "large": "conv",
+                   "findings": [{"target": "ref", "threads": 1, "kind": "mismatch", "detail": "x"}]})
+    before.seconds = 30.0
+    path = tmp_path / "tally.json"
+    before.save(path)
+    assert vars(Soak.from_json(json.loads(path.read_text()))) == vars(before)
+    args = ["--resume", "--json", str(path), "--targets", "ref", "--out", str(tmp_path), "--minutes", "5"]
+    assert main([*args, "--cases", "2"]) == 1  # already done: no case runs; the old failure stands
+    assert main([*args, "--cases", "3"]) == 1
+    after = Soak.from_json(json.loads(path.read_text()))
+    assert (after.tried, after.next_seed, after.ops["Add"], len(after.failures)) == (3, 8, 2, 1)
+    assert [p["cases"] for p in after.pieces] == [2, 0, 1] and after.pieces[-1]["first"] == 7
+    assert after.ran["ref"] == 3 and after.seconds > 30.0
 
 
 def test_tensoregg_soak_is_the_soak_command(capsys):

@@ -5,6 +5,7 @@ choices."""
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,18 @@ def test_a_worker_without_the_baseline_result_computes_it_first(monkeypatch):
     assert measure.measure(candidate).seconds > 0
     assert compiled == [Untiled(), tiled()]  # the tiled result checked against the untuned one
     assert measure.measure(candidate).seconds > 0 and len(compiled) == 3  # the reference is kept
+
+
+def test_tuning_on_a_busy_machine_warns_and_reports_the_load(tmp_path, monkeypatch):
+    from tensoregg.tuning import search
+
+    cpus = len(search.available_cpus())
+    monkeypatch.setattr(search.os, "getloadavg", lambda: (cpus + 0.5, 0.0, 0.0))
+    with pytest.warns(RuntimeWarning, match=rf"busy machine \(load average {cpus + 0.5:.1f} on {cpus} CPUs"):
+        report = tensoregg.tune(matmul_graph(), "llvm", minutes=0, records=tmp_path / "r.sqlite")
+    assert report.load == [cpus + 0.5, cpus + 0.5] and "load average" in str(report)
+    monkeypatch.setattr(search.os, "getloadavg", lambda: (cpus - 0.5, 0.0, 0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = tensoregg.tune(matmul_graph(), "llvm", minutes=0, records=tmp_path / "r.sqlite")
+    assert report.load[0] == cpus - 0.5

@@ -86,7 +86,7 @@ class Soak:
     def from_json(cls, data: dict[str, Any]) -> Soak:
         """The tally ``vars(tally)`` was, read back from JSON."""
         counters = {"ran", "unsupported", "refusals", "ops", "large"}
-        fields = {k: Counter(v) if k in counters else v for k, v in data.items()}
+        fields: dict[str, Any] = {k: Counter(v) if k in counters else v for k, v in data.items()}
         fields["templates"] = {t: Counter(c) for t, c in data.get("templates", {}).items()}
         return cls(**fields)
 

@@ -106,6 +106,7 @@ def test_modules_are_built_on_several_helpers_and_a_rejected_one_is_named(cache,
     _, built = cache
     helpers.stop_all()
     monkeypatch.setenv(helpers.JOBS_ENV, "2")
+    monkeypatch.setattr(helpers, "PARALLEL_MIN_BYTES", 0)  # however small
     codes = jit.machine_codes([module(k) for k in range(10, 16)])
     assert len({h.process.pid for h in helpers._Pool.helpers}) == 2 and len(set(codes)) == 6
     bad = module(17)
@@ -113,6 +114,16 @@ def test_modules_are_built_on_several_helpers_and_a_rejected_one_is_named(cache,
     with pytest.raises(CompileError, match="rejected the generated module 'm17'"):
         jit.machine_codes([module(16), bad, module(18)])
     assert sorted(built[-3:]) == ["m16", "m17", "m18"]
+    helpers.stop_all()
+
+
+def test_a_few_small_modules_are_built_on_one_helper(cache, monkeypatch):
+    helpers.stop_all()
+    monkeypatch.setenv(helpers.JOBS_ENV, "2")
+    modules = [module(k) for k in range(20, 26)]
+    assert sum(len(str(m)) for m in modules) < helpers.PARALLEL_MIN_BYTES
+    codes = jit.machine_codes(modules)
+    assert len(helpers._Pool.helpers) == 1 and len(set(codes)) == 6
     helpers.stop_all()
 
 

@@ -218,7 +218,7 @@ def tune(models: Any, target: str | Target | None = None, *, minutes: float = 10
          input_shapes: Mapping[str, Sequence[int | str]] | None = None,
          example_inputs: Sequence[Any] | None = None,
          trials: int = 32, seconds: float = 0.2, timeout: float = 60.0, seed: int = 0,
-         progress: bool | None = None, cluster: str | None = None) -> TuneReport:
+         progress: bool | None = None, cluster: str | None = None, check_models: bool = True) -> TuneReport:
     """Auto-tune a model (or a list of models) for ``target`` for about ``minutes``: the kernels of
     the programs ``compile`` extracts, deduplicated across the models, are measured under up to
     ``trials`` schedules each (the cost model's best, then sampled ones), each in a worker process
@@ -227,7 +227,8 @@ def tune(models: Any, target: str | Target | None = None, *, minutes: float = 10
     what ``compile`` takes, ``input_shapes`` and ``example_inputs`` (torch models) applying to each.
     ``progress``: show progress bars (default: on a terminal, not under CI). ``cluster``: the
     address of a Ray cluster whose machines measure instead (``tensoregg.tuning.cluster``; raises
-    ``ClusterError`` where it cannot be used)."""
+    ``ClusterError`` where it cannot be used). ``check_models``: time each model whole, untuned and
+    tuned, at the end (``TuneReport.models``; a RuntimeWarning names a model the records made slower)."""
     from tensoregg.tuning.records import Records
     from tensoregg.tuning.search import tune_graphs
 
@@ -238,7 +239,8 @@ def tune(models: Any, target: str | Target | None = None, *, minutes: float = 10
               for m in (models if isinstance(models, (list, tuple)) else [models])]
     with Records(records) as db:
         return tune_graphs(graphs, entry, description, db, minutes=minutes, trials=trials, seconds=seconds,
-                           timeout=timeout, seed=seed, progress=progress, cluster=cluster)
+                           timeout=timeout, seed=seed, progress=progress, cluster=cluster,
+                           check_models=check_models)
 
 
 def resolve_target(target: str | Target | None) -> tuple[Registration, Target]:

@@ -255,7 +255,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     report = tensoregg.tune(args.models, target=args.target, minutes=args.minutes, records=args.records,
                             input_shapes=parse_shapes(args.input_shape), trials=args.trials,
-                            seconds=args.seconds, timeout=args.timeout, seed=args.seed, cluster=args.cluster)
+                            seconds=args.seconds, timeout=args.timeout, seed=args.seed, cluster=args.cluster,
+                            check_models=not args.no_model_check)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report)
     return 0
 
@@ -476,6 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tuning.add_argument("--cluster", metavar="ADDRESS", default=None,
                         help="measure on the machines of the Ray cluster at ADDRESS (host:port, or `auto`), "
                              "one schedule at a time on each; needs pip install 'tensoregg[cluster]'")
+    tuning.add_argument("--no-model-check", action="store_true",
+                        help="skip the end's check (each model timed whole, untuned and tuned)")
     tuning.add_argument("--json", action="store_true", help="print the report as JSON")
     tuning.set_defaults(fn=cmd_tune)
     notes = sub.add_parser("records", help="the tuning records: `export` or `import` them as JSON lines "

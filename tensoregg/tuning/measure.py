@@ -25,8 +25,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tensoregg.benchmark import RTOL, max_rel_err, time_calls
+from tensoregg.benchmark import RTOL, max_rel_err, time_calls, time_pair
 from tensoregg.extraction.kernel_spec import KernelSpec
+from tensoregg.ir.graph import Graph
 from tensoregg.ir.schedules import Schedule
 from tensoregg.ir.target import Target
 from tensoregg.ir.types import sample_array
@@ -93,6 +94,35 @@ def measure(candidate: Candidate) -> Result:
     repeats = max(MIN_REPEATS, int(c.seconds / max(estimate, 1e-7)))
     times = time_calls(lambda: module.run(**feeds), repeats)
     return Result(statistics.median(times), repeats)
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """A model to time whole, compiled for ``target`` without and with the tuning records at
+    ``records``: what tuning changed for it, end to end."""
+
+    target: Target
+    graph: Graph
+    records: str
+    seconds: float = 1.0
+    """Timed calls for about this long, each side."""
+
+
+def time_model(check: ModelCheck) -> tuple[float, float]:
+    """Median seconds per call of ``check``'s model untuned and tuned, on ``target.cores`` threads,
+    timed in alternating blocks (``tensoregg.benchmark.time_pair``) on the same seeded inputs."""
+    import tensoregg
+
+    c = check
+    untuned = tensoregg.compile(c.graph, c.target, records=False)
+    tuned = tensoregg.compile(c.graph, c.target, records=c.records)
+    rng = np.random.default_rng(1)
+    feeds = {name: sample_array(t.dtype, t.shape, rng) for name, t in c.graph.inputs.items()}
+    for module in (untuned, tuned):
+        module.num_threads = max(1, c.target.cores)
+    a, b = time_pair(lambda: untuned.run(**feeds), lambda: tuned.run(**feeds), None, c.seconds,
+                     settle=0.1 if c.target.cores > 1 else 0.0)
+    return statistics.median(a), statistics.median(b)
 
 
 class Backend(Protocol):

@@ -42,13 +42,18 @@ from tensoregg.progress import active, shown
 from tensoregg.runtime.threads import available_cpus
 from tensoregg.targets import Registration, Target
 from tensoregg.tuning.learned import LearnedCostModel, samples
-from tensoregg.tuning.measure import Backend, Candidate, Result, Worker, measure
+from tensoregg.tuning.measure import Backend, Candidate, ModelCheck, Result, Worker, measure, time_model
 from tensoregg.tuning.records import Records, encode_schedule, measured_pricing
 
 TOP = 4
 """Candidates taken in the cost model's order before sampling the rest."""
 LEARN_MIN_KERNELS = 8
 """Kernels with records the learned model needs before it ranks candidates."""
+SLOWER_SLACK = 0.03
+"""A tuned model timed more than this fraction above its untuned self is reported as slower (the
+whole-model check's medians move by a percent or two between runs on a quiet machine)."""
+MODEL_CHECK_TIMEOUT = 900.0
+"""Seconds the whole-model check of one model may take (two compiles and the timing)."""
 
 
 @dataclass
@@ -88,6 +93,9 @@ class TuneReport:
     """Whether a learned cost model ranked the sampled candidates."""
     workers: dict[str, int] = field(default_factory=dict)
     """Measurements per worker (``local``, or a cluster machine's address and worker)."""
+    models: list[dict[str, Any]] = field(default_factory=list)
+    """Each model timed whole untuned and tuned (``check_models``): name, untuned_ms, tuned_ms,
+    threads; or name and error."""
     load: list[float] = field(default_factory=list)
     """This machine's load average (1 minute) at the start and at the end; see ``busy``."""
 
@@ -113,7 +121,17 @@ class TuneReport:
         if self.speedup_geomean is not None:
             lines.append("kernel speedup over the untuned choices (geometric mean): "
                          f"{self.speedup_geomean:.2f}x")
+        for m in self.models:
+            lines.append(f"model {m['name']}: " + (
+                f"not timed: {m['error']}" if "error" in m else
+                f"untuned {m['untuned_ms']:.3f} ms, tuned {m['tuned_ms']:.3f} ms on {m['threads']} threads"
+                f" ({m['untuned_ms'] / m['tuned_ms']:.2f}x)" + (" SLOWER" if m in self.slower() else "")))
         return "\n".join(lines)
+
+    def slower(self) -> list[dict[str, Any]]:
+        """The models the records made slower than untuned, by more than ``SLOWER_SLACK``."""
+        return [m for m in self.models
+                if "error" not in m and m["tuned_ms"] > m["untuned_ms"] * (1 + SLOWER_SLACK)]
 
 
 def model_kernels(graphs: Sequence[Graph], entry: Registration, target: Target,
@@ -163,11 +181,14 @@ Measure = Callable[[Candidate], Result]
 def tune_graphs(graphs: Sequence[Graph], entry: Registration, target: Target, records: Records, *,
                 minutes: float, trials: int = 32, seconds: float = 0.2, timeout: float = 60.0,
                 seed: int = 0, progress: bool | None = None, measure_fn: Measure = measure,
-                cluster: str | None = None) -> TuneReport:
+                cluster: str | None = None, check_models: bool = True) -> TuneReport:
     """Tune the kernels of ``graphs`` for ``target`` (compiled by ``entry``) for about ``minutes``,
     storing each measurement in ``records``; ``trials``: candidates per kernel at most; ``seconds``:
     timed calls per candidate; ``timeout``: a candidate's limit (compile and calls); ``cluster``: the
-    address of a Ray cluster to measure on (``tensoregg.tuning.cluster``), else a local worker."""
+    address of a Ray cluster to measure on (``tensoregg.tuning.cluster``), else a local worker.
+    With ``check_models``, a run that measured something on the local worker then times each model
+    whole, untuned and tuned (``check_graphs``, after the ``minutes``), and warns of any that the
+    records made slower: a kernel's time alone does not always carry over into its model."""
     if entry.schedules is None:
         raise ValueError(f"target {entry.name!r} has no schedule templates to tune")
     start = time.monotonic()
@@ -211,8 +232,28 @@ def tune_graphs(graphs: Sequence[Graph], entry: Registration, target: Target, re
                 show(len(tuned), total, kernel, time.monotonic() - start)
         report.workers = dict(worker.used)
     report.seconds = time.monotonic() - start
+    if check_models and cluster is None and report.measurements:
+        report.models = check_graphs(graphs, target, records)
+        for m in report.slower():
+            warnings.warn(f"the tuning records make model {m['name']!r} slower: {m['tuned_ms']:.3f} ms "
+                          f"against {m['untuned_ms']:.3f} ms untuned on {m['threads']} threads",
+                          RuntimeWarning, stacklevel=3)
     report.load.append(busy(cluster))
     return report
+
+
+def check_graphs(graphs: Sequence[Graph], target: Target, records: Records) -> list[dict[str, Any]]:
+    """Each of ``graphs`` timed whole, untuned and with ``records``, in a worker process
+    (``measure.time_model``, under ``MODEL_CHECK_TIMEOUT``): ``TuneReport.models``' entries."""
+    out: list[dict[str, Any]] = []
+    with Worker() as worker:
+        for graph in graphs:
+            status, value = worker.run(time_model, ModelCheck(target, graph, str(records.path)),
+                                       MODEL_CHECK_TIMEOUT)
+            out.append({"name": graph.name, "untuned_ms": value[0] * 1e3, "tuned_ms": value[1] * 1e3,
+                        "threads": max(1, target.cores)} if status == "ok" else
+                       {"name": graph.name, "error": value})
+    return out
 
 
 def busy(cluster: str | None) -> float:

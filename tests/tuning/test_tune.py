@@ -41,6 +41,8 @@ def test_a_tuned_model_recompiles_with_no_measurement_and_the_same_choices(tmp_p
     assert report.measurements == kernel.measured == 2 and report.failed == 0
     assert kernel.untuned_seconds > 0 and kernel.best_seconds <= kernel.untuned_seconds
     assert len(Records(records).all()) == 2
+    (timed,) = report.models  # the end's check: the model whole, untuned and tuned
+    assert timed["name"] == graph.name and timed["untuned_ms"] > 0 and timed["tuned_ms"] > 0
 
     def no_measuring(*args, **kwargs):
         raise AssertionError("compile measured something")
@@ -90,7 +92,8 @@ def test_a_tuned_zoo_model_still_computes_what_onnxruntime_does(tmp_path):
     model = light_model("squeezenet")
     records = tmp_path / "records.sqlite"
     report = tensoregg.tune(model, "llvm", minutes=1.5, records=records, trials=4, seconds=0.02,
-                            progress=False)
+                            progress=False, check_models=False)
+    assert report.models == []
     assert report.measurements > 0 and report.failed == 0
     tuned = tensoregg.compile(model, "llvm", records=records)
     best = {k.signature: k.best for k in report.kernels if k.best}
@@ -127,3 +130,16 @@ def test_tuning_on_a_busy_machine_warns_and_reports_the_load(tmp_path, monkeypat
         warnings.simplefilter("error")
         report = tensoregg.tune(matmul_graph(), "llvm", minutes=0, records=tmp_path / "r.sqlite")
     assert report.load[0] == cpus - 0.5
+
+
+def test_a_model_the_records_made_slower_is_named():
+    from tensoregg.tuning.search import SLOWER_SLACK, TuneReport
+
+    report = TuneReport("llvm", "r.sqlite", models=[
+        {"name": "a", "untuned_ms": 1.0, "tuned_ms": 1.0 + 2 * SLOWER_SLACK, "threads": 2},
+        {"name": "b", "untuned_ms": 1.0, "tuned_ms": 1.0 + SLOWER_SLACK / 2, "threads": 2},
+        {"name": "c", "error": "timed out after 900 s"}])
+    assert [m["name"] for m in report.slower()] == ["a"]
+    text = str(report)
+    assert "model a: untuned 1.000 ms, tuned" in text and "SLOWER" in text.split("model b")[0]
+    assert "SLOWER" not in text.split("model b")[1] and "model c: not timed: timed out" in text

@@ -25,6 +25,11 @@ from typing import IO, Any
 
 import llvmlite.binding as llvm
 
+NO_UNROLL = "tensoregg.no_unroll"
+"""Named metadata a module holds (``!tensoregg.no_unroll = !{}``) to be optimized without loop
+unrolling: what its code generator asks for a module whose loops gain little from it (a tiled GEMM's
+tile and packing loops around its micro-kernel call; the micro-kernel, its own module, keeps it)."""
+
 
 class Rejected(Exception):
     """LLVM refused the module or the target (the message says why)."""
@@ -75,7 +80,8 @@ _machine = functools.cache(target_machine)
 
 
 def optimize(text: str, tm: llvm.TargetMachine) -> llvm.ModuleRef:
-    """Parse and verify ``text`` for ``tm`` and run the O3 pipeline on it; Rejected if LLVM refuses it."""
+    """Parse and verify ``text`` for ``tm`` and run the O3 pipeline on it (without loop unrolling
+    where the module holds ``NO_UNROLL``); Rejected if LLVM refuses it."""
     try:
         parsed = llvm.parse_assembly(text)
         parsed.triple = tm.triple
@@ -84,7 +90,8 @@ def optimize(text: str, tm: llvm.TargetMachine) -> llvm.ModuleRef:
     except RuntimeError as exc:
         raise Rejected(str(exc)) from exc
     tuning = llvm.create_pipeline_tuning_options(speed_level=3)
-    tuning.loop_vectorization = tuning.slp_vectorization = tuning.loop_unrolling = True
+    tuning.loop_vectorization = tuning.slp_vectorization = True
+    tuning.loop_unrolling = f"!{NO_UNROLL} = " not in text
     tuning.loop_interleaving = False
     passes = llvm.create_pass_builder(tm, tuning)
     passes.getModulePassManager().run(parsed, passes)

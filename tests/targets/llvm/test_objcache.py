@@ -10,7 +10,7 @@ import pytest
 
 import tensoregg
 from tensoregg.errors import CompileError
-from tensoregg.targets.llvm import helpers, jit, objcache
+from tensoregg.targets.llvm import helpers, jit, objcache, pipeline
 from tensoregg.testing_models import mlp
 from tests.targets.llvm.test_pipeline_helper import module
 
@@ -136,3 +136,8 @@ def test_a_micro_kernel_is_one_module_that_the_kernels_declare(cache):
         users = [m for m in ir.kernels if m.name.startswith("te_") and routine.name in m.globals]
         assert users and all(m.globals[routine.name].is_declaration for m in users)
         assert not routine.globals[routine.name].is_declaration
+    # a kernel calling a routine (a tiled GEMM) is built without loop unrolling, the others with it
+    marked = {m.name for m in ir.modules if f"!{pipeline.NO_UNROLL} = " in str(m)}
+    kernels = [m for m in ir.kernels if m.name.startswith("te_")]
+    callers = {m.name for m in kernels if any(r.name in m.globals for r in routines)}
+    assert marked == callers and callers and ir.entry.name not in marked

@@ -10,7 +10,7 @@ import llvmlite.ir as ir
 import pytest
 
 from tensoregg.errors import CompileError
-from tensoregg.targets.llvm import helpers, jit, objcache
+from tensoregg.targets.llvm import helpers, jit, objcache, pipeline
 
 
 def module(k):
@@ -96,3 +96,30 @@ def test_a_forked_child_starts_its_own_helper():
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
     assert helper().pid == parent and jit.machine_code(module(22))
+
+
+PREFIX_SUM = """define void @f(ptr %a) {
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [0, %entry], [%j, %loop]
+  %p = getelementptr float, ptr %a, i64 %i
+  %j = add i64 %i, 1
+  %q = getelementptr float, ptr %a, i64 %j
+  %x = load float, ptr %p
+  %y = load float, ptr %q
+  %z = fadd float %x, %y
+  store float %z, ptr %q
+  %c = icmp slt i64 %j, 6
+  br i1 %c, label %loop, label %done
+done:
+  ret void
+}
+"""
+"""Six dependent scalar adds in a loop: O3 unrolls it fully, unless the module says NO_UNROLL."""
+
+
+def test_a_module_marked_no_unroll_keeps_its_loops():
+    unrolled = pipeline.build("assembly", PREFIX_SUM).decode()
+    kept = pipeline.build("assembly", PREFIX_SUM + f"!{pipeline.NO_UNROLL} = !{{}}\n").decode()
+    assert unrolled.count("addss") == 6 and kept.count("addss") == 1  # (v)addss: SSE or AVX

@@ -93,7 +93,7 @@ class NativeModel:
         self.ir = emit_model(self.program, self.target.lanes)
         self.kernel_names = self.ir.kernel_names
         self.jit = JitModule(self.ir.modules, self.target.cpu, self.target.features)
-        self._kernels = [self._cfunc(name, len(low.kernel.params))
+        self._kernels = [self._cfunc(name, len(low.kernel.params)) if name else _never
                          for name, low in zip(self.kernel_names, self.lowered)]
         self._barrier = np.zeros(2, np.int64)
         g = graph
@@ -125,7 +125,7 @@ class NativeModel:
     def write_shared_library(self, path: str | os.PathLike[str]) -> Path:
         """The model's code as a shared library at ``path`` (position-independent objects linked with
         ``cc -shared``; it needs only libc and libm). It exports ``model`` and the kernels
-        (``kernel_names``, one per node) with the signatures above, the thread team's functions
+        (``kernel_names``, one per node that runs) with the signatures above, the thread team's functions
         (``tensoregg.runtime.team``) and the C API of ``capi.HEADER``. Weights are not in it."""
         path = Path(path)
         team = ir.Module("tensoregg_team")
@@ -242,7 +242,8 @@ class ModelIR:
     after its text (``te_`` and a digest), or one micro-kernel or packing routine the kernels call
     (named after its parameters), so that the same kernel or routine is the same module in every
     model: compiled once (``jit.machine_codes`` keeps object code by text) and on several cores at
-    once. ``kernel_names`` is each node's kernel function."""
+    once. ``kernel_names`` is each node's kernel function, "" for a node whose kernel never runs (a
+    view, or a producer its consumer's kernel computes: ``LoopProgram.skipped``), which has none."""
 
     entry: ir.Module
     kernels: tuple[ir.Module, ...]
@@ -259,7 +260,10 @@ def emit_model(program: LoopProgram, lanes: int) -> ModelIR:
     entry_module = ir.Module(name=program.graph.name)
     kernels, names, functions = [], [], {}
     shared: dict[Hashable, ir.Module] = {}
-    for low in program.lowered:  # identical kernels (same op, attributes, shapes) share one function
+    for k, low in enumerate(program.lowered):  # identical kernels (same op, attributes, shapes) share one
+        if k in program.skipped:                 # function; one that never runs has none
+            names.append("")
+            continue
         key = canonical_text(low.kernel)
         if key not in functions:
             name = "te_" + hashlib.sha256(key.encode()).hexdigest()[:24]
@@ -292,6 +296,11 @@ def emit_model(program: LoopProgram, lanes: int) -> ModelIR:
                 _report_fault(b, fault_flag(entry_module), k)
     b.ret_void()
     return ModelIR(entry_module, (*kernels, *shared.values()), tuple(names))
+
+
+def _never(*args: object) -> None:
+    """The kernel of a node whose kernel never runs (``ModelIR.kernel_names``): never called."""
+    raise AssertionError("a skipped node's kernel was called")
 
 
 def _kernel_module(kernel: Kernel, lanes: int, name: str, shared: dict[Hashable, ir.Module]) -> ir.Module:

@@ -64,10 +64,15 @@ class MemoryPlan:
     """The places of ``lowered``'s params for ``graph`` (see the module docstring)."""
 
     def __init__(self, graph: Graph, lowered: Sequence[LoweredNode], guard: int = 0,
-                 aliases: Mapping[str, str] | None = None) -> None:
+                 aliases: Mapping[str, str] | None = None,
+                 inside: Mapping[str, tuple[str, int]] | None = None) -> None:
         self.graph, self.lowered, self.guard = graph, list(lowered), align(guard)
         self.aliases = dict(aliases or {})
         """value -> the value whose memory it reuses (both in the workspace)."""
+        self.inside = dict(inside or {})
+        """value -> (the value it lives in, its byte offset there): a Concat's input written where
+        the Concat's output holds it (``tensoregg.ir.program.place_concats``; both in the workspace,
+        no guard bytes between them)."""
         places: dict[str, Place] = {}
         for k, name in enumerate(graph.inputs):
             places[name] = Place("input", k, graph.types[name].nbytes)
@@ -120,24 +125,38 @@ class MemoryPlan:
     def weights_address(self) -> int:
         return int(self.weights_blob.ctypes.data) + self.weights_base
 
-    def _plan_work(self) -> None:
-        """Workspace offsets of intermediate values (live from their node to their last reader) and of
-        each node's scratch (stages, unused outputs: live during the node)."""
-        def root(n: str) -> str:
-            while n in self.aliases:
+    def home(self, n: str) -> tuple[str, int]:
+        """The value whose bytes hold ``n`` (following ``aliases`` and ``inside``) and ``n``'s byte
+        offset in them."""
+        offset = 0
+        while n in self.aliases or n in self.inside:
+            if n in self.aliases:
                 n = self.aliases[n]
-            return n
+            else:
+                n, at = self.inside[n]
+                offset += at
+        return n, offset
 
+    def _plan_work(self) -> None:
+        """Workspace offsets of intermediate values (live from their node to their last reader; a
+        value holding others, from the first of them written to the last read) and of each node's
+        scratch (stages, unused outputs: live during the node)."""
         last_use: dict[str, int] = {}
         for k, low in enumerate(self.lowered):
             for n in low.inputs:
-                last_use[root(n)] = k
+                last_use[self.home(n)[0]] = k
         temps: list[tuple[object, tuple[int, int, int]]] = []
+        holders: dict[str, int] = {}  # a value holding others -> its entry in temps
         for k, low in enumerate(self.lowered):
             for n, buf in zip(low.outputs, low.kernel.params[len(low.inputs):]):
                 if not n:
                     temps.append((buf, (k, k, buf.nbytes)))
-                elif n not in self.places and n not in self.aliases:
+                elif n in self.inside:
+                    h = self.home(n)[0]
+                    if h not in holders:
+                        holders[h] = len(temps)
+                        temps.append((h, (k, max(k, last_use.get(h, k)), self.graph.types[h].nbytes)))
+                elif n not in self.places and n not in self.aliases and n not in holders:
                     temps.append((n, (k, max(k, last_use.get(n, k)), buf.nbytes)))
             temps += [(buf, (k, k, buf.nbytes)) for buf in low.scratch]
         offsets, self.work_size = plan_workspace([t for _, t in temps], self.guard)
@@ -147,8 +166,12 @@ class MemoryPlan:
                 self.places[key] = Place("work", off, size)
             else:
                 self.scratch_places[id(key)] = Place("work", off, size)
-        for n in self.aliases:
-            self.places[n] = self.places[root(n)]
+        for n in [*self.aliases, *self.inside]:
+            h, offset = self.home(n)
+            p = self.places[h]
+            assert offset == 0 or p.kind == "work", f"{n!r} inside {p.kind} {h!r}"
+            self.places[n] = p if offset == 0 and n in self.aliases else Place(
+                p.kind, p.at + offset, self.graph.types[n].nbytes)
 
     def address(self, place: Place, io: Mapping[str, int], work: int) -> int:
         """The address of ``place``, given those of the graph's inputs and outputs (by name) and of

@@ -8,6 +8,7 @@ the same :class:`LoopProgram`, so what one of them computes checks the lowering 
 
 from __future__ import annotations
 
+import math
 import re
 from collections import ChainMap, Counter
 from collections.abc import Mapping, Sequence
@@ -55,15 +56,19 @@ def _fixed(schedule: Schedule) -> Chooser:
 
 
 def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, grid: bool = False,
-                choose: Chooser | None = None, fuse: bool = True, tile: bool = True) -> LoopProgram:
+                choose: Chooser | None = None, fuse: bool = True, tile: bool = True,
+                concats: bool = False) -> LoopProgram:
     """Lower every node of ``graph`` (``lower_node``). A contraction is tiled as its node's
     ``schedule`` says (extraction's choice), or as ``choose`` picks for a node without one (without
     ``choose``: untiled); with ``tile=False``, every contraction is untiled. With ``fuse``, a node
     that is element-wise in the wide sense and whose output only one node reads is computed inside
     that node's kernel when it is element-wise too (BatchNorm + Relu, a Mul/Add/Relu chain: one pass
     over memory instead of one per op). ``row`` and ``grid`` choose the loop form of what is not tiled
-    (``assign``: ``grid`` for a GPU). ``target`` names the target in errors."""
+    (``assign``: ``grid`` for a GPU). ``target`` names the target in errors. With ``concats``, the
+    inputs of a Concat that qualifies are written in its output's memory and the Concat runs no
+    kernel (``place_concats``): for targets that run the program on its memory plan."""
     check_values_fit(graph)
+    inside, placed = place_concats(graph) if concats else ({}, set())
     lowered: list[LoweredNode] = []
     uses = Counter(n for node in graph.nodes for n in node.inputs)
     uses.update(graph.outputs)
@@ -71,7 +76,7 @@ def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, grid: b
     fused: set[int] = set()
     for k, node in enumerate(graph.nodes):
         opdef = get_op(node.op, node.domain)
-        producers = {n: inlinable[n][1] for n in node.inputs if n in inlinable}
+        producers = {n: inlinable[n][1] for n in node.inputs if n in inlinable and k not in placed}
         chosen = None if not tile else choose if node.schedule is None else _fixed(node.schedule)
         try:
             low = lower_node(opdef, node, graph.types, graph.initializers, target=target, name=f"k{k}",
@@ -83,27 +88,62 @@ def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, grid: b
                                 f"{graph.types[node.outputs[0]]}: {e}") from e
         lowered.append(low)
         fused.update(inlinable[n][0] for n in low.fused)
-        if low.inline is not None and fuse and uses[node.outputs[0]] == 1:
+        if low.inline is not None and fuse and uses[node.outputs[0]] == 1 and k not in placed:
             inlinable[node.outputs[0]] = (k, low.inline)
-    aliases, views = reuse_memory(graph, lowered)
-    return LoopProgram(graph, lowered, aliases, views | fused, MemoryPlan(graph, lowered, aliases=aliases))
+    aliases, views = reuse_memory(graph, lowered, keep={*inside, *(out for out, _ in inside.values())})
+    return LoopProgram(graph, lowered, aliases, views | fused | placed,
+                       MemoryPlan(graph, lowered, aliases=aliases, inside=inside))
+
+
+def place_concats(graph: Graph) -> tuple[dict[str, tuple[str, int]], set[int]]:
+    """Concats whose inputs can be written where the output holds them: (value -> the Concat output
+    it lives in and its byte offset there, for the memory plan; the Concat nodes, which then run no
+    kernel). A Concat qualifies when its axes before ``axis`` have extent 1 (each input is then one
+    contiguous run of the output's bytes), its output is a workspace value, and its inputs are
+    distinct workspace values that nodes make (not graph inputs, outputs or constants) and that no
+    earlier Concat placed. Its inputs' producers then write them in place (each runs its own kernel:
+    none is computed inline by the Concat), its output is read where it is (the Concat is computed
+    inline by no consumer), and none of these values shares memory with another (``reuse_memory``).
+    A Concat's output may be placed in a later one: DenseNet's chain, where each concat copied every
+    layer before it, becomes each layer's output written once into the block's last concat."""
+    fixed = {*graph.inputs, *graph.outputs, *graph.initializers}
+    made = {out for node in graph.nodes for out in node.outputs if out}
+    inside: dict[str, tuple[str, int]] = {}
+    placed: set[int] = set()
+    for k, node in enumerate(graph.nodes):
+        if node.op != "Concat" or node.domain != "":
+            continue
+        out, ins = node.outputs[0], list(node.inputs)
+        shape = graph.types[out].shape
+        axis = int(node.attrs["axis"]) % len(shape)
+        if out in fixed or math.prod(shape[:axis]) != 1 or len(set(ins)) != len(ins):
+            continue
+        if any(v in fixed or v in inside or v not in made for v in ins):
+            continue
+        offset = 0
+        for v in ins:
+            inside[v] = (out, offset)
+            offset += graph.types[v].nbytes
+        placed.add(k)
+    return inside, placed
 
 
 VIEWS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 """Ops whose output is their first input's bytes as they are (row-major order kept)."""
 
 
-def reuse_memory(graph: Graph, lowered: Sequence[LoweredNode]) -> tuple[dict[str, str], set[int]]:
+def reuse_memory(graph: Graph, lowered: Sequence[LoweredNode],
+                 keep: set[str] | frozenset[str] = frozenset()) -> tuple[dict[str, str], set[int]]:
     """Values that can live in the memory of an input that dies at their node: (aliases for the
     memory plan, indices of the nodes that then need no kernel call). A view op's output is its input;
     an element-wise kernel that reads an input only at the index it writes (same shape and dtype)
     writes over that input (its stores are redirected to it). Only workspace values take part: graph
-    inputs, outputs and constants are never overwritten."""
+    inputs, outputs and constants are never overwritten, nor the values in ``keep``."""
     last_use: dict[str, int] = {}
     for k, low in enumerate(lowered):  # what kernels read (a fused kernel reads its producers' inputs)
         for n in low.inputs:
             last_use[n] = k
-    fixed = {*graph.inputs, *graph.outputs, *graph.initializers}
+    fixed = {*graph.inputs, *graph.outputs, *graph.initializers, *keep}
     aliases: dict[str, str] = {}
     views: set[int] = set()
 

@@ -42,7 +42,7 @@ class CrossProgram:
         if why is not None:
             raise CompileError(f"target {machine.name!r} cannot build here: {why}")
         self.graph, self.target, self.machine = graph, target, machine
-        self.program = lower_graph(graph, target=target.name,
+        self.program = lower_graph(graph, target=target.name, concats=True,
                                    choose=lambda problem: choose_gemm_schedule(problem, target))
         self.plan = self.program.plan
         self.ir = emit_model(self.program, target.lanes)

@@ -86,7 +86,7 @@ class NativeModel:
         if choose is None and schedule:
             description = self.target
             choose = lambda problem: choose_gemm_schedule(problem, description)  # noqa: E731
-        self.program = lower_graph(graph, row=row, choose=choose, fuse=fuse, tile=schedule)
+        self.program = lower_graph(graph, row=row, choose=choose, fuse=fuse, tile=schedule, concats=True)
         self.lowered, self.aliases, self.plan = self.program.lowered, self.program.aliases, self.program.plan
         self.views = self.program.skipped
         self.work = self.program.work
@@ -185,7 +185,8 @@ class NativeModel:
         checking after each kernel that no guard byte and no weight changed; raise GuardViolation
         naming the node otherwise. The same machine code as ``run``, on its own memory plan."""
         g = self.graph
-        plan = MemoryPlan(g, self.lowered, guard, self.aliases)
+        plan = MemoryPlan(g, self.lowered, guard, self.aliases, self.plan.inside)
+        inner = {plan.places[n] for n in plan.inside}  # no guard bytes between a Concat's parts
         pad = plan.guard
         arenas: dict[str, tuple[np.ndarray, int, int]] = {}  # graph input/output -> (bytes, start, nbytes)
 
@@ -215,14 +216,15 @@ class NativeModel:
             if k in self.views:
                 continue
             places = plan.param_places(low)
-            for p in (p for p in places if p.kind == "work"):  # guards may hold an earlier value
-                work[p.at - pad:p.at] = POISON                     # that shared these bytes
+            for p in (p for p in places if p.kind == "work" and p not in inner):  # guards may hold an
+                work[p.at - pad:p.at] = POISON                   # earlier value that shared these bytes
                 work[p.at + p.nbytes:p.at + p.nbytes + pad] = POISON
             kernel(*[plan.address(p, io, work_at) for p in places], 0, 1, self._barrier.ctypes.data)
             self.executor.check_fault(k)
             where = f"{node.op} node {node.label!r}"
             _check_guards(where, arenas, work, pad,
-                          [(p, b.name) for p, b in zip(places, low.kernel.params) if p.kind == "work"])
+                          [(p, b.name) for p, b in zip(places, low.kernel.params)
+                           if p.kind == "work" and p not in inner])
             _check_guards(where, {}, weights, pad, [(p, "of the weights") for p in constants])
         if not np.array_equal(weights, weights_before):  # inside a constant: too costly after each kernel
             raise GuardViolation("a kernel wrote into the weights")

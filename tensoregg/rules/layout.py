@@ -33,7 +33,7 @@ from tensoregg.ir.terms import CONSTRUCTORS, Tensor, attr_vars, shape_of, term
 from tensoregg.ir.types import TensorType
 from tensoregg.rules.algebra import algebra
 from tensoregg.rules.registry import Family, ruleset_of
-from tensoregg.rules.witness import chain, permutations
+from tensoregg.rules.witness import Case, chain, merged, permutations
 
 
 class LayoutFamily(Family):
@@ -125,7 +125,7 @@ def _sink(op: str, form: str) -> None:
     suffix = "" if set(form) == {"t"} else "-" + form
     layout.rewrite(f"{_kebab(op)}-transpose-sink{suffix}", _law(op, form, unary), lhs, Transpose(inner, p),
                    *facts, example=partial(_example, op, form),
-                   counter=partial(_example, op, form, True) if "s" in form or form.count("t") > 1 else None)
+                   counter=partial(_counter, op, form) if "s" in form or form.count("t") > 1 else None)
 
 
 def _sink_axis(op: str) -> None:
@@ -165,28 +165,45 @@ def _extra_inputs(op: str, draw: Any, consts: dict[str, np.ndarray]) -> list[str
     return names
 
 
-def _broken_how(draw: Any, op: str, form: str) -> str:
-    """Which premise ``_example`` breaks (see there)."""
+def _broken_ways(op: str, form: str) -> list[tuple[str, int]]:
+    """The (way, scalar operand) pairs in which ``_counter`` breaks a premise of ``op``'s rule for
+    ``form`` (see ``_example``)."""
+    scalars = [i for i, k in enumerate(form) if k == "s"]
+    ways = [(how, i) for i in scalars for how in ("wide", "wide-row")]
+    ways += [("empty-perm", -1)] if scalars else []
+    ways += [("unset", -1)] if form.count("t") > 1 else []
+    if op in VARIADIC:
+        ways += [("third", -1)] + ([("other-scalar", -1)] if scalars else [])
+    return ways
+
+
+def _counter(op: str, form: str) -> Any:
+    """Strategy of (Graph, feeds): one graph breaking the premises of ``op``'s rule for ``form`` in
+    each way of ``_broken_ways`` (those that give a valid graph for ``op``), so that every draw
+    breaks each premise."""
     from hypothesis import strategies as st
 
-    ways = ["wide", "empty-perm"] if "s" in form else ["unset"]
-    if op in VARIADIC:
-        ways = ["third", *ways] + (["other-scalar"] if "s" in form else [])
-    return draw(st.sampled_from(ways))
+    def union(cases: tuple[Case | None, ...]) -> Case | None:
+        valid = [c for c in cases if c is not None]
+        return merged(valid) if valid else None
+
+    return st.tuples(*[_example(op, form, how, wide) for how, wide in _broken_ways(op, form)]).map(union)
 
 
-def _example(op: str, form: str, broken: bool = False) -> Any:
+def _example(op: str, form: str, how: str = "", wide: int = -1) -> Any:
     """Strategy of (Graph, feeds): ``op`` over operands of ``form``: each ``t`` operand a graph input
-    of one rank (after the first, some sides 1) transposed by one random perm, each ``s`` operand a
-    constant of shape () or (1,).
+    of one rank (after the first, some sides 1) transposed by one random perm (for a single ``t``
+    operand: or by the unset perm, which reverses its axes), each ``s`` operand a constant of shape ()
+    or (1,).
 
-    ``broken`` (a premise broken), for a form with an ``s``: one s (the others scalar-shaped) of shape
-    (n,) or (1, n) for the transposed value's last side n > 1, or a scalar x transposed by the
-    explicit perm []; for a form with several ``t``: the perms left unset (each reverses its operand's
-    axes), operands after the first (but SwiGLU's) with their leading axis dropped (all sides equal,
-    so that both sides broadcast); for a variadic op, also: a third operand (the rules match two), or
-    (a form with an ``s``) another scalar-shaped constant in the graph, of another value (a rule that
-    did not tie its ``s`` to the operand would take it)."""
+    ``how`` a premise is broken (then None where that gives no valid graph for ``op``): ("wide",
+    "wide-row") the ``s`` operand ``wide`` (the others scalar-shaped) of shape (n,) or (1, n) for the
+    transposed value's last side n > 1; ("empty-perm") a scalar x transposed by the explicit perm
+    []; ("unset") the perms left unset (each reverses its operand's axes), the ``t`` operands after
+    the first (but SwiGLU's) with their leading axis dropped (all sides equal, so that both sides
+    broadcast); for a variadic op, ("third") a third operand (the rules match two), or
+    ("other-scalar") another scalar-shaped constant in the graph, of another value (a rule that did
+    not tie its ``s`` to the operand would take it)."""
     from hypothesis import assume
     from hypothesis import strategies as st
 
@@ -196,19 +213,19 @@ def _example(op: str, form: str, broken: bool = False) -> Any:
     dtypes = EXAMPLE_DTYPES.get(op, ("float32",) * 3)
 
     @st.composite
-    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]]:
-        how = _broken_how(draw, op, form) if broken else ""
-        wide = draw(st.sampled_from([i for i, k in enumerate(form) if k == "s"])) if how == "wide" else -1
+    def build(draw: Any) -> tuple[Graph, dict[str, np.ndarray]] | None:
         base = draw(shapes(1, 4))
         if how == "unset":
             base = (draw(st.integers(2, 3)),) * draw(st.integers(2, 3))
-        elif how == "wide":
+        elif how.startswith("wide"):
             base = (*base[:-1], draw(st.integers(2, 3)), base[-1])
         elif how == "empty-perm":
             base = ()
         perm = draw(permutations(len(base)))
-        if how == "wide":  # the transposed value's last side is n > 1
+        if how.startswith("wide"):  # the transposed value's last side is n > 1
             perm = [*(a for a in perm if a != len(base) - 2), len(base) - 2]
+        unset = how == "unset" or (not how and form.count("t") == 1 and draw(st.booleans()))
+        first = form.index("t")
         feeds: dict[str, np.ndarray] = {}
         consts: dict[str, np.ndarray] = {}
         nodes, operands = [], []
@@ -216,23 +233,23 @@ def _example(op: str, form: str, broken: bool = False) -> Any:
             if kind == "t":
                 full = i == 0 or op == "SwiGLU"  # PRelu's slope broadcasts to X; SwiGLU does not broadcast
                 shape = base if full else tuple(draw(st.sampled_from([d, 1])) for d in base)
-                if how == "unset" and not full:
-                    shape = base[1:]
+                if how == "unset":
+                    shape = base if i == first or op == "SwiGLU" else base[1:]
                 feeds[f"a{i}"] = draw(arrays(dtype, shape))
-                attrs = {} if how == "unset" else {"perm": perm}
+                attrs = {} if unset else {"perm": perm}
                 nodes.append(Node("Transpose", (f"a{i}",), (f"t{i}",), attrs))
                 operands.append(f"t{i}")
             else:
                 shape = draw(st.sampled_from([(), (1,)]))
                 if i == wide:
-                    shape = draw(st.sampled_from([(base[-2],), (1, base[-2])]))
+                    shape = (base[-2],) if how == "wide" else (1, base[-2])
                 elif how == "empty-perm":
                     shape = (1,)
                 consts[f"c{i}"] = draw(arrays(dtype, shape))
                 operands.append(f"c{i}")
         if how == "third":  # a third operand of the variadic op, of the first's shape
-            first = consts[operands[0]].shape if operands[0] in consts else tuple(base[a] for a in perm)
-            consts["c3"] = draw(arrays(dtypes[0], first))
+            first_shape = consts[operands[0]].shape if operands[0] in consts else tuple(base[a] for a in perm)
+            consts["c3"] = draw(arrays(dtypes[0], first_shape))
             operands.append("c3")
         operands += _extra_inputs(op, draw, consts)
         nodes.append(Node(op, tuple(operands), ("y",), EXAMPLE_ATTRS.get(op, {})))
@@ -245,8 +262,8 @@ def _example(op: str, form: str, broken: bool = False) -> Any:
         try:
             return Graph(inputs, consts, nodes, ["y", "z"] if how == "other-scalar" else ["y"]), feeds
         except TensoreggError:  # a broken case that is no valid graph for this op
-            assume(False)
-            raise
+            assume(how)
+            return None
 
     return build()
 

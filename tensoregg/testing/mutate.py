@@ -92,6 +92,9 @@ IMPLIED: list[tuple[str, str, str]] = [
                                                                                             "conv")],
     ("swi-glu-transpose-sink", "eq(p.length()).to(i64(1))", "SwiGLU does not broadcast: its operands have "
      "one shape, so the unset perms (each reversing its operand's axes) are one perm, as the rule needs"),
+    ("prelu-transpose-sink-ts", "p.push(Vec[i64](0))[0].length() > 0", "the premise refuses only the "
+     "explicit perm [], a scalar X = T(x, []); PRelu's slope broadcasts to X, so s is then of shape () and "
+     "T(PRelu(x, s), []) is well typed and equal"),
     *[(f"conv-{op}-fold", 'Vec[String]("float32", "float16").contains(dt)',
        "Conv takes float types only, where folding a per-channel factor or term is the same law (within "
        "rounding) for every one; the premise keeps the fold to the dtypes the targets' kernels take")

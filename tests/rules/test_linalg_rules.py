@@ -180,3 +180,28 @@ def test_conv_mul_add_relu_folds_to_one_fused_conv(spatial, with_bn):
     (fused,) = result.nodes
     assert fused.op == "FusedConv" and fused.attrs["activation"] == "Relu"
     assert all(name in result.initializers for name in fused.inputs[1:3])
+
+
+CONV_AFFINE = [r for r in RULESETS["linalg"].rules if r.name.startswith(("conv-mul-fold", "conv-add-fold"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", CONV_AFFINE, ids=lambda r: r.name)
+def test_mutation_tool_examples_reach_every_offset_and_rank(rule, monkeypatch):
+    """The per-channel premises read a padding one of s's shape at each offset of s's axes to the
+    output's (0 to 4) and output rank (3 to 5): the examples the mutation tool draws (derandomized, 6
+    and then 30 for a survivor) must reach each, or a mutant that refuses such a valid case survives."""
+    import tensoregg.testing.rulecheck as rulecheck
+
+    seen = set()
+
+    def record(rule, graph, feeds, must_fire=True):
+        conv = next(n for n in graph.nodes if n.op == "Conv")
+        rank = len(graph.types[conv.outputs[0]].shape)
+        seen.add((rank, len(graph.initializers["s"].shape) + 5 - rank))
+        return 0
+
+    monkeypatch.setattr(rulecheck, "check_rule", record)
+    for examples in (6, 30):
+        rulecheck.check_rule_cases(rule, examples, 0, quick=True)
+    assert {o for _, o in seen} == set(range(6)) and {r for r, _ in seen} == {3, 4, 5}, sorted(seen)

@@ -48,6 +48,38 @@ def test_variadic_sink_without_its_scalar_operand_premise_is_caught():
         check_rule_cases(mutant, 2, 12, quick=True)
 
 
+@pytest.mark.parametrize("premise", ["sy.length() < 6", "Vec[i64](1, 1, 1).append(ss)[",
+                                     "Vec[i64](1, 1).append(ss, Vec[i64](1))[",
+                                     "Vec[i64](1).append(ss, Vec[i64](1, 1))["])
+def test_conv_fold_without_a_spatial_premise_is_caught_by_its_first_counter_case(premise):
+    """Each counter case of the conv Mul/Add folds breaks every premise on s at once (one graph): an s
+    varying along each spatial axis, or along the last of 4 (past the rank the premises check)."""
+    mutant = without_fact("conv-mul-fold", premise)
+    with pytest.raises(AssertionError, match="conv-mul-fold-premise-dropped"):
+        check_rule_cases(mutant, 1, 1, quick=True)
+
+
+def test_where_sink_without_its_explicit_perm_premise_is_caught():
+    """Where over two transposed operands and a scalar: unset perms over operands of different ranks
+    (each reversing its own axes) are no one perm; the counter has such a case in every graph."""
+    mutant = without_fact("where-transpose-sink-tts", "eq(p.length()).to(i64(1))")
+    with pytest.raises(AssertionError, match="where-transpose-sink-tts-premise-dropped"):
+        check_rule_cases(mutant, 1, 4, quick=True)  # the first case's all-false condition hides it
+
+
+def test_prelu_sinks_empty_perm_premise_is_implied_by_prelus_typing():
+    """The premise refuses only T(x, []) of a scalar x, where no valid graph has a slope of shape (1,)
+    (it must broadcast to X): dropping it gives an equivalent mutant."""
+    from tensoregg.errors import ShapeError
+    from tensoregg.ir import Graph, Node, TensorType
+
+    (mutant,) = [m for m in mutants(RULES["prelu-transpose-sink-ts"]) if m.dropped.startswith("p.push(")]
+    assert "slope broadcasts to X" in mutant.equivalent
+    with pytest.raises(ShapeError, match="slope"):
+        Graph({"x": TensorType(np.dtype(np.float32), ())}, {"s": np.ones((1,), np.float32)},
+              [Node("PRelu", ("x", "s"), ("y",))], ["y"])
+
+
 def test_identical_tells_signed_zeros_and_infinities_apart_but_not_nans():
     assert_identical(np.array([np.nan, 1.0], np.float32), np.array([-np.nan, 1.0], np.float32), "nan")
     with pytest.raises(AssertionError, match="IEEE"):

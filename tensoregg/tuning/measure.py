@@ -111,11 +111,21 @@ class ModelCheck:
 def time_model(check: ModelCheck) -> tuple[float, float]:
     """Median seconds per call of ``check``'s model untuned and tuned, on ``target.cores`` threads,
     timed in alternating blocks (``tensoregg.benchmark.time_pair``) on the same seeded inputs."""
-    import tensoregg
+    from tensoregg.optimize import optimize
+    from tensoregg.runtime import Module
+    from tensoregg.targets import registration
+    from tensoregg.tuning.records import Records, measured_pricing
 
     c = check
-    untuned = tensoregg.compile(c.graph, c.target, records=False)
-    tuned = tensoregg.compile(c.graph, c.target, records=c.records)
+    entry = registration(c.target.name)
+    with Records(c.records, create=False) as records:
+        reprice = measured_pricing(records.measured(c.target))
+
+    def compiled(reprice: Any) -> Module:  # as compile does, with or without the records
+        graph, _ = optimize(c.graph, c.target, schedules=entry.schedules, reprice=reprice)
+        return Module(graph, entry.name, entry.build(graph, c.target))
+
+    untuned, tuned = compiled(None), compiled(reprice)
     rng = np.random.default_rng(1)
     feeds = {name: sample_array(t.dtype, t.shape, rng) for name, t in c.graph.inputs.items()}
     for module in (untuned, tuned):

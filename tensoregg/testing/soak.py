@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import queue
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -191,7 +192,7 @@ def soak(profile: Profile, *, cases: int, minutes: float, out: Path | None, firs
     called with the tally every ``CHECKPOINT_SECONDS`` after a case ends."""
     targets = runnable(profile.targets)
     tally = Soak() if tally is None else tally
-    tally.pieces.append({"profile": profile.name, "targets": targets, "version": __version__,
+    tally.pieces.append({"profile": profile.name, "targets": targets, "version": source_version(),
                          "first": first, "cases": 0, "jobs": jobs})
     before = tally.seconds
     start = last_checkpoint = time.monotonic()
@@ -231,6 +232,16 @@ def soak(profile: Profile, *, cases: int, minutes: float, out: Path | None, firs
             w.close()
     tally.seconds = before + time.monotonic() - start
     return tally
+
+
+def source_version() -> str:
+    """tensoregg's version, and the commit of the checkout it runs from where it is one."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__} ({commit})"
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -66,7 +66,9 @@ def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, grid: b
     over memory instead of one per op). ``row`` and ``grid`` choose the loop form of what is not tiled
     (``assign``: ``grid`` for a GPU). ``target`` names the target in errors. With ``concats``, the
     inputs of a Concat that qualifies are written in its output's memory and the Concat runs no
-    kernel (``place_concats``): for targets that run the program on its memory plan."""
+    kernel (``place_concats``): for targets that run the program on its memory plan (llvm, the cross
+    CPU targets, interp; not cuda, whose 16-byte vector accesses need buffers aligned to 16 bytes: a
+    placed input starts wherever the inputs before it end)."""
     check_values_fit(graph)
     inside, placed = place_concats(graph) if concats else ({}, set())
     lowered: list[LoweredNode] = []

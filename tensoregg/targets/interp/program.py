@@ -35,7 +35,7 @@ class InterpProgram:
     def __init__(self, graph: Graph, target: Target | None = None, *, choose: Chooser | None = None,
                  program: LoopProgram | None = None) -> None:
         self.graph, self.target = graph, target
-        self.program = program or lower_graph(graph, target="interp", choose=choose)
+        self.program = program or lower_graph(graph, target="interp", choose=choose, concats=True)
         plan = self.program.plan
         self.kernels: list[KernelExecutor | None] = []
         for k, (node, low) in enumerate(zip(graph.nodes, self.program.lowered)):

@@ -97,6 +97,11 @@ def lower_graph(graph: Graph, *, target: str = "llvm", row: bool = True, grid: b
                        MemoryPlan(graph, lowered, aliases=aliases, inside=inside))
 
 
+def outside_workspace(graph: Graph) -> set[str]:
+    """The values that live in the caller's arrays or the weights: graph inputs, outputs, constants."""
+    return {*graph.inputs, *graph.outputs, *graph.initializers}
+
+
 def place_concats(graph: Graph) -> tuple[dict[str, tuple[str, int]], set[int]]:
     """Concats whose inputs can be written where the output holds them: (value -> the Concat output
     it lives in and its byte offset there, for the memory plan; the Concat nodes, which then run no
@@ -108,7 +113,7 @@ def place_concats(graph: Graph) -> tuple[dict[str, tuple[str, int]], set[int]]:
     inline by no consumer), and none of these values shares memory with another (``reuse_memory``).
     A Concat's output may be placed in a later one: DenseNet's chain, where each concat copied every
     layer before it, becomes each layer's output written once into the block's last concat."""
-    fixed = {*graph.inputs, *graph.outputs, *graph.initializers}
+    fixed = outside_workspace(graph)
     made = {out for node in graph.nodes for out in node.outputs if out}
     inside: dict[str, tuple[str, int]] = {}
     placed: set[int] = set()
@@ -145,7 +150,7 @@ def reuse_memory(graph: Graph, lowered: Sequence[LoweredNode],
     for k, low in enumerate(lowered):  # what kernels read (a fused kernel reads its producers' inputs)
         for n in low.inputs:
             last_use[n] = k
-    fixed = {*graph.inputs, *graph.outputs, *graph.initializers, *keep}
+    fixed = outside_workspace(graph) | keep
     aliases: dict[str, str] = {}
     views: set[int] = set()
 

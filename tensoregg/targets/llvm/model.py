@@ -93,8 +93,8 @@ class NativeModel:
         self.ir = emit_model(self.program, self.target.lanes)
         self.kernel_names = self.ir.kernel_names
         self.jit = JitModule(self.ir.modules, self.target.cpu, self.target.features)
-        self._kernels = [self._cfunc(name, len(low.kernel.params)) if name else _never
-                         for name, low in zip(self.kernel_names, self.lowered)]
+        self._kernels = {k: self._cfunc(name, len(low.kernel.params))  # the nodes whose kernel runs
+                         for k, (name, low) in enumerate(zip(self.kernel_names, self.lowered)) if name}
         self._barrier = np.zeros(2, np.int64)
         g = graph
         self.executor = NativeExecutor(
@@ -165,14 +165,16 @@ class NativeModel:
 
         io = {n: int(a.ctypes.data) for n, a in [*inputs.items(), *outputs.items()]}
         times: list[list[float]] = [[] for _ in self.lowered]
-        calls = [(kernel, [plan.address(p, io, int(work.ctypes.data)) for p in plan.param_places(low)])
-                 for low, kernel in zip(self.lowered, self._kernels)]
+        calls = {k: (kernel, [plan.address(p, io, int(work.ctypes.data))
+                              for p in plan.param_places(self.lowered[k])])
+                 for k, kernel in self._kernels.items()}
         barrier = self._barrier.ctypes.data
         for _ in range(repeat):
-            for k, (kernel, args) in enumerate(calls):
-                if k in self.views:
+            for k in range(len(self.lowered)):
+                if k not in calls:
                     times[k].append(0.0)
                     continue
+                kernel, args = calls[k]
                 start = time.perf_counter()
                 kernel(*args, 0, 1, barrier)
                 times[k].append(time.perf_counter() - start)
@@ -212,9 +214,10 @@ class NativeModel:
         io = {n: int(raw.ctypes.data) + start for n, (raw, start, _) in arenas.items()}
         work_at = int(work.ctypes.data)
 
-        for k, (node, low, kernel) in enumerate(zip(g.nodes, self.lowered, self._kernels)):
-            if k in self.views:
+        for k, (node, low) in enumerate(zip(g.nodes, self.lowered)):
+            if k not in self._kernels:
                 continue
+            kernel = self._kernels[k]
             places = plan.param_places(low)
             for p in (p for p in places if p.kind == "work" and p not in inner):  # guards may hold an
                 work[p.at - pad:p.at] = POISON                   # earlier value that shared these bytes
@@ -298,11 +301,6 @@ def emit_model(program: LoopProgram, lanes: int) -> ModelIR:
                 _report_fault(b, fault_flag(entry_module), k)
     b.ret_void()
     return ModelIR(entry_module, (*kernels, *shared.values()), tuple(names))
-
-
-def _never(*args: object) -> None:
-    """The kernel of a node whose kernel never runs (``ModelIR.kernel_names``): never called."""
-    raise AssertionError("a skipped node's kernel was called")
 
 
 def _kernel_module(kernel: Kernel, lanes: int, name: str, shared: dict[Hashable, ir.Module]) -> ir.Module:

@@ -115,6 +115,9 @@ def check_rule_cases(rule: Any, examples: int = 6, premise_breaking: int = 6, *,
     mutation tool)."""
     assert rule.example is not None, f"rule {rule.name} has no example strategy, so it cannot be checked"
     common: dict[str, Any] = {"deadline": None, "database": None, "suppress_health_check": list(HealthCheck)}
+    # settings refuses max_examples=0, and on_examples' source (which seeds its derandomized draws,
+    # on which the mutation kills rest) stays as it is: it is built with 1 and not run
+    run_examples, examples = examples, max(examples, 1)
     if quick:
         common.update(derandomize=True, phases=(Phase.explicit, Phase.generate),
                       print_blob=False, verbosity=Verbosity.quiet)
@@ -133,7 +136,7 @@ def check_rule_cases(rule: Any, examples: int = 6, premise_breaking: int = 6, *,
 
         return check
 
-    if examples:
+    if run_examples:
         on_examples()
     if premise_breaking and rule.counter is not None:
         on(rule.counter)()

@@ -39,6 +39,15 @@ def test_gemm_bn_fold_without_its_c_shape_premise_is_caught():
         check_rule_cases(mutant, 2, 12, quick=True)
 
 
+def test_premise_breaking_cases_alone_catch_a_dropped_premise():
+    """``examples=0`` runs only the premise-breaking cases (hypothesis refuses max_examples=0: the
+    checker must not pass it on), and they alone catch the GEMM+BatchNorm fold's dropped premise."""
+    mutant = without_fact("gemm-bn-fold", "eq(sc[sc.length() - 1]).to(sy[1])")
+    check_rule_cases(RULES["gemm-bn-fold"], 0, 12, quick=True)
+    with pytest.raises(AssertionError, match="gemm-bn-fold-premise-dropped"):
+        check_rule_cases(mutant, 0, 12, quick=True)
+
+
 def test_variadic_sink_without_its_scalar_operand_premise_is_caught():
     """Without ``operands[1] = s`` the -ts sink takes any scalar-shaped tensor for s: the counter puts
     another one in the e-graph."""

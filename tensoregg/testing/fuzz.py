@@ -213,7 +213,7 @@ def _outputs(opdef: OpDef) -> int:
 # ---- drafters: ops whose inputs need a form the signature does not say -----------------------------
 
 def _matmul(b: Builder, opdef: OpDef) -> Draft | None:
-    floats = b.chance(0.97)  # integer MatMul has no native lowering: the whole graph would be refused
+    floats = b.chance(0.85)
     a = b.pick(lambda t: t.rank >= 1 and t.dtype in (FLOATS if floats else DTYPES))
     if a is None:
         return None
@@ -227,16 +227,18 @@ def _matmul(b: Builder, opdef: OpDef) -> Draft | None:
 
 
 def _gemm(b: Builder, opdef: OpDef) -> Draft | None:
-    a = b.pick(lambda t: t.rank == 2 and t.dtype in FLOATS)
+    floats = b.chance(0.85)
+    a = b.pick(lambda t: t.rank == 2 and t.dtype in (FLOATS if floats else DTYPES))
     if a is None:
         return None
     trans_a, trans_b, n = b.integer(0, 1), b.integer(0, 1), b.integer(1, 12)
     m, k = b.types[a].shape[::-1] if trans_a else b.types[a].shape
     dtype = b.types[a].dtype
-    w = b.const(b.array(dtype, (n, k) if trans_b else (k, n), 1.0 / math.sqrt(k)))
+    w = b.const(b.array(dtype, (n, k) if trans_b else (k, n), 1.0 / math.sqrt(k) if dtype.kind == "f" else 1))
     inputs = [a, w] + ([b.const(b.array(dtype, b.choice([(n,), (m, n), (1, n)])))] if b.chance(0.6) else [])
-    return inputs, {"transA": trans_a, "transB": trans_b, "alpha": b.choice([1.0, 0.5]),
-                    "beta": b.choice([1.0, 2.0])}, 1
+    scaled = dtype.kind == "f"  # a scaled integer Gemm is refused (the reference scales in float64)
+    return inputs, {"transA": trans_a, "transB": trans_b, "alpha": b.choice([1.0, 0.5] if scaled else [1.0]),
+                    "beta": b.choice([1.0, 2.0] if scaled else [1.0, 0.0])}, 1
 
 
 def _conv(b: Builder, opdef: OpDef) -> Draft | None:

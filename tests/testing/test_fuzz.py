@@ -59,10 +59,16 @@ def test_ops_that_amplify_rounding_read_only_exact_values():
 
 
 def test_integer_powers_have_nonnegative_exponents():
-    """0 to a negative integer power is undefined (tensoregg: 0, onnxruntime: INT_MIN; seed 1084)."""
-    graph = random_case(17).graph
-    pows = [n for n in graph.nodes if n.op == "Pow" and graph.types[n.inputs[0]].dtype.kind == "i"]
-    assert pows and all((graph.initializers[n.inputs[1]] >= 0).all() for n in pows)
+    """0 to a negative integer power is undefined (tensoregg: 0, onnxruntime: INT_MIN; seed 1084):
+    the integer Pows of the first 300 seeds (some must have one) have constant exponents >= 0."""
+    pows = 0
+    for seed in range(300):
+        graph = random_case(seed).graph
+        for n in graph.nodes:
+            if n.op == "Pow" and graph.types[n.inputs[0]].dtype.kind == "i":
+                assert (graph.initializers[n.inputs[1]] >= 0).all(), seed
+                pows += 1
+    assert pows
 
 
 @settings(max_examples=5)

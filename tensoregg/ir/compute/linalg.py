@@ -76,8 +76,6 @@ def matmul_sum(ctx: ComputeCtx, a: Buffer, b: Buffer, acc: np.dtype, a_zero: Shi
 @define("MatMul")
 def _matmul(ctx: ComputeCtx) -> Sequence[Expr]:
     a, b = ctx.input(0), ctx.input(1)
-    if not is_float(a.dtype):
-        raise ctx.unsupported(f"integer MatMul ({a.dtype}) is not lowered")
     return [cast(matmul_sum(ctx, a, b, wide(a.dtype)), a.dtype)]
 
 
@@ -156,10 +154,18 @@ def gemm_value(ctx: ComputeCtx) -> Expr:
     return y
 
 
+def refuse_scaled_integer_gemm(ctx: ComputeCtx) -> None:
+    """An integer Gemm runs in its own dtype (wrapping, as numpy's) only with alpha 1 and beta 0 or 1:
+    the reference scales in float64 and truncates, which the lowering does not copy."""
+    alpha, beta = ctx.attrs["alpha"], ctx.attrs["beta"]
+    if not is_float(ctx.input(0).dtype) and (alpha != 1.0 or beta not in (0.0, 1.0)):
+        raise ctx.unsupported(f"integer Gemm ({ctx.input(0).dtype}) with alpha {alpha} and beta {beta} "
+                              "(lowered only with alpha 1 and beta 0 or 1)")
+
+
 @define("Gemm")
 def _gemm(ctx: ComputeCtx) -> Sequence[Expr]:
-    if not is_float(ctx.input(0).dtype):
-        raise ctx.unsupported(f"integer Gemm ({ctx.input(0).dtype}) is not lowered")
+    refuse_scaled_integer_gemm(ctx)
     return [cast(gemm_value(ctx), ctx.input(0).dtype)]
 
 
@@ -247,7 +253,7 @@ _BASE_VALUE: Mapping[str, Any] = {
 
 for _name, _fused in FUSED.items():
     def _fused_compute(ctx: ComputeCtx, fused: Any = _fused) -> Sequence[Expr]:
-        if not is_float(ctx.input(0).dtype):
-            raise ctx.unsupported(f"integer {fused.base} ({ctx.input(0).dtype}) is not lowered")
+        if fused.base == "Gemm":
+            refuse_scaled_integer_gemm(ctx)
         return [epilogue(ctx, _BASE_VALUE[fused.base](ctx), fused.residual)]
     define(_name, domain=DOMAIN)(_fused_compute)

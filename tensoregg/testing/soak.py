@@ -192,6 +192,8 @@ def soak(profile: Profile, *, cases: int, minutes: float, out: Path | None, firs
     called with the tally every ``CHECKPOINT_SECONDS`` after a case ends."""
     targets = runnable(profile.targets)
     tally = Soak() if tally is None else tally
+    if cases <= 0:  # a finished tally, resumed to print it: no run to note
+        return tally
     tally.pieces.append({"profile": profile.name, "targets": targets, "version": source_version(),
                          "first": first, "cases": 0, "jobs": jobs})
     before = tally.seconds

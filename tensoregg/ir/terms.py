@@ -15,6 +15,7 @@ serialized e-graph (see ``serialize``) back into a Graph. Importing this module 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -278,8 +279,19 @@ def encode(graph: Graph, egraph: EGraph | None = None) -> Encoding:
 def type_facts(term: Tensor, t: TensorType) -> list[Any]:
     """The ``shape_of``/``dtype_of`` facts of a term of type ``t``; rules that build new
     intermediate terms add these for them (the root of a right-hand side shares its class's)."""
-    return [set_(shape_of(term)).to(Vec[i64](*[i64(d) for d in t.shape])),
-            set_(dtype_of(term)).to(String(t.dtype.name))]
+    return [set_(shape_of(term)).to(_shape_term(t.shape)), set_(dtype_of(term)).to(_dtype_term(t.dtype.name))]
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape_term(shape: tuple[int, ...]) -> Vec[i64]:
+    """A shape as an egglog term, built once (each egglog-python constructor call costs ~0.3 ms, and a
+    model's values share a few dozen shapes)."""
+    return Vec[i64](*[i64(d) for d in shape])
+
+
+@functools.lru_cache(maxsize=64)
+def _dtype_term(name: str) -> String:
+    return String(name)
 
 
 def serialize(egraph: EGraph) -> dict[str, Any]:

@@ -193,10 +193,22 @@ def check(case: Case, targets: Sequence[str], threads: Sequence[int] = (1, 2), *
             compare(target, n, got)
     if onnxruntime:
         got_ort = _onnxruntime(graph, feeds, result)
-        if got_ort is not None:  # onnxruntime's max and pools skip NaN (seed 6010): not compared there
-            compare(PEER, 1, [w if w.dtype.kind == "f" and np.isnan(w).any() else g
-                                       for g, w in zip(got_ort, want)])
+        if got_ort is not None:
+            compare(PEER, 1, [w if peer_deviates(graph, g, w) else g for g, w in zip(got_ort, want)])
     return result
+
+
+def peer_deviates(graph: Graph, got: np.ndarray, want: np.ndarray) -> bool:
+    """Whether onnxruntime's output ``got`` is one of its known deviations from the reference's
+    ``want``, not compared: onnxruntime's max and pools skip NaN (soak seed 6010), and its
+    ReduceLogSumExp at opset 28 exponentiates before subtracting the maximum, so that it overflows
+    to inf (1.32: from exp(89) in float32; soak seed 100914) where the reference is finite."""
+    if want.dtype.kind != "f" or got.shape != want.shape:
+        return False
+    if np.isnan(want).any():
+        return True
+    overflowed = np.isinf(got) & np.isfinite(want)
+    return bool(overflowed.any()) and any(n.op == "ReduceLogSumExp" for n in graph.nodes)
 
 
 def _onnxruntime(graph: Graph, feeds: dict[str, np.ndarray], result: Result) -> list[np.ndarray] | None:

@@ -192,6 +192,22 @@ def test_outputs_with_nan_are_not_compared_with_onnxruntime():
     assert not check(differential.Case(0, graph, feeds), []).findings
 
 
+def test_onnxruntimes_overflowing_log_sum_exp_is_not_compared_but_is_checked_as_a_deviation():
+    """onnxruntime 1.32's ReduceLogSumExp at opset 28 gives inf for log(sum(exp(1092))) (soak seed
+    100914); the targets are still compared with the reference, and a graph without the op is not
+    excused."""
+    f32 = TensorType(F32, (1, 3))
+    feeds = {"x0": np.full((1, 3), 1092.0, np.float32)}
+    graph = Graph({"x0": f32}, {}, [Node("ReduceLogSumExp", ("x0",), ("v0",), {"keepdims": 0})], ["v0"])
+    result = check(differential.Case(0, graph, feeds), ["ref"])
+    assert not result.findings
+    want = run_graph(graph, feeds)[0]
+    assert np.isfinite(want).all() and abs(float(want) - (1092 + np.log(3))) < 1e-2
+    assert differential.peer_deviates(graph, np.array(np.inf, np.float32), want)
+    relu = Graph({"x0": f32}, {}, [Node("Relu", ("x0",), ("v0",))], ["v0"])
+    assert not differential.peer_deviates(relu, np.full((1, 3), np.inf, np.float32), feeds["x0"])
+
+
 def test_graphs_with_ops_the_accelerator_lacks_are_not_compiled_for_it():
     result = check(random_case(21, large=0.4, max_nodes=12), ["accel-alone"], onnxruntime=False)
     assert result.unsupported == {"accel-alone": "ops it does not lower (not compiled)"}

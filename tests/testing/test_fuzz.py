@@ -266,3 +266,31 @@ def test_drawn_nodes_give_their_first_input_a_type_onnx_allows():
             assert onnx_allows(opdef, graph.types[node.inputs[0]].dtype), (seed, node)
             drawn += opdef.name in ("Sum", "ReduceLogSum", "Dropout")
     assert drawn  # float-only ops are drawn, on floats
+
+
+@pytest.mark.parametrize("hangs, failures", [(1, 0), (2, 1)])
+def test_a_case_past_its_time_limit_runs_once_more_before_it_counts_as_a_hang(monkeypatch, hangs, failures):
+    """A soak at low priority beside other work can be starved past the limit (seed 101107): the case
+    runs again with the longer limit, and fails as a hang only if it outlives that too."""
+    from tensoregg.testing import soak as soak_module
+
+    limits = []
+
+    class Starved:
+        def __init__(self, *args):
+            pass
+
+        def run(self, seed, timeout=soak_module.CASE_SECONDS):
+            limits.append(timeout)
+            if len(limits) <= hangs:
+                hang = {"target": "ref", "threads": 1, "kind": "crash", "detail": soak_module.HANG}
+                return {"findings": [hang]}
+            return {"templates": {"ref": []}, "ops": ["Add"], "large": ""}
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(soak_module, "Worker", Starved)
+    tally = soak(Profile("t", cases=1, targets=("ref",)), cases=1, minutes=5, out=None, echo=False)
+    assert tally.tried == 1 and len(tally.failures) == failures
+    assert limits == [soak_module.CASE_SECONDS, soak_module.RETRY_SECONDS]

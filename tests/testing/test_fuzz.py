@@ -208,6 +208,21 @@ def test_onnxruntimes_overflowing_log_sum_exp_is_not_compared_but_is_checked_as_
     assert not differential.peer_deviates(relu, np.full((1, 3), np.inf, np.float32), feeds["x0"])
 
 
+def test_onnxruntimes_saturating_integer_product_is_not_compared():
+    """ONNX leaves integer overflow undefined: onnxruntime's int32 ReduceProd of 1e5 * 1e5 * 3 * -7
+    gives INT_MIN where numpy and tensoregg wrap (soak seed 101520)."""
+    i32 = np.dtype(np.int32)
+    graph = Graph({"x0": TensorType(i32, (4,))}, {}, [Node("ReduceProd", ("x0",), ("v0",), {"keepdims": 0})],
+                  ["v0"])
+    feeds = {"x0": np.array([100000, 100000, 3, -7], np.int32)}
+    assert not check(differential.Case(0, graph, feeds), ["llvm", "ref"]).findings
+    want = run_graph(graph, feeds)[0]
+    assert int(want) == np.prod(feeds["x0"], dtype=np.int32)
+    assert differential.peer_deviates(graph, np.array(-2**31, np.int32), want)
+    relu = Graph({"x0": TensorType(i32, (4,))}, {}, [Node("Relu", ("x0",), ("v0",))], ["v0"])
+    assert not differential.peer_deviates(relu, feeds["x0"] + 1, feeds["x0"])
+
+
 def test_graphs_with_ops_the_accelerator_lacks_are_not_compiled_for_it():
     result = check(random_case(21, large=0.4, max_nodes=12), ["accel-alone"], onnxruntime=False)
     assert result.unsupported == {"accel-alone": "ops it does not lower (not compiled)"}

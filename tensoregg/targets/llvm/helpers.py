@@ -8,15 +8,17 @@ died (a fresh one serves the next request).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import queue
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tensoregg.errors import CompileError
 from tensoregg.targets.llvm import pipeline
@@ -54,6 +56,9 @@ class Request:
     text: str
     name: str
     machine: dict[str, object] = field(default_factory=dict)
+    careful: bool = False
+    """Optimized without the passes whose output has crashed LLVM's code generators
+    (``pipeline.optimize``): the second try of a module whose helper died on it."""
 
 
 class Helper:
@@ -67,7 +72,8 @@ class Helper:
         """``pipeline.build`` of ``request`` in this helper; CompileError naming the module if LLVM
         refuses it or the helper dies on it."""
         text = request.text.encode()
-        head = json.dumps({"kind": request.kind, "size": len(text), **request.machine}).encode() + b"\n"
+        head = json.dumps({"kind": request.kind, "size": len(text), "careful": request.careful,
+                           **request.machine}).encode() + b"\n"
         proc = self.process
         if proc is None or proc.poll() is not None or self.served >= HELPER_MODULES:
             self.stop()
@@ -84,8 +90,18 @@ class Helper:
         except (OSError, ValueError) as exc:
             code = proc.wait()
             self.process = None
-            raise CompileError(f"LLVM's helper process died (exit status {code}) compiling the generated "
-                               f"module {request.name!r}") from exc
+            for pipe in (proc.stdin, proc.stdout):
+                with contextlib.suppress(OSError):
+                    pipe.close()
+            why = (f"LLVM's helper process died (exit status {code}) compiling the generated module "
+                   f"{request.name!r}")
+            if request.careful:
+                raise CompileError(f"{why}, also without unrolling and SLP vectorization") from exc
+            # an LLVM bug (its assertions abort): once more without the passes that have set them off
+            # (AArch64, LLVM 22: an int32 ReduceL1's unrolled, SLP-vectorized abs-and-add chain)
+            warnings.warn(f"{why}; built it again without loop unrolling and SLP vectorization",
+                          RuntimeWarning, stacklevel=2)
+            return self.build(replace(request, careful=True))
         if reply["error"]:
             raise CompileError(f"LLVM rejected the generated module {request.name!r}: {reply['error']}")
         return out

@@ -79,9 +79,10 @@ def target_machine(cpu: str = "", features: str = "", *, jit: bool = True, tripl
 _machine = functools.cache(target_machine)
 
 
-def optimize(text: str, tm: llvm.TargetMachine) -> llvm.ModuleRef:
+def optimize(text: str, tm: llvm.TargetMachine, careful: bool = False) -> llvm.ModuleRef:
     """Parse and verify ``text`` for ``tm`` and run the O3 pipeline on it (without loop unrolling
-    where the module holds ``NO_UNROLL``); Rejected if LLVM refuses it."""
+    where the module holds ``NO_UNROLL``; ``careful``: without unrolling or SLP vectorization, the
+    passes whose output has crashed LLVM's code generators); Rejected if LLVM refuses it."""
     try:
         parsed = llvm.parse_assembly(text)
         parsed.triple = tm.triple
@@ -90,19 +91,20 @@ def optimize(text: str, tm: llvm.TargetMachine) -> llvm.ModuleRef:
     except RuntimeError as exc:
         raise Rejected(str(exc)) from exc
     tuning = llvm.create_pipeline_tuning_options(speed_level=3)
-    tuning.loop_vectorization = tuning.slp_vectorization = True
-    tuning.loop_unrolling = f"!{NO_UNROLL} = " not in text
+    tuning.loop_vectorization, tuning.slp_vectorization = True, not careful
+    tuning.loop_unrolling = not careful and f"!{NO_UNROLL} = " not in text
     tuning.loop_interleaving = False
     passes = llvm.create_pass_builder(tm, tuning)
     passes.getModulePassManager().run(parsed, passes)
     return parsed
 
 
-def build(kind: str, text: str, **machine: Any) -> bytes:
-    """``text`` optimized and emitted as an object file (``kind`` ``object``) or assembly text
-    (``assembly``, UTF-8) for ``target_machine(**machine)`` (made once per process and machine)."""
+def build(kind: str, text: str, careful: bool = False, **machine: Any) -> bytes:
+    """``text`` optimized (``careful``: see ``optimize``) and emitted as an object file (``kind``
+    ``object``) or assembly text (``assembly``, UTF-8) for ``target_machine(**machine)`` (made once per
+    process and machine)."""
     tm = _machine(**machine)
-    module = optimize(text, tm)
+    module = optimize(text, tm, careful)
     if kind == "assembly":
         return str(tm.emit_assembly(module)).encode()
     return bytes(tm.emit_object(module))

@@ -70,7 +70,7 @@ class Helper:
 
     def build(self, request: Request) -> bytes:
         """``pipeline.build`` of ``request`` in this helper; CompileError naming the module if LLVM
-        refuses it or the helper dies on it."""
+        refuses it, or if the helper dies on it twice (the second try ``careful``, with a warning)."""
         text = request.text.encode()
         head = json.dumps({"kind": request.kind, "size": len(text), "careful": request.careful,
                            **request.machine}).encode() + b"\n"
